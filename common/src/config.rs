@@ -1,0 +1,113 @@
+//! Configuration: defaults, then a TOML file, then `SECKILL_<FIELD>` environment
+//! variables. Every component keeps a flat `Config` struct whose `Default` is the
+//! documented default; this module only does the layering.
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::path::Path;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("config file {path} is not valid TOML: {source}")]
+    Parse { path: String, source: toml::de::Error },
+    #[error("unknown setting `{0}` (check the spelling against the README)")]
+    Unknown(String),
+    #[error("environment variable {var}={value:?}: expected {expected}")]
+    BadEnv { var: String, value: String, expected: &'static str },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// Load `T` from its defaults, overridden by the file at `path` (if given), overridden
+/// by environment variables named `SECKILL_` + the field name in upper case.
+pub fn load_config<T>(path: Option<&Path>) -> Result<T, ConfigError>
+where
+    T: Serialize + DeserializeOwned + Default,
+{
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    load_config_from(path, &env)
+}
+
+/// [`load_config`] with an explicit environment, for tests.
+pub fn load_config_from<T>(path: Option<&Path>, env: &[(String, String)]) -> Result<T, ConfigError>
+where
+    T: Serialize + DeserializeOwned + Default,
+{
+    let mut table = toml::Table::try_from(T::default()).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+    if let Some(path) = path {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: shown.clone(), source })?;
+        let file: toml::Table = text.parse().map_err(|source| ConfigError::Parse { path: shown, source })?;
+        for (k, v) in file {
+            if !table.contains_key(&k) {
+                return Err(ConfigError::Unknown(k));
+            }
+            table.insert(k, v);
+        }
+    }
+    let keys: Vec<String> = table.keys().cloned().collect();
+    for key in keys {
+        let var = format!("SECKILL_{}", key.to_uppercase());
+        let Some((_, raw)) = env.iter().find(|(k, _)| *k == var) else { continue };
+        let current = &table[&key];
+        let bad = |expected| ConfigError::BadEnv { var: var.clone(), value: raw.clone(), expected };
+        let value = match current {
+            toml::Value::Integer(_) => toml::Value::Integer(raw.trim().parse().map_err(|_| bad("an integer"))?),
+            toml::Value::Float(_) => toml::Value::Float(raw.trim().parse().map_err(|_| bad("a number"))?),
+            toml::Value::Boolean(_) => toml::Value::Boolean(match raw.trim() {
+                "1" | "true" | "yes" | "on" => true,
+                "0" | "false" | "no" | "off" => false,
+                _ => return Err(bad("true or false")),
+            }),
+            _ => toml::Value::String(raw.clone()),
+        };
+        table.insert(key, value);
+    }
+    table.try_into().map_err(|e: toml::de::Error| ConfigError::Invalid(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Serialize, Deserialize, PartialEq)]
+    #[serde(default)]
+    struct Demo {
+        listen: String,
+        workers: i64,
+        ratio: f64,
+        strict: bool,
+    }
+    impl Default for Demo {
+        fn default() -> Self {
+            Demo { listen: "127.0.0.1:8080".into(), workers: 2, ratio: 1.0, strict: false }
+        }
+    }
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn environment_overrides_file_which_overrides_defaults() {
+        let dir = std::env::temp_dir().join(format!("seckill-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("c.toml");
+        std::fs::write(&file, "workers = 8\nlisten = \"0.0.0.0:1\"\n").unwrap();
+        let c: Demo = load_config_from(Some(&file), &env(&[("SECKILL_WORKERS", "16"), ("SECKILL_STRICT", "on")])).unwrap();
+        assert_eq!(c, Demo { listen: "0.0.0.0:1".into(), workers: 16, ratio: 1.0, strict: true });
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused() {
+        let dir = std::env::temp_dir().join(format!("seckill-cfg2-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("c.toml");
+        std::fs::write(&file, "wrokers = 8\n").unwrap();
+        assert!(matches!(load_config_from::<Demo>(Some(&file), &[]), Err(ConfigError::Unknown(k)) if k == "wrokers"));
+        assert!(matches!(load_config_from::<Demo>(None, &env(&[("SECKILL_RATIO", "x")])), Err(ConfigError::BadEnv { .. })));
+    }
+}

@@ -1,0 +1,128 @@
+//! Addresses of the project-local stack started by `./dev up`.
+//!
+//! `./dev up` writes them to `<run dir>/stack.env`; these are also the documented
+//! defaults, so a component started with no configuration talks to the local stack.
+//! Environment variables of the same names win over the file.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:16379";
+pub const DEFAULT_KAFKA_BROKERS: &str = "127.0.0.1:19092";
+pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:15432/seckill";
+
+/// The three service addresses of a stack.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stack {
+    pub redis_url: String,
+    pub kafka_brokers: String,
+    pub database_url: String,
+}
+
+impl Stack {
+    /// Defaults, overridden by `stack.env` (from `SECKILL_STACK_ENV` or the
+    /// workspace's `.run/stack.env`), overridden by the environment.
+    pub fn discover() -> Stack {
+        let mut vars = HashMap::new();
+        if let Some(path) = stack_env_path() {
+            if let Ok(text) = std::fs::read_to_string(path) {
+                vars = parse_env_file(&text);
+            }
+        }
+        let pick = |name: &str, default: &str| {
+            std::env::var(name)
+                .ok()
+                .or_else(|| vars.get(name).cloned())
+                .unwrap_or_else(|| default.to_string())
+        };
+        Stack {
+            redis_url: pick("SECKILL_REDIS_URL", DEFAULT_REDIS_URL),
+            kafka_brokers: pick("SECKILL_KAFKA_BROKERS", DEFAULT_KAFKA_BROKERS),
+            database_url: pick("SECKILL_DATABASE_URL", DEFAULT_DATABASE_URL),
+        }
+    }
+}
+
+/// The stack for a test or a tool: if its Redis does not answer, run `./dev up`
+/// (once per process) and read the addresses again. Panics with the reason when the
+/// stack cannot be brought up — for test harnesses and demos, not request paths.
+pub fn ensure_up() -> Stack {
+    static UP: std::sync::Once = std::sync::Once::new();
+    let stack = Stack::discover();
+    if answers(&stack.redis_url) && answers_kafka(&stack.kafka_brokers) {
+        return stack;
+    }
+    UP.call_once(|| {
+        let root = workspace_root().unwrap_or_else(|| panic!("stack is down and no ./dev script was found above the working directory"));
+        let status = std::process::Command::new(root.join("dev")).arg("up").status();
+        match status {
+            Ok(s) if s.success() => {}
+            other => panic!("`./dev up` failed ({other:?}); run it by hand to see why"),
+        }
+    });
+    Stack::discover()
+}
+
+fn answers(url: &str) -> bool {
+    let hostport = url.split("://").nth(1).unwrap_or(url).split('/').next().unwrap_or("");
+    let hostport = hostport.rsplit('@').next().unwrap_or(hostport);
+    tcp_answers(hostport)
+}
+
+fn answers_kafka(brokers: &str) -> bool {
+    brokers.split(',').next().is_some_and(tcp_answers)
+}
+
+fn tcp_answers(hostport: &str) -> bool {
+    use std::net::ToSocketAddrs;
+    let Ok(mut addrs) = hostport.to_socket_addrs() else { return false };
+    addrs.next().is_some_and(|a| std::net::TcpStream::connect_timeout(&a, std::time::Duration::from_millis(500)).is_ok())
+}
+
+/// The directory holding the `dev` script, found by walking up from the working
+/// directory (tests run in their crate's directory).
+pub fn workspace_root() -> Option<PathBuf> {
+    let mut dir = std::env::current_dir().ok()?;
+    loop {
+        if dir.join("dev").is_file() && dir.join("Cargo.toml").is_file() {
+            return Some(dir);
+        }
+        if !dir.pop() {
+            return None;
+        }
+    }
+}
+
+fn stack_env_path() -> Option<PathBuf> {
+    if let Ok(p) = std::env::var("SECKILL_STACK_ENV") {
+        return Some(PathBuf::from(p));
+    }
+    let run = std::env::var("SECKILL_RUN_DIR")
+        .map(PathBuf::from)
+        .ok()
+        .or_else(|| workspace_root().map(|d| d.join(".run")))?;
+    Some(run.join("stack.env"))
+}
+
+/// `KEY=value` lines; blank lines and `#` comments ignored.
+pub fn parse_env_file(text: &str) -> HashMap<String, String> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_file_lines_become_pairs_and_comments_are_skipped() {
+        let m = parse_env_file("# c\nA=1\n\n B = x=y \nnoequals\n");
+        assert_eq!(m.get("A").map(String::as_str), Some("1"));
+        assert_eq!(m.get("B").map(String::as_str), Some("x=y"));
+        assert_eq!(m.len(), 2);
+    }
+}

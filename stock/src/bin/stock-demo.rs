@@ -1,0 +1,152 @@
+//! A demo sale straight on the stock engine: buyers rush a sale from many clients,
+//! some click twice, some cancel, the cancelled units sell again, and the result is
+//! checked against the invariants.
+//!
+//! `stock-demo [--units N] [--buyers N] [--clients N] [--cancel-percent P]`
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use stock::{SaleSpec, Settlement, Stock, StockError};
+
+struct Args {
+    units: i64,
+    buyers: u64,
+    clients: u64,
+    cancel_percent: u64,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut a = Args { units: 1_000, buyers: 5_000, clients: 32, cancel_percent: 5 };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().and_then(|v| v.parse::<u64>().ok()).ok_or(format!("{flag} needs a number"));
+        match flag.as_str() {
+            "--units" => a.units = value()? as i64,
+            "--buyers" => a.buyers = value()?,
+            "--clients" => a.clients = value()?.max(1),
+            "--cancel-percent" => a.cancel_percent = value()?.min(100),
+            _ => return Err(format!("unknown flag {flag}")),
+        }
+    }
+    Ok(a)
+}
+
+#[derive(Default)]
+struct Tally {
+    orders: Vec<(String, u64)>,
+    rejected: std::collections::BTreeMap<String, u64>,
+}
+
+fn main() {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("stock-demo: {e}\nusage: stock-demo [--units N] [--buyers N] [--clients N] [--cancel-percent P]");
+            std::process::exit(2);
+        }
+    };
+    if let Err(e) = run(args) {
+        eprintln!("stock-demo: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run(args: Args) -> Result<(), StockError> {
+    let stack = seckill_common::stack::ensure_up();
+    let connect = || stock::connect(&stack.redis_url, Duration::from_secs(2)).map(Stock::new);
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+    let sale = format!("demo_{}", now);
+    connect()?.create_sale(&sale, &SaleSpec { stock: args.units, per_user_limit: 1, start_ms: now - 1_000, end_ms: now + 3_600_000 })?;
+    println!("sale {sale}: {} units, {} buyers on {} clients, redis {}", args.units, args.buyers, args.clients, stack.redis_url);
+
+    let tally = Arc::new(Mutex::new(Tally::default()));
+    let t0 = Instant::now();
+    let handles: Vec<_> = (0..args.clients)
+        .map(|c| {
+            let (sale, tally, mut s) = (sale.clone(), tally.clone(), connect());
+            let (buyers, clients) = (args.buyers, args.clients);
+            std::thread::spawn(move || -> Result<(), StockError> {
+                let s = s.as_mut().map_err(|e| e.clone())?;
+                for user in (c + 1..=buyers).step_by(clients as usize) {
+                    // One in four buyers double-clicks: the same token twice.
+                    let clicks = if user % 4 == 0 { 2 } else { 1 };
+                    let token = match s.issue_token(&sale, user, Duration::from_secs(1800)) {
+                        Ok(t) => t.token,
+                        Err(e) if e.is_fault() => return Err(e),
+                        Err(e) => {
+                            *tally.lock().unwrap_or_else(|p| p.into_inner()).rejected.entry(format!("token: {e}")).or_default() += 1;
+                            continue;
+                        }
+                    };
+                    for _ in 0..clicks {
+                        let r = s.purchase(&sale, user, &token);
+                        let mut t = tally.lock().unwrap_or_else(|p| p.into_inner());
+                        match r {
+                            Ok(p) => t.orders.push((p.order_id, user)),
+                            Err(e) if e.is_fault() => return Err(e),
+                            Err(e) => *t.rejected.entry(format!("order: {e}")).or_default() += 1,
+                        }
+                    }
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().map_err(|_| StockError::BadReply("a client thread panicked".into()))??;
+    }
+    let rush = t0.elapsed();
+    let tally = std::mem::take(&mut *tally.lock().unwrap_or_else(|p| p.into_inner()));
+    println!("rush: {} orders accepted in {:.2?}", tally.orders.len(), rush);
+    for (why, n) in &tally.rejected {
+        println!("  rejected {n:>6}  {why}");
+    }
+
+    // Some buyers never pay: their reservations are released and sell again.
+    let mut s = connect()?;
+    let mut released = 0u64;
+    for (order, _) in tally.orders.iter().filter(|(_, u)| u % 100 < args.cancel_percent) {
+        s.settle(order, Settlement::Released)?;
+        released += 1;
+    }
+    let mut resold = Vec::new();
+    for user in args.buyers + 1..=args.buyers + released {
+        let t = s.issue_token(&sale, user, Duration::from_secs(60))?;
+        resold.push((s.purchase(&sale, user, &t.token)?.order_id, user));
+    }
+    let mut paid = 0u64;
+    for (order, _) in tally.orders.iter().filter(|(_, u)| u % 100 >= args.cancel_percent).chain(&resold) {
+        s.settle(order, Settlement::Paid)?;
+        paid += 1;
+    }
+    println!("cancelled {released} unpaid orders, resold {} units to late buyers, {paid} orders paid", resold.len());
+
+    let st = s.state(&sale)?;
+    let buyers = s.buyers(&sale)?;
+    let all_orders: HashSet<&String> = tally.orders.iter().chain(&resold).map(|(o, _)| o).collect();
+    let checks = [
+        ("no oversell (sold + held <= initial)", st.sold + st.held <= st.initial),
+        ("per-user limit (every buyer holds <= 1)", buyers.iter().all(|(_, n)| *n <= st.per_user_limit)),
+        ("order ids unique", all_orders.len() == tally.orders.len() + resold.len()),
+        ("conservation (remaining + held + sold = initial)", st.conserved()),
+    ];
+    println!(
+        "result: initial {} = remaining {} + held {} + sold {}; {} buyers; {:.0} attempts/s during the rush",
+        st.initial,
+        st.remaining,
+        st.held,
+        st.sold,
+        buyers.len(),
+        (args.buyers as f64) / rush.as_secs_f64()
+    );
+    let mut ok = true;
+    for (name, pass) in checks {
+        println!("  {} {name}", if pass { "PASS" } else { "FAIL" });
+        ok &= pass;
+    }
+    if !ok {
+        return Err(StockError::BadReply("an invariant failed".into()));
+    }
+    Ok(())
+}

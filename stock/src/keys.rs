@@ -1,0 +1,110 @@
+//! The key schema. All keys of sale `S` carry the hash tag `{S}`:
+//!
+//! | key | type | holds |
+//! |---|---|---|
+//! | `sk:{S}:meta` | hash | initial, limit, start_ms, end_ms, paused, created_ms |
+//! | `sk:{S}:stock` | int | units still for sale |
+//! | `sk:{S}:sold` | int | units paid for |
+//! | `sk:{S}:buyers` | hash | user → units held or bought |
+//! | `sk:{S}:res` | hash | order id → user, for reservations neither paid nor released |
+//! | `sk:{S}:settled` | hash | order id → `paid|user` or `released|user` |
+//! | `sk:{S}:seq` | int | order id sequence |
+//! | `sk:{S}:tok:T` | string | `user|expires_ms|new-or-used`, with a TTL |
+
+use crate::StockError;
+use rand::RngCore;
+
+/// Longest sale id accepted; ids are `[A-Za-z0-9_]`, so they never contain the
+/// order id separator `-` nor hash-tag braces.
+pub const MAX_SALE_ID: usize = 64;
+
+pub struct SaleKeys {
+    prefix: String,
+    pub meta: String,
+    pub stock: String,
+    pub sold: String,
+    pub buyers: String,
+    pub reservations: String,
+    pub settled: String,
+    pub seq: String,
+}
+
+impl SaleKeys {
+    pub fn new(sale: &str) -> SaleKeys {
+        let prefix = format!("sk:{{{sale}}}:");
+        let k = |s: &str| format!("{prefix}{s}");
+        SaleKeys {
+            meta: k("meta"),
+            stock: k("stock"),
+            sold: k("sold"),
+            buyers: k("buyers"),
+            reservations: k("res"),
+            settled: k("settled"),
+            seq: k("seq"),
+            prefix,
+        }
+    }
+
+    pub fn token(&self, token: &str) -> String {
+        format!("{}tok:{token}", self.prefix)
+    }
+}
+
+pub fn check_sale_id(sale: &str) -> Result<(), StockError> {
+    if sale.is_empty() || sale.len() > MAX_SALE_ID || !sale.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        return Err(StockError::Invalid(format!("sale id must be 1..={MAX_SALE_ID} of [A-Za-z0-9_]")));
+    }
+    Ok(())
+}
+
+/// Order ids are `<sale>-<sequence>`: unique across gateway instances because the
+/// sequence lives in Redis beside the sale's stock.
+pub fn split_order_id(order_id: &str) -> Option<(&str, u64)> {
+    let (sale, seq) = order_id.rsplit_once('-')?;
+    check_sale_id(sale).ok()?;
+    Some((sale, seq.parse().ok()?))
+}
+
+/// 128 random bits, hex.
+pub fn new_token() -> String {
+    let mut b = [0u8; 16];
+    rand::rng().fill_bytes(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+pub fn token_well_formed(token: &str) -> bool {
+    token.len() == 32 && token.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_key_of_a_sale_shares_one_hash_tag() {
+        let k = SaleKeys::new("s1");
+        for key in [&k.meta, &k.stock, &k.sold, &k.buyers, &k.reservations, &k.settled, &k.seq, &k.token("ab")] {
+            assert!(key.starts_with("sk:{s1}:"), "{key}");
+        }
+    }
+
+    #[test]
+    fn sale_ids_and_order_ids_are_validated() {
+        assert!(check_sale_id("flash_2026").is_ok());
+        for bad in ["", "a-b", "a{b}", "a b", &"x".repeat(65)] {
+            assert!(check_sale_id(bad).is_err(), "{bad}");
+        }
+        assert_eq!(split_order_id("flash_1-42"), Some(("flash_1", 42)));
+        assert_eq!(split_order_id("flash-1-42"), None);
+        assert_eq!(split_order_id("42"), None);
+        assert_eq!(split_order_id("s-x"), None);
+    }
+
+    #[test]
+    fn tokens_are_random_and_well_formed() {
+        let (a, b) = (new_token(), new_token());
+        assert_ne!(a, b);
+        assert!(token_well_formed(&a));
+        assert!(!token_well_formed("zz"));
+    }
+}

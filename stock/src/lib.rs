@@ -1,0 +1,415 @@
+//! The Redis side of a flash sale. Only this crate knows Redis keys.
+//!
+//! - [`keys`]: the key schema; every key of one sale shares the hash tag `{<sale>}`, so
+//!   the scripts run unchanged on Redis Cluster.
+//! - [`scripts`]: the Lua scripts, loaded once and called by SHA (reloaded on NOSCRIPT).
+//! - [`Stock`]: the typed API over the scripts — create a sale, issue a token, purchase,
+//!   settle (release or pay) a reservation, read the sale's state.
+//! - [`Exec`]: the one-command transport the API runs on. A blocking `redis::Connection`
+//!   implements it for tools and tests; the gateway brings its own pipelined,
+//!   coroutine-friendly connection.
+
+pub mod keys;
+pub mod scripts;
+
+use redis::Value;
+use scripts::Script;
+use std::time::Duration;
+
+/// Everything that can go wrong, business outcomes and faults alike, named for what
+/// happened. [`StockError::is_fault`] tells the two apart.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StockError {
+    #[error("no such sale")]
+    NoSale,
+    #[error("the sale already exists")]
+    SaleExists,
+    #[error("the sale is paused")]
+    Paused,
+    #[error("the sale has not started (starts at {start_ms} ms)")]
+    NotStarted { start_ms: i64 },
+    #[error("the sale has ended")]
+    Ended,
+    #[error("sold out")]
+    SoldOut,
+    #[error("this user already bought the per-user limit")]
+    AlreadyBought,
+    #[error("no such token (never issued, or long expired)")]
+    TokenInvalid,
+    #[error("the token has expired")]
+    TokenExpired,
+    #[error("the token belongs to another user")]
+    TokenNotYours,
+    #[error("the token was already used")]
+    TokenUsed,
+    #[error("no such order")]
+    NoOrder,
+    #[error("the order was already released")]
+    AlreadyReleased,
+    #[error("the order was already paid")]
+    AlreadyPaid,
+    #[error("invalid argument: {0}")]
+    Invalid(String),
+    #[error("redis: {0}")]
+    Redis(String),
+    #[error("redis call timed out")]
+    Timeout,
+    #[error("unexpected reply from redis: {0}")]
+    BadReply(String),
+}
+
+impl StockError {
+    /// True for infrastructure faults (Redis down, slow, or confused), false for the
+    /// business answers a client must be told.
+    pub fn is_fault(&self) -> bool {
+        matches!(self, StockError::Redis(_) | StockError::Timeout | StockError::BadReply(_))
+    }
+}
+
+/// One command, one reply. Error replies may come back either as `Err` or as
+/// `Ok(Value::ServerError)`; both are handled.
+pub trait Exec {
+    fn exec(&mut self, cmd: &redis::Cmd) -> Result<Value, StockError>;
+}
+
+impl Exec for redis::Connection {
+    fn exec(&mut self, cmd: &redis::Cmd) -> Result<Value, StockError> {
+        redis::ConnectionLike::req_command(self, cmd).map_err(map_redis_error)
+    }
+}
+
+/// Map a client error to ours; NOSCRIPT keeps its code so the caller can reload.
+pub fn map_redis_error(e: redis::RedisError) -> StockError {
+    if e.is_timeout() {
+        StockError::Timeout
+    } else {
+        StockError::Redis(match e.code() {
+            Some(code) => format!("{code} {}", e.detail().unwrap_or_default()),
+            None => e.to_string(),
+        })
+    }
+}
+
+/// A blocking connection with read/write timeouts, for tools and tests.
+pub fn connect(url: &str, timeout: Duration) -> Result<redis::Connection, StockError> {
+    let client = redis::Client::open(url).map_err(map_redis_error)?;
+    let conn = client.get_connection_with_timeout(timeout).map_err(map_redis_error)?;
+    conn.set_read_timeout(Some(timeout)).map_err(map_redis_error)?;
+    conn.set_write_timeout(Some(timeout)).map_err(map_redis_error)?;
+    Ok(conn)
+}
+
+/// A sale's definition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SaleSpec {
+    pub stock: i64,
+    pub per_user_limit: i64,
+    pub start_ms: i64,
+    pub end_ms: i64,
+}
+
+/// A consistent snapshot of a sale, read in one script.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SaleState {
+    pub initial: i64,
+    pub per_user_limit: i64,
+    pub start_ms: i64,
+    pub end_ms: i64,
+    pub paused: bool,
+    /// Units still for sale.
+    pub remaining: i64,
+    /// Units paid for.
+    pub sold: i64,
+    /// Units reserved by orders that are neither paid nor released.
+    pub held: i64,
+    /// Redis's clock when the snapshot was taken.
+    pub now_ms: i64,
+}
+
+impl SaleState {
+    /// remaining + held + sold = initial.
+    pub fn conserved(&self) -> bool {
+        self.remaining + self.held + self.sold == self.initial && self.remaining >= 0
+    }
+
+    pub fn phase(&self) -> Phase {
+        if self.now_ms < self.start_ms {
+            Phase::NotStarted
+        } else if self.now_ms >= self.end_ms {
+            Phase::Ended
+        } else if self.paused {
+            Phase::Paused
+        } else if self.remaining <= 0 {
+            Phase::SoldOut
+        } else {
+            Phase::Open
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    NotStarted,
+    Open,
+    Paused,
+    SoldOut,
+    Ended,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::NotStarted => "not_started",
+            Phase::Open => "open",
+            Phase::Paused => "paused",
+            Phase::SoldOut => "sold_out",
+            Phase::Ended => "ended",
+        }
+    }
+}
+
+/// An issued token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Token {
+    pub token: String,
+    pub expires_ms: i64,
+}
+
+/// An accepted purchase: the reservation is recorded in Redis under `order_id`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Purchase {
+    pub order_id: String,
+    pub remaining: i64,
+}
+
+/// How a reservation ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settlement {
+    /// Cancelled: the unit goes back to the sale and the buyer may buy again.
+    Released,
+    /// Paid: the unit counts as sold.
+    Paid,
+}
+
+/// The typed API over the scripts, on any transport.
+pub struct Stock<C: Exec> {
+    conn: C,
+}
+
+impl<C: Exec> Stock<C> {
+    pub fn new(conn: C) -> Self {
+        Stock { conn }
+    }
+
+    pub fn conn_mut(&mut self) -> &mut C {
+        &mut self.conn
+    }
+
+    pub fn create_sale(&mut self, sale: &str, spec: &SaleSpec) -> Result<(), StockError> {
+        keys::check_sale_id(sale)?;
+        if spec.stock < 0 || spec.per_user_limit < 1 || spec.end_ms <= spec.start_ms {
+            return Err(StockError::Invalid(
+                "stock must be >= 0, per_user_limit >= 1 and end after start".into(),
+            ));
+        }
+        let k = keys::SaleKeys::new(sale);
+        let args = [spec.stock, spec.per_user_limit, spec.start_ms, spec.end_ms].map(|v| v.to_string());
+        let reply = self.run(&scripts::CREATE, &[&k.meta, &k.stock, &k.sold, &k.buyers, &k.reservations, &k.settled], &args)?;
+        outcome(reply).map(|_| ())
+    }
+
+    /// Issue a single-use token bound to (sale, user), valid for `ttl`.
+    pub fn issue_token(&mut self, sale: &str, user: u64, ttl: Duration) -> Result<Token, StockError> {
+        keys::check_sale_id(sale)?;
+        let token = keys::new_token();
+        let k = keys::SaleKeys::new(sale);
+        let ttl_ms = ttl.as_millis().max(1).to_string();
+        let reply = self.run(&scripts::TOKEN, &[&k.meta, &k.stock, &k.buyers, &k.token(&token)], &[user.to_string(), ttl_ms])?;
+        let rest = outcome(reply)?;
+        Ok(Token { token, expires_ms: int_at(&rest, 0)? })
+    }
+
+    /// Buy one unit with a token: atomically check the token, the per-user limit and
+    /// the stock, then deduct, record buyer and reservation, and consume the token.
+    pub fn purchase(&mut self, sale: &str, user: u64, token: &str) -> Result<Purchase, StockError> {
+        keys::check_sale_id(sale)?;
+        if !keys::token_well_formed(token) {
+            return Err(StockError::TokenInvalid);
+        }
+        let k = keys::SaleKeys::new(sale);
+        let reply = self.run(
+            &scripts::PURCHASE,
+            &[&k.meta, &k.stock, &k.buyers, &k.reservations, &k.token(token), &k.seq],
+            &[user.to_string(), sale.to_string()],
+        )?;
+        let rest = outcome(reply)?;
+        Ok(Purchase { order_id: string_at(&rest, 0)?, remaining: int_at(&rest, 1)? })
+    }
+
+    /// End a reservation exactly once; returns the buyer. A second settlement of the
+    /// same order answers `AlreadyReleased` or `AlreadyPaid` and changes nothing.
+    pub fn settle(&mut self, order_id: &str, how: Settlement) -> Result<u64, StockError> {
+        let (sale, _) = keys::split_order_id(order_id).ok_or(StockError::NoOrder)?;
+        let k = keys::SaleKeys::new(sale);
+        let how = match how {
+            Settlement::Released => "released",
+            Settlement::Paid => "paid",
+        };
+        let reply = self.run(
+            &scripts::SETTLE,
+            &[&k.stock, &k.sold, &k.buyers, &k.reservations, &k.settled],
+            &[order_id.to_string(), how.to_string()],
+        )?;
+        let rest = outcome(reply)?;
+        string_at(&rest, 0)?.parse().map_err(|_| StockError::BadReply("buyer is not a number".into()))
+    }
+
+    pub fn state(&mut self, sale: &str) -> Result<SaleState, StockError> {
+        keys::check_sale_id(sale)?;
+        let k = keys::SaleKeys::new(sale);
+        let rest = outcome(self.run(&scripts::STATE, &[&k.meta, &k.stock, &k.sold, &k.reservations], &[])?)?;
+        Ok(SaleState {
+            initial: int_at(&rest, 0)?,
+            per_user_limit: int_at(&rest, 1)?,
+            start_ms: int_at(&rest, 2)?,
+            end_ms: int_at(&rest, 3)?,
+            paused: int_at(&rest, 4)? == 1,
+            remaining: int_at(&rest, 5)?,
+            sold: int_at(&rest, 6)?,
+            held: int_at(&rest, 7)?,
+            now_ms: int_at(&rest, 8)?,
+        })
+    }
+
+    pub fn set_paused(&mut self, sale: &str, paused: bool) -> Result<(), StockError> {
+        keys::check_sale_id(sale)?;
+        let k = keys::SaleKeys::new(sale);
+        outcome(self.run(&scripts::PAUSE, &[&k.meta], &[if paused { "1" } else { "0" }.to_string()])?).map(|_| ())
+    }
+
+    /// The buyers of a sale and how many units each holds or bought.
+    pub fn buyers(&mut self, sale: &str) -> Result<Vec<(u64, i64)>, StockError> {
+        keys::check_sale_id(sale)?;
+        let k = keys::SaleKeys::new(sale);
+        let v = self.conn.exec(redis::cmd("HGETALL").arg(&k.buyers))?;
+        let items = match v {
+            Value::Array(items) => items,
+            Value::Map(pairs) => pairs.into_iter().flat_map(|(a, b)| [a, b]).collect(),
+            other => return Err(StockError::BadReply(format!("HGETALL: {other:?}"))),
+        };
+        items
+            .chunks(2)
+            .map(|p| {
+                let user = string_of(&p[0])?.parse().map_err(|_| StockError::BadReply("buyer id".into()))?;
+                Ok((user, int_of(p.get(1).unwrap_or(&Value::Nil))?))
+            })
+            .collect()
+    }
+
+    /// EVALSHA, loading the script on NOSCRIPT (a restarted or flushed Redis).
+    fn run(&mut self, script: &Script, keys: &[&str], args: &[String]) -> Result<Value, StockError> {
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(script.sha()).arg(keys.len()).arg(keys).arg(args);
+        match self.conn.exec(&cmd) {
+            Ok(Value::ServerError(e)) if e.code() == "NOSCRIPT" => {}
+            Err(StockError::Redis(msg)) if msg.starts_with("NOSCRIPT") => {}
+            other => return server_error(other?),
+        }
+        let loaded = self.conn.exec(redis::cmd("SCRIPT").arg("LOAD").arg(script.body()))?;
+        server_error(loaded)?;
+        server_error(self.conn.exec(&cmd)?)
+    }
+}
+
+fn server_error(v: Value) -> Result<Value, StockError> {
+    match v {
+        Value::ServerError(e) => Err(StockError::Redis(format!("{} {}", e.code(), e.details().unwrap_or_default()))),
+        v => Ok(v),
+    }
+}
+
+/// Turn a script's `{'CODE', ...}` reply into the values after `OK`, or the error.
+fn outcome(v: Value) -> Result<Vec<Value>, StockError> {
+    let Value::Array(mut items) = v else {
+        return Err(StockError::BadReply(format!("expected an array, got {v:?}")));
+    };
+    if items.is_empty() {
+        return Err(StockError::BadReply("empty reply".into()));
+    }
+    let code = string_of(&items[0])?;
+    let rest = items.split_off(1);
+    Err(match code.as_str() {
+        "OK" => return Ok(rest),
+        "NO_SALE" => StockError::NoSale,
+        "SALE_EXISTS" => StockError::SaleExists,
+        "PAUSED" => StockError::Paused,
+        "NOT_STARTED" => StockError::NotStarted { start_ms: int_at(&rest, 0)? },
+        "ENDED" => StockError::Ended,
+        "SOLD_OUT" => StockError::SoldOut,
+        "ALREADY_BOUGHT" => StockError::AlreadyBought,
+        "TOKEN_INVALID" => StockError::TokenInvalid,
+        "TOKEN_EXPIRED" => StockError::TokenExpired,
+        "TOKEN_NOT_YOURS" => StockError::TokenNotYours,
+        "TOKEN_USED" => StockError::TokenUsed,
+        "TOKEN_COLLISION" => StockError::BadReply("random token collided; retry".into()),
+        "NO_ORDER" => StockError::NoOrder,
+        "ALREADY_RELEASED" => StockError::AlreadyReleased,
+        "ALREADY_PAID" => StockError::AlreadyPaid,
+        other => StockError::BadReply(format!("unknown outcome {other}")),
+    })
+}
+
+fn string_of(v: &Value) -> Result<String, StockError> {
+    match v {
+        Value::BulkString(b) => String::from_utf8(b.clone()).map_err(|_| StockError::BadReply("not utf-8".into())),
+        Value::SimpleString(s) => Ok(s.clone()),
+        Value::Int(i) => Ok(i.to_string()),
+        other => Err(StockError::BadReply(format!("expected a string, got {other:?}"))),
+    }
+}
+
+fn int_of(v: &Value) -> Result<i64, StockError> {
+    match v {
+        Value::Int(i) => Ok(*i),
+        other => string_of(other)?.parse().map_err(|_| StockError::BadReply(format!("expected an integer, got {other:?}"))),
+    }
+}
+
+fn string_at(rest: &[Value], i: usize) -> Result<String, StockError> {
+    string_of(rest.get(i).ok_or_else(|| StockError::BadReply("short reply".into()))?)
+}
+
+fn int_at(rest: &[Value], i: usize) -> Result<i64, StockError> {
+    int_of(rest.get(i).ok_or_else(|| StockError::BadReply("short reply".into()))?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bulk(s: &str) -> Value {
+        Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn script_replies_map_to_named_outcomes() {
+        assert_eq!(outcome(Value::Array(vec![bulk("SOLD_OUT")])), Err(StockError::SoldOut));
+        assert_eq!(
+            outcome(Value::Array(vec![bulk("NOT_STARTED"), bulk("42")])),
+            Err(StockError::NotStarted { start_ms: 42 })
+        );
+        assert_eq!(outcome(Value::Array(vec![bulk("OK"), Value::Int(3)])), Ok(vec![Value::Int(3)]));
+        assert!(matches!(outcome(Value::Int(1)), Err(StockError::BadReply(_))));
+        assert!(matches!(outcome(Value::Array(vec![bulk("WHAT")])), Err(StockError::BadReply(_))));
+    }
+
+    #[test]
+    fn conservation_and_phase_follow_the_counters() {
+        let s = SaleState { initial: 10, per_user_limit: 1, start_ms: 0, end_ms: 100, paused: false, remaining: 0, sold: 4, held: 6, now_ms: 50 };
+        assert!(s.conserved());
+        assert_eq!(s.phase(), Phase::SoldOut);
+        assert!(!SaleState { held: 5, ..s.clone() }.conserved());
+        assert_eq!(SaleState { now_ms: 100, ..s.clone() }.phase(), Phase::Ended);
+        assert_eq!(SaleState { remaining: 1, held: 5, ..s }.phase(), Phase::Open);
+    }
+}

@@ -1,0 +1,18 @@
+-- Issue a single-use purchase token. KEYS: meta stock buyers token
+-- ARGV: user ttl_ms
+local meta = redis.call('HMGET', KEYS[1], 'limit', 'start_ms', 'end_ms', 'paused')
+local now = now_ms()
+local shut = closed(meta, now)
+if shut then return shut end
+if tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or '0') >= tonumber(meta[1]) then
+  return {'ALREADY_BOUGHT'}
+end
+if tonumber(redis.call('GET', KEYS[2]) or '0') <= 0 then return {'SOLD_OUT'} end
+local ttl = tonumber(ARGV[2])
+local exp = now + ttl
+-- The key outlives the token by a minute so that "expired" and "reused" stay
+-- distinguishable from "never issued".
+if not redis.call('SET', KEYS[4], ARGV[1] .. '|' .. exp .. '|new', 'PX', ttl + 60000, 'NX') then
+  return {'TOKEN_COLLISION'}
+end
+return {'OK', exp}

@@ -1,0 +1,42 @@
+//! The Lua scripts, each prefixed with the shared prelude (`clock.lua`), and their SHAs.
+
+use std::sync::LazyLock;
+
+const PRELUDE: &str = include_str!("lua/clock.lua");
+
+pub struct Script {
+    body: String,
+    sha: String,
+}
+
+impl Script {
+    fn new(src: &str) -> Script {
+        let body = format!("{PRELUDE}\n{src}");
+        let sha = redis::Script::new(&body).get_hash().to_string();
+        Script { body, sha }
+    }
+    pub fn body(&self) -> &str {
+        &self.body
+    }
+    pub fn sha(&self) -> &str {
+        &self.sha
+    }
+}
+
+macro_rules! script {
+    ($name:ident, $file:literal) => {
+        pub static $name: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!($file)));
+    };
+}
+
+script!(CREATE, "lua/create.lua");
+script!(TOKEN, "lua/token.lua");
+script!(PURCHASE, "lua/purchase.lua");
+script!(SETTLE, "lua/settle.lua");
+script!(STATE, "lua/state.lua");
+script!(PAUSE, "lua/pause.lua");
+
+/// Every script, for preloading.
+pub fn all() -> [&'static Script; 6] {
+    [&CREATE, &TOKEN, &PURCHASE, &SETTLE, &STATE, &PAUSE]
+}

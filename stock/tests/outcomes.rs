@@ -1,0 +1,183 @@
+//! Every outcome of every script, against the local stack's real Redis.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use stock::{Settlement, SaleSpec, Stock, StockError};
+
+const HOUR: i64 = 3_600_000;
+const TTL: Duration = Duration::from_secs(60);
+
+fn stock() -> Stock<redis::Connection> {
+    let stack = seckill_common::stack::ensure_up();
+    Stock::new(stock::connect(&stack.redis_url, Duration::from_secs(2)).expect("connect to the stack's redis"))
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+/// A fresh sale id, so tests never share state.
+fn sale_id(tag: &str) -> String {
+    format!("t_{tag}_{}_{}", std::process::id(), stock::keys::new_token()[..8].to_string())
+}
+
+fn open_sale(s: &mut Stock<redis::Connection>, tag: &str, units: i64) -> String {
+    let id = sale_id(tag);
+    let now = now_ms();
+    s.create_sale(&id, &SaleSpec { stock: units, per_user_limit: 1, start_ms: now - HOUR, end_ms: now + HOUR }).unwrap();
+    id
+}
+
+#[test]
+fn a_purchase_with_a_fresh_token_reserves_one_unit() {
+    let mut s = stock();
+    let sale = open_sale(&mut s, "ok", 3);
+    let t = s.issue_token(&sale, 7, TTL).unwrap();
+    assert!(t.expires_ms > now_ms() + 50_000);
+    let p = s.purchase(&sale, 7, &t.token).unwrap();
+    assert_eq!(p.remaining, 2);
+    assert!(p.order_id.starts_with(&format!("{sale}-")));
+    let st = s.state(&sale).unwrap();
+    assert_eq!((st.remaining, st.held, st.sold), (2, 1, 0));
+    assert!(st.conserved());
+    assert_eq!(s.buyers(&sale).unwrap(), vec![(7, 1)]);
+}
+
+#[test]
+fn creating_a_sale_twice_is_refused_and_bad_specs_are_invalid() {
+    let mut s = stock();
+    let sale = open_sale(&mut s, "dup", 1);
+    let spec = SaleSpec { stock: 1, per_user_limit: 1, start_ms: 0, end_ms: 1 };
+    assert_eq!(s.create_sale(&sale, &spec), Err(StockError::SaleExists));
+    assert!(matches!(s.create_sale("x", &SaleSpec { end_ms: 0, ..spec.clone() }), Err(StockError::Invalid(_))));
+    assert!(matches!(s.create_sale("bad-id", &spec), Err(StockError::Invalid(_))));
+    assert_eq!(s.state("t_never_created_xyz"), Err(StockError::NoSale));
+    assert_eq!(s.issue_token("t_never_created_xyz", 1, TTL), Err(StockError::NoSale));
+}
+
+#[test]
+fn the_last_unit_sells_once_then_sold_out() {
+    let mut s = stock();
+    let sale = open_sale(&mut s, "soldout", 1);
+    let a = s.issue_token(&sale, 1, TTL).unwrap();
+    let b = s.issue_token(&sale, 2, TTL).unwrap();
+    assert_eq!(s.purchase(&sale, 1, &a.token).unwrap().remaining, 0);
+    assert_eq!(s.purchase(&sale, 2, &b.token), Err(StockError::SoldOut));
+    assert_eq!(s.issue_token(&sale, 3, TTL), Err(StockError::SoldOut));
+    let st = s.state(&sale).unwrap();
+    assert_eq!(st.phase(), stock::Phase::SoldOut);
+    assert!(st.conserved());
+}
+
+#[test]
+fn a_sale_that_has_not_started_refuses_tokens_and_orders() {
+    let mut s = stock();
+    let sale = sale_id("early");
+    let start = now_ms() + HOUR;
+    s.create_sale(&sale, &SaleSpec { stock: 5, per_user_limit: 1, start_ms: start, end_ms: start + HOUR }).unwrap();
+    assert_eq!(s.issue_token(&sale, 1, TTL), Err(StockError::NotStarted { start_ms: start }));
+    assert_eq!(s.purchase(&sale, 1, &stock::keys::new_token()), Err(StockError::NotStarted { start_ms: start }));
+}
+
+#[test]
+fn an_ended_sale_refuses_tokens_and_orders() {
+    let mut s = stock();
+    let sale = sale_id("late");
+    let now = now_ms();
+    s.create_sale(&sale, &SaleSpec { stock: 5, per_user_limit: 1, start_ms: now - 2 * HOUR, end_ms: now - HOUR }).unwrap();
+    assert_eq!(s.issue_token(&sale, 1, TTL), Err(StockError::Ended));
+    assert_eq!(s.purchase(&sale, 1, &stock::keys::new_token()), Err(StockError::Ended));
+    assert_eq!(s.state(&sale).unwrap().phase(), stock::Phase::Ended);
+}
+
+#[test]
+fn a_paused_sale_refuses_until_resumed() {
+    let mut s = stock();
+    let sale = open_sale(&mut s, "pause", 5);
+    let t = s.issue_token(&sale, 1, TTL).unwrap();
+    s.set_paused(&sale, true).unwrap();
+    assert_eq!(s.issue_token(&sale, 2, TTL), Err(StockError::Paused));
+    assert_eq!(s.purchase(&sale, 1, &t.token), Err(StockError::Paused));
+    s.set_paused(&sale, false).unwrap();
+    assert!(s.purchase(&sale, 1, &t.token).is_ok());
+    assert_eq!(s.set_paused("t_no_such_sale_q", true), Err(StockError::NoSale));
+}
+
+#[test]
+fn a_buyer_at_the_limit_gets_already_bought() {
+    let mut s = stock();
+    let sale = open_sale(&mut s, "limit", 5);
+    let t1 = s.issue_token(&sale, 9, TTL).unwrap();
+    let t2 = s.issue_token(&sale, 9, TTL).unwrap();
+    s.purchase(&sale, 9, &t1.token).unwrap();
+    assert_eq!(s.purchase(&sale, 9, &t2.token), Err(StockError::AlreadyBought));
+    assert_eq!(s.issue_token(&sale, 9, TTL), Err(StockError::AlreadyBought));
+}
+
+#[test]
+fn tokens_that_are_missing_foreign_reused_or_expired_are_refused() {
+    let mut s = stock();
+    let sale = open_sale(&mut s, "tokens", 5);
+    // Never issued (well-formed and malformed).
+    assert_eq!(s.purchase(&sale, 1, &stock::keys::new_token()), Err(StockError::TokenInvalid));
+    assert_eq!(s.purchase(&sale, 1, "not-a-token"), Err(StockError::TokenInvalid));
+    // Another user's token.
+    let t = s.issue_token(&sale, 1, TTL).unwrap();
+    assert_eq!(s.purchase(&sale, 2, &t.token), Err(StockError::TokenNotYours));
+    // Reused after success.
+    s.purchase(&sale, 1, &t.token).unwrap();
+    assert_eq!(s.purchase(&sale, 1, &t.token), Err(StockError::TokenUsed));
+    // Expired.
+    let short = s.issue_token(&sale, 3, Duration::from_millis(100)).unwrap();
+    std::thread::sleep(Duration::from_millis(250));
+    assert_eq!(s.purchase(&sale, 3, &short.token), Err(StockError::TokenExpired));
+    // A token of one sale is no good for another.
+    let other = open_sale(&mut s, "tokens2", 5);
+    let t4 = s.issue_token(&sale, 4, TTL).unwrap();
+    assert_eq!(s.purchase(&other, 4, &t4.token), Err(StockError::TokenInvalid));
+    assert!(s.state(&sale).unwrap().conserved());
+}
+
+#[test]
+fn a_release_returns_the_unit_exactly_once_and_it_sells_again() {
+    let mut s = stock();
+    let sale = open_sale(&mut s, "release", 1);
+    let t = s.issue_token(&sale, 1, TTL).unwrap();
+    let p = s.purchase(&sale, 1, &t.token).unwrap();
+    assert_eq!(s.issue_token(&sale, 2, TTL), Err(StockError::SoldOut));
+    assert_eq!(s.settle(&p.order_id, Settlement::Released), Ok(1));
+    assert_eq!(s.settle(&p.order_id, Settlement::Released), Err(StockError::AlreadyReleased));
+    assert_eq!(s.settle(&p.order_id, Settlement::Paid), Err(StockError::AlreadyReleased));
+    let st = s.state(&sale).unwrap();
+    assert_eq!((st.remaining, st.held, st.sold), (1, 0, 0));
+    // The returned unit sells again, to anyone, including the cancelled buyer.
+    let t2 = s.issue_token(&sale, 2, TTL).unwrap();
+    let p2 = s.purchase(&sale, 2, &t2.token).unwrap();
+    assert_ne!(p2.order_id, p.order_id);
+    assert_eq!(s.settle(&format!("{sale}-999"), Settlement::Released), Err(StockError::NoOrder));
+    assert_eq!(s.settle("garbage", Settlement::Released), Err(StockError::NoOrder));
+}
+
+#[test]
+fn paying_counts_the_unit_sold_and_blocks_a_later_release() {
+    let mut s = stock();
+    let sale = open_sale(&mut s, "pay", 2);
+    let t = s.issue_token(&sale, 5, TTL).unwrap();
+    let p = s.purchase(&sale, 5, &t.token).unwrap();
+    assert_eq!(s.settle(&p.order_id, Settlement::Paid), Ok(5));
+    assert_eq!(s.settle(&p.order_id, Settlement::Released), Err(StockError::AlreadyPaid));
+    let st = s.state(&sale).unwrap();
+    assert_eq!((st.remaining, st.held, st.sold), (1, 0, 1));
+    assert!(st.conserved());
+    assert_eq!(s.issue_token(&sale, 5, TTL), Err(StockError::AlreadyBought));
+}
+
+#[test]
+fn scripts_are_reloaded_after_redis_forgets_them() {
+    let mut s = stock();
+    let sale = open_sale(&mut s, "noscript", 2);
+    let flushed = s.conn_mut().exec(&redis::cmd("SCRIPT").arg("FLUSH").to_owned());
+    assert!(flushed.is_ok());
+    assert!(s.issue_token(&sale, 1, TTL).is_ok());
+}
+
+use stock::Exec;
