@@ -4,8 +4,12 @@
 //!   `SECKILL_*` environment variables, in that order.
 //! - [`stack`]: the addresses of the project-local stack (`./dev up`), which are the
 //!   defaults every component points at.
+//! - [`order`]: the order message on the `orders` topic.
+//! - [`ticket`]: HMAC-signed user tickets (mint and verify).
 
 pub mod config;
+pub mod order;
 pub mod stack;
+pub mod ticket;
 
 pub use config::{load_config, ConfigError};

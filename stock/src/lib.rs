@@ -191,6 +191,26 @@ pub enum Settlement {
     Paid,
 }
 
+/// Where an order stands in Redis, and whose it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OrderState {
+    /// Stock is held for it; neither paid nor released yet.
+    Reserved,
+    Paid,
+    /// Cancelled; its unit went back to the sale.
+    Released,
+}
+
+impl OrderState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrderState::Reserved => "reserved",
+            OrderState::Paid => "paid",
+            OrderState::Released => "cancelled",
+        }
+    }
+}
+
 /// The typed API over the scripts, on any transport.
 pub struct Stock<C: Exec> {
     conn: C,
@@ -262,6 +282,21 @@ impl<C: Exec> Stock<C> {
         )?;
         let rest = outcome(reply)?;
         string_at(&rest, 0)?.parse().map_err(|_| StockError::BadReply("buyer is not a number".into()))
+    }
+
+    /// Where an order stands, and its buyer.
+    pub fn order(&mut self, order_id: &str) -> Result<(OrderState, u64), StockError> {
+        let (sale, _) = keys::split_order_id(order_id).ok_or(StockError::NoOrder)?;
+        let k = keys::SaleKeys::new(sale);
+        let rest = outcome(self.run(&scripts::ORDER, &[&k.reservations, &k.settled], &[order_id.to_string()])?)?;
+        let state = match string_at(&rest, 0)?.as_str() {
+            "reserved" => OrderState::Reserved,
+            "paid" => OrderState::Paid,
+            "released" => OrderState::Released,
+            other => return Err(StockError::BadReply(format!("order state {other}"))),
+        };
+        let user = string_at(&rest, 1)?.parse().map_err(|_| StockError::BadReply("buyer is not a number".into()))?;
+        Ok((state, user))
     }
 
     pub fn state(&mut self, sale: &str) -> Result<SaleState, StockError> {

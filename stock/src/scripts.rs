@@ -35,8 +35,9 @@ script!(PURCHASE, "lua/purchase.lua");
 script!(SETTLE, "lua/settle.lua");
 script!(STATE, "lua/state.lua");
 script!(PAUSE, "lua/pause.lua");
+script!(ORDER, "lua/order.lua");
 
 /// Every script, for preloading.
-pub fn all() -> [&'static Script; 6] {
-    [&CREATE, &TOKEN, &PURCHASE, &SETTLE, &STATE, &PAUSE]
+pub fn all() -> [&'static Script; 7] {
+    [&CREATE, &TOKEN, &PURCHASE, &SETTLE, &STATE, &PAUSE, &ORDER]
 }

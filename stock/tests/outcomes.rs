@@ -1,7 +1,7 @@
 //! Every outcome of every script, against the local stack's real Redis.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use stock::{Settlement, SaleSpec, Stock, StockError};
+use stock::{OrderState, SaleSpec, Settlement, Stock, StockError};
 
 const HOUR: i64 = 3_600_000;
 const TTL: Duration = Duration::from_secs(60);
@@ -144,7 +144,9 @@ fn a_release_returns_the_unit_exactly_once_and_it_sells_again() {
     let t = s.issue_token(&sale, 1, TTL).unwrap();
     let p = s.purchase(&sale, 1, &t.token).unwrap();
     assert_eq!(s.issue_token(&sale, 2, TTL), Err(StockError::SoldOut));
+    assert_eq!(s.order(&p.order_id), Ok((OrderState::Reserved, 1)));
     assert_eq!(s.settle(&p.order_id, Settlement::Released), Ok(1));
+    assert_eq!(s.order(&p.order_id), Ok((OrderState::Released, 1)));
     assert_eq!(s.settle(&p.order_id, Settlement::Released), Err(StockError::AlreadyReleased));
     assert_eq!(s.settle(&p.order_id, Settlement::Paid), Err(StockError::AlreadyReleased));
     let st = s.state(&sale).unwrap();
@@ -164,6 +166,8 @@ fn paying_counts_the_unit_sold_and_blocks_a_later_release() {
     let t = s.issue_token(&sale, 5, TTL).unwrap();
     let p = s.purchase(&sale, 5, &t.token).unwrap();
     assert_eq!(s.settle(&p.order_id, Settlement::Paid), Ok(5));
+    assert_eq!(s.order(&p.order_id), Ok((OrderState::Paid, 5)));
+    assert_eq!(s.order(&format!("{sale}-77")), Err(StockError::NoOrder));
     assert_eq!(s.settle(&p.order_id, Settlement::Released), Err(StockError::AlreadyPaid));
     let st = s.state(&sale).unwrap();
     assert_eq!((st.remaining, st.held, st.sold), (1, 0, 1));

@@ -1,0 +1,151 @@
+//! The gateway's one error type, and its mapping to HTTP — status, stable JSON code,
+//! Retry-After — in one place.
+
+use crate::metrics::Limit;
+use seckill_common::ticket::TicketError;
+use stock::StockError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("no such route")]
+    NotFound,
+    #[error("method not allowed on this route")]
+    MethodNotAllowed,
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    #[error("request body larger than {0} bytes")]
+    TooLarge(usize),
+    #[error("missing ticket (send `Authorization: Ticket <ticket>`)")]
+    NoTicket,
+    #[error("ticket rejected: {0}")]
+    Ticket(TicketError),
+    #[error("admin endpoints need `Authorization: Bearer <admin token>`")]
+    Unauthorized,
+    #[error("{0}")]
+    Stock(StockError),
+    #[error("rate limited ({0:?})")]
+    Limited(Limit, u64),
+    #[error("sale is sold out")]
+    SoldOutShed,
+    #[error("sales are paused by the operator")]
+    PausedAll,
+    #[error("too many requests; admitted a fraction only")]
+    AdmissionShed,
+    #[error("order status reads are switched off")]
+    StatusReadsOff,
+    #[error("the order could not be handed to the broker; the unit was returned to the sale: {0}")]
+    SinkUnavailable(String),
+    #[error("the gateway is shutting down")]
+    Draining,
+}
+
+impl From<StockError> for ApiError {
+    fn from(e: StockError) -> Self {
+        ApiError::Stock(e)
+    }
+}
+
+impl ApiError {
+    pub fn status(&self) -> u16 {
+        use StockError as S;
+        match self {
+            ApiError::NotFound => 404,
+            ApiError::MethodNotAllowed => 405,
+            ApiError::BadRequest(_) => 400,
+            ApiError::TooLarge(_) => 413,
+            ApiError::NoTicket | ApiError::Ticket(_) | ApiError::Unauthorized => 401,
+            ApiError::Limited(..) => 429,
+            ApiError::SoldOutShed => 410,
+            ApiError::PausedAll | ApiError::AdmissionShed | ApiError::StatusReadsOff | ApiError::SinkUnavailable(_) | ApiError::Draining => 503,
+            ApiError::Stock(e) => match e {
+                S::NoSale | S::NoOrder => 404,
+                S::SaleExists | S::AlreadyBought | S::TokenInvalid | S::TokenExpired | S::TokenNotYours | S::TokenUsed | S::AlreadyReleased | S::AlreadyPaid => 409,
+                S::SoldOut | S::Ended => 410,
+                S::NotStarted { .. } => 425,
+                S::Invalid(_) => 400,
+                S::Paused | S::Redis(_) | S::Timeout | S::BadReply(_) => 503,
+            },
+        }
+    }
+
+    /// Stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        use StockError as S;
+        match self {
+            ApiError::NotFound => "not_found",
+            ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::BadRequest(_) => "bad_request",
+            ApiError::TooLarge(_) => "body_too_large",
+            ApiError::NoTicket => "ticket_missing",
+            ApiError::Ticket(TicketError::Expired) => "ticket_expired",
+            ApiError::Ticket(_) => "ticket_invalid",
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::Limited(..) => "rate_limited",
+            ApiError::SoldOutShed => "sold_out",
+            ApiError::PausedAll => "sale_paused",
+            ApiError::AdmissionShed => "admission_shed",
+            ApiError::StatusReadsOff => "status_reads_off",
+            ApiError::SinkUnavailable(_) => "order_sink_unavailable",
+            ApiError::Draining => "shutting_down",
+            ApiError::Stock(e) => match e {
+                S::NoSale => "no_such_sale",
+                S::NoOrder => "no_such_order",
+                S::SaleExists => "sale_exists",
+                S::Paused => "sale_paused",
+                S::NotStarted { .. } => "not_started",
+                S::Ended => "sale_ended",
+                S::SoldOut => "sold_out",
+                S::AlreadyBought => "already_bought",
+                S::TokenInvalid => "token_invalid",
+                S::TokenExpired => "token_expired",
+                S::TokenNotYours => "token_not_yours",
+                S::TokenUsed => "token_used",
+                S::AlreadyReleased => "order_cancelled",
+                S::AlreadyPaid => "order_paid",
+                S::Invalid(_) => "bad_request",
+                S::Redis(_) | S::Timeout | S::BadReply(_) => "redis_unavailable",
+            },
+        }
+    }
+
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            ApiError::Limited(_, s) => Some(*s),
+            e if e.status() == 503 => Some(1),
+            _ => None,
+        }
+    }
+
+    /// Refusals that leave an unread body on the connection end it.
+    pub fn closes_connection(&self) -> bool {
+        matches!(self, ApiError::TooLarge(_)) || matches!(self, ApiError::BadRequest(m) if m.contains("Content-Length"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_refusal_has_its_status_and_code() {
+        let cases: Vec<(ApiError, u16, &str)> = vec![
+            (ApiError::Ticket(TicketError::Forged), 401, "ticket_invalid"),
+            (ApiError::Ticket(TicketError::Expired), 401, "ticket_expired"),
+            (StockError::NoSale.into(), 404, "no_such_sale"),
+            (StockError::AlreadyBought.into(), 409, "already_bought"),
+            (StockError::SoldOut.into(), 410, "sold_out"),
+            (StockError::Ended.into(), 410, "sale_ended"),
+            (StockError::NotStarted { start_ms: 1 }.into(), 425, "not_started"),
+            (ApiError::Limited(Limit::User, 1), 429, "rate_limited"),
+            (StockError::Timeout.into(), 503, "redis_unavailable"),
+            (StockError::TokenUsed.into(), 409, "token_used"),
+            (StockError::TokenNotYours.into(), 409, "token_not_yours"),
+            (StockError::AlreadyReleased.into(), 409, "order_cancelled"),
+            (ApiError::TooLarge(10), 413, "body_too_large"),
+        ];
+        for (e, status, code) in cases {
+            assert_eq!((e.status(), e.code()), (status, code), "{e}");
+            assert_eq!(e.retry_after().is_some(), status == 429 || status == 503, "{e}");
+        }
+    }
+}

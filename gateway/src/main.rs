@@ -1,0 +1,49 @@
+//! `gateway [serve] [--config FILE]` — run the gateway.
+//! `gateway mint --user ID [--ttl-secs S] [--config FILE]` — print a ticket signed with
+//! the configured `ticket_secret`, for demos and load runs.
+
+use gateway::config::Config;
+use std::path::PathBuf;
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("SECKILL_LOG").unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    if let Err(e) = run() {
+        eprintln!("gateway: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<(), String> {
+    let mut args = std::env::args().skip(1).peekable();
+    let cmd = match args.peek().map(String::as_str) {
+        Some("serve") | Some("mint") => args.next().unwrap_or_default(),
+        _ => "serve".to_string(),
+    };
+    let (mut config, mut user, mut ttl) = (None::<PathBuf>, None::<u64>, 3600u64);
+    while let Some(a) = args.next() {
+        let mut val = || args.next().ok_or(format!("{a} needs a value"));
+        match a.as_str() {
+            "--config" => config = Some(PathBuf::from(val()?)),
+            "--user" => user = Some(val()?.parse().map_err(|_| "--user needs a number")?),
+            "--ttl-secs" => ttl = val()?.parse().map_err(|_| "--ttl-secs needs a number")?,
+            "-h" | "--help" => {
+                println!("usage: gateway [serve] [--config FILE]\n       gateway mint --user ID [--ttl-secs S] [--config FILE]");
+                return Ok(());
+            }
+            other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    let cfg: Config = seckill_common::load_config(config.as_deref()).map_err(|e| e.to_string())?;
+    match cmd.as_str() {
+        "mint" => {
+            let user = user.ok_or("mint needs --user ID")?;
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+            println!("{}", seckill_common::ticket::mint(cfg.ticket_secret.as_bytes(), user, now + ttl));
+            Ok(())
+        }
+        _ => gateway::server::run(cfg).map_err(|e| e.to_string()),
+    }
+}

@@ -1,0 +1,246 @@
+//! Prometheus text metrics with fixed label sets, so recording is a few atomic adds
+//! and memory is bounded (no label comes from a client).
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Routes as metric labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    Token,
+    Order,
+    OrderStatus,
+    Pay,
+    Sale,
+    AdminSales,
+    AdminSwitches,
+    Metrics,
+    Health,
+    Ready,
+    Other,
+}
+
+pub const ROUTES: [Route; 11] = [
+    Route::Token,
+    Route::Order,
+    Route::OrderStatus,
+    Route::Pay,
+    Route::Sale,
+    Route::AdminSales,
+    Route::AdminSwitches,
+    Route::Metrics,
+    Route::Health,
+    Route::Ready,
+    Route::Other,
+];
+
+impl Route {
+    pub fn label(self) -> &'static str {
+        match self {
+            Route::Token => "token",
+            Route::Order => "order",
+            Route::OrderStatus => "order_status",
+            Route::Pay => "pay",
+            Route::Sale => "sale",
+            Route::AdminSales => "admin_sales",
+            Route::AdminSwitches => "admin_switches",
+            Route::Metrics => "metrics",
+            Route::Health => "healthz",
+            Route::Ready => "readyz",
+            Route::Other => "other",
+        }
+    }
+}
+
+const STATUSES: [u16; 17] = [200, 201, 202, 400, 401, 404, 405, 409, 410, 413, 415, 425, 429, 431, 500, 503, 0];
+
+/// Latency buckets, seconds.
+const BUCKETS: [f64; 14] = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
+
+pub struct Histogram {
+    buckets: [AtomicU64; BUCKETS.len() + 1],
+    sum_us: AtomicU64,
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram { buckets: std::array::from_fn(|_| AtomicU64::new(0)), sum_us: AtomicU64::new(0) }
+    }
+}
+
+impl Histogram {
+    pub fn observe(&self, d: Duration) {
+        let s = d.as_secs_f64();
+        let i = BUCKETS.iter().position(|b| s <= *b).unwrap_or(BUCKETS.len());
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_us.fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let sep = if labels.is_empty() { "" } else { "," };
+        let mut cum = 0;
+        for (i, b) in BUCKETS.iter().enumerate() {
+            cum += self.buckets[i].load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{b}\"}} {cum}");
+        }
+        cum += self.buckets[BUCKETS.len()].load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {cum}");
+        let braced = if labels.is_empty() { String::new() } else { format!("{{{labels}}}") };
+        let _ = writeln!(out, "{name}_sum{braced} {}", self.sum_us.load(Ordering::Relaxed) as f64 / 1e6);
+        let _ = writeln!(out, "{name}_count{braced} {cum}");
+    }
+}
+
+/// Why a request was refused before any work.
+#[derive(Debug, Clone, Copy)]
+pub enum Limit {
+    Global,
+    User,
+    Ip,
+    Admission,
+}
+
+const LIMITS: [&str; 4] = ["global", "user", "ip", "admission"];
+
+#[derive(Default)]
+pub struct Metrics {
+    requests: [[AtomicU64; STATUSES.len()]; ROUTES.len()],
+    latency: [Histogram; ROUTES.len()],
+    redis_latency: Histogram,
+    redis_errors: AtomicU64,
+    redis_connections: AtomicU64,
+    kafka_latency: Histogram,
+    kafka_errors: AtomicU64,
+    limited: [AtomicU64; 4],
+    sold_out_shed: AtomicU64,
+    orders_accepted: AtomicU64,
+    stock_released_on_sink_failure: AtomicU64,
+}
+
+impl Metrics {
+    pub fn request(&self, route: Route, status: u16, took: Duration) {
+        let r = route as usize;
+        let s = STATUSES.iter().position(|x| *x == status).unwrap_or(STATUSES.len() - 1);
+        self.requests[r][s].fetch_add(1, Ordering::Relaxed);
+        self.latency[r].observe(took);
+    }
+
+    pub fn redis_call(&self, took: Duration, ok: bool) {
+        self.redis_latency.observe(took);
+        if !ok {
+            self.redis_errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn redis_connected(&self, up: bool) {
+        if up {
+            self.redis_connections.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.redis_connections.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn kafka_produce(&self, took: Duration, ok: bool) {
+        self.kafka_latency.observe(took);
+        if !ok {
+            self.kafka_errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn limited(&self, why: Limit) {
+        self.limited[why as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn sold_out_shed(&self) {
+        self.sold_out_shed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn order_accepted(&self) {
+        self.orders_accepted.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn released_on_sink_failure(&self) {
+        self.stock_released_on_sink_failure.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn sold_out_shed_total(&self) -> u64 {
+        self.sold_out_shed.load(Ordering::Relaxed)
+    }
+
+    /// Counters and histograms; the caller appends gauges it owns.
+    pub fn render(&self, out: &mut String) {
+        out.push_str("# HELP seckill_http_requests_total HTTP requests by route and status.\n# TYPE seckill_http_requests_total counter\n");
+        for (r, route) in ROUTES.iter().enumerate() {
+            for (s, status) in STATUSES.iter().enumerate() {
+                let n = self.requests[r][s].load(Ordering::Relaxed);
+                if n > 0 {
+                    let status = if *status == 0 { "other".to_string() } else { status.to_string() };
+                    let _ = writeln!(out, "seckill_http_requests_total{{route=\"{}\",status=\"{status}\"}} {n}", route.label());
+                }
+            }
+        }
+        out.push_str("# HELP seckill_http_request_duration_seconds Request latency by route.\n# TYPE seckill_http_request_duration_seconds histogram\n");
+        for (r, route) in ROUTES.iter().enumerate() {
+            self.latency[r].render(out, "seckill_http_request_duration_seconds", &format!("route=\"{}\"", route.label()));
+        }
+        out.push_str("# HELP seckill_redis_call_duration_seconds Redis call latency.\n# TYPE seckill_redis_call_duration_seconds histogram\n");
+        self.redis_latency.render(out, "seckill_redis_call_duration_seconds", "");
+        let counter = |out: &mut String, name: &str, help: &str, v: u64| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+        };
+        counter(out, "seckill_redis_errors_total", "Redis calls that failed, timed out or were refused by the breaker.", self.redis_errors.load(Ordering::Relaxed));
+        let _ = writeln!(
+            out,
+            "# HELP seckill_redis_connections Open pipelined Redis connections.\n# TYPE seckill_redis_connections gauge\nseckill_redis_connections {}",
+            self.redis_connections.load(Ordering::Relaxed)
+        );
+        out.push_str("# HELP seckill_kafka_produce_duration_seconds Time from produce to delivery report.\n# TYPE seckill_kafka_produce_duration_seconds histogram\n");
+        self.kafka_latency.render(out, "seckill_kafka_produce_duration_seconds", "");
+        counter(out, "seckill_kafka_errors_total", "Orders the broker did not acknowledge.", self.kafka_errors.load(Ordering::Relaxed));
+        out.push_str("# HELP seckill_limited_total Requests refused by a limit, by limit.\n# TYPE seckill_limited_total counter\n");
+        for (i, l) in LIMITS.iter().enumerate() {
+            let _ = writeln!(out, "seckill_limited_total{{limit=\"{l}\"}} {}", self.limited[i].load(Ordering::Relaxed));
+        }
+        counter(out, "seckill_sold_out_shed_total", "Requests answered sold-out from memory, without Redis.", self.sold_out_shed.load(Ordering::Relaxed));
+        counter(out, "seckill_orders_accepted_total", "Orders acknowledged with 202.", self.orders_accepted.load(Ordering::Relaxed));
+        counter(
+            out,
+            "seckill_stock_released_on_sink_failure_total",
+            "Reservations returned to stock because the broker refused the order.",
+            self.stock_released_on_sink_failure.load(Ordering::Relaxed),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_cumulative() {
+        let h = Histogram::default();
+        h.observe(Duration::from_micros(50));
+        h.observe(Duration::from_millis(3));
+        h.observe(Duration::from_secs(10));
+        let mut s = String::new();
+        h.render(&mut s, "x", "");
+        assert!(s.contains("x_bucket{le=\"0.0001\"} 1\n"));
+        assert!(s.contains("x_bucket{le=\"0.005\"} 2\n"));
+        assert!(s.contains("x_bucket{le=\"2.5\"} 2\n"));
+        assert!(s.contains("x_bucket{le=\"+Inf\"} 3\n"));
+        assert!(s.contains("x_count 3\n"));
+    }
+
+    #[test]
+    fn requests_are_counted_by_route_and_status() {
+        let m = Metrics::default();
+        m.request(Route::Order, 202, Duration::from_millis(1));
+        m.request(Route::Order, 202, Duration::from_millis(1));
+        m.request(Route::Token, 999, Duration::from_millis(1));
+        let mut s = String::new();
+        m.render(&mut s);
+        assert!(s.contains("seckill_http_requests_total{route=\"order\",status=\"202\"} 2\n"));
+        assert!(s.contains("seckill_http_requests_total{route=\"token\",status=\"other\"} 1\n"));
+    }
+}

@@ -1,0 +1,98 @@
+//! Start-up, the health loop, and graceful shutdown.
+
+use crate::app::App;
+use crate::breaker::Breaker;
+use crate::config::Config;
+use crate::http::Factory;
+use crate::limits::{Limits, Rates};
+use crate::metrics::Metrics;
+use crate::order_sink::OrderSink;
+use crate::redis_pipe::RedisPipe;
+use may_minihttp::HttpServiceFactory;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("redis: {0}")]
+    Redis(#[from] stock::StockError),
+    #[error("kafka: {0}")]
+    Kafka(#[from] crate::order_sink::SinkError),
+    #[error("cannot listen on {0}: {1}")]
+    Listen(String, std::io::Error),
+}
+
+fn rates(c: &Config) -> Rates {
+    let u = |v: i64| v.clamp(1, u32::MAX as i64) as u32;
+    Rates {
+        global_rps: u(c.global_rps),
+        global_burst: u(c.global_burst),
+        user_rps: u(c.user_rps),
+        user_burst: u(c.user_burst),
+        ip_rps: u(c.ip_rps),
+        ip_burst: u(c.ip_burst),
+    }
+}
+
+/// Serve until SIGTERM/SIGINT, then drain and flush.
+pub fn run(cfg: Config) -> Result<(), StartError> {
+    let workers = if cfg.workers > 0 { cfg.workers as usize } else { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2) };
+    may::config().set_workers(workers).set_stack_size(cfg.stack_kib.max(64) as usize * 1024);
+
+    let metrics = Arc::new(Metrics::default());
+    let breaker = Arc::new(Breaker::new(cfg.breaker_threshold.max(1) as u32, Duration::from_millis(cfg.breaker_cool_off_ms.max(1) as u64)));
+    let pipe = RedisPipe::start(
+        &cfg.redis_url,
+        cfg.redis_connections.max(1) as usize,
+        Duration::from_millis(cfg.redis_timeout_ms.max(1) as u64),
+        cfg.redis_max_in_flight.max(1) as usize,
+        breaker.clone(),
+        metrics.clone(),
+    )?;
+    let sink = OrderSink::new(&cfg.kafka_brokers, &cfg.orders_topic, cfg.kafka_timeout_ms.max(100) as u64, &cfg.kafka_extra, metrics.clone())?;
+    let limits = Limits::new(rates(&cfg));
+    let listen = cfg.listen.clone();
+    let app = Arc::new(App::new(cfg, metrics, limits, breaker, pipe, sink));
+
+    let server = Factory(app.clone()).start(&listen).map_err(|e| StartError::Listen(listen.clone(), e))?;
+    tracing::info!(%listen, workers, "gateway listening");
+    spawn_health_loop(app.clone());
+
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])
+        .map_err(|e| StartError::Listen(listen, e))?;
+    let sig = signals.forever().next();
+    tracing::info!(?sig, "shutting down: draining in-flight requests");
+    app.start_draining();
+    let deadline = Instant::now() + Duration::from_secs(app.cfg.drain_secs.max(0) as u64);
+    // Requests that arrive now are refused with 503; wait for the ones being served.
+    while app.in_flight() > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let flushed = app.sink.flush(Duration::from_secs(5));
+    tracing::info!(in_flight = app.in_flight(), flushed, "gateway stopped");
+    unsafe { server.coroutine().cancel() };
+    Ok(())
+}
+
+/// Every half second: PING Redis (also the breaker's probe when idle), ask a broker
+/// for metadata, and sweep the keyed limiters.
+fn spawn_health_loop(app: Arc<App>) {
+    let spawned = std::thread::Builder::new().name("health".into()).spawn(move || {
+        let mut tick = 0u64;
+        loop {
+            let ping = app.pipe.call(&redis::cmd("PING"));
+            app.redis_ok.store(ping.is_ok(), Ordering::Release);
+            if tick % 2 == 0 {
+                app.kafka_ok.store(app.sink.broker_reachable(Duration::from_millis(900)), Ordering::Release);
+                let (users, ips) = app.limits.sweep();
+                tracing::trace!(users, ips, "limiter sweep");
+            }
+            tick += 1;
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start the health loop; /readyz will stay 503");
+    }
+}
