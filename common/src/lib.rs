@@ -4,10 +4,12 @@
 //!   `SECKILL_*` environment variables, in that order.
 //! - [`stack`]: the addresses of the project-local stack (`./dev up`), which are the
 //!   defaults every component points at.
+//! - [`kafka`]: topic creation and a tiny `block_on` for rdkafka's admin API.
 //! - [`order`]: the order message on the `orders` topic.
 //! - [`ticket`]: HMAC-signed user tickets (mint and verify).
 
 pub mod config;
+pub mod kafka;
 pub mod order;
 pub mod stack;
 pub mod ticket;

@@ -2,8 +2,6 @@
 //! (acks=all) delivers, and a consumer group reads everything once and commits offsets
 //! that a later member of the group resumes from.
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Message;
@@ -85,15 +83,7 @@ fn idempotent_producer_and_committing_group_round_trip() {
     let brokers = stack.kafka_brokers.as_str();
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
     let topic = format!("roundtrip-{}-{nanos}", std::process::id());
-    let admin: AdminClient<DefaultClientContext> =
-        ClientConfig::new().set("bootstrap.servers", brokers).create().expect("admin");
-    let created = futures_lite_block_on(admin.create_topics(
-        &[NewTopic::new(&topic, 3, TopicReplication::Fixed(1))],
-        &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
-    ));
-    for r in created.expect("create topics") {
-        r.expect("topic created");
-    }
+    seckill_common::kafka::create_topic(brokers, &topic, 3).expect("create topic");
 
     produce(brokers, &topic, 0..300);
     let group = format!("{topic}-group");
@@ -108,24 +98,4 @@ fn idempotent_producer_and_committing_group_round_trip() {
     let expect: HashSet<String> = (300..350).map(|i| format!("order-{i}")).collect();
     assert_eq!(second.len(), 50, "only the new messages: {second:?}");
     assert_eq!(second.into_iter().collect::<HashSet<_>>(), expect);
-}
-
-/// Drive one future to completion on this thread (rdkafka's admin API is async).
-fn futures_lite_block_on<F: std::future::Future>(f: F) -> F::Output {
-    use std::task::{Context, Poll, Wake, Waker};
-    struct ThreadWaker(std::thread::Thread);
-    impl Wake for ThreadWaker {
-        fn wake(self: Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-    let waker = Waker::from(Arc::new(ThreadWaker(std::thread::current())));
-    let mut cx = Context::from_waker(&waker);
-    let mut f = std::pin::pin!(f);
-    loop {
-        match f.as_mut().poll(&mut cx) {
-            Poll::Ready(v) => return v,
-            Poll::Pending => std::thread::park_timeout(Duration::from_millis(50)),
-        }
-    }
 }

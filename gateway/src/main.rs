@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 fn main() {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("SECKILL_LOG").unwrap_or_else(|_| "info".into()))
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("SECKILL_LOG").unwrap_or_else(|_| "info,may=warn".into()))
         .with_writer(std::io::stderr)
         .init();
     if let Err(e) = run() {

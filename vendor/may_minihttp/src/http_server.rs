@@ -67,7 +67,7 @@ pub trait HttpServiceFactory: Send + Sized + 'static {
                     go!(
                         builder,
                         move || if let Err(e) = each_connection_loop(&mut stream, service) {
-                            error!("service err = {:?}", e);
+                            log_conn_end(&e);
                             stream.shutdown(std::net::Shutdown::Both).ok();
                         }
                     )
@@ -132,6 +132,14 @@ pub(crate) fn reserve_buf(buf: &mut BytesMut) {
     }
 }
 
+/// A peer hanging up is the normal end of a connection, not an error.
+fn log_conn_end(e: &io::Error) {
+    match e.kind() {
+        io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset | io::ErrorKind::UnexpectedEof => debug!("connection ended: {e}"),
+        _ => warn!("connection ended: {e:?}"),
+    }
+}
+
 /// Write what is buffered and end the connection.
 #[cfg(unix)]
 fn finish(stream: &mut TcpStream, rsp_buf: &mut BytesMut) -> io::Result<()> {
@@ -169,7 +177,7 @@ fn each_connection_loop<T: HttpService>(stream: &mut TcpStream, mut service: T) 
             match result {
                 Ok(()) => response::encode(rsp, &mut rsp_buf),
                 Err(e) => {
-                    eprintln!("service err = {:?}", e);
+                    warn!("service err = {:?}", e);
                     drop(rsp);
                     response::encode_error(e, &mut rsp_buf);
                 }
@@ -221,7 +229,7 @@ fn each_connection_loop<T: HttpService>(stream: &mut TcpStream, mut service: T) 
                 match service.call(req, &mut rsp) {
                     Ok(()) => response::encode(rsp, &mut rsp_buf),
                     Err(e) => {
-                        eprintln!("service err = {:?}", e);
+                        warn!("service err = {:?}", e);
                         response::encode_error(e, &mut rsp_buf);
                     }
                 }
@@ -248,7 +256,7 @@ impl<T: HttpService + Clone + Send + Sync + 'static> HttpServer<T> {
                     let service = service.clone();
                     go!(
                         move || if let Err(e) = each_connection_loop(&mut stream, service) {
-                            error!("service err = {:?}", e);
+                            log_conn_end(&e);
                             stream.shutdown(std::net::Shutdown::Both).ok();
                         }
                     );

@@ -154,7 +154,7 @@ pub fn decode<'header, 'buf, 'stream>(
         Ok(s) => s,
         Err(e) => {
             let msg = format!("failed to parse http request: {e:?}");
-            eprintln!("{msg}");
+            debug!("{msg}");
             return err(io::Error::new(io::ErrorKind::Other, msg));
         }
     };

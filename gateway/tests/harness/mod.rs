@@ -1,0 +1,309 @@
+//! Test harness: a real gateway process on the local stack (or on a private Redis the
+//! test owns, when the test must stop or count it), and a tiny HTTP/1.1 client that can
+//! also send malformed requests.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+pub const SECRET: &str = "test-ticket-secret";
+pub const ADMIN: &str = "test-admin-token";
+
+pub fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub fn unique(tag: &str) -> String {
+    format!("{tag}_{}_{}", std::process::id(), &stock::keys::new_token()[..8])
+}
+
+fn scratch(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("seckill-gw-{}", unique(tag)));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A redis-server this test owns (so it may stop it or count its commands).
+pub struct PrivateRedis {
+    pub port: u16,
+    child: Child,
+}
+
+impl PrivateRedis {
+    pub fn start() -> PrivateRedis {
+        let port = free_port();
+        let dir = scratch("redis");
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server");
+        wait_port(port, Duration::from_secs(5));
+        PrivateRedis { port, child }
+    }
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill").args([sig, &self.child.id().to_string()]).status().unwrap().success();
+        assert!(ok, "kill {sig}");
+    }
+    /// How many times Redis ran `cmd` (from INFO commandstats).
+    pub fn calls(&self, cmd: &str) -> u64 {
+        let mut c = redis::Client::open(self.url()).unwrap().get_connection().unwrap();
+        let info: String = redis::cmd("INFO").arg("commandstats").query(&mut c).unwrap();
+        info.lines()
+            .find_map(|l| l.strip_prefix(&format!("cmdstat_{cmd}:calls=")))
+            .map(|rest| rest.split(',').next().unwrap().parse().unwrap())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-CONT", &self.child.id().to_string()]).status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn wait_port(port: u16, within: Duration) {
+    let end = Instant::now() + within;
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < end, "nothing listens on {port}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A gateway process; killed on drop.
+pub struct Gateway {
+    pub port: u16,
+    pub topic: String,
+    pub redis_url: String,
+    pub brokers: String,
+    pub audit: PathBuf,
+    child: Child,
+}
+
+pub struct Options<'a> {
+    pub redis_url: Option<String>,
+    pub env: Vec<(&'a str, String)>,
+}
+
+impl Default for Options<'_> {
+    fn default() -> Self {
+        Options { redis_url: None, env: vec![] }
+    }
+}
+
+impl Gateway {
+    pub fn start() -> Gateway {
+        Gateway::start_with(Options::default())
+    }
+
+    pub fn start_with(o: Options) -> Gateway {
+        let stack = seckill_common::stack::ensure_up();
+        let port = free_port();
+        let topic = unique("orders_t");
+        seckill_common::kafka::create_topic(&stack.kafka_brokers, &topic, 2).expect("create topic");
+        let dir = scratch("gw");
+        let audit = dir.join("audit.jsonl");
+        let redis_url = o.redis_url.unwrap_or(stack.redis_url.clone());
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_gateway"));
+        cmd.env("SECKILL_LISTEN", format!("127.0.0.1:{port}"))
+            .env("SECKILL_REDIS_URL", &redis_url)
+            .env("SECKILL_KAFKA_BROKERS", &stack.kafka_brokers)
+            .env("SECKILL_ORDERS_TOPIC", &topic)
+            .env("SECKILL_TICKET_SECRET", SECRET)
+            .env("SECKILL_ADMIN_TOKEN", ADMIN)
+            .env("SECKILL_AUDIT_LOG", &audit)
+            .env("SECKILL_USER_RPS", "1000")
+            .env("SECKILL_USER_BURST", "1000")
+            .env("SECKILL_LOG", "warn")
+            .stdout(Stdio::null());
+        for (k, v) in &o.env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("start gateway");
+        wait_port(port, Duration::from_secs(10));
+        let gw = Gateway { port, topic, redis_url, brokers: stack.kafka_brokers, audit, child };
+        gw.wait_ready(Duration::from_secs(15));
+        gw
+    }
+
+    pub fn wait_ready(&self, within: Duration) {
+        let end = Instant::now() + within;
+        while self.get("/readyz", None).status != 200 {
+            assert!(Instant::now() < end, "gateway not ready: {}", self.get("/readyz", None).body);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let end = Instant::now() + within;
+        while Instant::now() < end {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    pub fn request(&self, method: &str, path: &str, auth: Option<&str>, body: Option<&str>) -> Resp {
+        let mut raw = format!("{method} {path} HTTP/1.1\r\nHost: t\r\n");
+        if let Some(a) = auth {
+            raw.push_str(&format!("Authorization: {a}\r\n"));
+        }
+        let body = body.unwrap_or("");
+        raw.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+        self.raw(raw.as_bytes())
+    }
+
+    pub fn get(&self, path: &str, auth: Option<&str>) -> Resp {
+        self.request("GET", path, auth, None)
+    }
+
+    pub fn post(&self, path: &str, auth: Option<&str>, body: Option<&str>) -> Resp {
+        self.request("POST", path, auth, body)
+    }
+
+    /// Send raw bytes on a new connection and read one response.
+    pub fn raw(&self, bytes: &[u8]) -> Resp {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        s.write_all(bytes).unwrap();
+        read_response(&mut s)
+    }
+
+    pub fn ticket(&self, user: u64) -> String {
+        format!("Ticket {}", seckill_common::ticket::mint(SECRET.as_bytes(), user, (now_ms() / 1000 + 3600) as u64))
+    }
+
+    pub fn admin_auth() -> String {
+        format!("Bearer {ADMIN}")
+    }
+
+    /// Create a sale through the admin API; returns its id.
+    pub fn sale(&self, tag: &str, units: i64, start_ms: i64, end_ms: i64) -> String {
+        let sale = unique(tag);
+        let body = format!(r#"{{"sale":"{sale}","stock":{units},"start_ms":{start_ms},"end_ms":{end_ms}}}"#);
+        let r = self.post("/admin/sales", Some(&Gateway::admin_auth()), Some(&body));
+        assert_eq!(r.status, 201, "{}", r.body);
+        sale
+    }
+
+    pub fn open_sale(&self, tag: &str, units: i64) -> String {
+        self.sale(tag, units, now_ms() - 1000, now_ms() + 3_600_000)
+    }
+
+    pub fn token(&self, sale: &str, user: u64) -> Resp {
+        self.post(&format!("/v1/sales/{sale}/tokens"), Some(&self.ticket(user)), None)
+    }
+
+    pub fn order(&self, sale: &str, user: u64, token: &str) -> Resp {
+        self.post(&format!("/v1/sales/{sale}/orders"), Some(&self.ticket(user)), Some(&format!(r#"{{"token":"{token}"}}"#)))
+    }
+
+    /// A metric's value (first sample whose line starts with `prefix`).
+    pub fn metric(&self, prefix: &str) -> f64 {
+        let m = self.get("/metrics", None);
+        m.body
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Resp {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+    pub fn code(&self) -> String {
+        self.json()["error"].as_str().unwrap_or("").to_string()
+    }
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+}
+
+pub fn read_response(s: &mut TcpStream) -> Resp {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let head_end = loop {
+        if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break p;
+        }
+        let n = s.read(&mut chunk).expect("read response");
+        assert!(n > 0, "connection closed before a response: {:?}", String::from_utf8_lossy(&buf));
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+    let mut lines = head.split("\r\n");
+    let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    let len: usize = headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("content-length")).map(|(_, v)| v.parse().unwrap()).unwrap_or(0);
+    let mut body = buf[head_end + 4..].to_vec();
+    while body.len() < len {
+        let n = s.read(&mut chunk).expect("read body");
+        assert!(n > 0, "short body");
+        body.extend_from_slice(&chunk[..n]);
+    }
+    Resp { status, headers, body: String::from_utf8_lossy(&body[..len]).to_string() }
+}
+
+/// Read every message of `topic` until `want` arrived or `within` passed.
+pub fn consume(brokers: &str, topic: &str, want: usize, within: Duration) -> Vec<(String, String)> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::Message;
+    let c: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", unique("verify"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    c.subscribe(&[topic]).unwrap();
+    let mut out = Vec::new();
+    let end = Instant::now() + within;
+    while out.len() < want && Instant::now() < end {
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
+            let k = String::from_utf8_lossy(m.key().unwrap_or_default()).to_string();
+            let v = String::from_utf8_lossy(m.payload().unwrap_or_default()).to_string();
+            out.push((k, v));
+        }
+    }
+    out
+}
