@@ -1,0 +1,7 @@
+//! Load runs against the gateway and the checks that follow every run.
+//!
+//! - [`buyer`]: one simulated buyer's HTTP calls (ticket → token → order), keep-alive.
+//! - [`verify`]: the invariants, from the client's record, Redis and the order topic.
+
+pub mod buyer;
+pub mod verify;

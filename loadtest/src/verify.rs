@@ -1,0 +1,135 @@
+//! The invariants after a run, from three sources: the client's record of 202s, Redis,
+//! and the order topic. Each check prints its figures; any failure fails the run.
+
+use crate::buyer::LoadError;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::Message;
+use seckill_common::order::OrderMessage;
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+pub struct Check {
+    pub name: String,
+    pub pass: bool,
+}
+
+pub struct Report {
+    pub checks: Vec<Check>,
+}
+
+impl Report {
+    pub fn ok(&self) -> bool {
+        self.checks.iter().all(|c| c.pass)
+    }
+    pub fn print(&self) {
+        for c in &self.checks {
+            println!("  {} {}", if c.pass { "PASS" } else { "FAIL" }, c.name);
+        }
+    }
+}
+
+/// Orders of `sale` in `topic`, read from the beginning with a fresh group until
+/// `expect` arrived (then a short grace to catch duplicates) or `within` passed.
+pub fn orders_in_topic(brokers: &str, topic: &str, sale: &str, expect: usize, within: Duration) -> Result<Vec<OrderMessage>, LoadError> {
+    let group = format!("verify-{sale}-{}", std::process::id());
+    let c: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", &group)
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .map_err(|e| LoadError::Kafka(e.to_string()))?;
+    c.subscribe(&[topic]).map_err(|e| LoadError::Kafka(e.to_string()))?;
+    let mut out = Vec::new();
+    let end = Instant::now() + within;
+    let mut grace_end: Option<Instant> = None;
+    loop {
+        let now = Instant::now();
+        if now >= end || grace_end.is_some_and(|g| now >= g) {
+            break;
+        }
+        match c.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                if let Ok(o) = serde_json::from_slice::<OrderMessage>(m.payload().unwrap_or_default()) {
+                    if o.sale == sale {
+                        out.push(o);
+                    }
+                }
+            }
+            Some(Err(e)) => return Err(LoadError::Kafka(e.to_string())),
+            None => {}
+        }
+        if out.len() >= expect && grace_end.is_none() {
+            grace_end = Some(Instant::now() + Duration::from_secs(2));
+        }
+    }
+    Ok(out)
+}
+
+/// Check the invariants for `sale` given the acknowledged (order id, user) pairs.
+pub fn check(
+    acked: &[(String, u64)],
+    state: &stock::SaleState,
+    buyers: &[(u64, i64)],
+    in_topic: &[OrderMessage],
+) -> Report {
+    let mut checks = Vec::new();
+    let mut add = |name: String, pass: bool| checks.push(Check { name, pass });
+    let taken = state.held + state.sold;
+    add(format!("no oversell: {taken} reserved or sold of {}", state.initial), taken <= state.initial && state.remaining >= 0);
+    let over: Vec<_> = buyers.iter().filter(|(_, n)| *n > state.per_user_limit).collect();
+    add(format!("per-user limit {}: {} buyers over it", state.per_user_limit, over.len()), over.is_empty());
+    let mut per_user: HashMap<u64, i64> = HashMap::new();
+    for (_, u) in acked {
+        *per_user.entry(*u).or_default() += 1;
+    }
+    let acked_over = per_user.values().filter(|n| **n > state.per_user_limit).count();
+    add(format!("per-user limit in the client's record: {acked_over} users over it"), acked_over == 0);
+    let acked_ids: HashSet<&str> = acked.iter().map(|(o, _)| o.as_str()).collect();
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for o in in_topic {
+        *seen.entry(o.order_id.as_str()).or_default() += 1;
+    }
+    let missing = acked_ids.iter().filter(|id| !seen.contains_key(*id)).count();
+    let dup = seen.values().filter(|n| **n > 1).count();
+    add(format!("every 202 is in the order topic exactly once: {} of {} found, {dup} duplicated", acked_ids.len() - missing, acked_ids.len()), missing == 0 && dup == 0);
+    let unacked = seen.keys().filter(|id| !acked_ids.contains(*id)).count();
+    add(format!("nothing in the topic that was not acknowledged: {unacked} unacknowledged"), unacked == 0);
+    add(
+        format!("conservation: remaining {} + held {} + sold {} = initial {}", state.remaining, state.held, state.sold, state.initial),
+        state.conserved(),
+    );
+    add(format!("every acknowledged order holds stock: {} acknowledged, {} held or sold", acked_ids.len(), taken), acked_ids.len() as i64 == taken);
+    Report { checks }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(remaining: i64, held: i64) -> stock::SaleState {
+        stock::SaleState { initial: 2, per_user_limit: 1, start_ms: 0, end_ms: 1, paused: false, remaining, sold: 0, held, now_ms: 0 }
+    }
+
+    fn msg(id: &str, user: u64) -> OrderMessage {
+        OrderMessage { order_id: id.into(), sale: "s".into(), user, units: 1, accepted_ms: 0 }
+    }
+
+    #[test]
+    fn a_clean_run_passes() {
+        let acked = vec![("s-1".to_string(), 1), ("s-2".to_string(), 2)];
+        let r = check(&acked, &state(0, 2), &[(1, 1), (2, 1)], &[msg("s-1", 1), msg("s-2", 2)]);
+        assert!(r.ok());
+    }
+
+    #[test]
+    fn lost_duplicated_or_foreign_orders_and_oversell_fail() {
+        let acked = vec![("s-1".to_string(), 1), ("s-2".to_string(), 2)];
+        let fails = |r: Report| r.checks.iter().filter(|c| !c.pass).count();
+        assert!(fails(check(&acked, &state(0, 2), &[(1, 1), (2, 1)], &[msg("s-1", 1)])) > 0, "lost");
+        assert!(fails(check(&acked, &state(0, 2), &[(1, 1), (2, 1)], &[msg("s-1", 1), msg("s-2", 2), msg("s-2", 2)])) > 0, "dup");
+        assert!(fails(check(&acked, &state(0, 2), &[(1, 1), (2, 1)], &[msg("s-1", 1), msg("s-2", 2), msg("s-3", 3)])) > 0, "foreign");
+        assert!(fails(check(&acked, &state(-1, 3), &[(1, 1), (2, 1)], &[msg("s-1", 1), msg("s-2", 2)])) > 0, "oversell");
+        assert!(fails(check(&acked, &state(0, 2), &[(1, 2)], &[msg("s-1", 1), msg("s-2", 2)])) > 0, "limit");
+    }
+}
