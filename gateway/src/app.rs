@@ -11,7 +11,7 @@ use crate::metrics::{Limit, Metrics, Route};
 use crate::order_sink::OrderSink;
 use crate::redis_pipe::RedisPipe;
 use crate::switches::{StatusReads, SwitchValues, Switches};
-use seckill_common::order::OrderMessage;
+use seckill_common::order::{OrderEvent, OrderMessage};
 use serde::Deserialize;
 use serde_json::json;
 use std::collections::HashMap;
@@ -252,7 +252,15 @@ impl App {
         if p.remaining <= 0 {
             self.mark_sold_out(sale);
         }
-        let msg = OrderMessage { order_id: p.order_id.clone(), sale: sale.to_string(), user, units: 1, accepted_ms: now_ms() };
+        let msg = OrderMessage {
+            event: OrderEvent::Reserved,
+            order_id: p.order_id.clone(),
+            sale: sale.to_string(),
+            user,
+            units: 1,
+            per_user_limit: p.per_user_limit.clamp(1, u32::MAX as i64) as u32,
+            at_ms: now_ms(),
+        };
         if let Err(e) = self.sink.send(&msg) {
             // Not acknowledged: give the unit back so it can sell again.
             tracing::error!(order = %p.order_id, error = %e, "order not delivered to the broker; releasing its reservation");
@@ -311,8 +319,19 @@ impl App {
 
     fn pay(&self, order_id: &str, req: &Incoming) -> Result<Reply, ApiError> {
         let (_, mut stock) = self.owned_order(order_id, req)?;
+        let buyer = self.user(req)?;
         match stock.settle(order_id, Settlement::Paid) {
-            Ok(_) | Err(StockError::AlreadyPaid) => Ok(Reply::json(200, &json!({"order_id": order_id, "status": "paid"}))),
+            Ok(_) => {
+                // Redis decided; the event brings PostgreSQL along. If it is lost, the
+                // writer's payment-window scan finds the order paid in Redis instead.
+                let sale = stock::keys::split_order_id(order_id).map(|(s, _)| s.to_string()).unwrap_or_default();
+                let paid = OrderMessage { event: OrderEvent::Paid, order_id: order_id.to_string(), sale, user: buyer, units: 1, per_user_limit: 0, at_ms: now_ms() };
+                if let Err(e) = self.sink.send(&paid) {
+                    tracing::warn!(order = order_id, error = %e, "paid event not delivered; the payment-window scan will reconcile");
+                }
+                Ok(Reply::json(200, &json!({"order_id": order_id, "status": "paid"})))
+            }
+            Err(StockError::AlreadyPaid) => Ok(Reply::json(200, &json!({"order_id": order_id, "status": "paid"}))),
             Err(e) => Err(e.into()),
         }
     }

@@ -4,7 +4,7 @@
 use crate::buyer::LoadError;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::Message;
-use seckill_common::order::OrderMessage;
+use seckill_common::order::{OrderEvent, OrderMessage};
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
@@ -28,7 +28,7 @@ impl Report {
     }
 }
 
-/// Orders of `sale` in `topic`, read from the beginning with a fresh group until
+/// Reserved-order events of `sale` in `topic`, read from the beginning with a fresh group until
 /// `expect` arrived (then a short grace to catch duplicates) or `within` passed.
 pub fn orders_in_topic(brokers: &str, topic: &str, sale: &str, expect: usize, within: Duration) -> Result<Vec<OrderMessage>, LoadError> {
     let group = format!("verify-{sale}-{}", std::process::id());
@@ -51,7 +51,7 @@ pub fn orders_in_topic(brokers: &str, topic: &str, sale: &str, expect: usize, wi
         match c.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => {
                 if let Ok(o) = serde_json::from_slice::<OrderMessage>(m.payload().unwrap_or_default()) {
-                    if o.sale == sale {
+                    if o.sale == sale && o.event == OrderEvent::Reserved {
                         out.push(o);
                     }
                 }
@@ -112,7 +112,7 @@ mod tests {
     }
 
     fn msg(id: &str, user: u64) -> OrderMessage {
-        OrderMessage { order_id: id.into(), sale: "s".into(), user, units: 1, accepted_ms: 0 }
+        OrderMessage { event: OrderEvent::Reserved, order_id: id.into(), sale: "s".into(), user, units: 1, per_user_limit: 1, at_ms: 0 }
     }
 
     #[test]

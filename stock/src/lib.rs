@@ -180,6 +180,8 @@ pub struct Token {
 pub struct Purchase {
     pub order_id: String,
     pub remaining: i64,
+    /// The sale's per-user limit (the database enforces one order per buyer when it is 1).
+    pub per_user_limit: i64,
 }
 
 /// How a reservation ends.
@@ -263,7 +265,7 @@ impl<C: Exec> Stock<C> {
             &[user.to_string(), sale.to_string()],
         )?;
         let rest = outcome(reply)?;
-        Ok(Purchase { order_id: string_at(&rest, 0)?, remaining: int_at(&rest, 1)? })
+        Ok(Purchase { order_id: string_at(&rest, 0)?, remaining: int_at(&rest, 1)?, per_user_limit: int_at(&rest, 2)? })
     }
 
     /// End a reservation exactly once; returns the buyer. A second settlement of the

@@ -23,4 +23,4 @@ redis.call('HINCRBY', KEYS[3], ARGV[1], 1)
 local oid = ARGV[2] .. '-' .. redis.call('INCR', KEYS[6])
 redis.call('HSET', KEYS[4], oid, ARGV[1])
 redis.call('SET', KEYS[5], owner .. '|' .. exp .. '|used', 'KEEPTTL')
-return {'OK', oid, left}
+return {'OK', oid, left, tonumber(meta[1])}
