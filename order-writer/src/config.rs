@@ -1,0 +1,56 @@
+//! order-writer configuration: these defaults, then `--config FILE` (TOML), then
+//! `SECKILL_<KEY>` environment variables.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    pub database_url: String,
+    pub kafka_brokers: String,
+    pub orders_topic: String,
+    pub dlq_topic: String,
+    pub group_id: String,
+    /// Most messages written in one statement.
+    pub batch_max: i64,
+    /// Longest wait to fill a batch.
+    pub batch_wait_ms: i64,
+    /// Database retry backoff cap while PostgreSQL is down or slow.
+    pub db_retry_max_ms: i64,
+    /// PostgreSQL statement timeout.
+    pub db_statement_timeout_ms: i64,
+    pub redis_url: String,
+    pub redis_timeout_ms: i64,
+    /// Unpaid orders older than this are cancelled and their stock returned.
+    pub payment_window_secs: i64,
+    /// How often the payment-window scan runs, and how many orders it takes at once.
+    pub cancel_scan_ms: i64,
+    pub cancel_batch: i64,
+    /// Prometheus metrics listen address ("" = off).
+    pub metrics_listen: String,
+    /// Extra librdkafka settings for both consumer and producer, `k=v,k=v`.
+    pub kafka_extra: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            database_url: seckill_common::stack::DEFAULT_DATABASE_URL.into(),
+            kafka_brokers: seckill_common::stack::DEFAULT_KAFKA_BROKERS.into(),
+            orders_topic: "orders".into(),
+            dlq_topic: "orders-dlq".into(),
+            group_id: "order-writer".into(),
+            batch_max: 1000,
+            batch_wait_ms: 50,
+            db_retry_max_ms: 2000,
+            db_statement_timeout_ms: 5000,
+            redis_url: seckill_common::stack::DEFAULT_REDIS_URL.into(),
+            redis_timeout_ms: 1000,
+            payment_window_secs: 900,
+            cancel_scan_ms: 1000,
+            cancel_batch: 500,
+            metrics_listen: "127.0.0.1:9101".into(),
+            kafka_extra: String::new(),
+        }
+    }
+}

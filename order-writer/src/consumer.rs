@@ -1,0 +1,251 @@
+//! The consume → write → commit loop.
+//!
+//! A batch is bounded by `batch_max` messages and `batch_wait_ms`. It is written in one
+//! transaction; only after the database commit (and after any dead letters are
+//! acknowledged by the broker) are the batch's offsets committed. A crash anywhere
+//! before that replays the batch, and `ON CONFLICT (order_id) DO NOTHING` makes the
+//! replay harmless: each order ends in PostgreSQL exactly once.
+
+use crate::config::Config;
+use crate::db;
+use crate::metrics::Metrics;
+use crate::WriterError;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use seckill_common::order::OrderMessage;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// One consumed message, owned.
+struct Record {
+    partition: i32,
+    offset: i64,
+    payload: Vec<u8>,
+    key: Option<Vec<u8>>,
+}
+
+fn client_config(cfg: &Config) -> Result<ClientConfig, WriterError> {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &cfg.kafka_brokers);
+    for kv in cfg.kafka_extra.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (k, v) = kv.split_once('=').ok_or_else(|| WriterError::Config(format!("kafka_extra entry {kv:?} is not key=value")))?;
+        c.set(k.trim(), v.trim());
+    }
+    Ok(c)
+}
+
+pub struct Writer {
+    cfg: Config,
+    consumer: BaseConsumer,
+    dlq: ThreadedProducer<rdkafka::producer::DefaultProducerContext>,
+    metrics: Arc<Metrics>,
+}
+
+impl Writer {
+    pub fn new(cfg: Config, metrics: Arc<Metrics>) -> Result<Writer, WriterError> {
+        let consumer: BaseConsumer = client_config(&cfg)?
+            .set("group.id", &cfg.group_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            // A writer retrying a dead database keeps its partitions for this long.
+            .set("max.poll.interval.ms", "600000")
+            .set("session.timeout.ms", "10000")
+            .create()?;
+        consumer.subscribe(&[&cfg.orders_topic])?;
+        let dlq = client_config(&cfg)?
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("message.timeout.ms", "10000")
+            .create()?;
+        Ok(Writer { cfg, consumer, dlq, metrics })
+    }
+
+    /// Run until `stop` is set; the current batch is finished first.
+    pub fn run(&self, stop: &AtomicBool) -> Result<(), WriterError> {
+        let mut db = self.connect_with_retry(stop)?;
+        db::migrate(&mut db)?;
+        let mut last_lag = Instant::now() - Duration::from_secs(10);
+        while !stop.load(Ordering::Relaxed) {
+            let batch = self.poll_batch()?;
+            if last_lag.elapsed() > Duration::from_secs(1) {
+                self.metrics.set_lag(self.lag());
+                last_lag = Instant::now();
+            }
+            if batch.is_empty() {
+                continue;
+            }
+            self.write(&mut db, &batch, stop)?;
+            self.commit(&batch);
+        }
+        Ok(())
+    }
+
+    fn connect_with_retry(&self, stop: &AtomicBool) -> Result<postgres::Client, WriterError> {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match db::connect(&self.cfg.database_url, self.cfg.db_statement_timeout_ms) {
+                Ok(c) => return Ok(c),
+                Err(e) if !stop.load(Ordering::Relaxed) => {
+                    tracing::warn!(error = %e, "database unreachable; retrying");
+                    self.metrics.db_error();
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_millis(self.cfg.db_retry_max_ms.max(100) as u64));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn poll_batch(&self) -> Result<Vec<Record>, WriterError> {
+        let max = self.cfg.batch_max.max(1) as usize;
+        let deadline = Instant::now() + Duration::from_millis(self.cfg.batch_wait_ms.max(1) as u64);
+        let mut batch = Vec::new();
+        while batch.len() < max {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            match self.consumer.poll(left) {
+                Some(Ok(m)) => batch.push(Record {
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    payload: m.payload().unwrap_or_default().to_vec(),
+                    key: m.key().map(<[u8]>::to_vec),
+                }),
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "consumer error");
+                    break;
+                }
+                None => break,
+            }
+        }
+        Ok(batch)
+    }
+
+    /// Write one batch; never returns until it is written (or `stop` while retrying a
+    /// dead database, in which case nothing is committed and the batch replays).
+    fn write(&self, db: &mut postgres::Client, batch: &[Record], stop: &AtomicBool) -> Result<(), WriterError> {
+        let mut good: Vec<(usize, OrderMessage)> = Vec::with_capacity(batch.len());
+        let mut dead: Vec<(usize, String)> = Vec::new();
+        for (i, r) in batch.iter().enumerate() {
+            match serde_json::from_slice::<OrderMessage>(&r.payload) {
+                Ok(m) if m.units > 0 && !m.order_id.is_empty() => good.push((i, m)),
+                Ok(_) => dead.push((i, "invalid order: empty id or zero units".into())),
+                Err(e) => dead.push((i, format!("not an order message: {e}"))),
+            }
+        }
+        let started = Instant::now();
+        let mut backoff = Duration::from_millis(100);
+        'retry: loop {
+            let refs: Vec<&OrderMessage> = good.iter().map(|(_, m)| m).collect();
+            let failure = match db::write_batch(db, &refs) {
+                Ok(inserted) => {
+                    self.metrics.batch(batch.len(), inserted, started.elapsed());
+                    break;
+                }
+                Err(e) if db::is_data_error(&e) => {
+                    // Find the rows at fault one by one; the others are written (rows
+                    // written here before a failure are no-ops when the batch is retried).
+                    tracing::warn!(error = %e, "batch refused by a constraint; isolating the bad rows");
+                    let mut refused = Vec::new();
+                    let mut inserted = 0;
+                    for (i, m) in &good {
+                        match db::write_batch(db, &[m]) {
+                            Ok(n) => inserted += n,
+                            Err(e) if db::is_data_error(&e) => refused.push((*i, format!("violates the schema: {}", e.as_db_error().map(|d| d.message().to_string()).unwrap_or(e.to_string())))),
+                            Err(e) => {
+                                self.backoff(e, db, stop, &mut backoff)?;
+                                continue 'retry;
+                            }
+                        }
+                    }
+                    self.metrics.batch(batch.len(), inserted, started.elapsed());
+                    dead.extend(refused);
+                    break;
+                }
+                Err(e) => e,
+            };
+            self.backoff(failure, db, stop, &mut backoff)?;
+        }
+        for (i, reason) in dead {
+            self.dead_letter(&batch[i], &reason)?;
+        }
+        Ok(())
+    }
+
+    /// The database is down or slow: wait (bounded, growing), reconnect if needed. Gives
+    /// up only when asked to stop; nothing is committed, so the batch replays.
+    fn backoff(&self, e: postgres::Error, db: &mut postgres::Client, stop: &AtomicBool, backoff: &mut Duration) -> Result<(), WriterError> {
+        if stop.load(Ordering::Relaxed) {
+            return Err(WriterError::Db(e));
+        }
+        tracing::warn!(error = %e, backoff_ms = backoff.as_millis() as u64, "database write failed; retrying (offsets not committed)");
+        self.metrics.db_error();
+        std::thread::sleep(*backoff);
+        *backoff = (*backoff * 2).min(Duration::from_millis(self.cfg.db_retry_max_ms.max(100) as u64));
+        if db.is_closed() {
+            *db = self.connect_with_retry(stop)?;
+        }
+        Ok(())
+    }
+
+    /// Send a poison message to the dead-letter topic with the reason, the source and the
+    /// original bytes, and wait until the broker has it.
+    fn dead_letter(&self, r: &Record, reason: &str) -> Result<(), WriterError> {
+        tracing::warn!(partition = r.partition, offset = r.offset, reason, "dead letter");
+        let source = format!("{}/{}/{}", self.cfg.orders_topic, r.partition, r.offset);
+        let headers = OwnedHeaders::new()
+            .insert(Header { key: "reason", value: Some(reason) })
+            .insert(Header { key: "source", value: Some(&source) });
+        let mut rec = BaseRecord::<Vec<u8>, Vec<u8>>::to(&self.cfg.dlq_topic).payload(&r.payload).headers(headers);
+        if let Some(k) = &r.key {
+            rec = rec.key(k);
+        }
+        self.dlq.send(rec).map_err(|(e, _)| WriterError::Kafka(e))?;
+        self.dlq.flush(Duration::from_secs(15)).map_err(WriterError::Kafka)?;
+        self.metrics.dead_letter();
+        Ok(())
+    }
+
+    /// Commit the offset after the last message of each partition in the batch.
+    fn commit(&self, batch: &[Record]) {
+        let mut next: BTreeMap<i32, i64> = BTreeMap::new();
+        for r in batch {
+            let e = next.entry(r.partition).or_insert(r.offset + 1);
+            *e = (*e).max(r.offset + 1);
+        }
+        let mut tpl = TopicPartitionList::new();
+        for (p, o) in next {
+            if let Err(e) = tpl.add_partition_offset(&self.cfg.orders_topic, p, Offset::Offset(o)) {
+                tracing::warn!(error = %e, "offset list");
+            }
+        }
+        // A failed commit (for instance after a rebalance took the partition) only means
+        // the batch will be read again, and rewriting it changes nothing.
+        if let Err(e) = self.consumer.commit(&tpl, CommitMode::Sync) {
+            tracing::warn!(error = %e, "offset commit failed; the batch will be replayed harmlessly");
+        }
+    }
+
+    /// Messages behind the group's position, over the assigned partitions.
+    fn lag(&self) -> i64 {
+        let Ok(assignment) = self.consumer.assignment() else { return 0 };
+        let Ok(position) = self.consumer.position() else { return 0 };
+        let mut lag = 0;
+        for el in assignment.elements() {
+            let Ok((_, high)) = self.consumer.fetch_watermarks(el.topic(), el.partition(), Duration::from_millis(500)) else { continue };
+            let pos = position
+                .find_partition(el.topic(), el.partition())
+                .and_then(|p| p.offset().to_raw())
+                .filter(|o| *o >= 0)
+                .unwrap_or(0);
+            lag += (high - pos).max(0);
+        }
+        lag
+    }
+}

@@ -1,0 +1,116 @@
+//! PostgreSQL: embedded migrations, the one-statement batch write, and the
+//! payment-window queries. Only this crate writes orders.
+
+use crate::WriterError;
+use postgres::{Client, NoTls};
+use seckill_common::order::{OrderEvent, OrderMessage};
+use std::time::Duration;
+
+/// Versioned migrations, applied in order, each once.
+const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("../migrations/001_orders.sql"))];
+
+pub fn connect(url: &str, statement_timeout_ms: i64) -> Result<Client, WriterError> {
+    let mut cfg: postgres::Config = url.parse().map_err(|e: postgres::Error| WriterError::Config(e.to_string()))?;
+    cfg.connect_timeout(Duration::from_secs(3));
+    cfg.options(&format!("-c statement_timeout={statement_timeout_ms}"));
+    cfg.application_name("order-writer");
+    Ok(cfg.connect(NoTls)?)
+}
+
+/// Apply pending migrations under an advisory lock, so several writers starting at
+/// once apply each migration exactly once.
+pub fn migrate(db: &mut Client) -> Result<(), WriterError> {
+    let mut tx = db.transaction()?;
+    tx.execute("SELECT pg_advisory_xact_lock(727274)", &[])?;
+    tx.batch_execute("CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())")?;
+    for (version, sql) in MIGRATIONS {
+        let done = tx.query_opt("SELECT 1 FROM schema_migrations WHERE version = $1", &[version])?.is_some();
+        if !done {
+            tx.batch_execute(sql)?;
+            tx.execute("INSERT INTO schema_migrations (version) VALUES ($1)", &[version])?;
+            tracing::info!(version, "migration applied");
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// Write a batch in one transaction: reserved orders with one `INSERT … SELECT FROM
+/// UNNEST … ON CONFLICT (order_id) DO NOTHING` (redelivery is harmless), then paid
+/// events with one `UPDATE`. Returns rows inserted.
+pub fn write_batch(db: &mut Client, batch: &[&OrderMessage]) -> Result<u64, postgres::Error> {
+    let reserved: Vec<&&OrderMessage> = batch.iter().filter(|m| m.event == OrderEvent::Reserved).collect();
+    let paid: Vec<String> = batch.iter().filter(|m| m.event == OrderEvent::Paid).map(|m| m.order_id.clone()).collect();
+    let mut tx = db.transaction()?;
+    let mut inserted = 0;
+    if !reserved.is_empty() {
+        let ids: Vec<&str> = reserved.iter().map(|m| m.order_id.as_str()).collect();
+        let sales: Vec<&str> = reserved.iter().map(|m| m.sale.as_str()).collect();
+        let users: Vec<i64> = reserved.iter().map(|m| m.user as i64).collect();
+        let units: Vec<i32> = reserved.iter().map(|m| m.units as i32).collect();
+        let limits: Vec<i32> = reserved.iter().map(|m| m.per_user_limit as i32).collect();
+        let at: Vec<i64> = reserved.iter().map(|m| m.at_ms).collect();
+        tx.execute("INSERT INTO sales (sale) SELECT DISTINCT s FROM UNNEST($1::text[]) AS s ON CONFLICT DO NOTHING", &[&sales])?;
+        inserted = tx.execute(
+            "INSERT INTO orders (order_id, sale, user_id, units, per_user_limit, status, accepted_at)
+             SELECT o, s, u, n, l, 'reserved', to_timestamp(a / 1000.0)
+             FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::int4[], $5::int4[], $6::int8[]) AS t(o, s, u, n, l, a)
+             ON CONFLICT (order_id) DO NOTHING",
+            &[&ids, &sales, &users, &units, &limits, &at],
+        )?;
+    }
+    if !paid.is_empty() {
+        tx.execute("UPDATE orders SET status = 'paid', paid_at = now() WHERE order_id = ANY($1) AND status = 'reserved'", &[&paid])?;
+    }
+    tx.commit()?;
+    Ok(inserted)
+}
+
+/// A failure caused by the rows themselves (constraint or data errors), as opposed to
+/// the database being down or slow.
+pub fn is_data_error(e: &postgres::Error) -> bool {
+    e.code().is_some_and(|c| {
+        let c = c.code();
+        c.starts_with("23") || c.starts_with("22")
+    })
+}
+
+/// How an unpaid order ended after the payment-window scan looked at it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    Cancelled,
+    Paid,
+}
+
+/// Take up to `limit` reserved orders older than `window_secs`, locked so other writers
+/// skip them; `settle` decides each (through Redis, the arbiter); their rows are updated
+/// in the same transaction. A crash before commit leaves the rows reserved; the next scan
+/// settles them again and Redis answers "already released/paid", so stock returns once.
+pub fn expire_unpaid(
+    db: &mut Client,
+    window_secs: i64,
+    limit: i64,
+    mut settle: impl FnMut(&str) -> Result<Option<Ended>, WriterError>,
+) -> Result<(u64, u64), WriterError> {
+    let mut tx = db.transaction()?;
+    let rows = tx.query(
+        "SELECT order_id FROM orders WHERE status = 'reserved' AND accepted_at < now() - make_interval(secs => $1)
+         ORDER BY accepted_at LIMIT $2 FOR UPDATE SKIP LOCKED",
+        &[&(window_secs as f64), &limit],
+    )?;
+    let (mut cancelled, mut paid) = (0, 0);
+    for row in rows {
+        let id: String = row.get(0);
+        match settle(&id)? {
+            Some(Ended::Cancelled) => {
+                cancelled += tx.execute("UPDATE orders SET status = 'cancelled', cancelled_at = now() WHERE order_id = $1 AND status = 'reserved'", &[&id])?;
+            }
+            Some(Ended::Paid) => {
+                paid += tx.execute("UPDATE orders SET status = 'paid', paid_at = now() WHERE order_id = $1 AND status = 'reserved'", &[&id])?;
+            }
+            None => {}
+        }
+    }
+    tx.commit()?;
+    Ok((cancelled, paid))
+}

@@ -1,0 +1,27 @@
+//! order-writer: the order topic into PostgreSQL, exactly once, and the payment window.
+//!
+//! - [`consumer`]: batches from the consumer group, one statement per batch, database
+//!   commit, then offset commit; poison messages to the dead-letter topic.
+//! - [`db`]: migrations, the batch write, the payment-window queries.
+//! - [`canceller`]: cancels unpaid orders and returns their stock, exactly once.
+//! - [`metrics`]: lag, batch sizes, write time, rows, dead letters, cancellations.
+
+pub mod canceller;
+pub mod config;
+pub mod consumer;
+pub mod db;
+pub mod metrics;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WriterError {
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error("database: {0}")]
+    Db(#[from] postgres::Error),
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("redis: {0}")]
+    Stock(#[from] stock::StockError),
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+}

@@ -1,0 +1,51 @@
+//! `order-writer [--config FILE]` — consume the order topic into PostgreSQL and run the
+//! payment-window canceller, until SIGTERM/SIGINT.
+
+use order_writer::config::Config;
+use order_writer::metrics::Metrics;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("SECKILL_LOG").unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    if let Err(e) = run() {
+        eprintln!("order-writer: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<(), String> {
+    let mut args = std::env::args().skip(1);
+    let mut config = None;
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--config" => config = Some(std::path::PathBuf::from(args.next().ok_or("--config needs a file")?)),
+            "-h" | "--help" => {
+                println!("usage: order-writer [--config FILE]");
+                return Ok(());
+            }
+            other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    let cfg: Config = seckill_common::load_config(config.as_deref()).map_err(|e| e.to_string())?;
+    let metrics = Arc::new(Metrics::default());
+    if !cfg.metrics_listen.is_empty() {
+        order_writer::metrics::serve(&cfg.metrics_listen, metrics.clone()).map_err(|e| format!("metrics on {}: {e}", cfg.metrics_listen))?;
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone()).map_err(|e| e.to_string())?;
+    signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone()).map_err(|e| e.to_string())?;
+    let canceller = {
+        let (cfg, metrics, stop) = (cfg.clone(), metrics.clone(), stop.clone());
+        std::thread::Builder::new().name("canceller".into()).spawn(move || order_writer::canceller::run(cfg, metrics, stop)).map_err(|e| e.to_string())?
+    };
+    let writer = order_writer::consumer::Writer::new(cfg, metrics).map_err(|e| e.to_string())?;
+    tracing::info!("order-writer running");
+    let result = writer.run(&stop);
+    stop.store(true, Ordering::Relaxed);
+    let _ = canceller.join();
+    result.map_err(|e| e.to_string())
+}

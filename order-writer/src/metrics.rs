@@ -1,0 +1,87 @@
+//! The writer's Prometheus metrics, served on `metrics_listen` by a tiny HTTP loop.
+
+use std::fmt::Write as _;
+use std::io::{Read, Write};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Default)]
+pub struct Metrics {
+    lag: AtomicI64,
+    batches: AtomicU64,
+    batch_messages: AtomicU64,
+    batch_max: AtomicU64,
+    rows_written: AtomicU64,
+    write_us: AtomicU64,
+    db_errors: AtomicU64,
+    dead_letters: AtomicU64,
+    cancelled: AtomicU64,
+    paid_by_scan: AtomicU64,
+}
+
+impl Metrics {
+    pub fn set_lag(&self, lag: i64) {
+        self.lag.store(lag, Ordering::Relaxed);
+    }
+    pub fn batch(&self, messages: usize, rows: u64, took: Duration) {
+        self.batches.fetch_add(1, Ordering::Relaxed);
+        self.batch_messages.fetch_add(messages as u64, Ordering::Relaxed);
+        self.batch_max.fetch_max(messages as u64, Ordering::Relaxed);
+        self.rows_written.fetch_add(rows, Ordering::Relaxed);
+        self.write_us.fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+    }
+    pub fn db_error(&self) {
+        self.db_errors.fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn dead_letter(&self) {
+        self.dead_letters.fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn expired(&self, cancelled: u64, paid: u64) {
+        self.cancelled.fetch_add(cancelled, Ordering::Relaxed);
+        self.paid_by_scan.fetch_add(paid, Ordering::Relaxed);
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let mut one = |name: &str, kind: &str, help: &str, v: String| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+        };
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        one("seckill_writer_consumer_lag", "gauge", "Messages of the order topic not yet written, over assigned partitions.", self.lag.load(Ordering::Relaxed).to_string());
+        one("seckill_writer_batches_total", "counter", "Batches written.", get(&self.batches).to_string());
+        one("seckill_writer_batch_messages_total", "counter", "Messages in written batches (divide by batches for the mean size).", get(&self.batch_messages).to_string());
+        one("seckill_writer_batch_max_messages", "gauge", "Largest batch so far.", get(&self.batch_max).to_string());
+        one("seckill_writer_rows_written_total", "counter", "Order rows inserted (redeliveries insert nothing).", get(&self.rows_written).to_string());
+        one("seckill_writer_write_seconds_total", "counter", "Time spent writing batches, including retries.", format!("{}", get(&self.write_us) as f64 / 1e6));
+        one("seckill_writer_db_errors_total", "counter", "Database failures (each retried).", get(&self.db_errors).to_string());
+        one("seckill_writer_dead_letters_total", "counter", "Messages sent to the dead-letter topic.", get(&self.dead_letters).to_string());
+        one("seckill_writer_cancelled_total", "counter", "Unpaid orders cancelled after the payment window, stock returned.", get(&self.cancelled).to_string());
+        one("seckill_writer_paid_by_scan_total", "counter", "Orders the payment-window scan found paid in Redis.", get(&self.paid_by_scan).to_string());
+        out
+    }
+}
+
+/// Serve `GET /metrics` on `addr` from a background thread.
+pub fn serve(addr: &str, metrics: Arc<Metrics>) -> std::io::Result<()> {
+    let listener = std::net::TcpListener::bind(addr)?;
+    std::thread::Builder::new().name("metrics".into()).spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+            let _ = stream.set_write_timeout(Some(Duration::from_secs(2)));
+            let mut stream = stream;
+            let mut buf = [0u8; 2048];
+            let n = stream.read(&mut buf).unwrap_or(0);
+            let head = String::from_utf8_lossy(&buf[..n]);
+            let (status, body) = if head.starts_with("GET /metrics") {
+                ("200 OK", metrics.render())
+            } else if head.starts_with("GET /healthz") {
+                ("200 OK", "ok\n".to_string())
+            } else {
+                ("404 Not Found", "not found\n".to_string())
+            };
+            let _ = write!(stream, "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+        }
+    })?;
+    Ok(())
+}
