@@ -11,6 +11,10 @@ pub struct Config {
     pub orders_topic: String,
     pub dlq_topic: String,
     pub group_id: String,
+    /// Consumer group timing: a member that stops polling or heartbeating for this long
+    /// loses its partitions to the others.
+    pub max_poll_interval_ms: i64,
+    pub session_timeout_ms: i64,
     /// Most messages written in one statement.
     pub batch_max: i64,
     /// Longest wait to fill a batch.
@@ -40,6 +44,8 @@ impl Default for Config {
             orders_topic: "orders".into(),
             dlq_topic: "orders-dlq".into(),
             group_id: "order-writer".into(),
+            max_poll_interval_ms: 20000,
+            session_timeout_ms: 6000,
             batch_max: 1000,
             batch_wait_ms: 50,
             db_retry_max_ms: 2000,

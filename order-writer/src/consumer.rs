@@ -52,9 +52,11 @@ impl Writer {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
-            // A writer retrying a dead database keeps its partitions for this long.
-            .set("max.poll.interval.ms", "600000")
-            .set("session.timeout.ms", "10000")
+            // Also the rebalance timeout: how long the group waits for a member that died
+            // without leaving. A writer retrying a dead database longer than this leaves
+            // the group and rejoins when it polls again (replaying harmlessly).
+            .set("max.poll.interval.ms", cfg.max_poll_interval_ms.max(1000).to_string())
+            .set("session.timeout.ms", cfg.session_timeout_ms.max(1000).to_string())
             .create()?;
         consumer.subscribe(&[&cfg.orders_topic])?;
         let dlq = client_config(&cfg)?

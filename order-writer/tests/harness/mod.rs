@@ -1,0 +1,243 @@
+//! Harness for the writer's tests: writer processes (killable with SIGKILL), orders
+//! produced the way the gateway produces them (reserved in Redis first), PostgreSQL
+//! queries, and a private PostgreSQL for the test that stops it.
+#![allow(dead_code)]
+
+use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+use seckill_common::order::{OrderEvent, OrderMessage};
+use std::collections::HashSet;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use stock::{SaleSpec, Stock};
+
+pub fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+pub fn unique(tag: &str) -> String {
+    format!("{tag}_{}_{}", std::process::id(), &stock::keys::new_token()[..8])
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Topics, group and database of one test.
+pub struct Lane {
+    pub stack: seckill_common::stack::Stack,
+    pub topic: String,
+    pub dlq: String,
+    pub group: String,
+    pub database_url: String,
+}
+
+impl Lane {
+    pub fn new(partitions: i32) -> Lane {
+        let stack = seckill_common::stack::ensure_up();
+        let topic = unique("orders_w");
+        let dlq = unique("dlq_w");
+        seckill_common::kafka::create_topic(&stack.kafka_brokers, &topic, partitions).unwrap();
+        seckill_common::kafka::create_topic(&stack.kafka_brokers, &dlq, 1).unwrap();
+        let database_url = stack.database_url.clone();
+        Lane { stack, topic, dlq, group: unique("writers"), database_url }
+    }
+
+    pub fn writer(&self, extra: &[(&str, &str)]) -> WriterProc {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_order-writer"));
+        cmd.env("SECKILL_DATABASE_URL", &self.database_url)
+            .env("SECKILL_KAFKA_BROKERS", &self.stack.kafka_brokers)
+            .env("SECKILL_REDIS_URL", &self.stack.redis_url)
+            .env("SECKILL_ORDERS_TOPIC", &self.topic)
+            .env("SECKILL_DLQ_TOPIC", &self.dlq)
+            .env("SECKILL_GROUP_ID", &self.group)
+            .env("SECKILL_METRICS_LISTEN", format!("127.0.0.1:{}", free_port()))
+            .env("SECKILL_BATCH_MAX", "200")
+            .env("SECKILL_LOG", std::env::var("SECKILL_TEST_WRITER_LOG").unwrap_or("warn".into()))
+            .stdout(Stdio::null());
+        for (k, v) in extra {
+            cmd.env(k, v);
+        }
+        WriterProc { child: cmd.spawn().expect("start order-writer") }
+    }
+
+    pub fn producer(&self) -> ThreadedProducer<rdkafka::producer::DefaultProducerContext> {
+        rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &self.stack.kafka_brokers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .create()
+            .unwrap()
+    }
+
+    pub fn produce(&self, p: &ThreadedProducer<rdkafka::producer::DefaultProducerContext>, msgs: &[OrderMessage]) {
+        for m in msgs {
+            let payload = serde_json::to_vec(m).unwrap();
+            let key = m.key();
+            loop {
+                match p.send(BaseRecord::to(&self.topic).key(&key).payload(&payload)) {
+                    Ok(()) => break,
+                    Err((e, _)) => {
+                        assert!(matches!(e.rdkafka_error_code(), Some(rdkafka::types::RDKafkaErrorCode::QueueFull)), "{e}");
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                }
+            }
+        }
+        p.flush(Duration::from_secs(30)).unwrap();
+    }
+
+    pub fn produce_raw(&self, bytes: &[u8]) {
+        let p = self.producer();
+        p.send(BaseRecord::<(), [u8]>::to(&self.topic).payload(bytes)).map_err(|(e, _)| e).unwrap();
+        p.flush(Duration::from_secs(30)).unwrap();
+    }
+
+    pub fn db(&self) -> postgres::Client {
+        postgres::Client::connect(&self.database_url, postgres::NoTls).unwrap()
+    }
+
+    pub fn stock(&self) -> Stock<redis::Connection> {
+        Stock::new(stock::connect(&self.stack.redis_url, Duration::from_secs(2)).unwrap())
+    }
+}
+
+/// Reserve `n` units of a new sale for `n` distinct users, as the gateway would, and
+/// return the order messages it would produce.
+pub fn reserve(stock: &mut Stock<redis::Connection>, units: i64, n: u64) -> (String, Vec<OrderMessage>) {
+    let sale = unique("w");
+    stock.create_sale(&sale, &SaleSpec { stock: units, per_user_limit: 1, start_ms: now_ms() - 1000, end_ms: now_ms() + 3_600_000 }).unwrap();
+    let msgs = (1..=n)
+        .map(|user| {
+            let t = stock.issue_token(&sale, user, Duration::from_secs(600)).unwrap();
+            let p = stock.purchase(&sale, user, &t.token).unwrap();
+            order(&p.order_id, &sale, user, OrderEvent::Reserved)
+        })
+        .collect();
+    (sale, msgs)
+}
+
+pub fn order(id: &str, sale: &str, user: u64, event: OrderEvent) -> OrderMessage {
+    OrderMessage { event, order_id: id.into(), sale: sale.into(), user, units: 1, per_user_limit: 1, at_ms: now_ms() }
+}
+
+/// Order ids of `sale` in PostgreSQL (a primary key, so each at most once).
+pub fn ids_in_db(db: &mut postgres::Client, sale: &str) -> HashSet<String> {
+    db.query("SELECT order_id FROM orders WHERE sale = $1", &[&sale]).unwrap().iter().map(|r| r.get(0)).collect()
+}
+
+pub fn status_of(db: &mut postgres::Client, id: &str) -> Option<String> {
+    db.query_opt("SELECT status FROM orders WHERE order_id = $1", &[&id]).unwrap().map(|r| r.get(0))
+}
+
+/// Wait until `sale` has `n` rows in PostgreSQL.
+pub fn wait_rows(db: &mut postgres::Client, sale: &str, n: usize, within: Duration) -> HashSet<String> {
+    let end = Instant::now() + within;
+    loop {
+        let ids = ids_in_db(db, sale);
+        if ids.len() >= n || Instant::now() > end {
+            return ids;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+pub fn expect_exactly(ids: &HashSet<String>, msgs: &[OrderMessage]) {
+    let want: HashSet<String> = msgs.iter().map(|m| m.order_id.clone()).collect();
+    let missing = want.difference(ids).count();
+    let extra = ids.difference(&want).count();
+    assert_eq!((missing, extra), (0, 0), "{missing} acknowledged orders missing, {extra} unknown orders present");
+}
+
+pub struct WriterProc {
+    child: Child,
+}
+
+impl WriterProc {
+    /// SIGKILL: no shutdown code runs.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for WriterProc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A PostgreSQL server this test owns, so it can stop and start it.
+pub struct PrivatePg {
+    pub port: u16,
+    dir: PathBuf,
+    bin: PathBuf,
+}
+
+fn is_root() -> bool {
+    Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0\n")).unwrap_or(false)
+}
+
+impl PrivatePg {
+    pub fn start() -> PrivatePg {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.path().join("bin"))
+            .max()
+            .expect("postgresql server binaries");
+        let dir = std::env::temp_dir().join(unique("pg"));
+        std::fs::create_dir_all(&dir).unwrap();
+        if is_root() {
+            Command::new("chown").args(["-R", "postgres:postgres"]).arg(&dir).status().unwrap();
+        }
+        let pg = PrivatePg { port: free_port(), dir, bin };
+        let ok = pg.run("initdb", &["-D", &pg.data(), "-U", "postgres", "--auth=trust", "-E", "UTF8"]);
+        assert!(ok, "initdb");
+        pg.up();
+        let mut c = postgres::Client::connect(&pg.url("postgres"), postgres::NoTls).unwrap();
+        c.batch_execute("CREATE DATABASE seckill").unwrap();
+        pg
+    }
+
+    fn data(&self) -> String {
+        self.dir.join("data").display().to_string()
+    }
+
+    fn run(&self, tool: &str, args: &[&str]) -> bool {
+        let exe = self.bin.join(tool);
+        let mut cmd = if is_root() {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(exe);
+            c
+        } else {
+            Command::new(exe)
+        };
+        cmd.args(args).stdout(Stdio::null()).stderr(Stdio::null()).status().map(|s| s.success()).unwrap_or(false)
+    }
+
+    pub fn up(&self) {
+        let opts = format!("-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories={}", self.port, self.dir.display());
+        let log = self.dir.join("log").display().to_string();
+        assert!(self.run("pg_ctl", &["-D", &self.data(), "-l", &log, "-w", "-o", &opts, "start"]), "pg_ctl start");
+    }
+
+    pub fn down(&self) {
+        assert!(self.run("pg_ctl", &["-D", &self.data(), "-m", "fast", "-w", "stop"]), "pg_ctl stop");
+    }
+
+    pub fn url(&self, db: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
+    }
+}
+
+impl Drop for PrivatePg {
+    fn drop(&mut self) {
+        self.run("pg_ctl", &["-D", &self.data(), "-m", "immediate", "stop"]);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
