@@ -12,6 +12,8 @@ pub enum LoadError {
     Redis(#[from] stock::StockError),
     #[error("kafka: {0}")]
     Kafka(String),
+    #[error("database: {0}")]
+    Db(String),
 }
 
 /// An answer: status and JSON body (Null when the body is not JSON).

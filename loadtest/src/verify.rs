@@ -66,12 +66,33 @@ pub fn orders_in_topic(brokers: &str, topic: &str, sale: &str, expect: usize, wi
     Ok(out)
 }
 
-/// Check the invariants for `sale` given the acknowledged (order id, user) pairs.
+/// Order ids of `sale` in PostgreSQL, waiting (bounded) until at least `expect` are
+/// there — the writer drains the topic asynchronously.
+pub fn orders_in_db(database_url: &str, sale: &str, expect: usize, within: Duration) -> Result<Vec<String>, LoadError> {
+    let mut db = postgres::Client::connect(database_url, postgres::NoTls).map_err(|e| LoadError::Db(e.to_string()))?;
+    let end = Instant::now() + within;
+    loop {
+        let ids: Vec<String> = db
+            .query("SELECT order_id FROM orders WHERE sale = $1", &[&sale])
+            .map_err(|e| LoadError::Db(e.to_string()))?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        if ids.len() >= expect || Instant::now() >= end {
+            return Ok(ids);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Check the invariants for `sale` given the acknowledged (order id, user) pairs, what
+/// Redis says, what the order topic holds and (when given) what PostgreSQL holds.
 pub fn check(
     acked: &[(String, u64)],
     state: &stock::SaleState,
     buyers: &[(u64, i64)],
     in_topic: &[OrderMessage],
+    in_db: Option<&[String]>,
 ) -> Report {
     let mut checks = Vec::new();
     let mut add = |name: String, pass: bool| checks.push(Check { name, pass });
@@ -100,6 +121,16 @@ pub fn check(
         state.conserved(),
     );
     add(format!("every acknowledged order holds stock: {} acknowledged, {} held or sold", acked_ids.len(), taken), acked_ids.len() as i64 == taken);
+    if let Some(rows) = in_db {
+        let rows_set: HashSet<&str> = rows.iter().map(String::as_str).collect();
+        let missing = acked_ids.iter().filter(|id| !rows_set.contains(*id)).count();
+        add(
+            format!("every 202 is in PostgreSQL exactly once: {} of {} found, {} duplicate rows", acked_ids.len() - missing, acked_ids.len(), rows.len() - rows_set.len()),
+            missing == 0 && rows.len() == rows_set.len(),
+        );
+        let foreign = rows_set.iter().filter(|id| !acked_ids.contains(*id)).count();
+        add(format!("no order in PostgreSQL that was not acknowledged: {foreign}"), foreign == 0);
+    }
     Report { checks }
 }
 
@@ -118,7 +149,8 @@ mod tests {
     #[test]
     fn a_clean_run_passes() {
         let acked = vec![("s-1".to_string(), 1), ("s-2".to_string(), 2)];
-        let r = check(&acked, &state(0, 2), &[(1, 1), (2, 1)], &[msg("s-1", 1), msg("s-2", 2)]);
+        let db = vec!["s-1".to_string(), "s-2".to_string()];
+        let r = check(&acked, &state(0, 2), &[(1, 1), (2, 1)], &[msg("s-1", 1), msg("s-2", 2)], Some(&db));
         assert!(r.ok());
     }
 
@@ -126,10 +158,15 @@ mod tests {
     fn lost_duplicated_or_foreign_orders_and_oversell_fail() {
         let acked = vec![("s-1".to_string(), 1), ("s-2".to_string(), 2)];
         let fails = |r: Report| r.checks.iter().filter(|c| !c.pass).count();
-        assert!(fails(check(&acked, &state(0, 2), &[(1, 1), (2, 1)], &[msg("s-1", 1)])) > 0, "lost");
-        assert!(fails(check(&acked, &state(0, 2), &[(1, 1), (2, 1)], &[msg("s-1", 1), msg("s-2", 2), msg("s-2", 2)])) > 0, "dup");
-        assert!(fails(check(&acked, &state(0, 2), &[(1, 1), (2, 1)], &[msg("s-1", 1), msg("s-2", 2), msg("s-3", 3)])) > 0, "foreign");
-        assert!(fails(check(&acked, &state(-1, 3), &[(1, 1), (2, 1)], &[msg("s-1", 1), msg("s-2", 2)])) > 0, "oversell");
-        assert!(fails(check(&acked, &state(0, 2), &[(1, 2)], &[msg("s-1", 1), msg("s-2", 2)])) > 0, "limit");
+        let both = [msg("s-1", 1), msg("s-2", 2)];
+        let ok_buyers = [(1, 1), (2, 1)];
+        assert!(fails(check(&acked, &state(0, 2), &ok_buyers, &[msg("s-1", 1)], None)) > 0, "lost");
+        assert!(fails(check(&acked, &state(0, 2), &ok_buyers, &[msg("s-1", 1), msg("s-2", 2), msg("s-2", 2)], None)) > 0, "dup");
+        assert!(fails(check(&acked, &state(0, 2), &ok_buyers, &[msg("s-1", 1), msg("s-2", 2), msg("s-3", 3)], None)) > 0, "foreign");
+        assert!(fails(check(&acked, &state(-1, 3), &ok_buyers, &both, None)) > 0, "oversell");
+        assert!(fails(check(&acked, &state(0, 2), &[(1, 2)], &both, None)) > 0, "limit");
+        let db = |ids: &[&str]| ids.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(fails(check(&acked, &state(0, 2), &ok_buyers, &both, Some(&db(&["s-1"])))), 1, "lost in the database");
+        assert_eq!(fails(check(&acked, &state(0, 2), &ok_buyers, &both, Some(&db(&["s-1", "s-2", "s-9"])))), 1, "unacknowledged row");
     }
 }

@@ -1,16 +1,15 @@
 //! A demo sale through the gateway's HTTP API: create a sale, send simulated buyers
 //! (ticket → token → order, a quarter of them double-clicking), then print what
-//! happened and check the invariants against Redis and the order topic.
+//! happened and check the invariants against Redis, the order topic and PostgreSQL
+//! (the order-writer must be running).
 //!
 //! `seckill-demo [--gateway URL] [--units N] [--buyers N] [--clients N]`
 //! Secrets and addresses: `SECKILL_TICKET_SECRET`, `SECKILL_ADMIN_TOKEN`, the local
 //! stack's `stack.env` (or `SECKILL_REDIS_URL`, `SECKILL_KAFKA_BROKERS`), `SECKILL_ORDERS_TOPIC`.
 
 use loadtest::buyer::{Client, LoadError};
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use loadtest::verify;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 struct Args {
     gateway: String,
@@ -58,12 +57,6 @@ fn main() {
     }
 }
 
-#[derive(Default)]
-struct Record {
-    acked: Vec<(String, u64)>,
-    answers: BTreeMap<String, u64>,
-}
-
 fn run(args: Args) -> Result<bool, LoadError> {
     let stack = seckill_common::stack::Stack::discover();
     let secret = env_or("SECKILL_TICKET_SECRET", "dev-ticket-secret-change-me");
@@ -71,67 +64,37 @@ fn run(args: Args) -> Result<bool, LoadError> {
     let topic = env_or("SECKILL_ORDERS_TOPIC", "orders");
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
     let sale = format!("demo_{now}");
-    let admin_client = Client::new(&args.gateway, &secret);
-    admin_client.create_sale(&admin, &sale, args.units, now - 1000, now + 3_600_000)?;
+    let client = Client::new(&args.gateway, &secret);
+    client.create_sale(&admin, &sale, args.units, now - 1000, now + 3_600_000)?;
     println!("sale {sale}: {} units, {} buyers on {} clients, gateway {}", args.units, args.buyers, args.clients, args.gateway);
 
-    let record = Arc::new(Mutex::new(Record::default()));
-    let done = Arc::new(AtomicU64::new(0));
-    let t0 = Instant::now();
-    let workers: Vec<_> = (0..args.clients)
-        .map(|c| {
-            let (record, done, sale) = (record.clone(), done.clone(), sale.clone());
-            let client = Client::new(&args.gateway, &secret);
-            let (buyers, clients) = (args.buyers, args.clients);
-            std::thread::spawn(move || -> Result<(), LoadError> {
-                for user in (c + 1..=buyers).step_by(clients as usize) {
-                    let t = client.token(&sale, user)?;
-                    let mut answers = vec![format!("token {} {}", t.status, t.code())];
-                    if let Some(token) = t.str("token") {
-                        let clicks = if user % 4 == 0 { 2 } else { 1 };
-                        for _ in 0..clicks {
-                            let o = client.order(&sale, user, token)?;
-                            answers.push(format!("order {} {}", o.status, o.code()));
-                            if o.status == 202 {
-                                let id = o.str("order_id").unwrap_or_default().to_string();
-                                record.lock().unwrap_or_else(|p| p.into_inner()).acked.push((id, user));
-                            }
-                        }
-                    }
-                    let mut r = record.lock().unwrap_or_else(|p| p.into_inner());
-                    for a in answers {
-                        *r.answers.entry(a).or_default() += 1;
-                    }
-                    done.fetch_add(1, Ordering::Relaxed);
-                }
-                Ok(())
-            })
-        })
-        .collect();
-    // Progress while the buyers run.
-    while done.load(Ordering::Relaxed) < args.buyers && !workers.iter().all(|w| w.is_finished()) {
-        std::thread::sleep(Duration::from_millis(500));
-        eprintln!("  ... {} of {} buyers done", done.load(Ordering::Relaxed), args.buyers);
-    }
-    for w in workers {
-        w.join().map_err(|_| LoadError::Http("a buyer thread panicked".into()))??;
-    }
-    let took = t0.elapsed();
-    let record = std::mem::take(&mut *record.lock().unwrap_or_else(|p| p.into_inner()));
-    let requests: u64 = record.answers.values().sum();
-    println!("{} buyers, {requests} requests in {:.2?} ({:.0} requests/s)", args.buyers, took, requests as f64 / took.as_secs_f64());
+    let record = loadtest::rush::rush(&args.gateway, &secret, &sale, args.buyers, args.clients, |done| {
+        eprintln!("  ... {done} of {} buyers done", args.buyers)
+    })?;
+    println!(
+        "{} buyers, {} requests in {:.2?} ({:.0} requests/s)",
+        args.buyers,
+        record.requests(),
+        record.took,
+        record.requests() as f64 / record.took.as_secs_f64()
+    );
     for (what, n) in &record.answers {
         println!("  {n:>7}  {what}");
     }
-    let sale_view = admin_client.sale(&sale)?;
-    println!("sale state over HTTP: {}", sale_view.body);
+    println!("sale state over HTTP: {}", client.sale(&sale)?.body);
 
     let mut redis = stock::Stock::new(stock::connect(&stack.redis_url, Duration::from_secs(2))?);
     let state = redis.state(&sale)?;
     let buyers = redis.buyers(&sale)?;
-    let in_topic = loadtest::verify::orders_in_topic(&stack.kafka_brokers, &topic, &sale, record.acked.len(), Duration::from_secs(30))?;
-    println!("invariants ({} acknowledged orders, {} in topic `{topic}`):", record.acked.len(), in_topic.len());
-    let report = loadtest::verify::check(&record.acked, &state, &buyers, &in_topic);
+    let in_topic = verify::orders_in_topic(&stack.kafka_brokers, &topic, &sale, record.acked.len(), Duration::from_secs(30))?;
+    let in_db = verify::orders_in_db(&stack.database_url, &sale, record.acked.len(), Duration::from_secs(60))?;
+    println!(
+        "invariants ({} acknowledged orders, {} in topic `{topic}`, {} in PostgreSQL):",
+        record.acked.len(),
+        in_topic.len(),
+        in_db.len()
+    );
+    let report = verify::check(&record.acked, &state, &buyers, &in_topic, Some(&in_db));
     report.print();
     Ok(report.ok())
 }
