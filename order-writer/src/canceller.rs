@@ -12,22 +12,22 @@ use std::time::Duration;
 use stock::{Settlement, Stock, StockError};
 
 /// Settle one expired order in Redis.
-fn settle(stock: &mut Stock<redis::Connection>, order_id: &str) -> Result<Option<Ended>, WriterError> {
+fn settle(stock: &mut Stock<redis::Connection>, order_id: &str) -> Result<Ended, WriterError> {
     match stock.settle(order_id, Settlement::Released) {
-        Ok(_) | Err(StockError::AlreadyReleased) => Ok(Some(Ended::Cancelled)),
-        Err(StockError::AlreadyPaid) => Ok(Some(Ended::Paid)),
+        Ok(_) | Err(StockError::AlreadyReleased) => Ok(Ended::Cancelled),
+        Err(StockError::AlreadyPaid) => Ok(Ended::Paid),
         Err(StockError::NoOrder) => {
-            // Redis does not know the order (its data was lost): leave the row for the
-            // reconciler instead of guessing.
-            tracing::error!(order = order_id, "expired order unknown to Redis; left reserved for reconciliation");
-            Ok(None)
+            // Redis does not know the order (its data was lost): set the row aside for
+            // the reconciler instead of guessing.
+            tracing::error!(order = order_id, "expired order unknown to Redis; set aside for reconciliation");
+            Ok(Ended::Unsettled)
         }
         Err(e) => Err(WriterError::Stock(e)),
     }
 }
 
-/// One scan: returns (cancelled, found paid).
-pub fn scan_once(cfg: &Config, db: &mut postgres::Client, stock: &mut Stock<redis::Connection>) -> Result<(u64, u64), WriterError> {
+/// One scan.
+pub fn scan_once(cfg: &Config, db: &mut postgres::Client, stock: &mut Stock<redis::Connection>) -> Result<db::Expired, WriterError> {
     db::expire_unpaid(db, cfg.payment_window_secs, cfg.cancel_batch.max(1), |id| settle(stock, id))
 }
 
@@ -51,10 +51,10 @@ pub fn run(cfg: Config, metrics: Arc<Metrics>, stop: Arc<AtomicBool>) {
         }
         if let Some((db, stock)) = conns.as_mut() {
             match scan_once(&cfg, db, stock) {
-                Ok((cancelled, paid)) => {
-                    metrics.expired(cancelled, paid);
-                    if cancelled + paid > 0 {
-                        tracing::info!(cancelled, paid, "payment window scan");
+                Ok(done) => {
+                    metrics.expired(&done);
+                    if done != db::Expired::default() {
+                        tracing::info!(done.cancelled, done.paid, done.unsettled, "payment window scan");
                     }
                 }
                 Err(e) => {

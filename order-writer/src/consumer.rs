@@ -17,7 +17,7 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use seckill_common::order::OrderMessage;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// One consumed message, owned.
@@ -41,6 +41,8 @@ fn client_config(cfg: &Config) -> Result<ClientConfig, WriterError> {
 pub struct Writer {
     cfg: Config,
     consumer: BaseConsumer,
+    /// Next offset to write, per partition this writer has consumed (for the lag gauge).
+    positions: Arc<Mutex<BTreeMap<i32, i64>>>,
     dlq: ThreadedProducer<rdkafka::producer::DefaultProducerContext>,
     metrics: Arc<Metrics>,
 }
@@ -64,20 +66,17 @@ impl Writer {
             .set("acks", "all")
             .set("message.timeout.ms", "10000")
             .create()?;
-        Ok(Writer { cfg, consumer, dlq, metrics })
+        let positions = Arc::new(Mutex::new(BTreeMap::new()));
+        spawn_lag_gauge(&cfg, positions.clone(), metrics.clone())?;
+        Ok(Writer { cfg, consumer, positions, dlq, metrics })
     }
 
     /// Run until `stop` is set; the current batch is finished first.
     pub fn run(&self, stop: &AtomicBool) -> Result<(), WriterError> {
         let mut db = self.connect_with_retry(stop)?;
         db::migrate(&mut db)?;
-        let mut last_lag = Instant::now() - Duration::from_secs(10);
         while !stop.load(Ordering::Relaxed) {
             let batch = self.poll_batch()?;
-            if last_lag.elapsed() > Duration::from_secs(1) {
-                self.metrics.set_lag(self.lag());
-                last_lag = Instant::now();
-            }
             if batch.is_empty() {
                 continue;
             }
@@ -227,27 +226,40 @@ impl Writer {
                 tracing::warn!(error = %e, "offset list");
             }
         }
+        {
+            let mut positions = self.positions.lock().unwrap_or_else(|p| p.into_inner());
+            for el in tpl.elements() {
+                if let Some(o) = el.offset().to_raw() {
+                    positions.insert(el.partition(), o);
+                }
+            }
+        }
+        // Asynchronous: it is sent after the database commit, which is all that matters;
+        // a commit lost to a crash or a rebalance only replays the batch, harmlessly.
         // A failed commit (for instance after a rebalance took the partition) only means
         // the batch will be read again, and rewriting it changes nothing.
-        if let Err(e) = self.consumer.commit(&tpl, CommitMode::Sync) {
+        if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
             tracing::warn!(error = %e, "offset commit failed; the batch will be replayed harmlessly");
         }
     }
+}
 
-    /// Messages behind the group's position, over the assigned partitions.
-    fn lag(&self) -> i64 {
-        let Ok(assignment) = self.consumer.assignment() else { return 0 };
-        let Ok(position) = self.consumer.position() else { return 0 };
+/// Every second, the lag behind the high watermarks of the partitions this writer has
+/// written, from a separate client: watermark queries on the group member's own handle
+/// were seen to stall tansu's group coordinator.
+fn spawn_lag_gauge(cfg: &Config, positions: Arc<Mutex<BTreeMap<i32, i64>>>, metrics: Arc<Metrics>) -> Result<(), WriterError> {
+    let client: BaseConsumer = client_config(cfg)?.create()?;
+    let topic = cfg.orders_topic.clone();
+    std::thread::Builder::new().name("lag".into()).spawn(move || loop {
+        std::thread::sleep(Duration::from_secs(1));
+        let snapshot: Vec<(i32, i64)> = positions.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|(p, o)| (*p, *o)).collect();
         let mut lag = 0;
-        for el in assignment.elements() {
-            let Ok((_, high)) = self.consumer.fetch_watermarks(el.topic(), el.partition(), Duration::from_millis(500)) else { continue };
-            let pos = position
-                .find_partition(el.topic(), el.partition())
-                .and_then(|p| p.offset().to_raw())
-                .filter(|o| *o >= 0)
-                .unwrap_or(0);
-            lag += (high - pos).max(0);
+        for (partition, next) in snapshot {
+            if let Ok((_, high)) = client.fetch_watermarks(&topic, partition, Duration::from_millis(500)) {
+                lag += (high - next).max(0);
+            }
         }
-        lag
-    }
+        metrics.set_lag(lag);
+    })?;
+    Ok(())
 }

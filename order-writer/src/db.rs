@@ -7,7 +7,10 @@ use seckill_common::order::{OrderEvent, OrderMessage};
 use std::time::Duration;
 
 /// Versioned migrations, applied in order, each once.
-const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("../migrations/001_orders.sql"))];
+const MIGRATIONS: &[(i32, &str)] = &[
+    (1, include_str!("../migrations/001_orders.sql")),
+    (2, include_str!("../migrations/002_unsettled.sql")),
+];
 
 pub fn connect(url: &str, statement_timeout_ms: i64) -> Result<Client, WriterError> {
     let mut cfg: postgres::Config = url.parse().map_err(|e: postgres::Error| WriterError::Config(e.to_string()))?;
@@ -80,6 +83,17 @@ pub fn is_data_error(e: &postgres::Error) -> bool {
 pub enum Ended {
     Cancelled,
     Paid,
+    /// Redis could not settle it (it does not know the order): set aside for
+    /// reconciliation, so it never blocks the scan.
+    Unsettled,
+}
+
+/// What one scan did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Expired {
+    pub cancelled: u64,
+    pub paid: u64,
+    pub unsettled: u64,
 }
 
 /// Take up to `limit` reserved orders older than `window_secs`, locked so other writers
@@ -90,27 +104,30 @@ pub fn expire_unpaid(
     db: &mut Client,
     window_secs: i64,
     limit: i64,
-    mut settle: impl FnMut(&str) -> Result<Option<Ended>, WriterError>,
-) -> Result<(u64, u64), WriterError> {
+    mut settle: impl FnMut(&str) -> Result<Ended, WriterError>,
+) -> Result<Expired, WriterError> {
     let mut tx = db.transaction()?;
     let rows = tx.query(
-        "SELECT order_id FROM orders WHERE status = 'reserved' AND accepted_at < now() - make_interval(secs => $1)
+        "SELECT order_id FROM orders
+         WHERE status = 'reserved' AND unsettled_reason IS NULL AND accepted_at < now() - make_interval(secs => $1)
          ORDER BY accepted_at LIMIT $2 FOR UPDATE SKIP LOCKED",
         &[&(window_secs as f64), &limit],
     )?;
-    let (mut cancelled, mut paid) = (0, 0);
+    let mut done = Expired::default();
     for row in rows {
         let id: String = row.get(0);
         match settle(&id)? {
-            Some(Ended::Cancelled) => {
-                cancelled += tx.execute("UPDATE orders SET status = 'cancelled', cancelled_at = now() WHERE order_id = $1 AND status = 'reserved'", &[&id])?;
+            Ended::Cancelled => {
+                done.cancelled += tx.execute("UPDATE orders SET status = 'cancelled', cancelled_at = now() WHERE order_id = $1 AND status = 'reserved'", &[&id])?;
             }
-            Some(Ended::Paid) => {
-                paid += tx.execute("UPDATE orders SET status = 'paid', paid_at = now() WHERE order_id = $1 AND status = 'reserved'", &[&id])?;
+            Ended::Paid => {
+                done.paid += tx.execute("UPDATE orders SET status = 'paid', paid_at = now() WHERE order_id = $1 AND status = 'reserved'", &[&id])?;
             }
-            None => {}
+            Ended::Unsettled => {
+                done.unsettled += tx.execute("UPDATE orders SET unsettled_reason = 'unknown to redis' WHERE order_id = $1 AND status = 'reserved'", &[&id])?;
+            }
         }
     }
     tx.commit()?;
-    Ok((cancelled, paid))
+    Ok(done)
 }

@@ -18,6 +18,7 @@ pub struct Metrics {
     dead_letters: AtomicU64,
     cancelled: AtomicU64,
     paid_by_scan: AtomicU64,
+    unsettled: AtomicU64,
 }
 
 impl Metrics {
@@ -37,9 +38,10 @@ impl Metrics {
     pub fn dead_letter(&self) {
         self.dead_letters.fetch_add(1, Ordering::Relaxed);
     }
-    pub fn expired(&self, cancelled: u64, paid: u64) {
-        self.cancelled.fetch_add(cancelled, Ordering::Relaxed);
-        self.paid_by_scan.fetch_add(paid, Ordering::Relaxed);
+    pub fn expired(&self, e: &crate::db::Expired) {
+        self.cancelled.fetch_add(e.cancelled, Ordering::Relaxed);
+        self.paid_by_scan.fetch_add(e.paid, Ordering::Relaxed);
+        self.unsettled.fetch_add(e.unsettled, Ordering::Relaxed);
     }
 
     pub fn render(&self) -> String {
@@ -58,6 +60,7 @@ impl Metrics {
         one("seckill_writer_dead_letters_total", "counter", "Messages sent to the dead-letter topic.", get(&self.dead_letters).to_string());
         one("seckill_writer_cancelled_total", "counter", "Unpaid orders cancelled after the payment window, stock returned.", get(&self.cancelled).to_string());
         one("seckill_writer_paid_by_scan_total", "counter", "Orders the payment-window scan found paid in Redis.", get(&self.paid_by_scan).to_string());
+        one("seckill_writer_unsettled_total", "counter", "Expired orders Redis did not know, set aside for reconciliation.", get(&self.unsettled).to_string());
         out
     }
 }

@@ -1,5 +1,7 @@
 //! The payment window: unpaid orders are cancelled and their stock returned exactly once;
 //! paid ones are not; pay and cancel racing on one order have exactly one winner.
+//! Each test has its own PostgreSQL: a payment-window scan cancels every expired order
+//! it sees, and must not touch the orders of tests running beside it.
 
 mod harness;
 
@@ -18,7 +20,9 @@ fn wait_for(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
 
 #[test]
 fn unpaid_orders_are_cancelled_their_stock_returns_and_sells_again() {
-    let lane = Lane::new(1);
+    let pg = PrivatePg::start();
+    let mut lane = Lane::new(1);
+    lane.database_url = pg.url("seckill");
     let mut stock = lane.stock();
     let (sale, msgs) = reserve(&mut stock, 3, 3);
     assert_eq!(stock.state(&sale).unwrap().remaining, 0);
@@ -50,7 +54,9 @@ fn unpaid_orders_are_cancelled_their_stock_returns_and_sells_again() {
 
 #[test]
 fn pay_and_cancel_racing_on_one_order_have_exactly_one_winner() {
-    let lane = Lane::new(1);
+    let pg = PrivatePg::start();
+    let mut lane = Lane::new(1);
+    lane.database_url = pg.url("seckill");
     let mut stock = lane.stock();
     let (sale, msgs) = reserve(&mut stock, 40, 40);
     let p = lane.producer();

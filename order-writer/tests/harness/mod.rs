@@ -41,6 +41,7 @@ impl Lane {
         seckill_common::kafka::create_topic(&stack.kafka_brokers, &topic, partitions).unwrap();
         seckill_common::kafka::create_topic(&stack.kafka_brokers, &dlq, 1).unwrap();
         let database_url = stack.database_url.clone();
+        migrate(&database_url);
         Lane { stack, topic, dlq, group: unique("writers"), database_url }
     }
 
@@ -101,6 +102,12 @@ impl Lane {
     pub fn stock(&self) -> Stock<redis::Connection> {
         Stock::new(stock::connect(&self.stack.redis_url, Duration::from_secs(2)).unwrap())
     }
+}
+
+/// The schema, before a test queries it (writers migrate too; the lock makes it safe).
+pub fn migrate(url: &str) {
+    let mut db = order_writer::db::connect(url, 10_000).expect("connect to PostgreSQL");
+    order_writer::db::migrate(&mut db).expect("migrate");
 }
 
 /// Reserve `n` units of a new sale for `n` distinct users, as the gateway would, and
@@ -201,6 +208,7 @@ impl PrivatePg {
         pg.up();
         let mut c = postgres::Client::connect(&pg.url("postgres"), postgres::NoTls).unwrap();
         c.batch_execute("CREATE DATABASE seckill").unwrap();
+        migrate(&pg.url("seckill"));
         pg
     }
 
