@@ -1,5 +1,6 @@
 //! What the seckill crates truly share, and nothing else:
 //!
+//! - [`cli`]: the shared `main` wrapper (logging, exit status).
 //! - [`config`]: load a flat configuration struct from defaults, a TOML file and
 //!   `SECKILL_*` environment variables, in that order.
 //! - [`stack`]: the addresses of the project-local stack (`./dev up`), which are the
@@ -8,6 +9,7 @@
 //! - [`order`]: the order message on the `orders` topic.
 //! - [`ticket`]: HMAC-signed user tickets (mint and verify).
 
+pub mod cli;
 pub mod config;
 pub mod kafka;
 pub mod order;

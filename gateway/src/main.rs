@@ -6,14 +6,7 @@ use gateway::config::Config;
 use std::path::PathBuf;
 
 fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("SECKILL_LOG").unwrap_or_else(|_| "info,may=warn".into()))
-        .with_writer(std::io::stderr)
-        .init();
-    if let Err(e) = run() {
-        eprintln!("gateway: {e}");
-        std::process::exit(1);
-    }
+    seckill_common::cli::main_with("gateway", "info,may=warn", run);
 }
 
 fn run() -> Result<(), String> {

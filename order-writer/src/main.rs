@@ -7,14 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("SECKILL_LOG").unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .init();
-    if let Err(e) = run() {
-        eprintln!("order-writer: {e}");
-        std::process::exit(1);
-    }
+    seckill_common::cli::main_with("order-writer", "info", run);
 }
 
 fn run() -> Result<(), String> {
