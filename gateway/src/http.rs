@@ -95,7 +95,7 @@ impl Conn {
         let method = req.method().to_string();
         let full_path = req.path().to_string();
         let path = full_path.split('?').next().unwrap_or("").to_string();
-        let route = App::route_of(&method, &path);
+        let route = App::route_of(&path);
         let authorization = req
             .headers()
             .iter()
