@@ -160,7 +160,7 @@ fn parallel<T: Send>(n: usize, f: impl Fn(usize) -> T + Sync, _gw: &Gateway) -> 
 #[test]
 fn a_sold_out_sale_is_answered_from_memory_without_redis() {
     let redis = PrivateRedis::start();
-    let gw = Gateway::start_with(Options { redis_url: Some(redis.url()), env: vec![("SECKILL_SOLD_OUT_RECHECK_MS", "60000".into())] });
+    let gw = Gateway::start_with(Options { redis_url: Some(redis.url()), env: vec![("SECKILL_SOLD_OUT_RECHECK_MS", "60000".into())], ..Default::default() });
     let sale = gw.open_sale("shed", 1);
     let t = gw.token(&sale, 1).json()["token"].as_str().unwrap().to_string();
     let o = gw.order(&sale, 1, &t);
@@ -183,6 +183,7 @@ fn the_breaker_opens_while_redis_is_stopped_and_closes_after() {
     let gw = Gateway::start_with(Options {
         redis_url: Some(redis.url()),
         env: vec![("SECKILL_REDIS_TIMEOUT_MS", "100".into()), ("SECKILL_BREAKER_THRESHOLD", "3".into()), ("SECKILL_BREAKER_COOL_OFF_MS", "300".into())],
+        ..Default::default()
     });
     let sale = gw.open_sale("breaker", 1000);
     assert_eq!(gw.token(&sale, 1).status, 201);
@@ -255,6 +256,24 @@ fn bad_bodies_are_refused_and_a_slow_client_stalls_no_one() {
     let _ = s.write_all(&head);
     let r = harness::read_response(&mut s);
     assert_eq!(r.status, 431);
+}
+
+#[test]
+fn an_order_the_broker_does_not_take_is_refused_and_its_unit_returned() {
+    // No broker listens here: delivery fails within kafka_timeout_ms.
+    let nowhere = format!("127.0.0.1:{}", harness::free_port());
+    let gw = Gateway::start_with(Options { brokers: Some(nowhere), env: vec![("SECKILL_KAFKA_TIMEOUT_MS", "1000".into())], ..Default::default() });
+    assert_eq!(gw.get("/readyz", None).status, 503, "not ready without a broker");
+    let sale = gw.open_sale("nobroker", 1);
+    let t = gw.token(&sale, 5).json()["token"].as_str().unwrap().to_string();
+    let r = gw.order(&sale, 5, &t);
+    assert_eq!((r.status, r.code().as_str(), r.header("Retry-After")), (503, "order_sink_unavailable", Some("1")), "{}", r.body);
+    let mut s = stock::Stock::new(stock::connect(&gw.redis_url, Duration::from_secs(2)).unwrap());
+    let st = s.state(&sale).unwrap();
+    assert_eq!((st.remaining, st.held, st.sold), (1, 0, 0), "the unit is back for sale");
+    assert_eq!(s.buyers(&sale).unwrap(), vec![], "and the buyer may try again");
+    assert_eq!(gw.metric("seckill_stock_released_on_sink_failure_total"), 1.0);
+    assert_eq!(gw.metric("seckill_kafka_errors_total"), 1.0);
 }
 
 #[test]
