@@ -2,8 +2,11 @@
 //!
 //! - [`buyer`]: one simulated buyer's HTTP calls (ticket → token → order), keep-alive.
 //! - [`rush`]: many buyers at once, every answer tallied, every 202 recorded.
+//! - [`scenarios`]: the Goose scenarios (rush, click-storm, bots, browse, mix), with
+//!   HdrHistogram latency per request type and the record of every 202.
 //! - [`verify`]: the invariants, from the client's record, Redis and the order topic.
 
 pub mod buyer;
 pub mod rush;
+pub mod scenarios;
 pub mod verify;

@@ -30,54 +30,101 @@ impl Drop for Proc {
     }
 }
 
+/// A gateway and an order-writer on the local stack, with their own topic and group.
+struct Services {
+    stack: seckill_common::stack::Stack,
+    topic: String,
+    base: String,
+    tag: String,
+    _procs: Vec<Proc>,
+}
+
+const SECRET: &str = "e2e-secret";
+const ADMIN: &str = "e2e-admin";
+
+impl Services {
+    fn start() -> Services {
+        let stack = seckill_common::stack::ensure_up();
+        let tag = format!("{}_{}", std::process::id(), SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis());
+        let topic = format!("orders_e2e_{tag}");
+        seckill_common::kafka::create_topic(&stack.kafka_brokers, &topic, 4).unwrap();
+        let port = free_port();
+        let env = |c: &mut Command| {
+            c.env("SECKILL_REDIS_URL", &stack.redis_url)
+                .env("SECKILL_KAFKA_BROKERS", &stack.kafka_brokers)
+                .env("SECKILL_DATABASE_URL", &stack.database_url)
+                .env("SECKILL_ORDERS_TOPIC", &topic)
+                .env("SECKILL_LOG", "warn")
+                .stdout(Stdio::null());
+        };
+        let mut gw = Command::new(binary("gateway"));
+        env(&mut gw);
+        gw.env("SECKILL_LISTEN", format!("127.0.0.1:{port}"))
+            .env("SECKILL_TICKET_SECRET", SECRET)
+            .env("SECKILL_ADMIN_TOKEN", ADMIN)
+            .env("SECKILL_IP_RPS", "1000000")
+            .env("SECKILL_IP_BURST", "1000000")
+            .env("SECKILL_AUDIT_LOG", std::env::temp_dir().join(format!("e2e-audit-{tag}.jsonl")));
+        let gw = Proc(gw.spawn().unwrap());
+        let mut wr = Command::new(binary("order-writer"));
+        env(&mut wr);
+        wr.env("SECKILL_GROUP_ID", format!("writers_{tag}")).env("SECKILL_METRICS_LISTEN", format!("127.0.0.1:{}", free_port()));
+        let wr = Proc(wr.spawn().unwrap());
+        let base = format!("http://127.0.0.1:{port}");
+        let client = Client::new(&base, SECRET);
+        let end = Instant::now() + Duration::from_secs(20);
+        while client.sale("x").map(|a| a.status).unwrap_or(0) == 0 {
+            assert!(Instant::now() < end, "gateway did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Services { stack, topic, base, tag, _procs: vec![gw, wr] }
+    }
+}
+
 #[test]
 fn a_sale_through_the_gateway_ends_in_postgres_exactly_once() {
-    let stack = seckill_common::stack::ensure_up();
-    let tag = format!("{}_{}", std::process::id(), SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis());
-    let topic = format!("orders_e2e_{tag}");
-    seckill_common::kafka::create_topic(&stack.kafka_brokers, &topic, 4).unwrap();
-    let (port, secret, admin) = (free_port(), "e2e-secret", "e2e-admin");
-    let env = |c: &mut Command| {
-        c.env("SECKILL_REDIS_URL", &stack.redis_url)
-            .env("SECKILL_KAFKA_BROKERS", &stack.kafka_brokers)
-            .env("SECKILL_DATABASE_URL", &stack.database_url)
-            .env("SECKILL_ORDERS_TOPIC", &topic)
-            .env("SECKILL_LOG", "warn")
-            .stdout(Stdio::null());
-    };
-    let mut gw = Command::new(binary("gateway"));
-    env(&mut gw);
-    gw.env("SECKILL_LISTEN", format!("127.0.0.1:{port}"))
-        .env("SECKILL_TICKET_SECRET", secret)
-        .env("SECKILL_ADMIN_TOKEN", admin)
-        .env("SECKILL_IP_RPS", "1000000")
-        .env("SECKILL_IP_BURST", "1000000")
-        .env("SECKILL_AUDIT_LOG", std::env::temp_dir().join(format!("e2e-audit-{tag}.jsonl")));
-    let _gw = Proc(gw.spawn().unwrap());
-    let mut wr = Command::new(binary("order-writer"));
-    env(&mut wr);
-    wr.env("SECKILL_GROUP_ID", format!("writers_{tag}")).env("SECKILL_METRICS_LISTEN", format!("127.0.0.1:{}", free_port()));
-    let _wr = Proc(wr.spawn().unwrap());
-
-    let base = format!("http://127.0.0.1:{port}");
-    let client = Client::new(&base, secret);
-    let end = Instant::now() + Duration::from_secs(20);
-    while client.sale("x").map(|a| a.status).unwrap_or(0) == 0 {
-        assert!(Instant::now() < end, "gateway did not start");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let svc = Services::start();
+    let (stack, topic, base, tag) = (&svc.stack, &svc.topic, &svc.base, &svc.tag);
+    let client = Client::new(base, SECRET);
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64;
     let sale = format!("e2e_{tag}");
-    client.create_sale(admin, &sale, 200, now - 1000, now + 600_000).unwrap();
-    let record = loadtest::rush::rush(&base, secret, &sale, 800, 16, |_| {}).unwrap();
+    client.create_sale(ADMIN, &sale, 200, now - 1000, now + 600_000).unwrap();
+    let record = loadtest::rush::rush(base, SECRET, &sale, 800, 16, |_| {}).unwrap();
     assert_eq!(record.acked.len(), 200, "{:?}", record.answers);
 
     let mut redis = stock::Stock::new(stock::connect(&stack.redis_url, Duration::from_secs(2)).unwrap());
     let state = redis.state(&sale).unwrap();
     let buyers = redis.buyers(&sale).unwrap();
-    let in_topic = verify::orders_in_topic(&stack.kafka_brokers, &topic, &sale, record.acked.len(), Duration::from_secs(30)).unwrap();
+    let in_topic = verify::orders_in_topic(&stack.kafka_brokers, topic, &sale, record.acked.len(), Duration::from_secs(30)).unwrap();
     let in_db = verify::orders_in_db(&stack.database_url, &sale, record.acked.len(), Duration::from_secs(60)).unwrap();
     let report = verify::check(&record.acked, &state, &buyers, &in_topic, Some(&in_db));
     report.print();
     assert!(report.ok());
+}
+
+/// The CI-size smoke of a Goose run: `seckill-load rush` then its own verification.
+#[test]
+fn a_goose_rush_passes_its_verification() {
+    let svc = Services::start();
+    let out = std::env::temp_dir().join(format!("seckill-load-{}", svc.tag));
+    let run = Command::new(binary("seckill-load"))
+        .args(["rush", "--host", &svc.base, "--units", "150", "--out"])
+        .arg(&out)
+        .args(["--", "--users", "8", "--increase-rate", "8", "--run-time", "5s", "--quiet"])
+        .env("SECKILL_TICKET_SECRET", SECRET)
+        .env("SECKILL_ADMIN_TOKEN", ADMIN)
+        .env("SECKILL_ORDERS_TOPIC", &svc.topic)
+        .env("SECKILL_REDIS_URL", &svc.stack.redis_url)
+        .env("SECKILL_KAFKA_BROKERS", &svc.stack.kafka_brokers)
+        .env("SECKILL_DATABASE_URL", &svc.stack.database_url)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(run.status.success(), "seckill-load failed: {stdout}\n{}", String::from_utf8_lossy(&run.stderr));
+    let summary = std::fs::read_to_string(out.join("summary.md")).unwrap();
+    assert!(summary.contains("PASS every 202 is in PostgreSQL exactly once: 150 of 150"), "{summary}");
+    assert!(!summary.contains("FAIL"), "{summary}");
+    for f in ["report.html", "report.json", "acked.csv", "latency.md"] {
+        assert!(out.join(f).exists(), "{f} written");
+    }
 }
