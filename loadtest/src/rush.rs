@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 pub struct Record {
     /// Acknowledged orders: (order id, user).
     pub acked: Vec<(String, u64)>,
+    /// The token behind each 202, in the same order.
+    pub tokens: Vec<String>,
     /// "token 201", "order 409 token_used", … → count.
     pub answers: BTreeMap<String, u64>,
     pub took: Duration,
@@ -37,17 +39,20 @@ pub fn rush(gateway: &str, secret: &str, sale: &str, buyers: u64, clients: u64, 
                     let t = client.token(&sale, user)?;
                     let mut answers = vec![format!("token {} {}", t.status, t.code())];
                     let mut acked = Vec::new();
+                    let mut tokens = Vec::new();
                     if let Some(token) = t.str("token") {
                         for _ in 0..if user % 4 == 0 { 2 } else { 1 } {
                             let o = client.order(&sale, user, token)?;
                             answers.push(format!("order {} {}", o.status, o.code()));
                             if o.status == 202 {
                                 acked.push((o.str("order_id").unwrap_or_default().to_string(), user));
+                                tokens.push(token.to_string());
                             }
                         }
                     }
                     let mut r = record.lock().unwrap_or_else(|p| p.into_inner());
                     r.acked.extend(acked);
+                    r.tokens.extend(tokens);
                     for a in answers {
                         *r.answers.entry(a.trim_end().to_string()).or_default() += 1;
                     }

@@ -25,6 +25,8 @@ pub struct Shared {
     pub expected_interval_us: u64,
     next_buyer: AtomicU64,
     pub acked: Mutex<Vec<(String, u64)>>,
+    /// The token behind each 202, in the same order as `acked`.
+    pub acked_tokens: Mutex<Vec<String>>,
     pub answers: Mutex<BTreeMap<String, u64>>,
     pub latency: Mutex<HashMap<&'static str, Histogram<u64>>>,
     /// Successful tokens, for the replay bots.
@@ -40,6 +42,7 @@ pub fn init(sale: &str, secret: &str, first_buyer: u64, expected_interval_us: u6
         expected_interval_us,
         next_buyer: AtomicU64::new(first_buyer),
         acked: Mutex::new(Vec::new()),
+        acked_tokens: Mutex::new(Vec::new()),
         answers: Mutex::new(BTreeMap::new()),
         latency: Mutex::new(HashMap::new()),
         used_tokens: Mutex::new(Vec::new()),
@@ -120,7 +123,11 @@ async fn order(user: &mut GooseUser, buyer: u64, token: &str) -> Result<u16, Box
     let (status, json) = call(user, "order", GooseMethod::Post, &path, &ticket(s, buyer), Some(body), buyer_ok).await?;
     if status == 202 {
         if let Some(id) = json["order_id"].as_str() {
-            lock(&s.acked).push((id.to_string(), buyer));
+            // Both under the `acked` lock, so row i of each belongs together.
+            let mut acked = lock(&s.acked);
+            acked.push((id.to_string(), buyer));
+            lock(&s.acked_tokens).push(token.to_string());
+            drop(acked);
             let mut used = lock(&s.used_tokens);
             if used.len() < 10_000 {
                 used.push((buyer, token.to_string()));

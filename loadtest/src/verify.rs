@@ -18,6 +18,13 @@ pub struct Report {
 }
 
 impl Report {
+    /// Invariant 6: no token bought twice (the tokens of the acknowledged orders).
+    pub fn check_tokens(&mut self, tokens: &[String]) {
+        let distinct: HashSet<&str> = tokens.iter().map(String::as_str).collect();
+        let reused = tokens.len() - distinct.len();
+        self.checks.push(Check { name: format!("every token used at most once: {} tokens behind the 202s, {reused} used twice", tokens.len()), pass: reused == 0 });
+    }
+
     pub fn ok(&self) -> bool {
         self.checks.iter().all(|c| c.pass)
     }
@@ -144,6 +151,15 @@ mod tests {
 
     fn msg(id: &str, user: u64) -> OrderMessage {
         OrderMessage { event: OrderEvent::Reserved, order_id: id.into(), sale: "s".into(), user, units: 1, per_user_limit: 1, at_ms: 0 }
+    }
+
+    #[test]
+    fn a_token_behind_two_orders_fails() {
+        let mut r = Report { checks: vec![] };
+        r.check_tokens(&["a".to_string(), "b".to_string()]);
+        assert!(r.ok());
+        r.check_tokens(&["a".to_string(), "a".to_string()]);
+        assert!(!r.ok());
     }
 
     #[test]

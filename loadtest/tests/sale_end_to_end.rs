@@ -97,7 +97,8 @@ fn a_sale_through_the_gateway_ends_in_postgres_exactly_once() {
     let buyers = redis.buyers(&sale).unwrap();
     let in_topic = verify::orders_in_topic(&stack.kafka_brokers, topic, &sale, record.acked.len(), Duration::from_secs(30)).unwrap();
     let in_db = verify::orders_in_db(&stack.database_url, &sale, record.acked.len(), Duration::from_secs(60)).unwrap();
-    let report = verify::check(&record.acked, &state, &buyers, &in_topic, Some(&in_db));
+    let mut report = verify::check(&record.acked, &state, &buyers, &in_topic, Some(&in_db));
+    report.check_tokens(&record.tokens);
     report.print();
     assert!(report.ok());
 }
@@ -123,6 +124,7 @@ fn a_goose_rush_passes_its_verification() {
     assert!(run.status.success(), "seckill-load failed: {stdout}\n{}", String::from_utf8_lossy(&run.stderr));
     let summary = std::fs::read_to_string(out.join("summary.md")).unwrap();
     assert!(summary.contains("PASS every 202 is in PostgreSQL exactly once: 150 of 150"), "{summary}");
+    assert!(summary.contains("PASS every token used at most once: 150 tokens"), "{summary}");
     assert!(!summary.contains("FAIL"), "{summary}");
     for f in ["report.html", "report.json", "acked.csv", "latency.md"] {
         assert!(out.join(f).exists(), "{f} written");

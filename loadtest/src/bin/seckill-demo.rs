@@ -94,7 +94,8 @@ fn run(args: Args) -> Result<bool, LoadError> {
         in_topic.len(),
         in_db.len()
     );
-    let report = verify::check(&record.acked, &state, &buyers, &in_topic, Some(&in_db));
+    let mut report = verify::check(&record.acked, &state, &buyers, &in_topic, Some(&in_db));
+    report.check_tokens(&record.tokens);
     report.print();
     Ok(report.ok())
 }

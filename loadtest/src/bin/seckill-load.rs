@@ -122,13 +122,15 @@ fn run(a: Args) -> Result<bool, LoadError> {
 
     let s = scenarios::shared();
     let acked = s.acked.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let tokens = s.acked_tokens.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let answers = s.answers.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    write_acked(&out.join("acked.csv"), &acked)?;
+    write_acked(&out.join("acked.csv"), &acked, &tokens)?;
     write(&out.join("answers.json"), &serde_json::to_string_pretty(&answers).unwrap_or_default())?;
     let latency = scenarios::latency_table();
     write(&out.join("latency.md"), &latency)?;
 
-    let report = check(&sale, &acked, &a.topic)?;
+    let mut report = check(&sale, &acked, &a.topic)?;
+    report.check_tokens(&tokens);
     let mut summary = format!("# {} run: sale {sale}, {} units\n\n## Answers\n\n", a.scenario, a.units);
     for (k, v) in &answers {
         summary.push_str(&format!("- {k}: {v}\n"));
@@ -147,13 +149,11 @@ fn verify_only(a: &Args) -> Result<bool, LoadError> {
     let sale = a.sale.clone().ok_or(LoadError::Http("verify needs --sale".into()))?;
     let path = a.acked.clone().ok_or(LoadError::Http("verify needs --acked FILE".into()))?;
     let text = std::fs::read_to_string(&path).map_err(|e| LoadError::Http(format!("{}: {e}", path.display())))?;
-    let acked: Vec<(String, u64)> = text
-        .lines()
-        .skip(1)
-        .filter_map(|l| l.split_once(','))
-        .filter_map(|(id, u)| Some((id.to_string(), u.trim().parse().ok()?)))
-        .collect();
-    let report = check(&sale, &acked, &a.topic)?;
+    let rows: Vec<Vec<&str>> = text.lines().skip(1).map(|l| l.split(',').map(str::trim).collect()).collect();
+    let acked: Vec<(String, u64)> = rows.iter().filter_map(|r| Some((r.first()?.to_string(), r.get(1)?.parse().ok()?))).collect();
+    let tokens: Vec<String> = rows.iter().filter_map(|r| r.get(2).map(|t| t.to_string())).collect();
+    let mut report = check(&sale, &acked, &a.topic)?;
+    report.check_tokens(&tokens);
     report.print();
     Ok(report.ok())
 }
@@ -175,10 +175,10 @@ fn write(path: &Path, text: &str) -> Result<(), LoadError> {
     std::fs::write(path, text).map_err(|e| LoadError::Http(format!("{}: {e}", path.display())))
 }
 
-fn write_acked(path: &Path, acked: &[(String, u64)]) -> Result<(), LoadError> {
-    let mut text = String::from("order_id,user\n");
-    for (id, u) in acked {
-        text.push_str(&format!("{id},{u}\n"));
+fn write_acked(path: &Path, acked: &[(String, u64)], tokens: &[String]) -> Result<(), LoadError> {
+    let mut text = String::from("order_id,user,token\n");
+    for ((id, u), t) in acked.iter().zip(tokens) {
+        text.push_str(&format!("{id},{u},{t}\n"));
     }
     write(path, &text)
 }
