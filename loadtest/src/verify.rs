@@ -92,6 +92,33 @@ pub fn orders_in_db(database_url: &str, sale: &str, expect: usize, within: Durat
     }
 }
 
+/// The outcome of [`verify_sale`]: the checks, and how many orders each source held.
+pub struct Verified {
+    pub report: Report,
+    pub in_topic: usize,
+    pub in_db: usize,
+}
+
+/// Gather the three sources for `sale` — Redis, the order topic, PostgreSQL (waiting,
+/// bounded, for the writer to drain) — and check every invariant against the client's
+/// record: the acknowledged (order id, user) pairs and the tokens behind them.
+pub fn verify_sale(
+    stack: &seckill_common::stack::Stack,
+    topic: &str,
+    sale: &str,
+    acked: &[(String, u64)],
+    tokens: &[String],
+) -> Result<Verified, LoadError> {
+    let mut redis = stock::Stock::new(stock::connect(&stack.redis_url, Duration::from_secs(2))?);
+    let state = redis.state(sale)?;
+    let buyers = redis.buyers(sale)?;
+    let in_topic = orders_in_topic(&stack.kafka_brokers, topic, sale, acked.len(), Duration::from_secs(60))?;
+    let in_db = orders_in_db(&stack.database_url, sale, acked.len(), Duration::from_secs(120))?;
+    let mut report = check(acked, &state, &buyers, &in_topic, Some(&in_db));
+    report.check_tokens(tokens);
+    Ok(Verified { report, in_topic: in_topic.len(), in_db: in_db.len() })
+}
+
 /// Check the invariants for `sale` given the acknowledged (order id, user) pairs, what
 /// Redis says, what the order topic holds and (when given) what PostgreSQL holds.
 pub fn check(

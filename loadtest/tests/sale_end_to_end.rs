@@ -92,13 +92,7 @@ fn a_sale_through_the_gateway_ends_in_postgres_exactly_once() {
     let record = loadtest::rush::rush(base, SECRET, &sale, 800, 16, |_| {}).unwrap();
     assert_eq!(record.acked.len(), 200, "{:?}", record.answers);
 
-    let mut redis = stock::Stock::new(stock::connect(&stack.redis_url, Duration::from_secs(2)).unwrap());
-    let state = redis.state(&sale).unwrap();
-    let buyers = redis.buyers(&sale).unwrap();
-    let in_topic = verify::orders_in_topic(&stack.kafka_brokers, topic, &sale, record.acked.len(), Duration::from_secs(30)).unwrap();
-    let in_db = verify::orders_in_db(&stack.database_url, &sale, record.acked.len(), Duration::from_secs(60)).unwrap();
-    let mut report = verify::check(&record.acked, &state, &buyers, &in_topic, Some(&in_db));
-    report.check_tokens(&record.tokens);
+    let report = verify::verify_sale(stack, topic, &sale, &record.acked, &record.tokens).unwrap().report;
     report.print();
     assert!(report.ok());
 }

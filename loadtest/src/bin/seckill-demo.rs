@@ -9,7 +9,7 @@
 
 use loadtest::buyer::{Client, LoadError};
 use loadtest::verify;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 struct Args {
     gateway: String,
@@ -83,19 +83,9 @@ fn run(args: Args) -> Result<bool, LoadError> {
     }
     println!("sale state over HTTP: {}", client.sale(&sale)?.body);
 
-    let mut redis = stock::Stock::new(stock::connect(&stack.redis_url, Duration::from_secs(2))?);
-    let state = redis.state(&sale)?;
-    let buyers = redis.buyers(&sale)?;
-    let in_topic = verify::orders_in_topic(&stack.kafka_brokers, &topic, &sale, record.acked.len(), Duration::from_secs(30))?;
-    let in_db = verify::orders_in_db(&stack.database_url, &sale, record.acked.len(), Duration::from_secs(60))?;
-    println!(
-        "invariants ({} acknowledged orders, {} in topic `{topic}`, {} in PostgreSQL):",
-        record.acked.len(),
-        in_topic.len(),
-        in_db.len()
-    );
-    let mut report = verify::check(&record.acked, &state, &buyers, &in_topic, Some(&in_db));
-    report.check_tokens(&record.tokens);
+    let v = verify::verify_sale(&stack, &topic, &sale, &record.acked, &record.tokens)?;
+    println!("invariants ({} acknowledged orders, {} in topic `{topic}`, {} in PostgreSQL):", record.acked.len(), v.in_topic, v.in_db);
+    let report = v.report;
     report.print();
     Ok(report.ok())
 }

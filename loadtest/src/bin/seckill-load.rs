@@ -16,7 +16,7 @@ use goose::GooseAttack;
 use loadtest::buyer::{Client, LoadError};
 use loadtest::{scenarios, verify};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 struct Args {
     scenario: String,
@@ -129,8 +129,7 @@ fn run(a: Args) -> Result<bool, LoadError> {
     let latency = scenarios::latency_table();
     write(&out.join("latency.md"), &latency)?;
 
-    let mut report = check(&sale, &acked, &a.topic)?;
-    report.check_tokens(&tokens);
+    let report = check(&sale, &acked, &tokens, &a.topic)?;
     let mut summary = format!("# {} run: sale {sale}, {} units\n\n## Answers\n\n", a.scenario, a.units);
     for (k, v) in &answers {
         summary.push_str(&format!("- {k}: {v}\n"));
@@ -152,23 +151,16 @@ fn verify_only(a: &Args) -> Result<bool, LoadError> {
     let rows: Vec<Vec<&str>> = text.lines().skip(1).map(|l| l.split(',').map(str::trim).collect()).collect();
     let acked: Vec<(String, u64)> = rows.iter().filter_map(|r| Some((r.first()?.to_string(), r.get(1)?.parse().ok()?))).collect();
     let tokens: Vec<String> = rows.iter().filter_map(|r| r.get(2).map(|t| t.to_string())).collect();
-    let mut report = check(&sale, &acked, &a.topic)?;
-    report.check_tokens(&tokens);
+    let report = check(&sale, &acked, &tokens, &a.topic)?;
     report.print();
     Ok(report.ok())
 }
 
-/// The invariants from the client's record, Redis, the topic and PostgreSQL (waiting,
-/// bounded, for the writer to drain).
-fn check(sale: &str, acked: &[(String, u64)], topic: &str) -> Result<verify::Report, LoadError> {
-    let stack = seckill_common::stack::Stack::discover();
-    let mut redis = stock::Stock::new(stock::connect(&stack.redis_url, Duration::from_secs(2))?);
-    let state = redis.state(sale)?;
-    let buyers = redis.buyers(sale)?;
-    let in_topic = verify::orders_in_topic(&stack.kafka_brokers, topic, sale, acked.len(), Duration::from_secs(60))?;
-    let in_db = verify::orders_in_db(&stack.database_url, sale, acked.len(), Duration::from_secs(120))?;
-    println!("verify {sale}: {} acknowledged, {} in topic, {} in PostgreSQL", acked.len(), in_topic.len(), in_db.len());
-    Ok(verify::check(acked, &state, &buyers, &in_topic, Some(&in_db)))
+/// The invariants of `sale` against the client's record.
+fn check(sale: &str, acked: &[(String, u64)], tokens: &[String], topic: &str) -> Result<verify::Report, LoadError> {
+    let v = verify::verify_sale(&seckill_common::stack::Stack::discover(), topic, sale, acked, tokens)?;
+    println!("verify {sale}: {} acknowledged, {} in topic, {} in PostgreSQL", acked.len(), v.in_topic, v.in_db);
+    Ok(v.report)
 }
 
 fn write(path: &Path, text: &str) -> Result<(), LoadError> {
