@@ -9,13 +9,23 @@ use std::path::Path;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("config file {path} is not valid TOML: {source}")]
-    Parse { path: String, source: toml::de::Error },
+    Parse {
+        path: String,
+        source: toml::de::Error,
+    },
     #[error("unknown setting `{0}` (check the spelling against the README)")]
     Unknown(String),
     #[error("environment variable {var}={value:?}: expected {expected}")]
-    BadEnv { var: String, value: String, expected: &'static str },
+    BadEnv {
+        var: String,
+        value: String,
+        expected: &'static str,
+    },
     #[error("invalid configuration: {0}")]
     Invalid(String),
 }
@@ -35,11 +45,18 @@ pub fn load_config_from<T>(path: Option<&Path>, env: &[(String, String)]) -> Res
 where
     T: Serialize + DeserializeOwned + Default,
 {
-    let mut table = toml::Table::try_from(T::default()).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+    let mut table =
+        toml::Table::try_from(T::default()).map_err(|e| ConfigError::Invalid(e.to_string()))?;
     if let Some(path) = path {
         let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: shown.clone(), source })?;
-        let file: toml::Table = text.parse().map_err(|source| ConfigError::Parse { path: shown, source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        let file: toml::Table = text.parse().map_err(|source| ConfigError::Parse {
+            path: shown,
+            source,
+        })?;
         for (k, v) in file {
             if !table.contains_key(&k) {
                 return Err(ConfigError::Unknown(k));
@@ -50,12 +67,22 @@ where
     let keys: Vec<String> = table.keys().cloned().collect();
     for key in keys {
         let var = format!("SECKILL_{}", key.to_uppercase());
-        let Some((_, raw)) = env.iter().find(|(k, _)| *k == var) else { continue };
+        let Some((_, raw)) = env.iter().find(|(k, _)| *k == var) else {
+            continue;
+        };
         let current = &table[&key];
-        let bad = |expected| ConfigError::BadEnv { var: var.clone(), value: raw.clone(), expected };
+        let bad = |expected| ConfigError::BadEnv {
+            var: var.clone(),
+            value: raw.clone(),
+            expected,
+        };
         let value = match current {
-            toml::Value::Integer(_) => toml::Value::Integer(raw.trim().parse().map_err(|_| bad("an integer"))?),
-            toml::Value::Float(_) => toml::Value::Float(raw.trim().parse().map_err(|_| bad("a number"))?),
+            toml::Value::Integer(_) => {
+                toml::Value::Integer(raw.trim().parse().map_err(|_| bad("an integer"))?)
+            }
+            toml::Value::Float(_) => {
+                toml::Value::Float(raw.trim().parse().map_err(|_| bad("a number"))?)
+            }
             toml::Value::Boolean(_) => toml::Value::Boolean(match raw.trim() {
                 "1" | "true" | "yes" | "on" => true,
                 "0" | "false" | "no" | "off" => false,
@@ -65,7 +92,9 @@ where
         };
         table.insert(key, value);
     }
-    table.try_into().map_err(|e: toml::de::Error| ConfigError::Invalid(e.to_string()))
+    table
+        .try_into()
+        .map_err(|e: toml::de::Error| ConfigError::Invalid(e.to_string()))
 }
 
 #[cfg(test)]
@@ -83,12 +112,20 @@ mod tests {
     }
     impl Default for Demo {
         fn default() -> Self {
-            Demo { listen: "127.0.0.1:8080".into(), workers: 2, ratio: 1.0, strict: false }
+            Demo {
+                listen: "127.0.0.1:8080".into(),
+                workers: 2,
+                ratio: 1.0,
+                strict: false,
+            }
         }
     }
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -97,8 +134,20 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("c.toml");
         std::fs::write(&file, "workers = 8\nlisten = \"0.0.0.0:1\"\n").unwrap();
-        let c: Demo = load_config_from(Some(&file), &env(&[("SECKILL_WORKERS", "16"), ("SECKILL_STRICT", "on")])).unwrap();
-        assert_eq!(c, Demo { listen: "0.0.0.0:1".into(), workers: 16, ratio: 1.0, strict: true });
+        let c: Demo = load_config_from(
+            Some(&file),
+            &env(&[("SECKILL_WORKERS", "16"), ("SECKILL_STRICT", "on")]),
+        )
+        .unwrap();
+        assert_eq!(
+            c,
+            Demo {
+                listen: "0.0.0.0:1".into(),
+                workers: 16,
+                ratio: 1.0,
+                strict: true
+            }
+        );
     }
 
     #[test]
@@ -107,7 +156,12 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("c.toml");
         std::fs::write(&file, "wrokers = 8\n").unwrap();
-        assert!(matches!(load_config_from::<Demo>(Some(&file), &[]), Err(ConfigError::Unknown(k)) if k == "wrokers"));
-        assert!(matches!(load_config_from::<Demo>(None, &env(&[("SECKILL_RATIO", "x")])), Err(ConfigError::BadEnv { .. })));
+        assert!(
+            matches!(load_config_from::<Demo>(Some(&file), &[]), Err(ConfigError::Unknown(k)) if k == "wrokers")
+        );
+        assert!(matches!(
+            load_config_from::<Demo>(None, &env(&[("SECKILL_RATIO", "x")])),
+            Err(ConfigError::BadEnv { .. })
+        ));
     }
 }

@@ -13,8 +13,14 @@ pub fn create_topic(brokers: &str, topic: &str, partitions: i32) -> Result<(), S
         .set("bootstrap.servers", brokers)
         .create()
         .map_err(|e| e.to_string())?;
-    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))).request_timeout(Some(Duration::from_secs(10)));
-    let results = block_on(admin.create_topics(&[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))], &opts)).map_err(|e| e.to_string())?;
+    let opts = AdminOptions::new()
+        .operation_timeout(Some(Duration::from_secs(10)))
+        .request_timeout(Some(Duration::from_secs(10)));
+    let results = block_on(admin.create_topics(
+        &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
+        &opts,
+    ))
+    .map_err(|e| e.to_string())?;
     for r in results {
         match r {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}

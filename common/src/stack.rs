@@ -53,8 +53,12 @@ pub fn ensure_up() -> Stack {
         return stack;
     }
     UP.call_once(|| {
-        let root = workspace_root().unwrap_or_else(|| panic!("stack is down and no ./dev script was found above the working directory"));
-        let status = std::process::Command::new(root.join("dev")).arg("up").status();
+        let root = workspace_root().unwrap_or_else(|| {
+            panic!("stack is down and no ./dev script was found above the working directory")
+        });
+        let status = std::process::Command::new(root.join("dev"))
+            .arg("up")
+            .status();
         match status {
             Ok(s) if s.success() => {}
             other => panic!("`./dev up` failed ({other:?}); run it by hand to see why"),
@@ -64,7 +68,13 @@ pub fn ensure_up() -> Stack {
 }
 
 fn answers(url: &str) -> bool {
-    let hostport = url.split("://").nth(1).unwrap_or(url).split('/').next().unwrap_or("");
+    let hostport = url
+        .split("://")
+        .nth(1)
+        .unwrap_or(url)
+        .split('/')
+        .next()
+        .unwrap_or("");
     let hostport = hostport.rsplit('@').next().unwrap_or(hostport);
     tcp_answers(hostport)
 }
@@ -75,8 +85,12 @@ fn answers_kafka(brokers: &str) -> bool {
 
 fn tcp_answers(hostport: &str) -> bool {
     use std::net::ToSocketAddrs;
-    let Ok(mut addrs) = hostport.to_socket_addrs() else { return false };
-    addrs.next().is_some_and(|a| std::net::TcpStream::connect_timeout(&a, std::time::Duration::from_millis(500)).is_ok())
+    let Ok(mut addrs) = hostport.to_socket_addrs() else {
+        return false;
+    };
+    addrs.next().is_some_and(|a| {
+        std::net::TcpStream::connect_timeout(&a, std::time::Duration::from_millis(500)).is_ok()
+    })
 }
 
 /// The directory holding the `dev` script, found by walking up from the working

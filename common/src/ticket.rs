@@ -38,7 +38,9 @@ pub fn verify(secret: &[u8], ticket: &str, now_unix_s: u64) -> Result<u64, Ticke
     let user: u64 = user.parse().map_err(|_| TicketError::Malformed)?;
     let expires: u64 = expires.parse().map_err(|_| TicketError::Malformed)?;
     let sig = decode_hex(sig_hex).ok_or(TicketError::Malformed)?;
-    sign(secret, claim.as_bytes()).verify_slice(&sig).map_err(|_| TicketError::Forged)?;
+    sign(secret, claim.as_bytes())
+        .verify_slice(&sig)
+        .map_err(|_| TicketError::Forged)?;
     if now_unix_s >= expires {
         return Err(TicketError::Expired);
     }
@@ -56,7 +58,10 @@ fn decode_hex(s: &str) -> Option<Vec<u8>> {
     if s.len() != 64 {
         return None;
     }
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
 }
 
 #[cfg(test)]
@@ -76,7 +81,14 @@ mod tests {
         assert_eq!(verify(b"other", &t, 1), Err(TicketError::Forged));
         let tampered = t.replacen("42.", "43.", 1);
         assert_eq!(verify(b"k", &tampered, 1), Err(TicketError::Forged));
-        for bad in ["", "42", "42.1000", "x.1000.00", "42.1000.zz", &format!("{t}0")] {
+        for bad in [
+            "",
+            "42",
+            "42.1000",
+            "x.1000.00",
+            "42.1000.zz",
+            &format!("{t}0"),
+        ] {
             assert_eq!(verify(b"k", bad, 1), Err(TicketError::Malformed), "{bad}");
         }
     }

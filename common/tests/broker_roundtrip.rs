@@ -37,7 +37,9 @@ fn produce(brokers: &str, topic: &str, range: std::ops::Range<u32>) {
     for i in range.clone() {
         let key = format!("user-{}", i % 7);
         let payload = format!("order-{i}");
-        producer.send(BaseRecord::to(topic).key(&key).payload(&payload)).expect("enqueue");
+        producer
+            .send(BaseRecord::to(topic).key(&key).payload(&payload))
+            .expect("enqueue");
     }
     producer.flush(Duration::from_secs(30)).expect("flush");
     let d = ctx.0.lock().unwrap();
@@ -59,7 +61,9 @@ fn consume(brokers: &str, topic: &str, group: &str, want: usize) -> Vec<String> 
     let deadline = Instant::now() + Duration::from_secs(30);
     while got.len() < want && Instant::now() < deadline {
         match consumer.poll(Duration::from_millis(200)) {
-            Some(Ok(m)) => got.push(String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned()),
+            Some(Ok(m)) => {
+                got.push(String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned())
+            }
             Some(Err(e)) => panic!("consume error: {e}"),
             None => {}
         }
@@ -72,7 +76,9 @@ fn consume(brokers: &str, topic: &str, group: &str, want: usize) -> Vec<String> 
         }
     }
     if !got.is_empty() {
-        consumer.commit_consumer_state(CommitMode::Sync).expect("commit offsets");
+        consumer
+            .commit_consumer_state(CommitMode::Sync)
+            .expect("commit offsets");
     }
     got
 }
@@ -81,7 +87,10 @@ fn consume(brokers: &str, topic: &str, group: &str, want: usize) -> Vec<String> 
 fn idempotent_producer_and_committing_group_round_trip() {
     let stack = seckill_common::stack::ensure_up();
     let brokers = stack.kafka_brokers.as_str();
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
     let topic = format!("roundtrip-{}-{nanos}", std::process::id());
     seckill_common::kafka::create_topic(brokers, &topic, 3).expect("create topic");
 

@@ -15,9 +15,15 @@ impl HttpService for Hello {
 }
 
 fn main() {
-    let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:18081".into());
-    let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
-    may::config().set_workers(workers).set_stack_size(128 * 1024);
+    let addr = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:18081".into());
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    may::config()
+        .set_workers(workers)
+        .set_stack_size(128 * 1024);
     match HttpServer(Hello).start(&addr) {
         Ok(server) => {
             let _ = server.join();

@@ -50,7 +50,10 @@ impl Drop for InFlight<'_> {
 }
 
 fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 #[derive(Deserialize)]
@@ -81,12 +84,23 @@ struct PauseSale {
 }
 
 impl App {
-    pub fn new(cfg: Config, metrics: Arc<Metrics>, limits: Arc<Limits>, breaker: Arc<Breaker>, pipe: RedisPipe, sink: OrderSink) -> App {
+    pub fn new(
+        cfg: Config,
+        metrics: Arc<Metrics>,
+        limits: Arc<Limits>,
+        breaker: Arc<Breaker>,
+        pipe: RedisPipe,
+        sink: OrderSink,
+    ) -> App {
         let audit = std::path::Path::new(&cfg.audit_log);
         if let Some(dir) = audit.parent() {
             let _ = std::fs::create_dir_all(dir);
         }
-        let audit = std::fs::OpenOptions::new().create(true).append(true).open(audit).ok();
+        let audit = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(audit)
+            .ok();
         App {
             cfg,
             metrics,
@@ -138,7 +152,13 @@ impl App {
 
     pub fn handle(&self, route: Route, req: &Incoming) -> Result<Reply, ApiError> {
         let seg: Vec<&str> = req.path.trim_matches('/').split('/').collect();
-        let want = |m: &str| if req.method == m { Ok(()) } else { Err(ApiError::MethodNotAllowed) };
+        let want = |m: &str| {
+            if req.method == m {
+                Ok(())
+            } else {
+                Err(ApiError::MethodNotAllowed)
+            }
+        };
         match route {
             Route::Token => want("POST").and_then(|_| self.token(seg[2], req)),
             Route::Order => want("POST").and_then(|_| self.order(seg[2], req)),
@@ -156,7 +176,10 @@ impl App {
             Route::AdminSwitches => {
                 self.admin(req)?;
                 match req.method {
-                    "GET" => Ok(Reply::json(200, &json!(self.switches.read(&self.limits, &self.breaker)))),
+                    "GET" => Ok(Reply::json(
+                        200,
+                        &json!(self.switches.read(&self.limits, &self.breaker)),
+                    )),
                     "POST" => self.set_switches(req),
                     _ => Err(ApiError::MethodNotAllowed),
                 }
@@ -173,12 +196,23 @@ impl App {
     }
 
     fn user(&self, req: &Incoming) -> Result<u64, ApiError> {
-        let ticket = req.authorization.and_then(|a| a.strip_prefix("Ticket ")).ok_or(ApiError::NoTicket)?;
-        seckill_common::ticket::verify(self.cfg.ticket_secret.as_bytes(), ticket.trim(), (now_ms() / 1000) as u64).map_err(ApiError::Ticket)
+        let ticket = req
+            .authorization
+            .and_then(|a| a.strip_prefix("Ticket "))
+            .ok_or(ApiError::NoTicket)?;
+        seckill_common::ticket::verify(
+            self.cfg.ticket_secret.as_bytes(),
+            ticket.trim(),
+            (now_ms() / 1000) as u64,
+        )
+        .map_err(ApiError::Ticket)
     }
 
     fn admin(&self, req: &Incoming) -> Result<(), ApiError> {
-        let given = req.authorization.and_then(|a| a.strip_prefix("Bearer ")).ok_or(ApiError::Unauthorized)?;
+        let given = req
+            .authorization
+            .and_then(|a| a.strip_prefix("Bearer "))
+            .ok_or(ApiError::Unauthorized)?;
         if constant_time_eq(given.trim().as_bytes(), self.cfg.admin_token.as_bytes()) {
             Ok(())
         } else {
@@ -201,7 +235,10 @@ impl App {
         }
         if let Err(r) = self.limits.check(user, req.peer) {
             self.metrics.limited(r.limit);
-            return Err(ApiError::Limited(r.limit, r.retry_after.as_secs_f64().ceil().max(1.0) as u64));
+            return Err(ApiError::Limited(
+                r.limit,
+                r.retry_after.as_secs_f64().ceil().max(1.0) as u64,
+            ));
         }
         Ok(user)
     }
@@ -212,8 +249,12 @@ impl App {
     }
 
     fn mark_sold_out(&self, sale: &str) {
-        let until = Instant::now() + Duration::from_millis(self.cfg.sold_out_recheck_ms.max(0) as u64);
-        self.sold_out.write().unwrap_or_else(|p| p.into_inner()).insert(sale.to_string(), until);
+        let until =
+            Instant::now() + Duration::from_millis(self.cfg.sold_out_recheck_ms.max(0) as u64);
+        self.sold_out
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(sale.to_string(), until);
     }
 
     fn note(&self, sale: &str, e: &StockError) {
@@ -230,7 +271,10 @@ impl App {
         }
         let ttl = Duration::from_secs(self.cfg.token_ttl_secs.max(1) as u64);
         match self.stock().issue_token(sale, user, ttl) {
-            Ok(t) => Ok(Reply::json(201, &json!({"token": t.token, "expires_ms": t.expires_ms}))),
+            Ok(t) => Ok(Reply::json(
+                201,
+                &json!({"token": t.token, "expires_ms": t.expires_ms}),
+            )),
             Err(e) => {
                 self.note(sale, &e);
                 Err(e.into())
@@ -266,12 +310,17 @@ impl App {
             tracing::error!(order = %p.order_id, error = %e, "order not delivered to the broker; releasing its reservation");
             match stock.settle(&p.order_id, Settlement::Released) {
                 Ok(_) => self.metrics.released_on_sink_failure(),
-                Err(re) => tracing::error!(order = %p.order_id, error = %re, "release after broker failure failed; reconciliation must return this unit"),
+                Err(re) => {
+                    tracing::error!(order = %p.order_id, error = %re, "release after broker failure failed; reconciliation must return this unit")
+                }
             }
             return Err(ApiError::SinkUnavailable(e.to_string()));
         }
         self.metrics.order_accepted();
-        Ok(Reply::json(202, &json!({"order_id": p.order_id, "status": "reserved", "remaining": p.remaining})))
+        Ok(Reply::json(
+            202,
+            &json!({"order_id": p.order_id, "status": "reserved", "remaining": p.remaining}),
+        ))
     }
 
     fn sale(&self, sale: &str) -> Result<Reply, ApiError> {
@@ -279,13 +328,18 @@ impl App {
         let fresh = Duration::from_millis(self.cfg.sale_cache_ms.max(0) as u64);
         let cached = {
             let c = self.sale_cache.lock().unwrap_or_else(|p| p.into_inner());
-            c.get(sale).filter(|(at, _)| at.elapsed() < fresh).map(|(_, s)| s.clone())
+            c.get(sale)
+                .filter(|(at, _)| at.elapsed() < fresh)
+                .map(|(_, s)| s.clone())
         };
         let st = match cached {
             Some(s) => s,
             None => {
                 let s = self.stock().state(sale)?;
-                self.sale_cache.lock().unwrap_or_else(|p| p.into_inner()).insert(sale.to_string(), (Instant::now(), s.clone()));
+                self.sale_cache
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(sale.to_string(), (Instant::now(), s.clone()));
                 s
             }
         };
@@ -300,7 +354,11 @@ impl App {
 
     /// The caller's own order and the caller; someone else's order is answered 404 like
     /// a missing one.
-    fn owned_order(&self, order_id: &str, req: &Incoming) -> Result<(stock::OrderState, u64, Stock<RedisPipe>), ApiError> {
+    fn owned_order(
+        &self,
+        order_id: &str,
+        req: &Incoming,
+    ) -> Result<(stock::OrderState, u64, Stock<RedisPipe>), ApiError> {
         let user = self.user(req)?;
         let mut stock = self.stock();
         let (state, buyer) = stock.order(order_id)?;
@@ -315,7 +373,10 @@ impl App {
             return Err(ApiError::StatusReadsOff);
         }
         let (state, _, _) = self.owned_order(order_id, req)?;
-        Ok(Reply::json(200, &json!({"order_id": order_id, "status": state.as_str()})))
+        Ok(Reply::json(
+            200,
+            &json!({"order_id": order_id, "status": state.as_str()}),
+        ))
     }
 
     fn pay(&self, order_id: &str, req: &Incoming) -> Result<Reply, ApiError> {
@@ -324,21 +385,42 @@ impl App {
             Ok(_) => {
                 // Redis decided; the event brings PostgreSQL along. If it is lost, the
                 // writer's payment-window scan finds the order paid in Redis instead.
-                let sale = stock::keys::split_order_id(order_id).map(|(s, _)| s.to_string()).unwrap_or_default();
-                let paid = OrderMessage { event: OrderEvent::Paid, order_id: order_id.to_string(), sale, user: buyer, units: 1, per_user_limit: 0, at_ms: now_ms() };
+                let sale = stock::keys::split_order_id(order_id)
+                    .map(|(s, _)| s.to_string())
+                    .unwrap_or_default();
+                let paid = OrderMessage {
+                    event: OrderEvent::Paid,
+                    order_id: order_id.to_string(),
+                    sale,
+                    user: buyer,
+                    units: 1,
+                    per_user_limit: 0,
+                    at_ms: now_ms(),
+                };
                 if let Err(e) = self.sink.send(&paid) {
                     tracing::warn!(order = order_id, error = %e, "paid event not delivered; the payment-window scan will reconcile");
                 }
-                Ok(Reply::json(200, &json!({"order_id": order_id, "status": "paid"})))
+                Ok(Reply::json(
+                    200,
+                    &json!({"order_id": order_id, "status": "paid"}),
+                ))
             }
-            Err(StockError::AlreadyPaid) => Ok(Reply::json(200, &json!({"order_id": order_id, "status": "paid"}))),
+            Err(StockError::AlreadyPaid) => Ok(Reply::json(
+                200,
+                &json!({"order_id": order_id, "status": "paid"}),
+            )),
             Err(e) => Err(e.into()),
         }
     }
 
     fn create_sale(&self, req: &Incoming) -> Result<Reply, ApiError> {
         let c: CreateSale = req.json()?;
-        let spec = SaleSpec { stock: c.stock, per_user_limit: c.per_user_limit, start_ms: c.start_ms, end_ms: c.end_ms };
+        let spec = SaleSpec {
+            stock: c.stock,
+            per_user_limit: c.per_user_limit,
+            start_ms: c.start_ms,
+            end_ms: c.end_ms,
+        };
         self.stock().create_sale(&c.sale, &spec)?;
         self.audit(req, "create_sale", json!({"sale": c.sale, "stock": c.stock, "per_user_limit": c.per_user_limit, "start_ms": c.start_ms, "end_ms": c.end_ms}));
         Ok(Reply::json(201, &json!({"sale": c.sale, "created": true})))
@@ -347,22 +429,35 @@ impl App {
     fn pause_sale(&self, sale: &str, req: &Incoming) -> Result<Reply, ApiError> {
         let p: PauseSale = req.json()?;
         self.stock().set_paused(sale, p.paused)?;
-        self.sale_cache.lock().unwrap_or_else(|p| p.into_inner()).remove(sale);
+        self.sale_cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(sale);
         self.audit(req, "pause_sale", json!({"sale": sale, "paused": p.paused}));
         Ok(Reply::json(200, &json!({"sale": sale, "paused": p.paused})))
     }
 
     fn set_switches(&self, req: &Incoming) -> Result<Reply, ApiError> {
         let v: SwitchValues = req.json()?;
-        self.switches.apply(&v, &self.limits, &self.breaker).map_err(ApiError::BadRequest)?;
+        self.switches
+            .apply(&v, &self.limits, &self.breaker)
+            .map_err(ApiError::BadRequest)?;
         self.audit(req, "set_switches", json!(v));
-        Ok(Reply::json(200, &json!(self.switches.read(&self.limits, &self.breaker))))
+        Ok(Reply::json(
+            200,
+            &json!(self.switches.read(&self.limits, &self.breaker)),
+        ))
     }
 
     fn audit(&self, req: &Incoming, action: &str, detail: serde_json::Value) {
         let line = json!({"ts_ms": now_ms(), "peer": req.peer.map(|p| p.to_string()), "action": action, "detail": detail});
         tracing::info!(target: "audit", %line);
-        if let Some(f) = self.audit.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+        if let Some(f) = self
+            .audit
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_mut()
+        {
             if let Err(e) = writeln!(f, "{line}").and_then(|_| f.flush()) {
                 tracing::error!(error = %e, "audit log write failed");
             }
@@ -374,7 +469,10 @@ impl App {
         let kafka = self.kafka_ok.load(Ordering::Acquire);
         let draining = self.draining.load(Ordering::Acquire);
         let ok = redis && kafka && !draining;
-        let mut r = Reply::json(if ok { 200 } else { 503 }, &json!({"ready": ok, "redis": redis, "kafka": kafka, "draining": draining}));
+        let mut r = Reply::json(
+            if ok { 200 } else { 503 },
+            &json!({"ready": ok, "redis": redis, "kafka": kafka, "draining": draining}),
+        );
         if !ok {
             r.retry_after = Some(1);
         }
@@ -387,7 +485,13 @@ impl App {
         self.metrics.render(&mut out);
         self.switches.render(&mut out, &self.limits, &self.breaker);
         let now = Instant::now();
-        let sold_out = self.sold_out.read().unwrap_or_else(|p| p.into_inner()).values().filter(|u| now < **u).count();
+        let sold_out = self
+            .sold_out
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .filter(|u| now < **u)
+            .count();
         let (users, ips) = self.limits.tracked();
         let _ = writeln!(out, "# HELP seckill_sold_out_sales Sales currently answered sold-out from memory.\n# TYPE seckill_sold_out_sales gauge\nseckill_sold_out_sales {sold_out}");
         let _ = writeln!(out, "# HELP seckill_limiter_keys Keys held by the keyed rate limiters.\n# TYPE seckill_limiter_keys gauge\nseckill_limiter_keys{{limit=\"user\"}} {users}\nseckill_limiter_keys{{limit=\"ip\"}} {ips}");

@@ -87,7 +87,9 @@ impl Breaker {
             return false;
         }
         // Half-open: exactly one probe at a time.
-        self.probing.compare_exchange(0, 1, Ordering::AcqRel, Ordering::Relaxed).is_ok()
+        self.probing
+            .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
     }
 
     pub fn record(&self, ok: bool) {

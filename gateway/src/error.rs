@@ -56,10 +56,21 @@ impl ApiError {
             ApiError::NoTicket | ApiError::Ticket(_) | ApiError::Unauthorized => 401,
             ApiError::Limited(..) => 429,
             ApiError::SoldOutShed => 410,
-            ApiError::PausedAll | ApiError::AdmissionShed | ApiError::StatusReadsOff | ApiError::SinkUnavailable(_) | ApiError::Draining => 503,
+            ApiError::PausedAll
+            | ApiError::AdmissionShed
+            | ApiError::StatusReadsOff
+            | ApiError::SinkUnavailable(_)
+            | ApiError::Draining => 503,
             ApiError::Stock(e) => match e {
                 S::NoSale | S::NoOrder => 404,
-                S::SaleExists | S::AlreadyBought | S::TokenInvalid | S::TokenExpired | S::TokenNotYours | S::TokenUsed | S::AlreadyReleased | S::AlreadyPaid => 409,
+                S::SaleExists
+                | S::AlreadyBought
+                | S::TokenInvalid
+                | S::TokenExpired
+                | S::TokenNotYours
+                | S::TokenUsed
+                | S::AlreadyReleased
+                | S::AlreadyPaid => 409,
                 S::SoldOut | S::Ended => 410,
                 S::NotStarted { .. } => 425,
                 S::Invalid(_) => 400,
@@ -118,7 +129,8 @@ impl ApiError {
 
     /// Refusals that leave an unread body on the connection end it.
     pub fn closes_connection(&self) -> bool {
-        matches!(self, ApiError::TooLarge(_)) || matches!(self, ApiError::BadRequest(m) if m.contains("Content-Length"))
+        matches!(self, ApiError::TooLarge(_))
+            || matches!(self, ApiError::BadRequest(m) if m.contains("Content-Length"))
     }
 }
 
@@ -130,12 +142,20 @@ mod tests {
     fn every_refusal_has_its_status_and_code() {
         let cases: Vec<(ApiError, u16, &str)> = vec![
             (ApiError::Ticket(TicketError::Forged), 401, "ticket_invalid"),
-            (ApiError::Ticket(TicketError::Expired), 401, "ticket_expired"),
+            (
+                ApiError::Ticket(TicketError::Expired),
+                401,
+                "ticket_expired",
+            ),
             (StockError::NoSale.into(), 404, "no_such_sale"),
             (StockError::AlreadyBought.into(), 409, "already_bought"),
             (StockError::SoldOut.into(), 410, "sold_out"),
             (StockError::Ended.into(), 410, "sale_ended"),
-            (StockError::NotStarted { start_ms: 1 }.into(), 425, "not_started"),
+            (
+                StockError::NotStarted { start_ms: 1 }.into(),
+                425,
+                "not_started",
+            ),
             (ApiError::Limited(Limit::User, 1), 429, "rate_limited"),
             (StockError::Timeout.into(), 503, "redis_unavailable"),
             (StockError::TokenUsed.into(), 409, "token_used"),
@@ -145,7 +165,11 @@ mod tests {
         ];
         for (e, status, code) in cases {
             assert_eq!((e.status(), e.code()), (status, code), "{e}");
-            assert_eq!(e.retry_after().is_some(), status == 429 || status == 503, "{e}");
+            assert_eq!(
+                e.retry_after().is_some(),
+                status == 429 || status == 503,
+                "{e}"
+            );
         }
     }
 }

@@ -33,13 +33,22 @@ impl Reply {
     }
 
     pub fn text(status: u16, body: String) -> Reply {
-        Reply { status, body: body.into_bytes(), content_type: "Content-Type: text/plain; version=0.0.4", retry_after: None, close: false }
+        Reply {
+            status,
+            body: body.into_bytes(),
+            content_type: "Content-Type: text/plain; version=0.0.4",
+            retry_after: None,
+            close: false,
+        }
     }
 }
 
 impl From<ApiError> for Reply {
     fn from(e: ApiError) -> Reply {
-        let mut r = Reply::json(e.status(), &serde_json::json!({ "error": e.code(), "message": e.to_string() }));
+        let mut r = Reply::json(
+            e.status(),
+            &serde_json::json!({ "error": e.code(), "message": e.to_string() }),
+        );
         r.retry_after = e.retry_after();
         r.close = e.closes_connection();
         r
@@ -57,7 +66,8 @@ pub struct Incoming<'a> {
 
 impl Incoming<'_> {
     pub fn json<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
-        serde_json::from_slice(&self.body).map_err(|e| ApiError::BadRequest(format!("body is not the expected JSON: {e}")))
+        serde_json::from_slice(&self.body)
+            .map_err(|e| ApiError::BadRequest(format!("body is not the expected JSON: {e}")))
     }
 }
 
@@ -66,10 +76,16 @@ pub struct Factory(pub Arc<App>);
 impl HttpServiceFactory for Factory {
     type Service = Conn;
     fn new_service(&self, _id: usize) -> Conn {
-        Conn { app: self.0.clone(), peer: None }
+        Conn {
+            app: self.0.clone(),
+            peer: None,
+        }
     }
     fn new_service_for_peer(&self, _id: usize, peer: Option<SocketAddr>) -> Conn {
-        Conn { app: self.0.clone(), peer: peer.map(|p| p.ip()) }
+        Conn {
+            app: self.0.clone(),
+            peer: peer.map(|p| p.ip()),
+        }
     }
 }
 
@@ -104,18 +120,34 @@ impl Conn {
             .map(str::to_string);
         let limit = self.app.cfg.max_body_bytes.max(0) as usize;
         let body = match req.content_length() {
-            None => return (route, ApiError::BadRequest("malformed Content-Length".into()).into()),
+            None => {
+                return (
+                    route,
+                    ApiError::BadRequest("malformed Content-Length".into()).into(),
+                )
+            }
             Some(n) if n > limit => return (route, ApiError::TooLarge(limit).into()),
             Some(0) => Vec::new(),
             Some(n) => {
                 let mut body = Vec::with_capacity(n);
                 match req.body().take(n as u64).read_to_end(&mut body) {
                     Ok(_) if body.len() == n => body,
-                    _ => return (route, ApiError::BadRequest("body shorter than Content-Length".into()).into()),
+                    _ => {
+                        return (
+                            route,
+                            ApiError::BadRequest("body shorter than Content-Length".into()).into(),
+                        )
+                    }
                 }
             }
         };
-        let incoming = Incoming { method: &method, path: &path, authorization: authorization.as_deref(), peer: self.peer, body };
+        let incoming = Incoming {
+            method: &method,
+            path: &path,
+            authorization: authorization.as_deref(),
+            peer: self.peer,
+            body,
+        };
         let reply = match self.app.handle(route, &incoming) {
             Ok(r) => r,
             Err(e) => e.into(),

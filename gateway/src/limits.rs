@@ -58,11 +58,16 @@ pub struct Refused {
 
 impl Limits {
     pub fn new(rates: Rates) -> Arc<Limits> {
-        Arc::new(Limits { current: RwLock::new(Arc::new(Limiters::new(rates))) })
+        Arc::new(Limits {
+            current: RwLock::new(Arc::new(Limiters::new(rates))),
+        })
     }
 
     fn get(&self) -> Arc<Limiters> {
-        self.current.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub fn rates(&self) -> Rates {
@@ -77,11 +82,16 @@ impl Limits {
     pub fn check(&self, user: u64, ip: Option<IpAddr>) -> Result<(), Refused> {
         let l = self.get();
         let clock = DefaultClock::default();
-        let refused = |limit, nu: governor::NotUntil<_>| Refused { limit, retry_after: nu.wait_time_from(clock.now()) };
+        let refused = |limit, nu: governor::NotUntil<_>| Refused {
+            limit,
+            retry_after: nu.wait_time_from(clock.now()),
+        };
         if let Some(ip) = ip {
             l.ip.check_key(&ip).map_err(|nu| refused(Limit::Ip, nu))?;
         }
-        l.user.check_key(&user).map_err(|nu| refused(Limit::User, nu))?;
+        l.user
+            .check_key(&user)
+            .map_err(|nu| refused(Limit::User, nu))?;
         l.global.check().map_err(|nu| refused(Limit::Global, nu))
     }
 
@@ -107,7 +117,14 @@ mod tests {
     use super::*;
 
     fn rates(user_burst: u32) -> Rates {
-        Rates { global_rps: 1000, global_burst: 1000, user_rps: 1, user_burst, ip_rps: 1000, ip_burst: 1000 }
+        Rates {
+            global_rps: 1000,
+            global_burst: 1000,
+            user_rps: 1,
+            user_burst,
+            ip_rps: 1000,
+            ip_burst: 1000,
+        }
     }
 
     #[test]
@@ -128,7 +145,10 @@ mod tests {
             let _ = l.check(u, Some(IpAddr::from([127, 0, 0, 1])));
         }
         assert_eq!(l.tracked().0, 1000);
-        l.set_rates(Rates { user_rps: 100, ..rates(5) });
+        l.set_rates(Rates {
+            user_rps: 100,
+            ..rates(5)
+        });
         assert_eq!(l.rates().user_burst, 5);
         assert_eq!(l.tracked().0, 0);
         for _ in 0..5 {

@@ -33,8 +33,14 @@ fn run() -> Result<(), String> {
     match cmd.as_str() {
         "mint" => {
             let user = user.ok_or("mint needs --user ID")?;
-            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-            println!("{}", seckill_common::ticket::mint(cfg.ticket_secret.as_bytes(), user, now + ttl));
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            println!(
+                "{}",
+                seckill_common::ticket::mint(cfg.ticket_secret.as_bytes(), user, now + ttl)
+            );
             Ok(())
         }
         _ => gateway::server::run(cfg).map_err(|e| e.to_string()),

@@ -53,10 +53,14 @@ impl Route {
     }
 }
 
-const STATUSES: [u16; 17] = [200, 201, 202, 400, 401, 404, 405, 409, 410, 413, 415, 425, 429, 431, 500, 503, 0];
+const STATUSES: [u16; 17] = [
+    200, 201, 202, 400, 401, 404, 405, 409, 410, 413, 415, 425, 429, 431, 500, 503, 0,
+];
 
 /// Latency buckets, seconds.
-const BUCKETS: [f64; 14] = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
+const BUCKETS: [f64; 14] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
 
 pub struct Histogram {
     buckets: [AtomicU64; BUCKETS.len() + 1],
@@ -65,16 +69,23 @@ pub struct Histogram {
 
 impl Default for Histogram {
     fn default() -> Self {
-        Histogram { buckets: std::array::from_fn(|_| AtomicU64::new(0)), sum_us: AtomicU64::new(0) }
+        Histogram {
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            sum_us: AtomicU64::new(0),
+        }
     }
 }
 
 impl Histogram {
     pub fn observe(&self, d: Duration) {
         let s = d.as_secs_f64();
-        let i = BUCKETS.iter().position(|b| s <= *b).unwrap_or(BUCKETS.len());
+        let i = BUCKETS
+            .iter()
+            .position(|b| s <= *b)
+            .unwrap_or(BUCKETS.len());
         self.buckets[i].fetch_add(1, Ordering::Relaxed);
-        self.sum_us.fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+        self.sum_us
+            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
     }
 
     fn render(&self, out: &mut String, name: &str, labels: &str) {
@@ -86,8 +97,16 @@ impl Histogram {
         }
         cum += self.buckets[BUCKETS.len()].load(Ordering::Relaxed);
         let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {cum}");
-        let braced = if labels.is_empty() { String::new() } else { format!("{{{labels}}}") };
-        let _ = writeln!(out, "{name}_sum{braced} {}", self.sum_us.load(Ordering::Relaxed) as f64 / 1e6);
+        let braced = if labels.is_empty() {
+            String::new()
+        } else {
+            format!("{{{labels}}}")
+        };
+        let _ = writeln!(
+            out,
+            "{name}_sum{braced} {}",
+            self.sum_us.load(Ordering::Relaxed) as f64 / 1e6
+        );
         let _ = writeln!(out, "{name}_count{braced} {cum}");
     }
 }
@@ -121,7 +140,10 @@ pub struct Metrics {
 impl Metrics {
     pub fn request(&self, route: Route, status: u16, took: Duration) {
         let r = route as usize;
-        let s = STATUSES.iter().position(|x| *x == status).unwrap_or(STATUSES.len() - 1);
+        let s = STATUSES
+            .iter()
+            .position(|x| *x == status)
+            .unwrap_or(STATUSES.len() - 1);
         self.requests[r][s].fetch_add(1, Ordering::Relaxed);
         self.latency[r].observe(took);
     }
@@ -161,7 +183,8 @@ impl Metrics {
     }
 
     pub fn released_on_sink_failure(&self) {
-        self.stock_released_on_sink_failure.fetch_add(1, Ordering::Relaxed);
+        self.stock_released_on_sink_failure
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn sold_out_shed_total(&self) -> u64 {
@@ -175,35 +198,76 @@ impl Metrics {
             for (s, status) in STATUSES.iter().enumerate() {
                 let n = self.requests[r][s].load(Ordering::Relaxed);
                 if n > 0 {
-                    let status = if *status == 0 { "other".to_string() } else { status.to_string() };
-                    let _ = writeln!(out, "seckill_http_requests_total{{route=\"{}\",status=\"{status}\"}} {n}", route.label());
+                    let status = if *status == 0 {
+                        "other".to_string()
+                    } else {
+                        status.to_string()
+                    };
+                    let _ = writeln!(
+                        out,
+                        "seckill_http_requests_total{{route=\"{}\",status=\"{status}\"}} {n}",
+                        route.label()
+                    );
                 }
             }
         }
         out.push_str("# HELP seckill_http_request_duration_seconds Request latency by route.\n# TYPE seckill_http_request_duration_seconds histogram\n");
         for (r, route) in ROUTES.iter().enumerate() {
-            self.latency[r].render(out, "seckill_http_request_duration_seconds", &format!("route=\"{}\"", route.label()));
+            self.latency[r].render(
+                out,
+                "seckill_http_request_duration_seconds",
+                &format!("route=\"{}\"", route.label()),
+            );
         }
         out.push_str("# HELP seckill_redis_call_duration_seconds Redis call latency.\n# TYPE seckill_redis_call_duration_seconds histogram\n");
-        self.redis_latency.render(out, "seckill_redis_call_duration_seconds", "");
+        self.redis_latency
+            .render(out, "seckill_redis_call_duration_seconds", "");
         let counter = |out: &mut String, name: &str, help: &str, v: u64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+            );
         };
-        counter(out, "seckill_redis_errors_total", "Redis calls that failed, timed out or were refused by the breaker.", self.redis_errors.load(Ordering::Relaxed));
+        counter(
+            out,
+            "seckill_redis_errors_total",
+            "Redis calls that failed, timed out or were refused by the breaker.",
+            self.redis_errors.load(Ordering::Relaxed),
+        );
         let _ = writeln!(
             out,
             "# HELP seckill_redis_connections Open pipelined Redis connections.\n# TYPE seckill_redis_connections gauge\nseckill_redis_connections {}",
             self.redis_connections.load(Ordering::Relaxed)
         );
         out.push_str("# HELP seckill_kafka_produce_duration_seconds Time from produce to delivery report.\n# TYPE seckill_kafka_produce_duration_seconds histogram\n");
-        self.kafka_latency.render(out, "seckill_kafka_produce_duration_seconds", "");
-        counter(out, "seckill_kafka_errors_total", "Orders the broker did not acknowledge.", self.kafka_errors.load(Ordering::Relaxed));
+        self.kafka_latency
+            .render(out, "seckill_kafka_produce_duration_seconds", "");
+        counter(
+            out,
+            "seckill_kafka_errors_total",
+            "Orders the broker did not acknowledge.",
+            self.kafka_errors.load(Ordering::Relaxed),
+        );
         out.push_str("# HELP seckill_limited_total Requests refused by a limit, by limit.\n# TYPE seckill_limited_total counter\n");
         for (i, l) in LIMITS.iter().enumerate() {
-            let _ = writeln!(out, "seckill_limited_total{{limit=\"{l}\"}} {}", self.limited[i].load(Ordering::Relaxed));
+            let _ = writeln!(
+                out,
+                "seckill_limited_total{{limit=\"{l}\"}} {}",
+                self.limited[i].load(Ordering::Relaxed)
+            );
         }
-        counter(out, "seckill_sold_out_shed_total", "Requests answered sold-out from memory, without Redis.", self.sold_out_shed.load(Ordering::Relaxed));
-        counter(out, "seckill_orders_accepted_total", "Orders acknowledged with 202.", self.orders_accepted.load(Ordering::Relaxed));
+        counter(
+            out,
+            "seckill_sold_out_shed_total",
+            "Requests answered sold-out from memory, without Redis.",
+            self.sold_out_shed.load(Ordering::Relaxed),
+        );
+        counter(
+            out,
+            "seckill_orders_accepted_total",
+            "Orders acknowledged with 202.",
+            self.orders_accepted.load(Ordering::Relaxed),
+        );
         counter(
             out,
             "seckill_stock_released_on_sink_failure_total",

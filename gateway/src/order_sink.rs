@@ -50,7 +50,13 @@ pub struct OrderSink {
 }
 
 impl OrderSink {
-    pub fn new(brokers: &str, topic: &str, timeout_ms: u64, extra: &str, metrics: Arc<Metrics>) -> Result<OrderSink, SinkError> {
+    pub fn new(
+        brokers: &str,
+        topic: &str,
+        timeout_ms: u64,
+        extra: &str,
+        metrics: Arc<Metrics>,
+    ) -> Result<OrderSink, SinkError> {
         let mut cfg = ClientConfig::new();
         cfg.set("bootstrap.servers", brokers)
             .set("enable.idempotence", "true")
@@ -59,10 +65,14 @@ impl OrderSink {
             .set("linger.ms", "1")
             .set("queue.buffering.max.messages", "200000");
         for kv in extra.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-            let (k, v) = kv.split_once('=').ok_or_else(|| SinkError::Create(format!("kafka_extra entry {kv:?} is not key=value")))?;
+            let (k, v) = kv.split_once('=').ok_or_else(|| {
+                SinkError::Create(format!("kafka_extra entry {kv:?} is not key=value"))
+            })?;
             cfg.set(k.trim(), v.trim());
         }
-        let producer = cfg.create_with_context(Delivery).map_err(|e| SinkError::Create(e.to_string()))?;
+        let producer = cfg
+            .create_with_context(Delivery)
+            .map_err(|e| SinkError::Create(e.to_string()))?;
         Ok(OrderSink {
             producer,
             topic: topic.to_string(),
@@ -76,7 +86,8 @@ impl OrderSink {
     pub fn send(&self, order: &OrderMessage) -> Result<(), SinkError> {
         let started = Instant::now();
         let result = self.send_inner(order);
-        self.metrics.kafka_produce(started.elapsed(), result.is_ok());
+        self.metrics
+            .kafka_produce(started.elapsed(), result.is_ok());
         result
     }
 
@@ -84,8 +95,12 @@ impl OrderSink {
         let payload = serde_json::to_vec(order).map_err(|e| SinkError::Encode(e.to_string()))?;
         let key = order.key();
         let (tx, rx) = mpsc::channel();
-        let record = BaseRecord::with_opaque_to(&self.topic, Box::new(tx)).key(&key).payload(&payload);
-        self.producer.send(record).map_err(|(e, _)| SinkError::Refused(e.to_string()))?;
+        let record = BaseRecord::with_opaque_to(&self.topic, Box::new(tx))
+            .key(&key)
+            .payload(&payload);
+        self.producer
+            .send(record)
+            .map_err(|(e, _)| SinkError::Refused(e.to_string()))?;
         match rx.recv_timeout(self.wait) {
             Ok(r) => r.map_err(SinkError::Refused),
             Err(_) => Err(SinkError::Timeout),
@@ -94,7 +109,10 @@ impl OrderSink {
 
     /// Is any broker reachable? (Blocking metadata call: call from a plain thread.)
     pub fn broker_reachable(&self, timeout: Duration) -> bool {
-        self.producer.client().fetch_metadata(Some(&self.topic), timeout).is_ok_and(|m| !m.brokers().is_empty())
+        self.producer
+            .client()
+            .fetch_metadata(Some(&self.topic), timeout)
+            .is_ok_and(|m| !m.brokers().is_empty())
     }
 
     pub fn flush(&self, timeout: Duration) -> bool {

@@ -83,10 +83,17 @@ impl RedisPipe {
         breaker: Arc<Breaker>,
         metrics: Arc<Metrics>,
     ) -> Result<RedisPipe, StockError> {
-        let info = redis::Client::open(url).map_err(stock::map_redis_error)?.get_connection_info().clone();
+        let info = redis::Client::open(url)
+            .map_err(stock::map_redis_error)?
+            .get_connection_info()
+            .clone();
         let (host, port) = match info.addr() {
             redis::ConnectionAddr::Tcp(h, p) => (h.clone(), *p),
-            other => return Err(StockError::Invalid(format!("only plain TCP redis is supported, got {other:?}"))),
+            other => {
+                return Err(StockError::Invalid(format!(
+                    "only plain TCP redis is supported, got {other:?}"
+                )))
+            }
         };
         let db = info.redis_settings().db();
         let slots = (0..connections.max(1))
@@ -99,7 +106,14 @@ impl RedisPipe {
             })
             .collect();
         Ok(RedisPipe {
-            inner: Arc::new(Inner { slots, next: AtomicUsize::new(0), timeout, max_in_flight, breaker, metrics }),
+            inner: Arc::new(Inner {
+                slots,
+                next: AtomicUsize::new(0),
+                timeout,
+                max_in_flight,
+                breaker,
+                metrics,
+            }),
         })
     }
 
@@ -127,12 +141,21 @@ impl RedisPipe {
         let slot = &inner.slots[inner.next.fetch_add(1, Ordering::Relaxed) % inner.slots.len()];
         if slot.depth.fetch_add(1, Ordering::AcqRel) >= inner.max_in_flight {
             slot.depth.fetch_sub(1, Ordering::AcqRel);
-            return Err(StockError::Redis("too many redis commands in flight".into()));
+            return Err(StockError::Redis(
+                "too many redis commands in flight".into(),
+            ));
         }
         let (tx, rx) = mpsc::channel();
-        let reply = Reply { tx, depth: slot.depth.clone() };
+        let reply = Reply {
+            tx,
+            depth: slot.depth.clone(),
+        };
         let deadline = started + inner.timeout;
-        let job = Job { packed: cmd.get_packed_command(), deadline, reply };
+        let job = Job {
+            packed: cmd.get_packed_command(),
+            deadline,
+            reply,
+        };
         if slot.queue.send(job).is_err() {
             return Err(StockError::Redis("redis connection task is gone".into()));
         }
@@ -141,7 +164,9 @@ impl RedisPipe {
         match rx.recv_timeout(inner.timeout) {
             Ok(r) => r,
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Err(StockError::Timeout),
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Err(StockError::Redis("connection lost".into())),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                Err(StockError::Redis("connection lost".into()))
+            }
         }
     }
 }
@@ -154,7 +179,14 @@ impl stock::Exec for RedisPipe {
 
 /// Connect, run the writer here and the reader in its own coroutine; on any failure
 /// fail what is pending and reconnect with capped backoff.
-fn connection_loop(host: &str, port: u16, db: i64, timeout: Duration, rx: mpsc::Receiver<Job>, metrics: Arc<Metrics>) {
+fn connection_loop(
+    host: &str,
+    port: u16,
+    db: i64,
+    timeout: Duration,
+    rx: mpsc::Receiver<Job>,
+    metrics: Arc<Metrics>,
+) {
     let mut backoff = Duration::from_millis(50);
     loop {
         match connect(host, port, db, timeout) {
@@ -170,7 +202,8 @@ fn connection_loop(host: &str, port: u16, db: i64, timeout: Duration, rx: mpsc::
                 tracing::debug!(error = %e, "redis connect failed");
                 // Nobody is writing: fail the waiting callers now instead of at their timeout.
                 while let Ok(job) = rx.try_recv() {
-                    job.reply.complete(Err(StockError::Redis(format!("connect: {e}"))));
+                    job.reply
+                        .complete(Err(StockError::Redis(format!("connect: {e}"))));
                 }
             }
         }
@@ -179,7 +212,12 @@ fn connection_loop(host: &str, port: u16, db: i64, timeout: Duration, rx: mpsc::
     }
 }
 
-fn connect(host: &str, port: u16, db: i64, timeout: Duration) -> std::io::Result<may::net::TcpStream> {
+fn connect(
+    host: &str,
+    port: u16,
+    db: i64,
+    timeout: Duration,
+) -> std::io::Result<may::net::TcpStream> {
     let addr: SocketAddr = (host, port)
         .to_socket_addrs()?
         .next()
@@ -241,7 +279,9 @@ fn serve(stream: may::net::TcpStream, rx: &mpsc::Receiver<Job>) -> std::io::Resu
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break Ok(()),
         };
         if broken.load(Ordering::Acquire) {
-            first.reply.complete(Err(StockError::Redis("connection lost".into())));
+            first
+                .reply
+                .complete(Err(StockError::Redis("connection lost".into())));
             break Err(std::io::Error::other("reader stopped"));
         }
         buf.clear();

@@ -37,11 +37,22 @@ fn rates(c: &Config) -> Rates {
 
 /// Serve until SIGTERM/SIGINT, then drain and flush.
 pub fn run(cfg: Config) -> Result<(), StartError> {
-    let workers = if cfg.workers > 0 { cfg.workers as usize } else { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2) };
-    may::config().set_workers(workers).set_stack_size(cfg.stack_kib.max(64) as usize * 1024);
+    let workers = if cfg.workers > 0 {
+        cfg.workers as usize
+    } else {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+    };
+    may::config()
+        .set_workers(workers)
+        .set_stack_size(cfg.stack_kib.max(64) as usize * 1024);
 
     let metrics = Arc::new(Metrics::default());
-    let breaker = Arc::new(Breaker::new(cfg.breaker_threshold.max(1) as u32, Duration::from_millis(cfg.breaker_cool_off_ms.max(1) as u64)));
+    let breaker = Arc::new(Breaker::new(
+        cfg.breaker_threshold.max(1) as u32,
+        Duration::from_millis(cfg.breaker_cool_off_ms.max(1) as u64),
+    ));
     let pipe = RedisPipe::start(
         &cfg.redis_url,
         cfg.redis_connections.max(1) as usize,
@@ -50,17 +61,28 @@ pub fn run(cfg: Config) -> Result<(), StartError> {
         breaker.clone(),
         metrics.clone(),
     )?;
-    let sink = OrderSink::new(&cfg.kafka_brokers, &cfg.orders_topic, cfg.kafka_timeout_ms.max(100) as u64, &cfg.kafka_extra, metrics.clone())?;
+    let sink = OrderSink::new(
+        &cfg.kafka_brokers,
+        &cfg.orders_topic,
+        cfg.kafka_timeout_ms.max(100) as u64,
+        &cfg.kafka_extra,
+        metrics.clone(),
+    )?;
     let limits = Limits::new(rates(&cfg));
     let listen = cfg.listen.clone();
     let app = Arc::new(App::new(cfg, metrics, limits, breaker, pipe, sink));
 
-    let server = Factory(app.clone()).start(&listen).map_err(|e| StartError::Listen(listen.clone(), e))?;
+    let server = Factory(app.clone())
+        .start(&listen)
+        .map_err(|e| StartError::Listen(listen.clone(), e))?;
     tracing::info!(%listen, workers, "gateway listening");
     spawn_health_loop(app.clone());
 
-    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])
-        .map_err(|e| StartError::Listen(listen, e))?;
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+    ])
+    .map_err(|e| StartError::Listen(listen, e))?;
     let sig = signals.forever().next();
     tracing::info!(?sig, "shutting down: draining in-flight requests");
     app.start_draining();
@@ -78,20 +100,25 @@ pub fn run(cfg: Config) -> Result<(), StartError> {
 /// Every half second: PING Redis (also the breaker's probe when idle), ask a broker
 /// for metadata, and sweep the keyed limiters.
 fn spawn_health_loop(app: Arc<App>) {
-    let spawned = std::thread::Builder::new().name("health".into()).spawn(move || {
-        let mut tick = 0u64;
-        loop {
-            let ping = app.pipe.call(&redis::cmd("PING"));
-            app.redis_ok.store(ping.is_ok(), Ordering::Release);
-            if tick % 2 == 0 {
-                app.kafka_ok.store(app.sink.broker_reachable(Duration::from_millis(900)), Ordering::Release);
-                let (users, ips) = app.limits.sweep();
-                tracing::trace!(users, ips, "limiter sweep");
+    let spawned = std::thread::Builder::new()
+        .name("health".into())
+        .spawn(move || {
+            let mut tick = 0u64;
+            loop {
+                let ping = app.pipe.call(&redis::cmd("PING"));
+                app.redis_ok.store(ping.is_ok(), Ordering::Release);
+                if tick % 2 == 0 {
+                    app.kafka_ok.store(
+                        app.sink.broker_reachable(Duration::from_millis(900)),
+                        Ordering::Release,
+                    );
+                    let (users, ips) = app.limits.sweep();
+                    tracing::trace!(users, ips, "limiter sweep");
+                }
+                tick += 1;
+                std::thread::sleep(Duration::from_millis(500));
             }
-            tick += 1;
-            std::thread::sleep(Duration::from_millis(500));
-        }
-    });
+        });
     if let Err(e) = spawned {
         tracing::error!(error = %e, "cannot start the health loop; /readyz will stay 503");
     }

@@ -41,7 +41,11 @@ pub struct SwitchValues {
 
 impl Default for Switches {
     fn default() -> Self {
-        Switches { pause_all: AtomicBool::new(false), admission_ppm: AtomicU32::new(1_000_000), status_off: AtomicBool::new(false) }
+        Switches {
+            pause_all: AtomicBool::new(false),
+            admission_ppm: AtomicU32::new(1_000_000),
+            status_off: AtomicBool::new(false),
+        }
     }
 }
 
@@ -74,7 +78,12 @@ impl Switches {
     }
 
     /// Validate everything first, then apply: a bad value changes nothing.
-    pub fn apply(&self, v: &SwitchValues, limits: &Limits, breaker: &Breaker) -> Result<(), String> {
+    pub fn apply(
+        &self,
+        v: &SwitchValues,
+        limits: &Limits,
+        breaker: &Breaker,
+    ) -> Result<(), String> {
         if let Some(r) = v.admission_ratio {
             if !(0.0..=1.0).contains(&r) {
                 return Err("admission_ratio must be within 0..=1".into());
@@ -85,7 +94,16 @@ impl Switches {
             None => None,
         };
         if let Some(r) = &v.rates {
-            if [r.global_rps, r.global_burst, r.user_rps, r.user_burst, r.ip_rps, r.ip_burst].contains(&0) {
+            if [
+                r.global_rps,
+                r.global_burst,
+                r.user_rps,
+                r.user_burst,
+                r.ip_rps,
+                r.ip_burst,
+            ]
+            .contains(&0)
+            {
                 return Err("every rate and burst must be at least 1".into());
             }
         }
@@ -93,7 +111,8 @@ impl Switches {
             self.pause_all.store(p, Ordering::Relaxed);
         }
         if let Some(r) = v.admission_ratio {
-            self.admission_ppm.store((r * 1e6).round() as u32, Ordering::Relaxed);
+            self.admission_ppm
+                .store((r * 1e6).round() as u32, Ordering::Relaxed);
         }
         if let Some(r) = v.rates {
             limits.set_rates(r);
@@ -102,7 +121,8 @@ impl Switches {
             breaker.set_mode(m);
         }
         if let Some(s) = v.status_reads {
-            self.status_off.store(s == StatusReads::Off, Ordering::Relaxed);
+            self.status_off
+                .store(s == StatusReads::Off, Ordering::Relaxed);
         }
         Ok(())
     }
@@ -113,7 +133,14 @@ impl Switches {
         let _ = writeln!(out, "# HELP seckill_switch_pause_all 1 while every sale is paused by the operator.\n# TYPE seckill_switch_pause_all gauge\nseckill_switch_pause_all {}", self.paused_all() as u8);
         let _ = writeln!(out, "# HELP seckill_switch_admission_ratio Fraction of token requests admitted.\n# TYPE seckill_switch_admission_ratio gauge\nseckill_switch_admission_ratio {}", self.admission_ppm.load(Ordering::Relaxed) as f64 / 1e6);
         let _ = writeln!(out, "# HELP seckill_switch_rate Configured rate limits (requests/s and bursts).\n# TYPE seckill_switch_rate gauge");
-        for (k, v) in [("global_rps", r.global_rps), ("global_burst", r.global_burst), ("user_rps", r.user_rps), ("user_burst", r.user_burst), ("ip_rps", r.ip_rps), ("ip_burst", r.ip_burst)] {
+        for (k, v) in [
+            ("global_rps", r.global_rps),
+            ("global_burst", r.global_burst),
+            ("user_rps", r.user_rps),
+            ("user_burst", r.user_burst),
+            ("ip_rps", r.ip_rps),
+            ("ip_burst", r.ip_burst),
+        ] {
             let _ = writeln!(out, "seckill_switch_rate{{limit=\"{k}\"}} {v}");
         }
         let _ = writeln!(out, "# HELP seckill_switch_redis_breaker_mode Breaker mode: 0 auto, 1 forced open, 2 forced closed.\n# TYPE seckill_switch_redis_breaker_mode gauge\nseckill_switch_redis_breaker_mode {}", breaker.mode() as u8);
@@ -130,12 +157,28 @@ mod tests {
     #[test]
     fn a_bad_value_changes_nothing() {
         let s = Switches::default();
-        let l = Limits::new(Rates { global_rps: 1, global_burst: 1, user_rps: 1, user_burst: 1, ip_rps: 1, ip_burst: 1 });
+        let l = Limits::new(Rates {
+            global_rps: 1,
+            global_burst: 1,
+            user_rps: 1,
+            user_burst: 1,
+            ip_rps: 1,
+            ip_burst: 1,
+        });
         let b = Breaker::new(1, Duration::from_millis(1));
-        let bad = SwitchValues { pause_all: Some(true), admission_ratio: Some(1.5), ..Default::default() };
+        let bad = SwitchValues {
+            pause_all: Some(true),
+            admission_ratio: Some(1.5),
+            ..Default::default()
+        };
         assert!(s.apply(&bad, &l, &b).is_err());
         assert!(!s.paused_all());
-        let good = SwitchValues { pause_all: Some(true), admission_ratio: Some(0.25), redis_breaker: Some("open".into()), ..Default::default() };
+        let good = SwitchValues {
+            pause_all: Some(true),
+            admission_ratio: Some(0.25),
+            redis_breaker: Some("open".into()),
+            ..Default::default()
+        };
         s.apply(&good, &l, &b).unwrap();
         assert!(s.paused_all() && b.is_open());
         assert!(s.admit(249_999) && !s.admit(250_000));

@@ -25,23 +25,56 @@ fn happy_path_ticket_token_order_lands_in_kafka() {
     let (key, value) = &msgs[0];
     assert_eq!(key, "42", "keyed by user");
     let m: seckill_common::order::OrderMessage = serde_json::from_str(value).unwrap();
-    assert_eq!((m.order_id.as_str(), m.sale.as_str(), m.user, m.units), (order_id.as_str(), sale.as_str(), 42, 1));
+    assert_eq!(
+        (m.order_id.as_str(), m.sale.as_str(), m.user, m.units),
+        (order_id.as_str(), sale.as_str(), 42, 1)
+    );
 
     // The buyer sees the order, pays it; sale state shows the remaining stock.
     let st = gw.get(&format!("/v1/orders/{order_id}"), Some(&gw.ticket(42)));
-    assert_eq!((st.status, st.json()["status"].as_str()), (200, Some("reserved")));
-    assert_eq!(gw.get(&format!("/v1/orders/{order_id}"), Some(&gw.ticket(43))).status, 404, "not someone else's");
-    let paid = gw.post(&format!("/v1/orders/{order_id}/pay"), Some(&gw.ticket(42)), None);
-    assert_eq!((paid.status, paid.json()["status"].as_str()), (200, Some("paid")));
+    assert_eq!(
+        (st.status, st.json()["status"].as_str()),
+        (200, Some("reserved"))
+    );
+    assert_eq!(
+        gw.get(&format!("/v1/orders/{order_id}"), Some(&gw.ticket(43)))
+            .status,
+        404,
+        "not someone else's"
+    );
+    let paid = gw.post(
+        &format!("/v1/orders/{order_id}/pay"),
+        Some(&gw.ticket(42)),
+        None,
+    );
+    assert_eq!(
+        (paid.status, paid.json()["status"].as_str()),
+        (200, Some("paid"))
+    );
     let s = gw.get(&format!("/v1/sales/{sale}"), None);
-    assert_eq!((s.status, s.json()["remaining"].as_i64(), s.json()["phase"].as_str()), (200, Some(9), Some("open")));
+    assert_eq!(
+        (
+            s.status,
+            s.json()["remaining"].as_i64(),
+            s.json()["phase"].as_str()
+        ),
+        (200, Some(9), Some("open"))
+    );
 }
 
 #[test]
 fn each_refusal_has_its_status_and_json_code() {
-    let gw = Gateway::start_with(Options { env: vec![("SECKILL_SALE_CACHE_MS", "0".into())], ..Default::default() });
+    let gw = Gateway::start_with(Options {
+        env: vec![("SECKILL_SALE_CACHE_MS", "0".into())],
+        ..Default::default()
+    });
     let sale = gw.open_sale("errors", 2);
-    let tok = |u| gw.token(&sale, u).json()["token"].as_str().unwrap().to_string();
+    let tok = |u| {
+        gw.token(&sale, u).json()["token"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
     let check = |r: harness::Resp, status: u16, code: &str| {
         assert_eq!((r.status, r.code().as_str()), (status, code), "{}", r.body);
         if status == 429 || status == 503 {
@@ -52,17 +85,34 @@ fn each_refusal_has_its_status_and_json_code() {
     // 401: missing, forged, expired ticket.
     check(gw.post(&path, None, None), 401, "ticket_missing");
     let forged = seckill_common::ticket::mint(b"not-the-secret", 1, (now_ms() / 1000 + 60) as u64);
-    check(gw.post(&path, Some(&format!("Ticket {forged}")), None), 401, "ticket_invalid");
-    let expired = seckill_common::ticket::mint(harness::SECRET.as_bytes(), 1, (now_ms() / 1000 - 1) as u64);
-    check(gw.post(&path, Some(&format!("Ticket {expired}")), None), 401, "ticket_expired");
+    check(
+        gw.post(&path, Some(&format!("Ticket {forged}")), None),
+        401,
+        "ticket_invalid",
+    );
+    let expired =
+        seckill_common::ticket::mint(harness::SECRET.as_bytes(), 1, (now_ms() / 1000 - 1) as u64);
+    check(
+        gw.post(&path, Some(&format!("Ticket {expired}")), None),
+        401,
+        "ticket_expired",
+    );
     // 404 no such sale; 404 unknown route; 405 wrong method.
     check(gw.token("no_such_sale_anywhere", 1), 404, "no_such_sale");
     check(gw.get("/v2/nothing", None), 404, "not_found");
-    check(gw.get(&path, Some(&gw.ticket(1))), 405, "method_not_allowed");
+    check(
+        gw.get(&path, Some(&gw.ticket(1))),
+        405,
+        "method_not_allowed",
+    );
     // Token problems: another user's, reused, never issued; then 409 already bought.
     let t1 = tok(1);
     check(gw.order(&sale, 2, &t1), 409, "token_not_yours");
-    check(gw.order(&sale, 1, "0123456789abcdef0123456789abcdef"), 409, "token_invalid");
+    check(
+        gw.order(&sale, 1, "0123456789abcdef0123456789abcdef"),
+        409,
+        "token_invalid",
+    );
     let t1b = tok(1);
     assert_eq!(gw.order(&sale, 1, &t1).status, 202);
     check(gw.order(&sale, 1, &t1), 409, "token_used");
@@ -79,29 +129,72 @@ fn each_refusal_has_its_status_and_json_code() {
     check(gw.token(&over, 1), 410, "sale_ended");
     // 503 paused sale, with Retry-After; resumes.
     let p = gw.open_sale("paused", 5);
-    let pause = |on: bool| gw.post(&format!("/admin/sales/{p}/pause"), Some(&Gateway::admin_auth()), Some(&format!(r#"{{"paused":{on}}}"#)));
+    let pause = |on: bool| {
+        gw.post(
+            &format!("/admin/sales/{p}/pause"),
+            Some(&Gateway::admin_auth()),
+            Some(&format!(r#"{{"paused":{on}}}"#)),
+        )
+    };
     assert_eq!(pause(true).status, 200);
     check(gw.token(&p, 1), 503, "sale_paused");
     assert_eq!(pause(false).status, 200);
     assert_eq!(gw.token(&p, 1).status, 201);
     // 400 bad JSON and unknown fields; 401 admin without the bearer token.
-    check(gw.post(&format!("/v1/sales/{p}/orders"), Some(&gw.ticket(1)), Some("{not json")), 400, "bad_request");
-    check(gw.post(&format!("/v1/sales/{p}/orders"), Some(&gw.ticket(1)), Some(r#"{"token":"x","qty":9}"#)), 400, "bad_request");
+    check(
+        gw.post(
+            &format!("/v1/sales/{p}/orders"),
+            Some(&gw.ticket(1)),
+            Some("{not json"),
+        ),
+        400,
+        "bad_request",
+    );
+    check(
+        gw.post(
+            &format!("/v1/sales/{p}/orders"),
+            Some(&gw.ticket(1)),
+            Some(r#"{"token":"x","qty":9}"#),
+        ),
+        400,
+        "bad_request",
+    );
     check(gw.get("/admin/switches", None), 401, "unauthorized");
-    check(gw.get("/admin/switches", Some("Bearer wrong")), 401, "unauthorized");
+    check(
+        gw.get("/admin/switches", Some("Bearer wrong")),
+        401,
+        "unauthorized",
+    );
     // 404 order that does not exist; 409 paying a cancelled order is in the writer's tests.
-    check(gw.get(&format!("/v1/orders/{p}-999"), Some(&gw.ticket(1))), 404, "no_such_order");
+    check(
+        gw.get(&format!("/v1/orders/{p}-999"), Some(&gw.ticket(1))),
+        404,
+        "no_such_order",
+    );
 }
 
 #[test]
 fn rate_limits_answer_429_with_retry_after_and_are_live_switches() {
-    let gw = Gateway::start_with(Options { env: vec![("SECKILL_USER_RPS", "1".into()), ("SECKILL_USER_BURST", "3".into())], ..Default::default() });
+    let gw = Gateway::start_with(Options {
+        env: vec![
+            ("SECKILL_USER_RPS", "1".into()),
+            ("SECKILL_USER_BURST", "3".into()),
+        ],
+        ..Default::default()
+    });
     let sale = gw.open_sale("limits", 100);
     let codes: Vec<u16> = (0..5).map(|_| gw.token(&sale, 9).status).collect();
     assert_eq!(codes, vec![201, 201, 201, 429, 429]);
     let r = gw.token(&sale, 9);
-    assert_eq!((r.status, r.code().as_str(), r.header("Retry-After")), (429, "rate_limited", Some("1")));
-    assert_eq!(gw.token(&sale, 10).status, 201, "another user is not limited");
+    assert_eq!(
+        (r.status, r.code().as_str(), r.header("Retry-After")),
+        (429, "rate_limited", Some("1"))
+    );
+    assert_eq!(
+        gw.token(&sale, 10).status,
+        201,
+        "another user is not limited"
+    );
     assert!(gw.metric("seckill_limited_total{limit=\"user\"}") >= 3.0);
 
     // Raise the per-user rate live; the change is audited.
@@ -109,16 +202,33 @@ fn rate_limits_answer_429_with_retry_after_and_are_live_switches() {
     let set = gw.post("/admin/switches", Some(&Gateway::admin_auth()), Some(body));
     assert_eq!(set.status, 200, "{}", set.body);
     assert_eq!(gw.token(&sale, 9).status, 201);
-    assert_eq!(gw.metric("seckill_switch_rate{limit=\"user_burst\"}"), 1000.0);
+    assert_eq!(
+        gw.metric("seckill_switch_rate{limit=\"user_burst\"}"),
+        1000.0
+    );
     let audit = std::fs::read_to_string(&gw.audit).unwrap();
-    assert!(audit.contains("\"set_switches\"") && audit.contains("\"user_burst\":1000"), "{audit}");
+    assert!(
+        audit.contains("\"set_switches\"") && audit.contains("\"user_burst\":1000"),
+        "{audit}"
+    );
 
     // Admission ratio 0: every token request is shed with 503 + Retry-After.
-    let set = gw.post("/admin/switches", Some(&Gateway::admin_auth()), Some(r#"{"admission_ratio":0.0}"#));
+    let set = gw.post(
+        "/admin/switches",
+        Some(&Gateway::admin_auth()),
+        Some(r#"{"admission_ratio":0.0}"#),
+    );
     assert_eq!(set.status, 200);
     let r = gw.token(&sale, 11);
-    assert_eq!((r.status, r.code().as_str(), r.header("Retry-After")), (503, "admission_shed", Some("1")));
-    let bad = gw.post("/admin/switches", Some(&Gateway::admin_auth()), Some(r#"{"admission_ratio":2}"#));
+    assert_eq!(
+        (r.status, r.code().as_str(), r.header("Retry-After")),
+        (503, "admission_shed", Some("1"))
+    );
+    let bad = gw.post(
+        "/admin/switches",
+        Some(&Gateway::admin_auth()),
+        Some(r#"{"admission_ratio":2}"#),
+    );
     assert_eq!(bad.status, 400);
 }
 
@@ -128,13 +238,23 @@ fn duplicate_click_storm_buys_exactly_once() {
     let sale = gw.open_sale("storm", 100);
     let user = 77;
     // 50 parallel clicks with the same token.
-    let token = gw.token(&sale, user).json()["token"].as_str().unwrap().to_string();
+    let token = gw.token(&sale, user).json()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let same: Vec<u16> = parallel(50, |_| gw.order(&sale, user, &token).status, &gw);
     assert_eq!(same.iter().filter(|s| **s == 202).count(), 1, "{same:?}");
     assert!(same.iter().all(|s| *s == 202 || *s == 409), "{same:?}");
     // 50 parallel clicks, each with a fresh token, from a second user.
     let user2 = 78;
-    let tokens: Vec<String> = (0..50).map(|_| gw.token(&sale, user2).json()["token"].as_str().unwrap().to_string()).collect();
+    let tokens: Vec<String> = (0..50)
+        .map(|_| {
+            gw.token(&sale, user2).json()["token"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
     let fresh: Vec<u16> = parallel(50, |i| gw.order(&sale, user2, &tokens[i]).status, &gw);
     assert_eq!(fresh.iter().filter(|s| **s == 202).count(), 1, "{fresh:?}");
     let s = gw.get(&format!("/v1/sales/{sale}"), None).json();
@@ -146,13 +266,15 @@ fn duplicate_click_storm_buys_exactly_once() {
 fn parallel<T: Send>(n: usize, f: impl Fn(usize) -> T + Sync, _gw: &Gateway) -> Vec<T> {
     let start = std::sync::Barrier::new(n);
     std::thread::scope(|s| {
-        let handles: Vec<_> = (0..n).map(|i| {
-            let (f, start) = (&f, &start);
-            s.spawn(move || {
-                start.wait();
-                f(i)
+        let handles: Vec<_> = (0..n)
+            .map(|i| {
+                let (f, start) = (&f, &start);
+                s.spawn(move || {
+                    start.wait();
+                    f(i)
+                })
             })
-        }).collect();
+            .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     })
 }
@@ -160,9 +282,16 @@ fn parallel<T: Send>(n: usize, f: impl Fn(usize) -> T + Sync, _gw: &Gateway) -> 
 #[test]
 fn a_sold_out_sale_is_answered_from_memory_without_redis() {
     let redis = PrivateRedis::start();
-    let gw = Gateway::start_with(Options { redis_url: Some(redis.url()), env: vec![("SECKILL_SOLD_OUT_RECHECK_MS", "60000".into())], ..Default::default() });
+    let gw = Gateway::start_with(Options {
+        redis_url: Some(redis.url()),
+        env: vec![("SECKILL_SOLD_OUT_RECHECK_MS", "60000".into())],
+        ..Default::default()
+    });
     let sale = gw.open_sale("shed", 1);
-    let t = gw.token(&sale, 1).json()["token"].as_str().unwrap().to_string();
+    let t = gw.token(&sale, 1).json()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let o = gw.order(&sale, 1, &t);
     assert_eq!(o.json()["remaining"], 0);
     let evals_before = redis.calls("evalsha");
@@ -172,7 +301,11 @@ fn a_sold_out_sale_is_answered_from_memory_without_redis() {
         let r = gw.order(&sale, u, "0123456789abcdef0123456789abcdef");
         assert_eq!(r.status, 410);
     }
-    assert_eq!(redis.calls("evalsha"), evals_before, "no script ran for 400 sold-out requests");
+    assert_eq!(
+        redis.calls("evalsha"),
+        evals_before,
+        "no script ran for 400 sold-out requests"
+    );
     assert_eq!(gw.metric("seckill_sold_out_shed_total"), 400.0);
     assert_eq!(gw.metric("seckill_sold_out_sales"), 1.0);
 }
@@ -182,7 +315,11 @@ fn the_breaker_opens_while_redis_is_stopped_and_closes_after() {
     let redis = PrivateRedis::start();
     let gw = Gateway::start_with(Options {
         redis_url: Some(redis.url()),
-        env: vec![("SECKILL_REDIS_TIMEOUT_MS", "100".into()), ("SECKILL_BREAKER_THRESHOLD", "3".into()), ("SECKILL_BREAKER_COOL_OFF_MS", "300".into())],
+        env: vec![
+            ("SECKILL_REDIS_TIMEOUT_MS", "100".into()),
+            ("SECKILL_BREAKER_THRESHOLD", "3".into()),
+            ("SECKILL_BREAKER_COOL_OFF_MS", "300".into()),
+        ],
         ..Default::default()
     });
     let sale = gw.open_sale("breaker", 1000);
@@ -198,7 +335,10 @@ fn the_breaker_opens_while_redis_is_stopped_and_closes_after() {
     let fast: Vec<u16> = (0..20).map(|u| gw.token(&sale, 200 + u).status).collect();
     let each = t0.elapsed() / 20;
     assert!(fast.iter().all(|s| *s == 503), "{fast:?}");
-    assert!(each < Duration::from_millis(50), "fails fast while open: {each:?} per request");
+    assert!(
+        each < Duration::from_millis(50),
+        "fails fast while open: {each:?} per request"
+    );
     assert_eq!(gw.get("/readyz", None).status, 503);
     redis.signal("-CONT");
     let end = Instant::now() + Duration::from_secs(10);
@@ -206,7 +346,10 @@ fn the_breaker_opens_while_redis_is_stopped_and_closes_after() {
         if gw.token(&sale, 999).status == 201 {
             break;
         }
-        assert!(Instant::now() < end, "breaker never closed after Redis resumed");
+        assert!(
+            Instant::now() < end,
+            "breaker never closed after Redis resumed"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(gw.metric("seckill_redis_breaker_open"), 0.0);
@@ -220,7 +363,10 @@ fn bad_bodies_are_refused_and_a_slow_client_stalls_no_one() {
     // Oversized: refused with 413 and the connection closed, without reading the body.
     let big = format!("POST /v1/sales/{sale}/orders HTTP/1.1\r\nAuthorization: {}\r\nContent-Length: 10000000\r\n\r\n{{\"token\":", gw.ticket(1));
     let r = gw.raw(big.as_bytes());
-    assert_eq!((r.status, r.code().as_str(), r.header("Connection")), (413, "body_too_large", Some("close")));
+    assert_eq!(
+        (r.status, r.code().as_str(), r.header("Connection")),
+        (413, "body_too_large", Some("close"))
+    );
     // Malformed Content-Length: 400 instead of a crash.
     let bad = format!("POST /v1/sales/{sale}/orders HTTP/1.1\r\nAuthorization: {}\r\nContent-Length: 12abc\r\n\r\n{{}}", gw.ticket(1));
     let r = gw.raw(bad.as_bytes());
@@ -247,7 +393,11 @@ fn bad_bodies_are_refused_and_a_slow_client_stalls_no_one() {
     for u in 0..50 {
         assert_eq!(gw.token(&sale, 1000 + u).status, 201);
     }
-    assert!(t0.elapsed() < Duration::from_secs(3), "others were served while the slow client dribbled: {:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() < Duration::from_secs(3),
+        "others were served while the slow client dribbled: {:?}",
+        t0.elapsed()
+    );
     slow.join().unwrap();
     // An endless header is cut off at the header limit.
     let mut s = std::net::TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
@@ -262,17 +412,44 @@ fn bad_bodies_are_refused_and_a_slow_client_stalls_no_one() {
 fn an_order_the_broker_does_not_take_is_refused_and_its_unit_returned() {
     // No broker listens here: delivery fails within kafka_timeout_ms.
     let nowhere = format!("127.0.0.1:{}", harness::free_port());
-    let gw = Gateway::start_with(Options { brokers: Some(nowhere), env: vec![("SECKILL_KAFKA_TIMEOUT_MS", "1000".into())], ..Default::default() });
-    assert_eq!(gw.get("/readyz", None).status, 503, "not ready without a broker");
+    let gw = Gateway::start_with(Options {
+        brokers: Some(nowhere),
+        env: vec![("SECKILL_KAFKA_TIMEOUT_MS", "1000".into())],
+        ..Default::default()
+    });
+    assert_eq!(
+        gw.get("/readyz", None).status,
+        503,
+        "not ready without a broker"
+    );
     let sale = gw.open_sale("nobroker", 1);
-    let t = gw.token(&sale, 5).json()["token"].as_str().unwrap().to_string();
+    let t = gw.token(&sale, 5).json()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let r = gw.order(&sale, 5, &t);
-    assert_eq!((r.status, r.code().as_str(), r.header("Retry-After")), (503, "order_sink_unavailable", Some("1")), "{}", r.body);
+    assert_eq!(
+        (r.status, r.code().as_str(), r.header("Retry-After")),
+        (503, "order_sink_unavailable", Some("1")),
+        "{}",
+        r.body
+    );
     let mut s = stock::Stock::new(stock::connect(&gw.redis_url, Duration::from_secs(2)).unwrap());
     let st = s.state(&sale).unwrap();
-    assert_eq!((st.remaining, st.held, st.sold), (1, 0, 0), "the unit is back for sale");
-    assert_eq!(s.buyers(&sale).unwrap(), vec![], "and the buyer may try again");
-    assert_eq!(gw.metric("seckill_stock_released_on_sink_failure_total"), 1.0);
+    assert_eq!(
+        (st.remaining, st.held, st.sold),
+        (1, 0, 0),
+        "the unit is back for sale"
+    );
+    assert_eq!(
+        s.buyers(&sale).unwrap(),
+        vec![],
+        "and the buyer may try again"
+    );
+    assert_eq!(
+        gw.metric("seckill_stock_released_on_sink_failure_total"),
+        1.0
+    );
     assert_eq!(gw.metric("seckill_kafka_errors_total"), 1.0);
 }
 
@@ -284,7 +461,10 @@ fn every_orders_id_is_unique_across_two_gateways() {
     let mut ids = HashSet::new();
     for u in 0..100u64 {
         let gw = if u % 2 == 0 { &a } else { &b };
-        let t = gw.token(&sale, u).json()["token"].as_str().unwrap().to_string();
+        let t = gw.token(&sale, u).json()["token"]
+            .as_str()
+            .unwrap()
+            .to_string();
         let o = gw.order(&sale, u, &t);
         assert_eq!(o.status, 202);
         assert!(ids.insert(o.json()["order_id"].as_str().unwrap().to_string()));
@@ -296,8 +476,14 @@ fn shutdown_drains_and_exits_cleanly() {
     let mut gw = Gateway::start();
     let sale = gw.open_sale("drain", 10);
     assert_eq!(gw.token(&sale, 1).status, 201);
-    let ok = std::process::Command::new("kill").args(["-TERM", &gw.pid().to_string()]).status().unwrap().success();
+    let ok = std::process::Command::new("kill")
+        .args(["-TERM", &gw.pid().to_string()])
+        .status()
+        .unwrap()
+        .success();
     assert!(ok);
-    let status = gw.wait_exit(Duration::from_secs(15)).expect("gateway exits after SIGTERM");
+    let status = gw
+        .wait_exit(Duration::from_secs(15))
+        .expect("gateway exits after SIGTERM");
     assert!(status.success(), "{status:?}");
 }

@@ -14,8 +14,14 @@ fn every_documented_route_answers_as_documented() {
     let gw = Gateway::start();
     let sale = gw.open_sale("openapi", 10);
     let user = 5;
-    let token = gw.token(&sale, user).json()["token"].as_str().unwrap().to_string();
-    let order = gw.order(&sale, user, &token).json()["order_id"].as_str().unwrap().to_string();
+    let token = gw.token(&sale, user).json()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let order = gw.order(&sale, user, &token).json()["order_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
 
     let mut served = HashSet::new();
     let paths = doc["paths"].as_object().unwrap();
@@ -24,7 +30,11 @@ fn every_documented_route_answers_as_documented() {
             let method = method.to_uppercase();
             let path = template.replace("{sale}", &sale).replace("{id}", &order);
             let route = App::route_of(&path);
-            assert_ne!(route, Route::Other, "{method} {template} is documented but not routed");
+            assert_ne!(
+                route,
+                Route::Other,
+                "{method} {template} is documented but not routed"
+            );
             served.insert(route as usize);
             // Token and order operations act as fresh users (the first one already bought).
             let buyer = match template.as_str() {
@@ -32,14 +42,21 @@ fn every_documented_route_answers_as_documented() {
                 "/v1/sales/{sale}/orders" => user + 2,
                 _ => user,
             };
-            let auth = match op["security"][0].as_object().and_then(|o| o.keys().next().cloned()).as_deref() {
+            let auth = match op["security"][0]
+                .as_object()
+                .and_then(|o| o.keys().next().cloned())
+                .as_deref()
+            {
                 Some("ticket") => Some(gw.ticket(buyer)),
                 Some("admin") => Some(Gateway::admin_auth()),
                 _ => None,
             };
             let body = match (method.as_str(), template.as_str()) {
                 ("POST", "/v1/sales/{sale}/orders") => {
-                    let fresh = gw.token(&sale, buyer).json()["token"].as_str().unwrap().to_string();
+                    let fresh = gw.token(&sale, buyer).json()["token"]
+                        .as_str()
+                        .unwrap()
+                        .to_string();
                     Some(format!(r#"{{"token":"{fresh}"}}"#))
                 }
                 ("POST", "/admin/sales") => Some(format!(
@@ -60,10 +77,22 @@ fn every_documented_route_answers_as_documented() {
                 r.status,
                 r.body
             );
-            let success = documented.iter().filter_map(|c| c.parse::<u16>().ok()).min().unwrap();
-            assert_eq!(r.status, success, "{method} {template} with valid input: {}", r.body);
+            let success = documented
+                .iter()
+                .filter_map(|c| c.parse::<u16>().ok())
+                .min()
+                .unwrap();
+            assert_eq!(
+                r.status, success,
+                "{method} {template} with valid input: {}",
+                r.body
+            );
         }
     }
-    let all: HashSet<usize> = ROUTES.iter().filter(|r| **r != Route::Other).map(|r| *r as usize).collect();
+    let all: HashSet<usize> = ROUTES
+        .iter()
+        .filter(|r| **r != Route::Other)
+        .map(|r| *r as usize)
+        .collect();
     assert_eq!(served, all, "every route the gateway serves is documented");
 }

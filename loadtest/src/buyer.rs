@@ -46,44 +46,99 @@ impl Client {
             .max_idle_connections_per_host(4)
             .build()
             .new_agent();
-        Client { agent, base: base.trim_end_matches('/').to_string(), secret: secret.as_bytes().to_vec() }
+        Client {
+            agent,
+            base: base.trim_end_matches('/').to_string(),
+            secret: secret.as_bytes().to_vec(),
+        }
     }
 
     pub fn ticket(&self, user: u64) -> String {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-        format!("Ticket {}", seckill_common::ticket::mint(&self.secret, user, now + 3600))
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        format!(
+            "Ticket {}",
+            seckill_common::ticket::mint(&self.secret, user, now + 3600)
+        )
     }
 
-    fn send(&self, method: &str, path: &str, auth: &str, body: Option<&serde_json::Value>) -> Result<Answer, LoadError> {
+    fn send(
+        &self,
+        method: &str,
+        path: &str,
+        auth: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<Answer, LoadError> {
         let url = format!("{}{path}", self.base);
         let r = match (method, body) {
             ("GET", _) => self.agent.get(&url).header("Authorization", auth).call(),
-            (_, Some(b)) => self.agent.post(&url).header("Authorization", auth).send_json(b),
-            (_, None) => self.agent.post(&url).header("Authorization", auth).send_empty(),
+            (_, Some(b)) => self
+                .agent
+                .post(&url)
+                .header("Authorization", auth)
+                .send_json(b),
+            (_, None) => self
+                .agent
+                .post(&url)
+                .header("Authorization", auth)
+                .send_empty(),
         };
         let mut r = r.map_err(|e| LoadError::Http(e.to_string()))?;
         let status = r.status().as_u16();
-        let text = r.body_mut().read_to_string().map_err(|e| LoadError::Http(e.to_string()))?;
-        Ok(Answer { status, body: serde_json::from_str(&text).unwrap_or(serde_json::Value::Null) })
+        let text = r
+            .body_mut()
+            .read_to_string()
+            .map_err(|e| LoadError::Http(e.to_string()))?;
+        Ok(Answer {
+            status,
+            body: serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+        })
     }
 
     pub fn token(&self, sale: &str, user: u64) -> Result<Answer, LoadError> {
-        self.send("POST", &format!("/v1/sales/{sale}/tokens"), &self.ticket(user), None)
+        self.send(
+            "POST",
+            &format!("/v1/sales/{sale}/tokens"),
+            &self.ticket(user),
+            None,
+        )
     }
 
     pub fn order(&self, sale: &str, user: u64, token: &str) -> Result<Answer, LoadError> {
-        self.send("POST", &format!("/v1/sales/{sale}/orders"), &self.ticket(user), Some(&serde_json::json!({ "token": token })))
+        self.send(
+            "POST",
+            &format!("/v1/sales/{sale}/orders"),
+            &self.ticket(user),
+            Some(&serde_json::json!({ "token": token })),
+        )
     }
 
     pub fn sale(&self, sale: &str) -> Result<Answer, LoadError> {
         self.send("GET", &format!("/v1/sales/{sale}"), "", None)
     }
 
-    pub fn create_sale(&self, admin_token: &str, sale: &str, units: i64, start_ms: i64, end_ms: i64) -> Result<(), LoadError> {
+    pub fn create_sale(
+        &self,
+        admin_token: &str,
+        sale: &str,
+        units: i64,
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<(), LoadError> {
         let body = serde_json::json!({"sale": sale, "stock": units, "start_ms": start_ms, "end_ms": end_ms});
-        let a = self.send("POST", "/admin/sales", &format!("Bearer {admin_token}"), Some(&body))?;
+        let a = self.send(
+            "POST",
+            "/admin/sales",
+            &format!("Bearer {admin_token}"),
+            Some(&body),
+        )?;
         if a.status != 201 {
-            return Err(LoadError::Unexpected { status: a.status, body: a.body.to_string() });
+            return Err(LoadError::Unexpected {
+                status: a.status,
+                body: a.body.to_string(),
+            });
         }
         Ok(())
     }

@@ -25,7 +25,14 @@ impl Record {
 }
 
 /// Run buyers `1..=buyers` against `sale`; `progress` is called about twice a second.
-pub fn rush(gateway: &str, secret: &str, sale: &str, buyers: u64, clients: u64, progress: impl Fn(u64)) -> Result<Record, LoadError> {
+pub fn rush(
+    gateway: &str,
+    secret: &str,
+    sale: &str,
+    buyers: u64,
+    clients: u64,
+    progress: impl Fn(u64),
+) -> Result<Record, LoadError> {
     let record = Arc::new(Mutex::new(Record::default()));
     let done = Arc::new(AtomicU64::new(0));
     let t0 = Instant::now();
@@ -45,7 +52,10 @@ pub fn rush(gateway: &str, secret: &str, sale: &str, buyers: u64, clients: u64, 
                             let o = client.order(&sale, user, token)?;
                             answers.push(format!("order {} {}", o.status, o.code()));
                             if o.status == 202 {
-                                acked.push((o.str("order_id").unwrap_or_default().to_string(), user));
+                                acked.push((
+                                    o.str("order_id").unwrap_or_default().to_string(),
+                                    user,
+                                ));
                                 tokens.push(token.to_string());
                             }
                         }
@@ -67,7 +77,8 @@ pub fn rush(gateway: &str, secret: &str, sale: &str, buyers: u64, clients: u64, 
         progress(done.load(Ordering::Relaxed));
     }
     for w in workers {
-        w.join().map_err(|_| LoadError::Http("a buyer thread panicked".into()))??;
+        w.join()
+            .map_err(|_| LoadError::Http("a buyer thread panicked".into()))??;
     }
     let mut r = std::mem::take(&mut *record.lock().unwrap_or_else(|p| p.into_inner()));
     r.took = t0.elapsed();

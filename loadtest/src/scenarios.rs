@@ -35,7 +35,12 @@ pub struct Shared {
 
 static SHARED: OnceLock<Shared> = OnceLock::new();
 
-pub fn init(sale: &str, secret: &str, first_buyer: u64, expected_interval_us: u64) -> &'static Shared {
+pub fn init(
+    sale: &str,
+    secret: &str,
+    first_buyer: u64,
+    expected_interval_us: u64,
+) -> &'static Shared {
     SHARED.get_or_init(|| Shared {
         sale: sale.to_string(),
         secret: secret.as_bytes().to_vec(),
@@ -50,7 +55,9 @@ pub fn init(sale: &str, secret: &str, first_buyer: u64, expected_interval_us: u6
 }
 
 pub fn shared() -> &'static Shared {
-    SHARED.get().expect("scenarios::init runs before the attack")
+    SHARED
+        .get()
+        .expect("scenarios::init runs before the attack")
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -58,8 +65,14 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 fn ticket(s: &Shared, user: u64) -> String {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    format!("Ticket {}", seckill_common::ticket::mint(&s.secret, user, now + 3600))
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    format!(
+        "Ticket {}",
+        seckill_common::ticket::mint(&s.secret, user, now + 3600)
+    )
 }
 
 /// One request: timed, classified, and marked a Goose success when `expected(status)`.
@@ -73,33 +86,61 @@ async fn call(
     expected: impl Fn(u16) -> bool,
 ) -> Result<(u16, serde_json::Value), Box<TransactionError>> {
     let s = shared();
-    let mut rb = user.get_request_builder(&method, path)?.header("Authorization", auth);
+    let mut rb = user
+        .get_request_builder(&method, path)?
+        .header("Authorization", auth);
     if let Some(b) = &body {
         rb = rb.json(b);
     }
-    let req = GooseRequest::builder().method(method).path(path).name(name).set_request_builder(rb).build();
+    let req = GooseRequest::builder()
+        .method(method)
+        .path(path)
+        .name(name)
+        .set_request_builder(rb)
+        .build();
     let t0 = Instant::now();
     let mut goose = user.request(req).await?;
     let (status, json) = match goose.response {
         Ok(r) => {
             let status = r.status().as_u16();
-            (status, r.json::<serde_json::Value>().await.unwrap_or(serde_json::Value::Null))
+            (
+                status,
+                r.json::<serde_json::Value>()
+                    .await
+                    .unwrap_or(serde_json::Value::Null),
+            )
         }
         Err(_) => (0, serde_json::Value::Null),
     };
     let us = t0.elapsed().as_micros() as u64;
     {
         let mut h = lock(&s.latency);
-        let hist = h.entry(name).or_insert_with(|| Histogram::new_with_bounds(1, 60_000_000, 3).unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable!())));
+        let hist = h.entry(name).or_insert_with(|| {
+            Histogram::new_with_bounds(1, 60_000_000, 3)
+                .unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable!()))
+        });
         let v = us.clamp(1, 60_000_000);
-        let _ = if s.expected_interval_us > 0 { hist.record_correct(v, s.expected_interval_us) } else { hist.record(v) };
+        let _ = if s.expected_interval_us > 0 {
+            hist.record_correct(v, s.expected_interval_us)
+        } else {
+            hist.record(v)
+        };
     }
     let code = json["error"].as_str().unwrap_or("");
-    *lock(&s.answers).entry(format!("{name} {status} {code}").trim_end().to_string()).or_default() += 1;
+    *lock(&s.answers)
+        .entry(format!("{name} {status} {code}").trim_end().to_string())
+        .or_default() += 1;
     if expected(status) {
         user.set_success(&mut goose.request)?;
     } else {
-        return user.set_failure(&format!("{name}: unexpected {status} {code}"), &mut goose.request, None, None).map(|_| (status, json));
+        return user
+            .set_failure(
+                &format!("{name}: unexpected {status} {code}"),
+                &mut goose.request,
+                None,
+                None,
+            )
+            .map(|_| (status, json));
     }
     Ok((status, json))
 }
@@ -112,15 +153,41 @@ fn buyer_ok(status: u16) -> bool {
 async fn token(user: &mut GooseUser, buyer: u64) -> Result<Option<String>, Box<TransactionError>> {
     let s = shared();
     let path = format!("/v1/sales/{}/tokens", s.sale);
-    let (status, json) = call(user, "token", GooseMethod::Post, &path, &ticket(s, buyer), None, buyer_ok).await?;
-    Ok(if status == 201 { json["token"].as_str().map(str::to_string) } else { None })
+    let (status, json) = call(
+        user,
+        "token",
+        GooseMethod::Post,
+        &path,
+        &ticket(s, buyer),
+        None,
+        buyer_ok,
+    )
+    .await?;
+    Ok(if status == 201 {
+        json["token"].as_str().map(str::to_string)
+    } else {
+        None
+    })
 }
 
-async fn order(user: &mut GooseUser, buyer: u64, token: &str) -> Result<u16, Box<TransactionError>> {
+async fn order(
+    user: &mut GooseUser,
+    buyer: u64,
+    token: &str,
+) -> Result<u16, Box<TransactionError>> {
     let s = shared();
     let path = format!("/v1/sales/{}/orders", s.sale);
     let body = serde_json::json!({ "token": token });
-    let (status, json) = call(user, "order", GooseMethod::Post, &path, &ticket(s, buyer), Some(body), buyer_ok).await?;
+    let (status, json) = call(
+        user,
+        "order",
+        GooseMethod::Post,
+        &path,
+        &ticket(s, buyer),
+        Some(body),
+        buyer_ok,
+    )
+    .await?;
     if status == 202 {
         if let Some(id) = json["order_id"].as_str() {
             // Both under the `acked` lock, so row i of each belongs together.
@@ -167,18 +234,57 @@ pub async fn bots(user: &mut GooseUser) -> TransactionResult {
     let orders = format!("/v1/sales/{}/orders", s.sale);
     let tokens = format!("/v1/sales/{}/tokens", s.sale);
     // A ticket signed with the wrong key.
-    let forged = format!("Ticket {}", seckill_common::ticket::mint(b"a guess", 7, u64::MAX / 2));
-    call(user, "bot forged ticket", GooseMethod::Post, &tokens, &forged, None, |st| st == 401).await?;
+    let forged = format!(
+        "Ticket {}",
+        seckill_common::ticket::mint(b"a guess", 7, u64::MAX / 2)
+    );
+    call(
+        user,
+        "bot forged ticket",
+        GooseMethod::Post,
+        &tokens,
+        &forged,
+        None,
+        |st| st == 401,
+    )
+    .await?;
     // An order with a token nobody issued.
     let bot = 2_000_000_000 + user.weighted_users_index as u64;
     let fake = serde_json::json!({ "token": "00000000000000000000000000000000" });
-    call(user, "bot no token", GooseMethod::Post, &orders, &ticket(s, bot), Some(fake), |st| matches!(st, 409 | 410 | 429 | 503)).await?;
+    call(
+        user,
+        "bot no token",
+        GooseMethod::Post,
+        &orders,
+        &ticket(s, bot),
+        Some(fake),
+        |st| matches!(st, 409 | 410 | 429 | 503),
+    )
+    .await?;
     // Replays of a buyer's used token, by the buyer and by someone else.
     let used = lock(&s.used_tokens).last().cloned();
     if let Some((buyer, t)) = used {
         let body = serde_json::json!({ "token": t });
-        call(user, "bot replay", GooseMethod::Post, &orders, &ticket(s, buyer), Some(body.clone()), |st| matches!(st, 409 | 410 | 429 | 503)).await?;
-        call(user, "bot foreign token", GooseMethod::Post, &orders, &ticket(s, bot), Some(body), |st| matches!(st, 409 | 410 | 429 | 503)).await?;
+        call(
+            user,
+            "bot replay",
+            GooseMethod::Post,
+            &orders,
+            &ticket(s, buyer),
+            Some(body.clone()),
+            |st| matches!(st, 409 | 410 | 429 | 503),
+        )
+        .await?;
+        call(
+            user,
+            "bot foreign token",
+            GooseMethod::Post,
+            &orders,
+            &ticket(s, bot),
+            Some(body),
+            |st| matches!(st, 409 | 410 | 429 | 503),
+        )
+        .await?;
     }
     Ok(())
 }
@@ -186,10 +292,28 @@ pub async fn bots(user: &mut GooseUser) -> TransactionResult {
 /// browse: the sale's state, and the status of an order (own or not: 200 or 404).
 pub async fn browse(user: &mut GooseUser) -> TransactionResult {
     let s = shared();
-    call(user, "sale state", GooseMethod::Get, &format!("/v1/sales/{}", s.sale), "", None, |st| st == 200).await?;
+    call(
+        user,
+        "sale state",
+        GooseMethod::Get,
+        &format!("/v1/sales/{}", s.sale),
+        "",
+        None,
+        |st| st == 200,
+    )
+    .await?;
     let own = lock(&s.acked).last().cloned();
     if let Some((id, buyer)) = own {
-        call(user, "order status", GooseMethod::Get, &format!("/v1/orders/{id}"), &ticket(s, buyer), None, |st| matches!(st, 200 | 503)).await?;
+        call(
+            user,
+            "order status",
+            GooseMethod::Get,
+            &format!("/v1/orders/{id}"),
+            &ticket(s, buyer),
+            None,
+            |st| matches!(st, 200 | 503),
+        )
+        .await?;
     }
     Ok(())
 }
@@ -209,7 +333,11 @@ pub fn scenarios(name: &str) -> Result<Vec<Scenario>, String> {
             weighted(one("bots", transaction!(bots)), 1)?,
             weighted(one("browse", transaction!(browse)), 2)?,
         ],
-        other => return Err(format!("unknown scenario {other} (rush, click-storm, bots, browse, mix)")),
+        other => {
+            return Err(format!(
+                "unknown scenario {other} (rush, click-storm, bots, browse, mix)"
+            ))
+        }
     })
 }
 

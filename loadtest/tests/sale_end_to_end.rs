@@ -14,12 +14,20 @@ fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().and_then(|d| d.parent()).unwrap();
     let path = dir.join(name);
-    assert!(path.exists(), "{} missing: build the workspace first (cargo build -p {name})", path.display());
+    assert!(
+        path.exists(),
+        "{} missing: build the workspace first (cargo build -p {name})",
+        path.display()
+    );
     path
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 struct Proc(Child);
@@ -45,7 +53,14 @@ const ADMIN: &str = "e2e-admin";
 impl Services {
     fn start() -> Services {
         let stack = seckill_common::stack::ensure_up();
-        let tag = format!("{}_{}", std::process::id(), SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis());
+        let tag = format!(
+            "{}_{}",
+            std::process::id(),
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .as_millis()
+        );
         let topic = format!("orders_e2e_{tag}");
         seckill_common::kafka::create_topic(&stack.kafka_brokers, &topic, 4).unwrap();
         let port = free_port();
@@ -64,11 +79,17 @@ impl Services {
             .env("SECKILL_ADMIN_TOKEN", ADMIN)
             .env("SECKILL_IP_RPS", "1000000")
             .env("SECKILL_IP_BURST", "1000000")
-            .env("SECKILL_AUDIT_LOG", std::env::temp_dir().join(format!("e2e-audit-{tag}.jsonl")));
+            .env(
+                "SECKILL_AUDIT_LOG",
+                std::env::temp_dir().join(format!("e2e-audit-{tag}.jsonl")),
+            );
         let gw = Proc(gw.spawn().unwrap());
         let mut wr = Command::new(binary("order-writer"));
         env(&mut wr);
-        wr.env("SECKILL_GROUP_ID", format!("writers_{tag}")).env("SECKILL_METRICS_LISTEN", format!("127.0.0.1:{}", free_port()));
+        wr.env("SECKILL_GROUP_ID", format!("writers_{tag}")).env(
+            "SECKILL_METRICS_LISTEN",
+            format!("127.0.0.1:{}", free_port()),
+        );
         let wr = Proc(wr.spawn().unwrap());
         let base = format!("http://127.0.0.1:{port}");
         let client = Client::new(&base, SECRET);
@@ -77,7 +98,13 @@ impl Services {
             assert!(Instant::now() < end, "gateway did not start");
             std::thread::sleep(Duration::from_millis(100));
         }
-        Services { stack, topic, base, tag, _procs: vec![gw, wr] }
+        Services {
+            stack,
+            topic,
+            base,
+            tag,
+            _procs: vec![gw, wr],
+        }
     }
 }
 
@@ -86,13 +113,20 @@ fn a_sale_through_the_gateway_ends_in_postgres_exactly_once() {
     let svc = Services::start();
     let (stack, topic, base, tag) = (&svc.stack, &svc.topic, &svc.base, &svc.tag);
     let client = Client::new(base, SECRET);
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
     let sale = format!("e2e_{tag}");
-    client.create_sale(ADMIN, &sale, 200, now - 1000, now + 600_000).unwrap();
+    client
+        .create_sale(ADMIN, &sale, 200, now - 1000, now + 600_000)
+        .unwrap();
     let record = loadtest::rush::rush(base, SECRET, &sale, 800, 16, |_| {}).unwrap();
     assert_eq!(record.acked.len(), 200, "{:?}", record.answers);
 
-    let report = verify::verify_sale(stack, topic, &sale, &record.acked, &record.tokens).unwrap().report;
+    let report = verify::verify_sale(stack, topic, &sale, &record.acked, &record.tokens)
+        .unwrap()
+        .report;
     report.print();
     assert!(report.ok());
 }
@@ -105,7 +139,16 @@ fn a_goose_rush_passes_its_verification() {
     let run = Command::new(binary("seckill-load"))
         .args(["rush", "--host", &svc.base, "--units", "150", "--out"])
         .arg(&out)
-        .args(["--", "--users", "8", "--increase-rate", "8", "--run-time", "5s", "--quiet"])
+        .args([
+            "--",
+            "--users",
+            "8",
+            "--increase-rate",
+            "8",
+            "--run-time",
+            "5s",
+            "--quiet",
+        ])
         .env("SECKILL_TICKET_SECRET", SECRET)
         .env("SECKILL_ADMIN_TOKEN", ADMIN)
         .env("SECKILL_ORDERS_TOPIC", &svc.topic)
@@ -115,10 +158,20 @@ fn a_goose_rush_passes_its_verification() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&run.stdout);
-    assert!(run.status.success(), "seckill-load failed: {stdout}\n{}", String::from_utf8_lossy(&run.stderr));
+    assert!(
+        run.status.success(),
+        "seckill-load failed: {stdout}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
     let summary = std::fs::read_to_string(out.join("summary.md")).unwrap();
-    assert!(summary.contains("PASS every 202 is in PostgreSQL exactly once: 150 of 150"), "{summary}");
-    assert!(summary.contains("PASS every token used at most once: 150 tokens"), "{summary}");
+    assert!(
+        summary.contains("PASS every 202 is in PostgreSQL exactly once: 150 of 150"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("PASS every token used at most once: 150 tokens"),
+        "{summary}"
+    );
     assert!(!summary.contains("FAIL"), "{summary}");
     for f in ["report.html", "report.json", "acked.csv", "latency.md"] {
         assert!(out.join(f).exists(), "{f} written");

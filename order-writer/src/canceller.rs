@@ -19,7 +19,10 @@ fn settle(stock: &mut Stock<redis::Connection>, order_id: &str) -> Result<Ended,
         Err(StockError::NoOrder) => {
             // Redis does not know the order (its data was lost): set the row aside for
             // the reconciler instead of guessing.
-            tracing::error!(order = order_id, "expired order unknown to Redis; set aside for reconciliation");
+            tracing::error!(
+                order = order_id,
+                "expired order unknown to Redis; set aside for reconciliation"
+            );
             Ok(Ended::Unsettled)
         }
         Err(e) => Err(WriterError::Stock(e)),
@@ -27,8 +30,14 @@ fn settle(stock: &mut Stock<redis::Connection>, order_id: &str) -> Result<Ended,
 }
 
 /// One scan.
-pub fn scan_once(cfg: &Config, db: &mut postgres::Client, stock: &mut Stock<redis::Connection>) -> Result<db::Expired, WriterError> {
-    db::expire_unpaid(db, cfg.payment_window_secs, cfg.cancel_batch.max(1), |id| settle(stock, id))
+pub fn scan_once(
+    cfg: &Config,
+    db: &mut postgres::Client,
+    stock: &mut Stock<redis::Connection>,
+) -> Result<db::Expired, WriterError> {
+    db::expire_unpaid(db, cfg.payment_window_secs, cfg.cancel_batch.max(1), |id| {
+        settle(stock, id)
+    })
 }
 
 /// Scan every `cancel_scan_ms` until `stop`; failures are logged and retried next scan.
@@ -37,7 +46,10 @@ pub fn run(cfg: Config, metrics: Arc<Metrics>, stop: Arc<AtomicBool>) {
     let mut conns: Option<(postgres::Client, Stock<redis::Connection>)> = None;
     while !stop.load(Ordering::Relaxed) {
         if conns.is_none() {
-            conns = match (db::connect(&cfg.database_url, cfg.db_statement_timeout_ms), stock::connect(&cfg.redis_url, timeout)) {
+            conns = match (
+                db::connect(&cfg.database_url, cfg.db_statement_timeout_ms),
+                stock::connect(&cfg.redis_url, timeout),
+            ) {
                 (Ok(d), Ok(r)) => Some((d, Stock::new(r))),
                 (Err(e), _) => {
                     tracing::warn!(error = %e, "canceller: database unreachable");
@@ -54,7 +66,12 @@ pub fn run(cfg: Config, metrics: Arc<Metrics>, stop: Arc<AtomicBool>) {
                 Ok(done) => {
                     metrics.expired(&done);
                     if done != db::Expired::default() {
-                        tracing::info!(done.cancelled, done.paid, done.unsettled, "payment window scan");
+                        tracing::info!(
+                            done.cancelled,
+                            done.paid,
+                            done.unsettled,
+                            "payment window scan"
+                        );
                     }
                 }
                 Err(e) => {

@@ -31,8 +31,15 @@ struct Record {
 fn client_config(cfg: &Config) -> Result<ClientConfig, WriterError> {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &cfg.kafka_brokers);
-    for kv in cfg.kafka_extra.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        let (k, v) = kv.split_once('=').ok_or_else(|| WriterError::Config(format!("kafka_extra entry {kv:?} is not key=value")))?;
+    for kv in cfg
+        .kafka_extra
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        let (k, v) = kv.split_once('=').ok_or_else(|| {
+            WriterError::Config(format!("kafka_extra entry {kv:?} is not key=value"))
+        })?;
         c.set(k.trim(), v.trim());
     }
     Ok(c)
@@ -57,8 +64,14 @@ impl Writer {
             // Also the rebalance timeout: how long the group waits for a member that died
             // without leaving. A writer retrying a dead database longer than this leaves
             // the group and rejoins when it polls again (replaying harmlessly).
-            .set("max.poll.interval.ms", cfg.max_poll_interval_ms.max(1000).to_string())
-            .set("session.timeout.ms", cfg.session_timeout_ms.max(1000).to_string())
+            .set(
+                "max.poll.interval.ms",
+                cfg.max_poll_interval_ms.max(1000).to_string(),
+            )
+            .set(
+                "session.timeout.ms",
+                cfg.session_timeout_ms.max(1000).to_string(),
+            )
             .create()?;
         consumer.subscribe(&[&cfg.orders_topic])?;
         let dlq = client_config(&cfg)?
@@ -68,7 +81,13 @@ impl Writer {
             .create()?;
         let positions = Arc::new(Mutex::new(BTreeMap::new()));
         spawn_lag_gauge(&cfg, positions.clone(), metrics.clone())?;
-        Ok(Writer { cfg, consumer, positions, dlq, metrics })
+        Ok(Writer {
+            cfg,
+            consumer,
+            positions,
+            dlq,
+            metrics,
+        })
     }
 
     /// Run until `stop` is set; the current batch is finished first.
@@ -95,7 +114,9 @@ impl Writer {
                     tracing::warn!(error = %e, "database unreachable; retrying");
                     self.metrics.db_error();
                     std::thread::sleep(backoff);
-                    backoff = (backoff * 2).min(Duration::from_millis(self.cfg.db_retry_max_ms.max(100) as u64));
+                    backoff = (backoff * 2).min(Duration::from_millis(
+                        self.cfg.db_retry_max_ms.max(100) as u64,
+                    ));
                 }
                 Err(e) => return Err(e),
             }
@@ -130,7 +151,12 @@ impl Writer {
 
     /// Write one batch; never returns until it is written (or `stop` while retrying a
     /// dead database, in which case nothing is committed and the batch replays).
-    fn write(&self, db: &mut postgres::Client, batch: &[Record], stop: &AtomicBool) -> Result<(), WriterError> {
+    fn write(
+        &self,
+        db: &mut postgres::Client,
+        batch: &[Record],
+        stop: &AtomicBool,
+    ) -> Result<(), WriterError> {
         let mut good: Vec<(usize, OrderMessage)> = Vec::with_capacity(batch.len());
         let mut dead: Vec<(usize, String)> = Vec::new();
         for (i, r) in batch.iter().enumerate() {
@@ -158,7 +184,15 @@ impl Writer {
                     for (i, m) in &good {
                         match db::write_batch(db, &[m]) {
                             Ok(n) => inserted += n,
-                            Err(e) if db::is_data_error(&e) => refused.push((*i, format!("violates the schema: {}", e.as_db_error().map(|d| d.message().to_string()).unwrap_or(e.to_string())))),
+                            Err(e) if db::is_data_error(&e) => refused.push((
+                                *i,
+                                format!(
+                                    "violates the schema: {}",
+                                    e.as_db_error()
+                                        .map(|d| d.message().to_string())
+                                        .unwrap_or(e.to_string())
+                                ),
+                            )),
                             Err(e) => {
                                 self.backoff(e, db, stop, &mut backoff)?;
                                 continue 'retry;
@@ -181,14 +215,22 @@ impl Writer {
 
     /// The database is down or slow: wait (bounded, growing), reconnect if needed. Gives
     /// up only when asked to stop; nothing is committed, so the batch replays.
-    fn backoff(&self, e: postgres::Error, db: &mut postgres::Client, stop: &AtomicBool, backoff: &mut Duration) -> Result<(), WriterError> {
+    fn backoff(
+        &self,
+        e: postgres::Error,
+        db: &mut postgres::Client,
+        stop: &AtomicBool,
+        backoff: &mut Duration,
+    ) -> Result<(), WriterError> {
         if stop.load(Ordering::Relaxed) {
             return Err(WriterError::Db(e));
         }
         tracing::warn!(error = %e, backoff_ms = backoff.as_millis() as u64, "database write failed; retrying (offsets not committed)");
         self.metrics.db_error();
         std::thread::sleep(*backoff);
-        *backoff = (*backoff * 2).min(Duration::from_millis(self.cfg.db_retry_max_ms.max(100) as u64));
+        *backoff = (*backoff * 2).min(Duration::from_millis(
+            self.cfg.db_retry_max_ms.max(100) as u64
+        ));
         if db.is_closed() {
             *db = self.connect_with_retry(stop)?;
         }
@@ -198,17 +240,32 @@ impl Writer {
     /// Send a poison message to the dead-letter topic with the reason, the source and the
     /// original bytes, and wait until the broker has it.
     fn dead_letter(&self, r: &Record, reason: &str) -> Result<(), WriterError> {
-        tracing::warn!(partition = r.partition, offset = r.offset, reason, "dead letter");
+        tracing::warn!(
+            partition = r.partition,
+            offset = r.offset,
+            reason,
+            "dead letter"
+        );
         let source = format!("{}/{}/{}", self.cfg.orders_topic, r.partition, r.offset);
         let headers = OwnedHeaders::new()
-            .insert(Header { key: "reason", value: Some(reason) })
-            .insert(Header { key: "source", value: Some(&source) });
-        let mut rec = BaseRecord::<Vec<u8>, Vec<u8>>::to(&self.cfg.dlq_topic).payload(&r.payload).headers(headers);
+            .insert(Header {
+                key: "reason",
+                value: Some(reason),
+            })
+            .insert(Header {
+                key: "source",
+                value: Some(&source),
+            });
+        let mut rec = BaseRecord::<Vec<u8>, Vec<u8>>::to(&self.cfg.dlq_topic)
+            .payload(&r.payload)
+            .headers(headers);
         if let Some(k) = &r.key {
             rec = rec.key(k);
         }
         self.dlq.send(rec).map_err(|(e, _)| WriterError::Kafka(e))?;
-        self.dlq.flush(Duration::from_secs(15)).map_err(WriterError::Kafka)?;
+        self.dlq
+            .flush(Duration::from_secs(15))
+            .map_err(WriterError::Kafka)?;
         self.metrics.dead_letter();
         Ok(())
     }
@@ -247,19 +304,32 @@ impl Writer {
 /// Every second, the lag behind the high watermarks of the partitions this writer has
 /// written, from a separate client: watermark queries on the group member's own handle
 /// were seen to stall tansu's group coordinator.
-fn spawn_lag_gauge(cfg: &Config, positions: Arc<Mutex<BTreeMap<i32, i64>>>, metrics: Arc<Metrics>) -> Result<(), WriterError> {
+fn spawn_lag_gauge(
+    cfg: &Config,
+    positions: Arc<Mutex<BTreeMap<i32, i64>>>,
+    metrics: Arc<Metrics>,
+) -> Result<(), WriterError> {
     let client: BaseConsumer = client_config(cfg)?.create()?;
     let topic = cfg.orders_topic.clone();
-    std::thread::Builder::new().name("lag".into()).spawn(move || loop {
-        std::thread::sleep(Duration::from_secs(1));
-        let snapshot: Vec<(i32, i64)> = positions.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|(p, o)| (*p, *o)).collect();
-        let mut lag = 0;
-        for (partition, next) in snapshot {
-            if let Ok((_, high)) = client.fetch_watermarks(&topic, partition, Duration::from_millis(500)) {
-                lag += (high - next).max(0);
+    std::thread::Builder::new()
+        .name("lag".into())
+        .spawn(move || loop {
+            std::thread::sleep(Duration::from_secs(1));
+            let snapshot: Vec<(i32, i64)> = positions
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .map(|(p, o)| (*p, *o))
+                .collect();
+            let mut lag = 0;
+            for (partition, next) in snapshot {
+                if let Ok((_, high)) =
+                    client.fetch_watermarks(&topic, partition, Duration::from_millis(500))
+                {
+                    lag += (high - next).max(0);
+                }
             }
-        }
-        metrics.set_lag(lag);
-    })?;
+            metrics.set_lag(lag);
+        })?;
     Ok(())
 }

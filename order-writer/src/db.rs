@@ -13,7 +13,9 @@ const MIGRATIONS: &[(i32, &str)] = &[
 ];
 
 pub fn connect(url: &str, statement_timeout_ms: i64) -> Result<Client, WriterError> {
-    let mut cfg: postgres::Config = url.parse().map_err(|e: postgres::Error| WriterError::Config(e.to_string()))?;
+    let mut cfg: postgres::Config = url
+        .parse()
+        .map_err(|e: postgres::Error| WriterError::Config(e.to_string()))?;
     cfg.connect_timeout(Duration::from_secs(3));
     cfg.options(&format!("-c statement_timeout={statement_timeout_ms}"));
     cfg.application_name("order-writer");
@@ -27,10 +29,18 @@ pub fn migrate(db: &mut Client) -> Result<(), WriterError> {
     tx.execute("SELECT pg_advisory_xact_lock(727274)", &[])?;
     tx.batch_execute("CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())")?;
     for (version, sql) in MIGRATIONS {
-        let done = tx.query_opt("SELECT 1 FROM schema_migrations WHERE version = $1", &[version])?.is_some();
+        let done = tx
+            .query_opt(
+                "SELECT 1 FROM schema_migrations WHERE version = $1",
+                &[version],
+            )?
+            .is_some();
         if !done {
             tx.batch_execute(sql)?;
-            tx.execute("INSERT INTO schema_migrations (version) VALUES ($1)", &[version])?;
+            tx.execute(
+                "INSERT INTO schema_migrations (version) VALUES ($1)",
+                &[version],
+            )?;
             tracing::info!(version, "migration applied");
         }
     }
@@ -42,8 +52,15 @@ pub fn migrate(db: &mut Client) -> Result<(), WriterError> {
 /// UNNEST … ON CONFLICT (order_id) DO NOTHING` (redelivery is harmless), then paid
 /// events with one `UPDATE`. Returns rows inserted.
 pub fn write_batch(db: &mut Client, batch: &[&OrderMessage]) -> Result<u64, postgres::Error> {
-    let reserved: Vec<&&OrderMessage> = batch.iter().filter(|m| m.event == OrderEvent::Reserved).collect();
-    let paid: Vec<String> = batch.iter().filter(|m| m.event == OrderEvent::Paid).map(|m| m.order_id.clone()).collect();
+    let reserved: Vec<&&OrderMessage> = batch
+        .iter()
+        .filter(|m| m.event == OrderEvent::Reserved)
+        .collect();
+    let paid: Vec<String> = batch
+        .iter()
+        .filter(|m| m.event == OrderEvent::Paid)
+        .map(|m| m.order_id.clone())
+        .collect();
     let mut tx = db.transaction()?;
     let mut inserted = 0;
     if !reserved.is_empty() {

@@ -15,7 +15,11 @@ fn run() -> Result<(), String> {
     let mut config = None;
     while let Some(a) = args.next() {
         match a.as_str() {
-            "--config" => config = Some(std::path::PathBuf::from(args.next().ok_or("--config needs a file")?)),
+            "--config" => {
+                config = Some(std::path::PathBuf::from(
+                    args.next().ok_or("--config needs a file")?,
+                ))
+            }
             "-h" | "--help" => {
                 println!("usage: order-writer [--config FILE]");
                 return Ok(());
@@ -26,14 +30,20 @@ fn run() -> Result<(), String> {
     let cfg: Config = seckill_common::load_config(config.as_deref()).map_err(|e| e.to_string())?;
     let metrics = Arc::new(Metrics::default());
     if !cfg.metrics_listen.is_empty() {
-        order_writer::metrics::serve(&cfg.metrics_listen, metrics.clone()).map_err(|e| format!("metrics on {}: {e}", cfg.metrics_listen))?;
+        order_writer::metrics::serve(&cfg.metrics_listen, metrics.clone())
+            .map_err(|e| format!("metrics on {}: {e}", cfg.metrics_listen))?;
     }
     let stop = Arc::new(AtomicBool::new(false));
-    signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone()).map_err(|e| e.to_string())?;
-    signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone()).map_err(|e| e.to_string())?;
+    signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())
+        .map_err(|e| e.to_string())?;
+    signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())
+        .map_err(|e| e.to_string())?;
     let canceller = {
         let (cfg, metrics, stop) = (cfg.clone(), metrics.clone(), stop.clone());
-        std::thread::Builder::new().name("canceller".into()).spawn(move || order_writer::canceller::run(cfg, metrics, stop)).map_err(|e| e.to_string())?
+        std::thread::Builder::new()
+            .name("canceller".into())
+            .spawn(move || order_writer::canceller::run(cfg, metrics, stop))
+            .map_err(|e| e.to_string())?
     };
     let writer = order_writer::consumer::Writer::new(cfg, metrics).map_err(|e| e.to_string())?;
     tracing::info!("order-writer running");

@@ -27,10 +27,12 @@ impl Metrics {
     }
     pub fn batch(&self, messages: usize, rows: u64, took: Duration) {
         self.batches.fetch_add(1, Ordering::Relaxed);
-        self.batch_messages.fetch_add(messages as u64, Ordering::Relaxed);
+        self.batch_messages
+            .fetch_add(messages as u64, Ordering::Relaxed);
         self.batch_max.fetch_max(messages as u64, Ordering::Relaxed);
         self.rows_written.fetch_add(rows, Ordering::Relaxed);
-        self.write_us.fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+        self.write_us
+            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
     }
     pub fn db_error(&self) {
         self.db_errors.fetch_add(1, Ordering::Relaxed);
@@ -47,20 +49,78 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut out = String::new();
         let mut one = |name: &str, kind: &str, help: &str, v: String| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+            );
         };
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        one("seckill_writer_consumer_lag", "gauge", "Messages of the order topic not yet written, over assigned partitions.", self.lag.load(Ordering::Relaxed).to_string());
-        one("seckill_writer_batches_total", "counter", "Batches written.", get(&self.batches).to_string());
-        one("seckill_writer_batch_messages_total", "counter", "Messages in written batches (divide by batches for the mean size).", get(&self.batch_messages).to_string());
-        one("seckill_writer_batch_max_messages", "gauge", "Largest batch so far.", get(&self.batch_max).to_string());
-        one("seckill_writer_rows_written_total", "counter", "Order rows inserted (redeliveries insert nothing).", get(&self.rows_written).to_string());
-        one("seckill_writer_write_seconds_total", "counter", "Time spent writing batches, including retries.", format!("{}", get(&self.write_us) as f64 / 1e6));
-        one("seckill_writer_db_errors_total", "counter", "Database failures (each retried).", get(&self.db_errors).to_string());
-        one("seckill_writer_dead_letters_total", "counter", "Messages sent to the dead-letter topic.", get(&self.dead_letters).to_string());
-        one("seckill_writer_cancelled_total", "counter", "Unpaid orders cancelled after the payment window, stock returned.", get(&self.cancelled).to_string());
-        one("seckill_writer_paid_by_scan_total", "counter", "Orders the payment-window scan found paid in Redis.", get(&self.paid_by_scan).to_string());
-        one("seckill_writer_unsettled_total", "counter", "Expired orders Redis did not know, set aside for reconciliation.", get(&self.unsettled).to_string());
+        one(
+            "seckill_writer_consumer_lag",
+            "gauge",
+            "Messages of the order topic not yet written, over assigned partitions.",
+            self.lag.load(Ordering::Relaxed).to_string(),
+        );
+        one(
+            "seckill_writer_batches_total",
+            "counter",
+            "Batches written.",
+            get(&self.batches).to_string(),
+        );
+        one(
+            "seckill_writer_batch_messages_total",
+            "counter",
+            "Messages in written batches (divide by batches for the mean size).",
+            get(&self.batch_messages).to_string(),
+        );
+        one(
+            "seckill_writer_batch_max_messages",
+            "gauge",
+            "Largest batch so far.",
+            get(&self.batch_max).to_string(),
+        );
+        one(
+            "seckill_writer_rows_written_total",
+            "counter",
+            "Order rows inserted (redeliveries insert nothing).",
+            get(&self.rows_written).to_string(),
+        );
+        one(
+            "seckill_writer_write_seconds_total",
+            "counter",
+            "Time spent writing batches, including retries.",
+            format!("{}", get(&self.write_us) as f64 / 1e6),
+        );
+        one(
+            "seckill_writer_db_errors_total",
+            "counter",
+            "Database failures (each retried).",
+            get(&self.db_errors).to_string(),
+        );
+        one(
+            "seckill_writer_dead_letters_total",
+            "counter",
+            "Messages sent to the dead-letter topic.",
+            get(&self.dead_letters).to_string(),
+        );
+        one(
+            "seckill_writer_cancelled_total",
+            "counter",
+            "Unpaid orders cancelled after the payment window, stock returned.",
+            get(&self.cancelled).to_string(),
+        );
+        one(
+            "seckill_writer_paid_by_scan_total",
+            "counter",
+            "Orders the payment-window scan found paid in Redis.",
+            get(&self.paid_by_scan).to_string(),
+        );
+        one(
+            "seckill_writer_unsettled_total",
+            "counter",
+            "Expired orders Redis did not know, set aside for reconciliation.",
+            get(&self.unsettled).to_string(),
+        );
         out
     }
 }

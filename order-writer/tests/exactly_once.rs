@@ -23,7 +23,13 @@ fn every_produced_order_is_written_once_and_nothing_else() {
     std::thread::sleep(Duration::from_secs(1));
     expect_exactly(&harness::ids_in_db(&mut db, &sale), &msgs);
     assert_eq!(ids.len(), 300);
-    let reserved: i64 = db.query_one("SELECT count(*) FROM orders WHERE sale = $1 AND status = 'reserved'", &[&sale]).unwrap().get(0);
+    let reserved: i64 = db
+        .query_one(
+            "SELECT count(*) FROM orders WHERE sale = $1 AND status = 'reserved'",
+            &[&sale],
+        )
+        .unwrap()
+        .get(0);
     assert_eq!(reserved, 300);
 }
 
@@ -41,7 +47,10 @@ fn a_writer_killed_mid_stream_and_restarted_still_writes_exactly_once() {
     loop {
         let n = ids_in_db(&mut db, &sale).len();
         if n >= 300 {
-            assert!(n < msgs.len(), "writer finished before it could be killed; make the stream longer");
+            assert!(
+                n < msgs.len(),
+                "writer finished before it could be killed; make the stream longer"
+            );
             break;
         }
         assert!(Instant::now() < end, "writer wrote nothing");
@@ -110,13 +119,21 @@ fn a_poison_message_goes_to_the_dead_letter_topic_and_later_orders_are_written()
         if let Some(Ok(m)) = c.poll(Duration::from_millis(200)) {
             let reason = m
                 .headers()
-                .and_then(|h| h.iter().find(|h| h.key == "reason").and_then(|h| h.value.map(|v| String::from_utf8_lossy(v).to_string())))
+                .and_then(|h| {
+                    h.iter()
+                        .find(|h| h.key == "reason")
+                        .and_then(|h| h.value.map(|v| String::from_utf8_lossy(v).to_string()))
+                })
                 .unwrap_or_default();
             dead.push((m.payload().unwrap_or_default().to_vec(), reason));
         }
     }
     assert_eq!(dead.len(), 2, "{dead:?}");
-    assert_eq!(dead[0].0, b"{\"this is\": not an order".to_vec(), "original bytes kept");
+    assert_eq!(
+        dead[0].0,
+        b"{\"this is\": not an order".to_vec(),
+        "original bytes kept"
+    );
     assert!(dead[0].1.contains("not an order message"), "{}", dead[0].1);
     assert!(dead[1].1.contains("violates the schema"), "{}", dead[1].1);
 }
@@ -128,7 +145,10 @@ fn postgres_stopped_for_seconds_loses_and_duplicates_nothing() {
     lane.database_url = pg.url("seckill");
     let mut stock = lane.stock();
     let (sale, msgs) = reserve(&mut stock, 2000, 2000);
-    let _w = lane.writer(&[("SECKILL_BATCH_MAX", "100"), ("SECKILL_DB_RETRY_MAX_MS", "500")]);
+    let _w = lane.writer(&[
+        ("SECKILL_BATCH_MAX", "100"),
+        ("SECKILL_DB_RETRY_MAX_MS", "500"),
+    ]);
     let p = lane.producer();
     lane.produce(&p, &msgs[..500]);
     let mut db = lane.db();

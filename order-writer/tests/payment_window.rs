@@ -29,23 +29,46 @@ fn unpaid_orders_are_cancelled_their_stock_returns_and_sells_again() {
     // The first buyer pays (Redis decides, the paid event follows its order).
     stock.settle(&msgs[0].order_id, Settlement::Paid).unwrap();
     let mut events = msgs.clone();
-    events.push(order(&msgs[0].order_id, &sale, msgs[0].user, OrderEvent::Paid));
+    events.push(order(
+        &msgs[0].order_id,
+        &sale,
+        msgs[0].user,
+        OrderEvent::Paid,
+    ));
     let p = lane.producer();
     lane.produce(&p, &events);
-    let _w = lane.writer(&[("SECKILL_PAYMENT_WINDOW_SECS", "2"), ("SECKILL_CANCEL_SCAN_MS", "200")]);
+    let _w = lane.writer(&[
+        ("SECKILL_PAYMENT_WINDOW_SECS", "2"),
+        ("SECKILL_CANCEL_SCAN_MS", "200"),
+    ]);
     let mut db = lane.db();
-    wait_for("the two unpaid orders to be cancelled", Duration::from_secs(30), || {
-        msgs[1..].iter().all(|m| status_of(&mut db, &m.order_id).as_deref() == Some("cancelled"))
-    });
-    assert_eq!(status_of(&mut db, &msgs[0].order_id).as_deref(), Some("paid"));
+    wait_for(
+        "the two unpaid orders to be cancelled",
+        Duration::from_secs(30),
+        || {
+            msgs[1..]
+                .iter()
+                .all(|m| status_of(&mut db, &m.order_id).as_deref() == Some("cancelled"))
+        },
+    );
+    assert_eq!(
+        status_of(&mut db, &msgs[0].order_id).as_deref(),
+        Some("paid")
+    );
     let st = stock.state(&sale).unwrap();
-    assert_eq!((st.remaining, st.held, st.sold), (2, 0, 1), "two units back, once");
+    assert_eq!(
+        (st.remaining, st.held, st.sold),
+        (2, 0, 1),
+        "two units back, once"
+    );
     assert!(st.conserved());
     for m in &msgs[1..] {
         assert_eq!(stock.order(&m.order_id).unwrap().0, OrderState::Released);
     }
     // The returned units sell again, and the scan never returns them twice.
-    let t = stock.issue_token(&sale, 100, Duration::from_secs(60)).unwrap();
+    let t = stock
+        .issue_token(&sale, 100, Duration::from_secs(60))
+        .unwrap();
     stock.purchase(&sale, 100, &t.token).unwrap();
     std::thread::sleep(Duration::from_millis(600));
     let st = stock.state(&sale).unwrap();
@@ -71,7 +94,11 @@ fn pay_and_cancel_racing_on_one_order_have_exactly_one_winner() {
     for (i, m) in msgs.iter().enumerate() {
         db.execute("UPDATE orders SET accepted_at = now() - interval '1 hour' + $2 * interval '1 millisecond' WHERE order_id = $1", &[&m.order_id, &(i as f64)]).unwrap();
     }
-    let scan = [("SECKILL_PAYMENT_WINDOW_SECS", "60"), ("SECKILL_CANCEL_SCAN_MS", "10"), ("SECKILL_CANCEL_BATCH", "1")];
+    let scan = [
+        ("SECKILL_PAYMENT_WINDOW_SECS", "60"),
+        ("SECKILL_CANCEL_SCAN_MS", "10"),
+        ("SECKILL_CANCEL_BATCH", "1"),
+    ];
     let _a = lane.writer(&scan);
     let _b = lane.writer(&scan);
     let payer = {
@@ -87,9 +114,14 @@ fn pay_and_cancel_racing_on_one_order_have_exactly_one_winner() {
         })
     };
     let paid = payer.join().unwrap();
-    wait_for("every order settled in PostgreSQL", Duration::from_secs(30), || {
-        msgs.iter().all(|m| status_of(&mut db, &m.order_id).as_deref() != Some("reserved"))
-    });
+    wait_for(
+        "every order settled in PostgreSQL",
+        Duration::from_secs(30),
+        || {
+            msgs.iter()
+                .all(|m| status_of(&mut db, &m.order_id).as_deref() != Some("reserved"))
+        },
+    );
     let (mut won_pay, mut won_cancel) = (0, 0);
     for (id, r) in paid {
         let pg = status_of(&mut db, &id).unwrap();
@@ -97,11 +129,19 @@ fn pay_and_cancel_racing_on_one_order_have_exactly_one_winner() {
         match r {
             Ok(_) => {
                 won_pay += 1;
-                assert_eq!((pg.as_str(), redis_state), ("paid", OrderState::Paid), "{id}: the client was told paid");
+                assert_eq!(
+                    (pg.as_str(), redis_state),
+                    ("paid", OrderState::Paid),
+                    "{id}: the client was told paid"
+                );
             }
             Err(StockError::AlreadyReleased) => {
                 won_cancel += 1;
-                assert_eq!((pg.as_str(), redis_state), ("cancelled", OrderState::Released), "{id}: the client was told cancelled");
+                assert_eq!(
+                    (pg.as_str(), redis_state),
+                    ("cancelled", OrderState::Released),
+                    "{id}: the client was told cancelled"
+                );
             }
             Err(e) => panic!("{id}: {e}"),
         }
@@ -109,6 +149,9 @@ fn pay_and_cancel_racing_on_one_order_have_exactly_one_winner() {
     assert_eq!(won_pay + won_cancel, msgs.len());
     println!("pay won {won_pay}, cancel won {won_cancel}");
     let st = stock.state(&sale).unwrap();
-    assert_eq!((st.sold, st.remaining, st.held), (won_pay as i64, won_cancel as i64, 0));
+    assert_eq!(
+        (st.sold, st.remaining, st.held),
+        (won_pay as i64, won_cancel as i64, 0)
+    );
     assert!(st.conserved());
 }

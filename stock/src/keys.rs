@@ -51,8 +51,13 @@ impl SaleKeys {
 }
 
 pub fn check_sale_id(sale: &str) -> Result<(), StockError> {
-    if sale.is_empty() || sale.len() > MAX_SALE_ID || !sale.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-        return Err(StockError::Invalid(format!("sale id must be 1..={MAX_SALE_ID} of [A-Za-z0-9_]")));
+    if sale.is_empty()
+        || sale.len() > MAX_SALE_ID
+        || !sale.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    {
+        return Err(StockError::Invalid(format!(
+            "sale id must be 1..={MAX_SALE_ID} of [A-Za-z0-9_]"
+        )));
     }
     Ok(())
 }
@@ -83,7 +88,16 @@ mod tests {
     #[test]
     fn every_key_of_a_sale_shares_one_hash_tag() {
         let k = SaleKeys::new("s1");
-        for key in [&k.meta, &k.stock, &k.sold, &k.buyers, &k.reservations, &k.settled, &k.seq, &k.token("ab")] {
+        for key in [
+            &k.meta,
+            &k.stock,
+            &k.sold,
+            &k.buyers,
+            &k.reservations,
+            &k.settled,
+            &k.seq,
+            &k.token("ab"),
+        ] {
             assert!(key.starts_with("sk:{s1}:"), "{key}");
         }
     }

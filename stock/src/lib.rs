@@ -62,7 +62,10 @@ impl StockError {
     /// True for infrastructure faults (Redis down, slow, or confused), false for the
     /// business answers a client must be told.
     pub fn is_fault(&self) -> bool {
-        matches!(self, StockError::Redis(_) | StockError::Timeout | StockError::BadReply(_))
+        matches!(
+            self,
+            StockError::Redis(_) | StockError::Timeout | StockError::BadReply(_)
+        )
     }
 }
 
@@ -93,9 +96,13 @@ pub fn map_redis_error(e: redis::RedisError) -> StockError {
 /// A blocking connection with read/write timeouts, for tools and tests.
 pub fn connect(url: &str, timeout: Duration) -> Result<redis::Connection, StockError> {
     let client = redis::Client::open(url).map_err(map_redis_error)?;
-    let conn = client.get_connection_with_timeout(timeout).map_err(map_redis_error)?;
-    conn.set_read_timeout(Some(timeout)).map_err(map_redis_error)?;
-    conn.set_write_timeout(Some(timeout)).map_err(map_redis_error)?;
+    let conn = client
+        .get_connection_with_timeout(timeout)
+        .map_err(map_redis_error)?;
+    conn.set_read_timeout(Some(timeout))
+        .map_err(map_redis_error)?;
+    conn.set_write_timeout(Some(timeout))
+        .map_err(map_redis_error)?;
     Ok(conn)
 }
 
@@ -235,20 +242,44 @@ impl<C: Exec> Stock<C> {
             ));
         }
         let k = keys::SaleKeys::new(sale);
-        let args = [spec.stock, spec.per_user_limit, spec.start_ms, spec.end_ms].map(|v| v.to_string());
-        let reply = self.run(&scripts::CREATE, &[&k.meta, &k.stock, &k.sold, &k.buyers, &k.reservations, &k.settled], &args)?;
+        let args =
+            [spec.stock, spec.per_user_limit, spec.start_ms, spec.end_ms].map(|v| v.to_string());
+        let reply = self.run(
+            &scripts::CREATE,
+            &[
+                &k.meta,
+                &k.stock,
+                &k.sold,
+                &k.buyers,
+                &k.reservations,
+                &k.settled,
+            ],
+            &args,
+        )?;
         outcome(reply).map(|_| ())
     }
 
     /// Issue a single-use token bound to (sale, user), valid for `ttl`.
-    pub fn issue_token(&mut self, sale: &str, user: u64, ttl: Duration) -> Result<Token, StockError> {
+    pub fn issue_token(
+        &mut self,
+        sale: &str,
+        user: u64,
+        ttl: Duration,
+    ) -> Result<Token, StockError> {
         keys::check_sale_id(sale)?;
         let token = keys::new_token();
         let k = keys::SaleKeys::new(sale);
         let ttl_ms = ttl.as_millis().max(1).to_string();
-        let reply = self.run(&scripts::TOKEN, &[&k.meta, &k.stock, &k.buyers, &k.token(&token)], &[user.to_string(), ttl_ms])?;
+        let reply = self.run(
+            &scripts::TOKEN,
+            &[&k.meta, &k.stock, &k.buyers, &k.token(&token)],
+            &[user.to_string(), ttl_ms],
+        )?;
         let rest = outcome(reply)?;
-        Ok(Token { token, expires_ms: int_at(&rest, 0)? })
+        Ok(Token {
+            token,
+            expires_ms: int_at(&rest, 0)?,
+        })
     }
 
     /// Buy one unit with a token: atomically check the token, the per-user limit and
@@ -261,11 +292,22 @@ impl<C: Exec> Stock<C> {
         let k = keys::SaleKeys::new(sale);
         let reply = self.run(
             &scripts::PURCHASE,
-            &[&k.meta, &k.stock, &k.buyers, &k.reservations, &k.token(token), &k.seq],
+            &[
+                &k.meta,
+                &k.stock,
+                &k.buyers,
+                &k.reservations,
+                &k.token(token),
+                &k.seq,
+            ],
             &[user.to_string(), sale.to_string()],
         )?;
         let rest = outcome(reply)?;
-        Ok(Purchase { order_id: string_at(&rest, 0)?, remaining: int_at(&rest, 1)?, per_user_limit: int_at(&rest, 2)? })
+        Ok(Purchase {
+            order_id: string_at(&rest, 0)?,
+            remaining: int_at(&rest, 1)?,
+            per_user_limit: int_at(&rest, 2)?,
+        })
     }
 
     /// End a reservation exactly once; returns the buyer. A second settlement of the
@@ -283,28 +325,40 @@ impl<C: Exec> Stock<C> {
             &[order_id.to_string(), how.to_string()],
         )?;
         let rest = outcome(reply)?;
-        string_at(&rest, 0)?.parse().map_err(|_| StockError::BadReply("buyer is not a number".into()))
+        string_at(&rest, 0)?
+            .parse()
+            .map_err(|_| StockError::BadReply("buyer is not a number".into()))
     }
 
     /// Where an order stands, and its buyer.
     pub fn order(&mut self, order_id: &str) -> Result<(OrderState, u64), StockError> {
         let (sale, _) = keys::split_order_id(order_id).ok_or(StockError::NoOrder)?;
         let k = keys::SaleKeys::new(sale);
-        let rest = outcome(self.run(&scripts::ORDER, &[&k.reservations, &k.settled], &[order_id.to_string()])?)?;
+        let rest = outcome(self.run(
+            &scripts::ORDER,
+            &[&k.reservations, &k.settled],
+            &[order_id.to_string()],
+        )?)?;
         let state = match string_at(&rest, 0)?.as_str() {
             "reserved" => OrderState::Reserved,
             "paid" => OrderState::Paid,
             "released" => OrderState::Released,
             other => return Err(StockError::BadReply(format!("order state {other}"))),
         };
-        let user = string_at(&rest, 1)?.parse().map_err(|_| StockError::BadReply("buyer is not a number".into()))?;
+        let user = string_at(&rest, 1)?
+            .parse()
+            .map_err(|_| StockError::BadReply("buyer is not a number".into()))?;
         Ok((state, user))
     }
 
     pub fn state(&mut self, sale: &str) -> Result<SaleState, StockError> {
         keys::check_sale_id(sale)?;
         let k = keys::SaleKeys::new(sale);
-        let rest = outcome(self.run(&scripts::STATE, &[&k.meta, &k.stock, &k.sold, &k.reservations], &[])?)?;
+        let rest = outcome(self.run(
+            &scripts::STATE,
+            &[&k.meta, &k.stock, &k.sold, &k.reservations],
+            &[],
+        )?)?;
         Ok(SaleState {
             initial: int_at(&rest, 0)?,
             per_user_limit: int_at(&rest, 1)?,
@@ -321,7 +375,12 @@ impl<C: Exec> Stock<C> {
     pub fn set_paused(&mut self, sale: &str, paused: bool) -> Result<(), StockError> {
         keys::check_sale_id(sale)?;
         let k = keys::SaleKeys::new(sale);
-        outcome(self.run(&scripts::PAUSE, &[&k.meta], &[if paused { "1" } else { "0" }.to_string()])?).map(|_| ())
+        outcome(self.run(
+            &scripts::PAUSE,
+            &[&k.meta],
+            &[if paused { "1" } else { "0" }.to_string()],
+        )?)
+        .map(|_| ())
     }
 
     /// The buyers of a sale and how many units each holds or bought.
@@ -337,14 +396,21 @@ impl<C: Exec> Stock<C> {
         items
             .chunks(2)
             .map(|p| {
-                let user = string_of(&p[0])?.parse().map_err(|_| StockError::BadReply("buyer id".into()))?;
+                let user = string_of(&p[0])?
+                    .parse()
+                    .map_err(|_| StockError::BadReply("buyer id".into()))?;
                 Ok((user, int_of(p.get(1).unwrap_or(&Value::Nil))?))
             })
             .collect()
     }
 
     /// EVALSHA, loading the script on NOSCRIPT (a restarted or flushed Redis).
-    fn run(&mut self, script: &Script, keys: &[&str], args: &[String]) -> Result<Value, StockError> {
+    fn run(
+        &mut self,
+        script: &Script,
+        keys: &[&str],
+        args: &[String],
+    ) -> Result<Value, StockError> {
         let mut cmd = redis::cmd("EVALSHA");
         cmd.arg(script.sha()).arg(keys.len()).arg(keys).arg(args);
         match self.conn.exec(&cmd) {
@@ -352,7 +418,9 @@ impl<C: Exec> Stock<C> {
             Err(StockError::Redis(msg)) if msg.starts_with("NOSCRIPT") => {}
             other => return server_error(other?),
         }
-        let loaded = self.conn.exec(redis::cmd("SCRIPT").arg("LOAD").arg(script.body()))?;
+        let loaded = self
+            .conn
+            .exec(redis::cmd("SCRIPT").arg("LOAD").arg(script.body()))?;
         server_error(loaded)?;
         server_error(self.conn.exec(&cmd)?)
     }
@@ -360,7 +428,11 @@ impl<C: Exec> Stock<C> {
 
 fn server_error(v: Value) -> Result<Value, StockError> {
     match v {
-        Value::ServerError(e) => Err(StockError::Redis(format!("{} {}", e.code(), e.details().unwrap_or_default()))),
+        Value::ServerError(e) => Err(StockError::Redis(format!(
+            "{} {}",
+            e.code(),
+            e.details().unwrap_or_default()
+        ))),
         v => Ok(v),
     }
 }
@@ -368,7 +440,9 @@ fn server_error(v: Value) -> Result<Value, StockError> {
 /// Turn a script's `{'CODE', ...}` reply into the values after `OK`, or the error.
 fn outcome(v: Value) -> Result<Vec<Value>, StockError> {
     let Value::Array(mut items) = v else {
-        return Err(StockError::BadReply(format!("expected an array, got {v:?}")));
+        return Err(StockError::BadReply(format!(
+            "expected an array, got {v:?}"
+        )));
     };
     if items.is_empty() {
         return Err(StockError::BadReply("empty reply".into()));
@@ -380,7 +454,9 @@ fn outcome(v: Value) -> Result<Vec<Value>, StockError> {
         "NO_SALE" => StockError::NoSale,
         "SALE_EXISTS" => StockError::SaleExists,
         "PAUSED" => StockError::Paused,
-        "NOT_STARTED" => StockError::NotStarted { start_ms: int_at(&rest, 0)? },
+        "NOT_STARTED" => StockError::NotStarted {
+            start_ms: int_at(&rest, 0)?,
+        },
         "ENDED" => StockError::Ended,
         "SOLD_OUT" => StockError::SoldOut,
         "ALREADY_BOUGHT" => StockError::AlreadyBought,
@@ -398,26 +474,38 @@ fn outcome(v: Value) -> Result<Vec<Value>, StockError> {
 
 fn string_of(v: &Value) -> Result<String, StockError> {
     match v {
-        Value::BulkString(b) => String::from_utf8(b.clone()).map_err(|_| StockError::BadReply("not utf-8".into())),
+        Value::BulkString(b) => {
+            String::from_utf8(b.clone()).map_err(|_| StockError::BadReply("not utf-8".into()))
+        }
         Value::SimpleString(s) => Ok(s.clone()),
         Value::Int(i) => Ok(i.to_string()),
-        other => Err(StockError::BadReply(format!("expected a string, got {other:?}"))),
+        other => Err(StockError::BadReply(format!(
+            "expected a string, got {other:?}"
+        ))),
     }
 }
 
 fn int_of(v: &Value) -> Result<i64, StockError> {
     match v {
         Value::Int(i) => Ok(*i),
-        other => string_of(other)?.parse().map_err(|_| StockError::BadReply(format!("expected an integer, got {other:?}"))),
+        other => string_of(other)?
+            .parse()
+            .map_err(|_| StockError::BadReply(format!("expected an integer, got {other:?}"))),
     }
 }
 
 fn string_at(rest: &[Value], i: usize) -> Result<String, StockError> {
-    string_of(rest.get(i).ok_or_else(|| StockError::BadReply("short reply".into()))?)
+    string_of(
+        rest.get(i)
+            .ok_or_else(|| StockError::BadReply("short reply".into()))?,
+    )
 }
 
 fn int_at(rest: &[Value], i: usize) -> Result<i64, StockError> {
-    int_of(rest.get(i).ok_or_else(|| StockError::BadReply("short reply".into()))?)
+    int_of(
+        rest.get(i)
+            .ok_or_else(|| StockError::BadReply("short reply".into()))?,
+    )
 }
 
 #[cfg(test)]
@@ -430,23 +518,64 @@ mod tests {
 
     #[test]
     fn script_replies_map_to_named_outcomes() {
-        assert_eq!(outcome(Value::Array(vec![bulk("SOLD_OUT")])), Err(StockError::SoldOut));
+        assert_eq!(
+            outcome(Value::Array(vec![bulk("SOLD_OUT")])),
+            Err(StockError::SoldOut)
+        );
         assert_eq!(
             outcome(Value::Array(vec![bulk("NOT_STARTED"), bulk("42")])),
             Err(StockError::NotStarted { start_ms: 42 })
         );
-        assert_eq!(outcome(Value::Array(vec![bulk("OK"), Value::Int(3)])), Ok(vec![Value::Int(3)]));
-        assert!(matches!(outcome(Value::Int(1)), Err(StockError::BadReply(_))));
-        assert!(matches!(outcome(Value::Array(vec![bulk("WHAT")])), Err(StockError::BadReply(_))));
+        assert_eq!(
+            outcome(Value::Array(vec![bulk("OK"), Value::Int(3)])),
+            Ok(vec![Value::Int(3)])
+        );
+        assert!(matches!(
+            outcome(Value::Int(1)),
+            Err(StockError::BadReply(_))
+        ));
+        assert!(matches!(
+            outcome(Value::Array(vec![bulk("WHAT")])),
+            Err(StockError::BadReply(_))
+        ));
     }
 
     #[test]
     fn conservation_and_phase_follow_the_counters() {
-        let s = SaleState { initial: 10, per_user_limit: 1, start_ms: 0, end_ms: 100, paused: false, remaining: 0, sold: 4, held: 6, now_ms: 50 };
+        let s = SaleState {
+            initial: 10,
+            per_user_limit: 1,
+            start_ms: 0,
+            end_ms: 100,
+            paused: false,
+            remaining: 0,
+            sold: 4,
+            held: 6,
+            now_ms: 50,
+        };
         assert!(s.conserved());
         assert_eq!(s.phase(), Phase::SoldOut);
-        assert!(!SaleState { held: 5, ..s.clone() }.conserved());
-        assert_eq!(SaleState { now_ms: 100, ..s.clone() }.phase(), Phase::Ended);
-        assert_eq!(SaleState { remaining: 1, held: 5, ..s }.phase(), Phase::Open);
+        assert!(!SaleState {
+            held: 5,
+            ..s.clone()
+        }
+        .conserved());
+        assert_eq!(
+            SaleState {
+                now_ms: 100,
+                ..s.clone()
+            }
+            .phase(),
+            Phase::Ended
+        );
+        assert_eq!(
+            SaleState {
+                remaining: 1,
+                held: 5,
+                ..s
+            }
+            .phase(),
+            Phase::Open
+        );
     }
 }

@@ -8,22 +8,41 @@ const TTL: Duration = Duration::from_secs(60);
 
 fn stock() -> Stock<redis::Connection> {
     let stack = seckill_common::stack::ensure_up();
-    Stock::new(stock::connect(&stack.redis_url, Duration::from_secs(2)).expect("connect to the stack's redis"))
+    Stock::new(
+        stock::connect(&stack.redis_url, Duration::from_secs(2))
+            .expect("connect to the stack's redis"),
+    )
 }
 
 fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
 }
 
 /// A fresh sale id, so tests never share state.
 fn sale_id(tag: &str) -> String {
-    format!("t_{tag}_{}_{}", std::process::id(), stock::keys::new_token()[..8].to_string())
+    format!(
+        "t_{tag}_{}_{}",
+        std::process::id(),
+        stock::keys::new_token()[..8].to_string()
+    )
 }
 
 fn open_sale(s: &mut Stock<redis::Connection>, tag: &str, units: i64) -> String {
     let id = sale_id(tag);
     let now = now_ms();
-    s.create_sale(&id, &SaleSpec { stock: units, per_user_limit: 1, start_ms: now - HOUR, end_ms: now + HOUR }).unwrap();
+    s.create_sale(
+        &id,
+        &SaleSpec {
+            stock: units,
+            per_user_limit: 1,
+            start_ms: now - HOUR,
+            end_ms: now + HOUR,
+        },
+    )
+    .unwrap();
     id
 }
 
@@ -46,12 +65,32 @@ fn a_purchase_with_a_fresh_token_reserves_one_unit() {
 fn creating_a_sale_twice_is_refused_and_bad_specs_are_invalid() {
     let mut s = stock();
     let sale = open_sale(&mut s, "dup", 1);
-    let spec = SaleSpec { stock: 1, per_user_limit: 1, start_ms: 0, end_ms: 1 };
+    let spec = SaleSpec {
+        stock: 1,
+        per_user_limit: 1,
+        start_ms: 0,
+        end_ms: 1,
+    };
     assert_eq!(s.create_sale(&sale, &spec), Err(StockError::SaleExists));
-    assert!(matches!(s.create_sale("x", &SaleSpec { end_ms: 0, ..spec.clone() }), Err(StockError::Invalid(_))));
-    assert!(matches!(s.create_sale("bad-id", &spec), Err(StockError::Invalid(_))));
+    assert!(matches!(
+        s.create_sale(
+            "x",
+            &SaleSpec {
+                end_ms: 0,
+                ..spec.clone()
+            }
+        ),
+        Err(StockError::Invalid(_))
+    ));
+    assert!(matches!(
+        s.create_sale("bad-id", &spec),
+        Err(StockError::Invalid(_))
+    ));
     assert_eq!(s.state("t_never_created_xyz"), Err(StockError::NoSale));
-    assert_eq!(s.issue_token("t_never_created_xyz", 1, TTL), Err(StockError::NoSale));
+    assert_eq!(
+        s.issue_token("t_never_created_xyz", 1, TTL),
+        Err(StockError::NoSale)
+    );
 }
 
 #[test]
@@ -73,9 +112,24 @@ fn a_sale_that_has_not_started_refuses_tokens_and_orders() {
     let mut s = stock();
     let sale = sale_id("early");
     let start = now_ms() + HOUR;
-    s.create_sale(&sale, &SaleSpec { stock: 5, per_user_limit: 1, start_ms: start, end_ms: start + HOUR }).unwrap();
-    assert_eq!(s.issue_token(&sale, 1, TTL), Err(StockError::NotStarted { start_ms: start }));
-    assert_eq!(s.purchase(&sale, 1, &stock::keys::new_token()), Err(StockError::NotStarted { start_ms: start }));
+    s.create_sale(
+        &sale,
+        &SaleSpec {
+            stock: 5,
+            per_user_limit: 1,
+            start_ms: start,
+            end_ms: start + HOUR,
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        s.issue_token(&sale, 1, TTL),
+        Err(StockError::NotStarted { start_ms: start })
+    );
+    assert_eq!(
+        s.purchase(&sale, 1, &stock::keys::new_token()),
+        Err(StockError::NotStarted { start_ms: start })
+    );
 }
 
 #[test]
@@ -83,9 +137,21 @@ fn an_ended_sale_refuses_tokens_and_orders() {
     let mut s = stock();
     let sale = sale_id("late");
     let now = now_ms();
-    s.create_sale(&sale, &SaleSpec { stock: 5, per_user_limit: 1, start_ms: now - 2 * HOUR, end_ms: now - HOUR }).unwrap();
+    s.create_sale(
+        &sale,
+        &SaleSpec {
+            stock: 5,
+            per_user_limit: 1,
+            start_ms: now - 2 * HOUR,
+            end_ms: now - HOUR,
+        },
+    )
+    .unwrap();
     assert_eq!(s.issue_token(&sale, 1, TTL), Err(StockError::Ended));
-    assert_eq!(s.purchase(&sale, 1, &stock::keys::new_token()), Err(StockError::Ended));
+    assert_eq!(
+        s.purchase(&sale, 1, &stock::keys::new_token()),
+        Err(StockError::Ended)
+    );
     assert_eq!(s.state(&sale).unwrap().phase(), stock::Phase::Ended);
 }
 
@@ -99,7 +165,10 @@ fn a_paused_sale_refuses_until_resumed() {
     assert_eq!(s.purchase(&sale, 1, &t.token), Err(StockError::Paused));
     s.set_paused(&sale, false).unwrap();
     assert!(s.purchase(&sale, 1, &t.token).is_ok());
-    assert_eq!(s.set_paused("t_no_such_sale_q", true), Err(StockError::NoSale));
+    assert_eq!(
+        s.set_paused("t_no_such_sale_q", true),
+        Err(StockError::NoSale)
+    );
 }
 
 #[test]
@@ -109,7 +178,10 @@ fn a_buyer_at_the_limit_gets_already_bought() {
     let t1 = s.issue_token(&sale, 9, TTL).unwrap();
     let t2 = s.issue_token(&sale, 9, TTL).unwrap();
     s.purchase(&sale, 9, &t1.token).unwrap();
-    assert_eq!(s.purchase(&sale, 9, &t2.token), Err(StockError::AlreadyBought));
+    assert_eq!(
+        s.purchase(&sale, 9, &t2.token),
+        Err(StockError::AlreadyBought)
+    );
     assert_eq!(s.issue_token(&sale, 9, TTL), Err(StockError::AlreadyBought));
 }
 
@@ -118,22 +190,37 @@ fn tokens_that_are_missing_foreign_reused_or_expired_are_refused() {
     let mut s = stock();
     let sale = open_sale(&mut s, "tokens", 5);
     // Never issued (well-formed and malformed).
-    assert_eq!(s.purchase(&sale, 1, &stock::keys::new_token()), Err(StockError::TokenInvalid));
-    assert_eq!(s.purchase(&sale, 1, "not-a-token"), Err(StockError::TokenInvalid));
+    assert_eq!(
+        s.purchase(&sale, 1, &stock::keys::new_token()),
+        Err(StockError::TokenInvalid)
+    );
+    assert_eq!(
+        s.purchase(&sale, 1, "not-a-token"),
+        Err(StockError::TokenInvalid)
+    );
     // Another user's token.
     let t = s.issue_token(&sale, 1, TTL).unwrap();
-    assert_eq!(s.purchase(&sale, 2, &t.token), Err(StockError::TokenNotYours));
+    assert_eq!(
+        s.purchase(&sale, 2, &t.token),
+        Err(StockError::TokenNotYours)
+    );
     // Reused after success.
     s.purchase(&sale, 1, &t.token).unwrap();
     assert_eq!(s.purchase(&sale, 1, &t.token), Err(StockError::TokenUsed));
     // Expired.
     let short = s.issue_token(&sale, 3, Duration::from_millis(100)).unwrap();
     std::thread::sleep(Duration::from_millis(250));
-    assert_eq!(s.purchase(&sale, 3, &short.token), Err(StockError::TokenExpired));
+    assert_eq!(
+        s.purchase(&sale, 3, &short.token),
+        Err(StockError::TokenExpired)
+    );
     // A token of one sale is no good for another.
     let other = open_sale(&mut s, "tokens2", 5);
     let t4 = s.issue_token(&sale, 4, TTL).unwrap();
-    assert_eq!(s.purchase(&other, 4, &t4.token), Err(StockError::TokenInvalid));
+    assert_eq!(
+        s.purchase(&other, 4, &t4.token),
+        Err(StockError::TokenInvalid)
+    );
     assert!(s.state(&sale).unwrap().conserved());
 }
 
@@ -147,16 +234,28 @@ fn a_release_returns_the_unit_exactly_once_and_it_sells_again() {
     assert_eq!(s.order(&p.order_id), Ok((OrderState::Reserved, 1)));
     assert_eq!(s.settle(&p.order_id, Settlement::Released), Ok(1));
     assert_eq!(s.order(&p.order_id), Ok((OrderState::Released, 1)));
-    assert_eq!(s.settle(&p.order_id, Settlement::Released), Err(StockError::AlreadyReleased));
-    assert_eq!(s.settle(&p.order_id, Settlement::Paid), Err(StockError::AlreadyReleased));
+    assert_eq!(
+        s.settle(&p.order_id, Settlement::Released),
+        Err(StockError::AlreadyReleased)
+    );
+    assert_eq!(
+        s.settle(&p.order_id, Settlement::Paid),
+        Err(StockError::AlreadyReleased)
+    );
     let st = s.state(&sale).unwrap();
     assert_eq!((st.remaining, st.held, st.sold), (1, 0, 0));
     // The returned unit sells again, to anyone, including the cancelled buyer.
     let t2 = s.issue_token(&sale, 2, TTL).unwrap();
     let p2 = s.purchase(&sale, 2, &t2.token).unwrap();
     assert_ne!(p2.order_id, p.order_id);
-    assert_eq!(s.settle(&format!("{sale}-999"), Settlement::Released), Err(StockError::NoOrder));
-    assert_eq!(s.settle("garbage", Settlement::Released), Err(StockError::NoOrder));
+    assert_eq!(
+        s.settle(&format!("{sale}-999"), Settlement::Released),
+        Err(StockError::NoOrder)
+    );
+    assert_eq!(
+        s.settle("garbage", Settlement::Released),
+        Err(StockError::NoOrder)
+    );
 }
 
 #[test]
@@ -168,7 +267,10 @@ fn paying_counts_the_unit_sold_and_blocks_a_later_release() {
     assert_eq!(s.settle(&p.order_id, Settlement::Paid), Ok(5));
     assert_eq!(s.order(&p.order_id), Ok((OrderState::Paid, 5)));
     assert_eq!(s.order(&format!("{sale}-77")), Err(StockError::NoOrder));
-    assert_eq!(s.settle(&p.order_id, Settlement::Released), Err(StockError::AlreadyPaid));
+    assert_eq!(
+        s.settle(&p.order_id, Settlement::Released),
+        Err(StockError::AlreadyPaid)
+    );
     let st = s.state(&sale).unwrap();
     assert_eq!((st.remaining, st.held, st.sold), (1, 0, 1));
     assert!(st.conserved());
@@ -179,7 +281,9 @@ fn paying_counts_the_unit_sold_and_blocks_a_later_release() {
 fn scripts_are_reloaded_after_redis_forgets_them() {
     let mut s = stock();
     let sale = open_sale(&mut s, "noscript", 2);
-    let flushed = s.conn_mut().exec(&redis::cmd("SCRIPT").arg("FLUSH").to_owned());
+    let flushed = s
+        .conn_mut()
+        .exec(&redis::cmd("SCRIPT").arg("FLUSH").to_owned());
     assert!(flushed.is_ok());
     assert!(s.issue_token(&sale, 1, TTL).is_ok());
 }

@@ -15,10 +15,28 @@ const UNITS: i64 = 500;
 #[test]
 fn concurrent_buyers_never_oversell_nor_buy_twice() {
     let stack = seckill_common::stack::ensure_up();
-    let connect = || Stock::new(stock::connect(&stack.redis_url, Duration::from_secs(5)).expect("redis"));
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64;
-    let sale = format!("race_{}_{}", std::process::id(), &stock::keys::new_token()[..8]);
-    connect().create_sale(&sale, &SaleSpec { stock: UNITS, per_user_limit: 1, start_ms: now - 1000, end_ms: now + 600_000 }).unwrap();
+    let connect =
+        || Stock::new(stock::connect(&stack.redis_url, Duration::from_secs(5)).expect("redis"));
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let sale = format!(
+        "race_{}_{}",
+        std::process::id(),
+        &stock::keys::new_token()[..8]
+    );
+    connect()
+        .create_sale(
+            &sale,
+            &SaleSpec {
+                stock: UNITS,
+                per_user_limit: 1,
+                start_ms: now - 1000,
+                end_ms: now + 600_000,
+            },
+        )
+        .unwrap();
 
     // Every accepted (order, user, token); every token anyone used successfully.
     let accepted = Arc::new(Mutex::new(Vec::<(String, u64, String)>::new()));
@@ -26,7 +44,12 @@ fn concurrent_buyers_never_oversell_nor_buy_twice() {
     let start = Arc::new(Barrier::new(CLIENTS));
     let threads: Vec<_> = (0..CLIENTS)
         .map(|c| {
-            let (sale, accepted, faults, start) = (sale.clone(), accepted.clone(), faults.clone(), start.clone());
+            let (sale, accepted, faults, start) = (
+                sale.clone(),
+                accepted.clone(),
+                faults.clone(),
+                start.clone(),
+            );
             let mut s = connect();
             std::thread::spawn(move || {
                 start.wait();
@@ -39,13 +62,19 @@ fn concurrent_buyers_never_oversell_nor_buy_twice() {
                         (Some((u, t)), 0) => (*u, t.clone()),
                         _ => match s.issue_token(&sale, user, Duration::from_secs(60)) {
                             Ok(t) => (user, t.token),
-                            Err(e) if e.is_fault() => { faults.lock().unwrap().push(e); continue }
+                            Err(e) if e.is_fault() => {
+                                faults.lock().unwrap().push(e);
+                                continue;
+                            }
                             Err(_) => continue,
                         },
                     };
                     match s.purchase(&sale, user, &token) {
                         Ok(p) => {
-                            accepted.lock().unwrap().push((p.order_id, user, token.clone()));
+                            accepted
+                                .lock()
+                                .unwrap()
+                                .push((p.order_id, user, token.clone()));
                             held = Some((user, token));
                         }
                         Err(e) if e.is_fault() => faults.lock().unwrap().push(e),
@@ -59,7 +88,11 @@ fn concurrent_buyers_never_oversell_nor_buy_twice() {
         t.join().unwrap();
     }
 
-    assert!(faults.lock().unwrap().is_empty(), "redis faults: {:?}", faults.lock().unwrap());
+    assert!(
+        faults.lock().unwrap().is_empty(),
+        "redis faults: {:?}",
+        faults.lock().unwrap()
+    );
     let accepted = accepted.lock().unwrap();
     let users: HashSet<u64> = accepted.iter().map(|a| a.1).collect();
     let tokens: HashSet<&str> = accepted.iter().map(|a| a.2.as_str()).collect();

@@ -13,15 +13,26 @@ pub const SECRET: &str = "test-ticket-secret";
 pub const ADMIN: &str = "test-admin-token";
 
 pub fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 pub fn unique(tag: &str) -> String {
-    format!("{tag}_{}_{}", std::process::id(), &stock::keys::new_token()[..8])
+    format!(
+        "{tag}_{}_{}",
+        std::process::id(),
+        &stock::keys::new_token()[..8]
+    )
 }
 
 fn scratch(tag: &str) -> PathBuf {
@@ -41,7 +52,16 @@ impl PrivateRedis {
         let port = free_port();
         let dir = scratch("redis");
         let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .arg("--dir")
             .arg(&dir)
             .stdout(Stdio::null())
@@ -54,13 +74,23 @@ impl PrivateRedis {
         format!("redis://127.0.0.1:{}", self.port)
     }
     pub fn signal(&self, sig: &str) {
-        let ok = Command::new("kill").args([sig, &self.child.id().to_string()]).status().unwrap().success();
+        let ok = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
         assert!(ok, "kill {sig}");
     }
     /// How many times Redis ran `cmd` (from INFO commandstats).
     pub fn calls(&self, cmd: &str) -> u64 {
-        let mut c = redis::Client::open(self.url()).unwrap().get_connection().unwrap();
-        let info: String = redis::cmd("INFO").arg("commandstats").query(&mut c).unwrap();
+        let mut c = redis::Client::open(self.url())
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query(&mut c)
+            .unwrap();
         info.lines()
             .find_map(|l| l.strip_prefix(&format!("cmdstat_{cmd}:calls=")))
             .map(|rest| rest.split(',').next().unwrap().parse().unwrap())
@@ -70,7 +100,9 @@ impl PrivateRedis {
 
 impl Drop for PrivateRedis {
     fn drop(&mut self) {
-        let _ = Command::new("kill").args(["-CONT", &self.child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-CONT", &self.child.id().to_string()])
+            .status();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -104,7 +136,11 @@ pub struct Options<'a> {
 
 impl Default for Options<'_> {
     fn default() -> Self {
-        Options { redis_url: None, brokers: None, env: vec![] }
+        Options {
+            redis_url: None,
+            brokers: None,
+            env: vec![],
+        }
     }
 }
 
@@ -140,7 +176,14 @@ impl Gateway {
         }
         let child = cmd.spawn().expect("start gateway");
         wait_port(port, Duration::from_secs(10));
-        let gw = Gateway { port, topic, redis_url, brokers, audit, child };
+        let gw = Gateway {
+            port,
+            topic,
+            redis_url,
+            brokers,
+            audit,
+            child,
+        };
         if wait_ready {
             gw.wait_ready(Duration::from_secs(15));
         }
@@ -150,7 +193,11 @@ impl Gateway {
     pub fn wait_ready(&self, within: Duration) {
         let end = Instant::now() + within;
         while self.get("/readyz", None).status != 200 {
-            assert!(Instant::now() < end, "gateway not ready: {}", self.get("/readyz", None).body);
+            assert!(
+                Instant::now() < end,
+                "gateway not ready: {}",
+                self.get("/readyz", None).body
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -170,7 +217,13 @@ impl Gateway {
         None
     }
 
-    pub fn request(&self, method: &str, path: &str, auth: Option<&str>, body: Option<&str>) -> Resp {
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        auth: Option<&str>,
+        body: Option<&str>,
+    ) -> Resp {
         let mut raw = format!("{method} {path} HTTP/1.1\r\nHost: t\r\n");
         if let Some(a) = auth {
             raw.push_str(&format!("Authorization: {a}\r\n"));
@@ -197,7 +250,10 @@ impl Gateway {
     }
 
     pub fn ticket(&self, user: u64) -> String {
-        format!("Ticket {}", seckill_common::ticket::mint(SECRET.as_bytes(), user, (now_ms() / 1000 + 3600) as u64))
+        format!(
+            "Ticket {}",
+            seckill_common::ticket::mint(SECRET.as_bytes(), user, (now_ms() / 1000 + 3600) as u64)
+        )
     }
 
     pub fn admin_auth() -> String {
@@ -207,7 +263,9 @@ impl Gateway {
     /// Create a sale through the admin API; returns its id.
     pub fn sale(&self, tag: &str, units: i64, start_ms: i64, end_ms: i64) -> String {
         let sale = unique(tag);
-        let body = format!(r#"{{"sale":"{sale}","stock":{units},"start_ms":{start_ms},"end_ms":{end_ms}}}"#);
+        let body = format!(
+            r#"{{"sale":"{sale}","stock":{units},"start_ms":{start_ms},"end_ms":{end_ms}}}"#
+        );
         let r = self.post("/admin/sales", Some(&Gateway::admin_auth()), Some(&body));
         assert_eq!(r.status, 201, "{}", r.body);
         sale
@@ -218,11 +276,19 @@ impl Gateway {
     }
 
     pub fn token(&self, sale: &str, user: u64) -> Resp {
-        self.post(&format!("/v1/sales/{sale}/tokens"), Some(&self.ticket(user)), None)
+        self.post(
+            &format!("/v1/sales/{sale}/tokens"),
+            Some(&self.ticket(user)),
+            None,
+        )
     }
 
     pub fn order(&self, sale: &str, user: u64, token: &str) -> Resp {
-        self.post(&format!("/v1/sales/{sale}/orders"), Some(&self.ticket(user)), Some(&format!(r#"{{"token":"{token}"}}"#)))
+        self.post(
+            &format!("/v1/sales/{sale}/orders"),
+            Some(&self.ticket(user)),
+            Some(&format!(r#"{{"token":"{token}"}}"#)),
+        )
     }
 
     /// A metric's value (first sample whose line starts with `prefix`).
@@ -259,7 +325,10 @@ impl Resp {
         self.json()["error"].as_str().unwrap_or("").to_string()
     }
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -271,24 +340,43 @@ pub fn read_response(s: &mut TcpStream) -> Resp {
             break p;
         }
         let n = s.read(&mut chunk).expect("read response");
-        assert!(n > 0, "connection closed before a response: {:?}", String::from_utf8_lossy(&buf));
+        assert!(
+            n > 0,
+            "connection closed before a response: {:?}",
+            String::from_utf8_lossy(&buf)
+        );
         buf.extend_from_slice(&chunk[..n]);
     };
     let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
     let mut lines = head.split("\r\n");
-    let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
     let headers: Vec<(String, String)> = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
         .collect();
-    let len: usize = headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("content-length")).map(|(_, v)| v.parse().unwrap()).unwrap_or(0);
+    let len: usize = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+        .map(|(_, v)| v.parse().unwrap())
+        .unwrap_or(0);
     let mut body = buf[head_end + 4..].to_vec();
     while body.len() < len {
         let n = s.read(&mut chunk).expect("read body");
         assert!(n > 0, "short body");
         body.extend_from_slice(&chunk[..n]);
     }
-    Resp { status, headers, body: String::from_utf8_lossy(&body[..len]).to_string() }
+    Resp {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&body[..len]).to_string(),
+    }
 }
 
 /// Read every message of `topic` until `want` arrived or `within` passed.

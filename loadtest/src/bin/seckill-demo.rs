@@ -19,11 +19,19 @@ struct Args {
 }
 
 fn parse_args() -> Result<Args, String> {
-    let mut a = Args { gateway: "http://127.0.0.1:18080".into(), units: 500, buyers: 3000, clients: 32 };
+    let mut a = Args {
+        gateway: "http://127.0.0.1:18080".into(),
+        units: 500,
+        buyers: 3000,
+        clients: 32,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let v = it.next().ok_or(format!("{flag} needs a value"))?;
-        let num = || v.parse::<u64>().map_err(|_| format!("{flag} needs a number"));
+        let num = || {
+            v.parse::<u64>()
+                .map_err(|_| format!("{flag} needs a number"))
+        };
         match flag.as_str() {
             "--gateway" => a.gateway = v.clone(),
             "--units" => a.units = num()? as i64,
@@ -62,15 +70,26 @@ fn run(args: Args) -> Result<bool, LoadError> {
     let secret = env_or("SECKILL_TICKET_SECRET", "dev-ticket-secret-change-me");
     let admin = env_or("SECKILL_ADMIN_TOKEN", "dev-admin-token-change-me");
     let topic = env_or("SECKILL_ORDERS_TOPIC", "orders");
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
     let sale = format!("demo_{now}");
     let client = Client::new(&args.gateway, &secret);
     client.create_sale(&admin, &sale, args.units, now - 1000, now + 3_600_000)?;
-    println!("sale {sale}: {} units, {} buyers on {} clients, gateway {}", args.units, args.buyers, args.clients, args.gateway);
+    println!(
+        "sale {sale}: {} units, {} buyers on {} clients, gateway {}",
+        args.units, args.buyers, args.clients, args.gateway
+    );
 
-    let record = loadtest::rush::rush(&args.gateway, &secret, &sale, args.buyers, args.clients, |done| {
-        eprintln!("  ... {done} of {} buyers done", args.buyers)
-    })?;
+    let record = loadtest::rush::rush(
+        &args.gateway,
+        &secret,
+        &sale,
+        args.buyers,
+        args.clients,
+        |done| eprintln!("  ... {done} of {} buyers done", args.buyers),
+    )?;
     println!(
         "{} buyers, {} requests in {:.2?} ({:.0} requests/s)",
         args.buyers,
@@ -84,7 +103,12 @@ fn run(args: Args) -> Result<bool, LoadError> {
     println!("sale state over HTTP: {}", client.sale(&sale)?.body);
 
     let v = verify::verify_sale(&stack, &topic, &sale, &record.acked, &record.tokens)?;
-    println!("invariants ({} acknowledged orders, {} in topic `{topic}`, {} in PostgreSQL):", record.acked.len(), v.in_topic, v.in_db);
+    println!(
+        "invariants ({} acknowledged orders, {} in topic `{topic}`, {} in PostgreSQL):",
+        record.acked.len(),
+        v.in_topic,
+        v.in_db
+    );
     let report = v.report;
     report.print();
     Ok(report.ok())

@@ -32,7 +32,9 @@ struct Args {
 
 fn parse() -> Result<Args, String> {
     let mut it = std::env::args().skip(1);
-    let scenario = it.next().ok_or("name a scenario: rush, click-storm, bots, browse, mix, or verify")?;
+    let scenario = it
+        .next()
+        .ok_or("name a scenario: rush, click-storm, bots, browse, mix, or verify")?;
     let mut a = Args {
         scenario,
         host: "http://127.0.0.1:18080".into(),
@@ -50,7 +52,10 @@ fn parse() -> Result<Args, String> {
             break;
         }
         let v = it.next().ok_or(format!("{flag} needs a value"))?;
-        let num = || v.parse::<u64>().map_err(|_| format!("{flag} needs a number"));
+        let num = || {
+            v.parse::<u64>()
+                .map_err(|_| format!("{flag} needs a number"))
+        };
         match flag.as_str() {
             "--host" => a.host = v.clone(),
             "--units" => a.units = num()? as i64,
@@ -66,7 +71,13 @@ fn parse() -> Result<Args, String> {
 }
 
 fn main() {
-    let result = parse().map_err(LoadError::Http).and_then(|a| if a.scenario == "verify" { verify_only(&a) } else { run(a) });
+    let result = parse().map_err(LoadError::Http).and_then(|a| {
+        if a.scenario == "verify" {
+            verify_only(&a)
+        } else {
+            run(a)
+        }
+    });
     match result {
         Ok(true) => {}
         Ok(false) => std::process::exit(1),
@@ -84,17 +95,40 @@ fn env_or(name: &str, default: &str) -> String {
 fn run(a: Args) -> Result<bool, LoadError> {
     let secret = env_or("SECKILL_TICKET_SECRET", "dev-ticket-secret-change-me");
     let admin = env_or("SECKILL_ADMIN_TOKEN", "dev-admin-token-change-me");
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
     let sale = format!("load_{}_{now}", a.scenario.replace('-', "_"));
-    let out = a.out.clone().unwrap_or_else(|| PathBuf::from(format!(".run/load/{}-{now}", a.scenario)));
-    std::fs::create_dir_all(&out).map_err(|e| LoadError::Http(format!("{}: {e}", out.display())))?;
+    let out = a
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!(".run/load/{}-{now}", a.scenario)));
+    std::fs::create_dir_all(&out)
+        .map_err(|e| LoadError::Http(format!("{}: {e}", out.display())))?;
     let scenarios = scenarios::scenarios(&a.scenario).map_err(LoadError::Http)?;
-    Client::new(&a.host, &secret).create_sale(&admin, &sale, a.units, now - 1000, now + 24 * 3_600_000)?;
+    Client::new(&a.host, &secret).create_sale(
+        &admin,
+        &sale,
+        a.units,
+        now - 1000,
+        now + 24 * 3_600_000,
+    )?;
     scenarios::init(&sale, &secret, 1, a.expected_interval_us);
-    println!("sale {sale}: {} units; scenario {}; gateway {}; run folder {}", a.units, a.scenario, a.host, out.display());
+    println!(
+        "sale {sale}: {} units; scenario {}; gateway {}; run folder {}",
+        a.units,
+        a.scenario,
+        a.host,
+        out.display()
+    );
 
     let given = a.goose.clone();
-    let has = |f: &[&str]| given.iter().any(|g| f.iter().any(|x| g == x || g.starts_with(&format!("{x}="))));
+    let has = |f: &[&str]| {
+        given
+            .iter()
+            .any(|g| f.iter().any(|x| g == x || g.starts_with(&format!("{x}="))))
+    };
     let mut goose_args = a.goose.clone();
     if !has(&["--run-time", "-t", "--iterations", "--test-plan"]) {
         goose_args.extend(["--run-time".into(), "30s".into()]);
@@ -106,10 +140,17 @@ fn run(a: Args) -> Result<bool, LoadError> {
         goose_args.extend(["--running-metrics".into(), "5".into()]);
     }
     for ext in ["html", "json"] {
-        goose_args.extend(["--report-file".into(), out.join(format!("report.{ext}")).display().to_string()]);
+        goose_args.extend([
+            "--report-file".into(),
+            out.join(format!("report.{ext}")).display().to_string(),
+        ]);
     }
-    let config = GooseConfiguration::parse_args_default(&goose_args).map_err(|e| LoadError::Http(format!("goose flags: {e}")))?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| LoadError::Http(e.to_string()))?;
+    let config = GooseConfiguration::parse_args_default(&goose_args)
+        .map_err(|e| LoadError::Http(format!("goose flags: {e}")))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| LoadError::Http(e.to_string()))?;
     runtime
         .block_on(async move {
             let mut attack = GooseAttack::initialize_with_config(config)?;
@@ -122,21 +163,37 @@ fn run(a: Args) -> Result<bool, LoadError> {
 
     let s = scenarios::shared();
     let acked = s.acked.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    let tokens = s.acked_tokens.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let tokens = s
+        .acked_tokens
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
     let answers = s.answers.lock().unwrap_or_else(|p| p.into_inner()).clone();
     write_acked(&out.join("acked.csv"), &acked, &tokens)?;
-    write(&out.join("answers.json"), &serde_json::to_string_pretty(&answers).unwrap_or_default())?;
+    write(
+        &out.join("answers.json"),
+        &serde_json::to_string_pretty(&answers).unwrap_or_default(),
+    )?;
     let latency = scenarios::latency_table();
     write(&out.join("latency.md"), &latency)?;
 
     let report = check(&sale, &acked, &tokens, &a.topic)?;
-    let mut summary = format!("# {} run: sale {sale}, {} units\n\n## Answers\n\n", a.scenario, a.units);
+    let mut summary = format!(
+        "# {} run: sale {sale}, {} units\n\n## Answers\n\n",
+        a.scenario, a.units
+    );
     for (k, v) in &answers {
         summary.push_str(&format!("- {k}: {v}\n"));
     }
-    summary.push_str(&format!("\n## Latency (HdrHistogram, µs)\n\n{latency}\n## Invariants\n\n"));
+    summary.push_str(&format!(
+        "\n## Latency (HdrHistogram, µs)\n\n{latency}\n## Invariants\n\n"
+    ));
     for c in &report.checks {
-        summary.push_str(&format!("- {} {}\n", if c.pass { "PASS" } else { "FAIL" }, c.name));
+        summary.push_str(&format!(
+            "- {} {}\n",
+            if c.pass { "PASS" } else { "FAIL" },
+            c.name
+        ));
     }
     write(&out.join("summary.md"), &summary)?;
     println!("{summary}");
@@ -145,21 +202,54 @@ fn run(a: Args) -> Result<bool, LoadError> {
 }
 
 fn verify_only(a: &Args) -> Result<bool, LoadError> {
-    let sale = a.sale.clone().ok_or(LoadError::Http("verify needs --sale".into()))?;
-    let path = a.acked.clone().ok_or(LoadError::Http("verify needs --acked FILE".into()))?;
-    let text = std::fs::read_to_string(&path).map_err(|e| LoadError::Http(format!("{}: {e}", path.display())))?;
-    let rows: Vec<Vec<&str>> = text.lines().skip(1).map(|l| l.split(',').map(str::trim).collect()).collect();
-    let acked: Vec<(String, u64)> = rows.iter().filter_map(|r| Some((r.first()?.to_string(), r.get(1)?.parse().ok()?))).collect();
-    let tokens: Vec<String> = rows.iter().filter_map(|r| r.get(2).map(|t| t.to_string())).collect();
+    let sale = a
+        .sale
+        .clone()
+        .ok_or(LoadError::Http("verify needs --sale".into()))?;
+    let path = a
+        .acked
+        .clone()
+        .ok_or(LoadError::Http("verify needs --acked FILE".into()))?;
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| LoadError::Http(format!("{}: {e}", path.display())))?;
+    let rows: Vec<Vec<&str>> = text
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').map(str::trim).collect())
+        .collect();
+    let acked: Vec<(String, u64)> = rows
+        .iter()
+        .filter_map(|r| Some((r.first()?.to_string(), r.get(1)?.parse().ok()?)))
+        .collect();
+    let tokens: Vec<String> = rows
+        .iter()
+        .filter_map(|r| r.get(2).map(|t| t.to_string()))
+        .collect();
     let report = check(&sale, &acked, &tokens, &a.topic)?;
     report.print();
     Ok(report.ok())
 }
 
 /// The invariants of `sale` against the client's record.
-fn check(sale: &str, acked: &[(String, u64)], tokens: &[String], topic: &str) -> Result<verify::Report, LoadError> {
-    let v = verify::verify_sale(&seckill_common::stack::Stack::discover(), topic, sale, acked, tokens)?;
-    println!("verify {sale}: {} acknowledged, {} in topic, {} in PostgreSQL", acked.len(), v.in_topic, v.in_db);
+fn check(
+    sale: &str,
+    acked: &[(String, u64)],
+    tokens: &[String],
+    topic: &str,
+) -> Result<verify::Report, LoadError> {
+    let v = verify::verify_sale(
+        &seckill_common::stack::Stack::discover(),
+        topic,
+        sale,
+        acked,
+        tokens,
+    )?;
+    println!(
+        "verify {sale}: {} acknowledged, {} in topic, {} in PostgreSQL",
+        acked.len(),
+        v.in_topic,
+        v.in_db
+    );
     Ok(v.report)
 }
 

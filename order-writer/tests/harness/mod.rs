@@ -13,15 +13,26 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use stock::{SaleSpec, Stock};
 
 pub fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
 }
 
 pub fn unique(tag: &str) -> String {
-    format!("{tag}_{}_{}", std::process::id(), &stock::keys::new_token()[..8])
+    format!(
+        "{tag}_{}_{}",
+        std::process::id(),
+        &stock::keys::new_token()[..8]
+    )
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Topics, group and database of one test.
@@ -42,7 +53,13 @@ impl Lane {
         seckill_common::kafka::create_topic(&stack.kafka_brokers, &dlq, 1).unwrap();
         let database_url = stack.database_url.clone();
         migrate(&database_url);
-        Lane { stack, topic, dlq, group: unique("writers"), database_url }
+        Lane {
+            stack,
+            topic,
+            dlq,
+            group: unique("writers"),
+            database_url,
+        }
     }
 
     pub fn writer(&self, extra: &[(&str, &str)]) -> WriterProc {
@@ -53,14 +70,22 @@ impl Lane {
             .env("SECKILL_ORDERS_TOPIC", &self.topic)
             .env("SECKILL_DLQ_TOPIC", &self.dlq)
             .env("SECKILL_GROUP_ID", &self.group)
-            .env("SECKILL_METRICS_LISTEN", format!("127.0.0.1:{}", free_port()))
+            .env(
+                "SECKILL_METRICS_LISTEN",
+                format!("127.0.0.1:{}", free_port()),
+            )
             .env("SECKILL_BATCH_MAX", "200")
-            .env("SECKILL_LOG", std::env::var("SECKILL_TEST_WRITER_LOG").unwrap_or("warn".into()))
+            .env(
+                "SECKILL_LOG",
+                std::env::var("SECKILL_TEST_WRITER_LOG").unwrap_or("warn".into()),
+            )
             .stdout(Stdio::null());
         for (k, v) in extra {
             cmd.env(k, v);
         }
-        WriterProc { child: cmd.spawn().expect("start order-writer") }
+        WriterProc {
+            child: cmd.spawn().expect("start order-writer"),
+        }
     }
 
     pub fn producer(&self) -> ThreadedProducer<rdkafka::producer::DefaultProducerContext> {
@@ -72,7 +97,11 @@ impl Lane {
             .unwrap()
     }
 
-    pub fn produce(&self, p: &ThreadedProducer<rdkafka::producer::DefaultProducerContext>, msgs: &[OrderMessage]) {
+    pub fn produce(
+        &self,
+        p: &ThreadedProducer<rdkafka::producer::DefaultProducerContext>,
+        msgs: &[OrderMessage],
+    ) {
         for m in msgs {
             let payload = serde_json::to_vec(m).unwrap();
             let key = m.key();
@@ -80,7 +109,13 @@ impl Lane {
                 match p.send(BaseRecord::to(&self.topic).key(&key).payload(&payload)) {
                     Ok(()) => break,
                     Err((e, _)) => {
-                        assert!(matches!(e.rdkafka_error_code(), Some(rdkafka::types::RDKafkaErrorCode::QueueFull)), "{e}");
+                        assert!(
+                            matches!(
+                                e.rdkafka_error_code(),
+                                Some(rdkafka::types::RDKafkaErrorCode::QueueFull)
+                            ),
+                            "{e}"
+                        );
                         std::thread::sleep(Duration::from_millis(10));
                     }
                 }
@@ -91,7 +126,9 @@ impl Lane {
 
     pub fn produce_raw(&self, bytes: &[u8]) {
         let p = self.producer();
-        p.send(BaseRecord::<(), [u8]>::to(&self.topic).payload(bytes)).map_err(|(e, _)| e).unwrap();
+        p.send(BaseRecord::<(), [u8]>::to(&self.topic).payload(bytes))
+            .map_err(|(e, _)| e)
+            .unwrap();
         p.flush(Duration::from_secs(30)).unwrap();
     }
 
@@ -112,12 +149,28 @@ pub fn migrate(url: &str) {
 
 /// Reserve `n` units of a new sale for `n` distinct users, as the gateway would, and
 /// return the order messages it would produce.
-pub fn reserve(stock: &mut Stock<redis::Connection>, units: i64, n: u64) -> (String, Vec<OrderMessage>) {
+pub fn reserve(
+    stock: &mut Stock<redis::Connection>,
+    units: i64,
+    n: u64,
+) -> (String, Vec<OrderMessage>) {
     let sale = unique("w");
-    stock.create_sale(&sale, &SaleSpec { stock: units, per_user_limit: 1, start_ms: now_ms() - 1000, end_ms: now_ms() + 3_600_000 }).unwrap();
+    stock
+        .create_sale(
+            &sale,
+            &SaleSpec {
+                stock: units,
+                per_user_limit: 1,
+                start_ms: now_ms() - 1000,
+                end_ms: now_ms() + 3_600_000,
+            },
+        )
+        .unwrap();
     let msgs = (1..=n)
         .map(|user| {
-            let t = stock.issue_token(&sale, user, Duration::from_secs(600)).unwrap();
+            let t = stock
+                .issue_token(&sale, user, Duration::from_secs(600))
+                .unwrap();
             let p = stock.purchase(&sale, user, &t.token).unwrap();
             order(&p.order_id, &sale, user, OrderEvent::Reserved)
         })
@@ -126,20 +179,39 @@ pub fn reserve(stock: &mut Stock<redis::Connection>, units: i64, n: u64) -> (Str
 }
 
 pub fn order(id: &str, sale: &str, user: u64, event: OrderEvent) -> OrderMessage {
-    OrderMessage { event, order_id: id.into(), sale: sale.into(), user, units: 1, per_user_limit: 1, at_ms: now_ms() }
+    OrderMessage {
+        event,
+        order_id: id.into(),
+        sale: sale.into(),
+        user,
+        units: 1,
+        per_user_limit: 1,
+        at_ms: now_ms(),
+    }
 }
 
 /// Order ids of `sale` in PostgreSQL (a primary key, so each at most once).
 pub fn ids_in_db(db: &mut postgres::Client, sale: &str) -> HashSet<String> {
-    db.query("SELECT order_id FROM orders WHERE sale = $1", &[&sale]).unwrap().iter().map(|r| r.get(0)).collect()
+    db.query("SELECT order_id FROM orders WHERE sale = $1", &[&sale])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
 }
 
 pub fn status_of(db: &mut postgres::Client, id: &str) -> Option<String> {
-    db.query_opt("SELECT status FROM orders WHERE order_id = $1", &[&id]).unwrap().map(|r| r.get(0))
+    db.query_opt("SELECT status FROM orders WHERE order_id = $1", &[&id])
+        .unwrap()
+        .map(|r| r.get(0))
 }
 
 /// Wait until `sale` has `n` rows in PostgreSQL.
-pub fn wait_rows(db: &mut postgres::Client, sale: &str, n: usize, within: Duration) -> HashSet<String> {
+pub fn wait_rows(
+    db: &mut postgres::Client,
+    sale: &str,
+    n: usize,
+    within: Duration,
+) -> HashSet<String> {
     let end = Instant::now() + within;
     loop {
         let ids = ids_in_db(db, sale);
@@ -154,7 +226,11 @@ pub fn expect_exactly(ids: &HashSet<String>, msgs: &[OrderMessage]) {
     let want: HashSet<String> = msgs.iter().map(|m| m.order_id.clone()).collect();
     let missing = want.difference(ids).count();
     let extra = ids.difference(&want).count();
-    assert_eq!((missing, extra), (0, 0), "{missing} acknowledged orders missing, {extra} unknown orders present");
+    assert_eq!(
+        (missing, extra),
+        (0, 0),
+        "{missing} acknowledged orders missing, {extra} unknown orders present"
+    );
 }
 
 pub struct WriterProc {
@@ -186,7 +262,11 @@ pub struct PrivatePg {
 }
 
 fn is_root() -> bool {
-    Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0\n")).unwrap_or(false)
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.starts_with(b"0\n"))
+        .unwrap_or(false)
 }
 
 impl PrivatePg {
@@ -200,10 +280,29 @@ impl PrivatePg {
         let dir = std::env::temp_dir().join(unique("pg"));
         std::fs::create_dir_all(&dir).unwrap();
         if is_root() {
-            Command::new("chown").args(["-R", "postgres:postgres"]).arg(&dir).status().unwrap();
+            Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(&dir)
+                .status()
+                .unwrap();
         }
-        let pg = PrivatePg { port: free_port(), dir, bin };
-        let ok = pg.run("initdb", &["-D", &pg.data(), "-U", "postgres", "--auth=trust", "-E", "UTF8"]);
+        let pg = PrivatePg {
+            port: free_port(),
+            dir,
+            bin,
+        };
+        let ok = pg.run(
+            "initdb",
+            &[
+                "-D",
+                &pg.data(),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+            ],
+        );
         assert!(ok, "initdb");
         pg.up();
         let mut c = postgres::Client::connect(&pg.url("postgres"), postgres::NoTls).unwrap();
@@ -225,17 +324,35 @@ impl PrivatePg {
         } else {
             Command::new(exe)
         };
-        cmd.args(args).stdout(Stdio::null()).stderr(Stdio::null()).status().map(|s| s.success()).unwrap_or(false)
+        cmd.args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
     }
 
     pub fn up(&self) {
-        let opts = format!("-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories={}", self.port, self.dir.display());
+        let opts = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories={}",
+            self.port,
+            self.dir.display()
+        );
         let log = self.dir.join("log").display().to_string();
-        assert!(self.run("pg_ctl", &["-D", &self.data(), "-l", &log, "-w", "-o", &opts, "start"]), "pg_ctl start");
+        assert!(
+            self.run(
+                "pg_ctl",
+                &["-D", &self.data(), "-l", &log, "-w", "-o", &opts, "start"]
+            ),
+            "pg_ctl start"
+        );
     }
 
     pub fn down(&self) {
-        assert!(self.run("pg_ctl", &["-D", &self.data(), "-m", "fast", "-w", "stop"]), "pg_ctl stop");
+        assert!(
+            self.run("pg_ctl", &["-D", &self.data(), "-m", "fast", "-w", "stop"]),
+            "pg_ctl stop"
+        );
     }
 
     pub fn url(&self, db: &str) -> String {

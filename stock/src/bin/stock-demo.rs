@@ -17,10 +17,19 @@ struct Args {
 }
 
 fn parse_args() -> Result<Args, String> {
-    let mut a = Args { units: 1_000, buyers: 5_000, clients: 32, cancel_percent: 5 };
+    let mut a = Args {
+        units: 1_000,
+        buyers: 5_000,
+        clients: 32,
+        cancel_percent: 5,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
-        let mut value = || it.next().and_then(|v| v.parse::<u64>().ok()).ok_or(format!("{flag} needs a number"));
+        let mut value = || {
+            it.next()
+                .and_then(|v| v.parse::<u64>().ok())
+                .ok_or(format!("{flag} needs a number"))
+        };
         match flag.as_str() {
             "--units" => a.units = value()? as i64,
             "--buyers" => a.buyers = value()?,
@@ -55,10 +64,24 @@ fn main() {
 fn run(args: Args) -> Result<(), StockError> {
     let stack = seckill_common::stack::ensure_up();
     let connect = || stock::connect(&stack.redis_url, Duration::from_secs(2)).map(Stock::new);
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
     let sale = format!("demo_{}", now);
-    connect()?.create_sale(&sale, &SaleSpec { stock: args.units, per_user_limit: 1, start_ms: now - 1_000, end_ms: now + 3_600_000 })?;
-    println!("sale {sale}: {} units, {} buyers on {} clients, redis {}", args.units, args.buyers, args.clients, stack.redis_url);
+    connect()?.create_sale(
+        &sale,
+        &SaleSpec {
+            stock: args.units,
+            per_user_limit: 1,
+            start_ms: now - 1_000,
+            end_ms: now + 3_600_000,
+        },
+    )?;
+    println!(
+        "sale {sale}: {} units, {} buyers on {} clients, redis {}",
+        args.units, args.buyers, args.clients, stack.redis_url
+    );
 
     let tally = Arc::new(Mutex::new(Tally::default()));
     let t0 = Instant::now();
@@ -75,7 +98,12 @@ fn run(args: Args) -> Result<(), StockError> {
                         Ok(t) => t.token,
                         Err(e) if e.is_fault() => return Err(e),
                         Err(e) => {
-                            *tally.lock().unwrap_or_else(|p| p.into_inner()).rejected.entry(format!("token: {e}")).or_default() += 1;
+                            *tally
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .rejected
+                                .entry(format!("token: {e}"))
+                                .or_default() += 1;
                             continue;
                         }
                     };
@@ -94,11 +122,16 @@ fn run(args: Args) -> Result<(), StockError> {
         })
         .collect();
     for h in handles {
-        h.join().map_err(|_| StockError::BadReply("a client thread panicked".into()))??;
+        h.join()
+            .map_err(|_| StockError::BadReply("a client thread panicked".into()))??;
     }
     let rush = t0.elapsed();
     let tally = std::mem::take(&mut *tally.lock().unwrap_or_else(|p| p.into_inner()));
-    println!("rush: {} orders accepted in {:.2?}", tally.orders.len(), rush);
+    println!(
+        "rush: {} orders accepted in {:.2?}",
+        tally.orders.len(),
+        rush
+    );
     for (why, n) in &tally.rejected {
         println!("  rejected {n:>6}  {why}");
     }
@@ -106,7 +139,11 @@ fn run(args: Args) -> Result<(), StockError> {
     // Some buyers never pay: their reservations are released and sell again.
     let mut s = connect()?;
     let mut released = 0u64;
-    for (order, _) in tally.orders.iter().filter(|(_, u)| u % 100 < args.cancel_percent) {
+    for (order, _) in tally
+        .orders
+        .iter()
+        .filter(|(_, u)| u % 100 < args.cancel_percent)
+    {
         s.settle(order, Settlement::Released)?;
         released += 1;
     }
@@ -116,20 +153,40 @@ fn run(args: Args) -> Result<(), StockError> {
         resold.push((s.purchase(&sale, user, &t.token)?.order_id, user));
     }
     let mut paid = 0u64;
-    for (order, _) in tally.orders.iter().filter(|(_, u)| u % 100 >= args.cancel_percent).chain(&resold) {
+    for (order, _) in tally
+        .orders
+        .iter()
+        .filter(|(_, u)| u % 100 >= args.cancel_percent)
+        .chain(&resold)
+    {
         s.settle(order, Settlement::Paid)?;
         paid += 1;
     }
-    println!("cancelled {released} unpaid orders, resold {} units to late buyers, {paid} orders paid", resold.len());
+    println!(
+        "cancelled {released} unpaid orders, resold {} units to late buyers, {paid} orders paid",
+        resold.len()
+    );
 
     let st = s.state(&sale)?;
     let buyers = s.buyers(&sale)?;
     let all_orders: HashSet<&String> = tally.orders.iter().chain(&resold).map(|(o, _)| o).collect();
     let checks = [
-        ("no oversell (sold + held <= initial)", st.sold + st.held <= st.initial),
-        ("per-user limit (every buyer holds <= 1)", buyers.iter().all(|(_, n)| *n <= st.per_user_limit)),
-        ("order ids unique", all_orders.len() == tally.orders.len() + resold.len()),
-        ("conservation (remaining + held + sold = initial)", st.conserved()),
+        (
+            "no oversell (sold + held <= initial)",
+            st.sold + st.held <= st.initial,
+        ),
+        (
+            "per-user limit (every buyer holds <= 1)",
+            buyers.iter().all(|(_, n)| *n <= st.per_user_limit),
+        ),
+        (
+            "order ids unique",
+            all_orders.len() == tally.orders.len() + resold.len(),
+        ),
+        (
+            "conservation (remaining + held + sold = initial)",
+            st.conserved(),
+        ),
     ];
     println!(
         "result: initial {} = remaining {} + held {} + sold {}; {} buyers; {:.0} attempts/s during the rush",
