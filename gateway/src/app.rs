@@ -9,9 +9,10 @@ use crate::http::{Incoming, Reply};
 use crate::limits::Limits;
 use crate::metrics::{Limit, Metrics, Route};
 use crate::order_sink::OrderSink;
+use crate::order_sink::Via;
 use crate::redis_pipe::RedisPipe;
-use crate::switches::{StatusReads, SwitchValues, Switches};
-use seckill_common::order::{OrderEvent, OrderMessage};
+use crate::switches::{SinkMode, StatusReads, SwitchValues, Switches};
+use seckill_common::order::{OrderEvent, OrderMessage, SaleDefinition};
 use serde::Deserialize;
 use serde_json::json;
 use std::collections::HashMap;
@@ -28,17 +29,18 @@ pub struct App {
     pub switches: Switches,
     pub pipe: RedisPipe,
     pub sink: OrderSink,
-    breaker: Arc<Breaker>,
+    pub breaker: Arc<Breaker>,
     /// Sales known sold out, until when (only sales Redis confirmed, so bounded by sales).
     sold_out: RwLock<HashMap<String, Instant>>,
     /// Short-lived sale snapshots for the public sale-state endpoint.
     sale_cache: Mutex<HashMap<String, (Instant, SaleState)>>,
     in_flight: AtomicUsize,
     draining: AtomicBool,
-    /// Set by the health loop: Redis answered a PING and a broker answered metadata.
+    /// Set by the health loop: Redis answered a PING (the broker's health is the sink's).
     pub redis_ok: AtomicBool,
-    pub kafka_ok: AtomicBool,
     audit: Mutex<Option<std::fs::File>>,
+    /// Recent order statuses (owner, state), served when status reads are `cache`.
+    status_cache: Mutex<HashMap<String, (u64, stock::OrderState)>>,
 }
 
 /// Counts a request as in flight while alive.
@@ -91,7 +93,22 @@ impl App {
         breaker: Arc<Breaker>,
         pipe: RedisPipe,
         sink: OrderSink,
-    ) -> App {
+    ) -> Result<App, String> {
+        let order_sink: SinkMode = serde_json::from_value(json!(cfg.order_sink)).map_err(|_| {
+            format!(
+                "order_sink {:?}: expected auto, kafka or spool",
+                cfg.order_sink
+            )
+        })?;
+        let base = SwitchValues {
+            pause_all: Some(false),
+            admission_ratio: Some(1.0),
+            rates: Some(limits.rates()),
+            order_sink: Some(order_sink),
+            redis_breaker: Some("auto".into()),
+            status_reads: Some(StatusReads::Normal),
+        };
+        let switches = Switches::new(base, &limits, &breaker);
         let audit = std::path::Path::new(&cfg.audit_log);
         if let Some(dir) = audit.parent() {
             let _ = std::fs::create_dir_all(dir);
@@ -101,11 +118,11 @@ impl App {
             .append(true)
             .open(audit)
             .ok();
-        App {
+        Ok(App {
             cfg,
             metrics,
             limits,
-            switches: Switches::default(),
+            switches,
             pipe,
             sink,
             breaker,
@@ -114,9 +131,9 @@ impl App {
             in_flight: AtomicUsize::new(0),
             draining: AtomicBool::new(false),
             redis_ok: AtomicBool::new(false),
-            kafka_ok: AtomicBool::new(false),
             audit: Mutex::new(audit),
-        }
+            status_cache: Mutex::new(HashMap::new()),
+        })
     }
 
     pub fn enter(&self) -> InFlight<'_> {
@@ -142,7 +159,9 @@ impl App {
             ["v1", "orders", _] => Route::OrderStatus,
             ["v1", "orders", _, "pay"] => Route::Pay,
             ["admin", "sales"] | ["admin", "sales", _, "pause"] => Route::AdminSales,
-            ["admin", "switches"] => Route::AdminSwitches,
+            ["admin", "switches"] | ["admin", "switches", "local"] | ["admin", "audit"] => {
+                Route::AdminSwitches
+            }
             ["metrics"] => Route::Metrics,
             ["healthz"] => Route::Health,
             ["readyz"] => Route::Ready,
@@ -175,12 +194,14 @@ impl App {
             }
             Route::AdminSwitches => {
                 self.admin(req)?;
-                match req.method {
-                    "GET" => Ok(Reply::json(
-                        200,
-                        &json!(self.switches.read(&self.limits, &self.breaker)),
-                    )),
-                    "POST" => self.set_switches(req),
+                match (seg.as_slice(), req.method) {
+                    ([_, "audit"], "GET") => self.read_audit(req),
+                    ([_, "switches"], "GET") | ([_, "switches", "local"], "GET") => {
+                        Ok(Reply::json(200, &self.switches.view()))
+                    }
+                    ([_, "switches"], "POST") => self.set_switches(req),
+                    ([_, "switches", "local"], "POST") => self.set_local(req, true),
+                    ([_, "switches", "local"], "DELETE") => self.set_local(req, false),
                     _ => Err(ApiError::MethodNotAllowed),
                 }
             }
@@ -228,6 +249,9 @@ impl App {
         let user = self.user(req)?;
         if self.switches.paused_all() {
             return Err(ApiError::PausedAll);
+        }
+        if self.switches.store_lost() {
+            return Err(ApiError::StoreLost);
         }
         if self.known_sold_out(sale) {
             self.metrics.sold_out_shed();
@@ -304,8 +328,10 @@ impl App {
             units: 1,
             per_user_limit: p.per_user_limit.clamp(1, u32::MAX as i64) as u32,
             at_ms: now_ms(),
+            definition: None,
         };
-        if let Err(e) = self.sink.send(&msg) {
+        let via = self.sink.send(&msg, self.switches.order_sink());
+        if let Err(e) = via {
             // Not acknowledged: give the unit back so it can sell again.
             tracing::error!(order = %p.order_id, error = %e, "order not delivered to the broker; releasing its reservation");
             match stock.settle(&p.order_id, Settlement::Released) {
@@ -317,9 +343,11 @@ impl App {
             return Err(ApiError::SinkUnavailable(e.to_string()));
         }
         self.metrics.order_accepted();
+        self.cache_status(&p.order_id, user, stock::OrderState::Reserved);
+        let spooled = matches!(via, Ok(Via::Spool));
         Ok(Reply::json(
             202,
-            &json!({"order_id": p.order_id, "status": "reserved", "remaining": p.remaining}),
+            &json!({"order_id": p.order_id, "status": "reserved", "remaining": p.remaining, "spooled": spooled}),
         ))
     }
 
@@ -369,14 +397,43 @@ impl App {
     }
 
     fn order_status(&self, order_id: &str, req: &Incoming) -> Result<Reply, ApiError> {
-        if self.switches.status_reads() == StatusReads::Off {
-            return Err(ApiError::StatusReadsOff);
+        match self.switches.status_reads() {
+            StatusReads::Off => Err(ApiError::StatusReadsOff),
+            StatusReads::Cache => {
+                let user = self.user(req)?;
+                let hit = self
+                    .status_cache
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(order_id)
+                    .copied();
+                match hit {
+                    Some((owner, state)) if owner == user => Ok(Reply::json(
+                        200,
+                        &json!({"order_id": order_id, "status": state.as_str(), "cached": true}),
+                    )),
+                    _ => Err(ApiError::StatusCacheMiss),
+                }
+            }
+            StatusReads::Normal => {
+                let (state, user, _) = self.owned_order(order_id, req)?;
+                self.cache_status(order_id, user, state);
+                Ok(Reply::json(
+                    200,
+                    &json!({"order_id": order_id, "status": state.as_str()}),
+                ))
+            }
         }
-        let (state, _, _) = self.owned_order(order_id, req)?;
-        Ok(Reply::json(
-            200,
-            &json!({"order_id": order_id, "status": state.as_str()}),
-        ))
+    }
+
+    /// Remember an order's last known status for the `cache` mode (bounded: when full,
+    /// the cache starts over).
+    fn cache_status(&self, order_id: &str, user: u64, state: stock::OrderState) {
+        let mut c = self.status_cache.lock().unwrap_or_else(|p| p.into_inner());
+        if c.len() >= self.cfg.status_cache_max.max(1) as usize && !c.contains_key(order_id) {
+            c.clear();
+        }
+        c.insert(order_id.to_string(), (user, state));
     }
 
     fn pay(&self, order_id: &str, req: &Incoming) -> Result<Reply, ApiError> {
@@ -388,6 +445,7 @@ impl App {
                 let sale = stock::keys::split_order_id(order_id)
                     .map(|(s, _)| s.to_string())
                     .unwrap_or_default();
+                self.cache_status(order_id, buyer, stock::OrderState::Paid);
                 let paid = OrderMessage {
                     event: OrderEvent::Paid,
                     order_id: order_id.to_string(),
@@ -396,8 +454,9 @@ impl App {
                     units: 1,
                     per_user_limit: 0,
                     at_ms: now_ms(),
+                    definition: None,
                 };
-                if let Err(e) = self.sink.send(&paid) {
+                if let Err(e) = self.sink.send(&paid, self.switches.order_sink()) {
                     tracing::warn!(order = order_id, error = %e, "paid event not delivered; the payment-window scan will reconcile");
                 }
                 Ok(Reply::json(
@@ -423,7 +482,28 @@ impl App {
         };
         self.stock().create_sale(&c.sale, &spec)?;
         self.audit(req, "create_sale", json!({"sale": c.sale, "stock": c.stock, "per_user_limit": c.per_user_limit, "start_ms": c.start_ms, "end_ms": c.end_ms}));
-        Ok(Reply::json(201, &json!({"sale": c.sale, "created": true})))
+        // The definition goes to PostgreSQL through the order topic: what rebuilding the
+        // sale needs if Redis ever loses it.
+        let def = SaleDefinition {
+            stock: c.stock,
+            per_user_limit: c.per_user_limit,
+            start_ms: c.start_ms,
+            end_ms: c.end_ms,
+        };
+        let recorded = match self.sink.send(
+            &OrderMessage::opened(&c.sale, def, now_ms()),
+            self.switches.order_sink(),
+        ) {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::error!(sale = %c.sale, error = %e, "sale definition not recorded; a Redis rebuild could not restore this sale");
+                false
+            }
+        };
+        Ok(Reply::json(
+            201,
+            &json!({"sale": c.sale, "created": true, "definition_recorded": recorded}),
+        ))
     }
 
     fn pause_sale(&self, sale: &str, req: &Incoming) -> Result<Reply, ApiError> {
@@ -437,20 +517,139 @@ impl App {
         Ok(Reply::json(200, &json!({"sale": sale, "paused": p.paused})))
     }
 
-    fn set_switches(&self, req: &Incoming) -> Result<Reply, ApiError> {
-        let v: SwitchValues = req.json()?;
-        self.switches
-            .apply(&v, &self.limits, &self.breaker)
-            .map_err(ApiError::BadRequest)?;
-        self.audit(req, "set_switches", json!(v));
-        Ok(Reply::json(
-            200,
-            &json!(self.switches.read(&self.limits, &self.breaker)),
-        ))
+    /// A plain connection to the control store, outside the breaker (so a forced-open
+    /// breaker can be closed again) and with short timeouts.
+    fn control(&self) -> Result<redis::Connection, ApiError> {
+        stock::connect(&self.cfg.redis_url, Duration::from_millis(500))
+            .map_err(|e| ApiError::SwitchStore(e.to_string()))
     }
 
+    /// Write switches centrally, with their audit entry, in one transaction; this
+    /// instance takes them at once, the others on their next poll.
+    fn set_switches(&self, req: &Incoming) -> Result<Reply, ApiError> {
+        let v: SwitchValues = req.json()?;
+        v.validate().map_err(ApiError::BadRequest)?;
+        let fields = v.fields();
+        if fields.is_empty() {
+            return Err(ApiError::BadRequest(format!(
+                "name at least one switch: {:?}",
+                crate::switches::NAMES
+            )));
+        }
+        let mut conn = self.control()?;
+        let mut p = redis::pipe();
+        p.atomic();
+        for (k, val) in &fields {
+            p.cmd("HSET")
+                .arg(stock::keys::switches(&self.cfg.cluster))
+                .arg(*k)
+                .arg(val)
+                .ignore();
+        }
+        self.audit_entry(&mut p, req, "set_switches", &json!(v));
+        p.exec(&mut conn)
+            .map_err(|e| ApiError::SwitchStore(e.to_string()))?;
+        self.audit_file(req, "set_switches", json!(v));
+        self.switches.set_central(&v, &self.limits, &self.breaker);
+        Ok(Reply::json(200, &self.switches.view()))
+    }
+
+    /// This instance only, whatever the store says (and while it is unreachable).
+    fn set_local(&self, req: &Incoming, set: bool) -> Result<Reply, ApiError> {
+        if set {
+            let v: SwitchValues = req.json()?;
+            v.validate().map_err(ApiError::BadRequest)?;
+            self.switches
+                .set_local(Some(&v), &self.limits, &self.breaker);
+            self.audit(req, "set_local_override", json!(v));
+        } else {
+            self.switches.set_local(None, &self.limits, &self.breaker);
+            self.audit(req, "clear_local_override", json!({}));
+        }
+        Ok(Reply::json(200, &self.switches.view()))
+    }
+
+    /// The latest audit entries from the central stream, newest first (`?n=` is not
+    /// parsed by may_minihttp's path; 50 entries).
+    fn read_audit(&self, _req: &Incoming) -> Result<Reply, ApiError> {
+        let mut conn = self.control()?;
+        let v: redis::Value = redis::cmd("XREVRANGE")
+            .arg(stock::keys::audit(&self.cfg.cluster))
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(50)
+            .query(&mut conn)
+            .map_err(|e| ApiError::SwitchStore(e.to_string()))?;
+        let mut out = Vec::new();
+        if let redis::Value::Array(entries) = v {
+            for e in entries {
+                let redis::Value::Array(parts) = e else {
+                    continue;
+                };
+                let mut obj = serde_json::Map::new();
+                if let Some(redis::Value::BulkString(id)) = parts.first() {
+                    obj.insert("id".into(), json!(String::from_utf8_lossy(id)));
+                }
+                if let Some(redis::Value::Array(kv)) = parts.get(1) {
+                    for pair in kv.chunks(2) {
+                        if let [redis::Value::BulkString(k), redis::Value::BulkString(v)] = pair {
+                            obj.insert(
+                                String::from_utf8_lossy(k).into(),
+                                json!(String::from_utf8_lossy(v)),
+                            );
+                        }
+                    }
+                }
+                out.push(serde_json::Value::Object(obj));
+            }
+        }
+        Ok(Reply::json(200, &json!({"entries": out})))
+    }
+
+    fn audit_entry(
+        &self,
+        p: &mut redis::Pipeline,
+        req: &Incoming,
+        action: &str,
+        detail: &serde_json::Value,
+    ) {
+        p.cmd("XADD")
+            .arg(stock::keys::audit(&self.cfg.cluster))
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(100_000)
+            .arg("*")
+            .arg("ts_ms")
+            .arg(now_ms())
+            .arg("actor")
+            .arg(req.actor.unwrap_or("unknown"))
+            .arg("peer")
+            .arg(req.peer.map(|p| p.to_string()).unwrap_or_default())
+            .arg("instance")
+            .arg(&self.cfg.listen)
+            .arg("action")
+            .arg(action)
+            .arg("detail")
+            .arg(detail.to_string())
+            .ignore();
+    }
+
+    /// Audit an admin action: the local file always, the central stream when reachable.
     fn audit(&self, req: &Incoming, action: &str, detail: serde_json::Value) {
-        let line = json!({"ts_ms": now_ms(), "peer": req.peer.map(|p| p.to_string()), "action": action, "detail": detail});
+        let mut p = redis::pipe();
+        self.audit_entry(&mut p, req, action, &detail);
+        if let Err(e) = self.control().and_then(|mut c| {
+            p.exec(&mut c)
+                .map_err(|e| ApiError::SwitchStore(e.to_string()))
+        }) {
+            tracing::warn!(error = %e, action, "audit entry not written to the central stream (kept in the local audit log)");
+        }
+        self.audit_file(req, action, detail);
+    }
+
+    fn audit_file(&self, req: &Incoming, action: &str, detail: serde_json::Value) {
+        let line = json!({"ts_ms": now_ms(), "actor": req.actor, "peer": req.peer.map(|p| p.to_string()), "action": action, "detail": detail});
         tracing::info!(target: "audit", %line);
         if let Some(f) = self
             .audit
@@ -466,12 +665,15 @@ impl App {
 
     fn ready(&self) -> Reply {
         let redis = self.redis_ok.load(Ordering::Acquire) && !self.breaker.is_open();
-        let kafka = self.kafka_ok.load(Ordering::Acquire);
+        let kafka = self.sink.kafka_ok.load(Ordering::Acquire);
         let draining = self.draining.load(Ordering::Acquire);
-        let ok = redis && kafka && !draining;
+        let lost = self.switches.store_lost();
+        // With the spool, orders are taken while the broker is away.
+        let sink = kafka || self.switches.order_sink() != SinkMode::Kafka;
+        let ok = redis && sink && !draining && !lost;
         let mut r = Reply::json(
             if ok { 200 } else { 503 },
-            &json!({"ready": ok, "redis": redis, "kafka": kafka, "draining": draining}),
+            &json!({"ready": ok, "redis": redis, "kafka": kafka, "spool_pending": self.sink.spool_pending(), "redis_data_lost": lost, "draining": draining}),
         );
         if !ok {
             r.retry_after = Some(1);
@@ -496,6 +698,8 @@ impl App {
         let _ = writeln!(out, "# HELP seckill_sold_out_sales Sales currently answered sold-out from memory.\n# TYPE seckill_sold_out_sales gauge\nseckill_sold_out_sales {sold_out}");
         let _ = writeln!(out, "# HELP seckill_limiter_keys Keys held by the keyed rate limiters.\n# TYPE seckill_limiter_keys gauge\nseckill_limiter_keys{{limit=\"user\"}} {users}\nseckill_limiter_keys{{limit=\"ip\"}} {ips}");
         let _ = writeln!(out, "# HELP seckill_http_in_flight Requests being served.\n# TYPE seckill_http_in_flight gauge\nseckill_http_in_flight {}", self.in_flight());
+        let _ = writeln!(out, "# HELP seckill_spool_pending Spooled orders not yet replayed into Kafka.\n# TYPE seckill_spool_pending gauge\nseckill_spool_pending {}", self.sink.spool_pending());
+        let _ = writeln!(out, "# HELP seckill_kafka_up 1 while a broker answers metadata.\n# TYPE seckill_kafka_up gauge\nseckill_kafka_up {}", self.sink.kafka_ok.load(Ordering::Acquire) as u8);
         let _ = writeln!(out, "# HELP seckill_ready 1 when Redis and a broker answer and the gateway is not draining.\n# TYPE seckill_ready gauge\nseckill_ready {}", (self.ready().status == 200) as u8);
         Reply::text(200, out)
     }

@@ -51,6 +51,17 @@ pub struct Config {
     pub sale_cache_ms: i64,
     /// How long shutdown waits for in-flight requests.
     pub drain_secs: i64,
+    /// Durable local spool of accepted orders while Kafka is unavailable (one directory
+    /// per instance; "" = `.run/spool/<listen address>`).
+    pub spool_dir: String,
+    /// Order sink when no switch says otherwise: auto (Kafka, spool on failure), kafka, spool.
+    pub order_sink: String,
+    /// Gateway cluster name: instances with the same name share their switches.
+    pub cluster: String,
+    /// How often the central switches (and the store epoch) are read from Redis.
+    pub switch_poll_ms: i64,
+    /// Order statuses kept for the `cache` status-reads mode.
+    pub status_cache_max: i64,
 }
 
 impl Default for Config {
@@ -83,6 +94,21 @@ impl Default for Config {
             sold_out_recheck_ms: 1000,
             sale_cache_ms: 200,
             drain_secs: 10,
+            spool_dir: String::new(),
+            order_sink: "auto".into(),
+            cluster: "main".into(),
+            switch_poll_ms: 250,
+            status_cache_max: 200_000,
+        }
+    }
+}
+
+impl Config {
+    pub fn spool_path(&self) -> std::path::PathBuf {
+        if self.spool_dir.is_empty() {
+            std::path::PathBuf::from(".run/spool").join(self.listen.replace([':', '/'], "_"))
+        } else {
+            std::path::PathBuf::from(&self.spool_dir)
         }
     }
 }

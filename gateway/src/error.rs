@@ -37,6 +37,12 @@ pub enum ApiError {
     SinkUnavailable(String),
     #[error("the gateway is shutting down")]
     Draining,
+    #[error("Redis lost its data; selling is stopped until the stock is rebuilt")]
+    StoreLost,
+    #[error("order status reads are served from cache only, and this order is not cached")]
+    StatusCacheMiss,
+    #[error("the central switch store is unreachable: {0} (a local override still works: /admin/switches/local)")]
+    SwitchStore(String),
 }
 
 impl From<StockError> for ApiError {
@@ -61,6 +67,7 @@ impl ApiError {
             | ApiError::StatusReadsOff
             | ApiError::SinkUnavailable(_)
             | ApiError::Draining => 503,
+            ApiError::StoreLost | ApiError::StatusCacheMiss | ApiError::SwitchStore(_) => 503,
             ApiError::Stock(e) => match e {
                 S::NoSale | S::NoOrder => 404,
                 S::SaleExists
@@ -73,7 +80,7 @@ impl ApiError {
                 | S::AlreadyPaid => 409,
                 S::SoldOut | S::Ended => 410,
                 S::NotStarted { .. } => 425,
-                S::Invalid(_) => 400,
+                S::Invalid(_) | S::WouldOversell { .. } => 400,
                 S::Paused | S::Redis(_) | S::Timeout | S::BadReply(_) => 503,
             },
         }
@@ -98,6 +105,9 @@ impl ApiError {
             ApiError::StatusReadsOff => "status_reads_off",
             ApiError::SinkUnavailable(_) => "order_sink_unavailable",
             ApiError::Draining => "shutting_down",
+            ApiError::StoreLost => "redis_data_lost",
+            ApiError::StatusCacheMiss => "status_not_cached",
+            ApiError::SwitchStore(_) => "switch_store_unreachable",
             ApiError::Stock(e) => match e {
                 S::NoSale => "no_such_sale",
                 S::NoOrder => "no_such_order",
@@ -113,7 +123,7 @@ impl ApiError {
                 S::TokenUsed => "token_used",
                 S::AlreadyReleased => "order_cancelled",
                 S::AlreadyPaid => "order_paid",
-                S::Invalid(_) => "bad_request",
+                S::Invalid(_) | S::WouldOversell { .. } => "bad_request",
                 S::Redis(_) | S::Timeout | S::BadReply(_) => "redis_unavailable",
             },
         }
@@ -122,6 +132,7 @@ impl ApiError {
     pub fn retry_after(&self) -> Option<u64> {
         match self {
             ApiError::Limited(_, s) => Some(*s),
+            ApiError::StoreLost => Some(10),
             e if e.status() == 503 => Some(1),
             _ => None,
         }
@@ -162,6 +173,8 @@ mod tests {
             (StockError::TokenNotYours.into(), 409, "token_not_yours"),
             (StockError::AlreadyReleased.into(), 409, "order_cancelled"),
             (ApiError::TooLarge(10), 413, "body_too_large"),
+            (ApiError::StoreLost, 503, "redis_data_lost"),
+            (ApiError::StatusCacheMiss, 503, "status_not_cached"),
         ];
         for (e, status, code) in cases {
             assert_eq!((e.status(), e.code()), (status, code), "{e}");

@@ -60,6 +60,8 @@ pub struct Incoming<'a> {
     pub method: &'a str,
     pub path: &'a str,
     pub authorization: Option<&'a str>,
+    /// Who an admin change is by (`X-Actor` header), for the audit log.
+    pub actor: Option<&'a str>,
     pub peer: Option<IpAddr>,
     pub body: Vec<u8>,
 }
@@ -118,6 +120,12 @@ impl Conn {
             .find(|h| h.name.eq_ignore_ascii_case("authorization"))
             .and_then(|h| std::str::from_utf8(h.value).ok())
             .map(str::to_string);
+        let actor = req
+            .headers()
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case("x-actor"))
+            .and_then(|h| std::str::from_utf8(h.value).ok())
+            .map(|s| s.chars().take(64).collect::<String>());
         let limit = self.app.cfg.max_body_bytes.max(0) as usize;
         let body = match req.content_length() {
             None => {
@@ -145,6 +153,7 @@ impl Conn {
             method: &method,
             path: &path,
             authorization: authorization.as_deref(),
+            actor: actor.as_deref(),
             peer: self.peer,
             body,
         };

@@ -10,6 +10,7 @@
 //! - [`switches`]: degradation switches; [`metrics`]: Prometheus text.
 //! - [`server`]: start-up, health loop and graceful shutdown.
 
+pub mod admin_cli;
 pub mod app;
 pub mod breaker;
 pub mod config;

@@ -1,6 +1,8 @@
 //! `gateway [serve] [--config FILE]` — run the gateway.
 //! `gateway mint --user ID [--ttl-secs S] [--config FILE]` — print a ticket signed with
 //! the configured `ticket_secret`, for demos and load runs.
+//! `gateway switch …` / `gateway sale pause|resume SALE` `[--url U] [--token T]` — the
+//! switches and per-sale pause through a gateway's admin API (see `admin_cli`).
 
 use gateway::config::Config;
 use std::path::PathBuf;
@@ -12,18 +14,25 @@ fn main() {
 fn run() -> Result<(), String> {
     let mut args = std::env::args().skip(1).peekable();
     let cmd = match args.peek().map(String::as_str) {
-        Some("serve") | Some("mint") => args.next().unwrap_or_default(),
+        Some("serve") | Some("mint") | Some("switch") | Some("sale") => {
+            args.next().unwrap_or_default()
+        }
         _ => "serve".to_string(),
     };
     let (mut config, mut user, mut ttl) = (None::<PathBuf>, None::<u64>, 3600u64);
+    let (mut url, mut token, mut rest) = (None::<String>, None::<String>, vec![cmd.clone()]);
     while let Some(a) = args.next() {
         let mut val = || args.next().ok_or(format!("{a} needs a value"));
         match a.as_str() {
             "--config" => config = Some(PathBuf::from(val()?)),
+            "--url" => url = Some(val()?),
+            "--token" => token = Some(val()?),
+            "--local" if cmd == "switch" => rest.push(a),
+            word if (cmd == "switch" || cmd == "sale") && !word.starts_with("--") => rest.push(a),
             "--user" => user = Some(val()?.parse().map_err(|_| "--user needs a number")?),
             "--ttl-secs" => ttl = val()?.parse().map_err(|_| "--ttl-secs needs a number")?,
             "-h" | "--help" => {
-                println!("usage: gateway [serve] [--config FILE]\n       gateway mint --user ID [--ttl-secs S] [--config FILE]");
+                println!("usage: gateway [serve] [--config FILE]\n       gateway mint --user ID [--ttl-secs S] [--config FILE]\n       gateway switch list | get NAME | set NAME VALUE [--local] | clear-local | audit [--url U] [--token T]\n       gateway sale pause|resume SALE [--url U] [--token T]");
                 return Ok(());
             }
             other => return Err(format!("unknown argument {other}")),
@@ -31,6 +40,21 @@ fn run() -> Result<(), String> {
     }
     let cfg: Config = seckill_common::load_config(config.as_deref()).map_err(|e| e.to_string())?;
     match cmd.as_str() {
+        "switch" | "sale" => {
+            let actor = format!(
+                "{}@{}",
+                std::env::var("USER").unwrap_or_else(|_| "unknown".into()),
+                std::fs::read_to_string("/etc/hostname")
+                    .unwrap_or_default()
+                    .trim()
+            );
+            let t = gateway::admin_cli::Target {
+                url: url.unwrap_or_else(|| format!("http://{}", cfg.listen)),
+                token: token.unwrap_or(cfg.admin_token.clone()),
+                actor,
+            };
+            gateway::admin_cli::run(&t, &rest)
+        }
         "mint" => {
             let user = user.ok_or("mint needs --user ID")?;
             let now = std::time::SystemTime::now()

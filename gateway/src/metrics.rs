@@ -135,6 +135,8 @@ pub struct Metrics {
     sold_out_shed: AtomicU64,
     orders_accepted: AtomicU64,
     stock_released_on_sink_failure: AtomicU64,
+    spooled: AtomicU64,
+    spool_replayed: AtomicU64,
 }
 
 impl Metrics {
@@ -185,6 +187,14 @@ impl Metrics {
     pub fn released_on_sink_failure(&self) {
         self.stock_released_on_sink_failure
             .fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn spooled(&self) {
+        self.spooled.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn spool_replayed(&self, n: u64) {
+        self.spool_replayed.fetch_add(n, Ordering::Relaxed);
     }
 
     pub fn sold_out_shed_total(&self) -> u64 {
@@ -273,6 +283,18 @@ impl Metrics {
             "seckill_stock_released_on_sink_failure_total",
             "Reservations returned to stock because the broker refused the order.",
             self.stock_released_on_sink_failure.load(Ordering::Relaxed),
+        );
+        counter(
+            out,
+            "seckill_spooled_total",
+            "Orders written to the durable local spool instead of Kafka.",
+            self.spooled.load(Ordering::Relaxed),
+        );
+        counter(
+            out,
+            "seckill_spool_replayed_total",
+            "Spooled orders replayed into Kafka.",
+            self.spool_replayed.load(Ordering::Relaxed),
         );
     }
 }

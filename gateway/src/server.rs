@@ -21,6 +21,8 @@ pub enum StartError {
     Kafka(#[from] crate::order_sink::SinkError),
     #[error("cannot listen on {0}: {1}")]
     Listen(String, std::io::Error),
+    #[error("configuration: {0}")]
+    Config(String),
 }
 
 fn rates(c: &Config) -> Rates {
@@ -66,11 +68,15 @@ pub fn run(cfg: Config) -> Result<(), StartError> {
         &cfg.orders_topic,
         cfg.kafka_timeout_ms.max(100) as u64,
         &cfg.kafka_extra,
+        &cfg.spool_path(),
         metrics.clone(),
     )?;
     let limits = Limits::new(rates(&cfg));
     let listen = cfg.listen.clone();
-    let app = Arc::new(App::new(cfg, metrics, limits, breaker, pipe, sink));
+    let app =
+        Arc::new(App::new(cfg, metrics, limits, breaker, pipe, sink).map_err(StartError::Config)?);
+    spawn("switches", follow_switches(app.clone()));
+    spawn("spool-replay", replay_spool(app.clone()));
 
     let server = Factory(app.clone())
         .start(&listen)
@@ -108,7 +114,7 @@ fn spawn_health_loop(app: Arc<App>) {
                 let ping = app.pipe.call(&redis::cmd("PING"));
                 app.redis_ok.store(ping.is_ok(), Ordering::Release);
                 if tick % 2 == 0 {
-                    app.kafka_ok.store(
+                    app.sink.kafka_ok.store(
                         app.sink.broker_reachable(Duration::from_millis(900)),
                         Ordering::Release,
                     );
@@ -121,5 +127,67 @@ fn spawn_health_loop(app: Arc<App>) {
         });
     if let Err(e) = spawned {
         tracing::error!(error = %e, "cannot start the health loop; /readyz will stay 503");
+    }
+}
+
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) {
+    if let Err(e) = std::thread::Builder::new().name(name.into()).spawn(f) {
+        tracing::error!(error = %e, thread = name, "cannot start a background thread");
+    }
+}
+
+/// Every `switch_poll_ms`: read the store epoch and the switches on a plain connection of its own (not
+/// through the breaker, which the switches may force open), and follow it.
+fn follow_switches(app: Arc<App>) -> impl FnOnce() {
+    move || {
+        let every = Duration::from_millis(app.cfg.switch_poll_ms.clamp(20, 1000) as u64);
+        let mut conn: Option<redis::Connection> = None;
+        loop {
+            if conn.is_none() {
+                conn =
+                    stock::connect(&app.cfg.redis_url, every.max(Duration::from_millis(200))).ok();
+            }
+            let key = stock::keys::switches(&app.cfg.cluster);
+            let read = conn.as_mut().and_then(|c| {
+                redis::pipe()
+                    .cmd("GET")
+                    .arg(stock::keys::EPOCH)
+                    .cmd("HGETALL")
+                    .arg(&key)
+                    .query::<(Option<String>, std::collections::HashMap<String, String>)>(c)
+                    .ok()
+            });
+            let hash = read.map(|(epoch, mut h)| {
+                h.remove(crate::switches::EPOCH);
+                if let Some(e) = epoch {
+                    h.insert(crate::switches::EPOCH.to_string(), e);
+                }
+                h
+            });
+            if hash.is_none() {
+                conn = None;
+            }
+            app.switches.follow(hash, &app.limits, &app.breaker);
+            std::thread::sleep(every);
+        }
+    }
+}
+
+/// Every second, when a broker answers and the switch allows Kafka: replay the spool.
+fn replay_spool(app: Arc<App>) -> impl FnOnce() {
+    move || loop {
+        std::thread::sleep(Duration::from_secs(1));
+        let mode = app.switches.order_sink();
+        if app.sink.spool_pending() == 0
+            || mode == crate::switches::SinkMode::Spool
+            || !app.sink.kafka_ok.load(Ordering::Acquire)
+        {
+            continue;
+        }
+        match app.sink.replay() {
+            Ok(n) if n > 0 => tracing::info!(orders = n, "spool replayed"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "spool replay stopped; retrying"),
+        }
     }
 }

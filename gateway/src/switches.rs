@@ -1,30 +1,51 @@
-//! Degradation switches held by this gateway instance. Per-sale pause lives in Redis
-//! with the sale (so every instance sees it at once); the rest are set through the
-//! admin endpoint, audited, and exported as metrics.
+//! Degradation switches. Their home is a Redis hash (`sk:switches:<cluster>`, one JSON
+//! value per switch) that every gateway instance of the cluster reads every
+//! `switch_poll_ms`; a change
+//! made through any instance's admin API is written there with an audit entry, and the
+//! other instances follow within one poll. Each instance keeps the last values it read
+//! while the store is unreachable, and accepts a local override (per instance, also
+//! audited) that wins over the central value until cleared.
+//!
+//! The same poll watches the store's epoch: an instance that saw an epoch and then sees
+//! none knows Redis lost its data, and stops selling until the store is rebuilt.
+//!
+//! Per-sale pause lives in Redis with the sale itself (`/admin/sales/{sale}/pause`).
 
 use crate::breaker::{Breaker, Mode};
 use crate::limits::{Limits, Rates};
 use serde::{Deserialize, Serialize};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::Mutex;
 
 /// How order status reads are served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StatusReads {
+    /// From Redis, the arbiter.
     Normal,
+    /// Only from this instance's cache of recent answers and acceptances; a miss is 503.
+    Cache,
+    /// Not at all: 503 with Retry-After.
     Off,
 }
 
-pub struct Switches {
-    pause_all: AtomicBool,
-    /// Admission ratio in parts per million of token requests admitted.
-    admission_ppm: AtomicU32,
-    status_off: AtomicBool,
+/// Where accepted orders go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SinkMode {
+    /// Kafka while it answers; the durable local spool when it does not (broker down or
+    /// the sink breaker open). The spool is replayed into Kafka when the broker is back.
+    Auto,
+    /// Kafka only: a broker failure releases the reservation and answers 503.
+    Kafka,
+    /// The spool only (for example to drain a broker for maintenance).
+    Spool,
 }
 
-/// The full set, as read and written by the admin API. Every field is optional on
-/// write: only what is given changes.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+/// The switches, as read and written by the admin API and stored centrally. Every field
+/// is optional: on write only what is given changes.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SwitchValues {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -34,66 +55,52 @@ pub struct SwitchValues {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rates: Option<Rates>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub order_sink: Option<SinkMode>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub redis_breaker: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status_reads: Option<StatusReads>,
 }
 
-impl Default for Switches {
-    fn default() -> Self {
-        Switches {
-            pause_all: AtomicBool::new(false),
-            admission_ppm: AtomicU32::new(1_000_000),
-            status_off: AtomicBool::new(false),
-        }
-    }
-}
+/// Where a poll's answer carries the store epoch (`sk:epoch`).
+pub const EPOCH: &str = "epoch";
 
-impl Switches {
-    pub fn paused_all(&self) -> bool {
-        self.pause_all.load(Ordering::Relaxed)
-    }
+/// The names of the switches, as fields of the switches hash.
+pub const NAMES: [&str; 6] = [
+    "pause_all",
+    "admission_ratio",
+    "rates",
+    "order_sink",
+    "redis_breaker",
+    "status_reads",
+];
 
-    /// Admit this request? `roll` is uniform in [0, 1e6).
-    pub fn admit(&self, roll: u32) -> bool {
-        roll < self.admission_ppm.load(Ordering::Relaxed)
-    }
-
-    pub fn status_reads(&self) -> StatusReads {
-        if self.status_off.load(Ordering::Relaxed) {
-            StatusReads::Off
-        } else {
-            StatusReads::Normal
-        }
-    }
-
-    pub fn read(&self, limits: &Limits, breaker: &Breaker) -> SwitchValues {
+impl SwitchValues {
+    /// `self` with every value `top` sets replacing ours.
+    pub fn overlay(&self, top: &SwitchValues) -> SwitchValues {
         SwitchValues {
-            pause_all: Some(self.paused_all()),
-            admission_ratio: Some(self.admission_ppm.load(Ordering::Relaxed) as f64 / 1e6),
-            rates: Some(limits.rates()),
-            redis_breaker: Some(breaker.mode().as_str().to_string()),
-            status_reads: Some(self.status_reads()),
+            pause_all: top.pause_all.or(self.pause_all),
+            admission_ratio: top.admission_ratio.or(self.admission_ratio),
+            rates: top.rates.or(self.rates),
+            order_sink: top.order_sink.or(self.order_sink),
+            redis_breaker: top
+                .redis_breaker
+                .clone()
+                .or_else(|| self.redis_breaker.clone()),
+            status_reads: top.status_reads.or(self.status_reads),
         }
     }
 
-    /// Validate everything first, then apply: a bad value changes nothing.
-    pub fn apply(
-        &self,
-        v: &SwitchValues,
-        limits: &Limits,
-        breaker: &Breaker,
-    ) -> Result<(), String> {
-        if let Some(r) = v.admission_ratio {
+    pub fn validate(&self) -> Result<(), String> {
+        if let Some(r) = self.admission_ratio {
             if !(0.0..=1.0).contains(&r) {
                 return Err("admission_ratio must be within 0..=1".into());
             }
         }
-        let mode = match &v.redis_breaker {
-            Some(m) => Some(Mode::parse(m).ok_or("redis_breaker must be auto, open or closed")?),
-            None => None,
-        };
-        if let Some(r) = &v.rates {
+        if let Some(m) = &self.redis_breaker {
+            Mode::parse(m).ok_or("redis_breaker must be auto, open or closed")?;
+        }
+        if let Some(r) = &self.rates {
             if [
                 r.global_rps,
                 r.global_burst,
@@ -107,24 +114,265 @@ impl Switches {
                 return Err("every rate and burst must be at least 1".into());
             }
         }
-        if let Some(p) = v.pause_all {
+        Ok(())
+    }
+
+    /// The given values as control-hash fields (name, JSON).
+    pub fn fields(&self) -> Vec<(&'static str, String)> {
+        let v = serde_json::to_value(self).unwrap_or_default();
+        NAMES
+            .iter()
+            .filter_map(|n| v.get(*n).map(|x| (*n, x.to_string())))
+            .collect()
+    }
+
+    /// Parse the control hash; fields that are not switches (the epoch) are skipped, a
+    /// field that does not parse is reported and skipped.
+    pub fn from_fields(map: &HashMap<String, String>) -> (SwitchValues, Vec<String>) {
+        let mut obj = serde_json::Map::new();
+        let mut bad = Vec::new();
+        for n in NAMES {
+            if let Some(raw) = map.get(n) {
+                match serde_json::from_str::<serde_json::Value>(raw) {
+                    Ok(v) => {
+                        obj.insert(n.to_string(), v);
+                    }
+                    Err(_) => bad.push(n.to_string()),
+                }
+            }
+        }
+        let mut out = SwitchValues::default();
+        for (k, v) in obj {
+            let one = serde_json::json!({ k.clone(): v });
+            match serde_json::from_value::<SwitchValues>(one) {
+                Ok(s) if s.validate().is_ok() => out = out.overlay(&s),
+                _ => bad.push(k),
+            }
+        }
+        (out, bad)
+    }
+}
+
+/// What the follower last learned about the store.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct StoreView {
+    pub up: bool,
+    /// When the store last answered (ms since the epoch), 0 = never.
+    pub last_ok_ms: i64,
+    pub epoch: Option<String>,
+    /// Redis answered without the epoch this instance saw before: its data was lost.
+    pub lost: bool,
+}
+
+pub struct Switches {
+    pause_all: AtomicBool,
+    /// Admission ratio in parts per million of token requests admitted.
+    admission_ppm: AtomicU32,
+    status_reads: AtomicU8,
+    order_sink: AtomicU8,
+    /// The configured values every missing switch falls back to.
+    base: SwitchValues,
+    central: Mutex<SwitchValues>,
+    local: Mutex<SwitchValues>,
+    applied: Mutex<SwitchValues>,
+    store: Mutex<StoreView>,
+    store_lost: AtomicBool,
+    store_up: AtomicBool,
+    last_ok_ms: AtomicI64,
+    invalid: AtomicU64,
+    changes: AtomicU64,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl Switches {
+    /// `base` must set every switch (the configuration's values).
+    pub fn new(base: SwitchValues, limits: &Limits, breaker: &Breaker) -> Switches {
+        let s = Switches {
+            pause_all: AtomicBool::new(false),
+            admission_ppm: AtomicU32::new(1_000_000),
+            status_reads: AtomicU8::new(StatusReads::Normal as u8),
+            order_sink: AtomicU8::new(SinkMode::Auto as u8),
+            base,
+            central: Mutex::new(SwitchValues::default()),
+            local: Mutex::new(SwitchValues::default()),
+            applied: Mutex::new(SwitchValues::default()),
+            store: Mutex::new(StoreView::default()),
+            store_lost: AtomicBool::new(false),
+            store_up: AtomicBool::new(false),
+            last_ok_ms: AtomicI64::new(0),
+            invalid: AtomicU64::new(0),
+            changes: AtomicU64::new(0),
+        };
+        s.settle(limits, breaker);
+        s
+    }
+
+    pub fn paused_all(&self) -> bool {
+        self.pause_all.load(Ordering::Relaxed)
+    }
+
+    /// Admit this request? `roll` is uniform in [0, 1e6).
+    pub fn admit(&self, roll: u32) -> bool {
+        roll < self.admission_ppm.load(Ordering::Relaxed)
+    }
+
+    pub fn status_reads(&self) -> StatusReads {
+        match self.status_reads.load(Ordering::Relaxed) {
+            x if x == StatusReads::Cache as u8 => StatusReads::Cache,
+            x if x == StatusReads::Off as u8 => StatusReads::Off,
+            _ => StatusReads::Normal,
+        }
+    }
+
+    pub fn order_sink(&self) -> SinkMode {
+        match self.order_sink.load(Ordering::Relaxed) {
+            x if x == SinkMode::Kafka as u8 => SinkMode::Kafka,
+            x if x == SinkMode::Spool as u8 => SinkMode::Spool,
+            _ => SinkMode::Auto,
+        }
+    }
+
+    /// Redis lost its data and has not been rebuilt: nothing may be sold.
+    pub fn store_lost(&self) -> bool {
+        self.store_lost.load(Ordering::Acquire)
+    }
+
+    fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+        m.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn effective(&self) -> SwitchValues {
+        self.base
+            .overlay(&Self::lock(&self.central))
+            .overlay(&Self::lock(&self.local))
+    }
+
+    /// Everything an operator wants to see.
+    pub fn view(&self) -> serde_json::Value {
+        serde_json::json!({
+            "effective": self.effective(),
+            "central": *Self::lock(&self.central),
+            "local": *Self::lock(&self.local),
+            "store": *Self::lock(&self.store),
+        })
+    }
+
+    /// Recompute the effective values and apply them if they changed.
+    fn settle(&self, limits: &Limits, breaker: &Breaker) {
+        let eff = self.effective();
+        let mut applied = Self::lock(&self.applied);
+        if *applied == eff {
+            return;
+        }
+        if let Err(e) = eff.validate() {
+            self.invalid.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(error = %e, "switch values refused; keeping the previous ones");
+            return;
+        }
+        if let Some(p) = eff.pause_all {
             self.pause_all.store(p, Ordering::Relaxed);
         }
-        if let Some(r) = v.admission_ratio {
+        if let Some(r) = eff.admission_ratio {
             self.admission_ppm
                 .store((r * 1e6).round() as u32, Ordering::Relaxed);
         }
-        if let Some(r) = v.rates {
-            limits.set_rates(r);
+        if let Some(r) = eff.rates {
+            if applied.rates != Some(r) {
+                limits.set_rates(r);
+            }
         }
-        if let Some(m) = mode {
+        if let Some(m) = eff.redis_breaker.as_deref().and_then(Mode::parse) {
             breaker.set_mode(m);
         }
-        if let Some(s) = v.status_reads {
-            self.status_off
-                .store(s == StatusReads::Off, Ordering::Relaxed);
+        if let Some(s) = eff.status_reads {
+            self.status_reads.store(s as u8, Ordering::Relaxed);
         }
-        Ok(())
+        if let Some(s) = eff.order_sink {
+            self.order_sink.store(s as u8, Ordering::Relaxed);
+        }
+        if *applied != SwitchValues::default() {
+            tracing::info!(switches = %serde_json::json!(eff), "switches changed");
+        }
+        self.changes.fetch_add(1, Ordering::Relaxed);
+        *applied = eff;
+    }
+
+    /// A central change this instance just wrote: take it at once (the others follow on
+    /// their next poll).
+    pub fn set_central(&self, v: &SwitchValues, limits: &Limits, breaker: &Breaker) {
+        {
+            let mut c = Self::lock(&self.central);
+            *c = c.overlay(v);
+        }
+        self.settle(limits, breaker);
+    }
+
+    /// Set (or with `None`, clear) this instance's local override.
+    pub fn set_local(&self, v: Option<&SwitchValues>, limits: &Limits, breaker: &Breaker) {
+        {
+            let mut l = Self::lock(&self.local);
+            *l = match v {
+                Some(v) => l.overlay(v),
+                None => SwitchValues::default(),
+            };
+        }
+        self.settle(limits, breaker);
+    }
+
+    /// One poll's answer: the switches hash with the store epoch under [`EPOCH`], or
+    /// `None` when the store did not answer.
+    pub fn follow(
+        &self,
+        hash: Option<HashMap<String, String>>,
+        limits: &Limits,
+        breaker: &Breaker,
+    ) {
+        let Some(hash) = hash else {
+            self.store_up.store(false, Ordering::Release);
+            Self::lock(&self.store).up = false;
+            return;
+        };
+        let now = now_ms();
+        self.store_up.store(true, Ordering::Release);
+        self.last_ok_ms.store(now, Ordering::Release);
+        let epoch = hash.get(EPOCH).cloned();
+        let mut store = Self::lock(&self.store);
+        store.up = true;
+        store.last_ok_ms = now;
+        match (&store.epoch, &epoch) {
+            (Some(_), None) => {
+                if !store.lost {
+                    tracing::error!("Redis answered without the store epoch: its data was lost. Selling stops until the store is rebuilt (runbooks/redis-data-lost.md)");
+                }
+                store.lost = true;
+                self.store_lost.store(true, Ordering::Release);
+                // Keep the last known switches: the empty hash says nothing about them.
+                return;
+            }
+            (old, Some(e)) => {
+                if store.lost || old.as_ref().is_some_and(|o| o != e) {
+                    tracing::warn!(epoch = %e, "store epoch (re)appeared: the store was rebuilt; selling resumes");
+                }
+                store.lost = false;
+                self.store_lost.store(false, Ordering::Release);
+                store.epoch = Some(e.clone());
+            }
+            (None, None) => {}
+        }
+        drop(store);
+        let (central, bad) = SwitchValues::from_fields(&hash);
+        if !bad.is_empty() {
+            self.invalid.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(fields = ?bad, "control hash holds values that are not valid switches; ignored");
+        }
+        *Self::lock(&self.central) = central;
+        self.settle(limits, breaker);
     }
 
     pub fn render(&self, out: &mut String, limits: &Limits, breaker: &Breaker) {
@@ -145,7 +393,25 @@ impl Switches {
         }
         let _ = writeln!(out, "# HELP seckill_switch_redis_breaker_mode Breaker mode: 0 auto, 1 forced open, 2 forced closed.\n# TYPE seckill_switch_redis_breaker_mode gauge\nseckill_switch_redis_breaker_mode {}", breaker.mode() as u8);
         let _ = writeln!(out, "# HELP seckill_redis_breaker_open 1 while the Redis breaker refuses calls.\n# TYPE seckill_redis_breaker_open gauge\nseckill_redis_breaker_open {}", breaker.is_open() as u8);
-        let _ = writeln!(out, "# HELP seckill_switch_status_reads_off 1 while order status reads are switched off.\n# TYPE seckill_switch_status_reads_off gauge\nseckill_switch_status_reads_off {}", (self.status_reads() == StatusReads::Off) as u8);
+        let _ = writeln!(out, "# HELP seckill_switch_status_reads Order status reads: 0 normal, 1 cache only, 2 off.\n# TYPE seckill_switch_status_reads gauge\nseckill_switch_status_reads {}", self.status_reads() as u8);
+        let _ = writeln!(out, "# HELP seckill_switch_order_sink Order sink: 0 auto (Kafka, spool on failure), 1 Kafka only, 2 spool only.\n# TYPE seckill_switch_order_sink gauge\nseckill_switch_order_sink {}", self.order_sink() as u8);
+        let local_set = !self.lock_local_empty();
+        let _ = writeln!(out, "# HELP seckill_switch_local_override 1 while this instance has a local override.\n# TYPE seckill_switch_local_override gauge\nseckill_switch_local_override {}", local_set as u8);
+        let _ = writeln!(out, "# HELP seckill_switch_store_up 1 while the central switch store answers.\n# TYPE seckill_switch_store_up gauge\nseckill_switch_store_up {}", self.store_up.load(Ordering::Acquire) as u8);
+        let last = self.last_ok_ms.load(Ordering::Acquire);
+        let age = if last == 0 {
+            -1.0
+        } else {
+            (now_ms() - last) as f64 / 1000.0
+        };
+        let _ = writeln!(out, "# HELP seckill_switch_store_age_seconds Seconds since the switch store last answered (-1 never).\n# TYPE seckill_switch_store_age_seconds gauge\nseckill_switch_store_age_seconds {age}");
+        let _ = writeln!(out, "# HELP seckill_redis_data_lost 1 while Redis has lost its data and selling is stopped until the store is rebuilt.\n# TYPE seckill_redis_data_lost gauge\nseckill_redis_data_lost {}", self.store_lost() as u8);
+        let _ = writeln!(out, "# HELP seckill_switch_changes_total Switch changes applied by this instance.\n# TYPE seckill_switch_changes_total counter\nseckill_switch_changes_total {}", self.changes.load(Ordering::Relaxed));
+        let _ = writeln!(out, "# HELP seckill_switch_invalid_total Switch values refused (bad values in the store).\n# TYPE seckill_switch_invalid_total counter\nseckill_switch_invalid_total {}", self.invalid.load(Ordering::Relaxed));
+    }
+
+    fn lock_local_empty(&self) -> bool {
+        *Self::lock(&self.local) == SwitchValues::default()
     }
 }
 
@@ -154,33 +420,152 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    #[test]
-    fn a_bad_value_changes_nothing() {
-        let s = Switches::default();
-        let l = Limits::new(Rates {
+    fn fixture() -> (std::sync::Arc<Limits>, Breaker, Switches) {
+        let rates = Rates {
             global_rps: 1,
             global_burst: 1,
             user_rps: 1,
             user_burst: 1,
             ip_rps: 1,
             ip_burst: 1,
-        });
+        };
+        let l = Limits::new(rates);
         let b = Breaker::new(1, Duration::from_millis(1));
+        let base = SwitchValues {
+            pause_all: Some(false),
+            admission_ratio: Some(1.0),
+            rates: Some(rates),
+            order_sink: Some(SinkMode::Auto),
+            redis_breaker: Some("auto".into()),
+            status_reads: Some(StatusReads::Normal),
+        };
+        let s = Switches::new(base, &l, &b);
+        (l, b, s)
+    }
+
+    fn hash(pairs: &[(&str, &str)]) -> Option<HashMap<String, String>> {
+        Some(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn a_bad_value_is_refused_before_anything_changes() {
         let bad = SwitchValues {
             pause_all: Some(true),
             admission_ratio: Some(1.5),
             ..Default::default()
         };
-        assert!(s.apply(&bad, &l, &b).is_err());
-        assert!(!s.paused_all());
-        let good = SwitchValues {
-            pause_all: Some(true),
-            admission_ratio: Some(0.25),
-            redis_breaker: Some("open".into()),
+        assert!(bad.validate().is_err());
+        let bad = SwitchValues {
+            redis_breaker: Some("ajar".into()),
             ..Default::default()
         };
-        s.apply(&good, &l, &b).unwrap();
+        assert!(bad.validate().is_err());
+    }
+
+    #[test]
+    fn central_values_are_followed_and_local_overrides_win_until_cleared() {
+        let (l, b, s) = fixture();
+        s.follow(
+            hash(&[
+                ("epoch", "e1"),
+                ("pause_all", "true"),
+                ("admission_ratio", "0.25"),
+                ("redis_breaker", "\"open\""),
+            ]),
+            &l,
+            &b,
+        );
         assert!(s.paused_all() && b.is_open());
         assert!(s.admit(249_999) && !s.admit(250_000));
+        s.set_local(
+            Some(&SwitchValues {
+                pause_all: Some(false),
+                ..Default::default()
+            }),
+            &l,
+            &b,
+        );
+        assert!(!s.paused_all());
+        // The central value changes; the override still wins.
+        s.follow(
+            hash(&[
+                ("epoch", "e1"),
+                ("pause_all", "true"),
+                ("status_reads", "\"off\""),
+            ]),
+            &l,
+            &b,
+        );
+        assert!(!s.paused_all());
+        assert_eq!(s.status_reads(), StatusReads::Off);
+        // A switch removed centrally falls back to the configured value.
+        assert!(!b.is_open());
+        s.set_local(None, &l, &b);
+        assert!(s.paused_all());
+    }
+
+    #[test]
+    fn last_known_values_are_kept_while_the_store_is_down_or_lost() {
+        let (l, b, s) = fixture();
+        s.follow(
+            hash(&[("epoch", "e1"), ("order_sink", "\"spool\"")]),
+            &l,
+            &b,
+        );
+        assert_eq!(s.order_sink(), SinkMode::Spool);
+        s.follow(None, &l, &b);
+        assert_eq!(s.order_sink(), SinkMode::Spool);
+        assert!(!s.store_lost());
+        // Redis back, empty: data lost. Keep the switches, stop selling.
+        s.follow(hash(&[]), &l, &b);
+        assert!(s.store_lost());
+        assert_eq!(s.order_sink(), SinkMode::Spool);
+        // Rebuilt (new epoch): resume, follow the store again.
+        s.follow(hash(&[("epoch", "e2")]), &l, &b);
+        assert!(!s.store_lost());
+        assert_eq!(s.order_sink(), SinkMode::Auto);
+    }
+
+    #[test]
+    fn garbage_in_the_store_is_skipped_field_by_field() {
+        let (l, b, s) = fixture();
+        s.follow(
+            hash(&[
+                ("admission_ratio", "7"),
+                ("pause_all", "true"),
+                ("status_reads", "{"),
+            ]),
+            &l,
+            &b,
+        );
+        assert!(s.paused_all());
+        assert!(s.admit(999_999));
+        assert_eq!(s.invalid.load(Ordering::Relaxed), 1);
+        let (parsed, bad) = SwitchValues::from_fields(
+            &hash(&[("rates", "[]"), ("epoch", "x")]).unwrap_or_default(),
+        );
+        assert_eq!(parsed, SwitchValues::default());
+        assert_eq!(bad, vec!["rates".to_string()]);
+    }
+
+    #[test]
+    fn fields_round_trip() {
+        let v = SwitchValues {
+            admission_ratio: Some(0.5),
+            order_sink: Some(SinkMode::Kafka),
+            ..Default::default()
+        };
+        let map: HashMap<String, String> = v
+            .fields()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        assert_eq!(map.len(), 2);
+        assert_eq!(SwitchValues::from_fields(&map).0, v);
     }
 }

@@ -410,11 +410,16 @@ fn bad_bodies_are_refused_and_a_slow_client_stalls_no_one() {
 
 #[test]
 fn an_order_the_broker_does_not_take_is_refused_and_its_unit_returned() {
-    // No broker listens here: delivery fails within kafka_timeout_ms.
+    // No broker listens here: delivery fails within kafka_timeout_ms. The sink is Kafka
+    // only (no spool), so the order is refused.
     let nowhere = format!("127.0.0.1:{}", harness::free_port());
+    let env = vec![
+        ("SECKILL_KAFKA_TIMEOUT_MS", "1000".into()),
+        ("SECKILL_ORDER_SINK", "kafka".into()),
+    ];
     let gw = Gateway::start_with(Options {
         brokers: Some(nowhere),
-        env: vec![("SECKILL_KAFKA_TIMEOUT_MS", "1000".into())],
+        env,
         ..Default::default()
     });
     assert_eq!(
@@ -451,6 +456,133 @@ fn an_order_the_broker_does_not_take_is_refused_and_its_unit_returned() {
         1.0
     );
     assert_eq!(gw.metric("seckill_kafka_errors_total"), 1.0);
+}
+
+#[test]
+fn without_a_broker_orders_go_to_the_durable_spool() {
+    let nowhere = format!("127.0.0.1:{}", harness::free_port());
+    let gw = Gateway::start_with(Options {
+        brokers: Some(nowhere),
+        env: vec![("SECKILL_KAFKA_TIMEOUT_MS", "1000".into())],
+        ..Default::default()
+    });
+    gw.wait_ready(Duration::from_secs(10));
+    let sale = gw.open_sale("spool", 5);
+    let t = gw.token(&sale, 5).json()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = gw.order(&sale, 5, &t);
+    assert_eq!(r.status, 202, "{}", r.body);
+    assert_eq!(r.json()["spooled"], true);
+    let id = r.json()["order_id"].as_str().unwrap().to_string();
+    let spool = gw.audit.parent().unwrap().join("spool");
+    let on_disk: String = std::fs::read_dir(&spool)
+        .unwrap()
+        .map(|f| std::fs::read_to_string(f.unwrap().path()).unwrap())
+        .collect();
+    assert!(
+        on_disk.contains(&format!("\"order_id\":\"{id}\"")),
+        "{on_disk}"
+    );
+    assert_eq!(
+        gw.metric("seckill_spooled_total"),
+        2.0,
+        "the sale definition and the order"
+    );
+    assert_eq!(gw.metric("seckill_spool_pending"), 2.0);
+    let st = stock::Stock::new(stock::connect(&gw.redis_url, Duration::from_secs(2)).unwrap())
+        .state(&sale)
+        .unwrap();
+    assert_eq!(
+        (st.remaining, st.held),
+        (4, 1),
+        "the unit stays held for the spooled order"
+    );
+}
+
+#[test]
+fn switches_set_through_one_gateway_are_followed_by_another_and_a_local_override_wins() {
+    let cluster = harness::unique("cluster");
+    let env = || vec![("SECKILL_CLUSTER", cluster.clone())];
+    let a = Gateway::start_with(Options {
+        env: env(),
+        ..Default::default()
+    });
+    let b = Gateway::start_with(Options {
+        env: env(),
+        ..Default::default()
+    });
+    let sale = a.open_sale("follow", 10);
+    let admin = Gateway::admin_auth();
+    let set = a.post(
+        "/admin/switches",
+        Some(&admin),
+        Some(r#"{"pause_all":true}"#),
+    );
+    assert_eq!(set.status, 200, "{}", set.body);
+    let t0 = Instant::now();
+    while b.token(&sale, 1).code() != "sale_paused" {
+        assert!(
+            t0.elapsed() < Duration::from_secs(1),
+            "b did not follow within one second"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(b.metric("seckill_switch_pause_all"), 1.0);
+    // A local override on b wins over the central value; a does not see it.
+    let local = b.post(
+        "/admin/switches/local",
+        Some(&admin),
+        Some(r#"{"pause_all":false}"#),
+    );
+    assert_eq!(local.status, 200, "{}", local.body);
+    assert_eq!(b.token(&sale, 1).status, 201);
+    assert_eq!(a.token(&sale, 2).code(), "sale_paused");
+    assert_eq!(b.metric("seckill_switch_local_override"), 1.0);
+    let cleared = b.request("DELETE", "/admin/switches/local", Some(&admin), None);
+    assert_eq!(cleared.status, 200);
+    assert_eq!(b.token(&sale, 3).code(), "sale_paused");
+    // Resume centrally; the audit stream has every change, with its actor.
+    assert_eq!(
+        a.post(
+            "/admin/switches",
+            Some(&admin),
+            Some(r#"{"pause_all":false}"#)
+        )
+        .status,
+        200
+    );
+    let audit = a.get("/admin/audit", Some(&admin));
+    let actions: Vec<String> = audit.json()["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert!(
+        actions.starts_with(&[
+            "set_switches".to_string(),
+            "clear_local_override".into(),
+            "set_local_override".into(),
+            "set_switches".into()
+        ]),
+        "{actions:?}"
+    );
+    // A value that is not a switch value is refused and changes nothing.
+    assert_eq!(
+        a.post(
+            "/admin/switches",
+            Some(&admin),
+            Some(r#"{"order_sink":"carrier_pigeon"}"#)
+        )
+        .status,
+        400
+    );
+    assert_eq!(
+        a.get("/admin/switches", Some(&admin)).json()["effective"]["order_sink"],
+        "auto"
+    );
 }
 
 #[test]

@@ -66,7 +66,9 @@ fn every_documented_route_answers_as_documented() {
                     now_ms() + 60_000
                 )),
                 ("POST", "/admin/sales/{sale}/pause") => Some(r#"{"paused":false}"#.to_string()),
-                ("POST", "/admin/switches") => Some(r#"{"status_reads":"normal"}"#.to_string()),
+                ("POST", "/admin/switches") | ("POST", "/admin/switches/local") => {
+                    Some(r#"{"status_reads":"normal"}"#.to_string())
+                }
                 _ => None,
             };
             let r = gw.request(&method, &path, auth.as_deref(), body.as_deref());

@@ -287,6 +287,7 @@ mod tests {
             units: 1,
             per_user_limit: 1,
             at_ms: 0,
+            definition: None,
         }
     }
 

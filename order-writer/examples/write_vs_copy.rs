@@ -25,6 +25,7 @@ fn rows(sale: &str, n: u64) -> Vec<OrderMessage> {
             units: 1,
             per_user_limit: 1,
             at_ms: 1_795_000_000_000 + i as i64,
+            definition: None,
         })
         .collect()
 }

@@ -161,8 +161,10 @@ impl Writer {
         let mut dead: Vec<(usize, String)> = Vec::new();
         for (i, r) in batch.iter().enumerate() {
             match serde_json::from_slice::<OrderMessage>(&r.payload) {
-                Ok(m) if m.units > 0 && !m.order_id.is_empty() => good.push((i, m)),
-                Ok(_) => dead.push((i, "invalid order: empty id or zero units".into())),
+                Ok(m) => match m.validate() {
+                    Ok(()) => good.push((i, m)),
+                    Err(reason) => dead.push((i, reason.into())),
+                },
                 Err(e) => dead.push((i, format!("not an order message: {e}"))),
             }
         }

@@ -10,6 +10,7 @@ use std::time::Duration;
 const MIGRATIONS: &[(i32, &str)] = &[
     (1, include_str!("../migrations/001_orders.sql")),
     (2, include_str!("../migrations/002_unsettled.sql")),
+    (3, include_str!("../migrations/003_sale_definitions.sql")),
 ];
 
 pub fn connect(url: &str, statement_timeout_ms: i64) -> Result<Client, WriterError> {
@@ -48,9 +49,10 @@ pub fn migrate(db: &mut Client) -> Result<(), WriterError> {
     Ok(())
 }
 
-/// Write a batch in one transaction: reserved orders with one `INSERT … SELECT FROM
-/// UNNEST … ON CONFLICT (order_id) DO NOTHING` (redelivery is harmless), then paid
-/// events with one `UPDATE`. Returns rows inserted.
+/// Write a batch in one transaction: sale definitions first (an upsert: the first
+/// definition wins), then reserved orders with one `INSERT … SELECT FROM UNNEST … ON
+/// CONFLICT (order_id) DO NOTHING` (redelivery is harmless), then paid events with one
+/// `UPDATE`. Returns order rows inserted.
 pub fn write_batch(db: &mut Client, batch: &[&OrderMessage]) -> Result<u64, postgres::Error> {
     let reserved: Vec<&&OrderMessage> = batch
         .iter()
@@ -62,6 +64,16 @@ pub fn write_batch(db: &mut Client, batch: &[&OrderMessage]) -> Result<u64, post
         .map(|m| m.order_id.clone())
         .collect();
     let mut tx = db.transaction()?;
+    for m in batch.iter().filter(|m| m.event == OrderEvent::Opened) {
+        let Some(d) = &m.definition else { continue };
+        tx.execute(
+            "INSERT INTO sales (sale, initial_stock, per_user_limit, start_ms, end_ms) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (sale) DO UPDATE SET initial_stock = EXCLUDED.initial_stock, per_user_limit = EXCLUDED.per_user_limit,
+               start_ms = EXCLUDED.start_ms, end_ms = EXCLUDED.end_ms
+             WHERE sales.initial_stock IS NULL",
+            &[&m.sale, &d.stock, &d.per_user_limit, &d.start_ms, &d.end_ms],
+        )?;
+    }
     let mut inserted = 0;
     if !reserved.is_empty() {
         let ids: Vec<&str> = reserved.iter().map(|m| m.order_id.as_str()).collect();

@@ -4,6 +4,7 @@
 //!   commit, then offset commit; poison messages to the dead-letter topic.
 //! - [`db`]: migrations, the batch write, the payment-window queries.
 //! - [`canceller`]: cancels unpaid orders and returns their stock, exactly once.
+//! - [`rebuild`]: restores sales into Redis after it lost its data.
 //! - [`metrics`]: lag, batch sizes, write time, rows, dead letters, cancellations.
 
 pub mod canceller;
@@ -11,6 +12,7 @@ pub mod config;
 pub mod consumer;
 pub mod db;
 pub mod metrics;
+pub mod rebuild;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WriterError {

@@ -1,5 +1,7 @@
 //! `order-writer [--config FILE]` — consume the order topic into PostgreSQL and run the
 //! payment-window canceller, until SIGTERM/SIGINT.
+//! `order-writer [--config FILE] rebuild-stock [SALE...]` — after Redis lost its data,
+//! restore the lost sales from PostgreSQL and the topic, print what was done, and exit.
 
 use order_writer::config::Config;
 use order_writer::metrics::Metrics;
@@ -13,6 +15,7 @@ fn main() {
 fn run() -> Result<(), String> {
     let mut args = std::env::args().skip(1);
     let mut config = None;
+    let mut rebuild: Option<Vec<String>> = None;
     while let Some(a) = args.next() {
         match a.as_str() {
             "--config" => {
@@ -21,13 +24,25 @@ fn run() -> Result<(), String> {
                 ))
             }
             "-h" | "--help" => {
-                println!("usage: order-writer [--config FILE]");
+                println!("usage: order-writer [--config FILE] [rebuild-stock [SALE...]]");
                 return Ok(());
+            }
+            "rebuild-stock" => rebuild = Some(Vec::new()),
+            sale if rebuild.is_some() => {
+                rebuild.get_or_insert_with(Vec::new).push(sale.to_string())
             }
             other => return Err(format!("unknown argument {other}")),
         }
     }
     let cfg: Config = seckill_common::load_config(config.as_deref()).map_err(|e| e.to_string())?;
+    if let Some(only) = rebuild {
+        let done = order_writer::rebuild::rebuild(&cfg, &only, std::time::Duration::from_secs(60))
+            .map_err(|e| e.to_string())?;
+        for (sale, outcome) in &done {
+            println!("{sale}: {outcome:?}");
+        }
+        return Ok(());
+    }
     let metrics = Arc::new(Metrics::default());
     if !cfg.metrics_listen.is_empty() {
         order_writer::metrics::serve(&cfg.metrics_listen, metrics.clone())

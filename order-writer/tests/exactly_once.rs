@@ -6,6 +6,7 @@ mod harness;
 use harness::*;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
+use seckill_common::order::{OrderMessage, SaleDefinition};
 use std::time::{Duration, Instant};
 
 #[test]
@@ -15,9 +16,18 @@ fn every_produced_order_is_written_once_and_nothing_else() {
     let (sale, msgs) = reserve(&mut stock, 300, 300);
     let _w = lane.writer(&[]);
     let p = lane.producer();
+    let def = |stock| SaleDefinition {
+        stock,
+        per_user_limit: 1,
+        start_ms: 5,
+        end_ms: 9,
+    };
+    lane.produce(&p, &[OrderMessage::opened(&sale, def(300), now_ms())]);
     lane.produce(&p, &msgs);
-    // Redelivery of the same messages (as after a crash before the offset commit).
+    // Redelivery of the same messages (as after a crash before the offset commit); a
+    // second definition of the sale does not overwrite the first.
     lane.produce(&p, &msgs[..100]);
+    lane.produce(&p, &[OrderMessage::opened(&sale, def(7), now_ms())]);
     let mut db = lane.db();
     let ids = wait_rows(&mut db, &sale, msgs.len(), Duration::from_secs(60));
     std::thread::sleep(Duration::from_secs(1));
@@ -31,6 +41,21 @@ fn every_produced_order_is_written_once_and_nothing_else() {
         .unwrap()
         .get(0);
     assert_eq!(reserved, 300);
+    let row = db
+        .query_one(
+            "SELECT initial_stock, per_user_limit, start_ms, end_ms FROM sales WHERE sale = $1",
+            &[&sale],
+        )
+        .unwrap();
+    assert_eq!(
+        (
+            row.get::<_, Option<i64>>(0),
+            row.get::<_, Option<i64>>(1),
+            row.get::<_, Option<i64>>(2),
+            row.get::<_, Option<i64>>(3)
+        ),
+        (Some(300), Some(1), Some(5), Some(9))
+    );
 }
 
 #[test]

@@ -10,9 +10,25 @@
 //! | `sk:{S}:settled` | hash | order id → `paid|user` or `released|user` |
 //! | `sk:{S}:seq` | int | order id sequence |
 //! | `sk:{S}:tok:T` | string | `user|expires_ms|new-or-used`, with a TTL |
+//! | `sk:epoch` | string | set with the first sale; gone only if Redis lost its data |
+//! | `sk:switches:C` | hash | degradation switches of gateway cluster `C` (JSON values) |
+//! | `sk:audit:C` | stream | every operator change through cluster `C` |
 
 use crate::StockError;
 use rand::RngCore;
+
+/// The store epoch.
+pub const EPOCH: &str = "sk:epoch";
+
+/// The central degradation switches of one gateway cluster.
+pub fn switches(cluster: &str) -> String {
+    format!("sk:switches:{cluster}")
+}
+
+/// The audit stream of operator changes (capped) of one gateway cluster.
+pub fn audit(cluster: &str) -> String {
+    format!("sk:audit:{cluster}")
+}
 
 /// Longest sale id accepted; ids are `[A-Za-z0-9_]`, so they never contain the
 /// order id separator `-` nor hash-tag braces.

@@ -10,6 +10,7 @@
 //!   coroutine-friendly connection.
 
 pub mod keys;
+pub mod reconcile;
 pub mod scripts;
 
 use redis::Value;
@@ -48,6 +49,8 @@ pub enum StockError {
     AlreadyReleased,
     #[error("the order was already paid")]
     AlreadyPaid,
+    #[error("restoring would oversell: {held} held + {sold} sold exceed the initial stock")]
+    WouldOversell { held: i64, sold: i64 },
     #[error("invalid argument: {0}")]
     Invalid(String),
     #[error("redis: {0}")]
@@ -221,6 +224,40 @@ impl OrderState {
 }
 
 /// The typed API over the scripts, on any transport.
+/// An order as known outside Redis, for [`Stock::restore_sale`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestoredOrder {
+    pub order_id: String,
+    pub user: u64,
+    pub status: RestoredStatus,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestoredStatus {
+    Reserved,
+    Paid,
+    Cancelled,
+}
+
+impl RestoredStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RestoredStatus::Reserved => "reserved",
+            RestoredStatus::Paid => "paid",
+            RestoredStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// What a restore wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Restored {
+    pub remaining: i64,
+    pub held: i64,
+    pub sold: i64,
+    pub next_seq: u64,
+}
+
 pub struct Stock<C: Exec> {
     conn: C,
 }
@@ -256,7 +293,86 @@ impl<C: Exec> Stock<C> {
             ],
             &args,
         )?;
-        outcome(reply).map(|_| ())
+        outcome(reply)?;
+        self.mark_store()
+    }
+
+    /// The store's epoch: set when the first sale is created (or a lost store rebuilt)
+    /// and gone only when Redis lost its data. Gateways that saw an epoch and then see
+    /// none stop selling until the store is rebuilt.
+    pub fn store_epoch(&mut self) -> Result<Option<String>, StockError> {
+        match self.conn.exec(redis::cmd("GET").arg(keys::EPOCH))? {
+            Value::Nil => Ok(None),
+            v => string_of(&v).map(Some),
+        }
+    }
+
+    /// Set the epoch unless one is set (so creating a sale never hides a data loss
+    /// from gateways that already saw the old epoch: theirs differs).
+    pub fn mark_store(&mut self) -> Result<(), StockError> {
+        let epoch = format!("{}-{:08x}", now_ms(), rand::random::<u32>());
+        self.conn
+            .exec(redis::cmd("SET").arg(keys::EPOCH).arg(epoch).arg("NX"))
+            .map(|_| ())
+    }
+
+    /// Rebuild a sale lost with Redis's data from its definition and every order known
+    /// elsewhere. Refuses if the sale exists, or if the orders exceed the stock.
+    pub fn restore_sale(
+        &mut self,
+        sale: &str,
+        spec: &SaleSpec,
+        paused: bool,
+        orders: &[RestoredOrder],
+    ) -> Result<Restored, StockError> {
+        keys::check_sale_id(sale)?;
+        let mut max_seq = 0u64;
+        let mut args = vec![
+            spec.stock.to_string(),
+            spec.per_user_limit.to_string(),
+            spec.start_ms.to_string(),
+            spec.end_ms.to_string(),
+            (paused as u8).to_string(),
+        ];
+        let mut triples = Vec::with_capacity(orders.len() * 3);
+        for o in orders {
+            let (s, seq) = keys::split_order_id(&o.order_id)
+                .ok_or_else(|| StockError::Invalid(format!("order id {:?}", o.order_id)))?;
+            if s != sale {
+                return Err(StockError::Invalid(format!(
+                    "order {} is not of sale {sale}",
+                    o.order_id
+                )));
+            }
+            max_seq = max_seq.max(seq);
+            triples.extend([
+                o.order_id.clone(),
+                o.user.to_string(),
+                o.status.as_str().to_string(),
+            ]);
+        }
+        args.push(max_seq.to_string());
+        args.extend(triples);
+        let k = keys::SaleKeys::new(sale);
+        let rest = outcome(self.run(
+            &scripts::RESTORE,
+            &[
+                &k.meta,
+                &k.stock,
+                &k.sold,
+                &k.buyers,
+                &k.reservations,
+                &k.settled,
+                &k.seq,
+            ],
+            &args,
+        )?)?;
+        Ok(Restored {
+            remaining: int_at(&rest, 0)?,
+            held: int_at(&rest, 1)?,
+            sold: int_at(&rest, 2)?,
+            next_seq: max_seq + 1,
+        })
     }
 
     /// Issue a single-use token bound to (sale, user), valid for `ttl`.
@@ -468,6 +584,10 @@ fn outcome(v: Value) -> Result<Vec<Value>, StockError> {
         "NO_ORDER" => StockError::NoOrder,
         "ALREADY_RELEASED" => StockError::AlreadyReleased,
         "ALREADY_PAID" => StockError::AlreadyPaid,
+        "OVERSOLD" => StockError::WouldOversell {
+            held: int_at(&rest, 0)?,
+            sold: int_at(&rest, 1)?,
+        },
         other => StockError::BadReply(format!("unknown outcome {other}")),
     })
 }
@@ -578,4 +698,11 @@ mod tests {
             Phase::Open
         );
     }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }

@@ -36,8 +36,11 @@ script!(SETTLE, "lua/settle.lua");
 script!(STATE, "lua/state.lua");
 script!(PAUSE, "lua/pause.lua");
 script!(ORDER, "lua/order.lua");
+script!(RESTORE, "lua/restore.lua");
 
 /// Every script, for preloading.
-pub fn all() -> [&'static Script; 7] {
-    [&CREATE, &TOKEN, &PURCHASE, &SETTLE, &STATE, &PAUSE, &ORDER]
+pub fn all() -> [&'static Script; 8] {
+    [
+        &CREATE, &TOKEN, &PURCHASE, &SETTLE, &STATE, &PAUSE, &ORDER, &RESTORE,
+    ]
 }

@@ -289,3 +289,94 @@ fn scripts_are_reloaded_after_redis_forgets_them() {
 }
 
 use stock::Exec;
+
+#[test]
+fn a_lost_sale_is_restored_from_its_orders_and_never_oversold() {
+    use stock::{RestoredOrder, RestoredStatus};
+    let mut s = stock();
+    let sale = open_sale(&mut s, "restore", 5);
+    let mut ids = Vec::new();
+    for user in 1..=4 {
+        let t = s.issue_token(&sale, user, TTL).unwrap();
+        ids.push(s.purchase(&sale, user, &t.token).unwrap().order_id);
+    }
+    s.settle(&ids[0], Settlement::Paid).unwrap();
+    s.settle(&ids[1], Settlement::Released).unwrap();
+    let before = s.state(&sale).unwrap();
+    let known: Vec<RestoredOrder> = ids
+        .iter()
+        .zip([
+            RestoredStatus::Paid,
+            RestoredStatus::Cancelled,
+            RestoredStatus::Reserved,
+            RestoredStatus::Reserved,
+        ])
+        .zip(1..)
+        .map(|((id, status), user)| RestoredOrder {
+            order_id: id.clone(),
+            user,
+            status,
+        })
+        .collect();
+    let spec = SaleSpec {
+        stock: 5,
+        per_user_limit: 1,
+        start_ms: before.start_ms,
+        end_ms: before.end_ms,
+    };
+    // The sale still exists: nothing is overwritten.
+    assert_eq!(
+        s.restore_sale(&sale, &spec, false, &known),
+        Err(StockError::SaleExists)
+    );
+
+    // Lose every key of the sale, as Redis restarted without its data would.
+    let k = stock::keys::SaleKeys::new(&sale);
+    let mut del = redis::cmd("DEL");
+    for key in [
+        &k.meta,
+        &k.stock,
+        &k.sold,
+        &k.buyers,
+        &k.reservations,
+        &k.settled,
+        &k.seq,
+    ] {
+        del.arg(key);
+    }
+    stock::Exec::exec(s.conn_mut(), &del).unwrap();
+    assert_eq!(s.state(&sale).unwrap_err(), StockError::NoSale);
+
+    // More orders than stock: refused, and nothing is left behind.
+    let tight = SaleSpec { stock: 2, ..spec };
+    assert_eq!(
+        s.restore_sale(&sale, &tight, false, &known),
+        Err(StockError::WouldOversell { held: 2, sold: 1 })
+    );
+    assert_eq!(s.state(&sale).unwrap_err(), StockError::NoSale);
+
+    let r = s.restore_sale(&sale, &spec, false, &known).unwrap();
+    assert_eq!(
+        (r.remaining, r.held, r.sold),
+        (before.remaining, before.held, before.sold)
+    );
+    let after = s.state(&sale).unwrap();
+    assert!(after.conserved());
+    assert_eq!((after.remaining, after.held, after.sold), (2, 2, 1));
+    // Buyers keep their limit; held orders settle once; new ids never repeat old ones.
+    let t = s.issue_token(&sale, 3, TTL);
+    assert_eq!(t.unwrap_err(), StockError::AlreadyBought);
+    assert_eq!(
+        s.settle(&ids[0], Settlement::Released),
+        Err(StockError::AlreadyPaid)
+    );
+    s.settle(&ids[3], Settlement::Released).unwrap();
+    let t = s.issue_token(&sale, 9, TTL).unwrap();
+    let p = s.purchase(&sale, 9, &t.token).unwrap();
+    assert!(!ids.contains(&p.order_id), "{} reused", p.order_id);
+    assert_eq!(
+        stock::keys::split_order_id(&p.order_id).unwrap().1,
+        r.next_seq
+    );
+    assert!(s.store_epoch().unwrap().is_some());
+}

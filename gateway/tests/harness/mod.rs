@@ -167,6 +167,8 @@ impl Gateway {
             .env("SECKILL_TICKET_SECRET", SECRET)
             .env("SECKILL_ADMIN_TOKEN", ADMIN)
             .env("SECKILL_AUDIT_LOG", &audit)
+            .env("SECKILL_CLUSTER", &topic)
+            .env("SECKILL_SPOOL_DIR", dir.join("spool"))
             .env("SECKILL_USER_RPS", "1000")
             .env("SECKILL_USER_BURST", "1000")
             .env("SECKILL_LOG", "warn")

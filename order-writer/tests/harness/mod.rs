@@ -187,6 +187,7 @@ pub fn order(id: &str, sale: &str, user: u64, event: OrderEvent) -> OrderMessage
         units: 1,
         per_user_limit: 1,
         at_ms: now_ms(),
+        definition: None,
     }
 }
 

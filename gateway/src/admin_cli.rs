@@ -1,0 +1,110 @@
+//! `gateway switch …`: list, read and set the degradation switches through a gateway's
+//! admin API (authenticated with the admin bearer token, audited with the actor).
+//!
+//! ```text
+//! gateway switch list                      every switch: effective, central, local, store
+//! gateway switch get NAME                  one switch's effective value
+//! gateway switch set NAME VALUE [--local]  set it centrally (all instances) or here only
+//! gateway switch clear-local               drop this instance's local override
+//! gateway switch audit                     the latest audit entries
+//! gateway sale pause|resume SALE           per-sale pause (lives with the sale in Redis)
+//! ```
+//! VALUE is JSON (`true`, `0.5`, `"spool"`, `{"global_rps":…}`); a bare word is taken
+//! as a string. `--url` (default `http://<listen>`) and `--token` (default the
+//! configured `admin_token`, or `SECKILL_ADMIN_TOKEN`) pick the gateway.
+
+use crate::switches::NAMES;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+pub struct Target {
+    pub url: String,
+    pub token: String,
+    pub actor: String,
+}
+
+fn call(t: &Target, method: &str, path: &str, body: Option<&Value>) -> Result<Value, String> {
+    let agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(5)))
+        .build()
+        .new_agent();
+    let url = format!("{}{path}", t.url.trim_end_matches('/'));
+    let auth = format!("Bearer {}", t.token);
+    let r = match (method, body) {
+        ("GET", _) => agent
+            .get(&url)
+            .header("Authorization", &auth)
+            .header("X-Actor", &t.actor)
+            .call(),
+        ("DELETE", _) => agent
+            .delete(&url)
+            .header("Authorization", &auth)
+            .header("X-Actor", &t.actor)
+            .call(),
+        (_, Some(b)) => agent
+            .post(&url)
+            .header("Authorization", &auth)
+            .header("X-Actor", &t.actor)
+            .send_json(b),
+        (_, None) => agent
+            .post(&url)
+            .header("Authorization", &auth)
+            .header("X-Actor", &t.actor)
+            .send_empty(),
+    };
+    let mut r = r.map_err(|e| format!("{url}: {e}"))?;
+    let status = r.status().as_u16();
+    let text = r.body_mut().read_to_string().map_err(|e| e.to_string())?;
+    let v: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    if status >= 300 {
+        return Err(format!("{method} {path}: HTTP {status}: {v}"));
+    }
+    Ok(v)
+}
+
+/// A VALUE argument: JSON if it parses, else a string.
+pub fn parse_value(raw: &str) -> Value {
+    serde_json::from_str(raw).unwrap_or_else(|_| Value::String(raw.to_string()))
+}
+
+pub fn run(t: &Target, args: &[String]) -> Result<(), String> {
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = match a.as_slice() {
+        ["switch", "list"] | ["switch"] => call(t, "GET", "/admin/switches", None)?,
+        ["switch", "get", name] => {
+            let v = call(t, "GET", "/admin/switches", None)?;
+            v.get("effective").and_then(|e| e.get(*name)).cloned().ok_or(format!("no switch {name}; switches: {NAMES:?}"))?
+        }
+        ["switch", "set", name, value, rest @ ..] => {
+            if !NAMES.contains(name) {
+                return Err(format!("no switch {name}; switches: {NAMES:?}"));
+            }
+            let path = match rest {
+                [] => "/admin/switches",
+                ["--local"] => "/admin/switches/local",
+                _ => return Err(format!("unexpected {rest:?}")),
+            };
+            call(t, "POST", path, Some(&json!({ *name: parse_value(value) })))?
+        }
+        ["switch", "clear-local"] => call(t, "DELETE", "/admin/switches/local", None)?,
+        ["switch", "audit"] => call(t, "GET", "/admin/audit", None)?,
+        ["sale", verb @ ("pause" | "resume"), sale] => call(t, "POST", &format!("/admin/sales/{sale}/pause"), Some(&json!({"paused": *verb == "pause"})))?,
+        _ => return Err("usage: gateway switch list | get NAME | set NAME VALUE [--local] | clear-local | audit; gateway sale pause|resume SALE".into()),
+    };
+    println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_are_json_or_else_strings() {
+        assert_eq!(parse_value("true"), json!(true));
+        assert_eq!(parse_value("0.5"), json!(0.5));
+        assert_eq!(parse_value("spool"), json!("spool"));
+        assert_eq!(parse_value(r#"{"a":1}"#), json!({"a": 1}));
+    }
+}
