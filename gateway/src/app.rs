@@ -665,7 +665,7 @@ impl App {
 
     fn ready(&self) -> Reply {
         let redis = self.redis_ok.load(Ordering::Acquire) && !self.breaker.is_open();
-        let kafka = self.sink.kafka_ok.load(Ordering::Acquire);
+        let kafka = self.sink.kafka_up();
         let draining = self.draining.load(Ordering::Acquire);
         let lost = self.switches.store_lost();
         // With the spool, orders are taken while the broker is away.
@@ -699,7 +699,7 @@ impl App {
         let _ = writeln!(out, "# HELP seckill_limiter_keys Keys held by the keyed rate limiters.\n# TYPE seckill_limiter_keys gauge\nseckill_limiter_keys{{limit=\"user\"}} {users}\nseckill_limiter_keys{{limit=\"ip\"}} {ips}");
         let _ = writeln!(out, "# HELP seckill_http_in_flight Requests being served.\n# TYPE seckill_http_in_flight gauge\nseckill_http_in_flight {}", self.in_flight());
         let _ = writeln!(out, "# HELP seckill_spool_pending Spooled orders not yet replayed into Kafka.\n# TYPE seckill_spool_pending gauge\nseckill_spool_pending {}", self.sink.spool_pending());
-        let _ = writeln!(out, "# HELP seckill_kafka_up 1 while a broker answers metadata.\n# TYPE seckill_kafka_up gauge\nseckill_kafka_up {}", self.sink.kafka_ok.load(Ordering::Acquire) as u8);
+        let _ = writeln!(out, "# HELP seckill_kafka_up 1 while a broker answers metadata.\n# TYPE seckill_kafka_up gauge\nseckill_kafka_up {}", self.sink.kafka_up() as u8);
         let _ = writeln!(out, "# HELP seckill_ready 1 when Redis and a broker answer and the gateway is not draining.\n# TYPE seckill_ready gauge\nseckill_ready {}", (self.ready().status == 200) as u8);
         Reply::text(200, out)
     }

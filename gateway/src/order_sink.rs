@@ -27,7 +27,7 @@ use rdkafka::ClientContext;
 use seckill_common::order::OrderMessage;
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -73,8 +73,8 @@ pub struct OrderSink {
     spool: Spool,
     /// Opens after consecutive Kafka failures; while open, `auto` goes to the spool at once.
     breaker: Breaker,
-    /// Set by the health loop: a broker answered metadata lately.
-    pub kafka_ok: AtomicBool,
+    /// Set by the health loop: 0 not yet known, 1 a broker answered metadata lately, 2 none did.
+    kafka: AtomicU8,
 }
 
 impl OrderSink {
@@ -111,7 +111,7 @@ impl OrderSink {
             metrics,
             spool,
             breaker: Breaker::new(3, Duration::from_secs(2)),
-            kafka_ok: AtomicBool::new(true),
+            kafka: AtomicU8::new(0),
         })
     }
 
@@ -121,7 +121,7 @@ impl OrderSink {
         let use_kafka = match mode {
             SinkMode::Kafka => true,
             SinkMode::Spool => false,
-            SinkMode::Auto => self.kafka_ok.load(Ordering::Acquire) && self.breaker.allow(),
+            SinkMode::Auto => self.kafka.load(Ordering::Acquire) != 2 && self.breaker.allow(),
         };
         if use_kafka {
             let started = Instant::now();
@@ -153,6 +153,15 @@ impl OrderSink {
             Ok(r) => r.map_err(SinkError::Refused),
             Err(_) => Err(SinkError::Timeout),
         }
+    }
+
+    pub fn set_kafka_up(&self, up: bool) {
+        self.kafka.store(if up { 1 } else { 2 }, Ordering::Release);
+    }
+
+    /// A broker answered the health loop's last metadata request.
+    pub fn kafka_up(&self) -> bool {
+        self.kafka.load(Ordering::Acquire) == 1
     }
 
     /// Is any broker reachable? (Blocking metadata call: call from a plain thread.)

@@ -10,6 +10,12 @@
 //! and the connection reconnects with backoff. The [`Breaker`] in front fails fast while
 //! Redis is sick.
 //!
+//! A reply that does not come within the timeout poisons the connection: replies are
+//! matched to requests by order alone, so after a lost request (a network black hole)
+//! every later reply would go to the wrong caller. The reader therefore reads with the
+//! timeout, and silence while requests are outstanding closes the connection (failing
+//! them) and reconnects.
+//!
 //! Bounds: at most `max_in_flight` commands queued or in flight per connection (over it:
 //! an immediate error, a 503 upstream); at most `BATCH` commands per write; every call
 //! has a deadline, and a command whose caller has already given up is not sent.
@@ -193,7 +199,7 @@ fn connection_loop(
             Ok(stream) => {
                 backoff = Duration::from_millis(50);
                 metrics.redis_connected(true);
-                if let Err(e) = serve(stream, &rx) {
+                if let Err(e) = serve(stream, &rx, timeout) {
                     tracing::warn!(error = %e, "redis connection lost; reconnecting");
                 }
                 metrics.redis_connected(false);
@@ -235,26 +241,52 @@ fn connect(
 }
 
 /// Run one connection until it breaks.
-fn serve(stream: may::net::TcpStream, rx: &mpsc::Receiver<Job>) -> std::io::Result<()> {
+fn serve(
+    stream: may::net::TcpStream,
+    rx: &mpsc::Receiver<Job>,
+    timeout: Duration,
+) -> std::io::Result<()> {
     let mut writer = stream.try_clone()?;
     let reader = stream;
+    reader.set_read_timeout(Some(timeout.max(Duration::from_millis(100))))?;
     let (pending_tx, pending_rx) = mpsc::channel::<Reply>();
     let broken = Arc::new(AtomicBool::new(false));
+    // Requests written and not yet answered.
+    let outstanding = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let reader_task = {
         let broken = broken.clone();
+        let outstanding = outstanding.clone();
         let shutdown = reader.try_clone()?;
         may::go!(move || {
             let mut reader = reader;
             let mut parser = redis::Parser::new();
+            // Read timeouts in a row with requests outstanding: two mean a request went
+            // unanswered for at least a whole timeout (one may be a request that was
+            // written just before the timer fired).
+            let mut silent = 0;
             loop {
                 let value = match parser.parse_value(&mut reader) {
                     Ok(v) => v,
+                    Err(e) if e.is_timeout() => {
+                        silent = if outstanding.load(Ordering::Acquire) == 0 {
+                            0
+                        } else {
+                            silent + 1
+                        };
+                        if silent < 2 {
+                            continue;
+                        }
+                        tracing::warn!("redis reply overdue; closing the connection so later replies cannot go to the wrong caller");
+                        break;
+                    }
                     Err(e) => {
-                        tracing::debug!(error = %e, "redis read failed");
+                        tracing::debug!(error = %e, "redis read failed or a reply is overdue; closing the connection");
                         break;
                     }
                 };
+                silent = 0;
                 let Ok(reply) = pending_rx.recv() else { break };
+                outstanding.fetch_sub(1, Ordering::AcqRel);
                 reply.complete(Ok(value));
             }
             broken.store(true, Ordering::Release);
@@ -297,6 +329,7 @@ fn serve(stream: may::net::TcpStream, rx: &mpsc::Receiver<Job>) -> std::io::Resu
                 if pending_tx.send(j.reply).is_err() {
                     break;
                 }
+                outstanding.fetch_add(1, Ordering::AcqRel);
                 n += 1;
             }
             if n < BATCH {

@@ -114,10 +114,8 @@ fn spawn_health_loop(app: Arc<App>) {
                 let ping = app.pipe.call(&redis::cmd("PING"));
                 app.redis_ok.store(ping.is_ok(), Ordering::Release);
                 if tick % 2 == 0 {
-                    app.sink.kafka_ok.store(
-                        app.sink.broker_reachable(Duration::from_millis(900)),
-                        Ordering::Release,
-                    );
+                    app.sink
+                        .set_kafka_up(app.sink.broker_reachable(Duration::from_millis(900)));
                     let (users, ips) = app.limits.sweep();
                     tracing::trace!(users, ips, "limiter sweep");
                 }
@@ -180,7 +178,7 @@ fn replay_spool(app: Arc<App>) -> impl FnOnce() {
         let mode = app.switches.order_sink();
         if app.sink.spool_pending() == 0
             || mode == crate::switches::SinkMode::Spool
-            || !app.sink.kafka_ok.load(Ordering::Acquire)
+            || !app.sink.kafka_up()
         {
             continue;
         }

@@ -115,6 +115,15 @@ impl Client {
         )
     }
 
+    pub fn order_status(&self, order_id: &str, user: u64) -> Result<Answer, LoadError> {
+        self.send(
+            "GET",
+            &format!("/v1/orders/{order_id}"),
+            &self.ticket(user),
+            None,
+        )
+    }
+
     pub fn sale(&self, sale: &str) -> Result<Answer, LoadError> {
         self.send("GET", &format!("/v1/sales/{sale}"), "", None)
     }

@@ -1,0 +1,511 @@
+//! The drills. Each: start its gateway(s) and writer on the drill stack, open a sale,
+//! start load, inject the fault, check the degradation while it lasts, remove it, check
+//! recovery, stop the load, check the invariants. Each stays well under two minutes.
+
+use crate::drill::{wait_for, Drill};
+use crate::env::{Env, Proc, ADMIN};
+use crate::load::{Load, Spec};
+use crate::proxy::{Proxy, Toxic};
+use crate::verify::invariants;
+use crate::ChaosError;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub type DrillFn = fn(&Env, &mut Drill) -> Result<(), ChaosError>;
+
+/// (number, name, what it proves, the drill)
+pub const DRILLS: [(u32, &str, &str, DrillFn); 8] = [
+    (1, "redis-paused", "Redis SIGSTOPped 5 s: fast 503s, the breaker opens and closes, no stall", redis_paused),
+    (2, "redis-data-lost", "Redis restarted without its data: detected, selling stops, stock rebuilt from PostgreSQL and the topic, resumed", redis_data_lost),
+    (3, "broker-down", "the broker killed: orders go to the durable spool, replayed when it is back, nothing lost or doubled", broker_down),
+    (4, "writer-killed", "order-writer kill -9 mid-batch and restarted: exactly once", writer_killed),
+    (5, "postgres-down", "PostgreSQL down 10 s: lag grows then drains; status reads switched to cache meanwhile", postgres_down),
+    (6, "gateway-killed", "one of two gateways kill -9 under load: every acknowledged order persisted", gateway_killed),
+    (7, "redis-slow-then-blackhole", "+50 ms then a black hole between gateway and Redis: timeouts and the breaker keep p99 bounded", redis_slow_then_blackhole),
+    (8, "overload", "three times capacity: limits and the admission ratio keep p99 bounded, no error storm", overload),
+];
+
+/// The latency budget a degraded answer must stay within (p99), whatever the fault:
+/// well above the 200 ms Redis timeout, far below the clients' 30 s.
+const P99_BUDGET_MS: f64 = 1000.0;
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn open_sale(d: &Drill, gw: &Proc, units: i64) -> Result<String, ChaosError> {
+    let sale = format!("chaos_{}_{}", d.name.replace('-', "_"), now_ms());
+    loadtest::buyer::Client::new(&gw.url(), crate::env::SECRET).create_sale(
+        ADMIN,
+        &sale,
+        units,
+        now_ms() - 1000,
+        now_ms() + 3_600_000,
+    )?;
+    d.log(format!("sale {sale} opened with {units} units"));
+    Ok(sale)
+}
+
+fn start_load(
+    d: &Drill,
+    gws: &[&Proc],
+    sale: &str,
+    workers: u64,
+    rate: f64,
+    max_secs: u64,
+) -> Load {
+    d.log(format!(
+        "load: {workers} buyers × {rate}/s over {} gateway(s), at most {max_secs} s",
+        gws.len()
+    ));
+    Load::start(Spec {
+        gateways: gws.iter().map(|g| g.url()).collect(),
+        sale,
+        workers,
+        rate,
+        max: Duration::from_secs(max_secs),
+        first_user: 1,
+    })
+}
+
+fn sleep(s: f64) {
+    std::thread::sleep(Duration::from_secs_f64(s));
+}
+
+fn ok_answers(w: &crate::load::Window) -> u64 {
+    w.count("201") + w.count("202")
+}
+
+fn redis_paused(env: &Env, d: &mut Drill) -> Result<(), ChaosError> {
+    let gw = env.gateway("d1-gw", "d1", None, &[])?;
+    let _w = env.writer("d1-writer")?;
+    let sale = open_sale(d, &gw, 1_000_000)?;
+    let mut load = start_load(d, &[&gw], &sale, 8, 20.0, 60);
+    sleep(5.0);
+    let f0 = load.elapsed_ms();
+    d.log(format!("baseline: {}", load.window(0, f0).summary()));
+    d.log("FAULT: kill -STOP redis");
+    env.signal("redis", "STOP")?;
+    let mut opened = false;
+    wait_for(Duration::from_secs(5), || {
+        opened |= gw.metric("seckill_redis_breaker_open") == Some(1.0);
+        false
+    });
+    env.signal("redis", "CONT")?;
+    let f1 = load.elapsed_ms();
+    d.log("REMOVED: kill -CONT redis");
+    let during = load.window(f0, f1);
+    d.log(format!("during: {}", during.summary()));
+    d.check(format!("fast 503s while Redis is stopped: {} answered 503, p99 {:.0} ms within {P99_BUDGET_MS} ms", during.count("503"), during.p99_ms), during.count("503") > 0 && during.p99_ms <= P99_BUDGET_MS);
+    d.check(
+        format!(
+            "no stall: the slowest answer took {:.0} ms (under 2 s)",
+            during.max_ms
+        ),
+        during.max_ms < 2000.0,
+    );
+    d.check("the breaker opened", opened);
+    let closed = wait_for(Duration::from_secs(10), || {
+        gw.metric("seckill_redis_breaker_open") == Some(0.0)
+    });
+    d.check("the breaker closed after Redis resumed", closed);
+    sleep(5.0);
+    let after = load.window(load.elapsed_ms() - 4000, u64::MAX);
+    d.log(format!("after: {}", after.summary()));
+    d.check(
+        format!(
+            "sales resumed: {} successes in the last 4 s",
+            ok_answers(&after)
+        ),
+        ok_answers(&after) > 0 && after.count("503") == 0,
+    );
+    load.stop();
+    invariants(env, d, &sale, &load)
+}
+
+fn redis_data_lost(env: &Env, d: &mut Drill) -> Result<(), ChaosError> {
+    let a = env.gateway("d2-gw-a", "d2", None, &[])?;
+    let b = env.gateway("d2-gw-b", "d2", None, &[])?;
+    let _w = env.writer("d2-writer")?;
+    let sale = open_sale(d, &a, 1_000_000)?;
+    let mut load = start_load(d, &[&a, &b], &sale, 6, 20.0, 90);
+    sleep(6.0);
+    d.log(format!(
+        "baseline: {}",
+        load.window(0, load.elapsed_ms()).summary()
+    ));
+    d.log("FAULT: Redis restarted without its data");
+    env.stop("redis")?;
+    let f0 = load.elapsed_ms();
+    env.up()?;
+    let detected = wait_for(Duration::from_secs(3), || {
+        [&a, &b]
+            .iter()
+            .all(|g| g.metric("seckill_redis_data_lost") == Some(1.0))
+    });
+    d.check(
+        "both gateways detected the loss (seckill_redis_data_lost 1) within 3 s",
+        detected,
+    );
+    sleep(3.0);
+    let lost = load.window(f0, load.elapsed_ms());
+    d.log(format!("while lost: {}", lost.summary()));
+    d.check(
+        format!(
+            "selling stopped: {} answered 503 redis_data_lost, 0 accepted",
+            lost.count("503 redis_data_lost")
+        ),
+        lost.count("503 redis_data_lost") > 0 && lost.count("202") == 0 && lost.count("201") == 0,
+    );
+    d.log("operator: order-writer rebuild-stock");
+    let out = env.rebuild_stock()?;
+    for line in out.lines() {
+        d.log(format!("  {line}"));
+    }
+    let f1 = load.elapsed_ms();
+    d.check(
+        "the sale was restored",
+        out.lines()
+            .any(|l| l.starts_with(&format!("{sale}: Restored"))),
+    );
+    let resumed = wait_for(Duration::from_secs(3), || {
+        [&a, &b]
+            .iter()
+            .all(|g| g.metric("seckill_redis_data_lost") == Some(0.0))
+    });
+    d.check("both gateways resumed within 3 s of the rebuild", resumed);
+    sleep(5.0);
+    let after = load.window(f1 + 1000, u64::MAX);
+    d.log(format!("after: {}", after.summary()));
+    d.check(
+        format!("sales resumed: {} orders accepted", after.count("202")),
+        after.count("202") > 0,
+    );
+    load.stop();
+    invariants(env, d, &sale, &load)
+}
+
+fn broker_down(env: &Env, d: &mut Drill) -> Result<(), ChaosError> {
+    let gw = env.gateway("d3-gw", "d3", None, &[])?;
+    let _w = env.writer("d3-writer")?;
+    let sale = open_sale(d, &gw, 1_000_000)?;
+    let mut load = start_load(d, &[&gw], &sale, 6, 20.0, 100);
+    sleep(5.0);
+    d.log(format!(
+        "baseline: {}",
+        load.window(0, load.elapsed_ms()).summary()
+    ));
+    d.log("FAULT: kill -9 the broker");
+    env.signal("tansu", "KILL")?;
+    let f0 = load.elapsed_ms();
+    let mut spooled = 0.0f64;
+    wait_for(Duration::from_secs(10), || {
+        spooled = spooled.max(gw.metric("seckill_spool_pending").unwrap_or(0.0));
+        false
+    });
+    d.log("REMOVED: broker restarted (same log)");
+    env.up()?;
+    let f1 = load.elapsed_ms();
+    let during = load.window(f0, f1);
+    d.log(format!("during: {}", during.summary()));
+    d.check(
+        format!(
+            "orders still accepted while the broker is down: {} (spool held up to {spooled})",
+            during.count("202")
+        ),
+        during.count("202") > 0 && spooled > 0.0,
+    );
+    d.check(
+        format!(
+            "no order refused for the broker: {} order_sink_unavailable",
+            during.count("503 order_sink_unavailable")
+        ),
+        during.count("503 order_sink_unavailable") == 0,
+    );
+    d.check(
+        format!(
+            "p99 bounded by the delivery timeout: {:.0} ms (timeout 3000 ms)",
+            during.p99_ms
+        ),
+        during.p99_ms <= 4000.0,
+    );
+    let drained = wait_for(Duration::from_secs(45), || {
+        gw.metric("seckill_spool_pending") == Some(0.0)
+    });
+    d.check(
+        format!(
+            "the spool was replayed into the broker ({} orders replayed)",
+            gw.metric("seckill_spool_replayed_total").unwrap_or(0.0)
+        ),
+        drained,
+    );
+    sleep(3.0);
+    load.stop();
+    invariants(env, d, &sale, &load)
+}
+
+fn writer_killed(env: &Env, d: &mut Drill) -> Result<(), ChaosError> {
+    let gw = env.gateway("d4-gw", "d4", None, &[])?;
+    let mut w1 = env.writer("d4-writer-1")?;
+    let sale = open_sale(d, &gw, 1_000_000)?;
+    let mut load = start_load(d, &[&gw], &sale, 8, 25.0, 60);
+    sleep(6.0);
+    let written = w1
+        .metric("seckill_writer_rows_written_total")
+        .unwrap_or(0.0);
+    d.log(format!(
+        "FAULT: kill -9 order-writer after {written} rows, batches in flight"
+    ));
+    w1.kill9();
+    let f0 = load.elapsed_ms();
+    sleep(3.0);
+    d.log("REMOVED: a new order-writer starts (the group rebalances)");
+    let _w2 = env.writer("d4-writer-2")?;
+    sleep(8.0);
+    let during = load.window(f0, load.elapsed_ms());
+    d.log(format!(
+        "while the writer was away and rejoining: {}",
+        during.summary()
+    ));
+    d.check(
+        format!(
+            "the gateway is unaffected: {} accepted, {} 5xx",
+            during.count("202"),
+            during.count("5")
+        ),
+        during.count("202") > 0 && during.count("5") == 0,
+    );
+    load.stop();
+    invariants(env, d, &sale, &load)
+}
+
+fn postgres_down(env: &Env, d: &mut Drill) -> Result<(), ChaosError> {
+    let gw = env.gateway("d5-gw", "d5", None, &[])?;
+    let w = env.writer("d5-writer")?;
+    let sale = open_sale(d, &gw, 1_000_000)?;
+    let mut load = start_load(d, &[&gw], &sale, 6, 20.0, 90);
+    sleep(5.0);
+    let (acked, _) = load.acked();
+    d.log("operator: gateway switch set status_reads cache");
+    env.switch(&gw, &["switch", "set", "status_reads", "cache"])?;
+    d.log("FAULT: PostgreSQL stopped for 10 s");
+    env.stop("postgres")?;
+    let f0 = load.elapsed_ms();
+    let mut lag = 0.0f64;
+    let client = loadtest::buyer::Client::new(&gw.url(), crate::env::SECRET);
+    let mut cached = 0;
+    wait_for(Duration::from_secs(10), || {
+        lag = lag.max(w.metric("seckill_writer_consumer_lag").unwrap_or(0.0));
+        if let Some((id, user)) = acked.get(cached) {
+            if client
+                .order_status(id, *user)
+                .is_ok_and(|a| a.status == 200 && a.body["cached"] == true)
+            {
+                cached += 1;
+            }
+        }
+        false
+    });
+    d.log("REMOVED: PostgreSQL started");
+    env.up()?;
+    let f1 = load.elapsed_ms();
+    let during = load.window(f0, f1);
+    d.log(format!("during: {}", during.summary()));
+    d.check(
+        format!(
+            "orders accepted throughout: {} accepted, {} 5xx",
+            during.count("202"),
+            during.count("5")
+        ),
+        during.count("202") > 0 && during.count("5") == 0,
+    );
+    d.check(
+        format!("the writer's lag grew while PostgreSQL was down (max {lag})"),
+        lag > 0.0,
+    );
+    d.check(
+        format!("order status served from the gateway's cache meanwhile ({cached} reads)"),
+        cached > 0,
+    );
+    let drained = wait_for(Duration::from_secs(60), || {
+        w.metric("seckill_writer_consumer_lag") == Some(0.0)
+    });
+    d.check("the lag drained to 0 after PostgreSQL came back", drained);
+    d.log("operator: gateway switch set status_reads normal");
+    env.switch(&gw, &["switch", "set", "status_reads", "normal"])?;
+    d.check(
+        "status reads back to normal",
+        gw.metric("seckill_switch_status_reads") == Some(0.0),
+    );
+    load.stop();
+    invariants(env, d, &sale, &load)
+}
+
+fn gateway_killed(env: &Env, d: &mut Drill) -> Result<(), ChaosError> {
+    let mut a = env.gateway("d6-gw-a", "d6", None, &[])?;
+    let b = env.gateway("d6-gw-b", "d6", None, &[])?;
+    let _w = env.writer("d6-writer")?;
+    let sale = open_sale(d, &b, 1_000_000)?;
+    let mut load = start_load(d, &[&a, &b], &sale, 8, 25.0, 60);
+    sleep(6.0);
+    d.log(format!(
+        "FAULT: kill -9 gateway a under load ({} in flight)",
+        a.metric("seckill_http_in_flight").unwrap_or(0.0)
+    ));
+    a.kill9();
+    let f0 = load.elapsed_ms();
+    sleep(8.0);
+    let after = load.window(f0 + 500, load.elapsed_ms());
+    d.log(format!("after: {}", after.summary()));
+    d.check(
+        format!("gateway b keeps selling: {} accepted", after.count("202")),
+        after.count("202") > 0,
+    );
+    load.stop();
+    invariants(env, d, &sale, &load)
+}
+
+fn redis_slow_then_blackhole(env: &Env, d: &mut Drill) -> Result<(), ChaosError> {
+    let upstream: std::net::SocketAddr = ([127, 0, 0, 1], env.redis_port).into();
+    let proxy = Proxy::start(upstream).map_err(|e| ChaosError::Setup(e.to_string()))?;
+    d.log(format!(
+        "proxy 127.0.0.1:{} → Redis {}",
+        proxy.port, env.redis_port
+    ));
+    let gw = env.gateway(
+        "d7-gw",
+        "d7",
+        Some(format!("redis://127.0.0.1:{}", proxy.port)),
+        &[],
+    )?;
+    let _w = env.writer("d7-writer")?;
+    let sale = open_sale(d, &gw, 1_000_000)?;
+    let mut load = start_load(d, &[&gw], &sale, 6, 20.0, 80);
+    sleep(5.0);
+    let base = load.window(0, load.elapsed_ms());
+    d.log(format!("baseline: {}", base.summary()));
+    d.log("FAULT: +50 ms on every reply from Redis");
+    proxy.set(Toxic::Latency(Duration::from_millis(50)));
+    let f0 = load.elapsed_ms();
+    sleep(8.0);
+    let f1 = load.elapsed_ms();
+    let slow = load.window(f0, f1);
+    d.log(format!("slow: {}", slow.summary()));
+    d.check(
+        format!(
+            "slow Redis: still selling ({} successes), p99 {:.0} ms within {P99_BUDGET_MS} ms",
+            ok_answers(&slow),
+            slow.p99_ms
+        ),
+        ok_answers(&slow) > 0 && slow.p99_ms <= P99_BUDGET_MS && slow.p50_ms >= 50.0,
+    );
+    d.log("FAULT: black hole (connections open, nothing passes)");
+    proxy.set(Toxic::Blackhole);
+    let mut opened = false;
+    wait_for(Duration::from_secs(6), || {
+        opened |= gw.metric("seckill_redis_breaker_open") == Some(1.0);
+        false
+    });
+    let f2 = load.elapsed_ms();
+    proxy.set(Toxic::Pass);
+    d.log("REMOVED: the proxy passes again");
+    let hole = load.window(f1, f2);
+    d.log(format!("black hole: {}", hole.summary()));
+    d.check(
+        format!(
+            "black hole: fast 503s ({}), p99 {:.0} ms within {P99_BUDGET_MS} ms",
+            hole.count("503"),
+            hole.p99_ms
+        ),
+        hole.count("503") > 0 && hole.p99_ms <= P99_BUDGET_MS,
+    );
+    d.check("the breaker opened", opened);
+    let back = wait_for(Duration::from_secs(10), || {
+        gw.metric("seckill_redis_breaker_open") == Some(0.0)
+    });
+    sleep(4.0);
+    let after = load.window(load.elapsed_ms() - 3000, u64::MAX);
+    d.log(format!("after: {}", after.summary()));
+    d.check(
+        format!(
+            "recovered: breaker closed, {} successes in the last 3 s, no 5xx",
+            ok_answers(&after)
+        ),
+        back && ok_answers(&after) > 0 && after.count("5") == 0,
+    );
+    load.stop();
+    invariants(env, d, &sale, &load)
+}
+
+fn overload(env: &Env, d: &mut Drill) -> Result<(), ChaosError> {
+    // Capacity is declared as the global limit: 300 requests/s (150 buyers/s, each a
+    // token and an order). The load offers three times that.
+    let gw = env.gateway(
+        "d8-gw",
+        "d8",
+        None,
+        &[
+            ("SECKILL_GLOBAL_RPS", "300"),
+            ("SECKILL_GLOBAL_BURST", "60"),
+        ],
+    )?;
+    let _w = env.writer("d8-writer")?;
+    let sale = open_sale(d, &gw, 1_000_000)?;
+    let mut load = start_load(d, &[&gw], &sale, 30, 15.0, 60);
+    sleep(8.0);
+    let f0 = load.elapsed_ms();
+    let limited = load.window(2000, f0);
+    d.log(format!("3x capacity, limits only: {}", limited.summary()));
+    let offered = limited.requests as f64 / ((f0 - 2000) as f64 / 1000.0);
+    d.log(format!(
+        "offered {offered:.0} requests/s against a capacity of 300"
+    ));
+    d.check(
+        format!(
+            "the excess is refused fast with 429: {} (p99 {:.0} ms)",
+            limited.count("429"),
+            limited.p99_ms
+        ),
+        limited.count("429") > 0 && limited.p99_ms <= P99_BUDGET_MS,
+    );
+    d.check(
+        format!(
+            "no error storm: {} 5xx, {} failed connections",
+            limited.count("5"),
+            limited.count("io")
+        ),
+        limited.count("5") == 0 && limited.count("io") == 0,
+    );
+    d.log("operator: gateway switch set admission_ratio 0.3");
+    env.switch(&gw, &["switch", "set", "admission_ratio", "0.3"])?;
+    let f1 = load.elapsed_ms();
+    sleep(8.0);
+    let f2 = load.elapsed_ms();
+    let admitted = load.window(f1 + 500, f2);
+    d.log(format!("admission 0.3: {}", admitted.summary()));
+    d.check(
+        format!(
+            "token requests shed by admission: {} answered 503 admission_shed with Retry-After",
+            admitted.count("503 admission_shed")
+        ),
+        admitted.count("503 admission_shed") > 0,
+    );
+    d.check(
+        format!(
+            "p99 bounded: {:.0} ms within {P99_BUDGET_MS} ms; no other 5xx",
+            admitted.p99_ms
+        ),
+        admitted.p99_ms <= P99_BUDGET_MS
+            && admitted.count("5") == admitted.count("503 admission_shed"),
+    );
+    d.check(
+        format!("still selling: {} orders accepted", admitted.count("202")),
+        admitted.count("202") > 0,
+    );
+    env.switch(&gw, &["switch", "set", "admission_ratio", "1.0"])?;
+    d.log("operator: admission ratio back to 1.0");
+    load.stop();
+    invariants(env, d, &sale, &load)
+}

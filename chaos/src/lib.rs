@@ -1,0 +1,28 @@
+//! Chaos drills for the seckill stack. See `drills` for the list, `README.md` in this
+//! crate's directory for how to run them.
+//!
+//! - [`env`]: the drill stack (its own Redis, tansu, PostgreSQL) and the processes.
+//! - [`proxy`]: the fault-injecting TCP proxy (latency, black hole).
+//! - [`load`]: background buyers, every answer timed.
+//! - [`drill`]: timeline and PASS/FAIL checks.
+//! - [`verify`]: the invariants after each drill.
+//! - [`drills`]: the eight drills.
+
+pub mod drill;
+pub mod drills;
+pub mod env;
+pub mod load;
+pub mod proxy;
+pub mod verify;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChaosError {
+    #[error("setup: {0}")]
+    Setup(String),
+    #[error("load: {0}")]
+    Load(#[from] loadtest::buyer::LoadError),
+    #[error("redis: {0}")]
+    Stock(#[from] stock::StockError),
+    #[error("database: {0}")]
+    Db(String),
+}
