@@ -11,7 +11,18 @@ use std::time::{Duration, Instant};
 pub const SECRET: &str = "chaos-ticket-secret";
 pub const ADMIN: &str = "chaos-admin-token";
 
+/// tansu 0.6 panics in its idempotence check (`idempotent_message_check`: "more or less
+/// than one row") when an idempotent producer carries on after the broker restarted,
+/// and its storage is dead from then on. The drills restart the broker, so their
+/// producers run without idempotence (still acks=all): a duplicate in the log is
+/// harmless, the writer keeps each order once by its id. Against real Kafka keep the
+/// default (idempotent).
+pub const TANSU_PRODUCER: &str = "enable.idempotence=false";
+
 pub struct Env {
+    /// The order topic and consumer group of the drill being run (each drill has its
+    /// own, so that one drill's leftovers never slow or confuse the next).
+    pub topic: std::sync::Mutex<(String, String)>,
     pub root: PathBuf,
     pub run: PathBuf,
     pub redis_port: u16,
@@ -43,6 +54,7 @@ impl Env {
         let exe = std::env::current_exe().map_err(|e| ChaosError::Setup(e.to_string()))?;
         let bin_dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
         let env = Env {
+            topic: std::sync::Mutex::new(("orders".into(), "order-writer".into())),
             run: std::env::var("CHAOS_RUN_DIR")
                 .map(PathBuf::from)
                 .unwrap_or_else(|_| root.join(".run/chaos")),
@@ -73,6 +85,20 @@ impl Env {
             )));
         }
         Ok(())
+    }
+
+    /// A fresh order topic and consumer group for the next drill.
+    pub fn fresh_topic(&self, drill: &str) -> Result<String, ChaosError> {
+        let name = format!("orders_{}_{}", drill.replace('-', "_"), std::process::id());
+        seckill_common::kafka::create_topic(&self.brokers(), &name, 4)
+            .map_err(|e| ChaosError::Setup(format!("create topic {name}: {e}")))?;
+        *self.topic.lock().unwrap_or_else(|p| p.into_inner()) =
+            (name.clone(), format!("writers_{name}"));
+        Ok(name)
+    }
+
+    fn topic_and_group(&self) -> (String, String) {
+        self.topic.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Start whatever of the stack is down.
@@ -165,6 +191,8 @@ impl Env {
             )
             .env("SECKILL_SPOOL_DIR", self.run.join(format!("spool/{name}")))
             .env("SECKILL_KAFKA_TIMEOUT_MS", "3000")
+            .env("SECKILL_KAFKA_EXTRA", TANSU_PRODUCER)
+            .env("SECKILL_ORDERS_TOPIC", self.topic_and_group().0)
             .env("SECKILL_USER_RPS", "1000")
             .env("SECKILL_USER_BURST", "1000")
             .env("SECKILL_IP_RPS", "1000000")
@@ -197,7 +225,20 @@ impl Env {
             .env("SECKILL_REDIS_URL", self.redis_url())
             .env("SECKILL_METRICS_LISTEN", format!("127.0.0.1:{port}"))
             .env("SECKILL_MAX_POLL_INTERVAL_MS", "10000")
-            .env("SECKILL_LOG", "info")
+            // CHAOS_WRITER_KAFKA_DEBUG=cgrp (say) puts librdkafka's debug log in the writer's log.
+            .env(
+                "SECKILL_KAFKA_EXTRA",
+                match std::env::var("CHAOS_WRITER_KAFKA_DEBUG") {
+                    Ok(d) => format!("{TANSU_PRODUCER},debug={d}"),
+                    Err(_) => TANSU_PRODUCER.to_string(),
+                },
+            )
+            .env("SECKILL_ORDERS_TOPIC", self.topic_and_group().0)
+            .env("SECKILL_GROUP_ID", self.topic_and_group().1)
+            .env(
+                "SECKILL_LOG",
+                std::env::var("CHAOS_WRITER_LOG").unwrap_or("info".into()),
+            )
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -216,6 +257,7 @@ impl Env {
         let out = Command::new(self.bin("order-writer")?)
             .current_dir(&self.run)
             .arg("rebuild-stock")
+            .env("SECKILL_ORDERS_TOPIC", self.topic_and_group().0)
             .env("SECKILL_DATABASE_URL", self.database_url())
             .env("SECKILL_KAFKA_BROKERS", self.brokers())
             .env("SECKILL_REDIS_URL", self.redis_url())

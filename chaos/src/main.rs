@@ -47,7 +47,7 @@ fn run() -> Result<(), String> {
             return Err(format!("no drill {n}"));
         };
         let mut d = Drill::new(&format!("{n}-{name}"), what);
-        if let Err(e) = env.up() {
+        if let Err(e) = env.up().and_then(|_| env.fresh_topic(name)) {
             d.check(format!("stack up before the drill: {e}"), false);
         } else if let Err(e) = f(&env, &mut d) {
             d.check(format!("drill ran to the end: {e}"), false);

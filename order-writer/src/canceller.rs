@@ -44,6 +44,7 @@ pub fn scan_once(
 pub fn run(cfg: Config, metrics: Arc<Metrics>, stop: Arc<AtomicBool>) {
     let timeout = Duration::from_millis(cfg.redis_timeout_ms.max(1) as u64);
     let mut conns: Option<(postgres::Client, Stock<redis::Connection>)> = None;
+    let mut oversell_checked: Option<std::time::Instant> = None;
     while !stop.load(Ordering::Relaxed) {
         if conns.is_none() {
             conns = match (
@@ -62,6 +63,21 @@ pub fn run(cfg: Config, metrics: Arc<Metrics>, stop: Arc<AtomicBool>) {
             };
         }
         if let Some((db, stock)) = conns.as_mut() {
+            if oversell_checked.is_none_or(|t| t.elapsed() >= Duration::from_secs(30)) {
+                oversell_checked = Some(std::time::Instant::now());
+                match db::oversold_sales(db) {
+                    Ok(sales) => {
+                        if !sales.is_empty() {
+                            tracing::error!(
+                                ?sales,
+                                "OVERSELL: sales with more live orders than stock"
+                            );
+                        }
+                        metrics.set_oversold(sales.len() as i64);
+                    }
+                    Err(e) => tracing::warn!(error = %e, "oversell check failed"),
+                }
+            }
             match scan_once(&cfg, db, stock) {
                 Ok(done) => {
                     metrics.expired(&done);

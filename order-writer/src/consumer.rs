@@ -94,7 +94,14 @@ impl Writer {
     pub fn run(&self, stop: &AtomicBool) -> Result<(), WriterError> {
         let mut db = self.connect_with_retry(stop)?;
         db::migrate(&mut db)?;
+        let mut counted = Instant::now() - Duration::from_secs(10);
         while !stop.load(Ordering::Relaxed) {
+            if counted.elapsed() >= Duration::from_secs(1) {
+                counted = Instant::now();
+                if let Ok(a) = self.consumer.assignment() {
+                    self.metrics.set_assigned(a.count() as i64);
+                }
+            }
             let batch = self.poll_batch()?;
             if batch.is_empty() {
                 continue;

@@ -160,3 +160,14 @@ pub fn expire_unpaid(
     tx.commit()?;
     Ok(done)
 }
+
+/// Sales whose live (not cancelled) orders exceed their initial stock: an oversell.
+pub fn oversold_sales(db: &mut Client) -> Result<Vec<String>, postgres::Error> {
+    let rows = db.query(
+        "SELECT s.sale FROM sales s JOIN orders o ON o.sale = s.sale
+         WHERE s.initial_stock IS NOT NULL AND o.status <> 'cancelled'
+         GROUP BY s.sale, s.initial_stock HAVING sum(o.units) > s.initial_stock",
+        &[],
+    )?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}

@@ -9,6 +9,8 @@ use std::time::Duration;
 #[derive(Default)]
 pub struct Metrics {
     lag: AtomicI64,
+    assigned: AtomicI64,
+    oversold: AtomicI64,
     batches: AtomicU64,
     batch_messages: AtomicU64,
     batch_max: AtomicU64,
@@ -24,6 +26,12 @@ pub struct Metrics {
 impl Metrics {
     pub fn set_lag(&self, lag: i64) {
         self.lag.store(lag, Ordering::Relaxed);
+    }
+    pub fn set_assigned(&self, partitions: i64) {
+        self.assigned.store(partitions, Ordering::Relaxed);
+    }
+    pub fn set_oversold(&self, sales: i64) {
+        self.oversold.store(sales, Ordering::Relaxed);
     }
     pub fn batch(&self, messages: usize, rows: u64, took: Duration) {
         self.batches.fetch_add(1, Ordering::Relaxed);
@@ -60,6 +68,18 @@ impl Metrics {
             "gauge",
             "Messages of the order topic not yet written, over assigned partitions.",
             self.lag.load(Ordering::Relaxed).to_string(),
+        );
+        one(
+            "seckill_writer_assigned_partitions",
+            "gauge",
+            "Partitions of the order topic assigned to this writer by the consumer group.",
+            self.assigned.load(Ordering::Relaxed).to_string(),
+        );
+        one(
+            "seckill_writer_oversold_sales",
+            "gauge",
+            "Sales with more live orders in PostgreSQL than their initial stock (must be 0; checked every 30 s).",
+            self.oversold.load(Ordering::Relaxed).to_string(),
         );
         one(
             "seckill_writer_batches_total",
