@@ -344,10 +344,20 @@ fn postgres_down(env: &Env, d: &mut Drill) -> Result<(), ChaosError> {
         format!("order status served from the gateway's cache meanwhile ({cached} reads)"),
         cached > 0,
     );
+    // Under steady load the gauge never rests at 0: drained means back under half a
+    // second of traffic (120 orders/s here).
+    let t_up = std::time::Instant::now();
     let drained = wait_for(Duration::from_secs(60), || {
-        w.metric("seckill_writer_consumer_lag") == Some(0.0)
+        w.metric("seckill_writer_consumer_lag")
+            .is_some_and(|l| l <= 60.0)
     });
-    d.check("the lag drained to 0 after PostgreSQL came back", drained);
+    d.check(
+        format!(
+            "the lag drained (to at most 60, half a second of orders) {:.1} s after PostgreSQL came back",
+            t_up.elapsed().as_secs_f64()
+        ),
+        drained,
+    );
     d.log("operator: gateway switch set status_reads normal");
     env.switch(&gw, &["switch", "set", "status_reads", "normal"])?;
     d.check(
