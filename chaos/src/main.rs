@@ -1,6 +1,7 @@
 //! `chaos list | all | ci | N [N…] | NAME` — run drills against the drill stack
 //! (`.run/chaos`, ports 36379/35432/39092, or `CHAOS_*_PORT`). Prints each drill's
-//! timeline and checks, then a summary; exits 1 if any check failed.
+//! timeline and checks, then a summary; exits 1 if any check failed. The drill stack
+//! is stopped at the end (`CHAOS_KEEP=1` keeps it up).
 
 use chaos::drill::Drill;
 use chaos::drills::DRILLS;
@@ -69,6 +70,12 @@ fn run() -> Result<(), String> {
         );
         println!("--- {line}");
         summary.push((d.passed(), line));
+    }
+    // The drill stack is stopped unless asked to keep it for a look around.
+    if std::env::var("CHAOS_KEEP").is_err() {
+        if let Err(e) = env.down() {
+            eprintln!("chaos: could not stop the drill stack: {e}");
+        }
     }
     println!("\n=== chaos summary ({:.0} s)", t0.elapsed().as_secs_f64());
     for (_, line) in &summary {

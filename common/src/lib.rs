@@ -12,6 +12,7 @@
 pub mod cli;
 pub mod config;
 pub mod kafka;
+pub mod observability;
 pub mod order;
 pub mod stack;
 pub mod ticket;

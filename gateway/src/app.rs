@@ -264,6 +264,7 @@ impl App {
                 r.retry_after.as_secs_f64().ceil().max(1.0) as u64,
             ));
         }
+        self.metrics.sale_request(sale);
         Ok(user)
     }
 

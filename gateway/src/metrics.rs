@@ -137,7 +137,12 @@ pub struct Metrics {
     stock_released_on_sink_failure: AtomicU64,
     spooled: AtomicU64,
     spool_replayed: AtomicU64,
+    /// Admitted token and order requests per sale (the first `MAX_SALES` sales seen; the
+    /// rest count under `_other`): where a hot sale key shows.
+    per_sale: std::sync::RwLock<std::collections::HashMap<String, AtomicU64>>,
 }
+
+const MAX_SALES: usize = 64;
 
 impl Metrics {
     pub fn request(&self, route: Route, status: u16, took: Duration) {
@@ -186,6 +191,31 @@ impl Metrics {
 
     pub fn released_on_sink_failure(&self) {
         self.stock_released_on_sink_failure
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn sale_request(&self, sale: &str) {
+        {
+            let m = self.per_sale.read().unwrap_or_else(|p| p.into_inner());
+            if let Some(c) = m.get(sale).or_else(|| {
+                if m.len() >= MAX_SALES {
+                    m.get("_other")
+                } else {
+                    None
+                }
+            }) {
+                c.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        }
+        let mut m = self.per_sale.write().unwrap_or_else(|p| p.into_inner());
+        let key = if m.len() >= MAX_SALES - 1 && !m.contains_key(sale) {
+            "_other"
+        } else {
+            sale
+        };
+        m.entry(key.to_string())
+            .or_default()
             .fetch_add(1, Ordering::Relaxed);
     }
 
@@ -284,6 +314,19 @@ impl Metrics {
             "Reservations returned to stock because the broker refused the order.",
             self.stock_released_on_sink_failure.load(Ordering::Relaxed),
         );
+        out.push_str("# HELP seckill_sale_requests_total Admitted token and order requests by sale (a hot sale shows here).\n# TYPE seckill_sale_requests_total counter\n");
+        for (sale, n) in self
+            .per_sale
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "seckill_sale_requests_total{{sale=\"{sale}\"}} {}",
+                n.load(Ordering::Relaxed)
+            );
+        }
         counter(
             out,
             "seckill_spooled_total",
