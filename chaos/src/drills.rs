@@ -70,6 +70,58 @@ fn start_load(
     })
 }
 
+/// The largest value `f` gave, polled every 100 ms for `within`.
+fn peak(within: Duration, mut f: impl FnMut() -> Option<f64>) -> f64 {
+    let mut top = 0.0f64;
+    wait_for(within, || {
+        top = top.max(f().unwrap_or(0.0));
+        false
+    });
+    top
+}
+
+/// A gateway (or two) and a writer on the drill stack, and a sale of a million units.
+fn rig(
+    env: &Env,
+    d: &Drill,
+    tag: &str,
+    gateways: usize,
+    redis_url: Option<String>,
+    extra: &[(&str, &str)],
+) -> Result<(Vec<Proc>, Proc, String), ChaosError> {
+    let gws = (0..gateways)
+        .map(|i| env.gateway(&format!("{tag}-gw-{i}"), tag, redis_url.clone(), extra))
+        .collect::<Result<Vec<_>, _>>()?;
+    let writer = env.writer(&format!("{tag}-writer"))?;
+    let sale = open_sale(d, &gws[0], 1_000_000)?;
+    Ok((gws, writer, sale))
+}
+
+/// Check that orders are accepted since `from_ms`, stop the load, check the invariants.
+fn finish(
+    env: &Env,
+    d: &mut Drill,
+    mut load: Load,
+    sale: &str,
+    from_ms: u64,
+    what: &str,
+) -> Result<(), ChaosError> {
+    let after = observe(d, &load, "after", from_ms, u64::MAX);
+    d.check(
+        format!("{what}: {} orders accepted", after.count("202")),
+        after.count("202") > 0,
+    );
+    load.stop();
+    invariants(env, d, sale, &load)
+}
+
+/// The load's answers between two times, logged under `label`.
+fn observe(d: &Drill, load: &Load, label: &str, from_ms: u64, to_ms: u64) -> crate::load::Window {
+    let w = load.window(from_ms, to_ms);
+    d.log(format!("{label}: {}", w.summary()));
+    w
+}
+
 fn sleep(s: f64) {
     std::thread::sleep(Duration::from_secs_f64(s));
 }
@@ -79,25 +131,21 @@ fn ok_answers(w: &crate::load::Window) -> u64 {
 }
 
 fn redis_paused(env: &Env, d: &mut Drill) -> Result<(), ChaosError> {
-    let gw = env.gateway("d1-gw", "d1", None, &[])?;
-    let _w = env.writer("d1-writer")?;
-    let sale = open_sale(d, &gw, 1_000_000)?;
-    let mut load = start_load(d, &[&gw], &sale, 8, 20.0, 60);
+    let (gws, _w, sale) = rig(env, d, "d1", 1, None, &[])?;
+    let gw = &gws[0];
+    let mut load = start_load(d, &[gw], &sale, 8, 20.0, 60);
     sleep(5.0);
     let f0 = load.elapsed_ms();
     d.log(format!("baseline: {}", load.window(0, f0).summary()));
     d.log("FAULT: kill -STOP redis");
     env.signal("redis", "STOP")?;
-    let mut opened = false;
-    wait_for(Duration::from_secs(5), || {
-        opened |= gw.metric("seckill_redis_breaker_open") == Some(1.0);
-        false
-    });
+    let opened = peak(Duration::from_secs(5), || {
+        gw.metric("seckill_redis_breaker_open")
+    }) == 1.0;
     env.signal("redis", "CONT")?;
     let f1 = load.elapsed_ms();
     d.log("REMOVED: kill -CONT redis");
-    let during = load.window(f0, f1);
-    d.log(format!("during: {}", during.summary()));
+    let during = observe(d, &load, "during", f0, f1);
     d.check(format!("fast 503s while Redis is stopped: {} answered 503, p99 {:.0} ms within {P99_BUDGET_MS} ms", during.count("503"), during.p99_ms), during.count("503") > 0 && during.p99_ms <= P99_BUDGET_MS);
     d.check(
         format!(
@@ -112,8 +160,7 @@ fn redis_paused(env: &Env, d: &mut Drill) -> Result<(), ChaosError> {
     });
     d.check("the breaker closed after Redis resumed", closed);
     sleep(5.0);
-    let after = load.window(load.elapsed_ms() - 4000, u64::MAX);
-    d.log(format!("after: {}", after.summary()));
+    let after = observe(d, &load, "after", load.elapsed_ms() - 4000, u64::MAX);
     d.check(
         format!(
             "sales resumed: {} successes in the last 4 s",
@@ -126,11 +173,9 @@ fn redis_paused(env: &Env, d: &mut Drill) -> Result<(), ChaosError> {
 }
 
 fn redis_data_lost(env: &Env, d: &mut Drill) -> Result<(), ChaosError> {
-    let a = env.gateway("d2-gw-a", "d2", None, &[])?;
-    let b = env.gateway("d2-gw-b", "d2", None, &[])?;
-    let _w = env.writer("d2-writer")?;
-    let sale = open_sale(d, &a, 1_000_000)?;
-    let mut load = start_load(d, &[&a, &b], &sale, 6, 20.0, 90);
+    let (gws, _w, sale) = rig(env, d, "d2", 2, None, &[])?;
+    let (a, b) = (&gws[0], &gws[1]);
+    let load = start_load(d, &[a, b], &sale, 6, 20.0, 90);
     sleep(6.0);
     d.log(format!(
         "baseline: {}",
@@ -150,8 +195,7 @@ fn redis_data_lost(env: &Env, d: &mut Drill) -> Result<(), ChaosError> {
         detected,
     );
     sleep(3.0);
-    let lost = load.window(f0, load.elapsed_ms());
-    d.log(format!("while lost: {}", lost.summary()));
+    let lost = observe(d, &load, "while lost", f0, load.elapsed_ms());
     d.check(
         format!(
             "selling stopped: {} answered 503 redis_data_lost, 0 accepted",
@@ -177,21 +221,13 @@ fn redis_data_lost(env: &Env, d: &mut Drill) -> Result<(), ChaosError> {
     });
     d.check("both gateways resumed within 3 s of the rebuild", resumed);
     sleep(5.0);
-    let after = load.window(f1 + 1000, u64::MAX);
-    d.log(format!("after: {}", after.summary()));
-    d.check(
-        format!("sales resumed: {} orders accepted", after.count("202")),
-        after.count("202") > 0,
-    );
-    load.stop();
-    invariants(env, d, &sale, &load)
+    finish(env, d, load, &sale, f1 + 1000, "sales resumed")
 }
 
 fn broker_down(env: &Env, d: &mut Drill) -> Result<(), ChaosError> {
-    let gw = env.gateway("d3-gw", "d3", None, &[])?;
-    let _w = env.writer("d3-writer")?;
-    let sale = open_sale(d, &gw, 1_000_000)?;
-    let mut load = start_load(d, &[&gw], &sale, 6, 20.0, 100);
+    let (gws, _w, sale) = rig(env, d, "d3", 1, None, &[])?;
+    let gw = &gws[0];
+    let mut load = start_load(d, &[gw], &sale, 6, 20.0, 100);
     sleep(5.0);
     d.log(format!(
         "baseline: {}",
@@ -200,16 +236,13 @@ fn broker_down(env: &Env, d: &mut Drill) -> Result<(), ChaosError> {
     d.log("FAULT: kill -9 the broker");
     env.signal("tansu", "KILL")?;
     let f0 = load.elapsed_ms();
-    let mut spooled = 0.0f64;
-    wait_for(Duration::from_secs(10), || {
-        spooled = spooled.max(gw.metric("seckill_spool_pending").unwrap_or(0.0));
-        false
+    let spooled = peak(Duration::from_secs(10), || {
+        gw.metric("seckill_spool_pending")
     });
     d.log("REMOVED: broker restarted (same log)");
     env.up()?;
     let f1 = load.elapsed_ms();
-    let during = load.window(f0, f1);
-    d.log(format!("during: {}", during.summary()));
+    let during = observe(d, &load, "during", f0, f1);
     d.check(
         format!(
             "orders still accepted while the broker is down: {} (spool held up to {spooled})",
@@ -247,10 +280,9 @@ fn broker_down(env: &Env, d: &mut Drill) -> Result<(), ChaosError> {
 }
 
 fn writer_killed(env: &Env, d: &mut Drill) -> Result<(), ChaosError> {
-    let gw = env.gateway("d4-gw", "d4", None, &[])?;
-    let mut w1 = env.writer("d4-writer-1")?;
-    let sale = open_sale(d, &gw, 1_000_000)?;
-    let mut load = start_load(d, &[&gw], &sale, 8, 25.0, 60);
+    let (gws, mut w1, sale) = rig(env, d, "d4", 1, None, &[])?;
+    let gw = &gws[0];
+    let mut load = start_load(d, &[gw], &sale, 8, 25.0, 60);
     sleep(6.0);
     let written = w1
         .metric("seckill_writer_rows_written_total")
@@ -297,10 +329,9 @@ fn writer_killed(env: &Env, d: &mut Drill) -> Result<(), ChaosError> {
 }
 
 fn postgres_down(env: &Env, d: &mut Drill) -> Result<(), ChaosError> {
-    let gw = env.gateway("d5-gw", "d5", None, &[])?;
-    let w = env.writer("d5-writer")?;
-    let sale = open_sale(d, &gw, 1_000_000)?;
-    let mut load = start_load(d, &[&gw], &sale, 6, 20.0, 90);
+    let (gws, w, sale) = rig(env, d, "d5", 1, None, &[])?;
+    let gw = &gws[0];
+    let mut load = start_load(d, &[gw], &sale, 6, 20.0, 90);
     sleep(5.0);
     let (acked, _) = load.acked();
     d.log("operator: gateway switch set status_reads cache");
@@ -326,8 +357,7 @@ fn postgres_down(env: &Env, d: &mut Drill) -> Result<(), ChaosError> {
     d.log("REMOVED: PostgreSQL started");
     env.up()?;
     let f1 = load.elapsed_ms();
-    let during = load.window(f0, f1);
-    d.log(format!("during: {}", during.summary()));
+    let during = observe(d, &load, "during", f0, f1);
     d.check(
         format!(
             "orders accepted throughout: {} accepted, {} 5xx",
@@ -369,11 +399,14 @@ fn postgres_down(env: &Env, d: &mut Drill) -> Result<(), ChaosError> {
 }
 
 fn gateway_killed(env: &Env, d: &mut Drill) -> Result<(), ChaosError> {
-    let mut a = env.gateway("d6-gw-a", "d6", None, &[])?;
-    let b = env.gateway("d6-gw-b", "d6", None, &[])?;
-    let _w = env.writer("d6-writer")?;
-    let sale = open_sale(d, &b, 1_000_000)?;
-    let mut load = start_load(d, &[&a, &b], &sale, 8, 25.0, 60);
+    let (mut gws, _w, sale) = rig(env, d, "d6", 2, None, &[])?;
+    let b = gws
+        .pop()
+        .ok_or_else(|| ChaosError::Setup("no gateway".into()))?;
+    let mut a = gws
+        .pop()
+        .ok_or_else(|| ChaosError::Setup("no gateway".into()))?;
+    let load = start_load(d, &[&a, &b], &sale, 8, 25.0, 60);
     sleep(6.0);
     d.log(format!(
         "FAULT: kill -9 gateway a under load ({} in flight)",
@@ -382,14 +415,7 @@ fn gateway_killed(env: &Env, d: &mut Drill) -> Result<(), ChaosError> {
     a.kill9();
     let f0 = load.elapsed_ms();
     sleep(8.0);
-    let after = load.window(f0 + 500, load.elapsed_ms());
-    d.log(format!("after: {}", after.summary()));
-    d.check(
-        format!("gateway b keeps selling: {} accepted", after.count("202")),
-        after.count("202") > 0,
-    );
-    load.stop();
-    invariants(env, d, &sale, &load)
+    finish(env, d, load, &sale, f0 + 500, "gateway b keeps selling")
 }
 
 fn redis_slow_then_blackhole(env: &Env, d: &mut Drill) -> Result<(), ChaosError> {
@@ -399,25 +425,18 @@ fn redis_slow_then_blackhole(env: &Env, d: &mut Drill) -> Result<(), ChaosError>
         "proxy 127.0.0.1:{} → Redis {}",
         proxy.port, env.redis_port
     ));
-    let gw = env.gateway(
-        "d7-gw",
-        "d7",
-        Some(format!("redis://127.0.0.1:{}", proxy.port)),
-        &[],
-    )?;
-    let _w = env.writer("d7-writer")?;
-    let sale = open_sale(d, &gw, 1_000_000)?;
-    let mut load = start_load(d, &[&gw], &sale, 6, 20.0, 80);
+    let proxied = Some(format!("redis://127.0.0.1:{}", proxy.port));
+    let (gws, _w, sale) = rig(env, d, "d7", 1, proxied, &[])?;
+    let gw = &gws[0];
+    let mut load = start_load(d, &[gw], &sale, 6, 20.0, 80);
     sleep(5.0);
-    let base = load.window(0, load.elapsed_ms());
-    d.log(format!("baseline: {}", base.summary()));
+    observe(d, &load, "baseline", 0, load.elapsed_ms());
     d.log("FAULT: +50 ms on every reply from Redis");
     proxy.set(Toxic::Latency(Duration::from_millis(50)));
     let f0 = load.elapsed_ms();
     sleep(8.0);
     let f1 = load.elapsed_ms();
-    let slow = load.window(f0, f1);
-    d.log(format!("slow: {}", slow.summary()));
+    let slow = observe(d, &load, "slow", f0, f1);
     d.check(
         format!(
             "slow Redis: still selling ({} successes), p99 {:.0} ms within {P99_BUDGET_MS} ms",
@@ -428,16 +447,13 @@ fn redis_slow_then_blackhole(env: &Env, d: &mut Drill) -> Result<(), ChaosError>
     );
     d.log("FAULT: black hole (connections open, nothing passes)");
     proxy.set(Toxic::Blackhole);
-    let mut opened = false;
-    wait_for(Duration::from_secs(6), || {
-        opened |= gw.metric("seckill_redis_breaker_open") == Some(1.0);
-        false
-    });
+    let opened = peak(Duration::from_secs(6), || {
+        gw.metric("seckill_redis_breaker_open")
+    }) == 1.0;
     let f2 = load.elapsed_ms();
     proxy.set(Toxic::Pass);
     d.log("REMOVED: the proxy passes again");
-    let hole = load.window(f1, f2);
-    d.log(format!("black hole: {}", hole.summary()));
+    let hole = observe(d, &load, "black hole", f1, f2);
     d.check(
         format!(
             "black hole: fast 503s ({}), p99 {:.0} ms within {P99_BUDGET_MS} ms",
@@ -451,8 +467,7 @@ fn redis_slow_then_blackhole(env: &Env, d: &mut Drill) -> Result<(), ChaosError>
         gw.metric("seckill_redis_breaker_open") == Some(0.0)
     });
     sleep(4.0);
-    let after = load.window(load.elapsed_ms() - 3000, u64::MAX);
-    d.log(format!("after: {}", after.summary()));
+    let after = observe(d, &load, "after", load.elapsed_ms() - 3000, u64::MAX);
     d.check(
         format!(
             "recovered: breaker closed, {} successes in the last 3 s, no 5xx",
@@ -467,22 +482,16 @@ fn redis_slow_then_blackhole(env: &Env, d: &mut Drill) -> Result<(), ChaosError>
 fn overload(env: &Env, d: &mut Drill) -> Result<(), ChaosError> {
     // Capacity is declared as the global limit: 300 requests/s (150 buyers/s, each a
     // token and an order). The load offers three times that.
-    let gw = env.gateway(
-        "d8-gw",
-        "d8",
-        None,
-        &[
-            ("SECKILL_GLOBAL_RPS", "300"),
-            ("SECKILL_GLOBAL_BURST", "60"),
-        ],
-    )?;
-    let _w = env.writer("d8-writer")?;
-    let sale = open_sale(d, &gw, 1_000_000)?;
-    let mut load = start_load(d, &[&gw], &sale, 30, 15.0, 60);
+    let capacity = [
+        ("SECKILL_GLOBAL_RPS", "300"),
+        ("SECKILL_GLOBAL_BURST", "60"),
+    ];
+    let (gws, _w, sale) = rig(env, d, "d8", 1, None, &capacity)?;
+    let gw = &gws[0];
+    let mut load = start_load(d, &[gw], &sale, 30, 15.0, 60);
     sleep(8.0);
     let f0 = load.elapsed_ms();
-    let limited = load.window(2000, f0);
-    d.log(format!("3x capacity, limits only: {}", limited.summary()));
+    let limited = observe(d, &load, "3x capacity, limits only", 2000, f0);
     let offered = limited.requests as f64 / ((f0 - 2000) as f64 / 1000.0);
     d.log(format!(
         "offered {offered:.0} requests/s against a capacity of 300"
@@ -508,8 +517,7 @@ fn overload(env: &Env, d: &mut Drill) -> Result<(), ChaosError> {
     let f1 = load.elapsed_ms();
     sleep(8.0);
     let f2 = load.elapsed_ms();
-    let admitted = load.window(f1 + 500, f2);
-    d.log(format!("admission 0.3: {}", admitted.summary()));
+    let admitted = observe(d, &load, "admission 0.3", f1 + 500, f2);
     d.check(
         format!(
             "token requests shed by admission: {} answered 503 admission_shed with Retry-After",

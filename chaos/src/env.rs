@@ -203,23 +203,14 @@ impl Env {
         for (k, v) in extra {
             cmd.env(k, v);
         }
-        let child = cmd
-            .spawn()
-            .map_err(|e| ChaosError::Setup(format!("gateway: {e}")))?;
-        let p = Proc {
-            name: name.into(),
-            child,
-            port,
-        };
-        p.wait_port(Duration::from_secs(15))?;
-        Ok(p)
+        Proc::spawn(name, cmd, port)
     }
 
     pub fn writer(&self, name: &str) -> Result<Proc, ChaosError> {
         let port = free_port();
         let log = self.log(name)?;
-        let child = Command::new(self.bin("order-writer")?)
-            .current_dir(&self.run)
+        let mut cmd = Command::new(self.bin("order-writer")?);
+        cmd.current_dir(&self.run)
             .env("SECKILL_DATABASE_URL", self.database_url())
             .env("SECKILL_KAFKA_BROKERS", self.brokers())
             .env("SECKILL_REDIS_URL", self.redis_url())
@@ -240,16 +231,8 @@ impl Env {
                 std::env::var("CHAOS_WRITER_LOG").unwrap_or("info".into()),
             )
             .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .map_err(|e| ChaosError::Setup(format!("order-writer: {e}")))?;
-        let p = Proc {
-            name: name.into(),
-            child,
-            port,
-        };
-        p.wait_port(Duration::from_secs(15))?;
-        Ok(p)
+            .stderr(log);
+        Proc::spawn(name, cmd, port)
     }
 
     /// `order-writer rebuild-stock`: restore lost sales from PostgreSQL and the topic.
@@ -263,15 +246,8 @@ impl Env {
             .env("SECKILL_REDIS_URL", self.redis_url())
             .env("SECKILL_METRICS_LISTEN", "")
             .env("SECKILL_LOG", "warn")
-            .output()
-            .map_err(|e| ChaosError::Setup(e.to_string()))?;
-        if !out.status.success() {
-            return Err(ChaosError::Setup(format!(
-                "rebuild-stock failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            )));
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+            .output();
+        stdout_of(out, "order-writer rebuild-stock")
     }
 
     /// `gateway switch …` against `gw`, as an operator would type it.
@@ -280,16 +256,21 @@ impl Env {
             .args(args)
             .args(["--url", &gw.url(), "--token", ADMIN])
             .env("USER", "chaos")
-            .output()
-            .map_err(|e| ChaosError::Setup(e.to_string()))?;
-        if !out.status.success() {
-            return Err(ChaosError::Setup(format!(
-                "gateway {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            )));
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+            .output();
+        stdout_of(out, &format!("gateway {args:?}"))
     }
+}
+
+/// A finished command's standard output, or its standard error as the failure.
+fn stdout_of(out: std::io::Result<std::process::Output>, what: &str) -> Result<String, ChaosError> {
+    let out = out.map_err(|e| ChaosError::Setup(format!("{what}: {e}")))?;
+    if !out.status.success() {
+        return Err(ChaosError::Setup(format!(
+            "{what} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 fn kill(pid: &str, signal: &str) -> Result<(), ChaosError> {
@@ -313,6 +294,20 @@ pub struct Proc {
 }
 
 impl Proc {
+    /// Start `cmd` and wait until it listens on `port`.
+    fn spawn(name: &str, mut cmd: Command, port: u16) -> Result<Proc, ChaosError> {
+        let child = cmd
+            .spawn()
+            .map_err(|e| ChaosError::Setup(format!("{name}: {e}")))?;
+        let p = Proc {
+            name: name.into(),
+            child,
+            port,
+        };
+        p.wait_port(Duration::from_secs(15))?;
+        Ok(p)
+    }
+
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }

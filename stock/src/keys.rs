@@ -61,6 +61,20 @@ impl SaleKeys {
         }
     }
 
+    /// Every key of the sale but its tokens: meta, stock, sold, buyers, reservations,
+    /// settled, seq (the order the restore script takes them in).
+    pub fn all(&self) -> [&str; 7] {
+        [
+            &self.meta,
+            &self.stock,
+            &self.sold,
+            &self.buyers,
+            &self.reservations,
+            &self.settled,
+            &self.seq,
+        ]
+    }
+
     pub fn token(&self, token: &str) -> String {
         format!("{}tok:{token}", self.prefix)
     }
@@ -104,16 +118,8 @@ mod tests {
     #[test]
     fn every_key_of_a_sale_shares_one_hash_tag() {
         let k = SaleKeys::new("s1");
-        for key in [
-            &k.meta,
-            &k.stock,
-            &k.sold,
-            &k.buyers,
-            &k.reservations,
-            &k.settled,
-            &k.seq,
-            &k.token("ab"),
-        ] {
+        let token = k.token("ab");
+        for key in k.all().into_iter().chain([token.as_str()]) {
             assert!(key.starts_with("sk:{s1}:"), "{key}");
         }
     }

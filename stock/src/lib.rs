@@ -354,19 +354,7 @@ impl<C: Exec> Stock<C> {
         args.push(max_seq.to_string());
         args.extend(triples);
         let k = keys::SaleKeys::new(sale);
-        let rest = outcome(self.run(
-            &scripts::RESTORE,
-            &[
-                &k.meta,
-                &k.stock,
-                &k.sold,
-                &k.buyers,
-                &k.reservations,
-                &k.settled,
-                &k.seq,
-            ],
-            &args,
-        )?)?;
+        let rest = outcome(self.run(&scripts::RESTORE, &k.all(), &args)?)?;
         Ok(Restored {
             remaining: int_at(&rest, 0)?,
             held: int_at(&rest, 1)?,

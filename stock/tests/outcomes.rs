@@ -333,15 +333,7 @@ fn a_lost_sale_is_restored_from_its_orders_and_never_oversold() {
     // Lose every key of the sale, as Redis restarted without its data would.
     let k = stock::keys::SaleKeys::new(&sale);
     let mut del = redis::cmd("DEL");
-    for key in [
-        &k.meta,
-        &k.stock,
-        &k.sold,
-        &k.buyers,
-        &k.reservations,
-        &k.settled,
-        &k.seq,
-    ] {
+    for key in k.all() {
         del.arg(key);
     }
     stock::Exec::exec(s.conn_mut(), &del).unwrap();
