@@ -486,8 +486,10 @@ fn overload(env: &Env, d: &mut Drill) -> Result<(), ChaosError> {
         ("SECKILL_GLOBAL_RPS", "300"),
         ("SECKILL_GLOBAL_BURST", "60"),
     ];
-    let (gws, _w, sale) = rig(env, d, "d8", 1, None, &capacity)?;
-    let gw = &gws[0];
+    // Two gateways of one cluster: the load goes to the first; the switch is set through
+    // the first and the second must follow within a second.
+    let (gws, _w, sale) = rig(env, d, "d8", 2, None, &capacity)?;
+    let (gw, other) = (&gws[0], &gws[1]);
     let mut load = start_load(d, &[gw], &sale, 30, 15.0, 60);
     sleep(8.0);
     let f0 = load.elapsed_ms();
@@ -513,8 +515,19 @@ fn overload(env: &Env, d: &mut Drill) -> Result<(), ChaosError> {
         limited.count("5") == 0 && limited.count("io") == 0,
     );
     d.log("operator: gateway switch set admission_ratio 0.3");
-    env.switch(&gw, &["switch", "set", "admission_ratio", "0.3"])?;
+    env.switch(gw, &["switch", "set", "admission_ratio", "0.3"])?;
     let f1 = load.elapsed_ms();
+    let t = std::time::Instant::now();
+    let followed = wait_for(Duration::from_secs(1), || {
+        other.metric("seckill_switch_admission_ratio") == Some(0.3)
+    });
+    d.check(
+        format!(
+            "the other gateway followed the switch in {} ms (within a second)",
+            t.elapsed().as_millis()
+        ),
+        followed,
+    );
     sleep(8.0);
     let f2 = load.elapsed_ms();
     let admitted = observe(d, &load, "admission 0.3", f1 + 500, f2);
