@@ -3,7 +3,8 @@
 //! Faults create two kinds of honest uncertainty, which are bounded rather than ignored:
 //! an order request whose answer never reached the client (a gateway killed mid-request)
 //! may still have been accepted and persisted, and a purchase whose Redis reply was lost
-//! (a timeout) holds a unit with no order behind it until reconciliation.
+//! (a timeout) holds a unit with no order behind it until the writer's reservation sweep
+//! releases it after the payment window (longer than any drill).
 
 use crate::drill::{wait_for, Drill};
 use crate::env::Env;

@@ -29,6 +29,55 @@ fn settle(stock: &mut Stock<redis::Connection>, order_id: &str) -> Result<Ended,
     }
 }
 
+/// Release in Redis every reservation older than the payment window plus the grace, in
+/// the sales PostgreSQL knows that may still hold some (not ended long ago). Orders with a
+/// row are then found "already released" by the payment-window scan, which cancels the
+/// row; a reservation with no order anywhere (its purchase reply was lost) just returns
+/// its unit. Settling is exactly once, so racing the scan or the buyer's payment is safe.
+pub fn sweep_reservations(
+    cfg: &Config,
+    db: &mut postgres::Client,
+    stock: &mut Stock<redis::Connection>,
+) -> Result<u64, WriterError> {
+    let age = Duration::from_secs(
+        (cfg.payment_window_secs.max(0) + cfg.reservation_grace_secs.max(0)) as u64,
+    );
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    let horizon = now_ms - 2 * age.as_millis() as i64;
+    let sales: Vec<String> = db
+        .query(
+            "SELECT sale FROM sales WHERE end_ms IS NULL OR end_ms > $1",
+            &[&horizon],
+        )?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut released = 0;
+    for sale in sales {
+        let mut cursor = 0;
+        loop {
+            let (next, ids) = stock.expired_reservations(&sale, age, cursor, 500)?;
+            for id in ids {
+                match stock.settle(&id, Settlement::Released) {
+                    Ok(_) => released += 1,
+                    Err(
+                        StockError::AlreadyReleased | StockError::AlreadyPaid | StockError::NoOrder,
+                    ) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+    }
+    Ok(released)
+}
+
 /// One scan.
 pub fn scan_once(
     cfg: &Config,
@@ -45,6 +94,7 @@ pub fn run(cfg: Config, metrics: Arc<Metrics>, stop: Arc<AtomicBool>) {
     let timeout = Duration::from_millis(cfg.redis_timeout_ms.max(1) as u64);
     let mut conns: Option<(postgres::Client, Stock<redis::Connection>)> = None;
     let mut oversell_checked: Option<std::time::Instant> = None;
+    let mut swept: Option<std::time::Instant> = None;
     while !stop.load(Ordering::Relaxed) {
         if conns.is_none() {
             conns = match (
@@ -76,6 +126,22 @@ pub fn run(cfg: Config, metrics: Arc<Metrics>, stop: Arc<AtomicBool>) {
                         metrics.set_oversold(sales.len() as i64);
                     }
                     Err(e) => tracing::warn!(error = %e, "oversell check failed"),
+                }
+            }
+            if swept.is_none_or(|t| {
+                t.elapsed() >= Duration::from_millis(cfg.reservation_sweep_ms.max(100) as u64)
+            }) {
+                swept = Some(std::time::Instant::now());
+                match sweep_reservations(&cfg, db, stock) {
+                    Ok(n) => {
+                        if n > 0 {
+                            tracing::info!(released = n, "expired reservations released in Redis");
+                        }
+                        metrics.swept(n);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "reservation sweep failed; retrying next time")
+                    }
                 }
             }
             match scan_once(&cfg, db, stock) {

@@ -30,6 +30,11 @@ pub struct Config {
     /// How often the payment-window scan runs, and how many orders it takes at once.
     pub cancel_scan_ms: i64,
     pub cancel_batch: i64,
+    /// How often Redis is swept for reservations older than the payment window plus
+    /// `reservation_grace_secs` — including those with no order anywhere (a purchase
+    /// whose reply was lost) — which are released so their stock sells again.
+    pub reservation_sweep_ms: i64,
+    pub reservation_grace_secs: i64,
     /// Prometheus metrics listen address ("" = off).
     pub metrics_listen: String,
     /// Extra librdkafka settings for both consumer and producer, `k=v,k=v`.
@@ -55,6 +60,8 @@ impl Default for Config {
             payment_window_secs: 900,
             cancel_scan_ms: 1000,
             cancel_batch: 500,
+            reservation_sweep_ms: 30_000,
+            reservation_grace_secs: 60,
             metrics_listen: "127.0.0.1:9101".into(),
             kafka_extra: String::new(),
         }

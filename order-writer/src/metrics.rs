@@ -11,6 +11,7 @@ pub struct Metrics {
     lag: AtomicI64,
     assigned: AtomicI64,
     oversold: AtomicI64,
+    swept: AtomicU64,
     batches: AtomicU64,
     batch_messages: AtomicU64,
     batch_max: AtomicU64,
@@ -29,6 +30,9 @@ impl Metrics {
     }
     pub fn set_assigned(&self, partitions: i64) {
         self.assigned.store(partitions, Ordering::Relaxed);
+    }
+    pub fn swept(&self, released: u64) {
+        self.swept.fetch_add(released, Ordering::Relaxed);
     }
     pub fn set_oversold(&self, sales: i64) {
         self.oversold.store(sales, Ordering::Relaxed);
@@ -80,6 +84,12 @@ impl Metrics {
             "gauge",
             "Sales with more live orders in PostgreSQL than their initial stock (must be 0; checked every 30 s).",
             self.oversold.load(Ordering::Relaxed).to_string(),
+        );
+        one(
+            "seckill_writer_reservations_swept_total",
+            "counter",
+            "Reservations released by the Redis sweep after the payment window (orders without a row included).",
+            get(&self.swept).to_string(),
         );
         one(
             "seckill_writer_batches_total",

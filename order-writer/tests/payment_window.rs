@@ -155,3 +155,62 @@ fn pay_and_cancel_racing_on_one_order_have_exactly_one_winner() {
     );
     assert!(st.conserved());
 }
+
+#[test]
+fn a_reservation_with_no_order_anywhere_is_released_after_the_window() {
+    let pg = PrivatePg::start();
+    let mut lane = Lane::new(1);
+    lane.database_url = pg.url("seckill");
+    let mut stock = lane.stock();
+    // Three purchases; the gateway "lost" the reply of the last one, so only two orders
+    // ever reach the topic. The sale's definition does (as the gateway sends it).
+    let (sale, msgs) = reserve(&mut stock, 3, 3);
+    let def = seckill_common::order::SaleDefinition {
+        stock: 3,
+        per_user_limit: 1,
+        start_ms: now_ms() - 1000,
+        end_ms: now_ms() + 3_600_000,
+    };
+    let mut events = vec![seckill_common::order::OrderMessage::opened(
+        &sale,
+        def,
+        now_ms(),
+    )];
+    events.extend(msgs[..2].iter().cloned());
+    let p = lane.producer();
+    lane.produce(&p, &events);
+    let w = lane.writer(&[
+        ("SECKILL_PAYMENT_WINDOW_SECS", "2"),
+        ("SECKILL_RESERVATION_GRACE_SECS", "0"),
+        ("SECKILL_RESERVATION_SWEEP_MS", "300"),
+        ("SECKILL_CANCEL_SCAN_MS", "200"),
+    ]);
+    let mut db = lane.db();
+    wait_for(
+        "every reservation to be released",
+        Duration::from_secs(30),
+        || stock.state(&sale).is_ok_and(|s| s.held == 0),
+    );
+    let st = stock.state(&sale).unwrap();
+    assert_eq!(
+        (st.remaining, st.held, st.sold),
+        (3, 0, 0),
+        "every unit is back, once"
+    );
+    assert!(st.conserved());
+    wait_for(
+        "the two orders with rows to be cancelled",
+        Duration::from_secs(30),
+        || {
+            msgs[..2]
+                .iter()
+                .all(|m| status_of(&mut db, &m.order_id).as_deref() == Some("cancelled"))
+        },
+    );
+    assert_eq!(
+        status_of(&mut db, &msgs[2].order_id),
+        None,
+        "no row appears for the lost one"
+    );
+    drop(w);
+}

@@ -7,6 +7,7 @@
 //! | `sk:{S}:sold` | int | units paid for |
 //! | `sk:{S}:buyers` | hash | user → units held or bought |
 //! | `sk:{S}:res` | hash | order id → user, for reservations neither paid nor released |
+//! | `sk:{S}:res_at` | hash | order id → when it was reserved (ms), for the same reservations |
 //! | `sk:{S}:settled` | hash | order id → `paid|user` or `released|user` |
 //! | `sk:{S}:seq` | int | order id sequence |
 //! | `sk:{S}:tok:T` | string | `user|expires_ms|new-or-used`, with a TTL |
@@ -41,6 +42,7 @@ pub struct SaleKeys {
     pub sold: String,
     pub buyers: String,
     pub reservations: String,
+    pub reserved_at: String,
     pub settled: String,
     pub seq: String,
 }
@@ -55,6 +57,7 @@ impl SaleKeys {
             sold: k("sold"),
             buyers: k("buyers"),
             reservations: k("res"),
+            reserved_at: k("res_at"),
             settled: k("settled"),
             seq: k("seq"),
             prefix,
@@ -62,8 +65,8 @@ impl SaleKeys {
     }
 
     /// Every key of the sale but its tokens: meta, stock, sold, buyers, reservations,
-    /// settled, seq (the order the restore script takes them in).
-    pub fn all(&self) -> [&str; 7] {
+    /// settled, seq, reserved_at (the order the create and restore scripts take them in).
+    pub fn all(&self) -> [&str; 8] {
         [
             &self.meta,
             &self.stock,
@@ -72,6 +75,7 @@ impl SaleKeys {
             &self.reservations,
             &self.settled,
             &self.seq,
+            &self.reserved_at,
         ]
     }
 

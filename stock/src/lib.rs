@@ -281,18 +281,7 @@ impl<C: Exec> Stock<C> {
         let k = keys::SaleKeys::new(sale);
         let args =
             [spec.stock, spec.per_user_limit, spec.start_ms, spec.end_ms].map(|v| v.to_string());
-        let reply = self.run(
-            &scripts::CREATE,
-            &[
-                &k.meta,
-                &k.stock,
-                &k.sold,
-                &k.buyers,
-                &k.reservations,
-                &k.settled,
-            ],
-            &args,
-        )?;
+        let reply = self.run(&scripts::CREATE, &k.all(), &args)?;
         outcome(reply)?;
         self.mark_store()
     }
@@ -403,6 +392,7 @@ impl<C: Exec> Stock<C> {
                 &k.reservations,
                 &k.token(token),
                 &k.seq,
+                &k.reserved_at,
             ],
             &[user.to_string(), sale.to_string()],
         )?;
@@ -425,13 +415,48 @@ impl<C: Exec> Stock<C> {
         };
         let reply = self.run(
             &scripts::SETTLE,
-            &[&k.stock, &k.sold, &k.buyers, &k.reservations, &k.settled],
+            &[
+                &k.stock,
+                &k.sold,
+                &k.buyers,
+                &k.reservations,
+                &k.settled,
+                &k.reserved_at,
+            ],
             &[order_id.to_string(), how.to_string()],
         )?;
         let rest = outcome(reply)?;
         string_at(&rest, 0)?
             .parse()
             .map_err(|_| StockError::BadReply("buyer is not a number".into()))
+    }
+
+    /// One page of the sale's reservations older than `age` (by Redis's clock), from
+    /// `cursor` (start with 0); returns the next cursor (0 when done) and the order ids.
+    /// Pages are bounded by `count` hash entries looked at.
+    pub fn expired_reservations(
+        &mut self,
+        sale: &str,
+        age: Duration,
+        cursor: u64,
+        count: u32,
+    ) -> Result<(u64, Vec<String>), StockError> {
+        keys::check_sale_id(sale)?;
+        let k = keys::SaleKeys::new(sale);
+        let args = [
+            age.as_millis().to_string(),
+            cursor.to_string(),
+            count.max(1).to_string(),
+        ];
+        let rest = outcome(self.run(&scripts::EXPIRED, &[&k.reserved_at], &args)?)?;
+        let next = string_at(&rest, 0)?
+            .parse()
+            .map_err(|_| StockError::BadReply("cursor is not a number".into()))?;
+        let ids = rest[1..]
+            .iter()
+            .map(string_of)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((next, ids))
     }
 
     /// Where an order stands, and its buyer.

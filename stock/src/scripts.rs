@@ -37,10 +37,11 @@ script!(STATE, "lua/state.lua");
 script!(PAUSE, "lua/pause.lua");
 script!(ORDER, "lua/order.lua");
 script!(RESTORE, "lua/restore.lua");
+script!(EXPIRED, "lua/expired.lua");
 
 /// Every script, for preloading.
-pub fn all() -> [&'static Script; 8] {
+pub fn all() -> [&'static Script; 9] {
     [
-        &CREATE, &TOKEN, &PURCHASE, &SETTLE, &STATE, &PAUSE, &ORDER, &RESTORE,
+        &CREATE, &TOKEN, &PURCHASE, &SETTLE, &STATE, &PAUSE, &ORDER, &RESTORE, &EXPIRED,
     ]
 }

@@ -1,4 +1,4 @@
--- Buy one unit. KEYS: meta stock buyers res token seq
+-- Buy one unit. KEYS: meta stock buyers res token seq res_at
 -- ARGV: user sale
 -- Order of checks: sale open -> token valid for this user -> under the per-user
 -- limit -> stock left -> deduct, record buyer and reservation, consume token.
@@ -22,5 +22,6 @@ if left < 0 then return redis.error_reply('INVARIANT stock below zero') end
 redis.call('HINCRBY', KEYS[3], ARGV[1], 1)
 local oid = ARGV[2] .. '-' .. redis.call('INCR', KEYS[6])
 redis.call('HSET', KEYS[4], oid, ARGV[1])
+redis.call('HSET', KEYS[7], oid, now)
 redis.call('SET', KEYS[5], owner .. '|' .. exp .. '|used', 'KEEPTTL')
 return {'OK', oid, left, tonumber(meta[1])}

@@ -1,15 +1,18 @@
 -- Rebuild a sale lost with Redis's data, from its definition and every order known
--- elsewhere (PostgreSQL and the order topic). KEYS: meta stock sold buyers res settled seq
+-- elsewhere (PostgreSQL and the order topic). KEYS: meta stock sold buyers res settled seq res_at
 -- ARGV: initial limit start_ms end_ms paused max_seq, then (order_id, user, status)*
 -- status: reserved | paid | cancelled. Refuses to overwrite a sale that exists.
 if redis.call('EXISTS', KEYS[1]) == 1 then return {'SALE_EXISTS'} end
 local initial = tonumber(ARGV[1])
 local held, sold = 0, 0
-redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7])
+redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8])
+local now = now_ms()
 for i = 7, #ARGV, 3 do
   local oid, user, status = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   if status == 'reserved' then
     redis.call('HSET', KEYS[5], oid, user)
+    -- A restored reservation gets a whole payment window from now.
+    redis.call('HSET', KEYS[8], oid, now)
     redis.call('HINCRBY', KEYS[4], user, 1)
     held = held + 1
   elseif status == 'paid' then
@@ -24,7 +27,7 @@ for i = 7, #ARGV, 3 do
 end
 if held + sold > initial then
   -- Never write an oversold sale: leave nothing behind and say so.
-  redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7])
+  redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8])
   return {'OVERSOLD', held, sold}
 end
 redis.call('SET', KEYS[2], initial - held - sold)

@@ -1,4 +1,4 @@
--- Settle a reservation exactly once. KEYS: stock sold buyers res done
+-- Settle a reservation exactly once. KEYS: stock sold buyers res done res_at
 -- ARGV: order_id outcome ('released' returns the unit to stock; 'paid' counts it sold)
 local user = redis.call('HGET', KEYS[4], ARGV[1])
 if not user then
@@ -7,6 +7,7 @@ if not user then
   return {'ALREADY_' .. string.upper(string.match(d, '^(%a+)'))}
 end
 redis.call('HDEL', KEYS[4], ARGV[1])
+redis.call('HDEL', KEYS[6], ARGV[1])
 if ARGV[2] == 'released' then
   redis.call('INCR', KEYS[1])
   if redis.call('HINCRBY', KEYS[3], user, -1) <= 0 then redis.call('HDEL', KEYS[3], user) end
