@@ -518,11 +518,28 @@ impl App {
         Ok(Reply::json(200, &json!({"sale": sale, "paused": p.paused})))
     }
 
-    /// A plain connection to the control store, outside the breaker (so a forced-open
-    /// breaker can be closed again) and with short timeouts.
-    fn control(&self) -> Result<redis::Connection, ApiError> {
-        stock::connect(&self.cfg.redis_url, Duration::from_millis(500))
-            .map_err(|e| ApiError::SwitchStore(e.to_string()))
+    /// Run `cmd` (a pipeline or one command) on a plain connection to the control store:
+    /// outside the breaker (so a forced-open breaker can be closed again), with short
+    /// timeouts, and on a thread of its own so that a sick Redis never blocks a may worker.
+    fn control<T: redis::FromRedisValue + Send + 'static>(
+        &self,
+        run: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let url = self.cfg.redis_url.clone();
+        let (tx, rx) = may::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("control".into())
+            .spawn(move || {
+                let r = stock::connect(&url, Duration::from_millis(500))
+                    .map_err(|e| e.to_string())
+                    .and_then(|mut c| run(&mut c).map_err(|e| e.to_string()));
+                let _ = tx.send(r);
+            })
+            .map_err(|e| ApiError::SwitchStore(e.to_string()))?;
+        match rx.recv_timeout(Duration::from_secs(3)) {
+            Ok(r) => r.map_err(ApiError::SwitchStore),
+            Err(_) => Err(ApiError::SwitchStore("no answer within 3 s".into())),
+        }
     }
 
     /// Write switches centrally, with their audit entry, in one transaction; this
@@ -537,7 +554,6 @@ impl App {
                 crate::switches::NAMES
             )));
         }
-        let mut conn = self.control()?;
         let mut p = redis::pipe();
         p.atomic();
         for (k, val) in &fields {
@@ -548,8 +564,7 @@ impl App {
                 .ignore();
         }
         self.audit_entry(&mut p, req, "set_switches", &json!(v));
-        p.exec(&mut conn)
-            .map_err(|e| ApiError::SwitchStore(e.to_string()))?;
+        self.control(move |c| p.query::<()>(c))?;
         self.audit_file(req, "set_switches", json!(v));
         self.switches.set_central(&v, &self.limits, &self.breaker);
         Ok(Reply::json(200, &self.switches.view()))
@@ -573,15 +588,13 @@ impl App {
     /// The latest audit entries from the central stream, newest first (`?n=` is not
     /// parsed by may_minihttp's path; 50 entries).
     fn read_audit(&self, _req: &Incoming) -> Result<Reply, ApiError> {
-        let mut conn = self.control()?;
-        let v: redis::Value = redis::cmd("XREVRANGE")
-            .arg(stock::keys::audit(&self.cfg.cluster))
+        let mut cmd = redis::cmd("XREVRANGE");
+        cmd.arg(stock::keys::audit(&self.cfg.cluster))
             .arg("+")
             .arg("-")
             .arg("COUNT")
-            .arg(50)
-            .query(&mut conn)
-            .map_err(|e| ApiError::SwitchStore(e.to_string()))?;
+            .arg(50);
+        let v: redis::Value = self.control(move |c| cmd.query(c))?;
         let mut out = Vec::new();
         if let redis::Value::Array(entries) = v {
             for e in entries {
@@ -640,10 +653,7 @@ impl App {
     fn audit(&self, req: &Incoming, action: &str, detail: serde_json::Value) {
         let mut p = redis::pipe();
         self.audit_entry(&mut p, req, action, &detail);
-        if let Err(e) = self.control().and_then(|mut c| {
-            p.exec(&mut c)
-                .map_err(|e| ApiError::SwitchStore(e.to_string()))
-        }) {
+        if let Err(e) = self.control(move |c| p.query::<()>(c)) {
             tracing::warn!(error = %e, action, "audit entry not written to the central stream (kept in the local audit log)");
         }
         self.audit_file(req, action, detail);

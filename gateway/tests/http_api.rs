@@ -620,3 +620,63 @@ fn shutdown_drains_and_exits_cleanly() {
         .expect("gateway exits after SIGTERM");
     assert!(status.success(), "{status:?}");
 }
+
+#[test]
+fn with_the_switch_store_down_the_last_values_stay_and_a_local_override_works() {
+    let redis = PrivateRedis::start();
+    let gw = Gateway::start_with(Options {
+        redis_url: Some(redis.url()),
+        ..Default::default()
+    });
+    let admin = Gateway::admin_auth();
+    let set = gw.post(
+        "/admin/switches",
+        Some(&admin),
+        Some(r#"{"admission_ratio":0.5}"#),
+    );
+    assert_eq!(set.status, 200, "{}", set.body);
+    assert_eq!(gw.metric("seckill_switch_store_up"), 1.0);
+    redis.signal("-STOP");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(gw.metric("seckill_switch_store_up"), 0.0);
+    assert_eq!(
+        gw.metric("seckill_switch_admission_ratio"),
+        0.5,
+        "the last known value stays"
+    );
+    // A central change cannot be stored: refused, with the way out in the message.
+    let central = gw.post(
+        "/admin/switches",
+        Some(&admin),
+        Some(r#"{"admission_ratio":1.0}"#),
+    );
+    assert_eq!(
+        (central.status, central.code().as_str()),
+        (503, "switch_store_unreachable")
+    );
+    // A local override is taken at once.
+    let local = gw.post(
+        "/admin/switches/local",
+        Some(&admin),
+        Some(r#"{"admission_ratio":0.9}"#),
+    );
+    assert_eq!(local.status, 200, "{}", local.body);
+    assert_eq!(gw.metric("seckill_switch_admission_ratio"), 0.9);
+    redis.signal("-CONT");
+    let end = Instant::now() + Duration::from_secs(5);
+    while gw.metric("seckill_switch_store_up") != 1.0 {
+        assert!(Instant::now() < end, "the store never came back");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        gw.metric("seckill_switch_admission_ratio"),
+        0.9,
+        "the override still wins"
+    );
+    gw.request("DELETE", "/admin/switches/local", Some(&admin), None);
+    assert_eq!(
+        gw.metric("seckill_switch_admission_ratio"),
+        0.5,
+        "back to the central value"
+    );
+}
