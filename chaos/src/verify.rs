@@ -105,7 +105,7 @@ pub fn invariants(env: &Env, d: &mut Drill, sale: &str, load: &Load) -> Result<(
         state.conserved(),
     );
     let orphans = taken - live.len() as i64;
-    d.check(format!("every held unit has an order: {orphans} units without one, at most {faults} possible (purchases whose reply was lost)"), orphans >= 0 && orphans as u64 <= faults);
+    d.check(format!("units held without an order: {orphans}, at most {faults} possible (purchases whose reply was lost; the writer's sweep releases them after the payment window)"), orphans >= 0 && orphans as u64 <= faults);
     let distinct: HashSet<&String> = tokens.iter().collect();
     d.check(
         format!(
