@@ -233,6 +233,22 @@ fn broker_down(env: &Env, d: &mut Drill) -> Result<(), ChaosError> {
         "baseline: {}",
         load.window(0, load.elapsed_ms()).summary()
     ));
+    // The manual switch first (broker maintenance): spool only, then back to auto.
+    d.log("operator: gateway switch set order_sink spool");
+    env.switch(gw, &["switch", "set", "order_sink", "spool"])?;
+    let held = peak(Duration::from_secs(3), || {
+        gw.metric("seckill_spool_pending")
+    });
+    d.check(
+        format!("order_sink spool: orders held in the spool with the broker up ({held})"),
+        held > 0.0,
+    );
+    d.log("operator: gateway switch set order_sink auto");
+    env.switch(gw, &["switch", "set", "order_sink", "auto"])?;
+    let replayed = wait_for(Duration::from_secs(15), || {
+        gw.metric("seckill_spool_pending") == Some(0.0)
+    });
+    d.check("back to auto: the spool replayed into the broker", replayed);
     d.log("FAULT: kill -9 the broker");
     env.signal("tansu", "KILL")?;
     let f0 = load.elapsed_ms();
@@ -550,8 +566,32 @@ fn overload(env: &Env, d: &mut Drill) -> Result<(), ChaosError> {
         format!("still selling: {} orders accepted", admitted.count("202")),
         admitted.count("202") > 0,
     );
-    env.switch(&gw, &["switch", "set", "admission_ratio", "1.0"])?;
+    env.switch(gw, &["switch", "set", "admission_ratio", "1.0"])?;
     d.log("operator: admission ratio back to 1.0");
+    // Sale pause for every sale, set through one gateway: both stop selling at once.
+    d.log("operator: gateway switch set pause_all true");
+    env.switch(gw, &["switch", "set", "pause_all", "true"])?;
+    let both = wait_for(Duration::from_secs(1), || {
+        [gw, other]
+            .iter()
+            .all(|g| g.metric("seckill_switch_pause_all") == Some(1.0))
+    });
+    let p0 = load.elapsed_ms();
+    sleep(3.0);
+    let paused = observe(d, &load, "paused", p0, load.elapsed_ms());
+    d.check(
+        format!("pause_all: both gateways paused within a second, {} answered 503 sale_paused, {} accepted", paused.count("503 sale_paused"), paused.count("202")),
+        both && paused.count("503 sale_paused") > 0 && paused.count("202") == 0 && paused.count("201") == 0,
+    );
+    env.switch(gw, &["switch", "set", "pause_all", "false"])?;
+    d.log("operator: pause_all false");
+    let r0 = load.elapsed_ms();
+    sleep(2.0);
+    let resumed = observe(d, &load, "resumed", r0 + 500, load.elapsed_ms());
+    d.check(
+        format!("resumed: {} accepted", resumed.count("202")),
+        resumed.count("202") > 0,
+    );
     load.stop();
     invariants(env, d, &sale, &load)
 }
