@@ -8,7 +8,8 @@ use crate::load::{Load, Spec};
 use crate::proxy::{Proxy, Toxic};
 use crate::verify::invariants;
 use crate::ChaosError;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use seckill_common::now_ms;
+use std::time::Duration;
 
 pub type DrillFn = fn(&Env, &mut Drill) -> Result<(), ChaosError>;
 
@@ -27,13 +28,6 @@ pub const DRILLS: [(u32, &str, &str, DrillFn); 8] = [
 /// The latency budget a degraded answer must stay within (p99), whatever the fault:
 /// well above the 200 ms Redis timeout, far below the clients' 30 s.
 const P99_BUDGET_MS: f64 = 1000.0;
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
 
 fn open_sale(d: &Drill, gw: &Proc, units: i64) -> Result<String, ChaosError> {
     let sale = format!("chaos_{}_{}", d.name.replace('-', "_"), now_ms());

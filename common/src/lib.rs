@@ -8,6 +8,7 @@
 //! - [`kafka`]: topic creation and a tiny `block_on` for rdkafka's admin API.
 //! - [`order`]: the order message on the `orders` topic.
 //! - [`ticket`]: HMAC-signed user tickets (mint and verify).
+//! - [`now_ms`]: wall-clock milliseconds since the Unix epoch.
 
 pub mod cli;
 pub mod config;
@@ -18,3 +19,11 @@ pub mod stack;
 pub mod ticket;
 
 pub use config::{load_config, ConfigError};
+
+/// Wall-clock milliseconds since the Unix epoch (0 if the clock is before it).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

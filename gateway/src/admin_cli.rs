@@ -23,6 +23,11 @@ pub struct Target {
     pub actor: String,
 }
 
+/// The admin token and the actor, on any request.
+fn signed<B>(r: ureq::RequestBuilder<B>, auth: &str, actor: &str) -> ureq::RequestBuilder<B> {
+    r.header("Authorization", auth).header("X-Actor", actor)
+}
+
 fn call(t: &Target, method: &str, path: &str, body: Option<&Value>) -> Result<Value, String> {
     let agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
@@ -31,27 +36,12 @@ fn call(t: &Target, method: &str, path: &str, body: Option<&Value>) -> Result<Va
         .new_agent();
     let url = format!("{}{path}", t.url.trim_end_matches('/'));
     let auth = format!("Bearer {}", t.token);
+    let a = &t.actor;
     let r = match (method, body) {
-        ("GET", _) => agent
-            .get(&url)
-            .header("Authorization", &auth)
-            .header("X-Actor", &t.actor)
-            .call(),
-        ("DELETE", _) => agent
-            .delete(&url)
-            .header("Authorization", &auth)
-            .header("X-Actor", &t.actor)
-            .call(),
-        (_, Some(b)) => agent
-            .post(&url)
-            .header("Authorization", &auth)
-            .header("X-Actor", &t.actor)
-            .send_json(b),
-        (_, None) => agent
-            .post(&url)
-            .header("Authorization", &auth)
-            .header("X-Actor", &t.actor)
-            .send_empty(),
+        ("GET", _) => signed(agent.get(&url), &auth, a).call(),
+        ("DELETE", _) => signed(agent.delete(&url), &auth, a).call(),
+        (_, Some(b)) => signed(agent.post(&url), &auth, a).send_json(b),
+        (_, None) => signed(agent.post(&url), &auth, a).send_empty(),
     };
     let mut r = r.map_err(|e| format!("{url}: {e}"))?;
     let status = r.status().as_u16();

@@ -12,6 +12,7 @@ use crate::order_sink::OrderSink;
 use crate::order_sink::Via;
 use crate::redis_pipe::RedisPipe;
 use crate::switches::{SinkMode, StatusReads, SwitchValues, Switches};
+use seckill_common::now_ms;
 use seckill_common::order::{OrderEvent, OrderMessage, SaleDefinition};
 use serde::Deserialize;
 use serde_json::json;
@@ -19,7 +20,7 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use stock::{SaleSpec, SaleState, Settlement, Stock, StockError};
 
 pub struct App {
@@ -49,13 +50,6 @@ impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
     }
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 #[derive(Deserialize)]
@@ -331,21 +325,23 @@ impl App {
             at_ms: now_ms(),
             definition: None,
         };
-        let via = self.sink.send(&msg, self.switches.order_sink());
-        if let Err(e) = via {
-            // Not acknowledged: give the unit back so it can sell again.
-            tracing::error!(order = %p.order_id, error = %e, "order not delivered to the broker; releasing its reservation");
-            match stock.settle(&p.order_id, Settlement::Released) {
-                Ok(_) => self.metrics.released_on_sink_failure(),
-                Err(re) => {
-                    tracing::error!(order = %p.order_id, error = %re, "release after broker failure failed; reconciliation must return this unit")
+        let via = match self.sink.send(&msg, self.switches.order_sink()) {
+            Ok(via) => via,
+            Err(e) => {
+                // Not acknowledged: give the unit back so it can sell again.
+                tracing::error!(order = %p.order_id, error = %e, "order not delivered to the broker; releasing its reservation");
+                match stock.settle(&p.order_id, Settlement::Released) {
+                    Ok(_) => self.metrics.released_on_sink_failure(),
+                    Err(re) => {
+                        tracing::error!(order = %p.order_id, error = %re, "release after broker failure failed; the reservation sweep returns this unit")
+                    }
                 }
+                return Err(ApiError::SinkUnavailable(e.to_string()));
             }
-            return Err(ApiError::SinkUnavailable(e.to_string()));
-        }
+        };
         self.metrics.order_accepted();
         self.cache_status(&p.order_id, user, stock::OrderState::Reserved);
-        let spooled = matches!(via, Ok(Via::Spool));
+        let spooled = via == Via::Spool;
         Ok(Reply::json(
             202,
             &json!({"order_id": p.order_id, "status": "reserved", "remaining": p.remaining, "spooled": spooled}),

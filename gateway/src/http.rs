@@ -114,18 +114,14 @@ impl Conn {
         let full_path = req.path().to_string();
         let path = full_path.split('?').next().unwrap_or("").to_string();
         let route = App::route_of(&path);
-        let authorization = req
-            .headers()
-            .iter()
-            .find(|h| h.name.eq_ignore_ascii_case("authorization"))
-            .and_then(|h| std::str::from_utf8(h.value).ok())
-            .map(str::to_string);
-        let actor = req
-            .headers()
-            .iter()
-            .find(|h| h.name.eq_ignore_ascii_case("x-actor"))
-            .and_then(|h| std::str::from_utf8(h.value).ok())
-            .map(|s| s.chars().take(64).collect::<String>());
+        let header = |name: &str| {
+            req.headers()
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case(name))
+                .and_then(|h| std::str::from_utf8(h.value).ok())
+        };
+        let authorization = header("authorization").map(str::to_string);
+        let actor = header("x-actor").map(|s| s.chars().take(64).collect::<String>());
         let limit = self.app.cfg.max_body_bytes.max(0) as usize;
         let body = match req.content_length() {
             None => {

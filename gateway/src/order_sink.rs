@@ -187,13 +187,10 @@ impl OrderSink {
         for file in self.spool.seal()? {
             let lines = read_lines(&file)?;
             let mut waits = Vec::with_capacity(lines.len());
-            for line in &lines {
-                let key = serde_json::from_slice::<OrderMessage>(line)
-                    .map(|m| m.key())
-                    .unwrap_or_default();
+            for (key, line) in &lines {
                 let (tx, rx) = mpsc::channel();
                 let record = BaseRecord::with_opaque_to(&self.topic, Box::new(tx))
-                    .key(&key)
+                    .key(key)
                     .payload(line);
                 if let Err((e, _)) = self.producer.send(record) {
                     return Err(SinkError::Refused(e.to_string()));
@@ -209,10 +206,13 @@ impl OrderSink {
             }
             std::fs::remove_file(&file)
                 .map_err(|e| SinkError::Spool(format!("remove {}: {e}", file.display())))?;
-            self.spool.pending.fetch_sub(
-                (lines.len() as u64).min(self.spool_pending()),
-                Ordering::Relaxed,
-            );
+            let n = lines.len() as u64;
+            let _ = self
+                .spool
+                .pending
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |p| {
+                    Some(p.saturating_sub(n))
+                });
             self.metrics.spool_replayed(lines.len() as u64);
             replayed += lines.len() as u64;
             tracing::info!(file = %file.display(), orders = lines.len(), "spool file replayed into Kafka");
@@ -221,15 +221,16 @@ impl OrderSink {
     }
 }
 
-fn read_lines(path: &Path) -> Result<Vec<Vec<u8>>, SinkError> {
+/// The orders of a spool file, each with its partition key.
+fn read_lines(path: &Path) -> Result<Vec<(String, Vec<u8>)>, SinkError> {
     let f = std::fs::File::open(path)
         .map_err(|e| SinkError::Spool(format!("open {}: {e}", path.display())))?;
     let mut out = Vec::new();
     for line in std::io::BufReader::new(f).split(b'\n') {
         let line = line.map_err(|e| SinkError::Spool(e.to_string()))?;
         // A torn last line (a crash mid-append, never acknowledged) is not an order.
-        if !line.is_empty() && serde_json::from_slice::<OrderMessage>(&line).is_ok() {
-            out.push(line);
+        if let Ok(m) = serde_json::from_slice::<OrderMessage>(&line) {
+            out.push((m.key(), line));
         }
     }
     Ok(out)
@@ -309,7 +310,7 @@ fn spool_files(dir: &Path) -> Result<Vec<PathBuf>, SinkError> {
 }
 
 fn spool_writer(dir: PathBuf, rx: std::sync::mpsc::Receiver<SpoolCmd>, pending: Arc<AtomicU64>) {
-    let mut active: Option<(PathBuf, std::fs::File)> = None;
+    let mut active: Option<std::fs::File> = None;
     let mut n = 0u64;
     while let Ok(first) = rx.recv() {
         let mut batch = Vec::new();
@@ -333,13 +334,14 @@ fn spool_writer(dir: PathBuf, rx: std::sync::mpsc::Receiver<SpoolCmd>, pending: 
                         .unwrap_or(0);
                     n += 1;
                     let path = dir.join(format!("spool-{ms:015}-{n:06}.jsonl"));
-                    let f = std::fs::OpenOptions::new()
-                        .create(true)
-                        .append(true)
-                        .open(&path)?;
-                    active = Some((path, f));
+                    active = Some(
+                        std::fs::OpenOptions::new()
+                            .create(true)
+                            .append(true)
+                            .open(&path)?,
+                    );
                 }
-                let (_, f) = active
+                let f = active
                     .as_mut()
                     .ok_or_else(|| std::io::Error::other("no spool file"))?;
                 let mut buf = Vec::with_capacity(batch.iter().map(|(l, _)| l.len() + 1).sum());

@@ -8,6 +8,7 @@ use crate::limits::{Limits, Rates};
 use crate::metrics::Metrics;
 use crate::order_sink::OrderSink;
 use crate::redis_pipe::RedisPipe;
+use crate::switches::StoreRead;
 use may_minihttp::HttpServiceFactory;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -82,7 +83,7 @@ pub fn run(cfg: Config) -> Result<(), StartError> {
         .start(&listen)
         .map_err(|e| StartError::Listen(listen.clone(), e))?;
     tracing::info!(%listen, workers, "gateway listening");
-    spawn_health_loop(app.clone());
+    spawn("health", health_loop(app.clone()));
 
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGTERM,
@@ -105,29 +106,26 @@ pub fn run(cfg: Config) -> Result<(), StartError> {
 
 /// Every half second: PING Redis (also the breaker's probe when idle), ask a broker
 /// for metadata, and sweep the keyed limiters.
-fn spawn_health_loop(app: Arc<App>) {
-    let spawned = std::thread::Builder::new()
-        .name("health".into())
-        .spawn(move || {
-            let mut tick = 0u64;
-            loop {
-                let ping = app.pipe.call(&redis::cmd("PING"));
-                app.redis_ok.store(ping.is_ok(), Ordering::Release);
-                if tick % 2 == 0 {
-                    app.sink
-                        .set_kafka_up(app.sink.broker_reachable(Duration::from_millis(900)));
-                    let (users, ips) = app.limits.sweep();
-                    tracing::trace!(users, ips, "limiter sweep");
-                }
-                tick += 1;
-                std::thread::sleep(Duration::from_millis(500));
+fn health_loop(app: Arc<App>) -> impl FnOnce() {
+    move || {
+        let mut tick = 0u64;
+        loop {
+            let ping = app.pipe.call(&redis::cmd("PING"));
+            app.redis_ok.store(ping.is_ok(), Ordering::Release);
+            if tick % 2 == 0 {
+                app.sink
+                    .set_kafka_up(app.sink.broker_reachable(Duration::from_millis(900)));
+                let (users, ips) = app.limits.sweep();
+                tracing::trace!(users, ips, "limiter sweep");
             }
-        });
-    if let Err(e) = spawned {
-        tracing::error!(error = %e, "cannot start the health loop; /readyz will stay 503");
+            tick += 1;
+            std::thread::sleep(Duration::from_millis(500));
+        }
     }
 }
 
+/// Start a background thread; if it cannot start, say so (a gateway without its health
+/// loop stays unready, without its follower keeps its configured switches).
 fn spawn(name: &str, f: impl FnOnce() + Send + 'static) {
     if let Err(e) = std::thread::Builder::new().name(name.into()).spawn(f) {
         tracing::error!(error = %e, thread = name, "cannot start a background thread");
@@ -152,20 +150,14 @@ fn follow_switches(app: Arc<App>) -> impl FnOnce() {
                     .arg(stock::keys::EPOCH)
                     .cmd("HGETALL")
                     .arg(&key)
-                    .query::<(Option<String>, std::collections::HashMap<String, String>)>(c)
+                    .query(c)
                     .ok()
+                    .map(|(epoch, switches)| StoreRead { epoch, switches })
             });
-            let hash = read.map(|(epoch, mut h)| {
-                h.remove(crate::switches::EPOCH);
-                if let Some(e) = epoch {
-                    h.insert(crate::switches::EPOCH.to_string(), e);
-                }
-                h
-            });
-            if hash.is_none() {
+            if read.is_none() {
                 conn = None;
             }
-            app.switches.follow(hash, &app.limits, &app.breaker);
+            app.switches.follow(read, &app.limits, &app.breaker);
             std::thread::sleep(every);
         }
     }

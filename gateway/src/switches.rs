@@ -13,9 +13,10 @@
 
 use crate::breaker::{Breaker, Mode};
 use crate::limits::{Limits, Rates};
+use seckill_common::now_ms;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Mutex;
 
 /// How order status reads are served.
@@ -62,8 +63,11 @@ pub struct SwitchValues {
     pub status_reads: Option<StatusReads>,
 }
 
-/// Where a poll's answer carries the store epoch (`sk:epoch`).
-pub const EPOCH: &str = "epoch";
+/// One poll of the store: its epoch (`sk:epoch`) and the cluster's switches hash.
+pub struct StoreRead {
+    pub epoch: Option<String>,
+    pub switches: HashMap<String, String>,
+}
 
 /// The names of the switches, as fields of the switches hash.
 pub const NAMES: [&str; 6] = [
@@ -176,18 +180,10 @@ pub struct Switches {
     local: Mutex<SwitchValues>,
     applied: Mutex<SwitchValues>,
     store: Mutex<StoreView>,
+    /// `store.lost`, readable on the request path without a lock.
     store_lost: AtomicBool,
-    store_up: AtomicBool,
-    last_ok_ms: AtomicI64,
     invalid: AtomicU64,
     changes: AtomicU64,
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 impl Switches {
@@ -204,8 +200,6 @@ impl Switches {
             applied: Mutex::new(SwitchValues::default()),
             store: Mutex::new(StoreView::default()),
             store_lost: AtomicBool::new(false),
-            store_up: AtomicBool::new(false),
-            last_ok_ms: AtomicI64::new(0),
             invalid: AtomicU64::new(0),
             changes: AtomicU64::new(0),
         };
@@ -325,26 +319,15 @@ impl Switches {
         self.settle(limits, breaker);
     }
 
-    /// One poll's answer: the switches hash with the store epoch under [`EPOCH`], or
-    /// `None` when the store did not answer.
-    pub fn follow(
-        &self,
-        hash: Option<HashMap<String, String>>,
-        limits: &Limits,
-        breaker: &Breaker,
-    ) {
-        let Some(hash) = hash else {
-            self.store_up.store(false, Ordering::Release);
+    /// One poll's answer, or `None` when the store did not answer.
+    pub fn follow(&self, read: Option<StoreRead>, limits: &Limits, breaker: &Breaker) {
+        let Some(StoreRead { epoch, switches }) = read else {
             Self::lock(&self.store).up = false;
             return;
         };
-        let now = now_ms();
-        self.store_up.store(true, Ordering::Release);
-        self.last_ok_ms.store(now, Ordering::Release);
-        let epoch = hash.get(EPOCH).cloned();
         let mut store = Self::lock(&self.store);
         store.up = true;
-        store.last_ok_ms = now;
+        store.last_ok_ms = now_ms();
         match (&store.epoch, &epoch) {
             (Some(_), None) => {
                 if !store.lost {
@@ -366,7 +349,7 @@ impl Switches {
             (None, None) => {}
         }
         drop(store);
-        let (central, bad) = SwitchValues::from_fields(&hash);
+        let (central, bad) = SwitchValues::from_fields(&switches);
         if !bad.is_empty() {
             self.invalid.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(fields = ?bad, "control hash holds values that are not valid switches; ignored");
@@ -397,12 +380,12 @@ impl Switches {
         let _ = writeln!(out, "# HELP seckill_switch_order_sink Order sink: 0 auto (Kafka, spool on failure), 1 Kafka only, 2 spool only.\n# TYPE seckill_switch_order_sink gauge\nseckill_switch_order_sink {}", self.order_sink() as u8);
         let local_set = !self.lock_local_empty();
         let _ = writeln!(out, "# HELP seckill_switch_local_override 1 while this instance has a local override.\n# TYPE seckill_switch_local_override gauge\nseckill_switch_local_override {}", local_set as u8);
-        let _ = writeln!(out, "# HELP seckill_switch_store_up 1 while the central switch store answers.\n# TYPE seckill_switch_store_up gauge\nseckill_switch_store_up {}", self.store_up.load(Ordering::Acquire) as u8);
-        let last = self.last_ok_ms.load(Ordering::Acquire);
-        let age = if last == 0 {
+        let store = Self::lock(&self.store).clone();
+        let _ = writeln!(out, "# HELP seckill_switch_store_up 1 while the central switch store answers.\n# TYPE seckill_switch_store_up gauge\nseckill_switch_store_up {}", store.up as u8);
+        let age = if store.last_ok_ms == 0 {
             -1.0
         } else {
-            (now_ms() - last) as f64 / 1000.0
+            (now_ms() - store.last_ok_ms) as f64 / 1000.0
         };
         let _ = writeln!(out, "# HELP seckill_switch_store_age_seconds Seconds since the switch store last answered (-1 never).\n# TYPE seckill_switch_store_age_seconds gauge\nseckill_switch_store_age_seconds {age}");
         let _ = writeln!(out, "# HELP seckill_redis_data_lost 1 while Redis has lost its data and selling is stopped until the store is rebuilt.\n# TYPE seckill_redis_data_lost gauge\nseckill_redis_data_lost {}", self.store_lost() as u8);
@@ -443,13 +426,14 @@ mod tests {
         (l, b, s)
     }
 
-    fn hash(pairs: &[(&str, &str)]) -> Option<HashMap<String, String>> {
-        Some(
-            pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        )
+    /// A poll's answer: the `epoch` pair is the store epoch, the others switch fields.
+    fn hash(pairs: &[(&str, &str)]) -> Option<StoreRead> {
+        let mut switches: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let epoch = switches.remove("epoch");
+        Some(StoreRead { epoch, switches })
     }
 
     #[test]
@@ -546,8 +530,11 @@ mod tests {
         assert!(s.paused_all());
         assert!(s.admit(999_999));
         assert_eq!(s.invalid.load(Ordering::Relaxed), 1);
+        let odd = [("rates", "[]"), ("epoch", "x")];
         let (parsed, bad) = SwitchValues::from_fields(
-            &hash(&[("rates", "[]"), ("epoch", "x")]).unwrap_or_default(),
+            &odd.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         );
         assert_eq!(parsed, SwitchValues::default());
         assert_eq!(bad, vec!["rates".to_string()]);

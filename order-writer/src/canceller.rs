@@ -42,11 +42,7 @@ pub fn sweep_reservations(
     let age = Duration::from_secs(
         (cfg.payment_window_secs.max(0) + cfg.reservation_grace_secs.max(0)) as u64,
     );
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0);
-    let horizon = now_ms - 2 * age.as_millis() as i64;
+    let horizon = seckill_common::now_ms() - 2 * age.as_millis() as i64;
     let sales: Vec<String> = db
         .query(
             "SELECT sale FROM sales WHERE end_ms IS NULL OR end_ms > $1",

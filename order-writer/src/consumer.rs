@@ -28,7 +28,8 @@ struct Record {
     key: Option<Vec<u8>>,
 }
 
-fn client_config(cfg: &Config) -> Result<ClientConfig, WriterError> {
+/// The broker list and `kafka_extra`, shared by every client the writer makes.
+pub(crate) fn client_config(cfg: &Config) -> Result<ClientConfig, WriterError> {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &cfg.kafka_brokers);
     for kv in cfg

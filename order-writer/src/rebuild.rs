@@ -155,21 +155,10 @@ pub fn rebuild(
 /// Every event on the order topic, from the beginning to the high watermarks read at the
 /// start (no consumer group: nothing is committed).
 fn topic_events(cfg: &Config, within: Duration) -> Result<Vec<OrderMessage>, WriterError> {
-    let mut c = rdkafka::ClientConfig::new();
-    c.set("bootstrap.servers", &cfg.kafka_brokers)
+    let consumer: BaseConsumer = crate::consumer::client_config(cfg)?
         .set("group.id", format!("rebuild-{}", std::process::id()))
-        .set("enable.auto.commit", "false");
-    for kv in cfg
-        .kafka_extra
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-    {
-        if let Some((k, v)) = kv.split_once('=') {
-            c.set(k.trim(), v.trim());
-        }
-    }
-    let consumer: BaseConsumer = c.create()?;
+        .set("enable.auto.commit", "false")
+        .create()?;
     let md = consumer.fetch_metadata(Some(&cfg.orders_topic), Duration::from_secs(10))?;
     let partitions: Vec<i32> = md
         .topics()

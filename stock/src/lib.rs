@@ -15,6 +15,7 @@ pub mod scripts;
 
 use redis::Value;
 use scripts::Script;
+use seckill_common::now_ms;
 use std::time::Duration;
 
 /// Everything that can go wrong, business outcomes and faults alike, named for what
@@ -711,11 +712,4 @@ mod tests {
             Phase::Open
         );
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
