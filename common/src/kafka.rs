@@ -6,8 +6,9 @@ use rdkafka::error::RDKafkaErrorCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Create `topic` with `partitions` (replication 1: the local stack has one broker);
-/// an existing topic is fine.
+/// Create `topic` with `partitions` and the brokers' default replication
+/// (`default.replication.factor`: 1 on one node, 3 on the drills' cluster); an existing
+/// topic is fine.
 pub fn create_topic(brokers: &str, topic: &str, partitions: i32) -> Result<(), String> {
     let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", brokers)
@@ -17,7 +18,7 @@ pub fn create_topic(brokers: &str, topic: &str, partitions: i32) -> Result<(), S
         .operation_timeout(Some(Duration::from_secs(10)))
         .request_timeout(Some(Duration::from_secs(10)));
     let results = block_on(admin.create_topics(
-        &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
+        &[NewTopic::new(topic, partitions, TopicReplication::Fixed(-1))],
         &opts,
     ))
     .map_err(|e| e.to_string())?;

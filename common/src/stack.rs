@@ -1,6 +1,6 @@
-//! Addresses of the project-local stack started by `./dev up`.
+//! Addresses of the project-local stack started by `stackctl up` (`./dev up`).
 //!
-//! `./dev up` writes them to `<run dir>/stack.env`; these are also the documented
+//! `stackctl up` writes them to `<run dir>/stack.env`; these are also the documented
 //! defaults, so a component started with no configuration talks to the local stack.
 //! Environment variables of the same names win over the file.
 
@@ -43,31 +43,13 @@ impl Stack {
     }
 }
 
-/// The stack for a test or a tool: if its Redis does not answer, run `./dev up`
-/// (once per process) and read the addresses again. Panics with the reason when the
-/// stack cannot be brought up — for test harnesses and demos, not request paths.
-pub fn ensure_up() -> Stack {
-    static UP: std::sync::Once = std::sync::Once::new();
-    let stack = Stack::discover();
-    if answers(&stack.redis_url) && answers_kafka(&stack.kafka_brokers) {
-        return stack;
-    }
-    UP.call_once(|| {
-        let root = workspace_root().unwrap_or_else(|| {
-            panic!("stack is down and no ./dev script was found above the working directory")
-        });
-        let status = std::process::Command::new(root.join("dev"))
-            .arg("up")
-            .status();
-        match status {
-            Ok(s) if s.success() => {}
-            other => panic!("`./dev up` failed ({other:?}); run it by hand to see why"),
-        }
-    });
-    Stack::discover()
+/// Whether the stack's Redis and first Kafka broker accept connections (a quick probe;
+/// `stackctl` checks readiness properly).
+pub fn answers(stack: &Stack) -> bool {
+    answers_url(&stack.redis_url) && answers_kafka(&stack.kafka_brokers)
 }
 
-fn answers(url: &str) -> bool {
+fn answers_url(url: &str) -> bool {
     let hostport = url
         .split("://")
         .nth(1)

@@ -28,7 +28,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(100_000);
-    let stack = seckill_common::stack::ensure_up();
+    let stack = stackctl::ensure_up();
     let port = stack
         .redis_url
         .rsplit(':')

@@ -4,9 +4,8 @@
 
 use loadtest::buyer::Client;
 use loadtest::verify;
-use std::net::TcpListener;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// A workspace binary, built beside this test by `cargo test --workspace` / nextest.
@@ -22,29 +21,13 @@ fn binary(name: &str) -> PathBuf {
     path
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Proc(Child);
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// A gateway and an order-writer on the local stack, with their own topic and group.
 struct Services {
     stack: seckill_common::stack::Stack,
     topic: String,
     base: String,
     tag: String,
-    _procs: Vec<Proc>,
+    _procs: Vec<stackctl::process::Proc>,
 }
 
 const SECRET: &str = "e2e-secret";
@@ -52,7 +35,8 @@ const ADMIN: &str = "e2e-admin";
 
 impl Services {
     fn start() -> Services {
-        let stack = seckill_common::stack::ensure_up();
+        let stack = stackctl::ensure_up();
+        let ctl = stackctl::Stack::from_env().unwrap();
         let tag = format!(
             "{}_{}",
             std::process::id(),
@@ -63,35 +47,34 @@ impl Services {
         );
         let topic = format!("orders_e2e_{tag}");
         seckill_common::kafka::create_topic(&stack.kafka_brokers, &topic, 4).unwrap();
-        let port = free_port();
-        let env = |c: &mut Command| {
-            c.env("SECKILL_REDIS_URL", &stack.redis_url)
-                .env("SECKILL_KAFKA_BROKERS", &stack.kafka_brokers)
-                .env("SECKILL_DATABASE_URL", &stack.database_url)
-                .env("SECKILL_ORDERS_TOPIC", &topic)
-                .env("SECKILL_LOG", "warn")
-                .stdout(Stdio::null());
-        };
-        let mut gw = Command::new(binary("gateway"));
-        env(&mut gw);
-        gw.env("SECKILL_LISTEN", format!("127.0.0.1:{port}"))
-            .env("SECKILL_TICKET_SECRET", SECRET)
-            .env("SECKILL_ADMIN_TOKEN", ADMIN)
-            .env("SECKILL_IP_RPS", "1000000")
-            .env("SECKILL_IP_BURST", "1000000")
-            .env(
-                "SECKILL_AUDIT_LOG",
-                std::env::temp_dir().join(format!("e2e-audit-{tag}.jsonl")),
-            );
-        let gw = Proc(gw.spawn().unwrap());
-        let mut wr = Command::new(binary("order-writer"));
-        env(&mut wr);
-        wr.env("SECKILL_GROUP_ID", format!("writers_{tag}")).env(
-            "SECKILL_METRICS_LISTEN",
-            format!("127.0.0.1:{}", free_port()),
-        );
-        let wr = Proc(wr.spawn().unwrap());
-        let base = format!("http://127.0.0.1:{port}");
+        let common = [
+            ("SECKILL_ORDERS_TOPIC", topic.clone()),
+            ("SECKILL_LOG", "warn".to_string()),
+        ];
+        let gw = ctl
+            .gateway(
+                &binary("gateway"),
+                &format!("e2e-gw-{tag}"),
+                &[
+                    &common[..],
+                    &[
+                        ("SECKILL_TICKET_SECRET", SECRET.to_string()),
+                        ("SECKILL_ADMIN_TOKEN", ADMIN.to_string()),
+                        ("SECKILL_IP_RPS", "1000000".to_string()),
+                        ("SECKILL_IP_BURST", "1000000".to_string()),
+                    ],
+                ]
+                .concat(),
+            )
+            .unwrap();
+        let wr = ctl
+            .writer(
+                &binary("order-writer"),
+                &format!("e2e-writer-{tag}"),
+                &[&common[..], &[("SECKILL_GROUP_ID", format!("writers_{tag}"))]].concat(),
+            )
+            .unwrap();
+        let base = gw.url();
         let client = Client::new(&base, SECRET);
         let end = Instant::now() + Duration::from_secs(20);
         while client.sale("x").map(|a| a.status).unwrap_or(0) == 0 {

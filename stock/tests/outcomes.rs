@@ -7,7 +7,7 @@ const HOUR: i64 = 3_600_000;
 const TTL: Duration = Duration::from_secs(60);
 
 fn stock() -> Stock<redis::Connection> {
-    let stack = seckill_common::stack::ensure_up();
+    let stack = stackctl::ensure_up();
     Stock::new(
         stock::connect(&stack.redis_url, Duration::from_secs(2))
             .expect("connect to the stack's redis"),

@@ -14,7 +14,7 @@ const UNITS: i64 = 500;
 
 #[test]
 fn concurrent_buyers_never_oversell_nor_buy_twice() {
-    let stack = seckill_common::stack::ensure_up();
+    let stack = stackctl::ensure_up();
     let connect =
         || Stock::new(stock::connect(&stack.redis_url, Duration::from_secs(5)).expect("redis"));
     let now = SystemTime::now()

@@ -41,45 +41,37 @@ fn scratch(tag: &str) -> PathBuf {
     d
 }
 
-/// A redis-server this test owns (so it may stop it or count its commands).
+/// A redis-server this test owns (so it may pause it or count its commands).
 pub struct PrivateRedis {
     pub port: u16,
-    child: Child,
+    server: stackctl::redis::Redis,
 }
 
 impl PrivateRedis {
     pub fn start() -> PrivateRedis {
-        let port = free_port();
-        let dir = scratch("redis");
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .arg("--dir")
-            .arg(&dir)
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server");
-        wait_port(port, Duration::from_secs(5));
-        PrivateRedis { port, child }
+        let server = stackctl::redis::Redis {
+            dir: scratch("redis"),
+            port: free_port(),
+        };
+        server.up().expect("start a private redis-server");
+        PrivateRedis {
+            port: server.port,
+            server,
+        }
     }
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        self.server.url()
     }
+    /// `-STOP`, `-CONT` or `-KILL`.
     pub fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([sig, &self.child.id().to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill {sig}");
+        let sig = match sig {
+            "-STOP" => stackctl::process::SIGSTOP,
+            "-CONT" => stackctl::process::SIGCONT,
+            "-KILL" => stackctl::process::SIGKILL,
+            other => panic!("signal {other}?"),
+        };
+        let pid = self.server.pid().expect("private redis runs");
+        stackctl::process::signal(pid, sig).expect("signal redis");
     }
     /// How many times Redis ran `cmd` (from INFO commandstats).
     pub fn calls(&self, cmd: &str) -> u64 {
@@ -100,11 +92,8 @@ impl PrivateRedis {
 
 impl Drop for PrivateRedis {
     fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-CONT", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.server.down();
+        let _ = std::fs::remove_dir_all(&self.server.dir);
     }
 }
 
@@ -150,7 +139,7 @@ impl Gateway {
     }
 
     pub fn start_with(o: Options) -> Gateway {
-        let stack = seckill_common::stack::ensure_up();
+        let stack = stackctl::ensure_up();
         let port = free_port();
         let topic = unique("orders_t");
         seckill_common::kafka::create_topic(&stack.kafka_brokers, &topic, 2).expect("create topic");
@@ -172,6 +161,7 @@ impl Gateway {
             .env("SECKILL_USER_RPS", "1000")
             .env("SECKILL_USER_BURST", "1000")
             .env("SECKILL_LOG", "warn")
+            .env("SECKILL_DEV_INSECURE", "1")
             .stdout(Stdio::null());
         for (k, v) in &o.env {
             cmd.env(k, v);

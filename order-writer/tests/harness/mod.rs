@@ -7,7 +7,6 @@ use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use seckill_common::order::{OrderEvent, OrderMessage};
 use std::collections::HashSet;
 use std::net::TcpListener;
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use stock::{SaleSpec, Stock};
@@ -46,7 +45,7 @@ pub struct Lane {
 
 impl Lane {
     pub fn new(partitions: i32) -> Lane {
-        let stack = seckill_common::stack::ensure_up();
+        let stack = stackctl::ensure_up();
         let topic = unique("orders_w");
         let dlq = unique("dlq_w");
         seckill_common::kafka::create_topic(&stack.kafka_brokers, &topic, partitions).unwrap();
@@ -258,112 +257,40 @@ impl Drop for WriterProc {
 /// A PostgreSQL server this test owns, so it can stop and start it.
 pub struct PrivatePg {
     pub port: u16,
-    dir: PathBuf,
-    bin: PathBuf,
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| o.stdout.starts_with(b"0\n"))
-        .unwrap_or(false)
+    server: stackctl::postgres::Postgres,
 }
 
 impl PrivatePg {
     pub fn start() -> PrivatePg {
-        let bin = std::fs::read_dir("/usr/lib/postgresql")
-            .unwrap()
-            .filter_map(|e| e.ok())
-            .map(|e| e.path().join("bin"))
-            .max()
-            .expect("postgresql server binaries");
-        let dir = std::env::temp_dir().join(unique("pg"));
-        std::fs::create_dir_all(&dir).unwrap();
-        if is_root() {
-            Command::new("chown")
-                .args(["-R", "postgres:postgres"])
-                .arg(&dir)
-                .status()
-                .unwrap();
-        }
-        let pg = PrivatePg {
+        let server = stackctl::postgres::Postgres {
+            dir: std::env::temp_dir().join(unique("pg")),
             port: free_port(),
-            dir,
-            bin,
         };
-        let ok = pg.run(
-            "initdb",
-            &[
-                "-D",
-                &pg.data(),
-                "-U",
-                "postgres",
-                "--auth=trust",
-                "-E",
-                "UTF8",
-            ],
-        );
-        assert!(ok, "initdb");
-        pg.up();
-        let mut c = postgres::Client::connect(&pg.url("postgres"), postgres::NoTls).unwrap();
-        c.batch_execute("CREATE DATABASE seckill").unwrap();
-        migrate(&pg.url("seckill"));
-        pg
-    }
-
-    fn data(&self) -> String {
-        self.dir.join("data").display().to_string()
-    }
-
-    fn run(&self, tool: &str, args: &[&str]) -> bool {
-        let exe = self.bin.join(tool);
-        let mut cmd = if is_root() {
-            let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--"]).arg(exe);
-            c
-        } else {
-            Command::new(exe)
-        };
-        cmd.args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false)
+        server.up().expect("start a private PostgreSQL");
+        migrate(&server.url("seckill"));
+        PrivatePg {
+            port: server.port,
+            server,
+        }
     }
 
     pub fn up(&self) {
-        let opts = format!(
-            "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories={}",
-            self.port,
-            self.dir.display()
-        );
-        let log = self.dir.join("log").display().to_string();
-        assert!(
-            self.run(
-                "pg_ctl",
-                &["-D", &self.data(), "-l", &log, "-w", "-o", &opts, "start"]
-            ),
-            "pg_ctl start"
-        );
+        self.server.up().expect("pg_ctl start");
     }
 
     pub fn down(&self) {
-        assert!(
-            self.run("pg_ctl", &["-D", &self.data(), "-m", "fast", "-w", "stop"]),
-            "pg_ctl stop"
-        );
+        self.server.down();
+        assert!(!self.server.is_up(), "pg_ctl stop");
     }
 
     pub fn url(&self, db: &str) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
+        self.server.url(db)
     }
 }
 
 impl Drop for PrivatePg {
     fn drop(&mut self) {
-        self.run("pg_ctl", &["-D", &self.data(), "-m", "immediate", "stop"]);
-        let _ = std::fs::remove_dir_all(&self.dir);
+        self.server.crash();
+        let _ = std::fs::remove_dir_all(&self.server.dir);
     }
 }

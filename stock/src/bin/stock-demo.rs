@@ -62,7 +62,8 @@ fn main() {
 }
 
 fn run(args: Args) -> Result<(), StockError> {
-    let stack = seckill_common::stack::ensure_up();
+    // The local stack must be up (`./dev up`); its addresses come from stack.env.
+    let stack = seckill_common::stack::Stack::discover();
     let connect = || stock::connect(&stack.redis_url, Duration::from_secs(2)).map(Stock::new);
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -85,7 +85,7 @@ fn consume(brokers: &str, topic: &str, group: &str, want: usize) -> Vec<String> 
 
 #[test]
 fn idempotent_producer_and_committing_group_round_trip() {
-    let stack = seckill_common::stack::ensure_up();
+    let stack = stackctl::ensure_up();
     let brokers = stack.kafka_brokers.as_str();
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

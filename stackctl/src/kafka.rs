@@ -1,0 +1,409 @@
+//! Apache Kafka in KRaft mode: jars from Maven Central (fetched once into a cache by
+//! `mvn dependency:copy-dependencies` from the committed `kafka/pom.xml`), one or more
+//! combined broker+controller nodes as `java … kafka.Kafka server.properties`, each with
+//! its data, logs and pid file under `<run>/kafka/node-<i>`.
+//!
+//! Ports: node `i` serves clients on `port + i` and the controller quorum on
+//! `port + 100 + i`. One node for the demo and tests; three (replication factor 3,
+//! `min.insync.replicas=2`) for drills that kill a broker.
+
+use crate::process::{self, port_open, wait_until};
+use crate::StackError;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const POM: &str = include_str!("../kafka/pom.xml");
+
+/// Heap of each broker: bounded, and small enough that three fit beside everything else.
+const HEAP: &str = "-Xmx512m";
+
+pub struct Kafka {
+    pub dir: PathBuf,
+    pub cache: PathBuf,
+    pub port: u16,
+    pub nodes: usize,
+}
+
+impl Kafka {
+    /// `bootstrap.servers` for clients: every node.
+    pub fn bootstrap(&self) -> String {
+        (0..self.nodes)
+            .map(|i| format!("127.0.0.1:{}", self.broker_port(i)))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    pub fn broker_port(&self, node: usize) -> u16 {
+        self.port + node as u16
+    }
+
+    fn controller_port(&self, node: usize) -> u16 {
+        self.port + 100 + node as u16
+    }
+
+    fn node_dir(&self, node: usize) -> PathBuf {
+        self.dir.join(format!("node-{node}"))
+    }
+
+    fn pidfile(&self, node: usize) -> PathBuf {
+        self.node_dir(node).join("kafka.pid")
+    }
+
+    pub fn pid(&self, node: usize) -> Option<i32> {
+        process::read_pid(&self.pidfile(node)).filter(|p| process::alive(*p))
+    }
+
+    /// The replication every topic gets: all nodes, at most three.
+    pub fn replication(&self) -> usize {
+        self.nodes.min(3)
+    }
+
+    /// The directory holding Kafka's jars, fetched from Maven Central the first time
+    /// (keyed by the pom's content, so a version change fetches again).
+    pub fn jars(&self) -> Result<PathBuf, StackError> {
+        let home = self.cache.join(format!("kafka-{:016x}", fnv1a(POM.as_bytes())));
+        let lib = home.join("lib");
+        if home.join("complete").is_file() {
+            return Ok(lib);
+        }
+        std::fs::create_dir_all(&home)?;
+        std::fs::write(home.join("pom.xml"), POM)?;
+        let tmp = home.join("lib.partial");
+        let _ = std::fs::remove_dir_all(&tmp);
+        tracing::info!("fetching Apache Kafka from Maven Central into {}", home.display());
+        let out = Command::new("mvn")
+            .current_dir(&home)
+            .args(["-q", "-B", "-f", "pom.xml", "dependency:copy-dependencies"])
+            .arg(format!("-DoutputDirectory={}", tmp.display()))
+            .arg("-DincludeScope=runtime")
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| StackError::Missing(format!("mvn ({e}); run ./dev setup")))?;
+        if !out.status.success() {
+            return Err(StackError::Fetch(format!(
+                "mvn dependency:copy-dependencies failed:\n{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )));
+        }
+        let _ = std::fs::remove_dir_all(&lib);
+        std::fs::rename(&tmp, &lib)?;
+        std::fs::write(home.join("complete"), "")?;
+        Ok(lib)
+    }
+
+    fn properties(&self, node: usize) -> String {
+        let voters = (0..self.nodes)
+            .map(|i| format!("{}@127.0.0.1:{}", i + 1, self.controller_port(i)))
+            .collect::<Vec<_>>()
+            .join(",");
+        let rf = self.replication();
+        let min_isr = if rf >= 3 { 2 } else { 1 };
+        let data = self.node_dir(node).join("data");
+        format!(
+            "# Written by stackctl on every start; edit stackctl/src/kafka.rs instead.\n\
+             process.roles=broker,controller\n\
+             node.id={id}\n\
+             controller.quorum.voters={voters}\n\
+             listeners=PLAINTEXT://127.0.0.1:{bp},CONTROLLER://127.0.0.1:{cp}\n\
+             advertised.listeners=PLAINTEXT://127.0.0.1:{bp}\n\
+             controller.listener.names=CONTROLLER\n\
+             listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT\n\
+             inter.broker.listener.name=PLAINTEXT\n\
+             log.dirs={data}\n\
+             num.partitions=8\n\
+             default.replication.factor={rf}\n\
+             min.insync.replicas={min_isr}\n\
+             offsets.topic.replication.factor={rf}\n\
+             offsets.topic.num.partitions=8\n\
+             transaction.state.log.replication.factor={rf}\n\
+             transaction.state.log.min.isr={min_isr}\n\
+             transaction.state.log.num.partitions=4\n\
+             unclean.leader.election.enable=false\n\
+             auto.create.topics.enable=false\n\
+             group.initial.rebalance.delay.ms=0\n\
+             broker.heartbeat.interval.ms=1000\n\
+             broker.session.timeout.ms=4000\n\
+             log.retention.hours=24\n\
+             log.segment.bytes=67108864\n",
+            id = node + 1,
+            bp = self.broker_port(node),
+            cp = self.controller_port(node),
+            data = data.display(),
+        )
+    }
+
+    fn log4j(&self, node: usize) -> String {
+        let d = self.node_dir(node);
+        format!(
+            "Configuration:\n  Appenders:\n    RollingFile:\n      name: F\n      fileName: {d}/server.log\n      filePattern: {d}/server.log.%i\n      PatternLayout: {{ pattern: \"[%d] %p %m (%c)%n\" }}\n      Policies:\n        SizeBasedTriggeringPolicy: {{ size: 20 MB }}\n      DefaultRolloverStrategy: {{ max: 2 }}\n  Loggers:\n    Root: {{ level: INFO, AppenderRef: [ {{ ref: F }} ] }}\n",
+            d = d.display()
+        )
+    }
+
+    fn cluster_id(&self) -> Result<String, StackError> {
+        let f = self.dir.join("cluster.id");
+        if let Ok(id) = std::fs::read_to_string(&f) {
+            if !id.trim().is_empty() {
+                return Ok(id.trim().to_string());
+            }
+        }
+        let id = random_cluster_id()?;
+        std::fs::create_dir_all(&self.dir)?;
+        std::fs::write(&f, &id)?;
+        Ok(id)
+    }
+
+    fn java(lib: &Path) -> Command {
+        let java = std::env::var_os("JAVA_HOME")
+            .map(|h| PathBuf::from(h).join("bin/java"))
+            .filter(|p| p.is_file())
+            .unwrap_or_else(|| PathBuf::from("java"));
+        let mut c = Command::new(java);
+        c.arg("-cp").arg(lib.join("*"));
+        c
+    }
+
+    /// Write each node's configuration and format its storage once (in parallel).
+    fn prepare(&self, lib: &Path) -> Result<(), StackError> {
+        let id = self.cluster_id()?;
+        let mut formatting = Vec::new();
+        for node in 0..self.nodes {
+            let d = self.node_dir(node);
+            std::fs::create_dir_all(&d)?;
+            std::fs::write(d.join("server.properties"), self.properties(node))?;
+            std::fs::write(d.join("log4j2.yaml"), self.log4j(node))?;
+            if d.join("data/meta.properties").is_file() {
+                continue;
+            }
+            let child = Self::java(lib)
+                .arg(format!("-Dlog4j2.configurationFile={}", d.join("log4j2.yaml").display()))
+                .args(["kafka.tools.StorageTool", "format", "--ignore-formatted", "-t", &id, "-c"])
+                .arg(d.join("server.properties"))
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .map_err(|e| StackError::Missing(format!("java ({e}); run ./dev setup")))?;
+            formatting.push((node, child));
+        }
+        for (node, child) in formatting {
+            let out = child
+                .wait_with_output()
+                .map_err(|e| StackError::Process(e.to_string()))?;
+            if !out.status.success() {
+                return Err(StackError::Process(format!(
+                    "format Kafka node {node}: {}{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Start node `node` unless it runs (the storage must be prepared).
+    fn start_node(&self, lib: &Path, node: usize) -> Result<(), StackError> {
+        if self.pid(node).is_some() {
+            return Ok(());
+        }
+        let port = self.broker_port(node);
+        if port_open(port) {
+            return Err(StackError::PortTaken(port, "kafka"));
+        }
+        let d = self.node_dir(node);
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(d.join("stdout.log"))?;
+        let mut cmd = Self::java(lib);
+        cmd.args([HEAP, "-Xms128m", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20"])
+            .arg("-Djava.awt.headless=true")
+            .arg(format!("-Dlog4j2.configurationFile={}", d.join("log4j2.yaml").display()))
+            .arg("kafka.Kafka")
+            .arg(d.join("server.properties"))
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out);
+        let child = process::detach(&mut cmd)
+            .spawn()
+            .map_err(|e| StackError::Missing(format!("java ({e}); run ./dev setup")))?;
+        std::fs::write(self.pidfile(node), child.id().to_string())?;
+        process::reap(child);
+        Ok(())
+    }
+
+    /// Every node up, answering a metadata request that lists all of them; then the
+    /// topics `(name, partitions)`.
+    pub fn up(&self, topics: &[(String, i32)]) -> Result<(), StackError> {
+        let lib = self.jars()?;
+        self.prepare(&lib)?;
+        for node in 0..self.nodes {
+            self.start_node(&lib, node)?;
+        }
+        self.wait_ready(Duration::from_secs(90))?;
+        for (name, parts) in topics {
+            seckill_common::kafka::create_topic(&self.bootstrap(), name, *parts)
+                .map_err(StackError::Process)?;
+        }
+        Ok(())
+    }
+
+    /// Start one stopped node again and wait until the cluster lists it.
+    pub fn restart_node(&self, node: usize) -> Result<(), StackError> {
+        let lib = self.jars()?;
+        self.start_node(&lib, node)?;
+        self.wait_ready(Duration::from_secs(90))
+    }
+
+    pub fn wait_ready(&self, within: Duration) -> Result<(), StackError> {
+        let mut seen = 0;
+        let ok = wait_until(within, || {
+            seen = self.brokers_listed();
+            seen == self.nodes
+        });
+        if ok {
+            Ok(())
+        } else {
+            Err(StackError::Start(
+                "kafka",
+                format!(
+                    "{}: {seen} of {} brokers in the metadata",
+                    self.dir.join("node-*/server.log").display(),
+                    self.nodes
+                ),
+            ))
+        }
+    }
+
+    /// How many brokers a metadata request (to any node) lists; 0 when none answers.
+    pub fn brokers_listed(&self) -> usize {
+        let client: Result<BaseConsumer, _> = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", self.bootstrap())
+            .set("socket.connection.setup.timeout.ms", "1000")
+            .set_log_level(rdkafka::config::RDKafkaLogLevel::Emerg)
+            .create();
+        client
+            .ok()
+            .and_then(|c| c.fetch_metadata(None, Duration::from_secs(2)).ok())
+            .map(|m| m.brokers().len())
+            .unwrap_or(0)
+    }
+
+    /// The leader (node index, 0-based) of each partition of `topic`; `None` for a
+    /// partition without a leader. Empty when no broker answers.
+    pub fn leaders(&self, topic: &str) -> Vec<Option<usize>> {
+        let client: Result<BaseConsumer, _> = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", self.bootstrap())
+            .set_log_level(rdkafka::config::RDKafkaLogLevel::Emerg)
+            .create();
+        let Some(md) = client
+            .ok()
+            .and_then(|c| c.fetch_metadata(Some(topic), Duration::from_secs(3)).ok())
+        else {
+            return vec![];
+        };
+        md.topics()
+            .iter()
+            .flat_map(|t| t.partitions())
+            .map(|p| usize::try_from(p.leader() - 1).ok())
+            .collect()
+    }
+
+    pub fn is_up(&self) -> bool {
+        (0..self.nodes).all(|n| self.pid(n).is_some()) && self.brokers_listed() == self.nodes
+    }
+
+    /// Send a signal to one node (SIGKILL, SIGSTOP, SIGCONT).
+    pub fn signal(&self, node: usize, sig: i32) -> Result<(), StackError> {
+        let pid = self
+            .pid(node)
+            .ok_or_else(|| StackError::Process(format!("kafka node {node} is not running")))?;
+        process::signal(pid, sig)
+    }
+
+    /// Stop nodes (controlled shutdown, SIGKILL after 30 s), all at once.
+    pub fn stop(&self, nodes: &[usize]) {
+        let pids: Vec<i32> = nodes.iter().filter_map(|n| self.pid(*n)).collect();
+        for p in &pids {
+            let _ = process::signal(*p, libc::SIGCONT);
+            let _ = process::signal(*p, libc::SIGTERM);
+        }
+        for p in pids {
+            process::terminate(p, Duration::from_secs(30));
+        }
+        for n in nodes {
+            let _ = std::fs::remove_file(self.pidfile(*n));
+        }
+    }
+
+    pub fn down(&self) {
+        self.stop(&(0..self.nodes).collect::<Vec<_>>());
+    }
+}
+
+/// FNV-1a, 64 bits: a stable cache key for the pom.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// A Kafka cluster id: 16 random bytes in URL-safe base64 without padding (22 chars).
+fn random_cluster_id() -> Result<String, StackError> {
+    use std::io::Read;
+    let mut b = [0u8; 16];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut b)?;
+    Ok(base64url(&b))
+}
+
+fn base64url(bytes: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..=chunk.len() {
+            out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64url_matches_the_rfc_4648_vectors_without_padding() {
+        assert_eq!(base64url(b"f"), "Zg");
+        assert_eq!(base64url(b"fo"), "Zm8");
+        assert_eq!(base64url(b"foo"), "Zm9v");
+        assert_eq!(base64url(b"foobar"), "Zm9vYmFy");
+        assert_eq!(base64url(&[0xfb, 0xff]), "-_8");
+        assert_eq!(base64url(&[0u8; 16]).len(), 22);
+    }
+
+    #[test]
+    fn three_nodes_replicate_three_ways_with_two_in_sync() {
+        let k = Kafka {
+            dir: "/r/kafka".into(),
+            cache: "/c".into(),
+            port: 9092,
+            nodes: 3,
+        };
+        let p = k.properties(1);
+        assert!(p.contains("node.id=2\n"));
+        assert!(p.contains("controller.quorum.voters=1@127.0.0.1:9192,2@127.0.0.1:9193,3@127.0.0.1:9194\n"));
+        assert!(p.contains("listeners=PLAINTEXT://127.0.0.1:9093,CONTROLLER://127.0.0.1:9193\n"));
+        assert!(p.contains("default.replication.factor=3\n"));
+        assert!(p.contains("min.insync.replicas=2\n"));
+        assert_eq!(k.bootstrap(), "127.0.0.1:9092,127.0.0.1:9093,127.0.0.1:9094");
+        let one = Kafka { nodes: 1, ..k };
+        assert!(one.properties(0).contains("offsets.topic.replication.factor=1\n"));
+        assert!(one.properties(0).contains("min.insync.replicas=1\n"));
+    }
+}

@@ -1,0 +1,346 @@
+//! The one stack controller. Tests, drills, the bench and `./dev` all start, stop, kill,
+//! pause and wait for the project-local services through this crate:
+//!
+//! - [`Stack`]: Redis, PostgreSQL and Kafka under one run directory on ports of their
+//!   own (`up` is idempotent, `down` stops only what it started), and the gateway and
+//!   order-writer processes run on it.
+//! - [`redis`], [`postgres`], [`kafka`]: one service each (Kafka: Apache Kafka 4 in
+//!   KRaft mode, jars from Maven Central, one node or a three-node cluster).
+//! - [`process`]: pid files, signals, liveness, [`process::Proc`] for child services.
+//! - [`ensure_up`]: what a test calls first.
+
+pub mod kafka;
+pub mod postgres;
+pub mod process;
+pub mod redis;
+
+use process::Proc;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StackError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("missing: {0}")]
+    Missing(String),
+    #[error("fetching Kafka from Maven Central failed: {0}")]
+    Fetch(String),
+    #[error("port {0} is taken by a process this stack did not start (wanted for {1})")]
+    PortTaken(u16, &'static str),
+    #[error("{0} did not start (see {1})")]
+    Start(&'static str, String),
+    #[error("{0}")]
+    Process(String),
+}
+
+/// One service of the stack, as named on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    Redis,
+    Postgres,
+    /// One Kafka node (0-based).
+    Kafka(usize),
+}
+
+impl std::str::FromStr for Service {
+    type Err = StackError;
+    fn from_str(s: &str) -> Result<Service, StackError> {
+        match s {
+            "redis" => Ok(Service::Redis),
+            "postgres" => Ok(Service::Postgres),
+            "kafka" => Ok(Service::Kafka(0)),
+            _ => s
+                .strip_prefix("kafka-")
+                .and_then(|n| n.parse().ok())
+                .map(Service::Kafka)
+                .ok_or_else(|| {
+                    StackError::Process(format!("no service {s} (redis, postgres, kafka-N)"))
+                }),
+        }
+    }
+}
+
+pub struct Stack {
+    pub root: PathBuf,
+    pub run: PathBuf,
+    pub redis: redis::Redis,
+    pub postgres: postgres::Postgres,
+    pub kafka: kafka::Kafka,
+    /// Topics created on `up`: (name, partitions).
+    pub topics: Vec<(String, i32)>,
+}
+
+/// Where the stack lives and on which ports.
+pub struct Spec {
+    pub run: PathBuf,
+    pub redis_port: u16,
+    pub pg_port: u16,
+    pub kafka_port: u16,
+    pub kafka_nodes: usize,
+    pub topics: Vec<(String, i32)>,
+}
+
+fn var<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The workspace root (the directory holding `dev` and `Cargo.toml`).
+pub fn root() -> Result<PathBuf, StackError> {
+    seckill_common::stack::workspace_root()
+        .or_else(|| Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent()?.to_path_buf()))
+        .ok_or_else(|| StackError::Missing("the project's root directory".into()))
+}
+
+impl Spec {
+    /// The local stack's documented defaults, overridden by `SECKILL_RUN_DIR`,
+    /// `SECKILL_REDIS_PORT`, `SECKILL_PG_PORT`, `SECKILL_KAFKA_PORT`,
+    /// `SECKILL_KAFKA_NODES` and `SECKILL_TOPICS` ("orders:8 orders-dlq:1").
+    pub fn from_env() -> Result<Spec, StackError> {
+        let root = root()?;
+        let topics = std::env::var("SECKILL_TOPICS").unwrap_or("orders:8 orders-dlq:1".into());
+        Ok(Spec {
+            run: std::env::var_os("SECKILL_RUN_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| root.join(".run")),
+            redis_port: var("SECKILL_REDIS_PORT", 16379),
+            pg_port: var("SECKILL_PG_PORT", 15432),
+            kafka_port: var("SECKILL_KAFKA_PORT", 19092),
+            kafka_nodes: var("SECKILL_KAFKA_NODES", 1usize).clamp(1, 9),
+            topics: topics
+                .split_whitespace()
+                .filter_map(|t| {
+                    let (name, parts) = t.split_once(':').unwrap_or((t, "1"));
+                    Some((name.to_string(), parts.parse().ok()?))
+                })
+                .collect(),
+        })
+    }
+}
+
+impl Stack {
+    pub fn new(spec: Spec) -> Result<Stack, StackError> {
+        let root = root()?;
+        let cache = std::env::var_os("SECKILL_CACHE_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| root.join(".run/cache"));
+        Ok(Stack {
+            redis: redis::Redis {
+                dir: spec.run.join("redis"),
+                port: spec.redis_port,
+            },
+            postgres: postgres::Postgres {
+                dir: spec.run.join("pg"),
+                port: spec.pg_port,
+            },
+            kafka: kafka::Kafka {
+                dir: spec.run.join("kafka"),
+                cache,
+                port: spec.kafka_port,
+                nodes: spec.kafka_nodes,
+            },
+            topics: spec.topics,
+            run: spec.run,
+            root,
+        })
+    }
+
+    pub fn from_env() -> Result<Stack, StackError> {
+        Stack::new(Spec::from_env()?)
+    }
+
+    /// The addresses every component is pointed at.
+    pub fn addresses(&self) -> seckill_common::stack::Stack {
+        seckill_common::stack::Stack {
+            redis_url: self.redis.url(),
+            kafka_brokers: self.kafka.bootstrap(),
+            database_url: self.postgres.url("seckill"),
+        }
+    }
+
+    /// Start whatever is down, wait until each answers, write `<run>/stack.env`.
+    /// Serialised across processes by a lock file (test binaries start in parallel).
+    pub fn up(&self) -> Result<(), StackError> {
+        std::fs::create_dir_all(&self.run)?;
+        let _lock = Lock::take(&self.run.join("stack.lock"))?;
+        self.redis.up()?;
+        self.postgres.up()?;
+        self.kafka.up(&self.topics)?;
+        let a = self.addresses();
+        std::fs::write(
+            self.run.join("stack.env"),
+            format!(
+                "SECKILL_REDIS_URL={}\nSECKILL_KAFKA_BROKERS={}\nSECKILL_DATABASE_URL={}\n",
+                a.redis_url, a.kafka_brokers, a.database_url
+            ),
+        )?;
+        Ok(())
+    }
+
+    pub fn down(&self) {
+        self.kafka.down();
+        self.postgres.down();
+        self.redis.down();
+    }
+
+    /// Stop one service cleanly (`up` starts it again).
+    pub fn stop(&self, s: Service) {
+        match s {
+            Service::Redis => self.redis.down(),
+            Service::Postgres => self.postgres.down(),
+            Service::Kafka(n) => self.kafka.stop(&[n]),
+        }
+    }
+
+    /// Send a signal to one service (SIGKILL, SIGSTOP, SIGCONT).
+    pub fn signal(&self, s: Service, sig: i32) -> Result<(), StackError> {
+        match s {
+            Service::Redis => {
+                let pid = self
+                    .redis
+                    .pid()
+                    .ok_or_else(|| StackError::Process("redis is not running".into()))?;
+                process::signal(pid, sig)
+            }
+            Service::Postgres => Err(StackError::Process(
+                "signal postgres through pg_ctl (stop) instead".into(),
+            )),
+            Service::Kafka(n) => self.kafka.signal(n, sig),
+        }
+    }
+
+    /// One line per service: name, up or down, address.
+    pub fn status(&self) -> Vec<(String, bool, String)> {
+        let mut s = vec![
+            ("redis".into(), self.redis.is_up(), self.redis.url()),
+            ("postgres".into(), self.postgres.is_up(), self.postgres.url("seckill")),
+        ];
+        let listed = self.kafka.brokers_listed();
+        for n in 0..self.kafka.nodes {
+            s.push((
+                format!("kafka-{n}"),
+                self.kafka.pid(n).is_some() && port_ok(self.kafka.broker_port(n)),
+                format!("127.0.0.1:{} ({listed} in metadata)", self.kafka.broker_port(n)),
+            ));
+        }
+        s
+    }
+
+    fn log_file(&self, name: &str) -> Result<(PathBuf, std::fs::File), StackError> {
+        let dir = self.run.join("logs");
+        std::fs::create_dir_all(&dir)?;
+        let path = dir.join(format!("{name}.log"));
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)?;
+        Ok((path, f))
+    }
+
+    /// A gateway named `name` on this stack, on a free port, with its log, audit log
+    /// and spool under the run directory; `env` adds or overrides settings. Waits until
+    /// it listens (not until it is ready: a drill may start one with a service down).
+    pub fn gateway(&self, bin: &Path, name: &str, env: &[(&str, String)]) -> Result<Proc, StackError> {
+        let port = process::free_port();
+        let a = self.addresses();
+        let (log, f) = self.log_file(name)?;
+        let mut cmd = Command::new(bin);
+        cmd.current_dir(&self.run)
+            .env("SECKILL_LISTEN", format!("127.0.0.1:{port}"))
+            .env("SECKILL_REDIS_URL", &a.redis_url)
+            .env("SECKILL_KAFKA_BROKERS", &a.kafka_brokers)
+            .env("SECKILL_AUDIT_LOG", self.run.join(format!("logs/{name}-audit.jsonl")))
+            .env("SECKILL_SPOOL_DIR", self.run.join(format!("spool/{name}")))
+            // Local stacks run with the development secrets; production refuses them.
+            .env("SECKILL_DEV_INSECURE", "1")
+            .env("SECKILL_LOG", "info,may=warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(f);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Proc::spawn(name, cmd, port, &log)
+    }
+
+    /// An order-writer named `name` on this stack, its metrics on a free port.
+    pub fn writer(&self, bin: &Path, name: &str, env: &[(&str, String)]) -> Result<Proc, StackError> {
+        let port = process::free_port();
+        let a = self.addresses();
+        let (log, f) = self.log_file(name)?;
+        let mut cmd = Command::new(bin);
+        cmd.current_dir(&self.run)
+            .env("SECKILL_DATABASE_URL", &a.database_url)
+            .env("SECKILL_KAFKA_BROKERS", &a.kafka_brokers)
+            .env("SECKILL_REDIS_URL", &a.redis_url)
+            .env("SECKILL_METRICS_LISTEN", format!("127.0.0.1:{port}"))
+            .env("SECKILL_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(f);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Proc::spawn(name, cmd, port, &log)
+    }
+}
+
+fn port_ok(port: u16) -> bool {
+    process::port_open(port)
+}
+
+/// A binary of the workspace: beside the running executable (tools and drills run from
+/// target/release), else in target/release.
+pub fn bin(name: &str) -> Result<PathBuf, StackError> {
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|e| Some(e.parent()?.join(name)));
+    let release = root()?.join("target/release").join(name);
+    beside
+        .into_iter()
+        .chain([release])
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            StackError::Missing(format!("{name} (cargo build --release --workspace --bins)"))
+        })
+}
+
+/// An exclusive `flock` held until dropped.
+struct Lock {
+    _file: std::fs::File,
+}
+
+impl Lock {
+    fn take(path: &Path) -> Result<Lock, StackError> {
+        use std::os::unix::io::AsRawFd;
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)?;
+        // SAFETY: flock on a descriptor we own; released when the file closes.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(std::io::Error::last_os_error().into());
+        }
+        Ok(Lock { _file: f })
+    }
+}
+
+/// The stack for a test or a tool: the addresses from `stack.env` / the environment if
+/// Redis and Kafka answer there; otherwise bring the local stack up (defaults and
+/// `SECKILL_*` overrides) first. Panics with the reason when it cannot: for test
+/// harnesses and demos, never request paths.
+pub fn ensure_up() -> seckill_common::stack::Stack {
+    let found = seckill_common::stack::Stack::discover();
+    if seckill_common::stack::answers(&found) {
+        return found;
+    }
+    let stack = Stack::from_env().unwrap_or_else(|e| panic!("local stack: {e}"));
+    if let Err(e) = stack.up() {
+        panic!("could not bring the local stack up: {e}");
+    }
+    stack.addresses()
+}
