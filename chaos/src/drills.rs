@@ -693,5 +693,6 @@ fn brokers_rolling_restart(env: &Env, d: &mut Drill) -> Result<(), ChaosError> {
         gw.metric("seckill_spool_pending") == Some(0.0)
     });
     d.check("nothing left in the spool", drained);
+    sleep(3.0);
     finish(env, d, load, &sale, f1, "after the last restart")
 }

@@ -25,11 +25,11 @@ fn run() -> Result<(), String> {
             for (n, name, what, _) in DRILLS {
                 println!("  {n}  {name:<26} {what}");
             }
-            println!("\n  ci = drills 1, 2, 3 and 4");
+            println!("\n  ci = drills 1, 2, 3, 4 and 9");
             return Ok(());
         }
         ["all"] => DRILLS.iter().map(|d| d.0).collect(),
-        ["ci"] => vec![1, 2, 3, 4],
+        ["ci"] => vec![1, 2, 3, 4, 9],
         some => some
             .iter()
             .map(|a| {
