@@ -1,10 +1,24 @@
-//! The invariants after a run, from three sources: the client's record of 202s, Redis,
-//! and the order topic. Each check prints its figures; any failure fails the run.
+//! The invariants after a sale, a load run or a chaos drill, in two halves:
+//!
+//! - gathering ([`gather`]): what Redis, the order topic and PostgreSQL hold for a sale,
+//!   as plain data ([`Sources`]) — the only I/O here;
+//! - checking ([`check`]): one pure function of those sources, the client's record of
+//!   answers ([`Record`]) and the bounds for answers the client never got
+//!   ([`Unanswered`]). Each invariant is one [`Check`], printed as PASS or FAIL with its
+//!   figures; any failure fails the run.
+//!
+//! Faults create two kinds of honest uncertainty, bounded rather than ignored: an order
+//! request whose answer never reached the client may still have been accepted (an order
+//! nobody acknowledged, holding a unit), and a purchase whose Redis reply was lost holds a
+//! unit with no order behind it until the writer's reservation sweep releases it after the
+//! payment window. Load runs and the demo get every answer, so their bounds are zero; the
+//! chaos drills count the requests that failed that way.
 
 use crate::buyer::LoadError;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::Message;
 use seckill_common::order::{OrderEvent, OrderMessage};
+use seckill_common::stack::Stack;
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
@@ -18,19 +32,6 @@ pub struct Report {
 }
 
 impl Report {
-    /// Invariant 6: no token bought twice (the tokens of the acknowledged orders).
-    pub fn check_tokens(&mut self, tokens: &[String]) {
-        let distinct: HashSet<&str> = tokens.iter().map(String::as_str).collect();
-        let reused = tokens.len() - distinct.len();
-        self.checks.push(Check {
-            name: format!(
-                "every token used at most once: {} tokens behind the 202s, {reused} used twice",
-                tokens.len()
-            ),
-            pass: reused == 0,
-        });
-    }
-
     pub fn ok(&self) -> bool {
         self.checks.iter().all(|c| c.pass)
     }
@@ -39,6 +40,99 @@ impl Report {
             println!("  {} {}", if c.pass { "PASS" } else { "FAIL" }, c.name);
         }
     }
+}
+
+/// The client's record: every acknowledged (202) order as (order id, user), and the
+/// tokens behind them.
+#[derive(Clone, Copy)]
+pub struct Record<'a> {
+    pub acked: &'a [(String, u64)],
+    pub tokens: &'a [String],
+}
+
+/// Bounds for the answers the client never got. Zero for runs that got every answer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Unanswered {
+    /// Order requests without an answer: each may have created an order nobody
+    /// acknowledged (in the topic and PostgreSQL, holding a unit).
+    pub orders: u64,
+    /// Purchases that failed after Redis may have run them (reply lost, Redis fault):
+    /// each may hold a unit with no order anywhere.
+    pub lost_replies: u64,
+}
+
+impl Unanswered {
+    /// Every answer was received.
+    pub const NONE: Unanswered = Unanswered {
+        orders: 0,
+        lost_replies: 0,
+    };
+}
+
+/// An order row in PostgreSQL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row {
+    pub order_id: String,
+    pub user: u64,
+    pub units: i64,
+    /// `reserved`, `paid` or `cancelled`.
+    pub status: String,
+}
+
+impl Row {
+    fn live(&self) -> bool {
+        self.status != "cancelled"
+    }
+}
+
+/// What the three sources hold for one sale.
+pub struct Sources {
+    /// Redis: the sale's counters.
+    pub state: stock::SaleState,
+    /// Redis: user → units held or bought.
+    pub buyers: Vec<(u64, i64)>,
+    /// The order topic's `reserved` events of the sale; `None` when not read.
+    pub topic: Option<Vec<OrderMessage>>,
+    /// PostgreSQL: the sale's orders.
+    pub db: Vec<Row>,
+}
+
+/// How long [`gather`] waits for the writer to drain into PostgreSQL: until every
+/// acknowledged order is there and the row count did not change for `settle`, or
+/// `within` passed.
+#[derive(Debug, Clone, Copy)]
+pub struct Wait {
+    pub within: Duration,
+    pub settle: Duration,
+}
+
+/// Gather the sources for `sale`: PostgreSQL first (waiting, bounded, for the writer to
+/// drain every order in `acked`), then the order topic when `topic` is given, then Redis.
+pub fn gather(
+    stack: &Stack,
+    topic: Option<&str>,
+    sale: &str,
+    acked: &[(String, u64)],
+    wait: Wait,
+) -> Result<Sources, LoadError> {
+    let db = orders_in_db(&stack.database_url, sale, acked, wait)?;
+    let topic = match topic {
+        Some(t) => Some(orders_in_topic(
+            &stack.kafka_brokers,
+            t,
+            sale,
+            acked.len(),
+            Duration::from_secs(60),
+        )?),
+        None => None,
+    };
+    let mut redis = stock::Stock::new(stock::connect(&stack.redis_url, Duration::from_secs(2))?);
+    Ok(Sources {
+        state: redis.state(sale)?,
+        buyers: redis.buyers(sale)?,
+        topic,
+        db,
+    })
 }
 
 /// Reserved-order events of `sale` in `topic`, read from the beginning with a fresh group until
@@ -88,29 +182,73 @@ pub fn orders_in_topic(
     Ok(out)
 }
 
-/// Order ids of `sale` in PostgreSQL, waiting (bounded) until at least `expect` are
-/// there — the writer drains the topic asynchronously.
+/// The orders of `sale` in PostgreSQL once every order in `acked` is there and the row
+/// count held still for `wait.settle` (the writer drains the topic asynchronously), or
+/// what is there when `wait.within` passed. Connection and query errors are retried until
+/// then (a drill may just have restarted PostgreSQL).
 pub fn orders_in_db(
     database_url: &str,
     sale: &str,
-    expect: usize,
-    within: Duration,
-) -> Result<Vec<String>, LoadError> {
-    let mut db = postgres::Client::connect(database_url, postgres::NoTls)
-        .map_err(|e| LoadError::Db(e.to_string()))?;
-    let end = Instant::now() + within;
+    acked: &[(String, u64)],
+    wait: Wait,
+) -> Result<Vec<Row>, LoadError> {
+    let end = Instant::now() + wait.within;
+    let mut db: Option<postgres::Client> = None;
+    let mut rows: Option<Vec<Row>> = None;
+    let mut stable_since = Instant::now();
     loop {
-        let ids: Vec<String> = db
-            .query("SELECT order_id FROM orders WHERE sale = $1", &[&sale])
-            .map_err(|e| LoadError::Db(e.to_string()))?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
-        if ids.len() >= expect || Instant::now() >= end {
-            return Ok(ids);
+        let read = match db.as_mut() {
+            Some(c) => query_orders(c, sale),
+            None => postgres::Client::connect(database_url, postgres::NoTls)
+                .map_err(|e| LoadError::Db(e.to_string()))
+                .and_then(|mut c| {
+                    let r = query_orders(&mut c, sale);
+                    db = Some(c);
+                    r
+                }),
+        };
+        match read {
+            Ok(now) => {
+                if rows.as_ref().is_none_or(|r| r.len() != now.len()) {
+                    stable_since = Instant::now();
+                }
+                let have: HashSet<&str> = now.iter().map(|r| r.order_id.as_str()).collect();
+                let all_in = acked.iter().all(|(id, _)| have.contains(id.as_str()));
+                let done = all_in && stable_since.elapsed() >= wait.settle;
+                rows = Some(now);
+                if done || Instant::now() >= end {
+                    return Ok(rows.unwrap_or_default());
+                }
+            }
+            Err(e) => {
+                db = None;
+                if Instant::now() >= end {
+                    return match rows {
+                        Some(r) => Ok(r),
+                        None => Err(e),
+                    };
+                }
+            }
         }
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+fn query_orders(db: &mut postgres::Client, sale: &str) -> Result<Vec<Row>, LoadError> {
+    Ok(db
+        .query(
+            "SELECT order_id, user_id, units, status FROM orders WHERE sale = $1",
+            &[&sale],
+        )
+        .map_err(|e| LoadError::Db(e.to_string()))?
+        .iter()
+        .map(|r| Row {
+            order_id: r.get(0),
+            user: r.get::<_, i64>(1) as u64,
+            units: i64::from(r.get::<_, i32>(2)),
+            status: r.get(3),
+        })
+        .collect())
 }
 
 /// The outcome of [`verify_sale`]: the checks, and how many orders each source held.
@@ -122,159 +260,234 @@ pub struct Verified {
 
 /// Gather the three sources for `sale` — Redis, the order topic, PostgreSQL (waiting,
 /// bounded, for the writer to drain) — and check every invariant against the client's
-/// record: the acknowledged (order id, user) pairs and the tokens behind them.
+/// record, for a run that got an answer to every request.
 pub fn verify_sale(
-    stack: &seckill_common::stack::Stack,
+    stack: &Stack,
     topic: &str,
     sale: &str,
     acked: &[(String, u64)],
     tokens: &[String],
 ) -> Result<Verified, LoadError> {
-    let mut redis = stock::Stock::new(stock::connect(&stack.redis_url, Duration::from_secs(2))?);
-    let state = redis.state(sale)?;
-    let buyers = redis.buyers(sale)?;
-    let in_topic = orders_in_topic(
-        &stack.kafka_brokers,
-        topic,
-        sale,
-        acked.len(),
-        Duration::from_secs(60),
-    )?;
-    let in_db = orders_in_db(
-        &stack.database_url,
-        sale,
-        acked.len(),
-        Duration::from_secs(120),
-    )?;
-    let mut report = check(acked, &state, &buyers, &in_topic, Some(&in_db));
-    report.check_tokens(tokens);
+    let wait = Wait {
+        within: Duration::from_secs(120),
+        settle: Duration::from_secs(1),
+    };
+    let seen = gather(stack, Some(topic), sale, acked, wait)?;
+    let report = check(&Record { acked, tokens }, Unanswered::NONE, &seen);
     Ok(Verified {
         report,
-        in_topic: in_topic.len(),
-        in_db: in_db.len(),
+        in_topic: seen.topic.as_ref().map_or(0, Vec::len),
+        in_db: seen.db.len(),
     })
 }
 
-/// Check the invariants for `sale` given the acknowledged (order id, user) pairs, what
-/// Redis says, what the order topic holds and (when given) what PostgreSQL holds.
-pub fn check(
-    acked: &[(String, u64)],
-    state: &stock::SaleState,
-    buyers: &[(u64, i64)],
-    in_topic: &[OrderMessage],
-    in_db: Option<&[String]>,
-) -> Report {
+/// Every invariant of one sale, from the sources, the client's record and the bounds for
+/// the answers it never got. Pure: the same data always gives the same report.
+pub fn check(record: &Record, unanswered: Unanswered, seen: &Sources) -> Report {
+    let Sources {
+        state,
+        buyers,
+        topic,
+        db,
+    } = seen;
+    let limit = state.per_user_limit;
     let mut checks = Vec::new();
     let mut add = |name: String, pass: bool| checks.push(Check { name, pass });
+    // ", at most N possible (…)" when a bound allows some; nothing when it is zero.
+    let bound = |n: u64, why: &str| {
+        if n == 0 {
+            String::new()
+        } else {
+            format!(", at most {n} possible ({why})")
+        }
+    };
+    const NO_ANSWER: &str = "order requests without an answer";
+
+    let acked: HashSet<&str> = record.acked.iter().map(|(o, _)| o.as_str()).collect();
+    // PostgreSQL, once per order id (the primary key: a duplicate would be a bug of its own).
+    let mut rows: HashMap<&str, &Row> = HashMap::new();
+    for r in db {
+        rows.entry(r.order_id.as_str()).or_insert(r);
+    }
+    let live: Vec<&Row> = rows.values().copied().filter(|r| r.live()).collect();
+    let live_units: i64 = live.iter().map(|r| r.units).sum();
+
+    // 1. No oversell, in Redis and in PostgreSQL.
     let taken = state.held + state.sold;
     add(
         format!("no oversell: {taken} reserved or sold of {}", state.initial),
         taken <= state.initial && state.remaining >= 0,
     );
-    let over: Vec<_> = buyers
-        .iter()
-        .filter(|(_, n)| *n > state.per_user_limit)
-        .collect();
     add(
         format!(
-            "per-user limit {}: {} buyers over it",
-            state.per_user_limit,
-            over.len()
+            "no oversell in PostgreSQL: {live_units} units in live orders of {}",
+            state.initial
         ),
-        over.is_empty(),
+        live_units <= state.initial,
     );
-    let mut per_user: HashMap<u64, i64> = HashMap::new();
-    for (_, u) in acked {
-        *per_user.entry(*u).or_default() += 1;
+
+    // 2. Per-user limit, in Redis, PostgreSQL and the client's record.
+    let over = buyers.iter().filter(|(_, n)| *n > limit).count();
+    add(
+        format!("per-user limit {limit}: {over} buyers over it"),
+        over == 0,
+    );
+    let over = users_over(live.iter().map(|r| (r.user, r.units)), limit);
+    add(
+        format!("per-user limit in PostgreSQL: {over} users over it"),
+        over == 0,
+    );
+    let over = users_over(record.acked.iter().map(|(_, u)| (*u, 1)), limit);
+    add(
+        format!("per-user limit in the client's record: {over} users over it"),
+        over == 0,
+    );
+
+    // 3 and 4 in the topic: every 202 exactly once, nothing else beyond the bound.
+    if let Some(topic) = topic {
+        let mut seen: HashMap<&str, usize> = HashMap::new();
+        for o in topic {
+            *seen.entry(o.order_id.as_str()).or_default() += 1;
+        }
+        let missing = acked.iter().filter(|id| !seen.contains_key(*id)).count();
+        let dup = seen.values().filter(|n| **n > 1).count();
+        add(
+            format!(
+                "every 202 is in the order topic exactly once: {} of {} found, {dup} duplicated",
+                acked.len() - missing,
+                acked.len()
+            ),
+            missing == 0 && dup == 0,
+        );
+        let unacked = seen.keys().filter(|id| !acked.contains(*id)).count() as u64;
+        add(
+            format!(
+                "nothing in the topic that was not acknowledged: {unacked} unacknowledged{}",
+                bound(unanswered.orders, NO_ANSWER)
+            ),
+            unacked <= unanswered.orders,
+        );
     }
-    let acked_over = per_user
-        .values()
-        .filter(|n| **n > state.per_user_limit)
-        .count();
-    add(
-        format!("per-user limit in the client's record: {acked_over} users over it"),
-        acked_over == 0,
-    );
-    let acked_ids: HashSet<&str> = acked.iter().map(|(o, _)| o.as_str()).collect();
-    let mut seen: HashMap<&str, usize> = HashMap::new();
-    for o in in_topic {
-        *seen.entry(o.order_id.as_str()).or_default() += 1;
-    }
-    let missing = acked_ids
-        .iter()
-        .filter(|id| !seen.contains_key(*id))
-        .count();
-    let dup = seen.values().filter(|n| **n > 1).count();
-    add(
-        format!(
-            "every 202 is in the order topic exactly once: {} of {} found, {dup} duplicated",
-            acked_ids.len() - missing,
-            acked_ids.len()
-        ),
-        missing == 0 && dup == 0,
-    );
-    let unacked = seen.keys().filter(|id| !acked_ids.contains(*id)).count();
-    add(
-        format!("nothing in the topic that was not acknowledged: {unacked} unacknowledged"),
-        unacked == 0,
-    );
+
+    // 5. Conservation (the sum only: a negative remaining is an oversell, above).
     add(
         format!(
             "conservation: remaining {} + held {} + sold {} = initial {}",
             state.remaining, state.held, state.sold, state.initial
         ),
-        state.conserved(),
+        state.remaining + state.held + state.sold == state.initial,
     );
+
+    // Every order that should hold stock: the acknowledged ones not cancelled in PostgreSQL
+    // (their units there; one, as every order the gateway takes, when not there), and the
+    // live orders in PostgreSQL nobody acknowledged.
+    let acked_units: i64 = acked
+        .iter()
+        .map(|id| {
+            rows.get(id)
+                .map_or(1, |r| if r.live() { r.units } else { 0 })
+        })
+        .sum();
+    let cancelled = acked
+        .iter()
+        .filter(|id| rows.get(*id).is_some_and(|r| !r.live()))
+        .count();
+    let unacked_live: Vec<&&Row> = live
+        .iter()
+        .filter(|r| !acked.contains(r.order_id.as_str()))
+        .collect();
+    let holding = acked_units + unacked_live.iter().map(|r| r.units).sum::<i64>();
     add(
         format!(
-            "every acknowledged order holds stock: {} acknowledged, {} held or sold",
-            acked_ids.len(),
-            taken
+            "every acknowledged order holds stock: {} acknowledged{}{}, {taken} held or sold",
+            acked.len(),
+            if cancelled > 0 {
+                format!(" ({cancelled} cancelled)")
+            } else {
+                String::new()
+            },
+            if unacked_live.is_empty() {
+                String::new()
+            } else {
+                format!(" and {} unacknowledged in PostgreSQL", unacked_live.len())
+            }
         ),
-        acked_ids.len() as i64 == taken,
+        holding <= taken,
     );
-    if let Some(rows) = in_db {
-        let rows_set: HashSet<&str> = rows.iter().map(String::as_str).collect();
-        let missing = acked_ids
-            .iter()
-            .filter(|id| !rows_set.contains(*id))
-            .count();
-        add(
-            format!(
-                "every 202 is in PostgreSQL exactly once: {} of {} found, {} duplicate rows",
-                acked_ids.len() - missing,
-                acked_ids.len(),
-                rows.len() - rows_set.len()
-            ),
-            missing == 0 && rows.len() == rows_set.len(),
-        );
-        let foreign = rows_set
-            .iter()
-            .filter(|id| !acked_ids.contains(*id))
-            .count();
-        add(
-            format!("no order in PostgreSQL that was not acknowledged: {foreign}"),
-            foreign == 0,
-        );
-    }
+    // Fewer units than orders fails the check above; more, beyond the bound, fails this one.
+    let orphans = taken - holding;
+    add(
+        format!(
+            "units held without an order: {orphans}{}",
+            bound(
+                unanswered.lost_replies,
+                "purchases whose reply was lost; the writer's sweep releases them after the payment window"
+            )
+        ),
+        orphans <= unanswered.lost_replies as i64,
+    );
+
+    // 3 and 4 in PostgreSQL.
+    let missing = acked.iter().filter(|id| !rows.contains_key(*id)).count();
+    let dup_rows = db.len() - rows.len();
+    add(
+        format!(
+            "every 202 is in PostgreSQL exactly once: {} of {} found, {dup_rows} duplicate rows",
+            acked.len() - missing,
+            acked.len()
+        ),
+        missing == 0 && dup_rows == 0,
+    );
+    let foreign = rows.keys().filter(|id| !acked.contains(*id)).count() as u64;
+    add(
+        format!(
+            "no order in PostgreSQL that was not acknowledged: {foreign}{}",
+            bound(unanswered.orders, NO_ANSWER)
+        ),
+        foreign <= unanswered.orders,
+    );
+
+    // 6. Tokens: none behind two acknowledged orders.
+    let distinct: HashSet<&str> = record.tokens.iter().map(String::as_str).collect();
+    let reused = record.tokens.len() - distinct.len();
+    add(
+        format!(
+            "every token used at most once: {} tokens behind the 202s, {reused} used twice",
+            record.tokens.len()
+        ),
+        reused == 0,
+    );
     Report { checks }
+}
+
+/// How many users hold more than `limit` units, from (user, units) pairs.
+fn users_over(units: impl Iterator<Item = (u64, i64)>, limit: i64) -> usize {
+    let mut per_user: HashMap<u64, i64> = HashMap::new();
+    for (u, n) in units {
+        *per_user.entry(u).or_default() += n;
+    }
+    per_user.values().filter(|n| **n > limit).count()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn state(remaining: i64, held: i64) -> stock::SaleState {
-        stock::SaleState {
-            initial: 2,
-            per_user_limit: 1,
-            start_ms: 0,
-            end_ms: 1,
-            paused: false,
-            remaining,
-            sold: 0,
-            held,
-            now_ms: 0,
+    /// Initial 3, limit 1, two orders (s-1 of user 1, s-2 of user 2) acknowledged,
+    /// in the topic, in PostgreSQL, holding two units in Redis.
+    struct Case {
+        acked: Vec<(String, u64)>,
+        tokens: Vec<String>,
+        unanswered: Unanswered,
+        seen: Sources,
+    }
+
+    fn row(id: &str, user: u64, status: &str) -> Row {
+        Row {
+            order_id: id.into(),
+            user,
+            units: 1,
+            status: status.into(),
         }
     }
 
@@ -291,95 +504,250 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_token_behind_two_orders_fails() {
-        let mut r = Report { checks: vec![] };
-        r.check_tokens(&["a".to_string(), "b".to_string()]);
-        assert!(r.ok());
-        r.check_tokens(&["a".to_string(), "a".to_string()]);
-        assert!(!r.ok());
+    fn clean() -> Case {
+        Case {
+            acked: vec![("s-1".into(), 1), ("s-2".into(), 2)],
+            tokens: vec!["t1".into(), "t2".into()],
+            unanswered: Unanswered::NONE,
+            seen: Sources {
+                state: stock::SaleState {
+                    initial: 3,
+                    per_user_limit: 1,
+                    start_ms: 0,
+                    end_ms: 1,
+                    paused: false,
+                    remaining: 1,
+                    sold: 0,
+                    held: 2,
+                    now_ms: 0,
+                },
+                buyers: vec![(1, 1), (2, 1)],
+                topic: Some(vec![msg("s-1", 1), msg("s-2", 2)]),
+                db: vec![row("s-1", 1, "reserved"), row("s-2", 2, "reserved")],
+            },
+        }
+    }
+
+    impl Case {
+        fn report(&self) -> Report {
+            let record = Record {
+                acked: &self.acked,
+                tokens: &self.tokens,
+            };
+            check(&record, self.unanswered, &self.seen)
+        }
+        /// The failing checks, by name up to the colon.
+        fn failing(&self) -> Vec<String> {
+            self.report()
+                .checks
+                .iter()
+                .filter(|c| !c.pass)
+                .map(|c| c.name.split(':').next().unwrap_or_default().to_string())
+                .collect()
+        }
+        fn held(mut self, remaining: i64, held: i64) -> Case {
+            self.seen.state.remaining = remaining;
+            self.seen.state.held = held;
+            self
+        }
+        fn bounds(mut self, orders: u64, lost_replies: u64) -> Case {
+            self.unanswered = Unanswered {
+                orders,
+                lost_replies,
+            };
+            self
+        }
+    }
+
+    fn fails_only(case: Case, name: &str) {
+        assert_eq!(
+            case.failing(),
+            vec![name.to_string()],
+            "expected only {name:?}"
+        );
     }
 
     #[test]
-    fn a_clean_run_passes() {
-        let acked = vec![("s-1".to_string(), 1), ("s-2".to_string(), 2)];
-        let db = vec!["s-1".to_string(), "s-2".to_string()];
-        let r = check(
-            &acked,
-            &state(0, 2),
-            &[(1, 1), (2, 1)],
-            &[msg("s-1", 1), msg("s-2", 2)],
-            Some(&db),
-        );
+    fn a_clean_run_passes_every_check() {
+        let r = clean().report();
         assert!(r.ok());
+        let names: Vec<&str> = r.checks.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "no oversell: 2 reserved or sold of 3",
+                "no oversell in PostgreSQL: 2 units in live orders of 3",
+                "per-user limit 1: 0 buyers over it",
+                "per-user limit in PostgreSQL: 0 users over it",
+                "per-user limit in the client's record: 0 users over it",
+                "every 202 is in the order topic exactly once: 2 of 2 found, 0 duplicated",
+                "nothing in the topic that was not acknowledged: 0 unacknowledged",
+                "conservation: remaining 1 + held 2 + sold 0 = initial 3",
+                "every acknowledged order holds stock: 2 acknowledged, 2 held or sold",
+                "units held without an order: 0",
+                "every 202 is in PostgreSQL exactly once: 2 of 2 found, 0 duplicate rows",
+                "no order in PostgreSQL that was not acknowledged: 0",
+                "every token used at most once: 2 tokens behind the 202s, 0 used twice",
+            ]
+        );
     }
 
     #[test]
-    fn lost_duplicated_or_foreign_orders_and_oversell_fail() {
-        let acked = vec![("s-1".to_string(), 1), ("s-2".to_string(), 2)];
-        let fails = |r: Report| r.checks.iter().filter(|c| !c.pass).count();
-        let both = [msg("s-1", 1), msg("s-2", 2)];
-        let ok_buyers = [(1, 1), (2, 1)];
-        assert!(
-            fails(check(
-                &acked,
-                &state(0, 2),
-                &ok_buyers,
-                &[msg("s-1", 1)],
-                None
-            )) > 0,
-            "lost"
-        );
-        assert!(
-            fails(check(
-                &acked,
-                &state(0, 2),
-                &ok_buyers,
-                &[msg("s-1", 1), msg("s-2", 2), msg("s-2", 2)],
-                None
-            )) > 0,
-            "dup"
-        );
-        assert!(
-            fails(check(
-                &acked,
-                &state(0, 2),
-                &ok_buyers,
-                &[msg("s-1", 1), msg("s-2", 2), msg("s-3", 3)],
-                None
-            )) > 0,
-            "foreign"
-        );
-        assert!(
-            fails(check(&acked, &state(-1, 3), &ok_buyers, &both, None)) > 0,
-            "oversell"
-        );
-        assert!(
-            fails(check(&acked, &state(0, 2), &[(1, 2)], &both, None)) > 0,
-            "limit"
-        );
-        let db = |ids: &[&str]| ids.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    fn without_the_topic_its_checks_are_left_out() {
+        let mut c = clean();
+        c.seen.topic = None;
+        let r = c.report();
+        assert!(r.ok());
+        assert_eq!(r.checks.len(), 11);
+        assert!(!r.checks.iter().any(|c| c.name.contains("topic")));
+    }
+
+    #[test]
+    fn oversell_in_redis_fails_only_that_check() {
+        // Four units taken of three; the two without an order are within the bound.
+        fails_only(clean().held(-1, 4).bounds(0, 2), "no oversell");
+    }
+
+    #[test]
+    fn oversell_in_postgresql_fails_it_and_the_stock_behind_the_orders() {
+        // More live units in PostgreSQL than the sale has, while Redis holds at most the
+        // sale's units, means some live order holds no unit: both checks must fail.
+        let mut c = clean();
+        c.seen.state.per_user_limit = 5;
+        c.seen.db[0].units = 3;
         assert_eq!(
-            fails(check(
-                &acked,
-                &state(0, 2),
-                &ok_buyers,
-                &both,
-                Some(&db(&["s-1"]))
-            )),
-            1,
-            "lost in the database"
+            c.failing(),
+            [
+                "no oversell in PostgreSQL",
+                "every acknowledged order holds stock"
+            ]
         );
-        assert_eq!(
-            fails(check(
-                &acked,
-                &state(0, 2),
-                &ok_buyers,
-                &both,
-                Some(&db(&["s-1", "s-2", "s-9"]))
-            )),
-            1,
-            "unacknowledged row"
+    }
+
+    #[test]
+    fn per_user_limit_fails_in_each_source_alone() {
+        let mut c = clean();
+        c.seen.buyers = vec![(1, 2), (2, 1)];
+        fails_only(c, "per-user limit 1");
+
+        let mut c = clean();
+        c.seen.db = vec![row("s-1", 1, "reserved"), row("s-2", 1, "reserved")];
+        fails_only(c, "per-user limit in PostgreSQL");
+
+        let mut c = clean();
+        c.acked = vec![("s-1".into(), 1), ("s-2".into(), 1)];
+        fails_only(c, "per-user limit in the client's record");
+    }
+
+    #[test]
+    fn a_202_lost_or_duplicated_in_the_topic_fails_only_that_check() {
+        let mut c = clean();
+        c.seen.topic = Some(vec![msg("s-1", 1)]);
+        fails_only(c, "every 202 is in the order topic exactly once");
+
+        let mut c = clean();
+        c.seen.topic = Some(vec![msg("s-1", 1), msg("s-2", 2), msg("s-2", 2)]);
+        fails_only(c, "every 202 is in the order topic exactly once");
+    }
+
+    #[test]
+    fn unacknowledged_orders_in_the_topic_are_bounded_by_requests_without_an_answer() {
+        let with = |n: usize| {
+            let mut c = clean();
+            let topic = c.seen.topic.as_mut().unwrap();
+            for i in 0..n {
+                topic.push(msg(&format!("s-{}", 10 + i), 10 + i as u64));
+            }
+            c
+        };
+        fails_only(with(1), "nothing in the topic that was not acknowledged");
+        assert!(with(1).bounds(1, 0).report().ok());
+        fails_only(
+            with(2).bounds(1, 0),
+            "nothing in the topic that was not acknowledged",
         );
+        let r = with(1).bounds(1, 0).report();
+        assert!(r.checks.iter().any(|c| c.name
+            == "nothing in the topic that was not acknowledged: 1 unacknowledged, at most 1 possible (order requests without an answer)"));
+    }
+
+    #[test]
+    fn broken_conservation_fails_only_that_check() {
+        fails_only(clean().held(0, 2), "conservation");
+    }
+
+    #[test]
+    fn an_acknowledged_order_without_stock_fails_only_that_check() {
+        fails_only(clean().held(2, 1), "every acknowledged order holds stock");
+        // Lost replies do not excuse it: they explain units without orders, not the reverse.
+        fails_only(
+            clean().held(2, 1).bounds(5, 5),
+            "every acknowledged order holds stock",
+        );
+    }
+
+    #[test]
+    fn an_acknowledged_order_cancelled_in_postgresql_gives_its_unit_back() {
+        let mut c = clean().held(2, 1);
+        c.seen.db[1].status = "cancelled".into();
+        assert!(c.report().ok());
+    }
+
+    #[test]
+    fn units_held_without_an_order_are_bounded_by_lost_replies() {
+        fails_only(clean().held(0, 3), "units held without an order");
+        assert!(clean().held(0, 3).bounds(0, 1).report().ok());
+        let mut c = clean().held(0, 4).bounds(0, 1);
+        c.seen.state.initial = 4;
+        fails_only(c, "units held without an order");
+        // Requests without an answer are for orders, not for bare reservations.
+        fails_only(
+            clean().held(0, 3).bounds(1, 0),
+            "units held without an order",
+        );
+    }
+
+    #[test]
+    fn a_202_lost_or_duplicated_in_postgresql_fails_only_that_check() {
+        let mut c = clean();
+        c.seen.db.pop();
+        fails_only(c, "every 202 is in PostgreSQL exactly once");
+
+        let mut c = clean();
+        c.seen.db.push(row("s-2", 2, "reserved"));
+        fails_only(c, "every 202 is in PostgreSQL exactly once");
+    }
+
+    #[test]
+    fn unacknowledged_orders_in_postgresql_are_bounded_by_requests_without_an_answer() {
+        // Each unacknowledged order holds its unit, so only the bound decides.
+        let with = |n: usize| {
+            let mut c = clean().held(0, 2 + n as i64);
+            c.seen.state.initial = 2 + n as i64;
+            for i in 0..n {
+                c.seen
+                    .db
+                    .push(row(&format!("s-{}", 10 + i), 10 + i as u64, "reserved"));
+            }
+            c
+        };
+        fails_only(with(1), "no order in PostgreSQL that was not acknowledged");
+        assert!(with(1).bounds(1, 0).report().ok());
+        fails_only(
+            with(2).bounds(1, 0),
+            "no order in PostgreSQL that was not acknowledged",
+        );
+        // Lost replies are for bare reservations, not for orders.
+        fails_only(
+            with(1).bounds(0, 1),
+            "no order in PostgreSQL that was not acknowledged",
+        );
+    }
+
+    #[test]
+    fn a_token_behind_two_orders_fails_only_that_check() {
+        let mut c = clean();
+        c.tokens = vec!["t1".into(), "t1".into()];
+        fails_only(c, "every token used at most once");
     }
 }
