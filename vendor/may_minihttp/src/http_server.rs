@@ -2,16 +2,16 @@
 
 use std::io::{self, Read, Write};
 use std::mem::MaybeUninit;
-use std::net::ToSocketAddrs;
+use std::net::{Shutdown, ToSocketAddrs};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use crate::limits::{Limits, Refusal};
 use crate::request::{self, Request};
 use crate::response::{self, Response};
 
-#[cfg(unix)]
-use bytes::Buf;
 use bytes::{BufMut, BytesMut};
-#[cfg(unix)]
-use may::io::WaitIo;
 use may::net::{TcpListener, TcpStream};
 use may::{coroutine, go};
 
@@ -32,6 +32,12 @@ macro_rules! t_c {
 ///
 pub trait HttpService {
     fn call(&mut self, req: Request, rsp: &mut Response) -> io::Result<()>;
+
+    /// Answer a request (or a connection) the server refuses by itself; the connection
+    /// is closed after this response. Default: [`Refusal::write_default`].
+    fn refused(&mut self, why: Refusal, rsp: &mut Response) {
+        why.write_default(rsp)
+    }
 }
 
 pub trait HttpServiceFactory: Send + Sized + 'static {
@@ -44,10 +50,17 @@ pub trait HttpServiceFactory: Send + Sized + 'static {
         self.new_service(id)
     }
 
+    /// The bounds every connection is served within (asked once, by `start`).
+    fn limits(&self) -> Limits {
+        Limits::default()
+    }
+
     /// Spawns the http service, binding to the given address
     /// return a coroutine that you can cancel it when need to stop the service
     fn start<L: ToSocketAddrs>(self, addr: L) -> io::Result<coroutine::JoinHandle<()>> {
         let listener = TcpListener::bind(addr)?;
+        let limits = Arc::new(self.limits());
+        let live = Arc::new(AtomicUsize::new(0));
         go!(
             coroutine::Builder::new().name("TcpServerFac".to_owned()),
             move || {
@@ -56,71 +69,64 @@ pub trait HttpServiceFactory: Send + Sized + 'static {
                 #[cfg(windows)]
                 use std::os::windows::io::AsRawSocket;
                 for stream in listener.incoming() {
-                    let mut stream = t_c!(stream);
+                    let stream = t_c!(stream);
                     #[cfg(unix)]
                     let id = stream.as_raw_fd() as usize;
                     #[cfg(windows)]
                     let id = stream.as_raw_socket() as usize;
-                    // t_c!(stream.set_nodelay(true));
                     let service = self.new_service_for_peer(id, stream.peer_addr().ok());
-                    let builder = may::coroutine::Builder::new().id(id);
-                    go!(
-                        builder,
-                        move || if let Err(e) = each_connection_loop(&mut stream, service) {
-                            log_conn_end(&e);
-                            stream.shutdown(std::net::Shutdown::Both).ok();
-                        }
-                    )
-                    .unwrap();
+                    spawn_connection(stream, service, Some(id), &limits, &live);
                 }
             }
         )
     }
 }
 
-#[inline]
-#[cold]
-pub(crate) fn err<T>(e: io::Error) -> io::Result<T> {
-    Err(e)
+/// Counts a connection as open while alive.
+struct Live(Arc<AtomicUsize>);
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
-#[cfg(unix)]
-#[inline]
-fn nonblock_read(stream: &mut impl Read, req_buf: &mut BytesMut) -> io::Result<bool> {
-    reserve_buf(req_buf);
-    let read_buf: &mut [u8] = unsafe { std::mem::transmute(req_buf.chunk_mut()) };
-    let len = read_buf.len();
-
-    let mut read_cnt = 0;
-    while read_cnt < len {
-        match stream.read(unsafe { read_buf.get_unchecked_mut(read_cnt..) }) {
-            Ok(0) => return err(io::Error::new(io::ErrorKind::BrokenPipe, "read closed")),
-            Ok(n) => read_cnt += n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-            Err(e) => return err(e),
-        }
+/// Serve an accepted connection on a coroutine of its own, or, when `max_connections`
+/// are open, answer it 503 and close it (on a coroutine too: the write and the
+/// lingering close must not hold up the accept loop).
+fn spawn_connection<T: HttpService + Send + 'static>(
+    mut stream: TcpStream,
+    mut service: T,
+    id: Option<usize>,
+    limits: &Arc<Limits>,
+    live: &Arc<AtomicUsize>,
+) {
+    let limits = limits.clone();
+    if live.fetch_add(1, Ordering::AcqRel) >= limits.max_connections {
+        live.fetch_sub(1, Ordering::AcqRel);
+        go!(move || {
+            let mut rsp_buf = BytesMut::new();
+            if let Err(e) = refuse(&mut stream, &mut service, Refusal::TooManyConnections, &mut rsp_buf, &limits) {
+                log_conn_end(&e);
+            }
+        });
+        return;
     }
-
-    unsafe { req_buf.advance_mut(read_cnt) };
-    Ok(read_cnt < len)
-}
-
-#[cfg(unix)]
-#[inline]
-fn nonblock_write(stream: &mut impl Write, rsp_buf: &mut BytesMut) -> io::Result<usize> {
-    let write_buf = rsp_buf.chunk();
-    let len = write_buf.len();
-    let mut write_cnt = 0;
-    while write_cnt < len {
-        match stream.write(unsafe { write_buf.get_unchecked(write_cnt..) }) {
-            Ok(0) => return err(io::Error::new(io::ErrorKind::BrokenPipe, "write closed")),
-            Ok(n) => write_cnt += n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-            Err(e) => return err(e),
-        }
+    let open = Live(live.clone());
+    let mut builder = coroutine::Builder::new();
+    if let Some(id) = id {
+        builder = builder.id(id);
     }
-    rsp_buf.advance(write_cnt);
-    Ok(write_cnt)
+    let spawned = go!(builder, move || {
+        let _open = open;
+        if let Err(e) = each_connection_loop(&mut stream, &mut service, &limits) {
+            log_conn_end(&e);
+            stream.shutdown(Shutdown::Both).ok();
+        }
+    });
+    if let Err(e) = spawned {
+        error!("cannot start a connection coroutine: {e}");
+    }
 }
 
 const BUF_LEN: usize = 4096 * 8;
@@ -132,21 +138,74 @@ pub(crate) fn reserve_buf(buf: &mut BytesMut) {
     }
 }
 
-/// A peer hanging up is the normal end of a connection, not an error.
+/// A peer hanging up, or one that stopped reading, is the normal end of a connection,
+/// not an error.
 fn log_conn_end(e: &io::Error) {
     match e.kind() {
-        io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset | io::ErrorKind::UnexpectedEof => debug!("connection ended: {e}"),
+        io::ErrorKind::BrokenPipe
+        | io::ErrorKind::ConnectionReset
+        | io::ErrorKind::UnexpectedEof
+        | io::ErrorKind::TimedOut => debug!("connection ended: {e}"),
         _ => warn!("connection ended: {e:?}"),
     }
 }
 
-/// Write what is buffered and end the connection.
-#[cfg(unix)]
-fn finish(stream: &mut TcpStream, rsp_buf: &mut BytesMut) -> io::Result<()> {
+/// Read, waiting at most `wait` (may's I/O timer; at least `MIN_WAIT`).
+pub(crate) fn read_within(stream: &mut TcpStream, buf: &mut [u8], wait: Duration) -> io::Result<usize> {
+    stream.set_read_timeout(Some(wait.max(MIN_WAIT)))?;
+    stream.read(buf)
+}
+
+/// Shortest read timeout used. With may 0.3.51 a read timeout under a millisecond (the
+/// rest of a deadline that was nearly reached) was seen never to fire, and a zero one is
+/// refused by the socket API: shorter waits are rounded up to this.
+const MIN_WAIT: Duration = Duration::from_millis(5);
+
+/// How long, and how much of the rest of a refused request, is read and dropped after
+/// the answer (see `finish`).
+const LINGER: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 256 * 1024;
+
+/// Write what is pending and close without losing it. Closing a socket with unread
+/// request bytes makes the kernel send a reset, which can destroy the answer before
+/// the client reads it; so after the answer and our FIN, the rest of the request is
+/// read and dropped, for at most `LINGER` / `LINGER_BYTES` (a "lingering close").
+fn finish(stream: &mut TcpStream, rsp_buf: &mut BytesMut, limits: &Limits) -> io::Result<()> {
+    stream.set_write_timeout(Some(limits.write_timeout))?;
     stream.write_all(rsp_buf)?;
     rsp_buf.clear();
-    stream.shutdown(std::net::Shutdown::Write).ok();
+    stream.shutdown(Shutdown::Write).ok();
+    let until = Instant::now() + LINGER;
+    let mut sink = vec![0u8; 4096];
+    let mut left = LINGER_BYTES;
+    while left > 0 {
+        let wait = until.saturating_duration_since(Instant::now());
+        if wait.is_zero() {
+            break;
+        }
+        match read_within(stream, &mut sink, wait) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => left = left.saturating_sub(n),
+        }
+    }
     Ok(())
+}
+
+/// Answer `why` after the responses already pending, then close.
+fn refuse<T: HttpService>(
+    stream: &mut TcpStream,
+    service: &mut T,
+    why: Refusal,
+    rsp_buf: &mut BytesMut,
+    limits: &Limits,
+) -> io::Result<()> {
+    debug!("refused: {why:?}");
+    let mut body_buf = BytesMut::new();
+    let mut rsp = Response::new(&mut body_buf);
+    service.refused(why, &mut rsp);
+    rsp.close();
+    response::encode(rsp, rsp_buf);
+    finish(stream, rsp_buf, limits)
 }
 
 /// this is the generic type http server
@@ -154,28 +213,46 @@ fn finish(stream: &mut TcpStream, rsp_buf: &mut BytesMut) -> io::Result<()> {
 ///
 pub struct HttpServer<T>(pub T);
 
-#[cfg(unix)]
-fn each_connection_loop<T: HttpService>(stream: &mut TcpStream, mut service: T) -> io::Result<()> {
+/// One connection: serve the requests it sends, within `limits`.
+///
+/// The socket is read only when every response has been written: a client that does
+/// not take its responses gets nothing more read or served (its coroutine waits in
+/// `write_all`, at most `write_timeout` without progress), and requests already
+/// received are served only while less than `max_pending_output` waits to be written.
+/// So what a connection holds is bounded by that cap, one response, and its socket's
+/// buffers, however many requests it pipelines.
+fn each_connection_loop<T: HttpService>(stream: &mut TcpStream, service: &mut T, limits: &Limits) -> io::Result<()> {
     let mut req_buf = BytesMut::with_capacity(BUF_LEN);
     let mut rsp_buf = BytesMut::with_capacity(BUF_LEN);
     let mut body_buf = BytesMut::with_capacity(4096);
+    stream.set_write_timeout(Some(limits.write_timeout))?;
+    // When the head being received must be complete; None between requests (idle).
+    // A new connection's first request is on the head clock from accept.
+    let mut head_deadline = Some(Instant::now() + limits.head_timeout);
 
     loop {
-        let read_blocked = nonblock_read(stream.inner_mut(), &mut req_buf)?;
-
-        // prepare the requests, we should make sure the request is fully read
-        loop {
-            let mut headers = [MaybeUninit::uninit(); request::MAX_HEADERS];
-            let req = match request::decode(&mut headers, &mut req_buf, stream)? {
-                Some(req) => req,
-                None => break,
+        while rsp_buf.len() <= limits.max_pending_output {
+            let mut headers = vec![MaybeUninit::uninit(); limits.max_headers];
+            let req = match request::decode(&mut headers, &mut req_buf, stream, limits) {
+                Ok(Some(req)) => req,
+                Ok(None) => break,
+                Err(why) => return refuse(stream, service, why, &mut rsp_buf, limits),
             };
+            head_deadline = None;
             reserve_buf(&mut rsp_buf);
             let mut rsp = Response::new(&mut body_buf);
+            if req.wants_close() {
+                rsp.close();
+            }
             let result = service.call(req, &mut rsp);
             let close = rsp.closing();
             match result {
                 Ok(()) => response::encode(rsp, &mut rsp_buf),
+                // The body read ran past `body_timeout`.
+                Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                    drop(rsp);
+                    return refuse(stream, service, Refusal::BodyTimeout, &mut rsp_buf, limits);
+                }
                 Err(e) => {
                     warn!("service err = {:?}", e);
                     drop(rsp);
@@ -183,83 +260,66 @@ fn each_connection_loop<T: HttpService>(stream: &mut TcpStream, mut service: T) 
                 }
             }
             if close {
-                return finish(stream, &mut rsp_buf);
+                return finish(stream, &mut rsp_buf, limits);
             }
         }
-        // What is left is an incomplete request head; bound it.
-        if req_buf.len() > request::MAX_HEADER_BYTES {
-            rsp_buf.extend_from_slice(b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-            return finish(stream, &mut rsp_buf);
+
+        if !rsp_buf.is_empty() {
+            stream.write_all(&rsp_buf)?;
+            rsp_buf.clear();
+            continue;
         }
 
-        // write out the responses
-        nonblock_write(stream.inner_mut(), &mut rsp_buf)?;
-
-        if read_blocked {
-            stream.wait_io();
+        // Nothing to write, no complete request: read, within the head or idle timeout.
+        // "Idle" is a connection with no byte of a next request: its timeout ends it
+        // quietly (that includes a new connection that never sent a byte, bounded by
+        // `head_timeout`); a head begun and not finished in time is answered 408.
+        let now = Instant::now();
+        let idle = req_buf.is_empty();
+        let (wait, idle) = match head_deadline {
+            Some(d) => (d.saturating_duration_since(now), idle),
+            None if idle => (limits.idle_timeout, true),
+            None => {
+                head_deadline = Some(now + limits.head_timeout);
+                (limits.head_timeout, false)
+            }
+        };
+        if wait.is_zero() && idle {
+            return Ok(());
         }
-    }
-}
-
-#[cfg(not(unix))]
-fn each_connection_loop<T: HttpService>(stream: &mut TcpStream, mut service: T) -> io::Result<()> {
-    let mut req_buf = BytesMut::with_capacity(BUF_LEN);
-    let mut rsp_buf = BytesMut::with_capacity(BUF_LEN);
-    let mut body_buf = BytesMut::with_capacity(BUF_LEN);
-    loop {
-        // read the socket for requests
+        if wait.is_zero() {
+            return refuse(stream, service, Refusal::HeadTimeout, &mut rsp_buf, limits);
+        }
         reserve_buf(&mut req_buf);
-        let read_buf: &mut [u8] = unsafe { std::mem::transmute(&mut *req_buf.chunk_mut()) };
-        let read_cnt = stream.read(read_buf)?;
-        if read_cnt == 0 {
-            //connection was closed
-            return err(io::Error::new(io::ErrorKind::BrokenPipe, "closed"));
-        }
-        unsafe { req_buf.advance_mut(read_cnt) };
-
-        // prepare the requests
-        if read_cnt > 0 {
-            loop {
-                let mut headers = [MaybeUninit::uninit(); request::MAX_HEADERS];
-                let req = match request::decode(&mut headers, &mut req_buf, stream)? {
-                    Some(req) => req,
-                    None => break,
-                };
-                let mut rsp = Response::new(&mut body_buf);
-                match service.call(req, &mut rsp) {
-                    Ok(()) => response::encode(rsp, &mut rsp_buf),
-                    Err(e) => {
-                        warn!("service err = {:?}", e);
-                        response::encode_error(e, &mut rsp_buf);
-                    }
-                }
+        let read_buf: &mut [u8] = unsafe { std::mem::transmute(req_buf.chunk_mut()) };
+        match read_within(stream, read_buf, wait) {
+            // The peer closed its side: nothing more will come.
+            Ok(0) => return Ok(()),
+            Ok(n) => unsafe { req_buf.advance_mut(n) },
+            // An idle keep-alive connection ends quietly; that is normal HTTP.
+            Err(e) if e.kind() == io::ErrorKind::TimedOut && idle => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                return refuse(stream, service, Refusal::HeadTimeout, &mut rsp_buf, limits)
             }
+            Err(e) => return Err(e),
         }
-
-        // send the result back to client
-        stream.write_all(&rsp_buf)?;
     }
 }
 
 impl<T: HttpService + Clone + Send + Sync + 'static> HttpServer<T> {
-    /// Spawns the http service, binding to the given address
+    /// Spawns the http service, binding to the given address, with the default `Limits`
     /// return a coroutine that you can cancel it when need to stop the service
     pub fn start<L: ToSocketAddrs>(self, addr: L) -> io::Result<coroutine::JoinHandle<()>> {
         let listener = TcpListener::bind(addr)?;
         let service = self.0;
+        let limits = Arc::new(Limits::default());
+        let live = Arc::new(AtomicUsize::new(0));
         go!(
             coroutine::Builder::new().name("TcpServer".to_owned()),
             move || {
                 for stream in listener.incoming() {
-                    let mut stream = t_c!(stream);
-                    // t_c!(stream.set_nodelay(true));
-                    let service = service.clone();
-                    go!(
-                        move || if let Err(e) = each_connection_loop(&mut stream, service) {
-                            log_conn_end(&e);
-                            stream.shutdown(std::net::Shutdown::Both).ok();
-                        }
-                    );
+                    let stream = t_c!(stream);
+                    spawn_connection(stream, service.clone(), None, &limits, &live);
                 }
             }
         )

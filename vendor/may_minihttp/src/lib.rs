@@ -3,9 +3,11 @@ extern crate log;
 
 mod date;
 mod http_server;
+mod limits;
 mod request;
 mod response;
 
 pub use http_server::{HttpServer, HttpService, HttpServiceFactory};
+pub use limits::{Limits, Refusal};
 pub use request::{BodyReader, Request};
 pub use response::Response;

@@ -1,15 +1,12 @@
 use std::fmt;
 use std::io::{self, BufRead, Read};
 use std::mem::MaybeUninit;
-
-pub(crate) const MAX_HEADERS: usize = 16;
-/// Longest request head (request line and headers) accepted.
-pub(crate) const MAX_HEADER_BYTES: usize = 16 * 1024;
+use std::time::Instant;
 
 use bytes::{Buf, BufMut, BytesMut};
 use may::net::TcpStream;
 
-use crate::http_server::err;
+use crate::limits::{Limits, Refusal};
 
 pub struct BodyReader<'buf, 'stream> {
     // remaining bytes for body
@@ -20,13 +17,20 @@ pub struct BodyReader<'buf, 'stream> {
     total_read: usize,
     // used to read extra body bytes
     stream: &'stream mut TcpStream,
+    // the whole body must have arrived by then (a body dribbled byte by byte must not
+    // hold the connection forever)
+    deadline: Instant,
 }
 
 impl<'buf, 'stream> BodyReader<'buf, 'stream> {
     fn read_more_data(&mut self) -> io::Result<usize> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(io::ErrorKind::TimedOut, "request body timeout"));
+        }
         crate::http_server::reserve_buf(self.req_buf);
         let read_buf: &mut [u8] = unsafe { std::mem::transmute(self.req_buf.chunk_mut()) };
-        let n = self.stream.read(read_buf)?;
+        let n = crate::http_server::read_within(self.stream, read_buf, left)?;
         unsafe { self.req_buf.advance_mut(n) };
         Ok(n)
     }
@@ -96,19 +100,20 @@ pub struct Request<'buf, 'header, 'stream> {
     req: httparse::Request<'header, 'buf>,
     req_buf: &'buf mut BytesMut,
     stream: &'stream mut TcpStream,
+    body_deadline: Instant,
 }
 
 impl<'buf, 'header, 'stream> Request<'buf, 'header, 'stream> {
     pub fn method(&self) -> &str {
-        self.req.method.unwrap()
+        self.req.method.unwrap_or_default()
     }
 
     pub fn path(&self) -> &str {
-        self.req.path.unwrap()
+        self.req.path.unwrap_or_default()
     }
 
     pub fn version(&self) -> u8 {
-        self.req.version.unwrap()
+        self.req.version.unwrap_or_default()
     }
 
     pub fn headers(&self) -> &[httparse::Header<'_>] {
@@ -121,6 +126,25 @@ impl<'buf, 'header, 'stream> Request<'buf, 'header, 'stream> {
             total_read: 0,
             stream: self.stream,
             req_buf: self.req_buf,
+            deadline: self.body_deadline,
+        }
+    }
+
+    /// Whether the client ends the connection after this request (RFC 9112 §9.3:
+    /// `Connection: close`, or HTTP/1.0 without `keep-alive`).
+    pub fn wants_close(&self) -> bool {
+        let has = |token: &str| {
+            self.req.headers.iter().any(|h| {
+                h.name.eq_ignore_ascii_case("connection")
+                    && h.value
+                        .split(|b| *b == b',')
+                        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+            })
+        };
+        if self.version() == 0 {
+            !has("keep-alive")
+        } else {
+            has("close")
         }
     }
 
@@ -141,34 +165,80 @@ impl<'buf, 'header, 'stream> fmt::Debug for Request<'buf, 'header, 'stream> {
     }
 }
 
+/// Parse one request head from `req_buf`: `Ok(None)` while it is incomplete, `Err` for a
+/// head this server refuses (answered by the caller, then the connection is closed).
 pub fn decode<'header, 'buf, 'stream>(
-    headers: &'header mut [MaybeUninit<httparse::Header<'buf>>; MAX_HEADERS],
+    headers: &'header mut [MaybeUninit<httparse::Header<'buf>>],
     req_buf: &'buf mut BytesMut,
     stream: &'stream mut TcpStream,
-) -> io::Result<Option<Request<'buf, 'header, 'stream>>> {
+    limits: &Limits,
+) -> Result<Option<Request<'buf, 'header, 'stream>>, Refusal> {
     let mut req = httparse::Request::new(&mut []);
     // safety: don't hold the reference of req_buf
     // so we can transfer the mutable reference to Request
     let buf: &[u8] = unsafe { std::mem::transmute(req_buf.chunk()) };
-    let status = match req.parse_with_uninit_headers(buf, headers) {
-        Ok(s) => s,
+    let len = match req.parse_with_uninit_headers(buf, headers) {
+        Ok(httparse::Status::Complete(amt)) => amt,
+        Ok(httparse::Status::Partial) if buf.len() > limits.max_head_bytes => {
+            return Err(Refusal::HeadTooLarge)
+        }
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(Refusal::TooManyHeaders),
         Err(e) => {
-            let msg = format!("failed to parse http request: {e:?}");
-            debug!("{msg}");
-            return err(io::Error::new(io::ErrorKind::Other, msg));
+            debug!("failed to parse http request: {e:?}");
+            return Err(if bad_target(buf) { Refusal::BadTarget } else { Refusal::Malformed });
         }
     };
-
-    let len = match status {
-        httparse::Status::Complete(amt) => amt,
-        httparse::Status::Partial => return Ok(None),
-    };
+    if len > limits.max_head_bytes {
+        return Err(Refusal::HeadTooLarge);
+    }
+    // httparse lets UTF-8 through; a target is visible ASCII (RFC 3986 percent-encodes the rest).
+    if !req.path.is_some_and(|p| p.is_ascii()) {
+        return Err(Refusal::BadTarget);
+    }
+    check_framing(req.headers)?;
     req_buf.advance(len);
 
-    // println!("req: {:?}", std::str::from_utf8(req_buf).unwrap());
     Ok(Some(Request {
         req,
         req_buf,
         stream,
+        body_deadline: Instant::now() + limits.body_timeout,
     }))
+}
+
+/// RFC 9112 §6: a body is framed by one `Content-Length`. Chunked (or any transfer
+/// coding) is not implemented here, so it is refused rather than misread as the next
+/// request; several lengths must agree (identical duplicates are accepted as one).
+fn check_framing(headers: &[httparse::Header<'_>]) -> Result<(), Refusal> {
+    let mut length: Option<&[u8]> = None;
+    for h in headers {
+        if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            return Err(Refusal::TransferEncoding);
+        }
+        if h.name.eq_ignore_ascii_case("content-length") {
+            let v = h.value.trim_ascii();
+            match length {
+                Some(first) if first != v => return Err(Refusal::ConflictingLength),
+                _ => length = Some(v),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether an unparsable request line failed on its target: a byte outside visible
+/// ASCII between the method and the version (a space inside the target included).
+fn bad_target(buf: &[u8]) -> bool {
+    let line = buf.split(|b| *b == b'\n').next().unwrap_or(buf);
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let Some(sp) = line.iter().position(|b| *b == b' ') else {
+        return false;
+    };
+    let rest = &line[sp + 1..];
+    let target = rest
+        .strip_suffix(b" HTTP/1.1")
+        .or_else(|| rest.strip_suffix(b" HTTP/1.0"))
+        .unwrap_or(rest);
+    target.iter().any(|b| !(0x21..=0x7e).contains(b))
 }

@@ -1,8 +1,10 @@
 use std::io;
 
-use crate::request::MAX_HEADERS;
-
 use bytes::BytesMut;
+
+/// Response header fields a handler may add (beyond Date, Server, Content-Length).
+const MAX_HEADERS: usize = 16;
+
 pub struct Response<'a> {
     headers: [&'static str; MAX_HEADERS],
     headers_len: usize,
@@ -25,7 +27,7 @@ struct StatusMessage {
 
 impl<'a> Response<'a> {
     pub(crate) fn new(rsp_buf: &'a mut BytesMut) -> Response<'a> {
-        let headers: [&'static str; 16] = [""; 16];
+        let headers = [""; MAX_HEADERS];
 
         Response {
             headers,
@@ -60,8 +62,14 @@ impl<'a> Response<'a> {
 
     #[inline]
     pub fn header(&mut self, header: &'static str) -> &mut Self {
-        self.headers[self.headers_len] = header;
-        self.headers_len += 1;
+        // Past the fixed array the header is dropped (was a panic upstream).
+        match self.headers.get_mut(self.headers_len) {
+            Some(slot) => {
+                *slot = header;
+                self.headers_len += 1;
+            }
+            None => warn!("response header dropped, more than {MAX_HEADERS}: {header}"),
+        }
         self
     }
 
