@@ -62,7 +62,31 @@ pub struct Config {
     pub switch_poll_ms: i64,
     /// Order statuses kept for the `cache` status-reads mode.
     pub status_cache_max: i64,
+    /// Connections served at once; one more is answered 503 and closed.
+    pub max_connections: i64,
+    /// Responses buffered per connection: its further requests are not read or served
+    /// while more than this waits to be written (a client that does not read).
+    pub max_pending_output_bytes: i64,
+    /// Header fields per request (over: 431) and bytes per request head (over: 431).
+    pub max_headers: i64,
+    pub max_head_bytes: i64,
+    /// A request head must be complete this long after its first byte (408); a body
+    /// this long after its head (408); a keep-alive connection with no next request is
+    /// closed after `idle_timeout_ms`; a client taking none of its output for
+    /// `write_timeout_ms` is disconnected.
+    pub head_timeout_ms: i64,
+    pub body_timeout_ms: i64,
+    pub idle_timeout_ms: i64,
+    pub write_timeout_ms: i64,
+    /// Development only: start even with empty, default or short secrets (with a warning).
+    pub dev_insecure: bool,
 }
+
+/// The secrets the README shows; a gateway must not run with them.
+pub const DEFAULT_TICKET_SECRET: &str = "dev-ticket-secret-change-me";
+pub const DEFAULT_ADMIN_TOKEN: &str = "dev-admin-token-change-me";
+/// Shortest secret accepted (an HMAC-SHA256 key should carry 256 bits).
+pub const MIN_SECRET_BYTES: usize = 32;
 
 impl Default for Config {
     fn default() -> Self {
@@ -80,8 +104,8 @@ impl Default for Config {
             orders_topic: "orders".into(),
             kafka_timeout_ms: 5000,
             kafka_extra: String::new(),
-            ticket_secret: "dev-ticket-secret-change-me".into(),
-            admin_token: "dev-admin-token-change-me".into(),
+            ticket_secret: DEFAULT_TICKET_SECRET.into(),
+            admin_token: DEFAULT_ADMIN_TOKEN.into(),
             audit_log: ".run/gateway-audit.jsonl".into(),
             token_ttl_secs: 1800,
             max_body_bytes: 4096,
@@ -99,16 +123,149 @@ impl Default for Config {
             cluster: "main".into(),
             switch_poll_ms: 250,
             status_cache_max: 200_000,
+            max_connections: 10_000,
+            max_pending_output_bytes: 1024 * 1024,
+            max_headers: 64,
+            max_head_bytes: 16 * 1024,
+            head_timeout_ms: 10_000,
+            body_timeout_ms: 10_000,
+            idle_timeout_ms: 60_000,
+            write_timeout_ms: 10_000,
+            dev_insecure: false,
         }
     }
 }
 
 impl Config {
+    /// Why each secret is unfit for production (empty, the shipped default, or short).
+    pub fn weak_secrets(&self) -> Vec<String> {
+        [
+            ("ticket_secret", &self.ticket_secret, DEFAULT_TICKET_SECRET),
+            ("admin_token", &self.admin_token, DEFAULT_ADMIN_TOKEN),
+        ]
+        .into_iter()
+        .filter_map(|(key, value, shipped)| {
+            let why = if value.is_empty() {
+                "is empty"
+            } else if value == shipped {
+                "is the default printed in the README"
+            } else if value.len() < MIN_SECRET_BYTES {
+                "is shorter than 32 bytes"
+            } else {
+                return None;
+            };
+            Some(format!("{key} {why}"))
+        })
+        .collect()
+    }
+
+    /// Refuse weak secrets, unless `dev_insecure`: then they are returned, to be warned
+    /// about.
+    pub fn check_secrets(&self) -> Result<Vec<String>, String> {
+        let weak = self.weak_secrets();
+        if weak.is_empty() || self.dev_insecure {
+            return Ok(weak);
+        }
+        Err(format!(
+            "{}: set it (SECKILL_<KEY> or the config file) to at least {MIN_SECRET_BYTES} random bytes, \
+             or set dev_insecure (SECKILL_DEV_INSECURE=1) for development only",
+            weak.join("; ")
+        ))
+    }
+
+    /// The HTTP edge's bounds, for may_minihttp.
+    pub fn http_limits(&self) -> may_minihttp::Limits {
+        let n = |v: i64| v.max(1) as usize;
+        let ms = |v: i64| std::time::Duration::from_millis(v.max(1) as u64);
+        may_minihttp::Limits {
+            max_connections: n(self.max_connections),
+            max_headers: n(self.max_headers),
+            max_head_bytes: n(self.max_head_bytes),
+            max_pending_output: n(self.max_pending_output_bytes),
+            head_timeout: ms(self.head_timeout_ms),
+            body_timeout: ms(self.body_timeout_ms),
+            idle_timeout: ms(self.idle_timeout_ms),
+            write_timeout: ms(self.write_timeout_ms),
+        }
+    }
+
     pub fn spool_path(&self) -> std::path::PathBuf {
         if self.spool_dir.is_empty() {
             std::path::PathBuf::from(".run/spool").join(self.listen.replace([':', '/'], "_"))
         } else {
             std::path::PathBuf::from(&self.spool_dir)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strong() -> Config {
+        Config {
+            ticket_secret: "t".repeat(MIN_SECRET_BYTES),
+            admin_token: "a".repeat(MIN_SECRET_BYTES),
+            ..Config::default()
+        }
+    }
+
+    #[test]
+    fn weak_secrets_stop_the_start_naming_the_key() {
+        assert_eq!(strong().check_secrets(), Ok(vec![]));
+        let cases = [
+            (Config::default(), "ticket_secret is the default"),
+            (
+                Config {
+                    admin_token: String::new(),
+                    ..strong()
+                },
+                "admin_token is empty",
+            ),
+            (
+                Config {
+                    ticket_secret: "x".repeat(31),
+                    ..strong()
+                },
+                "ticket_secret is shorter than 32 bytes",
+            ),
+            (
+                Config {
+                    admin_token: DEFAULT_ADMIN_TOKEN.into(),
+                    ..strong()
+                },
+                "admin_token is the default",
+            ),
+        ];
+        for (cfg, why) in cases {
+            let err = cfg.check_secrets().unwrap_err();
+            assert!(err.contains(why), "{err}");
+            assert!(err.contains("SECKILL_DEV_INSECURE=1"), "{err}");
+        }
+        // Both defaults: both named.
+        let err = Config::default().check_secrets().unwrap_err();
+        assert!(
+            err.contains("ticket_secret") && err.contains("admin_token"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_development_flag_starts_with_weak_secrets_and_says_which() {
+        let cfg = Config {
+            dev_insecure: true,
+            ..Config::default()
+        };
+        let weak = cfg.check_secrets().unwrap();
+        assert_eq!(weak.len(), 2, "{weak:?}");
+    }
+
+    #[test]
+    fn the_flag_comes_from_the_environment_over_the_file_and_defaults() {
+        let env = |v: &str| vec![("SECKILL_DEV_INSECURE".to_string(), v.to_string())];
+        let cfg: Config = seckill_common::config::load_config_from(None, &env("1")).unwrap();
+        assert!(cfg.dev_insecure);
+        let cfg: Config = seckill_common::config::load_config_from(None, &[]).unwrap();
+        assert!(!cfg.dev_insecure);
     }
 }

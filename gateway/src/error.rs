@@ -2,6 +2,7 @@
 //! Retry-After — in one place.
 
 use crate::metrics::Limit;
+use may_minihttp::Refusal;
 use seckill_common::ticket::TicketError;
 use stock::StockError;
 
@@ -43,6 +44,23 @@ pub enum ApiError {
     StatusCacheMiss,
     #[error("the central switch store is unreachable: {0} (a local override still works: /admin/switches/local)")]
     SwitchStore(String),
+    /// Refused at the HTTP edge (framing, bounds, timeouts); the connection is closed.
+    #[error("{}", refusal_message(*.0))]
+    Refused(Refusal),
+}
+
+fn refusal_message(r: Refusal) -> &'static str {
+    match r {
+        Refusal::HeadTimeout => "the request head did not arrive in time",
+        Refusal::BodyTimeout => "the request body did not arrive in time",
+        Refusal::HeadTooLarge => "the request head is too large",
+        Refusal::TooManyHeaders => "the request has too many header fields",
+        Refusal::Malformed => "the request is not valid HTTP/1.1",
+        Refusal::BadTarget => "the request target has bytes outside visible ASCII",
+        Refusal::ConflictingLength => "Content-Length fields with different values",
+        Refusal::TransferEncoding => "Transfer-Encoding is not supported; send Content-Length",
+        Refusal::TooManyConnections => "too many open connections; retry later",
+    }
 }
 
 impl From<StockError> for ApiError {
@@ -68,6 +86,13 @@ impl ApiError {
             | ApiError::SinkUnavailable(_)
             | ApiError::Draining => 503,
             ApiError::StoreLost | ApiError::StatusCacheMiss | ApiError::SwitchStore(_) => 503,
+            ApiError::Refused(r) => match r {
+                Refusal::HeadTimeout | Refusal::BodyTimeout => 408,
+                Refusal::HeadTooLarge | Refusal::TooManyHeaders => 431,
+                Refusal::Malformed | Refusal::BadTarget | Refusal::ConflictingLength => 400,
+                Refusal::TransferEncoding => 501,
+                Refusal::TooManyConnections => 503,
+            },
             ApiError::Stock(e) => match e {
                 S::NoSale | S::NoOrder => 404,
                 S::SaleExists
@@ -108,6 +133,17 @@ impl ApiError {
             ApiError::StoreLost => "redis_data_lost",
             ApiError::StatusCacheMiss => "status_not_cached",
             ApiError::SwitchStore(_) => "switch_store_unreachable",
+            ApiError::Refused(r) => match r {
+                Refusal::HeadTimeout => "head_timeout",
+                Refusal::BodyTimeout => "body_timeout",
+                Refusal::HeadTooLarge => "head_too_large",
+                Refusal::TooManyHeaders => "too_many_headers",
+                Refusal::Malformed => "malformed_request",
+                Refusal::BadTarget => "bad_request_target",
+                Refusal::ConflictingLength => "conflicting_content_length",
+                Refusal::TransferEncoding => "transfer_encoding_unsupported",
+                Refusal::TooManyConnections => "too_many_connections",
+            },
             ApiError::Stock(e) => match e {
                 S::NoSale => "no_such_sale",
                 S::NoOrder => "no_such_order",
@@ -138,9 +174,10 @@ impl ApiError {
         }
     }
 
-    /// Refusals that leave an unread body on the connection end it.
+    /// Refusals that leave an unread body on the connection, and those of the HTTP
+    /// edge, end it.
     pub fn closes_connection(&self) -> bool {
-        matches!(self, ApiError::TooLarge(_))
+        matches!(self, ApiError::TooLarge(_) | ApiError::Refused(_))
             || matches!(self, ApiError::BadRequest(m) if m.contains("Content-Length"))
     }
 }
@@ -175,6 +212,38 @@ mod tests {
             (ApiError::TooLarge(10), 413, "body_too_large"),
             (ApiError::StoreLost, 503, "redis_data_lost"),
             (ApiError::StatusCacheMiss, 503, "status_not_cached"),
+            (ApiError::Refused(Refusal::HeadTimeout), 408, "head_timeout"),
+            (ApiError::Refused(Refusal::BodyTimeout), 408, "body_timeout"),
+            (
+                ApiError::Refused(Refusal::TooManyHeaders),
+                431,
+                "too_many_headers",
+            ),
+            (
+                ApiError::Refused(Refusal::HeadTooLarge),
+                431,
+                "head_too_large",
+            ),
+            (
+                ApiError::Refused(Refusal::BadTarget),
+                400,
+                "bad_request_target",
+            ),
+            (
+                ApiError::Refused(Refusal::ConflictingLength),
+                400,
+                "conflicting_content_length",
+            ),
+            (
+                ApiError::Refused(Refusal::TransferEncoding),
+                501,
+                "transfer_encoding_unsupported",
+            ),
+            (
+                ApiError::Refused(Refusal::TooManyConnections),
+                503,
+                "too_many_connections",
+            ),
         ];
         for (e, status, code) in cases {
             assert_eq!((e.status(), e.code()), (status, code), "{e}");
@@ -183,6 +252,15 @@ mod tests {
                 status == 429 || status == 503,
                 "{e}"
             );
+        }
+    }
+
+    #[test]
+    fn every_edge_refusal_closes_the_connection() {
+        for r in Refusal::ALL {
+            let e = ApiError::Refused(r);
+            assert!(e.closes_connection(), "{r:?}");
+            assert!(!e.to_string().is_empty());
         }
     }
 }

@@ -1,10 +1,11 @@
 //! The may_minihttp glue: one service per connection (it knows the peer's IP), body
-//! reading within the configured limit, and the reply type every handler returns.
+//! reading within the configured limit, the edge's bounds and refusals (see
+//! `Config::http_limits`), and the reply type every handler returns.
 
 use crate::app::App;
 use crate::error::ApiError;
 use crate::metrics::Route;
-use may_minihttp::{HttpService, HttpServiceFactory, Request, Response};
+use may_minihttp::{HttpService, HttpServiceFactory, Limits, Refusal, Request, Response};
 use serde::de::DeserializeOwned;
 use std::io::{self, Read};
 use std::net::{IpAddr, SocketAddr};
@@ -19,6 +20,8 @@ pub struct Reply {
     pub retry_after: Option<u64>,
     /// Hang up after answering (the request's body was not read).
     pub close: bool,
+    /// The `Allow` header of a 405.
+    pub allow: Option<&'static str>,
 }
 
 impl Reply {
@@ -29,6 +32,7 @@ impl Reply {
             content_type: "Content-Type: application/json",
             retry_after: None,
             close: false,
+            allow: None,
         }
     }
 
@@ -39,6 +43,7 @@ impl Reply {
             content_type: "Content-Type: text/plain; version=0.0.4",
             retry_after: None,
             close: false,
+            allow: None,
         }
     }
 }
@@ -77,23 +82,31 @@ pub struct Factory(pub Arc<App>);
 
 impl HttpServiceFactory for Factory {
     type Service = Conn;
-    fn new_service(&self, _id: usize) -> Conn {
-        Conn {
-            app: self.0.clone(),
-            peer: None,
-        }
+    fn new_service(&self, id: usize) -> Conn {
+        self.new_service_for_peer(id, None)
     }
     fn new_service_for_peer(&self, _id: usize, peer: Option<SocketAddr>) -> Conn {
+        self.0.metrics.connection(true);
         Conn {
             app: self.0.clone(),
             peer: peer.map(|p| p.ip()),
         }
     }
+    fn limits(&self) -> Limits {
+        self.0.cfg.http_limits()
+    }
 }
 
+/// One client connection (may_minihttp makes one per accepted socket).
 pub struct Conn {
     app: Arc<App>,
     peer: Option<IpAddr>,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.app.metrics.connection(false);
+    }
 }
 
 impl HttpService for Conn {
@@ -105,6 +118,12 @@ impl HttpService for Conn {
         write(rsp, reply);
         self.app.metrics.request(route, status, started.elapsed());
         Ok(())
+    }
+
+    fn refused(&mut self, why: Refusal, rsp: &mut Response) {
+        tracing::debug!(?why, peer = ?self.peer, "refused at the edge");
+        self.app.metrics.refused(why);
+        write(rsp, ApiError::Refused(why).into());
     }
 }
 
@@ -136,6 +155,10 @@ impl Conn {
                 let mut body = Vec::with_capacity(n);
                 match req.body().take(n as u64).read_to_end(&mut body) {
                     Ok(_) if body.len() == n => body,
+                    Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                        self.app.metrics.refused(Refusal::BodyTimeout);
+                        return (route, ApiError::Refused(Refusal::BodyTimeout).into());
+                    }
                     _ => {
                         return (
                             route,
@@ -153,12 +176,32 @@ impl Conn {
             peer: self.peer,
             body,
         };
-        let reply = match self.app.handle(route, &incoming) {
+        let mut reply = match self.app.handle(route, &incoming) {
             Ok(r) => r,
             Err(e) => e.into(),
         };
+        if reply.status == 405 {
+            reply.allow = allow(route, &path);
+        }
         (route, reply)
     }
+}
+
+/// The methods a route answers (RFC 9110 §15.5.6: a 405 lists them in `Allow`). Kept
+/// beside `App::handle`'s method checks; `allow_matches_the_routes` pins both.
+fn allow(route: Route, path: &str) -> Option<&'static str> {
+    Some(match route {
+        Route::Token | Route::Order | Route::Pay | Route::AdminSales => "Allow: POST",
+        Route::Sale | Route::OrderStatus | Route::Metrics | Route::Health | Route::Ready => {
+            "Allow: GET"
+        }
+        Route::AdminSwitches => match path.trim_end_matches('/') {
+            "/admin/switches" => "Allow: GET, POST",
+            "/admin/switches/local" => "Allow: GET, POST, DELETE",
+            _ => "Allow: GET",
+        },
+        Route::Other => return None,
+    })
 }
 
 fn write(rsp: &mut Response, reply: Reply) {
@@ -166,6 +209,9 @@ fn write(rsp: &mut Response, reply: Reply) {
     rsp.header(reply.content_type);
     if let Some(s) = reply.retry_after {
         rsp.header(retry_after(s));
+    }
+    if let Some(a) = reply.allow {
+        rsp.header(a);
     }
     if reply.close {
         rsp.close();
@@ -199,13 +245,53 @@ fn reason(status: u16) -> &'static str {
         401 => "Unauthorized",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        408 => "Request Timeout",
         409 => "Conflict",
         410 => "Gone",
         413 => "Payload Too Large",
         425 => "Too Early",
         429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
+        501 => "Not Implemented",
         503 => "Service Unavailable",
         _ => "Unknown",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allow_matches_the_routes() {
+        let cases = [
+            ("/v1/sales/s/tokens", Some("Allow: POST")),
+            ("/v1/sales/s/orders", Some("Allow: POST")),
+            ("/v1/orders/s-1/pay", Some("Allow: POST")),
+            ("/admin/sales", Some("Allow: POST")),
+            ("/admin/sales/s/pause", Some("Allow: POST")),
+            ("/v1/sales/s", Some("Allow: GET")),
+            ("/v1/orders/s-1", Some("Allow: GET")),
+            ("/metrics", Some("Allow: GET")),
+            ("/healthz", Some("Allow: GET")),
+            ("/readyz", Some("Allow: GET")),
+            ("/admin/switches", Some("Allow: GET, POST")),
+            ("/admin/switches/local", Some("Allow: GET, POST, DELETE")),
+            ("/admin/audit", Some("Allow: GET")),
+            ("/nowhere", None),
+        ];
+        for (path, want) in cases {
+            assert_eq!(allow(App::route_of(path), path), want, "{path}");
+        }
+    }
+
+    #[test]
+    fn edge_refusals_are_json_with_a_stable_code_and_close() {
+        let r: Reply = ApiError::Refused(Refusal::TooManyConnections).into();
+        assert_eq!((r.status, r.close, r.retry_after), (503, true, Some(1)));
+        let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(body["error"], "too_many_connections");
+        assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()));
     }
 }

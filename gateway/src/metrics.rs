@@ -1,8 +1,10 @@
 //! Prometheus text metrics with fixed label sets, so recording is a few atomic adds
 //! and memory is bounded (no label comes from a client).
 
+use crate::error::ApiError;
+use may_minihttp::Refusal;
 use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Routes as metric labels.
@@ -53,8 +55,8 @@ impl Route {
     }
 }
 
-const STATUSES: [u16; 17] = [
-    200, 201, 202, 400, 401, 404, 405, 409, 410, 413, 415, 425, 429, 431, 500, 503, 0,
+const STATUSES: [u16; 19] = [
+    200, 201, 202, 400, 401, 404, 405, 408, 409, 410, 413, 415, 425, 429, 431, 500, 501, 503, 0,
 ];
 
 /// Latency buckets, seconds.
@@ -137,6 +139,9 @@ pub struct Metrics {
     stock_released_on_sink_failure: AtomicU64,
     spooled: AtomicU64,
     spool_replayed: AtomicU64,
+    /// Refusals of the HTTP edge, by `Refusal` (in `Refusal::ALL` order).
+    refused: [AtomicU64; Refusal::ALL.len()],
+    connections: AtomicI64,
     /// Admitted token and order requests per sale (the first `MAX_SALES` sales seen; the
     /// rest count under `_other`): where a hot sale key shows.
     per_sale: std::sync::RwLock<std::collections::HashMap<String, AtomicU64>>,
@@ -225,6 +230,18 @@ impl Metrics {
 
     pub fn spool_replayed(&self, n: u64) {
         self.spool_replayed.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn refused(&self, why: Refusal) {
+        if let Some(i) = Refusal::ALL.iter().position(|r| *r == why) {
+            self.refused[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// A connection opened (`true`) or closed.
+    pub fn connection(&self, open: bool) {
+        self.connections
+            .fetch_add(if open { 1 } else { -1 }, Ordering::Relaxed);
     }
 
     pub fn sold_out_shed_total(&self) -> u64 {
@@ -339,6 +356,20 @@ impl Metrics {
             "Spooled orders replayed into Kafka.",
             self.spool_replayed.load(Ordering::Relaxed),
         );
+        out.push_str("# HELP seckill_http_refused_total Requests and connections refused at the HTTP edge (framing, bounds, timeouts), by reason.\n# TYPE seckill_http_refused_total counter\n");
+        for (i, r) in Refusal::ALL.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "seckill_http_refused_total{{reason=\"{}\"}} {}",
+                ApiError::Refused(*r).code(),
+                self.refused[i].load(Ordering::Relaxed)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP seckill_http_connections Open client connections (those being refused included).\n# TYPE seckill_http_connections gauge\nseckill_http_connections {}",
+            self.connections.load(Ordering::Relaxed)
+        );
     }
 }
 
@@ -371,5 +402,22 @@ mod tests {
         m.render(&mut s);
         assert!(s.contains("seckill_http_requests_total{route=\"order\",status=\"202\"} 2\n"));
         assert!(s.contains("seckill_http_requests_total{route=\"token\",status=\"other\"} 1\n"));
+    }
+
+    #[test]
+    fn edge_refusals_and_connections_are_exported() {
+        let m = Metrics::default();
+        m.refused(Refusal::TransferEncoding);
+        m.refused(Refusal::TransferEncoding);
+        m.connection(true);
+        m.connection(true);
+        m.connection(false);
+        let mut s = String::new();
+        m.render(&mut s);
+        assert!(
+            s.contains("seckill_http_refused_total{reason=\"transfer_encoding_unsupported\"} 2\n")
+        );
+        assert!(s.contains("seckill_http_refused_total{reason=\"head_timeout\"} 0\n"));
+        assert!(s.contains("seckill_http_connections 1\n"));
     }
 }

@@ -40,6 +40,13 @@ fn rates(c: &Config) -> Rates {
 
 /// Serve until SIGTERM/SIGINT, then drain and flush.
 pub fn run(cfg: Config) -> Result<(), StartError> {
+    // Before anything starts: a gateway with a guessable secret must not serve.
+    for weak in cfg.check_secrets().map_err(StartError::Config)? {
+        tracing::warn!(
+            "INSECURE: {weak}; starting only because dev_insecure (SECKILL_DEV_INSECURE) is set. \
+             Never run like this in production"
+        );
+    }
     let workers = if cfg.workers > 0 {
         cfg.workers as usize
     } else {
