@@ -4,9 +4,8 @@
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub const SECRET: &str = "test-ticket-secret";
@@ -19,13 +18,7 @@ pub fn now_ms() -> i64 {
         .as_millis() as i64
 }
 
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub use stackctl::process::free_port;
 
 pub fn unique(tag: &str) -> String {
     format!(
@@ -105,14 +98,14 @@ pub fn wait_port(port: u16, within: Duration) {
     }
 }
 
-/// A gateway process; killed on drop.
+/// A gateway process (stackctl's), killed on drop.
 pub struct Gateway {
     pub port: u16,
     pub topic: String,
     pub redis_url: String,
     pub brokers: String,
     pub audit: PathBuf,
-    child: Child,
+    proc: stackctl::process::Proc,
 }
 
 pub struct Options<'a> {
@@ -140,7 +133,7 @@ impl Gateway {
 
     pub fn start_with(o: Options) -> Gateway {
         let stack = stackctl::ensure_up();
-        let port = free_port();
+        let ctl = stackctl::Stack::from_env().expect("the local stack");
         let topic = unique("orders_t");
         seckill_common::kafka::create_topic(&stack.kafka_brokers, &topic, 2).expect("create topic");
         let dir = scratch("gw");
@@ -148,33 +141,30 @@ impl Gateway {
         let redis_url = o.redis_url.unwrap_or(stack.redis_url.clone());
         let wait_ready = o.brokers.is_none();
         let brokers = o.brokers.unwrap_or(stack.kafka_brokers.clone());
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_gateway"));
-        cmd.env("SECKILL_LISTEN", format!("127.0.0.1:{port}"))
-            .env("SECKILL_REDIS_URL", &redis_url)
-            .env("SECKILL_KAFKA_BROKERS", &brokers)
-            .env("SECKILL_ORDERS_TOPIC", &topic)
-            .env("SECKILL_TICKET_SECRET", SECRET)
-            .env("SECKILL_ADMIN_TOKEN", ADMIN)
-            .env("SECKILL_AUDIT_LOG", &audit)
-            .env("SECKILL_CLUSTER", &topic)
-            .env("SECKILL_SPOOL_DIR", dir.join("spool"))
-            .env("SECKILL_USER_RPS", "1000")
-            .env("SECKILL_USER_BURST", "1000")
-            .env("SECKILL_LOG", "warn")
-            .env("SECKILL_DEV_INSECURE", "1")
-            .stdout(Stdio::null());
-        for (k, v) in &o.env {
-            cmd.env(k, v);
-        }
-        let child = cmd.spawn().expect("start gateway");
-        wait_port(port, Duration::from_secs(10));
+        let mut env = vec![
+            ("SECKILL_REDIS_URL", redis_url.clone()),
+            ("SECKILL_KAFKA_BROKERS", brokers.clone()),
+            ("SECKILL_ORDERS_TOPIC", topic.clone()),
+            ("SECKILL_TICKET_SECRET", SECRET.to_string()),
+            ("SECKILL_ADMIN_TOKEN", ADMIN.to_string()),
+            ("SECKILL_AUDIT_LOG", audit.display().to_string()),
+            ("SECKILL_CLUSTER", topic.clone()),
+            ("SECKILL_SPOOL_DIR", dir.join("spool").display().to_string()),
+            ("SECKILL_USER_RPS", "1000".to_string()),
+            ("SECKILL_USER_BURST", "1000".to_string()),
+            ("SECKILL_LOG", "warn".to_string()),
+        ];
+        env.extend(o.env);
+        let proc = ctl
+            .gateway(std::path::Path::new(env!("CARGO_BIN_EXE_gateway")), &topic, &env)
+            .expect("start gateway");
         let gw = Gateway {
-            port,
+            port: proc.port,
             topic,
             redis_url,
             brokers,
             audit,
-            child,
+            proc,
         };
         if wait_ready {
             gw.wait_ready(Duration::from_secs(15));
@@ -194,19 +184,12 @@ impl Gateway {
         }
     }
 
-    pub fn pid(&self) -> u32 {
-        self.child.id()
+    pub fn pid(&self) -> i32 {
+        self.proc.pid()
     }
 
     pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
-        let end = Instant::now() + within;
-        while Instant::now() < end {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                return Some(s);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
+        self.proc.wait_exit(within)
     }
 
     pub fn request(
@@ -297,8 +280,7 @@ impl Gateway {
 
 impl Drop for Gateway {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.proc.kill9();
     }
 }
 

@@ -6,8 +6,6 @@
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use seckill_common::order::{OrderEvent, OrderMessage};
 use std::collections::HashSet;
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use stock::{SaleSpec, Stock};
 
@@ -26,13 +24,7 @@ pub fn unique(tag: &str) -> String {
     )
 }
 
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub use stackctl::process::free_port;
 
 /// Topics, group and database of one test.
 pub struct Lane {
@@ -62,28 +54,25 @@ impl Lane {
     }
 
     pub fn writer(&self, extra: &[(&str, &str)]) -> WriterProc {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_order-writer"));
-        cmd.env("SECKILL_DATABASE_URL", &self.database_url)
-            .env("SECKILL_KAFKA_BROKERS", &self.stack.kafka_brokers)
-            .env("SECKILL_REDIS_URL", &self.stack.redis_url)
-            .env("SECKILL_ORDERS_TOPIC", &self.topic)
-            .env("SECKILL_DLQ_TOPIC", &self.dlq)
-            .env("SECKILL_GROUP_ID", &self.group)
-            .env(
-                "SECKILL_METRICS_LISTEN",
-                format!("127.0.0.1:{}", free_port()),
-            )
-            .env("SECKILL_BATCH_MAX", "200")
-            .env(
+        let ctl = stackctl::Stack::from_env().expect("the local stack");
+        let mut env = vec![
+            ("SECKILL_DATABASE_URL", self.database_url.clone()),
+            ("SECKILL_KAFKA_BROKERS", self.stack.kafka_brokers.clone()),
+            ("SECKILL_REDIS_URL", self.stack.redis_url.clone()),
+            ("SECKILL_ORDERS_TOPIC", self.topic.clone()),
+            ("SECKILL_DLQ_TOPIC", self.dlq.clone()),
+            ("SECKILL_GROUP_ID", self.group.clone()),
+            ("SECKILL_BATCH_MAX", "200".to_string()),
+            (
                 "SECKILL_LOG",
                 std::env::var("SECKILL_TEST_WRITER_LOG").unwrap_or("warn".into()),
-            )
-            .stdout(Stdio::null());
-        for (k, v) in extra {
-            cmd.env(k, v);
-        }
+            ),
+        ];
+        env.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
+        let name = unique("writer");
+        let bin = std::path::Path::new(env!("CARGO_BIN_EXE_order-writer"));
         WriterProc {
-            child: cmd.spawn().expect("start order-writer"),
+            proc: ctl.writer(bin, &name, &env).expect("start order-writer"),
         }
     }
 
@@ -234,17 +223,16 @@ pub fn expect_exactly(ids: &HashSet<String>, msgs: &[OrderMessage]) {
 }
 
 pub struct WriterProc {
-    child: Child,
+    proc: stackctl::process::Proc,
 }
 
 impl WriterProc {
     /// SIGKILL: no shutdown code runs.
     pub fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.proc.kill9();
     }
-    pub fn pid(&self) -> u32 {
-        self.child.id()
+    pub fn pid(&self) -> i32 {
+        self.proc.pid()
     }
 }
 
