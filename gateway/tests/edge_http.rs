@@ -1,0 +1,279 @@
+//! The gateway's HTTP edge against hostile clients, on the real binary. Needs no Redis
+//! or Kafka: they point at closed ports, and everything here is answered before them.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const STRONG: &str = "0123456789abcdef0123456789abcdef-strong";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A gateway process, killed on drop.
+struct Gw {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Gw {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn command(env: &[(&str, &str)]) -> (Command, u16) {
+    let port = free_port();
+    let dir = std::env::temp_dir().join(format!("seckill-edge-{}-{port}", std::process::id()));
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_gateway"));
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("SECKILL_LISTEN", format!("127.0.0.1:{port}"))
+        .env(
+            "SECKILL_REDIS_URL",
+            format!("redis://127.0.0.1:{}", free_port()),
+        )
+        .env(
+            "SECKILL_KAFKA_BROKERS",
+            format!("127.0.0.1:{}", free_port()),
+        )
+        .env("SECKILL_AUDIT_LOG", dir.join("audit.jsonl"))
+        .env("SECKILL_SPOOL_DIR", dir.join("spool"))
+        .env("SECKILL_LOG", "warn,rdkafka=off,gateway::redis_pipe=off")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    (cmd, port)
+}
+
+fn start(env: &[(&str, &str)]) -> Gw {
+    let (mut cmd, port) = command(env);
+    let mut gw = Gw {
+        child: cmd.spawn().unwrap(),
+        port,
+    };
+    let end = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(gw.child.try_wait().unwrap().is_none(), "gateway exited");
+        assert!(Instant::now() < end, "gateway did not listen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    gw
+}
+
+fn connect(port: u16) -> TcpStream {
+    let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s
+}
+
+/// Send `bytes`; everything answered until the gateway closes.
+fn exchange(port: u16, bytes: &[u8]) -> String {
+    let mut s = connect(port);
+    let _ = s.write_all(bytes);
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).expect("answered, then closed");
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn status(answer: &str) -> u16 {
+    answer.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0)
+}
+
+fn json(answer: &str) -> serde_json::Value {
+    let body = &answer[answer.find("\r\n\r\n").map_or(0, |i| i + 4)..];
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {answer:?}"))
+}
+
+/// A refusal: status, `{"error": code, "message": …}`, `Connection: close`, closed.
+fn assert_refused(answer: &str, want: u16, code: &str) {
+    assert_eq!(status(answer), want, "{answer:?}");
+    assert!(answer.contains("\r\nConnection: close\r\n"), "{answer:?}");
+    let body = json(answer);
+    assert_eq!(body["error"], code, "{answer:?}");
+    assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()));
+}
+
+fn metrics(port: u16) -> String {
+    exchange(port, b"GET /metrics HTTP/1.1\r\nConnection: close\r\n\r\n")
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn weak_secrets_stop_the_start_naming_the_key() {
+    let cases: [(&[(&str, &str)], &str); 3] = [
+        (&[], "ticket_secret is the default"),
+        (
+            &[
+                ("SECKILL_TICKET_SECRET", STRONG),
+                ("SECKILL_ADMIN_TOKEN", ""),
+            ],
+            "admin_token is empty",
+        ),
+        (
+            &[
+                ("SECKILL_TICKET_SECRET", "short"),
+                ("SECKILL_ADMIN_TOKEN", STRONG),
+            ],
+            "ticket_secret is shorter than 32 bytes",
+        ),
+    ];
+    for (env, why) in cases {
+        let (mut cmd, port) = command(env);
+        let out = cmd.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "started with {env:?}");
+        assert!(stderr.contains(why), "{stderr}");
+        assert!(TcpStream::connect(("127.0.0.1", port)).is_err());
+    }
+    // The development flag starts it, loudly.
+    let mut gw = start(&[("SECKILL_DEV_INSECURE", "1")]);
+    let _ = gw.child.kill();
+    let mut stderr = String::new();
+    gw.child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(
+        stderr.contains("INSECURE: ticket_secret") && stderr.contains("INSECURE: admin_token"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn refusals_are_answered_in_json_counted_and_405_lists_the_methods() {
+    let gw = start(&[
+        ("SECKILL_TICKET_SECRET", STRONG),
+        ("SECKILL_ADMIN_TOKEN", STRONG),
+        ("SECKILL_HEAD_TIMEOUT_MS", "300"),
+        ("SECKILL_BODY_TIMEOUT_MS", "300"),
+    ]);
+    let port = gw.port;
+    let answer = exchange(port, b"POST /healthz HTTP/1.1\r\nConnection: close\r\n\r\n");
+    assert_eq!(status(&answer), 405);
+    assert!(answer.contains("\r\nAllow: GET\r\n"), "{answer:?}");
+    assert_eq!(json(&answer)["error"], "method_not_allowed");
+    let answer = exchange(
+        port,
+        b"GET /v1/sales/s1/orders HTTP/1.1\r\nConnection: close\r\n\r\n",
+    );
+    assert!(answer.contains("\r\nAllow: POST\r\n"), "{answer:?}");
+    let answer = exchange(
+        port,
+        format!("DELETE /admin/switches HTTP/1.1\r\nAuthorization: Bearer {STRONG}\r\nConnection: close\r\n\r\n").as_bytes(),
+    );
+    assert!(answer.contains("\r\nAllow: GET, POST\r\n"), "{answer:?}");
+
+    let te = b"POST /v1/sales/s1/orders HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n";
+    assert_refused(&exchange(port, te), 501, "transfer_encoding_unsupported");
+    let two =
+        b"POST /v1/sales/s1/orders HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 20\r\n\r\n{}";
+    assert_refused(&exchange(port, two), 400, "conflicting_content_length");
+    let headers: String = (0..64).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let many = format!("GET /healthz HTTP/1.1\r\nHost: g\r\n{headers}\r\n");
+    assert_refused(&exchange(port, many.as_bytes()), 431, "too_many_headers");
+    let fine = format!(
+        "GET /healthz HTTP/1.1\r\n{}Connection: close\r\n\r\n",
+        &headers[..headers.match_indices("\r\n").nth(62).unwrap().0 + 2]
+    );
+    assert_eq!(status(&exchange(port, fine.as_bytes())), 200, "64 fields");
+    assert_refused(
+        &exchange(port, "GET /v1/sales/café HTTP/1.1\r\n\r\n".as_bytes()),
+        400,
+        "bad_request_target",
+    );
+    assert_refused(
+        &exchange(port, b"GET /healthz HTTP/1.1\r\nHost: g\r\n"),
+        408,
+        "head_timeout",
+    );
+    assert_refused(
+        &exchange(
+            port,
+            b"POST /v1/sales/s1/orders HTTP/1.1\r\nContent-Length: 30\r\n\r\n{\"tok",
+        ),
+        408,
+        "body_timeout",
+    );
+
+    let m = metrics(port);
+    for (reason, n) in [
+        ("transfer_encoding_unsupported", 1),
+        ("conflicting_content_length", 1),
+        ("too_many_headers", 1),
+        ("bad_request_target", 1),
+        ("head_timeout", 1),
+        ("body_timeout", 1),
+        ("too_many_connections", 0),
+    ] {
+        let line = format!("seckill_http_refused_total{{reason=\"{reason}\"}} {n}\n");
+        assert!(m.contains(&line), "{line} in\n{m}");
+    }
+    assert!(m.contains("\nseckill_http_connections 1\n"), "{m}");
+}
+
+#[test]
+fn connections_over_the_cap_are_answered_503() {
+    let gw = start(&[
+        ("SECKILL_TICKET_SECRET", STRONG),
+        ("SECKILL_ADMIN_TOKEN", STRONG),
+        ("SECKILL_MAX_CONNECTIONS", "3"),
+    ]);
+    let open: Vec<TcpStream> = (0..3)
+        .map(|_| {
+            let mut s = connect(gw.port);
+            s.write_all(b"GET /healthz HTTP/1.1\r\n\r\n").unwrap();
+            let mut buf = [0u8; 1024];
+            assert!(s.read(&mut buf).unwrap() > 0);
+            s
+        })
+        .collect();
+    let answer = exchange(gw.port, b"GET /healthz HTTP/1.1\r\n\r\n");
+    assert_refused(&answer, 503, "too_many_connections");
+    assert!(answer.contains("\r\nRetry-After: 1\r\n"), "{answer:?}");
+    drop(open);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(metrics(gw.port)
+        .contains("seckill_http_refused_total{reason=\"too_many_connections\"} 1\n"));
+}
+
+/// The attack of issue 12: one connection pipelines 20,000 `GET /metrics` and reads
+/// nothing. It grew the gateway by 430 MB; now what it holds is capped.
+#[test]
+fn a_client_that_does_not_read_cannot_grow_the_gateway() {
+    let gw = start(&[
+        ("SECKILL_TICKET_SECRET", STRONG),
+        ("SECKILL_ADMIN_TOKEN", STRONG),
+    ]);
+    let pid = gw.child.id();
+    let before = rss_kib(pid);
+    let mut s = connect(gw.port);
+    s.set_write_timeout(Some(Duration::from_secs(3))).unwrap();
+    // The gateway stops reading this connection, so the write may not finish.
+    let _ = s.write_all(&b"GET /metrics HTTP/1.1\r\n\r\n".repeat(20_000));
+    std::thread::sleep(Duration::from_secs(2));
+    let grown = rss_kib(pid).saturating_sub(before);
+    assert!(grown < 64 * 1024, "RSS grew by {grown} KiB");
+    // Others are still served.
+    assert_eq!(status(&metrics(gw.port)), 200);
+    drop(s);
+}
