@@ -101,13 +101,18 @@ impl RedisPipe {
                 )))
             }
         };
-        let db = info.redis_settings().db();
+        let settings = info.redis_settings();
+        let hello = Arc::new(Handshake {
+            username: settings.username().map(str::to_string),
+            password: settings.password().map(str::to_string),
+            db: settings.db(),
+        });
         let slots = (0..connections.max(1))
             .map(|_| {
                 let (tx, rx) = mpsc::channel::<Job>();
                 let depth = Arc::new(AtomicUsize::new(0));
-                let (host, m) = (host.clone(), metrics.clone());
-                may::go!(move || connection_loop(&host, port, db, timeout, rx, m));
+                let (host, m, hello) = (host.clone(), metrics.clone(), hello.clone());
+                may::go!(move || connection_loop(&host, port, &hello, timeout, rx, m));
                 Slot { queue: tx, depth }
             })
             .collect();
@@ -183,19 +188,44 @@ impl stock::Exec for RedisPipe {
     }
 }
 
+/// What a new connection says before serving: AUTH (from the URL's user and password)
+/// and SELECT (its database).
+struct Handshake {
+    username: Option<String>,
+    password: Option<String>,
+    db: i64,
+}
+
+impl Handshake {
+    fn commands(&self) -> Vec<redis::Cmd> {
+        let mut cmds = Vec::new();
+        if let Some(pw) = &self.password {
+            let mut auth = redis::cmd("AUTH");
+            if let Some(user) = &self.username {
+                auth.arg(user);
+            }
+            cmds.push(auth.arg(pw).clone());
+        }
+        if self.db != 0 {
+            cmds.push(redis::cmd("SELECT").arg(self.db).clone());
+        }
+        cmds
+    }
+}
+
 /// Connect, run the writer here and the reader in its own coroutine; on any failure
 /// fail what is pending and reconnect with capped backoff.
 fn connection_loop(
     host: &str,
     port: u16,
-    db: i64,
+    hello: &Handshake,
     timeout: Duration,
     rx: mpsc::Receiver<Job>,
     metrics: Arc<Metrics>,
 ) {
     let mut backoff = Duration::from_millis(50);
     loop {
-        match connect(host, port, db, timeout) {
+        match connect(host, port, hello, timeout) {
             Ok(stream) => {
                 backoff = Duration::from_millis(50);
                 metrics.redis_connected(true);
@@ -205,7 +235,7 @@ fn connection_loop(
                 metrics.redis_connected(false);
             }
             Err(e) => {
-                tracing::debug!(error = %e, "redis connect failed");
+                tracing::warn!(error = %e, "redis connect failed");
                 // Nobody is writing: fail the waiting callers now instead of at their timeout.
                 while let Ok(job) = rx.try_recv() {
                     job.reply
@@ -218,23 +248,48 @@ fn connection_loop(
     }
 }
 
+/// The first address of `host`: an IP literal at once; a name is resolved on a plain
+/// thread (the system resolver blocks, and must never block a may worker), waited for
+/// at most `timeout`.
+fn resolve(host: &str, port: u16, timeout: Duration) -> std::io::Result<SocketAddr> {
+    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+        return Ok(SocketAddr::new(ip, port));
+    }
+    let (tx, rx) = may::sync::mpsc::channel();
+    let name = host.to_string();
+    std::thread::Builder::new()
+        .name("redis-dns".into())
+        .spawn(move || {
+            let _ = tx.send((name.as_str(), port).to_socket_addrs().map(|mut a| a.next()));
+        })?;
+    match rx.recv_timeout(timeout.max(Duration::from_secs(1))) {
+        Ok(Ok(Some(addr))) => Ok(addr),
+        Ok(Ok(None)) => Err(std::io::Error::new(std::io::ErrorKind::NotFound, format!("{host}: no address"))),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, format!("resolving {host} took too long"))),
+    }
+}
+
 fn connect(
     host: &str,
     port: u16,
-    db: i64,
+    hello: &Handshake,
     timeout: Duration,
 ) -> std::io::Result<may::net::TcpStream> {
-    let addr: SocketAddr = (host, port)
-        .to_socket_addrs()?
-        .next()
-        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "no address"))?;
+    let addr = resolve(host, port, timeout)?;
     let mut s = may::net::TcpStream::connect_timeout(&addr, timeout)?;
     s.set_nodelay(true)?;
-    if db != 0 {
-        s.write_all(&redis::cmd("SELECT").arg(db).get_packed_command())?;
-        let mut p = redis::Parser::new();
+    let cmds = hello.commands();
+    if !cmds.is_empty() {
         s.set_read_timeout(Some(timeout))?;
-        p.parse_value(&mut s).map_err(std::io::Error::other)?;
+        let mut p = redis::Parser::new();
+        for cmd in cmds {
+            s.write_all(&cmd.get_packed_command())?;
+            // A refused AUTH or SELECT is an error reply: fail the connection with it.
+            if let Value::ServerError(e) = p.parse_value(&mut s).map_err(std::io::Error::other)? {
+                return Err(std::io::Error::other(format!("redis refused the handshake: {e:?}")));
+            }
+        }
         s.set_read_timeout(None)?;
     }
     Ok(s)

@@ -680,3 +680,39 @@ fn with_the_switch_store_down_the_last_values_stay_and_a_local_override_works() 
         "back to the central value"
     );
 }
+
+#[test]
+fn the_password_in_the_redis_url_is_used_and_a_wrong_one_keeps_the_gateway_unready() {
+    let redis = PrivateRedis::start();
+    let mut c = redis::Client::open(redis.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("requirepass")
+        .arg("s3cret-pw")
+        .query::<()>(&mut c)
+        .unwrap();
+    let good = Gateway::start_with(Options {
+        redis_url: Some(format!("redis://:s3cret-pw@127.0.0.1:{}", redis.port)),
+        ..Default::default()
+    });
+    let sale = good.open_sale("auth", 5);
+    let t = good.token(&sale, 1);
+    assert_eq!(t.status, 201, "{}", t.body);
+    let o = good.order(&sale, 1, t.json()["token"].as_str().unwrap());
+    assert_eq!(o.status, 202, "{}", o.body);
+
+    let stack = stackctl::ensure_up();
+    let bad = Gateway::start_with(Options {
+        redis_url: Some(format!("redis://:wrong@127.0.0.1:{}", redis.port)),
+        // Given explicitly: do not wait for readiness, which must never come.
+        brokers: Some(stack.kafka_brokers),
+        ..Default::default()
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(bad.get("/readyz", None).status, 503);
+    let r = bad.token(&sale, 2);
+    assert_eq!((r.status, r.code().as_str()), (503, "redis_unavailable"), "{}", r.body);
+}
