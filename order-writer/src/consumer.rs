@@ -1,9 +1,13 @@
-//! The consume → write → commit loop.
+//! The consume → write → commit loop, in two stages.
 //!
-//! A batch is bounded by `batch_max` messages and `batch_wait_ms`. It is written in one
+//! A fetch thread polls a batch (bounded by `batch_max` messages and `batch_wait_ms`),
+//! parses it and hands it over a channel of capacity one, then fills the next batch while
+//! the database writes the previous one. The writing thread writes each batch in one
 //! transaction; only after the database commit (and after any dead letters are
-//! acknowledged by the broker) are the batch's offsets committed. A crash anywhere
-//! before that replays the batch, and `ON CONFLICT (order_id) DO NOTHING` makes the
+//! acknowledged by the broker) are that batch's offsets committed. Batches are written
+//! and committed in the order they were polled, so a committed offset never covers an
+//! unwritten row. A crash anywhere before the offset commit replays the batch (and the
+//! at most two polled behind it), and `ON CONFLICT (order_id) DO NOTHING` makes the
 //! replay harmless: each order ends in PostgreSQL exactly once.
 
 use crate::config::Config;
@@ -17,6 +21,7 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use seckill_common::order::OrderMessage;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -26,6 +31,35 @@ struct Record {
     offset: i64,
     payload: Vec<u8>,
     key: Option<Vec<u8>>,
+}
+
+/// A polled batch, parsed by the fetch thread: the orders to write (with their index in
+/// `records`) and the messages that go to the dead-letter topic, with the reason.
+struct Batch {
+    records: Vec<Record>,
+    good: Vec<(usize, OrderMessage)>,
+    dead: Vec<(usize, String)>,
+}
+
+impl Batch {
+    fn parse(records: Vec<Record>) -> Batch {
+        let mut good = Vec::with_capacity(records.len());
+        let mut dead = Vec::new();
+        for (i, r) in records.iter().enumerate() {
+            match serde_json::from_slice::<OrderMessage>(&r.payload) {
+                Ok(m) => match m.validate() {
+                    Ok(()) => good.push((i, m)),
+                    Err(reason) => dead.push((i, reason.into())),
+                },
+                Err(e) => dead.push((i, format!("not an order message: {e}"))),
+            }
+        }
+        Batch {
+            records,
+            good,
+            dead,
+        }
+    }
 }
 
 /// The broker list and `kafka_extra`, shared by every client the writer makes.
@@ -91,10 +125,28 @@ impl Writer {
         })
     }
 
-    /// Run until `stop` is set; the current batch is finished first.
+    /// Run until `stop` is set; the batch being written is finished first (a batch
+    /// polled but not yet written is dropped uncommitted and replays).
     pub fn run(&self, stop: &AtomicBool) -> Result<(), WriterError> {
         let mut db = self.connect_with_retry(stop)?;
         db::migrate(&mut db)?;
+        // Capacity one: one batch waiting while one is written and the next is filled.
+        let (tx, rx) = sync_channel::<Batch>(1);
+        std::thread::scope(|s| {
+            let fetch = std::thread::Builder::new()
+                .name("fetch".into())
+                .spawn_scoped(s, || self.fetch(tx, stop))?;
+            // Returning drops `rx`, which ends the fetch thread at its next hand-over.
+            let written = self.write_loop(&mut db, rx, stop);
+            let fetched = fetch.join().unwrap_or_else(|_| {
+                Err(WriterError::Config("the fetch thread panicked".into()))
+            });
+            written.and(fetched)
+        })
+    }
+
+    /// The fetch stage: poll, parse, hand over; until `stop` or the writer is gone.
+    fn fetch(&self, tx: SyncSender<Batch>, stop: &AtomicBool) -> Result<(), WriterError> {
         let mut counted = Instant::now() - Duration::from_secs(10);
         while !stop.load(Ordering::Relaxed) {
             if counted.elapsed() >= Duration::from_secs(1) {
@@ -103,12 +155,33 @@ impl Writer {
                     self.metrics.set_assigned(a.count() as i64);
                 }
             }
-            let batch = self.poll_batch()?;
-            if batch.is_empty() {
+            let records = self.poll_batch();
+            if records.is_empty() {
                 continue;
             }
-            self.write(&mut db, &batch, stop)?;
-            self.commit(&batch);
+            if tx.send(Batch::parse(records)).is_err() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// The write stage: each batch in one transaction, then its offsets.
+    fn write_loop(
+        &self,
+        db: &mut postgres::Client,
+        rx: Receiver<Batch>,
+        stop: &AtomicBool,
+    ) -> Result<(), WriterError> {
+        while !stop.load(Ordering::Relaxed) {
+            match rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(batch) => {
+                    self.write(db, &batch, stop)?;
+                    self.commit(&batch.records);
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
         }
         Ok(())
     }
@@ -131,7 +204,7 @@ impl Writer {
         }
     }
 
-    fn poll_batch(&self) -> Result<Vec<Record>, WriterError> {
+    fn poll_batch(&self) -> Vec<Record> {
         let max = self.cfg.batch_max.max(1) as usize;
         let deadline = Instant::now() + Duration::from_millis(self.cfg.batch_wait_ms.max(1) as u64);
         let mut batch = Vec::new();
@@ -154,7 +227,7 @@ impl Writer {
                 None => break,
             }
         }
-        Ok(batch)
+        batch
     }
 
     /// Write one batch; never returns until it is written (or `stop` while retrying a
@@ -162,27 +235,18 @@ impl Writer {
     fn write(
         &self,
         db: &mut postgres::Client,
-        batch: &[Record],
+        batch: &Batch,
         stop: &AtomicBool,
     ) -> Result<(), WriterError> {
-        let mut good: Vec<(usize, OrderMessage)> = Vec::with_capacity(batch.len());
-        let mut dead: Vec<(usize, String)> = Vec::new();
-        for (i, r) in batch.iter().enumerate() {
-            match serde_json::from_slice::<OrderMessage>(&r.payload) {
-                Ok(m) => match m.validate() {
-                    Ok(()) => good.push((i, m)),
-                    Err(reason) => dead.push((i, reason.into())),
-                },
-                Err(e) => dead.push((i, format!("not an order message: {e}"))),
-            }
-        }
+        let (good, mut dead) = (&batch.good, batch.dead.clone());
         let started = Instant::now();
         let mut backoff = Duration::from_millis(100);
         'retry: loop {
             let refs: Vec<&OrderMessage> = good.iter().map(|(_, m)| m).collect();
             let failure = match db::write_batch(db, &refs) {
                 Ok(inserted) => {
-                    self.metrics.batch(batch.len(), inserted, started.elapsed());
+                    self.metrics
+                        .batch(batch.records.len(), inserted, started.elapsed());
                     break;
                 }
                 Err(e) if db::is_data_error(&e) => {
@@ -191,7 +255,7 @@ impl Writer {
                     tracing::warn!(error = %e, "batch refused by a constraint; isolating the bad rows");
                     let mut refused = Vec::new();
                     let mut inserted = 0;
-                    for (i, m) in &good {
+                    for (i, m) in good {
                         match db::write_batch(db, &[m]) {
                             Ok(n) => inserted += n,
                             Err(e) if db::is_data_error(&e) => refused.push((
@@ -209,7 +273,8 @@ impl Writer {
                             }
                         }
                     }
-                    self.metrics.batch(batch.len(), inserted, started.elapsed());
+                    self.metrics
+                        .batch(batch.records.len(), inserted, started.elapsed());
                     dead.extend(refused);
                     break;
                 }
@@ -217,8 +282,9 @@ impl Writer {
             };
             self.backoff(failure, db, stop, &mut backoff)?;
         }
+        dead.sort_by_key(|(i, _)| *i);
         for (i, reason) in dead {
-            self.dead_letter(&batch[i], &reason)?;
+            self.dead_letter(&batch.records[i], &reason)?;
         }
         Ok(())
     }

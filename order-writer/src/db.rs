@@ -1,10 +1,13 @@
-//! PostgreSQL: embedded migrations, the one-statement batch write, and the
+//! PostgreSQL: embedded migrations, the one-transaction batch write, and the
 //! payment-window queries. Only this crate writes orders.
 
 use crate::WriterError;
-use postgres::{Client, NoTls};
+use postgres::binary_copy::BinaryCopyInWriter;
+use postgres::types::Type;
+use postgres::{Client, NoTls, Transaction};
 use seckill_common::order::{OrderEvent, OrderMessage};
-use std::time::Duration;
+use std::collections::BTreeSet;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Versioned migrations, applied in order, each once.
 const MIGRATIONS: &[(i32, &str)] = &[
@@ -49,19 +52,46 @@ pub fn migrate(db: &mut Client) -> Result<(), WriterError> {
     Ok(())
 }
 
+/// How the reserved orders of a batch go in.
+#[derive(Clone, Copy)]
+enum Insert {
+    /// Binary `COPY` straight into `orders`: the fast path, for rows not written yet.
+    Copy,
+    /// `INSERT … SELECT FROM UNNEST … ON CONFLICT (order_id) DO NOTHING`: for a batch
+    /// `COPY` refused (a replay, or a row the schema refuses).
+    Upsert,
+}
+
 /// Write a batch in one transaction: sale definitions first (an upsert: the first
-/// definition wins), then reserved orders with one `INSERT … SELECT FROM UNNEST … ON
-/// CONFLICT (order_id) DO NOTHING` (redelivery is harmless), then paid events with one
-/// `UPDATE`. Returns order rows inserted.
+/// definition wins), then reserved orders, then paid events with one `UPDATE`. The
+/// orders go in by binary `COPY`; if the database refuses that (a row already written,
+/// as on a replay after a crash, or a row violating the schema), the whole transaction is
+/// rolled back and redone with `INSERT … ON CONFLICT (order_id) DO NOTHING`, which makes
+/// a replay a no-op and reports a bad row as before. Returns order rows inserted.
 pub fn write_batch(db: &mut Client, batch: &[&OrderMessage]) -> Result<u64, postgres::Error> {
-    let reserved: Vec<&&OrderMessage> = batch
+    match write_batch_with(db, batch, Insert::Copy) {
+        Err(e) if is_data_error(&e) => {
+            tracing::debug!(error = %e, "COPY refused; writing the batch with ON CONFLICT");
+            write_batch_with(db, batch, Insert::Upsert)
+        }
+        done => done,
+    }
+}
+
+fn write_batch_with(
+    db: &mut Client,
+    batch: &[&OrderMessage],
+    how: Insert,
+) -> Result<u64, postgres::Error> {
+    let reserved: Vec<&OrderMessage> = batch
         .iter()
+        .copied()
         .filter(|m| m.event == OrderEvent::Reserved)
         .collect();
-    let paid: Vec<String> = batch
+    let paid: Vec<&str> = batch
         .iter()
         .filter(|m| m.event == OrderEvent::Paid)
-        .map(|m| m.order_id.clone())
+        .map(|m| m.order_id.as_str())
         .collect();
     let mut tx = db.transaction()?;
     for m in batch.iter().filter(|m| m.event == OrderEvent::Opened) {
@@ -76,26 +106,81 @@ pub fn write_batch(db: &mut Client, batch: &[&OrderMessage]) -> Result<u64, post
     }
     let mut inserted = 0;
     if !reserved.is_empty() {
-        let ids: Vec<&str> = reserved.iter().map(|m| m.order_id.as_str()).collect();
-        let sales: Vec<&str> = reserved.iter().map(|m| m.sale.as_str()).collect();
-        let users: Vec<i64> = reserved.iter().map(|m| m.user as i64).collect();
-        let units: Vec<i32> = reserved.iter().map(|m| m.units as i32).collect();
-        let limits: Vec<i32> = reserved.iter().map(|m| m.per_user_limit as i32).collect();
-        let at: Vec<i64> = reserved.iter().map(|m| m.at_ms).collect();
-        tx.execute("INSERT INTO sales (sale) SELECT DISTINCT s FROM UNNEST($1::text[]) AS s ON CONFLICT DO NOTHING", &[&sales])?;
-        inserted = tx.execute(
-            "INSERT INTO orders (order_id, sale, user_id, units, per_user_limit, status, accepted_at)
-             SELECT o, s, u, n, l, 'reserved', to_timestamp(a / 1000.0)
-             FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::int4[], $5::int4[], $6::int8[]) AS t(o, s, u, n, l, a)
-             ON CONFLICT (order_id) DO NOTHING",
-            &[&ids, &sales, &users, &units, &limits, &at],
+        // Sorted: concurrent writers take the sales rows in one order.
+        let sales: Vec<&str> = reserved
+            .iter()
+            .map(|m| m.sale.as_str())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        tx.execute(
+            "INSERT INTO sales (sale) SELECT s FROM UNNEST($1::text[]) AS s ON CONFLICT DO NOTHING",
+            &[&sales],
         )?;
+        inserted = match how {
+            Insert::Copy => copy_orders(&mut tx, &reserved)?,
+            Insert::Upsert => upsert_orders(&mut tx, &reserved)?,
+        };
     }
     if !paid.is_empty() {
         tx.execute("UPDATE orders SET status = 'paid', paid_at = now() WHERE order_id = ANY($1) AND status = 'reserved'", &[&paid])?;
     }
     tx.commit()?;
     Ok(inserted)
+}
+
+/// The gateway's clock of an event as a timestamp.
+fn at(ms: i64) -> SystemTime {
+    let d = Duration::from_millis(ms.unsigned_abs());
+    if ms >= 0 {
+        UNIX_EPOCH + d
+    } else {
+        UNIX_EPOCH - d
+    }
+}
+
+fn copy_orders(tx: &mut Transaction, orders: &[&OrderMessage]) -> Result<u64, postgres::Error> {
+    let sink = tx.copy_in(
+        "COPY orders (order_id, sale, user_id, units, per_user_limit, status, accepted_at) FROM STDIN (FORMAT binary)",
+    )?;
+    let types = [
+        Type::TEXT,
+        Type::TEXT,
+        Type::INT8,
+        Type::INT4,
+        Type::INT4,
+        Type::TEXT,
+        Type::TIMESTAMPTZ,
+    ];
+    let mut w = BinaryCopyInWriter::new(sink, &types);
+    for m in orders {
+        w.write(&[
+            &m.order_id,
+            &m.sale,
+            &(m.user as i64),
+            &(m.units as i32),
+            &(m.per_user_limit as i32),
+            &"reserved",
+            &at(m.at_ms),
+        ])?;
+    }
+    w.finish()
+}
+
+fn upsert_orders(tx: &mut Transaction, orders: &[&OrderMessage]) -> Result<u64, postgres::Error> {
+    let ids: Vec<&str> = orders.iter().map(|m| m.order_id.as_str()).collect();
+    let sales: Vec<&str> = orders.iter().map(|m| m.sale.as_str()).collect();
+    let users: Vec<i64> = orders.iter().map(|m| m.user as i64).collect();
+    let units: Vec<i32> = orders.iter().map(|m| m.units as i32).collect();
+    let limits: Vec<i32> = orders.iter().map(|m| m.per_user_limit as i32).collect();
+    let at: Vec<SystemTime> = orders.iter().map(|m| at(m.at_ms)).collect();
+    tx.execute(
+        "INSERT INTO orders (order_id, sale, user_id, units, per_user_limit, status, accepted_at)
+         SELECT o, s, u, n, l, 'reserved', a
+         FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::int4[], $5::int4[], $6::timestamptz[]) AS t(o, s, u, n, l, a)
+         ON CONFLICT (order_id) DO NOTHING",
+        &[&ids, &sales, &users, &units, &limits, &at],
+    )
 }
 
 /// A failure caused by the rows themselves (constraint or data errors), as opposed to
