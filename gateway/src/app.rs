@@ -73,6 +73,33 @@ fn one() -> i64 {
     1
 }
 
+/// A switches body as `openapi.json` declares it: known switches only, none null (leave
+/// a switch out to keep it), `rates` with exactly its six fields, values in range.
+fn switch_body(req: &Incoming) -> Result<SwitchValues, ApiError> {
+    let raw: serde_json::Value = req.json()?;
+    let bad = |m: String| Err(ApiError::BadRequest(m));
+    if let Some((k, _)) = raw.as_object().into_iter().flatten().find(|(_, v)| v.is_null()) {
+        return bad(format!("switch {k:?} is null: leave it out to keep its value"));
+    }
+    const RATES: [&str; 6] = [
+        "global_rps",
+        "global_burst",
+        "user_rps",
+        "user_burst",
+        "ip_rps",
+        "ip_burst",
+    ];
+    if let Some(r) = raw.get("rates").and_then(|r| r.as_object()) {
+        if let Some(k) = r.keys().find(|k| !RATES.contains(&k.as_str())) {
+            return bad(format!("rates has no field {k:?}: expected {RATES:?}"));
+        }
+    }
+    let v: SwitchValues = serde_json::from_value(raw)
+        .map_err(|e| ApiError::BadRequest(format!("body is not the expected JSON: {e}")))?;
+    v.validate().map_err(ApiError::BadRequest)?;
+    Ok(v)
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PauseSale {
@@ -304,6 +331,11 @@ impl App {
     fn order(&self, sale: &str, req: &Incoming) -> Result<Reply, ApiError> {
         let user = self.admit(sale, req)?;
         let body: OrderBody = req.json()?;
+        let mode = self.switches.order_sink();
+        // Sink `kafka` with no broker: refuse before reserving anything.
+        self.sink
+            .accepting(mode)
+            .map_err(|e| ApiError::SinkUnavailable(e.to_string()))?;
         let mut stock = self.stock();
         let p = match stock.purchase(sale, user, &body.token) {
             Ok(p) => p,
@@ -325,11 +357,17 @@ impl App {
             at_ms: now_ms(),
             definition: None,
         };
-        let via = match self.sink.send(&msg, self.switches.order_sink()) {
+        let via = match self.sink.send(&msg, mode) {
             Ok(via) => via,
+            Err(e @ crate::order_sink::SinkError::Timeout) => {
+                // Outcome unknown (the spool's disk hung): keep the reservation, whose
+                // order may yet land; the writer's sweep returns the unit if it does not.
+                tracing::error!(order = %p.order_id, error = %e, "order hand-off outcome unknown; reservation kept");
+                return Err(ApiError::SinkUnavailable(e.to_string()));
+            }
             Err(e) => {
-                // Not acknowledged: give the unit back so it can sell again.
-                tracing::error!(order = %p.order_id, error = %e, "order not delivered to the broker; releasing its reservation");
+                // Certainly not stored anywhere: give the unit back so it can sell again.
+                tracing::error!(order = %p.order_id, error = %e, "order not stored; releasing its reservation");
                 match stock.settle(&p.order_id, Settlement::Released) {
                     Ok(_) => self.metrics.released_on_sink_failure(),
                     Err(re) => {
@@ -394,10 +432,11 @@ impl App {
     }
 
     fn order_status(&self, order_id: &str, req: &Incoming) -> Result<Reply, ApiError> {
+        // The ticket first: without one the answer is 401 whatever the switch says.
+        let user = self.user(req)?;
         match self.switches.status_reads() {
             StatusReads::Off => Err(ApiError::StatusReadsOff),
             StatusReads::Cache => {
-                let user = self.user(req)?;
                 let hit = self
                     .status_cache
                     .lock()
@@ -541,8 +580,7 @@ impl App {
     /// Write switches centrally, with their audit entry, in one transaction; this
     /// instance takes them at once, the others on their next poll.
     fn set_switches(&self, req: &Incoming) -> Result<Reply, ApiError> {
-        let v: SwitchValues = req.json()?;
-        v.validate().map_err(ApiError::BadRequest)?;
+        let v = switch_body(req)?;
         let fields = v.fields();
         if fields.is_empty() {
             return Err(ApiError::BadRequest(format!(
@@ -569,8 +607,7 @@ impl App {
     /// This instance only, whatever the store says (and while it is unreachable).
     fn set_local(&self, req: &Incoming, set: bool) -> Result<Reply, ApiError> {
         if set {
-            let v: SwitchValues = req.json()?;
-            v.validate().map_err(ApiError::BadRequest)?;
+            let v = switch_body(req)?;
             self.switches
                 .set_local(Some(&v), &self.limits, &self.breaker);
             self.audit(req, "set_local_override", json!(v));

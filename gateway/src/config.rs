@@ -80,6 +80,9 @@ pub struct Config {
     pub write_timeout_ms: i64,
     /// Development only: start even with empty, default or short secrets (with a warning).
     pub dev_insecure: bool,
+    /// Several gateway processes on one address (`SO_REUSEPORT`). Off: a gateway started
+    /// on an address in use refuses to start.
+    pub share_port: bool,
 }
 
 /// The secrets the README shows; a gateway must not run with them.
@@ -132,6 +135,7 @@ impl Default for Config {
             idle_timeout_ms: 60_000,
             write_timeout_ms: 10_000,
             dev_insecure: false,
+            share_port: false,
         }
     }
 }
@@ -178,6 +182,7 @@ impl Config {
         let n = |v: i64| v.max(1) as usize;
         let ms = |v: i64| std::time::Duration::from_millis(v.max(1) as u64);
         may_minihttp::Limits {
+            share_port: self.share_port,
             max_connections: n(self.max_connections),
             max_headers: n(self.max_headers),
             max_head_bytes: n(self.max_head_bytes),

@@ -58,8 +58,8 @@ pub trait HttpServiceFactory: Send + Sized + 'static {
     /// Spawns the http service, binding to the given address
     /// return a coroutine that you can cancel it when need to stop the service
     fn start<L: ToSocketAddrs>(self, addr: L) -> io::Result<coroutine::JoinHandle<()>> {
-        let listener = TcpListener::bind(addr)?;
         let limits = Arc::new(self.limits());
+        let listener = bind(addr, limits.share_port)?;
         let live = Arc::new(AtomicUsize::new(0));
         go!(
             coroutine::Builder::new().name("TcpServerFac".to_owned()),
@@ -306,13 +306,48 @@ fn each_connection_loop<T: HttpService>(stream: &mut TcpStream, service: &mut T,
     }
 }
 
+/// Listen on `addr`. may's own `bind` always sets `SO_REUSEPORT`, which lets a second
+/// process bind an address in use and take part of its traffic; here that is opt-in.
+pub fn bind<L: ToSocketAddrs>(addr: L, share_port: bool) -> io::Result<TcpListener> {
+    if share_port {
+        return TcpListener::bind(addr);
+    }
+    let addr = addr
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no address to listen on"))?;
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        None,
+    )?;
+    // SO_REUSEADDR only allows a restart over TIME_WAIT connections; on Linux it does not
+    // let two sockets listen on one address.
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    let std: std::net::TcpListener = socket.into();
+    #[cfg(unix)]
+    {
+        use std::os::fd::{FromRawFd, IntoRawFd};
+        // SAFETY: the descriptor was just taken out of a listening socket we own.
+        Ok(unsafe { TcpListener::from_raw_fd(std.into_raw_fd()) })
+    }
+    #[cfg(not(unix))]
+    {
+        drop(std);
+        TcpListener::bind(addr)
+    }
+}
+
+
 impl<T: HttpService + Clone + Send + Sync + 'static> HttpServer<T> {
     /// Spawns the http service, binding to the given address, with the default `Limits`
     /// return a coroutine that you can cancel it when need to stop the service
     pub fn start<L: ToSocketAddrs>(self, addr: L) -> io::Result<coroutine::JoinHandle<()>> {
-        let listener = TcpListener::bind(addr)?;
-        let service = self.0;
         let limits = Arc::new(Limits::default());
+        let listener = bind(addr, limits.share_port)?;
+        let service = self.0;
         let live = Arc::new(AtomicUsize::new(0));
         go!(
             coroutine::Builder::new().name("TcpServer".to_owned()),

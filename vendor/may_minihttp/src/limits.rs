@@ -8,6 +8,10 @@ use crate::response::Response;
 /// Bounds applied to every connection. `Default` is the documented default.
 #[derive(Debug, Clone)]
 pub struct Limits {
+    /// Bind with `SO_REUSEPORT`, so that several processes share the address (the kernel
+    /// spreads connections over them). Off by default: a second server started on an
+    /// address in use fails instead of silently taking part of the traffic.
+    pub share_port: bool,
     /// Connections served at once; one more is answered 503 and closed.
     pub max_connections: usize,
     /// Header fields in one request; more is 431.
@@ -33,6 +37,7 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
+            share_port: false,
             max_connections: 10_000,
             max_headers: 64,
             max_head_bytes: 16 * 1024,
