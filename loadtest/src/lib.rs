@@ -9,4 +9,5 @@
 pub mod buyer;
 pub mod rush;
 pub mod scenarios;
+pub mod soak;
 pub mod verify;
