@@ -1,0 +1,167 @@
+//! The bench's reference for the purchase path: `redis-benchmark` running the purchase
+//! Lua script itself (EVALSHA, the keys and arguments `stock::Stock::purchase` passes),
+//! plain and 16-pipelined, on the local stack's Redis.
+//! `cargo run --release -p order-writer --example purchase_reference [calls=100000]`
+//!
+//! The command is the one `Stock::purchase` sends, recorded from a real purchase (so
+//! the keys and arguments follow the script); every call gets a random token of a pre-filled keyspace (`__rand_int__`) owned by one
+//! buyer with a huge limit; a call that draws an already used token takes the script's
+//! cheaper "token used" exit, so full purchases per second (units sold / time) are
+//! reported too. The result is read from `--csv`; a failed run (the script erroring, the
+//! tool missing) prints `unmeasured: <reason>` instead of a rate. One line per run:
+//! `reference P=<p>: calls/s <r> full/s <f>` or `reference P=<p>: unmeasured: <reason>`.
+//! (It lives here because the writer's examples already depend on `stock` and the stack;
+//! `gateway/examples/purchase_bench.rs` measures the project side.)
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use stock::{Exec, SaleSpec, Stock, StockError};
+
+type Res<T> = Result<T, Box<dyn std::error::Error>>;
+
+fn now_ms() -> i64 {
+    seckill_common::now_ms()
+}
+
+/// A Redis connection that records every EVALSHA it sends.
+struct Recorder {
+    conn: redis::Connection,
+    evalsha: Vec<Vec<String>>,
+}
+
+impl Exec for Recorder {
+    fn exec(&mut self, cmd: &redis::Cmd) -> Result<redis::Value, StockError> {
+        let args: Vec<String> = cmd
+            .args_iter()
+            .map(|a| match a {
+                redis::Arg::Simple(b) => String::from_utf8_lossy(b).into_owned(),
+                _ => String::new(),
+            })
+            .collect();
+        if args.first().is_some_and(|a| a == "EVALSHA") {
+            self.evalsha.push(args);
+        }
+        self.conn.exec(cmd)
+    }
+}
+
+/// One redis-benchmark run; Err is the reason it could not be measured.
+fn run(
+    admin: &mut Stock<Recorder>,
+    port: &str,
+    n: usize,
+    pipeline: usize,
+) -> Res<(f64, f64)> {
+    let sale = format!("rbench_{}_{pipeline}", now_ms());
+    admin.create_sale(
+        &sale,
+        &SaleSpec {
+            stock: n as i64 * 10,
+            per_user_limit: i64::MAX / 2,
+            start_ms: now_ms() - 1000,
+            end_ms: now_ms() + 3_600_000,
+        },
+    )?;
+    let k = stock::keys::SaleKeys::new(&sale);
+    // n tokens owned by buyer 1, named as redis-benchmark names them (12 digits).
+    let exp = now_ms() + 3_600_000;
+    let mut fill = String::new();
+    for i in 0..n {
+        let key = k.token(&format!("{i:012}"));
+        let val = format!("1|{exp}|new");
+        fill.push_str(&format!(
+            "*3\r\n$3\r\nSET\r\n${}\r\n{key}\r\n${}\r\n{val}\r\n",
+            key.len(),
+            val.len()
+        ));
+    }
+    let mut cli = Command::new("redis-cli")
+        .args(["-p", port, "--pipe"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("redis-cli: {e}"))?;
+    std::io::Write::write_all(cli.stdin.as_mut().ok_or("redis-cli stdin")?, fill.as_bytes())?;
+    drop(cli.stdin.take());
+    if !cli.wait()?.success() {
+        return Err("redis-cli --pipe failed to fill the tokens".into());
+    }
+    // One real purchase by buyer 1, recorded; its token key becomes redis-benchmark's.
+    let t = admin.issue_token(&sale, 1, Duration::from_secs(3600))?;
+    admin.conn_mut().evalsha.clear();
+    admin.purchase(&sale, 1, &t.token)?;
+    let own = k.token(&t.token);
+    let mut command = admin
+        .conn_mut()
+        .evalsha
+        .pop()
+        .ok_or("the purchase sent no EVALSHA")?;
+    let at = command
+        .iter()
+        .position(|a| *a == own)
+        .ok_or("the purchase's token key is not among its arguments")?;
+    command[at] = k.token("__rand_int__");
+    let t = Instant::now();
+    let out = Command::new("redis-benchmark")
+        .args(["-p", port, "-c", "50", "-n", &n.to_string(), "-r", &n.to_string()])
+        .args(["-P", &pipeline.to_string(), "--csv"])
+        .args(&command)
+        .output()
+        .map_err(|e| format!("redis-benchmark: {e}"))?;
+    let secs = t.elapsed().as_secs_f64();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // --csv: a header line, then "<test>","<rps>",… per test.
+    let rps = stdout
+        .lines()
+        .filter(|l| !l.starts_with("\"test\""))
+        .find_map(|l| l.split("\",\"").nth(1)?.trim_matches('"').parse::<f64>().ok());
+    match rps {
+        Some(rps) if out.status.success() && rps > 0.0 => {
+            let full = (admin.state(&sale)?.held - 1) as f64 / secs;
+            Ok((rps, full))
+        }
+        _ => Err(format!(
+            "redis-benchmark exited {}: {}",
+            out.status,
+            stderr
+                .lines()
+                .chain(stdout.lines())
+                .map(str::trim)
+                .find(|l| !l.is_empty())
+                .unwrap_or("no output")
+        )
+        .into()),
+    }
+}
+
+fn main() -> Res<()> {
+    let n: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(100_000);
+    let stack = stackctl::ensure_up();
+    let port = stack
+        .redis_url
+        .rsplit(':')
+        .next()
+        .unwrap_or("16379")
+        .trim_end_matches('/')
+        .to_string();
+    let mut admin = Stock::new(Recorder {
+        conn: stock::connect(&stack.redis_url, Duration::from_secs(5))?,
+        evalsha: Vec::new(),
+    });
+    for pipeline in [1, 16] {
+        match run(&mut admin, &port, n, pipeline) {
+            Ok((rps, full)) => {
+                println!("reference P={pipeline}: calls/s {rps:.0} full/s {full:.0}")
+            }
+            Err(e) => println!(
+                "reference P={pipeline}: unmeasured: {}",
+                e.to_string().replace('\n', " ")
+            ),
+        }
+    }
+    Ok(())
+}
