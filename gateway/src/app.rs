@@ -357,12 +357,18 @@ impl App {
             at_ms: now_ms(),
             definition: None,
         };
+        // A retry (`replayed`) sends its order again: the first attempt's message may
+        // never have left (its Redis reply was lost); the writer keeps one row per id.
         let via = match self.sink.send(&msg, mode) {
             Ok(via) => via,
             Err(e @ crate::order_sink::SinkError::Timeout) => {
                 // Outcome unknown (the spool's disk hung): keep the reservation, whose
                 // order may yet land; the writer's sweep returns the unit if it does not.
                 tracing::error!(order = %p.order_id, error = %e, "order hand-off outcome unknown; reservation kept");
+                return Err(ApiError::SinkUnavailable(e.to_string()));
+            }
+            Err(e) if p.replayed => {
+                // The order stands from an earlier attempt; only this resend failed.
                 return Err(ApiError::SinkUnavailable(e.to_string()));
             }
             Err(e) => {
@@ -377,12 +383,16 @@ impl App {
                 return Err(ApiError::SinkUnavailable(e.to_string()));
             }
         };
-        self.metrics.order_accepted();
-        self.cache_status(&p.order_id, user, stock::OrderState::Reserved);
+        if p.replayed {
+            self.metrics.order_replayed();
+        } else {
+            self.metrics.order_accepted();
+            self.cache_status(&p.order_id, user, stock::OrderState::Reserved);
+        }
         let spooled = via == Via::Spool;
         Ok(Reply::json(
             202,
-            &json!({"order_id": p.order_id, "status": "reserved", "remaining": p.remaining, "spooled": spooled}),
+            &json!({"order_id": p.order_id, "status": "reserved", "remaining": p.remaining, "spooled": spooled, "replayed": p.replayed}),
         ))
     }
 

@@ -136,6 +136,7 @@ pub struct Metrics {
     limited: [AtomicU64; 4],
     sold_out_shed: AtomicU64,
     orders_accepted: AtomicU64,
+    orders_replayed: AtomicU64,
     stock_released_on_sink_failure: AtomicU64,
     spooled: AtomicU64,
     spool_replayed: AtomicU64,
@@ -192,6 +193,10 @@ impl Metrics {
 
     pub fn order_accepted(&self) {
         self.orders_accepted.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn order_replayed(&self) {
+        self.orders_replayed.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn released_on_sink_failure(&self) {
@@ -324,6 +329,12 @@ impl Metrics {
             "seckill_orders_accepted_total",
             "Orders acknowledged with 202.",
             self.orders_accepted.load(Ordering::Relaxed),
+        );
+        counter(
+            out,
+            "seckill_orders_replayed_total",
+            "Purchase retries answered 202 with the order their token had already made.",
+            self.orders_replayed.load(Ordering::Relaxed),
         );
         counter(
             out,

@@ -193,6 +193,8 @@ pub struct Purchase {
     pub remaining: i64,
     /// The sale's per-user limit (the database enforces one order per buyer when it is 1).
     pub per_user_limit: i64,
+    /// A retry with a token that had already bought: the same order, nothing changed.
+    pub replayed: bool,
 }
 
 /// How a reservation ends.
@@ -377,7 +379,9 @@ impl<C: Exec> Stock<C> {
     }
 
     /// Buy one unit with a token: atomically check the token, the per-user limit and
-    /// the stock, then deduct, record buyer and reservation, and consume the token.
+    /// the stock, then deduct, record buyer and reservation, and consume the token. A
+    /// retry with a token that already bought returns that same order while it stands
+    /// (`replayed`), so a client whose reply was lost can learn its order id.
     pub fn purchase(&mut self, sale: &str, user: u64, token: &str) -> Result<Purchase, StockError> {
         keys::check_sale_id(sale)?;
         if !keys::token_well_formed(token) {
@@ -394,6 +398,7 @@ impl<C: Exec> Stock<C> {
                 &k.token(token),
                 &k.seq,
                 &k.reserved_at,
+                &k.settled,
             ],
             &[user.to_string(), sale.to_string()],
         )?;
@@ -402,6 +407,7 @@ impl<C: Exec> Stock<C> {
             order_id: string_at(&rest, 0)?,
             remaining: int_at(&rest, 1)?,
             per_user_limit: int_at(&rest, 2)?,
+            replayed: int_at(&rest, 3)? == 1,
         })
     }
 

@@ -186,7 +186,7 @@ fn a_buyer_at_the_limit_gets_already_bought() {
 }
 
 #[test]
-fn tokens_that_are_missing_foreign_reused_or_expired_are_refused() {
+fn tokens_missing_foreign_spent_or_expired_are_refused_and_a_retry_gets_its_order() {
     let mut s = stock();
     let sale = open_sale(&mut s, "tokens", 5);
     // Never issued (well-formed and malformed).
@@ -204,8 +204,15 @@ fn tokens_that_are_missing_foreign_reused_or_expired_are_refused() {
         s.purchase(&sale, 2, &t.token),
         Err(StockError::TokenNotYours)
     );
-    // Reused after success.
-    s.purchase(&sale, 1, &t.token).unwrap();
+    // Retried after success: the same order, nothing bought twice.
+    let first = s.purchase(&sale, 1, &t.token).unwrap();
+    assert!(!first.replayed);
+    let again = s.purchase(&sale, 1, &t.token).unwrap();
+    assert_eq!(again.order_id, first.order_id);
+    assert!(again.replayed);
+    assert_eq!(s.buyers(&sale).unwrap(), vec![(1, 1)]);
+    // Once that order is released, the token is simply used.
+    s.settle(&first.order_id, stock::Settlement::Released).unwrap();
     assert_eq!(s.purchase(&sale, 1, &t.token), Err(StockError::TokenUsed));
     // Expired.
     let short = s.issue_token(&sale, 3, Duration::from_millis(100)).unwrap();

@@ -40,13 +40,16 @@ fn concurrent_buyers_never_oversell_nor_buy_twice() {
 
     // Every accepted (order, user, token); every token anyone used successfully.
     let accepted = Arc::new(Mutex::new(Vec::<(String, u64, String)>::new()));
+    // Retries of a token that had bought: (order, user, token) they were answered with.
+    let replayed = Arc::new(Mutex::new(Vec::<(String, u64, String)>::new()));
     let faults = Arc::new(Mutex::new(Vec::<StockError>::new()));
     let start = Arc::new(Barrier::new(CLIENTS));
     let threads: Vec<_> = (0..CLIENTS)
         .map(|c| {
-            let (sale, accepted, faults, start) = (
+            let (sale, accepted, replayed, faults, start) = (
                 sale.clone(),
                 accepted.clone(),
+                replayed.clone(),
                 faults.clone(),
                 start.clone(),
             );
@@ -70,6 +73,9 @@ fn concurrent_buyers_never_oversell_nor_buy_twice() {
                         },
                     };
                     match s.purchase(&sale, user, &token) {
+                        Ok(p) if p.replayed => {
+                            replayed.lock().unwrap().push((p.order_id, user, token))
+                        }
                         Ok(p) => {
                             accepted
                                 .lock()
@@ -101,6 +107,12 @@ fn concurrent_buyers_never_oversell_nor_buy_twice() {
     assert_eq!(users.len(), accepted.len(), "at most one unit per user");
     assert_eq!(tokens.len(), accepted.len(), "no token accepted twice");
     assert_eq!(orders.len(), accepted.len(), "order ids are unique");
+    let replayed = replayed.lock().unwrap();
+    assert!(!replayed.is_empty(), "the retries were exercised");
+    assert!(
+        replayed.iter().all(|r| accepted.contains(r)),
+        "a retry is answered with the order its token made, for its user"
+    );
 
     let mut s = connect();
     let st = s.state(&sale).unwrap();

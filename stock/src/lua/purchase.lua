@@ -1,14 +1,26 @@
--- Buy one unit. KEYS: meta stock buyers res token seq res_at
+-- Buy one unit. KEYS: meta stock buyers res token seq res_at settled
 -- ARGV: user sale
--- Order of checks: sale open -> token valid for this user -> under the per-user
--- limit -> stock left -> deduct, record buyer and reservation, consume token.
+-- A retry with a token that already bought (its reply was lost, say) gets the same
+-- order back while that order stands (held or paid), and nothing changes.
+-- Otherwise, in order: sale open -> token valid for this user -> under the per-user
+-- limit -> stock left -> deduct, record buyer and reservation, consume the token
+-- (which remembers its order).
 local meta = redis.call('HMGET', KEYS[1], 'limit', 'start_ms', 'end_ms', 'paused')
+local tv = redis.call('GET', KEYS[5])
+local owner, exp, state, prior
+if tv then
+  owner, exp, state, prior = string.match(tv, '^([^|]*)|(%d+)|(%a+)|?([^|]*)$')
+  if owner == ARGV[1] and state == 'used' and prior ~= '' and meta[1] then
+    local paid = string.sub(redis.call('HGET', KEYS[8], prior) or '', 1, 4) == 'paid'
+    if paid or redis.call('HEXISTS', KEYS[4], prior) == 1 then
+      return {'OK', prior, tonumber(redis.call('GET', KEYS[2]) or '0'), tonumber(meta[1]), 1}
+    end
+  end
+end
 local now = now_ms()
 local shut = closed(meta, now)
 if shut then return shut end
-local tv = redis.call('GET', KEYS[5])
 if not tv then return {'TOKEN_INVALID'} end
-local owner, exp, state = string.match(tv, '^([^|]*)|(%d+)|(%a+)$')
 if owner ~= ARGV[1] then return {'TOKEN_NOT_YOURS'} end
 if state ~= 'new' then return {'TOKEN_USED'} end
 if now >= tonumber(exp) then return {'TOKEN_EXPIRED'} end
@@ -23,5 +35,5 @@ redis.call('HINCRBY', KEYS[3], ARGV[1], 1)
 local oid = ARGV[2] .. '-' .. redis.call('INCR', KEYS[6])
 redis.call('HSET', KEYS[4], oid, ARGV[1])
 redis.call('HSET', KEYS[7], oid, now)
-redis.call('SET', KEYS[5], owner .. '|' .. exp .. '|used', 'KEEPTTL')
-return {'OK', oid, left, tonumber(meta[1])}
+redis.call('SET', KEYS[5], owner .. '|' .. exp .. '|used|' .. oid, 'KEEPTTL')
+return {'OK', oid, left, tonumber(meta[1]), 0}
