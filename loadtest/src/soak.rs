@@ -1105,6 +1105,10 @@ impl Summary {
                 ms(l.max_us)
             );
         }
+        for (name, l) in [("without hostile", &self.without), ("with hostile", &self.with)] {
+            let answers: Vec<String> = l.answers.iter().map(|(a, n)| format!("{a}: {n}")).collect();
+            println!("answers {name}: {}", answers.join(", "));
+        }
         println!(
             "rush p99 ratio with/without {:.2} (limit {} × p99 + {} ms = {:.2} ms)",
             self.with.p99_us as f64 / self.without.p99_us.max(1) as f64,
