@@ -526,7 +526,19 @@ impl App {
             start_ms: c.start_ms,
             end_ms: c.end_ms,
         };
-        self.stock().create_sale(&c.sale, &spec)?;
+        // Creating a sale on a store that lost its data would set a new epoch, and every
+        // gateway would resume selling before `rebuild-stock`: refuse, also when the loss
+        // happened since the last poll (the epoch read now is not the one seen).
+        let mut stock = self.stock();
+        if self.switches.store_lost() {
+            return Err(ApiError::StoreLost);
+        }
+        if let Some(seen) = self.switches.seen_epoch() {
+            if stock.store_epoch()?.as_deref() != Some(seen.as_str()) {
+                return Err(ApiError::StoreLost);
+            }
+        }
+        stock.create_sale(&c.sale, &spec)?;
         self.audit(req, "create_sale", json!({"sale": c.sale, "stock": c.stock, "per_user_limit": c.per_user_limit, "start_ms": c.start_ms, "end_ms": c.end_ms}));
         // The definition goes to PostgreSQL through the order topic: what rebuilding the
         // sale needs if Redis ever loses it.

@@ -237,6 +237,11 @@ impl Switches {
         self.store_lost.load(Ordering::Acquire)
     }
 
+    /// The store epoch this instance last saw (None: never saw one).
+    pub fn seen_epoch(&self) -> Option<String> {
+        Self::lock(&self.store).epoch.clone()
+    }
+
     fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         m.lock().unwrap_or_else(|p| p.into_inner())
     }

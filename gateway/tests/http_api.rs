@@ -847,3 +847,33 @@ fn the_password_in_the_redis_url_is_used_and_a_wrong_one_keeps_the_gateway_unrea
     let r = bad.token(&sale, 2);
     assert_eq!((r.status, r.code().as_str()), (503, "redis_unavailable"), "{}", r.body);
 }
+
+#[test]
+fn a_sale_cannot_be_created_on_a_store_that_lost_its_data() {
+    let redis = PrivateRedis::start();
+    let gw = Gateway::start_with(Options {
+        redis_url: Some(redis.url()),
+        ..Default::default()
+    });
+    gw.open_sale("before", 5);
+    // The switch follower has seen the store epoch.
+    std::thread::sleep(Duration::from_millis(800));
+    let mut c = redis::Client::open(redis.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    redis::cmd("FLUSHALL").query::<()>(&mut c).unwrap();
+    // At once (before or after the next poll noticed): refused, and no new epoch.
+    let body = format!(
+        r#"{{"sale":"{}","stock":5,"start_ms":{},"end_ms":{}}}"#,
+        harness::unique("after"),
+        now_ms() - 1000,
+        now_ms() + 60_000
+    );
+    let r = gw.post("/admin/sales", Some(&Gateway::admin_auth()), Some(&body));
+    assert_eq!((r.status, r.code().as_str()), (503, "redis_data_lost"), "{}", r.body);
+    let epoch: Option<String> = redis::cmd("GET").arg(stock::keys::EPOCH).query(&mut c).unwrap();
+    assert_eq!(epoch, None, "selling must not resume before the rebuild");
+    let keys: Vec<String> = redis::cmd("KEYS").arg("sk:{*").query(&mut c).unwrap();
+    assert!(keys.is_empty(), "{keys:?}");
+}

@@ -379,3 +379,39 @@ fn a_lost_sale_is_restored_from_its_orders_and_never_oversold() {
     );
     assert!(s.store_epoch().unwrap().is_some());
 }
+
+#[test]
+fn a_sale_created_again_after_redis_lost_it_never_reuses_an_order_id() {
+    let mut s = stock();
+    let sale = open_sale(&mut s, "again", 5);
+    let t = s.issue_token(&sale, 1, TTL).unwrap();
+    let first = s.purchase(&sale, 1, &t.token).unwrap();
+    // Redis loses every key of the sale; an operator creates it again by hand.
+    let stack = stackctl::ensure_up();
+    let mut raw = redis::Client::open(stack.redis_url)
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let keys = stock::keys::SaleKeys::new(&sale);
+    redis::cmd("DEL").arg(&keys.all()).query::<()>(&mut raw).unwrap();
+    let now = now_ms();
+    s.create_sale(
+        &sale,
+        &SaleSpec {
+            stock: 5,
+            per_user_limit: 1,
+            start_ms: now - 1000,
+            end_ms: now + HOUR,
+        },
+    )
+    .unwrap();
+    let t = s.issue_token(&sale, 2, TTL).unwrap();
+    let second = s.purchase(&sale, 2, &t.token).unwrap();
+    let seq = |id: &str| stock::keys::split_order_id(id).unwrap().1;
+    assert!(
+        seq(&second.order_id) > seq(&first.order_id),
+        "{} must come after {}",
+        second.order_id,
+        first.order_id
+    );
+}

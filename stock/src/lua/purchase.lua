@@ -32,7 +32,7 @@ if left <= 0 then return {'SOLD_OUT'} end
 left = redis.call('DECR', KEYS[2])
 if left < 0 then return redis.error_reply('INVARIANT stock below zero') end
 redis.call('HINCRBY', KEYS[3], ARGV[1], 1)
-local oid = ARGV[2] .. '-' .. redis.call('INCR', KEYS[6])
+local oid = ARGV[2] .. '-' .. string.format('%d', redis.call('INCR', KEYS[6]))
 redis.call('HSET', KEYS[4], oid, ARGV[1])
 redis.call('HSET', KEYS[7], oid, now)
 redis.call('SET', KEYS[5], owner .. '|' .. exp .. '|used|' .. oid, 'KEEPTTL')
