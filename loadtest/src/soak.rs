@@ -918,6 +918,8 @@ pub struct Options {
     pub byte_interval: Duration,
     pub pipeline_requests: usize,
     pub max_opened: u64,
+    /// A slot the gateway closed is opened again after this.
+    pub reopen_after: Duration,
     /// The hostile connections are held at least this long (the rush may end sooner).
     pub hold: Duration,
     /// Idle RSS sampling before any load.
@@ -941,7 +943,8 @@ impl Options {
             mix: Mix::split(hostile),
             byte_interval: Duration::from_millis(300),
             pipeline_requests: 5000,
-            max_opened: hostile as u64 * 4,
+            max_opened: hostile as u64 * 10,
+            reopen_after: Duration::from_secs(1),
             hold: Duration::from_secs(15),
             idle_for: Duration::from_secs(2),
             bounds: Bounds::default(),
@@ -1256,16 +1259,17 @@ pub fn run(opts: &Options, stack: &seckill_common::stack::Stack) -> Result<Summa
         byte_interval: opts.byte_interval,
         pipeline_requests: opts.pipeline_requests,
         max_opened: opts.max_opened,
-        reopen_after: Duration::from_millis(500),
+        reopen_after: opts.reopen_after,
         open_per_tick: 200,
     })?;
     let started = Instant::now();
     let want = opts.mix.total() as u64;
-    while hostile.open_now() < want * 95 / 100 && started.elapsed() < Duration::from_secs(10) {
+    while hostile.opened() < want && started.elapsed() < Duration::from_secs(10) {
         std::thread::sleep(Duration::from_millis(50));
     }
     say(format!(
-        "{} hostile connections open after {:.1} s; rush starts",
+        "{} hostile connections opened, {} open, after {:.1} s; rush starts",
+        hostile.opened(),
         hostile.open_now(),
         started.elapsed().as_secs_f64()
     ));

@@ -104,7 +104,7 @@ fn soak_against_gateway(
     o.gateway_pid = Some(gw.pid());
     o.mix = soak::Mix::with_pipelines(300, 10);
     o.pipeline_requests = 5000;
-    o.max_opened = 1200;
+    o.max_opened = 5000;
     o.buyers = 2000;
     o.units = 500;
     o.clients = 8;
@@ -132,9 +132,16 @@ fn hostile_connections_leave_the_rush_and_the_gateway_within_bounds() {
     assert!(s.invariants_ok());
     // The soak really held hostile connections and the gateway refused them itself.
     assert!(s.hostile.peak_open >= 250, "peak open {}", s.hostile.peak_open);
+    // The kinds the gateway ends only by a timeout stay open throughout; the others
+    // come and go within a tick, so the sampled gauge need not show them.
+    let held: usize = soak::KINDS
+        .iter()
+        .filter(|k| k.timed())
+        .map(|k| soak::Mix::with_pipelines(300, 10).get(*k))
+        .sum();
     assert!(
-        s.soak_peak_connections >= 250,
-        "gateway saw {} connections",
+        s.soak_peak_connections as usize >= held * 9 / 10,
+        "gateway saw {} connections, {held} hostile ones held",
         s.soak_peak_connections
     );
     assert!(s.hostile.refused_with_status() > 0);

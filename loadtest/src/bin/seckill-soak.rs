@@ -3,7 +3,7 @@
 //! ```text
 //! seckill-soak [--gateway URL] [--gateway-pid PID] [--hostile N] [--buyers N] [--units N]
 //!              [--clients N] [--pipelines N] [--pipeline-requests N] [--byte-interval-ms N]
-//!              [--hold-secs N] [--max-opened N] [--topic T]
+//!              [--hold-secs N] [--max-opened N] [--reopen-after-ms N] [--topic T]
 //!              [--max-rss-growth-mb N] [--p99-factor K] [--p99-slack-ms N]
 //!              [--timeout-ms N] [--timeout-grace-ms N]
 //! ```
@@ -54,6 +54,7 @@ fn parse() -> Result<Options, String> {
             "--byte-interval-ms" => o.byte_interval = Duration::from_millis(num()?),
             "--hold-secs" => o.hold = Duration::from_secs(num()?),
             "--max-opened" => max_opened = Some(num()?),
+            "--reopen-after-ms" => o.reopen_after = Duration::from_millis(num()?),
             "--topic" => o.topic = v.clone(),
             "--max-rss-growth-mb" => o.bounds.rss_growth_mb = num()?,
             "--p99-factor" => o.bounds.p99_factor = float()?,
@@ -68,7 +69,7 @@ fn parse() -> Result<Options, String> {
         Some(p) => Mix::with_pipelines(n, p),
         None => Mix::split(n),
     };
-    o.max_opened = max_opened.unwrap_or(o.mix.total() as u64 * 4);
+    o.max_opened = max_opened.unwrap_or(o.mix.total() as u64 * 10);
     o.units = units.unwrap_or(o.buyers as i64 / 2);
     Ok(o)
 }
