@@ -2,63 +2,182 @@
 # One bench run on this machine: references and the project measured back to back,
 # reported as ratios (timings here are noisy; ratios from one run are what compare).
 #   loadtest/bench/run.sh [seconds=5]
-# Writes .run/bench/<time>/summary.md and summary.json.
-#  1. sold-out path vs a hello-world may_minihttp server, both under wrk -t1 -c64 (wrk
-#     finds the peak: an open-ended C load generator costs the 2 cores least);
-#  2. p99 of the sold-out path at a fixed offered load of half that peak (Goose with
-#     --throttle-requests, which paces requests; latency from its report);
-#  3. order-writer rows/s vs PostgreSQL COPY of the same rows (write_vs_copy example);
-#  4. the purchase path (stock API + pipelined Redis + Lua) vs redis-benchmark running
-#     the same script, plain and 16-pipelined (purchase_bench example).
-set -euo pipefail
+# Writes .run/bench/<time>/summary.md and summary.json (and each step's raw output).
+#  1. sold-out path vs a hello-world may_minihttp server, both under wrk -t1 -c64;
+#  2. order 202 latency at half the purchase peak: a Goose `rush` (token, then order)
+#     at full speed finds the peak orders/s, then one paced at half of it reports the
+#     order p50/p99 (HdrHistogram, corrected for coordinated omission);
+#  3. order-writer rows/s vs PostgreSQL COPY of the same rows (write_vs_copy example,
+#     medians of 3 rounds);
+#  4. the purchase path (stock API + pipelined may Redis + Lua, gateway's purchase_bench)
+#     vs redis-benchmark running the same EVALSHA, plain and -P 16 (purchase_reference).
+# The stack comes up through ./dev up (stackctl). A step that cannot be measured is
+# reported as such in the summary.
+set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 SECS="${1:-5}"
 cd "$ROOT"
+for tool in wrk redis-benchmark redis-cli python3 curl; do
+  command -v "$tool" >/dev/null || {
+    echo "[bench] error: '$tool' is missing; run ./dev setup (as root) to install it" >&2
+    exit 1
+  }
+done
 OUT=".run/bench/$(date +%Y%m%d-%H%M%S)"; mkdir -p "$OUT"
-echo "[bench] 1/4 sold-out path vs hello-world (wrk, ${SECS}s each)" >&2
-loadtest/bench/sold_out_vs_hello.sh "$SECS" 64 | tee "$OUT/sold_out.txt"
-HELLO=$(awk -F: '/^hello-world/ {print $2+0}' "$OUT/sold_out.txt")
-SOLD=$(awk -F: '/^gateway sold-out path/ {print $2+0}' "$OUT/sold_out.txt")
-echo "[bench] 2/4 p99 at half the peak (Goose, throttled)" >&2
-HALF=$(python3 -c "print(int($SOLD/2))")
-./dev load browse --units 1 -- --users 32 --increase-rate 32 --run-time "${SECS}s" --throttle-requests "$HALF" --quiet --no-print-metrics >"$OUT/half_peak.txt" 2>&1 || true
-P99=$(awk -F'|' '/^\| sale state/ {gsub(/ /,"",$6); print $6}' "$OUT/half_peak.txt" | tail -1)
-P50=$(awk -F'|' '/^\| sale state/ {gsub(/ /,"",$4); print $4}' "$OUT/half_peak.txt" | tail -1)
-echo "[bench] 3/4 order-writer vs COPY" >&2
-cargo run --release -q -p order-writer --example write_vs_copy 50000 2>/dev/null | tee "$OUT/writer.txt"
-WRITER=$(awk '/order-writer \(topic/ {for (i=1;i<=NF;i++) if ($i=="rows/s") print $(i-1)}' "$OUT/writer.txt")
-STMT=$(awk '/batch statement alone/ {for (i=1;i<=NF;i++) if ($i=="rows/s") print $(i-1)}' "$OUT/writer.txt")
-COPY=$(awk '/COPY FROM STDIN/ {for (i=1;i<=NF;i++) if ($i=="rows/s") print $(i-1)}' "$OUT/writer.txt")
-echo "[bench] 4/4 purchase path vs redis-benchmark" >&2
-cargo run --release -q -p gateway --example purchase_bench 100000 2>/dev/null | tee "$OUT/purchase.txt"
-PROJ=$(awk '/project purchase path/ {for (i=1;i<=NF;i++) if ($i=="purchases/s") print $(i-1)}' "$OUT/purchase.txt")
-REF1=$(awk '/-P 1 :/ {for (i=1;i<=NF;i++) if ($i=="calls/s,") print $(i-1)}' "$OUT/purchase.txt")
-REF16=$(awk '/-P 16:/ {for (i=1;i<=NF;i++) if ($i=="calls/s,") print $(i-1)}' "$OUT/purchase.txt")
-python3 - "$OUT" "$HELLO" "$SOLD" "$HALF" "${P50:-0}" "${P99:-0}" "$WRITER" "$STMT" "$COPY" "$PROJ" "$REF1" "$REF16" <<'PY'
-import json, sys
-out, hello, sold, half, p50, p99, writer, stmt, copy, proj, ref1, ref16 = sys.argv[1], *map(float, sys.argv[2:])
-r = {
-  "sold_out_rps": sold, "hello_world_rps": hello, "sold_out_over_hello": round(sold / hello, 3),
-  "offered_rps_half_peak": half, "sale_state_p50_us_at_half_peak": p50, "sale_state_p99_us_at_half_peak": p99,
-  "writer_rows_per_s": writer, "batch_statement_rows_per_s": stmt, "copy_rows_per_s": copy,
-  "writer_over_copy": round(writer / copy, 3), "statement_over_copy": round(stmt / copy, 3),
-  "purchases_per_s": proj, "redis_benchmark_calls_per_s": ref1, "redis_benchmark_p16_calls_per_s": ref16,
-  "purchase_over_redis_benchmark": round(proj / ref1, 3), "purchase_over_redis_benchmark_p16": round(proj / ref16, 3),
+log() { echo "[bench] $*" >&2; }
+
+log "building (release: stackctl, gateway, order-writer, loadtest, bench examples)"
+cargo build --release -q -p stackctl -p gateway -p order-writer -p loadtest --bins \
+  || { log "error: build failed"; exit 1; }
+cargo build --release -q -p gateway --example hello --example purchase_bench \
+  && cargo build --release -q -p order-writer --example write_vs_copy --example purchase_reference \
+  || { log "error: building the bench examples failed"; exit 1; }
+./dev up >"$OUT/stack.txt" 2>&1 || { log "error: ./dev up failed (see $OUT/stack.txt)"; exit 1; }
+
+log "1/4 sold-out path vs hello-world (wrk, ${SECS}s each)"
+loadtest/bench/sold_out_vs_hello.sh "$SECS" 64 >"$OUT/sold_out.txt" 2>&1
+cat "$OUT/sold_out.txt" >&2
+
+log "2/4 order 202 latency at half the purchase peak (Goose rush)"
+USERS=64
+# Its own gateway and writer (own port, spool and metrics port) on the ./dev stack, the
+# way `stackctl with-services` starts them, so that a with-services run someone else
+# keeps open on the same stack (it holds .run/spool/gateway-run) does not collide.
+source <(target/release/stackctl env | sed 's/^/export /')
+GW_PORT=18093
+SECKILL_LISTEN=127.0.0.1:$GW_PORT SECKILL_SPOOL_DIR="$OUT/spool" SECKILL_AUDIT_LOG="$OUT/audit.jsonl" \
+  SECKILL_DEV_INSECURE=1 SECKILL_LOG=warn SECKILL_IP_RPS=100000000 SECKILL_IP_BURST=100000000 \
+  SECKILL_GLOBAL_RPS=100000000 SECKILL_GLOBAL_BURST=100000000 SECKILL_USER_RPS=100000000 \
+  SECKILL_USER_BURST=100000000 target/release/gateway >"$OUT/gateway.log" 2>&1 &
+GW=$!
+SECKILL_METRICS_LISTEN=127.0.0.1:19113 SECKILL_LOG=warn target/release/order-writer >"$OUT/writer.log" 2>&1 &
+WR=$!
+trap 'kill $GW $WR 2>/dev/null || true' EXIT
+for _ in $(seq 100); do curl -sf localhost:$GW_PORT/readyz >/dev/null && break; sleep 0.1; done
+load() { # out-dir, flags…
+  local dir=$1; shift
+  target/release/seckill-load rush --host "http://127.0.0.1:$GW_PORT" --units 100000000 \
+    --out "$dir" "$@" >"$dir.txt" 2>&1
 }
+mkdir -p "$OUT/peak" "$OUT/half"
+load "$OUT/peak" -- --users $USERS --increase-rate $USERS --run-time "${SECS}s" --quiet
+PEAK=$(python3 - "$OUT/peak" "$SECS" <<'PY'
+import re, sys
+try:
+    s = open(sys.argv[1] + "/summary.md").read()
+    m = re.search(r"^- order 202: (\d+)", s, re.M)
+    print(int(m.group(1)) / float(sys.argv[2]) if m else 0)
+except OSError:
+    print(0)
+PY
+)
+HALF=$(python3 -c "print(int($PEAK / 2))")
+if [ "$HALF" -gt 0 ]; then
+  # Each iteration is a token request then an order: 2 requests per order.
+  load "$OUT/half" --expected-interval-us $((USERS * 1000000 / HALF)) -- --users $USERS \
+    --increase-rate $USERS --run-time "${SECS}s" --throttle-requests $((HALF * 2)) --quiet
+fi
+
+kill $GW $WR 2>/dev/null; wait $GW $WR 2>/dev/null
+
+log "3/4 order-writer vs COPY"
+target/release/examples/write_vs_copy 100000 "" 3 >"$OUT/writer.txt" 2>"$OUT/writer.err"
+cat "$OUT/writer.txt" >&2
+
+log "4/4 purchase path vs redis-benchmark"
+target/release/examples/purchase_bench 100000 >"$OUT/purchase.txt" 2>&1
+target/release/examples/purchase_reference 100000 >"$OUT/purchase_reference.txt" 2>&1
+cat "$OUT/purchase.txt" "$OUT/purchase_reference.txt" >&2
+
+python3 - "$OUT" "$SECS" <<'PY'
+import json, re, sys
+out, secs = sys.argv[1], sys.argv[2]
+
+def read(name):
+    try:
+        return open(f"{out}/{name}").read()
+    except OSError:
+        return ""
+
+def num(pattern, text):
+    m = re.search(pattern, text, re.M)
+    try:
+        return float(m.group(1)) if m else None
+    except ValueError:
+        return None
+
+def why(text, fallback):
+    """The last non-empty line of a step's output: the reason it gave no number."""
+    lines = [l.strip() for l in text.splitlines() if l.strip()]
+    return (lines[-1] if lines else fallback)[:200]
+
+def latency(run):
+    t = read(f"{run}/latency.md")
+    m = re.search(r"^\| order \| (\d+) \| (\d+) \| (\d+) \| (\d+) \|", t, re.M)
+    return (int(m.group(2)), int(m.group(4)), int(m.group(1))) if m else None
+
+r, rows, notes = {}, [], []
+
+def row(measure, project, punit, ref, rname, runit, key, why_missing):
+    r[key + "_project"], r[key + "_reference"] = project, ref
+    if project and ref:
+        ratio = project / ref
+        r[key + "_ratio"] = round(ratio, 3)
+        rows.append(f"| {measure} | {project:.0f} {punit} | {rname} {ref:.0f} {runit} | {ratio:.2f} |")
+    else:
+        r[key + "_ratio"] = None
+        p = f"{project:.0f} {punit}" if project else "not measured"
+        q = f"{rname} {ref:.0f} {runit}" if ref else f"{rname}: not measured"
+        rows.append(f"| {measure} | {p} | {q} | — |")
+        notes.append(f"- {measure}: {why_missing}")
+
+sold_txt = read("sold_out.txt")
+row("sold-out path (wrk -t1 -c64)", num(r"^gateway sold-out path\s*:\s*([\d.]+)", sold_txt), "req/s",
+    num(r"^hello-world may_minihttp\s*:\s*([\d.]+)", sold_txt), "hello-world may_minihttp", "req/s",
+    "sold_out", why(sold_txt, "sold_out_vs_hello.sh printed nothing"))
+
+w_txt = read("writer.txt")
+m = re.search(r"^median rows/s: writer (\d+) write-alone (\d+) copy (\d+)", w_txt, re.M)
+w, s, c = (float(x) for x in m.groups()) if m else (None, None, None)
+wwhy = why(read("writer.err") + w_txt, "write_vs_copy printed nothing")
+row("order-writer, topic to PostgreSQL (median of 3)", w, "rows/s", c, "COPY", "rows/s", "writer", wwhy)
+row("batch write alone (median of 3)", s, "rows/s", c, "COPY", "rows/s", "write_alone", wwhy)
+
+p_txt, ref_txt = read("purchase.txt"), read("purchase_reference.txt")
+proj = num(r"project purchase path.*?:\s*([\d.]+) purchases/s", p_txt)
+for p in (1, 16):
+    ref = num(rf"^reference P={p}: calls/s ([\d.]+)", ref_txt)
+    full = num(rf"^reference P={p}: calls/s [\d.]+ full/s ([\d.]+)", ref_txt)
+    r[f"redis_benchmark_p{p}_full_purchases_per_s"] = full
+    m = re.search(rf"^reference P={p}: unmeasured: (.*)$", ref_txt, re.M)
+    reason = m.group(1) if m else why(ref_txt if proj else p_txt, "no output")
+    row(f"purchase path (stock API, pipelined may Redis, Lua)" if p == 1 else "purchase path",
+        proj, "purchases/s", ref, f"redis-benchmark same EVALSHA -c 50{' -P 16' if p == 16 else ''}",
+        "calls/s", f"purchase_p{p}", reason)
+
+peak = num(r"^- order 202: (\d+)", read("peak/summary.md"))
+peak = peak / float(secs) if peak else None
+half = latency("half")
+r["purchase_peak_orders_per_s"] = peak
+if half:
+    p50, p99, n = half
+    r.update(order_p50_us_at_half_peak=p50, order_p99_us_at_half_peak=p99, order_count_at_half_peak=n,
+             order_p99_target_us=20000, order_p99_within_target=p99 <= 20000)
+    lat = (f"Order 202 latency at half the purchase peak (peak {peak:.0f} orders/s in a {secs} s Goose rush; "
+           f"then paced at {peak/2:.0f} orders/s, HdrHistogram corrected for coordinated omission, {n} orders): "
+           f"p50 {p50/1000:.1f} ms, p99 {p99/1000:.1f} ms — target p99 ≤ 20 ms: "
+           f"{'met' if p99 <= 20000 else 'MISSED'}.")
+else:
+    r.update(order_p50_us_at_half_peak=None, order_p99_us_at_half_peak=None, order_p99_within_target=None)
+    lat = ("Order 202 latency at half the purchase peak: not measured ("
+           + (why(read("half.txt"), "no output") if peak else "no purchase peak: " + why(read("peak.txt"), "no output"))
+           + ").")
 json.dump(r, open(f"{out}/summary.json", "w"), indent=2)
-md = f"""# Bench (one run, this machine)
-
-| measure | project | reference | ratio |
-|---|---|---|---|
-| sold-out path (wrk -t1 -c64) | {sold:.0f} req/s | hello-world may_minihttp {hello:.0f} req/s | {sold/hello:.2f} |
-| order-writer, topic to PostgreSQL | {writer:.0f} rows/s | COPY {copy:.0f} rows/s | {writer/copy:.2f} |
-| batch statement alone | {stmt:.0f} rows/s | COPY {copy:.0f} rows/s | {stmt/copy:.2f} |
-| purchase path (stock API, pipelined may Redis, Lua) | {proj:.0f} purchases/s | redis-benchmark same script -c 50 {ref1:.0f} calls/s | {proj/ref1:.2f} |
-| purchase path | {proj:.0f} purchases/s | redis-benchmark -c 50 -P 16 {ref16:.0f} calls/s | {proj/ref16:.2f} |
-
-At a fixed offered load of half the sold-out peak ({half:.0f} req/s, Goose throttled, sale-state reads): p50 {p50:.0f} µs, p99 {p99:.0f} µs (HdrHistogram).
-"""
+md = "# Bench (one run, this machine)\n\n| measure | project | reference | ratio |\n|---|---|---|---|\n"
+md += "\n".join(rows) + "\n\n" + lat + "\n"
+if notes:
+    md += "\nNot measured:\n" + "\n".join(notes) + "\n"
 open(f"{out}/summary.md", "w").write(md)
 print(md)
 PY
-echo "[bench] written to $OUT" >&2
+log "written to $OUT"

@@ -6,19 +6,20 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 SECS="${1:-5}"; CONNS="${2:-64}"
 cd "$ROOT"
-command -v wrk >/dev/null || { echo "wrk missing: apt-get install -y wrk" >&2; exit 1; }
-./dev up >/dev/null 2>&1
-source <(sed 's/^/export /' .run/stack.env)
-cargo build --release -q -p gateway --bins --example hello
+command -v wrk >/dev/null || { echo "wrk is missing: run ./dev setup (as root) to install it" >&2; exit 1; }
+cargo build --release -q -p stackctl -p gateway --bins --example hello
+./dev up >/dev/null 2>&1 || target/release/stackctl up >&2 || { echo "the local stack did not come up" >&2; exit 1; }
+source <(target/release/stackctl env | sed 's/^/export /')
 GW_PORT=18090; HELLO_PORT=18091
 SECKILL_LISTEN=127.0.0.1:$GW_PORT SECKILL_LOG=warn SECKILL_IP_RPS=100000000 SECKILL_IP_BURST=100000000 \
   SECKILL_GLOBAL_RPS=100000000 SECKILL_GLOBAL_BURST=100000000 SECKILL_USER_RPS=100000000 SECKILL_USER_BURST=100000000 \
-  SECKILL_SOLD_OUT_RECHECK_MS=600000 SECKILL_AUDIT_LOG=.run/bench-audit.jsonl target/release/gateway &
+  SECKILL_SOLD_OUT_RECHECK_MS=600000 SECKILL_DEV_INSECURE=1 SECKILL_AUDIT_LOG=.run/bench-audit.jsonl target/release/gateway &
 GW=$!
 target/release/examples/hello 127.0.0.1:$HELLO_PORT &
 HELLO=$!
 trap 'kill $GW $HELLO 2>/dev/null || true' EXIT
 for _ in $(seq 100); do curl -sf localhost:$GW_PORT/readyz >/dev/null && break; sleep 0.1; done
+curl -sf localhost:$GW_PORT/readyz >/dev/null || { echo "gateway on :$GW_PORT not ready in 10 s" >&2; exit 1; }
 SALE="bench_$(date +%s%N)"; NOW=$(date +%s%3N)
 A="Authorization: Bearer dev-admin-token-change-me"
 curl -sf -XPOST -H "$A" localhost:$GW_PORT/admin/sales -d "{\"sale\":\"$SALE\",\"stock\":1,\"start_ms\":$((NOW-1000)),\"end_ms\":$((NOW+3600000))}" >/dev/null
