@@ -33,6 +33,9 @@ pub struct App {
     pub breaker: Arc<Breaker>,
     /// Sales known sold out, until when (only sales Redis confirmed, so bounded by sales).
     sold_out: RwLock<HashMap<String, Instant>>,
+    /// Sale ids Redis said do not exist, until when: a flood of made-up ids costs one
+    /// Redis call per id per `MISSING_FOR` (at most `MISSING_MAX` remembered).
+    missing: Mutex<HashMap<String, Instant>>,
     /// Short-lived sale snapshots for the public sale-state endpoint.
     sale_cache: Mutex<HashMap<String, (Instant, SaleState)>>,
     in_flight: AtomicUsize,
@@ -148,6 +151,7 @@ impl App {
             sink,
             breaker,
             sold_out: RwLock::new(HashMap::new()),
+            missing: Mutex::new(HashMap::new()),
             sale_cache: Mutex::new(HashMap::new()),
             in_flight: AtomicUsize::new(0),
             draining: AtomicBool::new(false),
@@ -202,7 +206,7 @@ impl App {
         match route {
             Route::Token => want("POST").and_then(|_| self.token(seg[2], req)),
             Route::Order => want("POST").and_then(|_| self.order(seg[2], req)),
-            Route::Sale => want("GET").and_then(|_| self.sale(seg[2])),
+            Route::Sale => want("GET").and_then(|_| self.sale(seg[2], req)),
             Route::OrderStatus => want("GET").and_then(|_| self.order_status(seg[2], req)),
             Route::Pay => want("POST").and_then(|_| self.pay(seg[2], req)),
             Route::AdminSales => {
@@ -267,6 +271,7 @@ impl App {
         if self.draining.load(Ordering::Acquire) {
             return Err(ApiError::Draining);
         }
+        self.known_sale_id(sale)?;
         let user = self.user(req)?;
         if self.switches.paused_all() {
             return Err(ApiError::PausedAll);
@@ -278,15 +283,36 @@ impl App {
             self.metrics.sold_out_shed();
             return Err(ApiError::SoldOutShed);
         }
-        if let Err(r) = self.limits.check(user, req.peer) {
-            self.metrics.limited(r.limit);
-            return Err(ApiError::Limited(
-                r.limit,
-                r.retry_after.as_secs_f64().ceil().max(1.0) as u64,
-            ));
-        }
-        self.metrics.sale_request(sale);
+        self.limited(self.limits.check(user, req.peer))?;
         Ok(user)
+    }
+
+    fn limited(&self, check: Result<(), crate::limits::Refused>) -> Result<(), ApiError> {
+        check.map_err(|r| {
+            self.metrics.limited(r.limit);
+            ApiError::Limited(r.limit, r.retry_after.as_secs_f64().ceil().max(1.0) as u64)
+        })
+    }
+
+    /// A well-formed id Redis has not said (lately) does not exist; else 404 from memory.
+    fn known_sale_id(&self, sale: &str) -> Result<(), ApiError> {
+        let missing = stock::keys::check_sale_id(sale).is_err() || {
+            let m = self.missing.lock().unwrap_or_else(|p| p.into_inner());
+            m.get(sale).is_some_and(|until| Instant::now() < *until)
+        };
+        if missing {
+            Err(ApiError::Stock(StockError::NoSale))
+        } else {
+            Ok(())
+        }
+    }
+
+    fn mark_missing(&self, sale: &str) {
+        let mut m = self.missing.lock().unwrap_or_else(|p| p.into_inner());
+        if m.len() >= MISSING_MAX {
+            m.clear();
+        }
+        m.insert(sale.to_string(), Instant::now() + MISSING_FOR);
     }
 
     fn known_sold_out(&self, sale: &str) -> bool {
@@ -303,9 +329,17 @@ impl App {
             .insert(sale.to_string(), until);
     }
 
-    fn note(&self, sale: &str, e: &StockError) {
-        if matches!(e, StockError::SoldOut) {
-            self.mark_sold_out(sale);
+    /// Learn from Redis's answer about `sale`: sold out, missing, or there (only a sale
+    /// Redis knows gets a per-sale metric series).
+    fn note(&self, sale: &str, r: Result<(), &StockError>) {
+        match r {
+            Err(StockError::SoldOut) => {
+                self.mark_sold_out(sale);
+                self.metrics.sale_request(sale);
+            }
+            Err(StockError::NoSale) => self.mark_missing(sale),
+            Err(e) if e.is_fault() => {}
+            _ => self.metrics.sale_request(sale),
         }
     }
 
@@ -316,16 +350,13 @@ impl App {
             return Err(ApiError::AdmissionShed);
         }
         let ttl = Duration::from_secs(self.cfg.token_ttl_secs.max(1) as u64);
-        match self.stock().issue_token(sale, user, ttl) {
-            Ok(t) => Ok(Reply::json(
-                201,
-                &json!({"token": t.token, "expires_ms": t.expires_ms}),
-            )),
-            Err(e) => {
-                self.note(sale, &e);
-                Err(e.into())
-            }
-        }
+        let issued = self.stock().issue_token(sale, user, ttl);
+        self.note(sale, issued.as_ref().map(|_| ()));
+        let t = issued?;
+        Ok(Reply::json(
+            201,
+            &json!({"token": t.token, "expires_ms": t.expires_ms}),
+        ))
     }
 
     fn order(&self, sale: &str, req: &Incoming) -> Result<Reply, ApiError> {
@@ -337,13 +368,9 @@ impl App {
             .accepting(mode)
             .map_err(|e| ApiError::SinkUnavailable(e.to_string()))?;
         let mut stock = self.stock();
-        let p = match stock.purchase(sale, user, &body.token) {
-            Ok(p) => p,
-            Err(e) => {
-                self.note(sale, &e);
-                return Err(e.into());
-            }
-        };
+        let bought = stock.purchase(sale, user, &body.token);
+        self.note(sale, bought.as_ref().map(|_| ()));
+        let p = bought?;
         if p.remaining <= 0 {
             self.mark_sold_out(sale);
         }
@@ -396,8 +423,9 @@ impl App {
         ))
     }
 
-    fn sale(&self, sale: &str) -> Result<Reply, ApiError> {
-        stock::keys::check_sale_id(sale).map_err(|_| ApiError::Stock(StockError::NoSale))?;
+    fn sale(&self, sale: &str, req: &Incoming) -> Result<Reply, ApiError> {
+        self.known_sale_id(sale)?;
+        self.limited(self.limits.check_reader(None, req.peer))?;
         let fresh = Duration::from_millis(self.cfg.sale_cache_ms.max(0) as u64);
         let cached = {
             let c = self.sale_cache.lock().unwrap_or_else(|p| p.into_inner());
@@ -408,7 +436,11 @@ impl App {
         let st = match cached {
             Some(s) => s,
             None => {
-                let s = self.stock().state(sale)?;
+                let read = self.stock().state(sale);
+                if let Err(StockError::NoSale) = read {
+                    self.mark_missing(sale);
+                }
+                let s = read?;
                 self.sale_cache
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
@@ -433,6 +465,7 @@ impl App {
         req: &Incoming,
     ) -> Result<(stock::OrderState, u64, Stock<RedisPipe>), ApiError> {
         let user = self.user(req)?;
+        self.limited(self.limits.check_reader(Some(user), req.peer))?;
         let mut stock = self.stock();
         let (state, buyer) = stock.order(order_id)?;
         if buyer != user {
@@ -447,6 +480,7 @@ impl App {
         match self.switches.status_reads() {
             StatusReads::Off => Err(ApiError::StatusReadsOff),
             StatusReads::Cache => {
+                self.limited(self.limits.check_reader(Some(user), req.peer))?;
                 let hit = self
                     .status_cache
                     .lock()
@@ -539,6 +573,10 @@ impl App {
             }
         }
         stock.create_sale(&c.sale, &spec)?;
+        self.missing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&c.sale);
         self.audit(req, "create_sale", json!({"sale": c.sale, "stock": c.stock, "per_user_limit": c.per_user_limit, "start_ms": c.start_ms, "end_ms": c.end_ms}));
         // The definition goes to PostgreSQL through the order topic: what rebuilding the
         // sale needs if Redis ever loses it.
@@ -770,6 +808,10 @@ impl App {
         Reply::text(200, out)
     }
 }
+
+/// How long "no such sale" is answered from memory, and for how many ids at most.
+const MISSING_FOR: Duration = Duration::from_secs(1);
+const MISSING_MAX: usize = 10_000;
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     let mut diff = (a.len() != b.len()) as u8;

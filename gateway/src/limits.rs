@@ -79,6 +79,26 @@ impl Limits {
     }
 
     /// Check IP, then user, then the global budget (non-blocking; safe inside may).
+    /// Reads and pays (sale state, order status, pay): the per-IP and, with a ticket,
+    /// the per-user limit; not the global one, which guards the purchase path.
+    pub fn check_reader(&self, user: Option<u64>, ip: Option<IpAddr>) -> Result<(), Refused> {
+        let l = self.get();
+        let clock = DefaultClock::default();
+        let refused = |limit, nu: governor::NotUntil<_>| Refused {
+            limit,
+            retry_after: nu.wait_time_from(clock.now()),
+        };
+        if let Some(ip) = ip {
+            l.ip.check_key(&ip).map_err(|nu| refused(Limit::Ip, nu))?;
+        }
+        if let Some(user) = user {
+            l.user
+                .check_key(&user)
+                .map_err(|nu| refused(Limit::User, nu))?;
+        }
+        Ok(())
+    }
+
     pub fn check(&self, user: u64, ip: Option<IpAddr>) -> Result<(), Refused> {
         let l = self.get();
         let clock = DefaultClock::default();

@@ -351,7 +351,8 @@ impl Metrics {
         {
             let _ = writeln!(
                 out,
-                "seckill_sale_requests_total{{sale=\"{sale}\"}} {}",
+                "seckill_sale_requests_total{{sale=\"{}\"}} {}",
+                escape_label(sale),
                 n.load(Ordering::Relaxed)
             );
         }
@@ -384,8 +385,30 @@ impl Metrics {
     }
 }
 
+/// A Prometheus label value: backslash, double quote and newline escaped.
+pub fn escape_label(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape_label(r#"a"b\c
+d"#), r#"a\"b\\c\nd"#);
+        assert_eq!(escape_label("sale_1"), "sale_1");
+    }
+
     use super::*;
 
     #[test]

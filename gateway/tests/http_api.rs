@@ -877,3 +877,72 @@ fn a_sale_cannot_be_created_on_a_store_that_lost_its_data() {
     let keys: Vec<String> = redis::cmd("KEYS").arg("sk:{*").query(&mut c).unwrap();
     assert!(keys.is_empty(), "{keys:?}");
 }
+
+#[test]
+fn only_sales_redis_knows_get_a_metric_series_and_unknown_ids_are_answered_from_memory() {
+    let redis = PrivateRedis::start();
+    let gw = Gateway::start_with(Options {
+        redis_url: Some(redis.url()),
+        ..Default::default()
+    });
+    let sale = gw.open_sale("known", 5);
+    assert_eq!(gw.token(&sale, 1).status, 201);
+    // A malformed id (never sent to Redis) and a well-formed unknown one.
+    let junk = gw.post("/v1/sales/a%22b/tokens", Some(&gw.ticket(2)), None);
+    assert_eq!((junk.status, junk.code().as_str()), (404, "no_such_sale"));
+    let evals = redis.calls("evalsha");
+    for _ in 0..50 {
+        let r = gw.token("made_up_sale", 2);
+        assert_eq!((r.status, r.code().as_str()), (404, "no_such_sale"));
+        let r = gw.get("/v1/sales/made_up_sale", None);
+        assert_eq!(r.status, 404);
+    }
+    assert!(
+        redis.calls("evalsha") - evals <= 2,
+        "unknown ids cost Redis {} calls",
+        redis.calls("evalsha") - evals
+    );
+    let m = gw.get("/metrics", None).body;
+    assert!(m.contains(&format!("seckill_sale_requests_total{{sale=\"{sale}\"}}")), "{m}");
+    assert!(!m.contains("made_up_sale") && !m.contains("a%22b") && !m.contains("a\"b"), "{m}");
+    // A sale created later is seen at once by the gateway that created it.
+    let r = gw.post(
+        "/admin/sales",
+        Some(&Gateway::admin_auth()),
+        Some(&format!(
+            r#"{{"sale":"made_up_sale","stock":1,"start_ms":{},"end_ms":{}}}"#,
+            now_ms() - 1000,
+            now_ms() + 60_000
+        )),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(gw.token("made_up_sale", 2).status, 201);
+}
+
+#[test]
+fn sale_state_order_status_and_pay_are_rate_limited() {
+    let gw = Gateway::start_with(Options {
+        env: vec![
+            ("SECKILL_IP_RPS", "1".into()),
+            ("SECKILL_IP_BURST", "5".into()),
+        ],
+        ..Default::default()
+    });
+    let sale = gw.open_sale("reads", 5);
+    let states: Vec<u16> = (0..20)
+        .map(|_| gw.get(&format!("/v1/sales/{sale}"), None).status)
+        .collect();
+    assert!(states.contains(&429), "{states:?}");
+    let limited = gw.get(&format!("/v1/sales/{sale}"), None);
+    if limited.status == 429 {
+        assert!(limited.header("Retry-After").is_some());
+    }
+    let statuses: Vec<u16> = (0..20)
+        .map(|_| gw.get(&format!("/v1/orders/{sale}-1"), Some(&gw.ticket(3))).status)
+        .collect();
+    assert!(statuses.contains(&429), "{statuses:?}");
+    let pays: Vec<u16> = (0..20)
+        .map(|_| gw.post(&format!("/v1/orders/{sale}-1/pay"), Some(&gw.ticket(4)), None).status)
+        .collect();
+    assert!(pays.contains(&429), "{pays:?}");
+}
