@@ -1,16 +1,23 @@
 //! The writer's rows per second next to PostgreSQL `COPY` of the same rows, in one run
 //! on the local stack. Each round measures, back to back:
-//! 1. `COPY … FROM STDIN` of the rows into a fresh table of the same shape (same
-//!    indexes, no foreign key) — the reference;
-//! 2. the batch write alone (`db::write_batch`, `batch_max` rows per transaction);
-//! 3. the full writer (topic → batches → PostgreSQL → offsets) on a topic filled
+//! 1. `COPY … FROM STDIN` of the rows into the real `orders` table (the migrated schema:
+//!    primary key, checks, the foreign key to `sales` with the referenced sale row
+//!    present, both partial indexes) — the like-for-like reference;
+//! 2. `COPY` of the same rows into a table of the same shape without the foreign key
+//!    (`LIKE orders INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING INDEXES`) — a
+//!    second reference, the cost of the schema's foreign key being the difference;
+//! 3. the batch write alone (`db::write_batch`, `batch_max` rows per transaction);
+//! 4. the full writer (topic → batches → PostgreSQL → offsets) on a topic filled
 //!    beforehand, timed from start-up to the last row in PostgreSQL.
 //!
-//! Everything runs in a fresh database of its own (dropped at the end), so the writer's
-//! `orders` table starts as empty as the reference's table and the project's is untouched.
-//! The machine may be shared, so there are several rounds and the medians are reported.
+//! Everything runs in a fresh database of its own (dropped at the end), and `orders` and
+//! `sales` are emptied (`TRUNCATE`) before every measure, so each starts on the same empty
+//! tables and the project's database is untouched. `synchronous_commit` is the server's
+//! (on). The machine may be shared, so there are several rounds and the medians are
+//! reported.
 //! `cargo run --release -p order-writer --example write_vs_copy [rows=50000] [batch_max] [rounds=3]`
-//! The last line is machine-readable: `median rows/s: writer W write-alone S copy C`.
+//! The last line is machine-readable:
+//! `median rows/s: writer W write-alone S copy C copy-no-fk D`.
 
 use order_writer::config::Config;
 use order_writer::consumer::Writer;
@@ -59,29 +66,59 @@ struct Bench {
 }
 
 impl Bench {
-    fn copy(&mut self, round: usize) -> Res<f64> {
-        let table = format!("bench_copy_{}_{round}", self.tag);
-        self.db.batch_execute(&format!(
-            "CREATE TABLE {table} (LIKE orders INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING INDEXES)"
-        ))?;
+    /// The rows as `COPY` text.
+    fn copy_text(&self, sale: &str) -> Res<Vec<u8>> {
         let mut text = Vec::with_capacity(self.n as usize * 80);
-        for m in rows(&format!("bench_c_{}_{round}", self.tag), self.n) {
+        for m in rows(sale, self.n) {
             writeln!(
                 text,
                 "{}\t{}\t{}\t1\t1\treserved\t{}",
                 m.order_id, m.sale, m.user, "2026-11-24 00:00:00+00"
             )?;
         }
+        Ok(text)
+    }
+
+    fn copy_into(&mut self, table: &str, text: &[u8]) -> Res<f64> {
         let t = Instant::now();
-        let mut w = self.db.copy_in(&format!("COPY {table} (order_id, sale, user_id, units, per_user_limit, status, accepted_at) FROM STDIN"))?;
-        w.write_all(&text)?;
+        let mut w = self.db.copy_in(&format!(
+            "COPY {table} (order_id, sale, user_id, units, per_user_limit, status, accepted_at) FROM STDIN"
+        ))?;
+        w.write_all(text)?;
         w.finish()?;
-        let rate = self.n as f64 / t.elapsed().as_secs_f64();
+        Ok(self.n as f64 / t.elapsed().as_secs_f64())
+    }
+
+    /// The like-for-like reference: `COPY` into the real `orders` table, its sale row in
+    /// `sales` (as the writer's own transaction puts it there before its rows).
+    fn copy_orders(&mut self, round: usize) -> Res<f64> {
+        self.empty()?;
+        let sale = format!("bench_c_{}_{round}", self.tag);
+        let text = self.copy_text(&sale)?;
+        self.db
+            .execute("INSERT INTO sales (sale) VALUES ($1)", &[&sale])?;
+        let rate = self.copy_into("orders", &text)?;
+        if count(&mut self.db, &sale)? != self.n as i64 {
+            return Err("COPY into orders did not write every row".into());
+        }
+        Ok(rate)
+    }
+
+    /// The second reference: `COPY` into a table of the same shape without the foreign key.
+    fn copy_no_fk(&mut self, round: usize) -> Res<f64> {
+        self.empty()?;
+        let table = format!("bench_copy_{}_{round}", self.tag);
+        self.db.batch_execute(&format!(
+            "CREATE TABLE {table} (LIKE orders INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING INDEXES)"
+        ))?;
+        let text = self.copy_text(&format!("bench_n_{}_{round}", self.tag))?;
+        let rate = self.copy_into(&table, &text)?;
         self.db.batch_execute(&format!("DROP TABLE {table}"))?;
         Ok(rate)
     }
 
     fn write_alone(&mut self, round: usize) -> Res<f64> {
+        self.empty()?;
         let sale = format!("bench_s_{}_{round}", self.tag);
         let msgs = rows(&sale, self.n);
         let t = Instant::now();
@@ -89,12 +126,11 @@ impl Bench {
             let refs: Vec<&OrderMessage> = chunk.iter().collect();
             order_writer::db::write_batch(&mut self.db, &refs)?;
         }
-        let rate = self.n as f64 / t.elapsed().as_secs_f64();
-        self.forget(&sale)?;
-        Ok(rate)
+        Ok(self.n as f64 / t.elapsed().as_secs_f64())
     }
 
     fn writer(&mut self, round: usize) -> Res<f64> {
+        self.empty()?;
         let topic = format!("bench_orders_{}_{round}", self.tag);
         seckill_common::kafka::create_topic(&self.stack.kafka_brokers, &topic, 4)?;
         let sale = format!("bench_w_{}_{round}", self.tag);
@@ -166,36 +202,44 @@ impl Bench {
             Ok(r) => r?,
             Err(_) => return Err("writer thread panicked".into()),
         }
-        self.forget(&sale)?;
         Ok(rate)
     }
 
-    /// These rows have no Redis reservation; leave nothing for the payment-window scan.
-    fn forget(&mut self, sale: &str) -> Res<()> {
-        self.db
-            .execute("DELETE FROM orders WHERE sale = $1", &[&sale])?;
-        self.db.execute("DELETE FROM sales WHERE sale = $1", &[&sale])?;
+    /// Empty `orders` and `sales` (this database is the bench's own), so every measure
+    /// starts on empty tables and no dead rows from the last one.
+    fn empty(&mut self) -> Res<()> {
+        self.db.batch_execute("TRUNCATE orders, sales")?;
         Ok(())
     }
 }
 
-#[allow(clippy::type_complexity)]
-fn measure(b: &mut Bench, rounds: usize) -> Res<(Vec<f64>, Vec<f64>, Vec<f64>)> {
-    let (mut copy, mut alone, mut writer) = (Vec::new(), Vec::new(), Vec::new());
+/// Per-measure rates, one per round.
+#[derive(Default)]
+struct Rates {
+    copy: Vec<f64>,
+    copy_no_fk: Vec<f64>,
+    alone: Vec<f64>,
+    writer: Vec<f64>,
+}
+
+fn measure(b: &mut Bench, rounds: usize) -> Res<Rates> {
+    let mut r = Rates::default();
     println!(
         "{} order rows per measure, {rounds} rounds, batch_max {}, local stack",
         b.n, b.batch
     );
     for round in 0..rounds {
-        copy.push(b.copy(round)?);
-        alone.push(b.write_alone(round)?);
-        writer.push(b.writer(round)?);
+        r.copy.push(b.copy_orders(round)?);
+        r.copy_no_fk.push(b.copy_no_fk(round)?);
+        r.alone.push(b.write_alone(round)?);
+        r.writer.push(b.writer(round)?);
         println!(
-            "  round {round}: writer {:>7.0}  write alone {:>7.0}  COPY {:>7.0} rows/s",
-            writer[round], alone[round], copy[round]
+            "  round {round}: writer {:>7.0}  write alone {:>7.0}  COPY into orders {:>7.0}  COPY without FK {:>7.0} rows/s",
+            r.writer[round], r.alone[round], r.copy[round], r.copy_no_fk[round]
         );
     }
-    Ok((copy, alone, writer))
+    b.empty()?;
+    Ok(r)
 }
 
 fn main() -> Res<()> {
@@ -235,11 +279,17 @@ fn main() -> Res<()> {
     let measured = measure(&mut b, rounds);
     drop(b);
     admin.batch_execute(&format!("DROP DATABASE {name} WITH (FORCE)"))?;
-    let (copy, alone, writer) = measured?;
-    let (w, s, c) = (median(writer), median(alone), median(copy));
-    println!("  order-writer (topic -> PostgreSQL, offsets committed): {w:>9.0} rows/s  ({:.2} of COPY)", w / c);
-    println!("  batch write alone (db::write_batch, {batch}/batch):      {s:>9.0} rows/s  ({:.2} of COPY)", s / c);
-    println!("  COPY FROM STDIN (same rows, same indexes):            {c:>9.0} rows/s");
-    println!("median rows/s: writer {w:.0} write-alone {s:.0} copy {c:.0}");
+    let r = measured?;
+    let (w, s, c, d) = (
+        median(r.writer),
+        median(r.alone),
+        median(r.copy),
+        median(r.copy_no_fk),
+    );
+    println!("  order-writer (topic -> PostgreSQL, offsets committed): {w:>9.0} rows/s  ({:.2} of COPY into orders, {:.2} of COPY without FK)", w / c, w / d);
+    println!("  batch write alone (db::write_batch, {batch}/batch):      {s:>9.0} rows/s  ({:.2} of COPY into orders)", s / c);
+    println!("  COPY into orders (real schema, FK to sales):          {c:>9.0} rows/s");
+    println!("  COPY without the foreign key (same indexes, checks):  {d:>9.0} rows/s");
+    println!("median rows/s: writer {w:.0} write-alone {s:.0} copy {c:.0} copy-no-fk {d:.0}");
     Ok(())
 }
