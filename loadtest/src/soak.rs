@@ -672,6 +672,8 @@ pub fn pid_listening_on(port: u16) -> Option<i32> {
     None
 }
 
+const METRICS_SERVED: &str = "seckill_http_requests_total{route=\"metrics\",status=\"200\"}";
+
 fn metrics_text(agent: &ureq::Agent, base: &str) -> Option<String> {
     agent
         .get(&format!("{base}/metrics"))
@@ -996,6 +998,9 @@ pub struct Summary {
     pub hostile: HostileStats,
     /// The gateway's own count of edge refusals during the soak, by reason.
     pub refused_by_gateway: BTreeMap<String, u64>,
+    /// `GET /metrics` the gateway answered during the soak (the unread pipelines', and
+    /// the sampler's two a second).
+    pub metrics_served: u64,
     pub invariants: Vec<(String, verify::Report)>,
     pub bounds: Bounds,
 }
@@ -1167,6 +1172,11 @@ impl Summary {
             .map(|(r, n)| format!("{r} {n}"))
             .collect();
         println!("gateway seckill_http_refused_total during the soak: {}", refused.join(", "));
+        println!(
+            "gateway answered {} GET /metrics during the soak (unread pipelines wrote {})",
+            self.metrics_served,
+            h.kinds.get(&Kind::Pipeline).map_or(0, |k| k.requests_written)
+        );
         for (sale, r) in &self.invariants {
             println!("invariants {sale}: {}", if r.ok() { "PASS" } else { "FAIL" });
             r.print();
@@ -1266,9 +1276,9 @@ pub fn run(opts: &Options, stack: &seckill_common::stack::Stack) -> Result<Summa
         without.requests, without.p99_us
     ));
 
-    let refused_before = metrics_text(&agent, &opts.gateway)
-        .map(|t| refused_by_reason(&t))
-        .unwrap_or_default();
+    let before = metrics_text(&agent, &opts.gateway).unwrap_or_default();
+    let refused_before = refused_by_reason(&before);
+    let metrics_before = metric(&before, METRICS_SERVED).unwrap_or(0.0) as u64;
     sampler.phase("soak");
     let hostile = Hostile::start(HostileOptions {
         addr,
@@ -1319,9 +1329,10 @@ pub fn run(opts: &Options, stack: &seckill_common::stack::Stack) -> Result<Summa
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    let refused_after = metrics_text(&agent, &opts.gateway)
-        .map(|t| refused_by_reason(&t))
-        .unwrap_or_default();
+    let after_text = metrics_text(&agent, &opts.gateway).unwrap_or_default();
+    let refused_after = refused_by_reason(&after_text);
+    let metrics_served =
+        (metric(&after_text, METRICS_SERVED).unwrap_or(0.0) as u64).saturating_sub(metrics_before);
     let refused_by_gateway = refused_after
         .iter()
         .map(|(k, v)| (k.clone(), v.saturating_sub(*refused_before.get(k).unwrap_or(&0))))
@@ -1366,6 +1377,7 @@ pub fn run(opts: &Options, stack: &seckill_common::stack::Stack) -> Result<Summa
         with,
         hostile: stats,
         refused_by_gateway,
+        metrics_served,
         invariants,
         bounds: opts.bounds.clone(),
     })
