@@ -83,6 +83,13 @@ pub struct Config {
     /// Several gateway processes on one address (`SO_REUSEPORT`). Off: a gateway started
     /// on an address in use refuses to start.
     pub share_port: bool,
+    /// Load balancers allowed to say who the client is, comma-separated addresses or
+    /// CIDR ranges (`127.0.0.1`, `10.0.0.0/8`). A connection from one of them must
+    /// start with a PROXY protocol header (v1 or v2, HAProxy's `send-proxy-v2`) and the
+    /// per-IP limits see the address in it; from any other address a PROXY header is
+    /// refused (400, closed) and `X-Forwarded-For` is never read. Empty (the default):
+    /// every client is its socket's address.
+    pub trusted_proxies: String,
 }
 
 /// The secrets the README shows; a gateway must not run with them.
@@ -136,6 +143,7 @@ impl Default for Config {
             write_timeout_ms: 10_000,
             dev_insecure: false,
             share_port: false,
+            trusted_proxies: String::new(),
         }
     }
 }
@@ -191,7 +199,22 @@ impl Config {
             body_timeout: ms(self.body_timeout_ms),
             idle_timeout: ms(self.idle_timeout_ms),
             write_timeout: ms(self.write_timeout_ms),
+            trusted_proxies: self.trusted_proxy_nets().unwrap_or_else(|e| {
+                // Trusting nobody is the safe reading: a balancer's connections are then
+                // refused (its health checks fail), no client can claim an address.
+                tracing::error!(error = %e, "trusted_proxies ignored: every PROXY header is refused");
+                Vec::new()
+            }),
         }
+    }
+
+    /// `trusted_proxies` parsed; an entry that is not an address or CIDR range is an error.
+    pub fn trusted_proxy_nets(&self) -> Result<Vec<may_minihttp::TrustedNet>, String> {
+        self.trusted_proxies
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|s| !s.is_empty())
+            .map(|s| s.parse().map_err(|e| format!("trusted_proxies: {e}")))
+            .collect()
     }
 
     pub fn spool_path(&self) -> std::path::PathBuf {

@@ -1,4 +1,5 @@
-//! The may_minihttp glue: one service per connection (it knows the peer's IP), body
+//! The may_minihttp glue: one service per connection (it knows the peer's IP — the
+//! socket's, or the client's from a trusted balancer's PROXY header), body
 //! reading within the configured limit, the edge's bounds and refusals (see
 //! `Config::http_limits`), and the reply type every handler returns.
 
@@ -124,6 +125,12 @@ impl HttpService for Conn {
         tracing::debug!(?why, peer = ?self.peer, "refused at the edge");
         self.app.metrics.refused(why);
         write(rsp, ApiError::Refused(why).into());
+    }
+
+    /// The client behind a trusted balancer (`trusted_proxies`), from its PROXY header:
+    /// the per-IP limits count this address, not the balancer's.
+    fn proxied_peer(&mut self, client: SocketAddr) {
+        self.peer = Some(client.ip());
     }
 }
 

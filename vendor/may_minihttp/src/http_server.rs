@@ -38,6 +38,12 @@ pub trait HttpService {
     fn refused(&mut self, why: Refusal, rsp: &mut Response) {
         why.write_default(rsp)
     }
+
+    /// The client's address, from the PROXY header a trusted balancer sent at the start
+    /// of this connection (`Limits::trusted_proxies`), before any request is served.
+    /// Not called when the header keeps the socket's own address (v2 `LOCAL`, as in a
+    /// health check). Default: ignored.
+    fn proxied_peer(&mut self, _client: std::net::SocketAddr) {}
 }
 
 pub trait HttpServiceFactory: Send + Sized + 'static {
@@ -229,9 +235,61 @@ fn each_connection_loop<T: HttpService>(stream: &mut TcpStream, service: &mut T,
     // When the head being received must be complete; None between requests (idle).
     // A new connection's first request is on the head clock from accept.
     let mut head_deadline = Some(Instant::now() + limits.head_timeout);
+    // PROXY protocol (patch 9): a trusted balancer's connection starts with a header
+    // naming the client; anyone else's must not start with one.
+    let trusted = !limits.trusted_proxies.is_empty()
+        && stream.peer_addr().is_ok_and(|p| limits.trusts(p.ip()));
+    let mut sniff = !trusted;
+    if trusted {
+        let deadline = head_deadline.unwrap_or_else(Instant::now);
+        loop {
+            match crate::proxy::parse(&req_buf) {
+                crate::proxy::Header::Valid { len, source } => {
+                    bytes::Buf::advance(&mut req_buf, len);
+                    if let Some(client) = source {
+                        service.proxied_peer(client);
+                    }
+                    break;
+                }
+                crate::proxy::Header::Invalid => {
+                    debug!("a trusted peer's connection without a valid PROXY header");
+                    return refuse(stream, service, Refusal::Malformed, &mut rsp_buf, limits);
+                }
+                crate::proxy::Header::Incomplete => {}
+            }
+            let wait = deadline.saturating_duration_since(Instant::now());
+            let timed_out = wait.is_zero();
+            let read = if timed_out {
+                Err(io::Error::new(io::ErrorKind::TimedOut, "head timeout"))
+            } else {
+                reserve_buf(&mut req_buf);
+                let read_buf: &mut [u8] = unsafe { std::mem::transmute(req_buf.chunk_mut()) };
+                read_within(stream, read_buf, wait)
+            };
+            match read {
+                Ok(0) => return Ok(()),
+                Ok(n) => unsafe { req_buf.advance_mut(n) },
+                Err(e) if e.kind() == io::ErrorKind::TimedOut && req_buf.is_empty() => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                    return refuse(stream, service, Refusal::HeadTimeout, &mut rsp_buf, limits)
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
 
     loop {
         while rsp_buf.len() <= limits.max_pending_output {
+            if sniff {
+                match crate::proxy::sniff(&req_buf) {
+                    Some(true) => {
+                        debug!("a PROXY header from an untrusted peer");
+                        return refuse(stream, service, Refusal::Malformed, &mut rsp_buf, limits);
+                    }
+                    Some(false) => sniff = false,
+                    None => break,
+                }
+            }
             let mut headers = vec![MaybeUninit::uninit(); limits.max_headers];
             let req = match request::decode(&mut headers, &mut req_buf, stream, limits) {
                 Ok(Some(req)) => req,

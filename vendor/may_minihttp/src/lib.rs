@@ -4,10 +4,12 @@ extern crate log;
 mod date;
 mod http_server;
 mod limits;
+pub mod proxy;
 mod request;
 mod response;
 
 pub use http_server::{HttpServer, HttpService, HttpServiceFactory};
 pub use limits::{Limits, Refusal};
+pub use proxy::TrustedNet;
 pub use request::{BodyReader, Request};
 pub use response::Response;

@@ -32,6 +32,19 @@ pub struct Limits {
     /// A write that makes no progress this long ends the connection (the client stopped
     /// reading; there is no one to answer).
     pub write_timeout: Duration,
+    /// Socket peers whose connections must start with a PROXY protocol header (v1 or
+    /// v2; see `proxy`): the service is told the client's address from it. A connection
+    /// from such a peer without a valid header, or one from any other peer that starts
+    /// with a header, is refused (`Malformed`, 400) and closed. Empty (the default):
+    /// every PROXY header is refused.
+    pub trusted_proxies: Vec<crate::proxy::TrustedNet>,
+}
+
+impl Limits {
+    /// Whether connections from `ip` are a trusted balancer's.
+    pub fn trusts(&self, ip: std::net::IpAddr) -> bool {
+        self.trusted_proxies.iter().any(|n| n.contains(ip))
+    }
 }
 
 impl Default for Limits {
@@ -46,6 +59,7 @@ impl Default for Limits {
             body_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             write_timeout: Duration::from_secs(10),
+            trusted_proxies: Vec::new(),
         }
     }
 }
