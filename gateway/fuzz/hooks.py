@@ -3,13 +3,24 @@
 POST /admin/sales refuses (400) a sale whose `end_ms` is not after its `start_ms`:
 openapi.json says so, but a constraint between two fields is beyond JSON Schema, so a
 generated body that breaks only it would count as "schema-valid data refused". Such
-bodies get their bounds swapped (or `end_ms` moved one past `start_ms`); every other
-value, valid or deliberately invalid, is sent as generated.
+bodies get their bounds swapped (or `end_ms` moved one past `start_ms`), which keeps
+every value, valid or deliberately invalid, as generated.
+
+Half of the valid sales are also made open now, so that the stateful phase (links:
+sale → token → order → status, pay) reaches the purchase path instead of 425 and 410.
 """
 
-import schemathesis
+import random
+import time
 
-I64_MAX = 2**63 - 1
+import schemathesis
+from schemathesis import GenerationMode
+
+I64_MIN, I64_MAX = -(2**63), 2**63 - 1
+
+
+def _i64(v):
+    return isinstance(v, int) and not isinstance(v, bool) and I64_MIN <= v <= I64_MAX
 
 
 @schemathesis.hook("map_case").apply_to(method="POST", path="/admin/sales")
@@ -18,12 +29,17 @@ def sale_ends_after_it_starts(ctx, case):
     if not isinstance(body, dict):
         return case
     start, end = body.get("start_ms"), body.get("end_ms")
-    ints = all(isinstance(v, int) and not isinstance(v, bool) for v in (start, end))
-    if ints and end <= start:
-        if end < start:
-            body["start_ms"], body["end_ms"] = end, start
-        elif start < I64_MAX:
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (start, end)):
+        return case
+    if end < start:
+        body["start_ms"], body["end_ms"] = end, start
+    elif end == start:
+        if start < I64_MAX:
             body["end_ms"] = start + 1
         else:
             body["start_ms"] = start - 1
+    positive = case.meta is None or case.meta.generation.mode == GenerationMode.POSITIVE
+    if positive and _i64(start) and _i64(end) and random.random() < 0.5:
+        now = int(time.time() * 1000)
+        body["start_ms"], body["end_ms"] = now - 1000, now + 3_600_000
     return case
