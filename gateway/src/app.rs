@@ -350,7 +350,8 @@ impl App {
             return Err(ApiError::AdmissionShed);
         }
         let ttl = Duration::from_secs(self.cfg.token_ttl_secs.max(1) as u64);
-        let issued = self.stock().issue_token(sale, user, ttl);
+        let cap = self.cfg.max_live_tokens.clamp(0, u32::MAX as i64) as u32;
+        let issued = self.stock().issue_token_capped(sale, user, ttl, cap);
         self.note(sale, issued.as_ref().map(|_| ()));
         let t = issued?;
         Ok(Reply::json(
@@ -613,12 +614,12 @@ impl App {
         Ok(Reply::json(200, &json!({"sale": sale, "paused": p.paused})))
     }
 
-    /// Run `cmd` (a pipeline or one command) on a plain connection to the control store:
+    /// Run `run` (calls of `stock::control`) on a plain connection to the control store:
     /// outside the breaker (so a forced-open breaker can be closed again), with short
     /// timeouts, and on a thread of its own so that a sick Redis never blocks a may worker.
-    fn control<T: redis::FromRedisValue + Send + 'static>(
+    fn control<T: Send + 'static>(
         &self,
-        run: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T> + Send + 'static,
+        run: impl FnOnce(&mut redis::Connection) -> Result<T, StockError> + Send + 'static,
     ) -> Result<T, ApiError> {
         let url = self.cfg.redis_url.clone();
         let (tx, rx) = may::sync::mpsc::channel();
@@ -648,17 +649,11 @@ impl App {
                 crate::switches::NAMES
             )));
         }
-        let mut p = redis::pipe();
-        p.atomic();
-        for (k, val) in &fields {
-            p.cmd("HSET")
-                .arg(stock::keys::switches(&self.cfg.cluster))
-                .arg(*k)
-                .arg(val)
-                .ignore();
-        }
-        self.audit_entry(&mut p, req, "set_switches", &json!(v));
-        self.control(move |c| p.query::<()>(c))?;
+        let (cluster, entry) = self.audit_entry(req, "set_switches", &json!(v));
+        let fields: Vec<(&'static str, String)> = fields.into_iter().collect();
+        self.control(move |c| {
+            stock::control::write_switches(c, &cluster, &fields, &entry.as_entry())
+        })?;
         self.audit_file(req, "set_switches", json!(v));
         self.switches.set_central(&v, &self.limits, &self.breaker);
         Ok(Reply::json(200, &self.switches.view()))
@@ -681,72 +676,46 @@ impl App {
     /// The latest audit entries from the central stream, newest first (`?n=` is not
     /// parsed by may_minihttp's path; 50 entries).
     fn read_audit(&self, _req: &Incoming) -> Result<Reply, ApiError> {
-        let mut cmd = redis::cmd("XREVRANGE");
-        cmd.arg(stock::keys::audit(&self.cfg.cluster))
-            .arg("+")
-            .arg("-")
-            .arg("COUNT")
-            .arg(50);
-        let v: redis::Value = self.control(move |c| cmd.query(c))?;
-        let mut out = Vec::new();
-        if let redis::Value::Array(entries) = v {
-            for e in entries {
-                let redis::Value::Array(parts) = e else {
-                    continue;
-                };
+        let cluster = self.cfg.cluster.clone();
+        let entries = self.control(move |c| stock::control::recent_audit(c, &cluster, 50))?;
+        let out: Vec<serde_json::Value> = entries
+            .into_iter()
+            .map(|(id, fields)| {
                 let mut obj = serde_json::Map::new();
-                if let Some(redis::Value::BulkString(id)) = parts.first() {
-                    obj.insert("id".into(), json!(String::from_utf8_lossy(id)));
+                obj.insert("id".into(), json!(id));
+                for (k, v) in fields {
+                    obj.insert(k, json!(v));
                 }
-                if let Some(redis::Value::Array(kv)) = parts.get(1) {
-                    for pair in kv.chunks(2) {
-                        if let [redis::Value::BulkString(k), redis::Value::BulkString(v)] = pair {
-                            obj.insert(
-                                String::from_utf8_lossy(k).into(),
-                                json!(String::from_utf8_lossy(v)),
-                            );
-                        }
-                    }
-                }
-                out.push(serde_json::Value::Object(obj));
-            }
-        }
+                serde_json::Value::Object(obj)
+            })
+            .collect();
         Ok(Reply::json(200, &json!({"entries": out})))
     }
 
+    /// This cluster's name and the audit entry of `action` by the caller of `req`.
     fn audit_entry(
         &self,
-        p: &mut redis::Pipeline,
         req: &Incoming,
         action: &str,
         detail: &serde_json::Value,
-    ) {
-        p.cmd("XADD")
-            .arg(stock::keys::audit(&self.cfg.cluster))
-            .arg("MAXLEN")
-            .arg("~")
-            .arg(100_000)
-            .arg("*")
-            .arg("ts_ms")
-            .arg(now_ms())
-            .arg("actor")
-            .arg(req.actor.unwrap_or("unknown"))
-            .arg("peer")
-            .arg(req.peer.map(|p| p.to_string()).unwrap_or_default())
-            .arg("instance")
-            .arg(&self.cfg.listen)
-            .arg("action")
-            .arg(action)
-            .arg("detail")
-            .arg(detail.to_string())
-            .ignore();
+    ) -> (String, OwnedAudit) {
+        (
+            self.cfg.cluster.clone(),
+            OwnedAudit {
+                ts_ms: now_ms(),
+                actor: req.actor.unwrap_or("unknown").to_string(),
+                peer: req.peer.map(|p| p.to_string()).unwrap_or_default(),
+                instance: self.cfg.listen.clone(),
+                action: action.to_string(),
+                detail: detail.to_string(),
+            },
+        )
     }
 
     /// Audit an admin action: the local file always, the central stream when reachable.
     fn audit(&self, req: &Incoming, action: &str, detail: serde_json::Value) {
-        let mut p = redis::pipe();
-        self.audit_entry(&mut p, req, action, &detail);
-        if let Err(e) = self.control(move |c| p.query::<()>(c)) {
+        let (cluster, entry) = self.audit_entry(req, action, &detail);
+        if let Err(e) = self.control(move |c| stock::control::audit(c, &cluster, &entry.as_entry())) {
             tracing::warn!(error = %e, action, "audit entry not written to the central stream (kept in the local audit log)");
         }
         self.audit_file(req, action, detail);
@@ -806,6 +775,29 @@ impl App {
         let _ = writeln!(out, "# HELP seckill_kafka_up 1 while a broker answers metadata.\n# TYPE seckill_kafka_up gauge\nseckill_kafka_up {}", self.sink.kafka_up() as u8);
         let _ = writeln!(out, "# HELP seckill_ready 1 when Redis and a broker answer and the gateway is not draining.\n# TYPE seckill_ready gauge\nseckill_ready {}", (self.ready().status == 200) as u8);
         Reply::text(200, out)
+    }
+}
+
+/// An audit entry that can move to the control thread.
+struct OwnedAudit {
+    ts_ms: i64,
+    actor: String,
+    peer: String,
+    instance: String,
+    action: String,
+    detail: String,
+}
+
+impl OwnedAudit {
+    fn as_entry(&self) -> stock::control::AuditEntry<'_> {
+        stock::control::AuditEntry {
+            ts_ms: self.ts_ms,
+            actor: &self.actor,
+            peer: &self.peer,
+            instance: &self.instance,
+            action: &self.action,
+            detail: &self.detail,
+        }
     }
 }
 

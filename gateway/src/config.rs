@@ -35,6 +35,8 @@ pub struct Config {
     pub audit_log: String,
     /// Purchase token lifetime.
     pub token_ttl_secs: i64,
+    /// Unexpired, unspent purchase tokens one buyer may hold per sale (0: no cap).
+    pub max_live_tokens: i64,
     /// Largest accepted request body; larger gets 413 without being read.
     pub max_body_bytes: i64,
     /// Requests per second (token and order endpoints) with their bursts.
@@ -118,6 +120,7 @@ impl Default for Config {
             admin_token: DEFAULT_ADMIN_TOKEN.into(),
             audit_log: ".run/gateway-audit.jsonl".into(),
             token_ttl_secs: 1800,
+            max_live_tokens: 10,
             max_body_bytes: 4096,
             global_rps: 200_000,
             global_burst: 20_000,

@@ -105,6 +105,7 @@ impl ApiError {
                 | S::AlreadyPaid => 409,
                 S::SoldOut | S::Ended => 410,
                 S::NotStarted { .. } => 425,
+                S::TooManyTokens => 429,
                 S::Invalid(_) | S::WouldOversell { .. } => 400,
                 S::Paused | S::Redis(_) | S::Timeout | S::BadReply(_) => 503,
             },
@@ -157,6 +158,7 @@ impl ApiError {
                 S::TokenExpired => "token_expired",
                 S::TokenNotYours => "token_not_yours",
                 S::TokenUsed => "token_used",
+                S::TooManyTokens => "too_many_tokens",
                 S::AlreadyReleased => "order_cancelled",
                 S::AlreadyPaid => "order_paid",
                 S::Invalid(_) | S::WouldOversell { .. } => "bad_request",
@@ -169,6 +171,9 @@ impl ApiError {
         match self {
             ApiError::Limited(_, s) => Some(*s),
             ApiError::StoreLost => Some(10),
+            // The buyer's oldest token may be minutes from expiring: the longest wait the
+            // gateway states (its Retry-After values go up to 10 s).
+            ApiError::Stock(StockError::TooManyTokens) => Some(10),
             e if e.status() == 503 => Some(1),
             _ => None,
         }

@@ -117,7 +117,7 @@ fn health_loop(app: Arc<App>) -> impl FnOnce() {
     move || {
         let mut tick = 0u64;
         loop {
-            let ping = app.pipe.call(&redis::cmd("PING"));
+            let ping = stock::Stock::new(app.pipe.clone()).ping();
             app.redis_ok.store(ping.is_ok(), Ordering::Release);
             if tick % 2 == 0 {
                 app.sink
@@ -150,14 +150,8 @@ fn follow_switches(app: Arc<App>) -> impl FnOnce() {
                 conn =
                     stock::connect(&app.cfg.redis_url, every.max(Duration::from_millis(200))).ok();
             }
-            let key = stock::keys::switches(&app.cfg.cluster);
             let read = conn.as_mut().and_then(|c| {
-                redis::pipe()
-                    .cmd("GET")
-                    .arg(stock::keys::EPOCH)
-                    .cmd("HGETALL")
-                    .arg(&key)
-                    .query(c)
+                stock::control::read(c, &app.cfg.cluster)
                     .ok()
                     .map(|(epoch, switches)| StoreRead { epoch, switches })
             });

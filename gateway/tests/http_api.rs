@@ -260,9 +260,9 @@ fn duplicate_click_storm_buys_exactly_once() {
     assert!(same.iter().all(|(s, _)| *s == 202), "{same:?}");
     let ids: std::collections::HashSet<&str> = same.iter().map(|(_, id)| id.as_str()).collect();
     assert_eq!(ids.len(), 1, "{ids:?}");
-    // 50 parallel clicks, each with a fresh token, from a second user.
+    // 10 parallel clicks (the live-token cap), each with a fresh token, from a second user.
     let user2 = 78;
-    let tokens: Vec<String> = (0..50)
+    let tokens: Vec<String> = (0..10)
         .map(|_| {
             gw.token(&sale, user2).json()["token"]
                 .as_str()
@@ -270,12 +270,12 @@ fn duplicate_click_storm_buys_exactly_once() {
                 .to_string()
         })
         .collect();
-    let fresh: Vec<u16> = parallel(50, |i| gw.order(&sale, user2, &tokens[i]).status, &gw);
+    let fresh: Vec<u16> = parallel(10, |i| gw.order(&sale, user2, &tokens[i]).status, &gw);
     assert_eq!(fresh.iter().filter(|s| **s == 202).count(), 1, "{fresh:?}");
     let s = gw.get(&format!("/v1/sales/{sale}"), None).json();
     assert!(s["remaining"].as_i64().unwrap() >= 98);
     // Retries resend their order (harmless: the writer keeps one row per order id).
-    let msgs = consume(&gw.brokers, &gw.topic, 52, Duration::from_secs(5));
+    let msgs = consume(&gw.brokers, &gw.topic, 51, Duration::from_secs(5));
     let orders: std::collections::HashSet<String> = msgs
         .iter()
         .map(|(_, v)| serde_json::from_str::<serde_json::Value>(v).unwrap()["order_id"].to_string())
@@ -945,4 +945,24 @@ fn sale_state_order_status_and_pay_are_rate_limited() {
         .map(|_| gw.post(&format!("/v1/orders/{sale}-1/pay"), Some(&gw.ticket(4)), None).status)
         .collect();
     assert!(pays.contains(&429), "{pays:?}");
+}
+
+#[test]
+fn a_buyer_cannot_hoard_purchase_tokens() {
+    let gw = Gateway::start_with(Options {
+        env: vec![("SECKILL_MAX_LIVE_TOKENS", "3".into())],
+        ..Default::default()
+    });
+    let sale = gw.open_sale("hoard", 5);
+    for _ in 0..3 {
+        assert_eq!(gw.token(&sale, 9).status, 201);
+    }
+    let r = gw.token(&sale, 9);
+    assert_eq!(
+        (r.status, r.code().as_str(), r.header("Retry-After")),
+        (429, "too_many_tokens", Some("10")),
+        "{}",
+        r.body
+    );
+    assert_eq!(gw.token(&sale, 10).status, 201, "others are not affected");
 }

@@ -12,8 +12,8 @@
 //! | `sk:{S}:seq` | int | order id sequence |
 //! | `sk:{S}:tok:T` | string | `user|expires_ms|new-or-used`, with a TTL |
 //! | `sk:epoch` | string | set with the first sale; gone only if Redis lost its data |
-//! | `sk:switches:C` | hash | degradation switches of gateway cluster `C` (JSON values) |
-//! | `sk:audit:C` | stream | every operator change through cluster `C` |
+//! | `sk:switches:{C}` | hash | degradation switches of gateway cluster `C` (JSON values) |
+//! | `sk:audit:{C}` | stream | every operator change through cluster `C` (same slot as its switches) |
 
 use crate::StockError;
 use rand::RngCore;
@@ -23,12 +23,12 @@ pub const EPOCH: &str = "sk:epoch";
 
 /// The central degradation switches of one gateway cluster.
 pub fn switches(cluster: &str) -> String {
-    format!("sk:switches:{cluster}")
+    format!("sk:switches:{{{cluster}}}")
 }
 
 /// The audit stream of operator changes (capped) of one gateway cluster.
 pub fn audit(cluster: &str) -> String {
-    format!("sk:audit:{cluster}")
+    format!("sk:audit:{{{cluster}}}")
 }
 
 /// Longest sale id accepted; ids are `[A-Za-z0-9_]`, so they never contain the
@@ -81,6 +81,12 @@ impl SaleKeys {
 
     pub fn token(&self, token: &str) -> String {
         format!("{}tok:{token}", self.prefix)
+    }
+
+    /// A buyer's live tokens (sorted set: token key → expiry ms), for the per-user cap;
+    /// expires with the newest token.
+    pub fn user_tokens(&self, user: u64) -> String {
+        format!("{}utok:{user}", self.prefix)
     }
 }
 

@@ -5,10 +5,12 @@
 //! - [`scripts`]: the Lua scripts, loaded once and called by SHA (reloaded on NOSCRIPT).
 //! - [`Stock`]: the typed API over the scripts — create a sale, issue a token, purchase,
 //!   settle (release or pay) a reservation, read the sale's state.
+//! - [`control`]: the control plane — store epoch, central switches, audit stream.
 //! - [`Exec`]: the one-command transport the API runs on. A blocking `redis::Connection`
 //!   implements it for tools and tests; the gateway brings its own pipelined,
 //!   coroutine-friendly connection.
 
+pub mod control;
 pub mod keys;
 pub mod reconcile;
 pub mod scripts;
@@ -44,6 +46,8 @@ pub enum StockError {
     TokenNotYours,
     #[error("the token was already used")]
     TokenUsed,
+    #[error("too many live purchase tokens for this buyer")]
+    TooManyTokens,
     #[error("no such order")]
     NoOrder,
     #[error("the order was already released")]
@@ -289,6 +293,14 @@ impl<C: Exec> Stock<C> {
         self.mark_store()
     }
 
+    /// One round trip (the gateway's health probe).
+    pub fn ping(&mut self) -> Result<(), StockError> {
+        match self.conn.exec(&redis::cmd("PING"))? {
+            Value::ServerError(e) => Err(StockError::Redis(format!("{e:?}"))),
+            _ => Ok(()),
+        }
+    }
+
     /// The store's epoch: set when the first sale is created (or a lost store rebuilt)
     /// and gone only when Redis lost its data. Gateways that saw an epoch and then see
     /// none stop selling until the store is rebuilt.
@@ -362,14 +374,26 @@ impl<C: Exec> Stock<C> {
         user: u64,
         ttl: Duration,
     ) -> Result<Token, StockError> {
+        self.issue_token_capped(sale, user, ttl, 0)
+    }
+
+    /// `issue_token`, refused with `TooManyTokens` while the buyer holds `max_live`
+    /// unexpired, unspent tokens of this sale (0: no cap).
+    pub fn issue_token_capped(
+        &mut self,
+        sale: &str,
+        user: u64,
+        ttl: Duration,
+        max_live: u32,
+    ) -> Result<Token, StockError> {
         keys::check_sale_id(sale)?;
         let token = keys::new_token();
         let k = keys::SaleKeys::new(sale);
         let ttl_ms = ttl.as_millis().max(1).to_string();
         let reply = self.run(
             &scripts::TOKEN,
-            &[&k.meta, &k.stock, &k.buyers, &k.token(&token)],
-            &[user.to_string(), ttl_ms],
+            &[&k.meta, &k.stock, &k.buyers, &k.token(&token), &k.user_tokens(user)],
+            &[user.to_string(), ttl_ms, max_live.to_string()],
         )?;
         let rest = outcome(reply)?;
         Ok(Token {
@@ -399,6 +423,7 @@ impl<C: Exec> Stock<C> {
                 &k.seq,
                 &k.reserved_at,
                 &k.settled,
+                &k.user_tokens(user),
             ],
             &[user.to_string(), sale.to_string()],
         )?;
@@ -600,6 +625,7 @@ fn outcome(v: Value) -> Result<Vec<Value>, StockError> {
         "TOKEN_EXPIRED" => StockError::TokenExpired,
         "TOKEN_NOT_YOURS" => StockError::TokenNotYours,
         "TOKEN_USED" => StockError::TokenUsed,
+        "TOO_MANY_TOKENS" => StockError::TooManyTokens,
         "TOKEN_COLLISION" => StockError::BadReply("random token collided; retry".into()),
         "NO_ORDER" => StockError::NoOrder,
         "ALREADY_RELEASED" => StockError::AlreadyReleased,

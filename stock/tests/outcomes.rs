@@ -415,3 +415,29 @@ fn a_sale_created_again_after_redis_lost_it_never_reuses_an_order_id() {
         first.order_id
     );
 }
+
+#[test]
+fn a_buyer_holds_at_most_the_capped_number_of_live_tokens() {
+    let mut s = stock();
+    let sale = open_sale(&mut s, "cap", 5);
+    let short = s
+        .issue_token_capped(&sale, 1, Duration::from_millis(300), 3)
+        .unwrap();
+    for _ in 0..2 {
+        s.issue_token_capped(&sale, 1, TTL, 3).unwrap();
+    }
+    assert_eq!(
+        s.issue_token_capped(&sale, 1, TTL, 3),
+        Err(StockError::TooManyTokens)
+    );
+    // Another buyer is not affected; no cap means no cap.
+    s.issue_token_capped(&sale, 2, TTL, 3).unwrap();
+    s.issue_token(&sale, 1, TTL).unwrap();
+    // An expired token frees its place.
+    std::thread::sleep(Duration::from_millis(400));
+    s.issue_token_capped(&sale, 1, TTL, 3).unwrap();
+    assert_eq!(
+        s.purchase(&sale, 1, &short.token),
+        Err(StockError::TokenExpired)
+    );
+}

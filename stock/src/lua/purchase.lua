@@ -1,4 +1,4 @@
--- Buy one unit. KEYS: meta stock buyers res token seq res_at settled
+-- Buy one unit. KEYS: meta stock buyers res token seq res_at settled user_tokens
 -- ARGV: user sale
 -- A retry with a token that already bought (its reply was lost, say) gets the same
 -- order back while that order stands (held or paid), and nothing changes.
@@ -36,4 +36,5 @@ local oid = ARGV[2] .. '-' .. string.format('%d', redis.call('INCR', KEYS[6]))
 redis.call('HSET', KEYS[4], oid, ARGV[1])
 redis.call('HSET', KEYS[7], oid, now)
 redis.call('SET', KEYS[5], owner .. '|' .. exp .. '|used|' .. oid, 'KEEPTTL')
+redis.call('ZREM', KEYS[9], KEYS[5])
 return {'OK', oid, left, tonumber(meta[1]), 0}

@@ -1,5 +1,5 @@
--- Issue a single-use purchase token. KEYS: meta stock buyers token
--- ARGV: user ttl_ms
+-- Issue a single-use purchase token. KEYS: meta stock buyers token user_tokens
+-- ARGV: user ttl_ms max_live (0: no cap on the buyer's live tokens)
 local meta = redis.call('HMGET', KEYS[1], 'limit', 'start_ms', 'end_ms', 'paused')
 local now = now_ms()
 local shut = closed(meta, now)
@@ -10,9 +10,18 @@ end
 if tonumber(redis.call('GET', KEYS[2]) or '0') <= 0 then return {'SOLD_OUT'} end
 local ttl = tonumber(ARGV[2])
 local exp = now + ttl
+local cap = tonumber(ARGV[3])
+if cap > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now)
+  if redis.call('ZCARD', KEYS[5]) >= cap then return {'TOO_MANY_TOKENS'} end
+end
 -- The key outlives the token by a minute so that "expired" and "reused" stay
 -- distinguishable from "never issued".
 if not redis.call('SET', KEYS[4], ARGV[1] .. '|' .. exp .. '|new', 'PX', ttl + 60000, 'NX') then
   return {'TOKEN_COLLISION'}
+end
+if cap > 0 then
+  redis.call('ZADD', KEYS[5], exp, KEYS[4])
+  redis.call('PEXPIRE', KEYS[5], ttl + 60000)
 end
 return {'OK', exp}
