@@ -59,7 +59,7 @@ SCHEMATHESIS_HOOKS=hooks PYTHONPATH="$HERE" "$VENV/bin/schemathesis" --config-fi
   --max-examples "$EXAMPLES" \
   --max-time "$MAX_TIME" \
   --workers 2 \
-  --request-timeout 5 \
+  --request-timeout 15 \
   --seed "${FUZZ_SEED:-$RANDOM}" \
   --no-color \
   --report junit --report-dir "$OUT"

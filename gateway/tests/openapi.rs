@@ -643,3 +643,52 @@ fn order_status_checks_the_ticket_before_the_switch() {
     assert_eq!((r.status, r.code()), (503, "status_reads_off".into()), "{}", r.body);
     answers_as_documented(&doc, "GET /v1/orders/{id}", op, &r);
 }
+
+/// Under every degradation an operator can switch on (limits at their lowest, admission
+/// shed, status reads off or from cache, everything paused, the Redis breaker open),
+/// each operation still answers only what it documents (429 and 503 with Retry-After).
+#[test]
+fn degraded_answers_are_documented() {
+    let doc = doc();
+    let gw = Gateway::start();
+    let admin = Gateway::admin_auth();
+    let sale = gw.open_sale("degraded", 10);
+    let token = gw.token(&sale, 9).json()["token"].as_str().unwrap().to_string();
+    let order = gw.order(&sale, 9, &token).json()["order_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let rates = r#"{"global_rps":1,"global_burst":1,"user_rps":1,"user_burst":1,"ip_rps":1,"ip_burst":1}"#;
+    let states = [
+        format!(r#"{{"rates":{rates},"admission_ratio":0.0,"status_reads":"cache"}}"#),
+        r#"{"status_reads":"off","pause_all":true}"#.to_string(),
+        r#"{"redis_breaker":"open"}"#.to_string(),
+    ];
+    for state in states {
+        let r = gw.post("/admin/switches/local", Some(&admin), Some(&state));
+        assert_eq!(r.status, 200, "{state}: {}", r.body);
+        for (template, method, op) in operations(&doc) {
+            if template.starts_with("/admin/switches") {
+                continue; // would change the state under test
+            }
+            let path = template.replace("{sale}", &sale).replace("{id}", &order);
+            let auth = auth_for(&gw, &op, 9);
+            let body = match template.as_str() {
+                "/v1/sales/{sale}/orders" => Some(format!(r#"{{"token":"{token}"}}"#)),
+                "/admin/sales" => Some(format!(
+                    r#"{{"sale":"{}","stock":1,"start_ms":0,"end_ms":1}}"#,
+                    unique("dg")
+                )),
+                "/admin/sales/{sale}/pause" => Some(r#"{"paused":false}"#.to_string()),
+                _ => None,
+            };
+            // Three in a row: the second and third meet the lowest limits.
+            for _ in 0..3 {
+                let r = gw.request(&method, &path, auth.as_deref(), body.as_deref());
+                answers_as_documented(&doc, &format!("{method} {template} ({state})"), &op, &r);
+            }
+        }
+        let r = gw.request("DELETE", "/admin/switches/local", Some(&admin), None);
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+}
