@@ -8,7 +8,9 @@
 //!   KRaft mode, jars from Maven Central, one node or a three-node cluster).
 //! - [`process`]: pid files, signals, liveness, [`process::Proc`] for child services.
 //! - [`ensure_up`]: what a test calls first.
+//! - [`haproxy`]: the load balancer (HAProxy) in front of gateways, with a canary pool.
 
+pub mod haproxy;
 pub mod kafka;
 pub mod postgres;
 pub mod process;

@@ -6,6 +6,10 @@
 //! stackctl start SERVICE                        start one stopped service again
 //! stackctl with-services -- CMD [ARGS…]         a release gateway and order-writer on the
 //!                                               stack while CMD runs (GATEWAY_URL, GW, WRITER)
+//! stackctl balancer start --port P --stable H:P,… [--canary H:P,…] [--name N]
+//! stackctl balancer reload [--stable …] [--canary …] | stop | status [--name N]
+//! stackctl canary set SHARE | promote | rollback | status [--name N]
+//!                                               HAProxy in front of gateways (haproxy.rs)
 //! ```
 //! Ports, run directory, Kafka node count and topics come from `SECKILL_*` variables
 //! (see README, "The local stack").
@@ -62,13 +66,15 @@ fn run() -> Result<(), String> {
             };
             stack.signal(service(1)?, sig).map_err(|e| e.to_string())?
         }
+        Some("balancer") => balancer_cmd(&stack, &args[1..])?,
+        Some("canary") => canary_cmd(&stack, &args[1..])?,
         Some("with-services") => {
             let cmd: Vec<&String> = args.iter().skip(1).skip_while(|a| *a == "--").collect();
             let code = with_services(&stack, &cmd).map_err(|e| e.to_string())?;
             std::process::exit(code);
         }
         _ => {
-            println!("usage: stackctl up | down | status | env | stop|start|kill|pause|resume SERVICE | with-services -- CMD…");
+            println!("usage: stackctl up | down | status | env | stop|start|kill|pause|resume SERVICE | with-services -- CMD… | balancer start|reload|stop|status … | canary set SHARE|promote|rollback|status");
             return Err("no command".into());
         }
     }
@@ -122,4 +128,108 @@ fn with_services(stack: &Stack, cmd: &[&String]) -> Result<i32, stackctl::StackE
     drop(gw);
     drop(writer);
     Ok(status.code().unwrap_or(1))
+}
+
+/// `--flag value` among `args`.
+fn flag<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .map(String::as_str)
+}
+
+fn list(v: Option<&str>) -> Vec<String> {
+    v.unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+fn balancer_of(stack: &Stack, args: &[String]) -> stackctl::haproxy::Balancer {
+    stackctl::haproxy::Balancer::new(&stack.run, flag(args, "--name").unwrap_or("lb"))
+}
+
+fn print_balancer(b: &stackctl::haproxy::Balancer) -> Result<(), String> {
+    let plan = b.plan().map_err(|e| e.to_string())?;
+    println!(
+        "balancer {} {} (127.0.0.1:{}): canary share {}% ({} per mille), X-Canary header {}",
+        b.dir.display(),
+        if b.is_up() { "up" } else { "down" },
+        plan.port,
+        plan.canary_permille as f64 / 10.0,
+        plan.canary_permille,
+        if plan.canary_header { "on" } else { "off" }
+    );
+    if b.is_up() {
+        for s in b.servers().map_err(|e| e.to_string())? {
+            println!("  {:<7} {:<9} {:<22} {}", s.pool, s.name, s.address, s.status);
+        }
+    }
+    Ok(())
+}
+
+/// `stackctl balancer start|reload|stop|status`.
+fn balancer_cmd(stack: &Stack, args: &[String]) -> Result<(), String> {
+    let b = balancer_of(stack, args);
+    match args.first().map(String::as_str) {
+        Some("start") => {
+            let port = flag(args, "--port")
+                .and_then(|p| p.parse().ok())
+                .ok_or("balancer start: --port P")?;
+            let stable = list(flag(args, "--stable"));
+            if stable.is_empty() {
+                return Err("balancer start: --stable HOST:PORT,… (the gateways)".into());
+            }
+            let plan = stackctl::haproxy::Plan {
+                port,
+                stable,
+                canary: list(flag(args, "--canary")),
+                canary_permille: 0,
+                canary_header: false,
+            };
+            b.start(&plan, true).map_err(|e| e.to_string())?;
+            print_balancer(&b)?;
+        }
+        Some("reload") => {
+            let mut plan = b.plan().map_err(|e| e.to_string())?;
+            if let Some(s) = flag(args, "--stable") {
+                plan.stable = list(Some(s));
+            }
+            if let Some(c) = flag(args, "--canary") {
+                plan.canary = list(Some(c));
+            }
+            b.reload(&plan).map_err(|e| e.to_string())?;
+            println!("reloaded (graceful)");
+        }
+        Some("stop") => b.stop(),
+        Some("status") | None => print_balancer(&b)?,
+        Some(other) => return Err(format!("balancer {other}? start, reload, stop, status")),
+    }
+    Ok(())
+}
+
+/// `stackctl canary set SHARE | promote | rollback | status`: the balancer's canary
+/// switch, applied at once over HAProxy's admin socket and kept in its map file.
+fn canary_cmd(stack: &Stack, args: &[String]) -> Result<(), String> {
+    let b = balancer_of(stack, args);
+    let (permille, header) = match args.first().map(String::as_str) {
+        Some("set") => {
+            let share = args.get(1).ok_or("canary set SHARE (0..1 or N%)")?;
+            let header = flag(args, "--header").map_or(true, |h| h != "off");
+            (stackctl::haproxy::parse_share(share).map_err(|e| e.to_string())?, header)
+        }
+        Some("promote") => (1000, true),
+        Some("rollback") => (0, false),
+        Some("status") | None => return print_balancer(&b),
+        Some(other) => return Err(format!("canary {other}? set SHARE, promote, rollback, status")),
+    };
+    let plan = b.set_canary(permille, header).map_err(|e| e.to_string())?;
+    eprintln!(
+        "[stackctl] canary share now {} per mille, X-Canary header {}",
+        plan.canary_permille,
+        if plan.canary_header { "on" } else { "off" }
+    );
+    print_balancer(&b)
 }
