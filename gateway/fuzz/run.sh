@@ -10,7 +10,9 @@
 # Auth: a ticket minted with `gateway mint` (SECKILL_TICKET_SECRET, or the development
 # default the local gateway runs with) and the admin bearer token (SECKILL_ADMIN_TOKEN,
 # or the development default). Bounds: FUZZ_EXAMPLES test cases per operation and phase
-# (default 40), FUZZ_MAX_TIME seconds per pass (default 50). Exits non-zero on any failure.
+# (default 40) and FUZZ_MAX_TIME seconds for the whole run (default 50; the fuzzing and
+# stateful phases repeat until it is spent). FUZZ_SEED replays a run (its seed is
+# printed). Exits non-zero on any failure.
 #
 # The fuzzer flips switches and pauses sales, so the gateway under test should run with
 # a cluster name of its own (SECKILL_CLUSTER) and user limits that a single fuzzing
