@@ -15,7 +15,7 @@ use std::time::Duration;
 pub type DrillFn = fn(&Env, &mut Drill) -> Result<(), ChaosError>;
 
 /// (number, name, what it proves, the drill)
-pub const DRILLS: [(u32, &str, &str, DrillFn); 10] = [
+pub const DRILLS: [(u32, &str, &str, DrillFn); 12] = [
     (1, "redis-paused", "Redis SIGSTOPped 5 s: fast 503s, the breaker opens and closes, no stall", redis_paused),
     (2, "redis-data-lost", "Redis restarted without its data: detected, selling stops, stock rebuilt from PostgreSQL and the topic, resumed", redis_data_lost),
     (3, "cluster-down", "the whole Kafka cluster killed: orders go to the durable spool, replayed when it is back, nothing lost or doubled", broker_down),
@@ -26,6 +26,8 @@ pub const DRILLS: [(u32, &str, &str, DrillFn); 10] = [
     (8, "overload", "three times capacity: limits and the admission ratio keep p99 bounded, no error storm", overload),
     (9, "broker-killed", "one of three brokers kill -9 under load: the partition leaders move, idempotent producers go on, no 202 lost or doubled", broker_killed),
     (10, "brokers-rolling-restart", "each of three brokers restarted in turn under load, idempotent producers running: nothing refused, lost or doubled", brokers_rolling_restart),
+    (11, "balancer-gateway-killed", "three gateways behind HAProxy, one kill -9 under load: routed around within 2 s, at most 2% failed, nothing lost", balancer_gateway_killed),
+    (12, "canary-rollback", "a faulty canary (Redis credentials without script rights) takes 20% of users; stackctl canary rollback stops the failures, nothing lost", canary_rollback),
 ];
 
 /// The latency budget a degraded answer must stay within (p99), whatever the fault:
@@ -695,4 +697,278 @@ fn brokers_rolling_restart(env: &Env, d: &mut Drill) -> Result<(), ChaosError> {
     d.check("nothing left in the spool", drained);
     sleep(3.0);
     finish(env, d, load, &sale, f1, "after the last restart")
+}
+
+// ---------------------------------------------------------------- behind a balancer
+
+/// Gateways behind HAProxy (stackctl's balancer, named `tag`, under the drill stack's run
+/// directory): each gateway trusts the balancer's address (127.0.0.1) for PROXY headers,
+/// so every request, the sale's creation included, goes through the balancer. Returns
+/// the balancer, the stable and canary gateways and the sale.
+fn behind_balancer(
+    env: &Env,
+    d: &Drill,
+    tag: &str,
+    stable: usize,
+    canary: Option<(String, Vec<(&str, &str)>)>,
+) -> Result<(stackctl::haproxy::Balancer, Vec<Proc>, Option<Proc>, String), ChaosError> {
+    let trusted = [("SECKILL_TRUSTED_PROXIES", "127.0.0.1")];
+    let gws = (0..stable)
+        .map(|i| env.gateway(&format!("{tag}-gw-{i}"), tag, None, &trusted))
+        .collect::<Result<Vec<_>, _>>()?;
+    let canary_gw = match canary {
+        Some((redis_url, extra)) => {
+            let mut e = trusted.to_vec();
+            e.extend(extra);
+            Some(env.gateway(&format!("{tag}-canary"), tag, Some(redis_url), &e)?)
+        }
+        None => None,
+    };
+    let mut lb = stackctl::haproxy::Balancer::new(&env.stack.run, tag);
+    lb.stop_on_drop = true;
+    let plan = stackctl::haproxy::Plan {
+        port: stackctl::process::free_port(),
+        stable: gws.iter().map(|g| format!("127.0.0.1:{}", g.port)).collect(),
+        canary: canary_gw.iter().map(|g| format!("127.0.0.1:{}", g.port)).collect(),
+        canary_permille: 0,
+        canary_header: false,
+    };
+    lb.start(&plan, true)?;
+    let url = lb.url()?;
+    d.log(format!(
+        "HAProxy on {url} in front of {} stable gateway(s){}, all healthy on /readyz (send-proxy-v2)",
+        gws.len(),
+        if canary_gw.is_some() { " and a canary" } else { "" }
+    ));
+    let sale = format!("chaos_{}_{}", d.name.replace('-', "_"), now_ms());
+    loadtest::buyer::Client::new(&url, crate::env::SECRET).create_sale(
+        ADMIN,
+        &sale,
+        1_000_000,
+        now_ms() - 1000,
+        now_ms() + 3_600_000,
+    )?;
+    d.log(format!("sale {sale} opened through the balancer"));
+    Ok((lb, gws, canary_gw, sale))
+}
+
+/// Answers that are failures a buyer sees: no answer, or a 5xx.
+fn failed(w: &crate::load::Window) -> u64 {
+    w.count("io") + w.count("5")
+}
+
+/// First and last 100 ms slice (ms since the load's start) with a failed answer.
+fn failure_span(load: &Load, from_ms: u64, to_ms: u64) -> Option<(u64, u64)> {
+    let slices: Vec<u64> = (from_ms / 100..to_ms.div_ceil(100))
+        .map(|s| s * 100)
+        .filter(|&t| failed(&load.window(t, t + 100)) > 0)
+        .collect();
+    Some((*slices.first()?, *slices.last()? + 100))
+}
+
+/// `invariants`, for load that went through the balancer: HAProxy answers 502/504 when a
+/// gateway dies holding a request, which may still have been accepted and persisted —
+/// as unknown as a broken connection. The load's record counts only the latter, so these
+/// are added to the requests without a known outcome (an upper bound: token requests
+/// are counted too).
+fn invariants_behind_balancer(env: &Env, d: &mut Drill, sale: &str, load: &Load) -> Result<(), ChaosError> {
+    use loadtest::verify::{self, Record, Unanswered, Wait};
+    let (acked, tokens) = load.acked();
+    let all = load.window(0, u64::MAX);
+    let relayed = all.count("502") + all.count("504");
+    let unanswered = Unanswered {
+        orders: load.unknown_outcomes() + relayed,
+        lost_replies: all.count("503 redis_unavailable")
+            + all.count("io")
+            + all.count("503 redis_data_lost")
+            + relayed,
+    };
+    let t0 = std::time::Instant::now();
+    let wait = Wait {
+        within: Duration::from_secs(90),
+        settle: Duration::from_secs(3),
+    };
+    let seen = verify::gather(&env.stack(), None, sale, &acked, wait)?;
+    d.log(format!(
+        "PostgreSQL settled after {:.1} s: {} rows; {} acknowledged; {} order requests without a known outcome ({} of them 502/504 from the balancer)",
+        t0.elapsed().as_secs_f64(),
+        seen.db.len(),
+        acked.len(),
+        unanswered.orders,
+        relayed
+    ));
+    let record = Record {
+        acked: &acked,
+        tokens: &tokens,
+    };
+    for c in verify::check(&record, unanswered, &seen).checks {
+        d.check(c.name, c.pass);
+    }
+    Ok(())
+}
+
+fn balancer_gateway_killed(env: &Env, d: &mut Drill) -> Result<(), ChaosError> {
+    let (lb, mut gws, _, sale) = behind_balancer(env, d, "d11", 3, None)?;
+    let _w = env.writer("d11-writer")?;
+    let mut load = Load::start(Spec {
+        gateways: vec![lb.url()?],
+        sale: &sale,
+        workers: 8,
+        rate: 25.0,
+        max: Duration::from_secs(60),
+        first_user: 1,
+    });
+    d.log("load: 8 buyers × 25/s through the balancer, at most 60 s");
+    sleep(6.0);
+    let before = observe(d, &load, "before", 1000, load.elapsed_ms());
+    d.check(
+        format!("through the balancer: {} orders accepted, {} failed", before.count("202"), failed(&before)),
+        before.count("202") > 0 && failed(&before) == 0,
+    );
+    d.log("FAULT: kill -9 gateway 0 of 3 under load");
+    let victim = gws.remove(0);
+    let mut victim = victim;
+    victim.kill9();
+    let f0 = load.elapsed_ms();
+    let t = std::time::Instant::now();
+    let down = wait_for(Duration::from_secs(5), || {
+        lb.servers()
+            .is_ok_and(|s| s.iter().any(|s| s.name == "gw0" && !s.up))
+    });
+    d.check(
+        format!(
+            "HAProxy's /readyz checks marked it DOWN in {} ms",
+            t.elapsed().as_millis()
+        ),
+        down && t.elapsed() <= Duration::from_secs(2),
+    );
+    sleep(8.0);
+    let f1 = load.elapsed_ms();
+    let after = observe(d, &load, "from the kill on", f0.saturating_sub(200), f1);
+    let share = failed(&after) as f64 / after.requests.max(1) as f64;
+    let span = failure_span(&load, f0.saturating_sub(200), f1);
+    let span_ms = span.map_or(0, |(a, b)| b - a);
+    d.log(format!(
+        "route-around: {} failed of {} requests ({:.2}%), {}",
+        failed(&after),
+        after.requests,
+        share * 100.0,
+        match span {
+            Some((a, b)) => format!(
+                "first failure {} ms, last {} ms after the kill: failures for {span_ms} ms",
+                a as i64 - f0 as i64,
+                b as i64 - f0 as i64
+            ),
+            None => "no request failed".into(),
+        }
+    ));
+    d.check(
+        format!("the balancer routed around the dead gateway within 2 s ({span_ms} ms of failures)"),
+        span_ms <= 2000,
+    );
+    d.check(
+        format!("failed share after the kill {:.2}% (at most 2%)", share * 100.0),
+        share <= 0.02,
+    );
+    let tail = observe(d, &load, "last 5 s", f1 - 5000, f1);
+    d.check(
+        format!("the two live gateways serve everything: {} accepted, {} failed in the last 5 s", tail.count("202"), failed(&tail)),
+        tail.count("202") > 0 && failed(&tail) == 0,
+    );
+    load.stop();
+    invariants_behind_balancer(env, d, &sale, &load)
+}
+
+/// `stackctl canary …` (the runbook's command) against the drill stack's balancer `name`.
+fn canary_command(env: &Env, name: &str, args: &[&str]) -> Result<String, ChaosError> {
+    let out = std::process::Command::new(stackctl::bin("stackctl")?)
+        .arg("canary")
+        .args(args)
+        .args(["--name", name])
+        .env("SECKILL_RUN_DIR", &env.stack.run)
+        .output()
+        .map_err(|e| ChaosError::Setup(format!("stackctl canary: {e}")))?;
+    if !out.status.success() {
+        return Err(ChaosError::Setup(format!(
+            "stackctl canary {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn canary_rollback(env: &Env, d: &mut Drill) -> Result<(), ChaosError> {
+    // The faulty canary: deployed with Redis credentials that may not run the sale
+    // scripts (an ACL user without EVALSHA). It answers /readyz (PING works), so the
+    // health checks let it in; every token or order it handles fails with a 5xx.
+    let (user, pass) = ("d12_canary", "d12-canary-password");
+    let acl = std::process::Command::new("redis-cli")
+        .args(["-p", &env.stack.redis.port.to_string(), "ACL", "SETUSER", user, "reset", "on"])
+        .arg(format!(">{pass}"))
+        .args(["~*", "&*", "+@all", "-evalsha", "-eval"])
+        .output()
+        .map_err(|e| ChaosError::Setup(format!("redis-cli: {e}")))?;
+    if !String::from_utf8_lossy(&acl.stdout).contains("OK") {
+        return Err(ChaosError::Setup(format!("ACL SETUSER: {:?}", acl)));
+    }
+    let canary_redis = format!("redis://{user}:{pass}@127.0.0.1:{}", env.stack.redis.port);
+    let (lb, _gws, _canary, sale) =
+        behind_balancer(env, d, "d12", 2, Some((canary_redis, vec![])))?;
+    let _w = env.writer("d12-writer")?;
+    let mut load = Load::start(Spec {
+        gateways: vec![lb.url()?],
+        sale: &sale,
+        workers: 8,
+        rate: 25.0,
+        max: Duration::from_secs(60),
+        first_user: 1,
+    });
+    d.log("load: 8 buyers × 25/s through the balancer, at most 60 s");
+    sleep(4.0);
+    let b0 = load.elapsed_ms();
+    let before = observe(d, &load, "canary share 0", 1000, b0);
+    d.check(
+        format!("stable pool only: {} accepted, {} failed", before.count("202"), failed(&before)),
+        before.count("202") > 0 && failed(&before) == 0,
+    );
+    d.log("operator: stackctl canary set 0.2 --name d12 (20% of users, sticky by user id)");
+    canary_command(env, "d12", &["set", "0.2"])?;
+    let c0 = load.elapsed_ms();
+    sleep(6.0);
+    let c1 = load.elapsed_ms();
+    let during = observe(d, &load, "canary 20%", c0, c1);
+    let share = failed(&during) as f64 / during.requests.max(1) as f64;
+    d.check(
+        format!(
+            "the faulty canary shows: {} failed of {} ({:.1}%), the rest served",
+            failed(&during),
+            during.requests,
+            share * 100.0
+        ),
+        failed(&during) > 0 && share < 0.5 && during.count("202") > 0,
+    );
+    d.log("operator (runbooks/canary.md): stackctl canary rollback --name d12");
+    let t = std::time::Instant::now();
+    let shown = canary_command(env, "d12", &["rollback"])?;
+    let r0 = load.elapsed_ms();
+    d.log(format!(
+        "rolled back in {} ms: {}",
+        t.elapsed().as_millis(),
+        shown.lines().next().unwrap_or("")
+    ));
+    sleep(6.0);
+    let r1 = load.elapsed_ms();
+    let span = failure_span(&load, r0, r1);
+    let after = observe(d, &load, "after the rollback (from 500 ms on)", r0 + 500, r1);
+    d.check(
+        format!(
+            "after the rollback nothing fails: {} accepted, {} failed (last failure {} ms after the command)",
+            after.count("202"),
+            failed(&after),
+            span.map_or(0, |(_, b)| b.saturating_sub(r0))
+        ),
+        after.count("202") > 0 && failed(&after) == 0,
+    );
+    load.stop();
+    invariants_behind_balancer(env, d, &sale, &load)
 }
