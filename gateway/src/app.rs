@@ -230,7 +230,9 @@ impl App {
                     _ => Err(ApiError::MethodNotAllowed),
                 }
             }
-            Route::Metrics => want("GET").map(|_| self.render_metrics()),
+            Route::Metrics => want("GET")
+                .and_then(|_| self.limited(self.limits.check_scrape(req.peer)))
+                .map(|_| self.render_metrics()),
             Route::Health => want("GET").map(|_| Reply::json(200, &json!({"status": "ok"}))),
             Route::Ready => want("GET").map(|_| self.ready()),
             Route::Other => Err(ApiError::NotFound),

@@ -37,6 +37,9 @@ pub struct Config {
     pub token_ttl_secs: i64,
     /// Unexpired, unspent purchase tokens one buyer may hold per sale (0: no cap).
     pub max_live_tokens: i64,
+    /// `/metrics` pages per second (and burst) per client IP.
+    pub metrics_ip_rps: i64,
+    pub metrics_ip_burst: i64,
     /// Largest accepted request body; larger gets 413 without being read.
     pub max_body_bytes: i64,
     /// Requests per second (token and order endpoints) with their bursts.
@@ -121,6 +124,8 @@ impl Default for Config {
             audit_log: ".run/gateway-audit.jsonl".into(),
             token_ttl_secs: 1800,
             max_live_tokens: 10,
+            metrics_ip_rps: 20,
+            metrics_ip_burst: 100,
             max_body_bytes: 4096,
             global_rps: 200_000,
             global_burst: 20_000,

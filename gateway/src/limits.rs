@@ -47,7 +47,15 @@ impl Limiters {
 
 pub struct Limits {
     current: RwLock<Arc<Limiters>>,
+    /// `/metrics` per client IP: a page costs a full render, so a client pipelining
+    /// scrapes must not turn the gateway's CPU into its amplifier. Not a switch.
+    scrape: RwLock<Arc<DefaultKeyedRateLimiter<IpAddr>>>,
 }
+
+/// Scrapes per second (and burst) per IP until `set_scrape`: far above any scraper's
+/// needs (one page every few seconds).
+const SCRAPE_RPS: u32 = 20;
+const SCRAPE_BURST: u32 = 100;
 
 /// A refusal: which limit, and when to try again.
 #[derive(Debug, Clone, Copy)]
@@ -60,6 +68,22 @@ impl Limits {
     pub fn new(rates: Rates) -> Arc<Limits> {
         Arc::new(Limits {
             current: RwLock::new(Arc::new(Limiters::new(rates))),
+            scrape: RwLock::new(Arc::new(RateLimiter::keyed(quota(SCRAPE_RPS, SCRAPE_BURST)))),
+        })
+    }
+
+    pub fn set_scrape(&self, rps: u32, burst: u32) {
+        *self.scrape.write().unwrap_or_else(|p| p.into_inner()) =
+            Arc::new(RateLimiter::keyed(quota(rps, burst)));
+    }
+
+    /// One `/metrics` page for `ip`.
+    pub fn check_scrape(&self, ip: Option<IpAddr>) -> Result<(), Refused> {
+        let Some(ip) = ip else { return Ok(()) };
+        let s = self.scrape.read().unwrap_or_else(|p| p.into_inner()).clone();
+        s.check_key(&ip).map_err(|nu| Refused {
+            limit: Limit::Ip,
+            retry_after: nu.wait_time_from(DefaultClock::default().now()),
         })
     }
 
@@ -78,7 +102,6 @@ impl Limits {
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(Limiters::new(rates));
     }
 
-    /// Check IP, then user, then the global budget (non-blocking; safe inside may).
     /// Reads and pays (sale state, order status, pay): the per-IP and, with a ticket,
     /// the per-user limit; not the global one, which guards the purchase path.
     pub fn check_reader(&self, user: Option<u64>, ip: Option<IpAddr>) -> Result<(), Refused> {
@@ -99,20 +122,13 @@ impl Limits {
         Ok(())
     }
 
+    /// Check IP, then user, then the global budget (non-blocking; safe inside may).
     pub fn check(&self, user: u64, ip: Option<IpAddr>) -> Result<(), Refused> {
-        let l = self.get();
-        let clock = DefaultClock::default();
-        let refused = |limit, nu: governor::NotUntil<_>| Refused {
-            limit,
-            retry_after: nu.wait_time_from(clock.now()),
-        };
-        if let Some(ip) = ip {
-            l.ip.check_key(&ip).map_err(|nu| refused(Limit::Ip, nu))?;
-        }
-        l.user
-            .check_key(&user)
-            .map_err(|nu| refused(Limit::User, nu))?;
-        l.global.check().map_err(|nu| refused(Limit::Global, nu))
+        self.check_reader(Some(user), ip)?;
+        self.get().global.check().map_err(|nu| Refused {
+            limit: Limit::Global,
+            retry_after: nu.wait_time_from(DefaultClock::default().now()),
+        })
     }
 
     /// Forget keys whose state is back to fresh; returns (users, ips) still tracked.
@@ -122,6 +138,9 @@ impl Limits {
         l.user.shrink_to_fit();
         l.ip.retain_recent();
         l.ip.shrink_to_fit();
+        let s = self.scrape.read().unwrap_or_else(|p| p.into_inner()).clone();
+        s.retain_recent();
+        s.shrink_to_fit();
         (l.user.len(), l.ip.len())
     }
 

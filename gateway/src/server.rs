@@ -80,6 +80,10 @@ pub fn run(cfg: Config) -> Result<(), StartError> {
         metrics.clone(),
     )?;
     let limits = Limits::new(rates(&cfg));
+    limits.set_scrape(
+        cfg.metrics_ip_rps.clamp(1, u32::MAX as i64) as u32,
+        cfg.metrics_ip_burst.clamp(1, u32::MAX as i64) as u32,
+    );
     let listen = cfg.listen.clone();
     let app =
         Arc::new(App::new(cfg, metrics, limits, breaker, pipe, sink).map_err(StartError::Config)?);

@@ -966,3 +966,21 @@ fn a_buyer_cannot_hoard_purchase_tokens() {
     );
     assert_eq!(gw.token(&sale, 10).status, 201, "others are not affected");
 }
+
+#[test]
+fn a_client_pipelining_metrics_pages_is_rate_limited() {
+    let gw = Gateway::start_with(Options {
+        env: vec![
+            ("SECKILL_METRICS_IP_RPS", "5".into()),
+            ("SECKILL_METRICS_IP_BURST", "10".into()),
+        ],
+        ..Default::default()
+    });
+    let codes: Vec<u16> = (0..40).map(|_| gw.get("/metrics", None).status).collect();
+    let ok = codes.iter().filter(|c| **c == 200).count();
+    assert!((10..=15).contains(&ok), "{ok} full pages: {codes:?}");
+    assert!(codes.iter().all(|c| *c == 200 || *c == 429), "{codes:?}");
+    let r = gw.get("/metrics", None);
+    assert_eq!((r.status, r.code().as_str()), (429, "rate_limited"));
+    assert!(r.header("Retry-After").is_some());
+}

@@ -101,15 +101,18 @@ fn with_services(stack: &Stack, cmd: &[&String]) -> Result<i32, stackctl::StackE
         ("SECKILL_IP_RPS", "1000000".to_string()),
         ("SECKILL_IP_BURST", "1000000".to_string()),
     ];
-    let gw = stack.gateway(&stackctl::bin("gateway")?, "gateway-run", &lifted)?;
-    let writer = stack.writer(&stackctl::bin("order-writer")?, "order-writer-run", &[])?;
+    // Named by this process: two runs side by side never share a spool or a log.
+    let gw_name = format!("gateway-run-{}", std::process::id());
+    let gw = stack.gateway(&stackctl::bin("gateway")?, &gw_name, &lifted)?;
+    let writer_name = format!("order-writer-run-{}", std::process::id());
+    let writer = stack.writer(&stackctl::bin("order-writer")?, &writer_name, &[])?;
     let ready = stackctl::process::wait_until(Duration::from_secs(20), || {
         ureq::get(&format!("{}/readyz", gw.url())).call().is_ok()
     });
     if !ready {
         return Err(stackctl::StackError::Start(
             "gateway",
-            stack.run.join("logs/gateway-run.log").display().to_string(),
+            stack.run.join(format!("logs/{gw_name}.log")).display().to_string(),
         ));
     }
     eprintln!(
