@@ -285,6 +285,7 @@ fn every_refusal_is_documented() {
         StockError::Ended,
         StockError::SoldOut,
         StockError::AlreadyBought,
+        StockError::TooManyTokens,
         StockError::TokenInvalid,
         StockError::TokenExpired,
         StockError::TokenNotYours,
@@ -354,6 +355,17 @@ fn every_refusal_is_documented() {
         .map(|c| c.as_str().unwrap().to_string())
         .collect();
     assert_eq!(schema_codes, codes_in_error_rs, "Error.error enum vs error.rs");
+    // A code added to error.rs without a case above (and without documentation) fails
+    // here: every `=> "code"` literal of `ApiError::code` is in the Error schema.
+    let src = include_str!("../src/error.rs");
+    let code_fn = &src[src.find("pub fn code(").unwrap()..src.find("pub fn retry_after(").unwrap()];
+    for literal in code_fn.split("=> \"").skip(1) {
+        let code = &literal[..literal.find('"').unwrap()];
+        assert!(
+            schema_codes.contains(code),
+            "error.rs sends {code:?}: add the variant to this test and the code to openapi.json"
+        );
+    }
 
     // The edge answers these on any route, before the handler.
     for (template, method, op) in operations(&doc) {
