@@ -140,8 +140,7 @@ impl Bench {
             .create()?;
         for m in rows(&sale, self.n) {
             let payload = serde_json::to_vec(&m)?;
-            while let Err((e, _)) = p.send(BaseRecord::to(&topic).key(&m.key()).payload(&payload))
-            {
+            while let Err((e, _)) = p.send(BaseRecord::to(&topic).key(&m.key()).payload(&payload)) {
                 if !matches!(
                     e.rdkafka_error_code(),
                     Some(rdkafka::types::RDKafkaErrorCode::QueueFull)

@@ -51,7 +51,7 @@ impl Default for Config {
             group_id: "order-writer".into(),
             max_poll_interval_ms: 20000,
             session_timeout_ms: 6000,
-            batch_max: 5000,
+            batch_max: 10000,
             batch_wait_ms: 50,
             db_retry_max_ms: 2000,
             db_statement_timeout_ms: 5000,

@@ -138,9 +138,9 @@ impl Writer {
                 .spawn_scoped(s, || self.fetch(tx, stop))?;
             // Returning drops `rx`, which ends the fetch thread at its next hand-over.
             let written = self.write_loop(&mut db, rx, stop);
-            let fetched = fetch.join().unwrap_or_else(|_| {
-                Err(WriterError::Config("the fetch thread panicked".into()))
-            });
+            let fetched = fetch
+                .join()
+                .unwrap_or_else(|_| Err(WriterError::Config("the fetch thread panicked".into())));
             written.and(fetched)
         })
     }
@@ -250,27 +250,18 @@ impl Writer {
                     break;
                 }
                 Err(e) if db::is_data_error(&e) => {
-                    // Find the rows at fault one by one; the others are written (rows
-                    // written here before a failure are no-ops when the batch is retried).
+                    // Find the rows at fault by halving: halves the schema accepts are
+                    // written, a refused half is split again, down to single rows. A few
+                    // bad rows in a big batch cost O(bad × log batch) transactions, not one
+                    // per row. Rows written before a failure are no-ops when retried.
                     tracing::warn!(error = %e, "batch refused by a constraint; isolating the bad rows");
-                    let mut refused = Vec::new();
-                    let mut inserted = 0;
-                    for (i, m) in good {
-                        match db::write_batch(db, &[m]) {
-                            Ok(n) => inserted += n,
-                            Err(e) if db::is_data_error(&e) => refused.push((
-                                *i,
-                                format!(
-                                    "violates the schema: {}",
-                                    e.as_db_error()
-                                        .map(|d| d.message().to_string())
-                                        .unwrap_or(e.to_string())
-                                ),
-                            )),
-                            Err(e) => {
-                                self.backoff(e, db, stop, &mut backoff)?;
-                                continue 'retry;
-                            }
+                    let all: Vec<&(usize, OrderMessage)> = good.iter().collect();
+                    let (left, right) = all.split_at(all.len() / 2);
+                    let (mut refused, mut inserted) = (Vec::new(), 0);
+                    for half in [left, right] {
+                        if let Err(e) = isolate(db, half, &mut inserted, &mut refused) {
+                            self.backoff(e, db, stop, &mut backoff)?;
+                            continue 'retry;
                         }
                     }
                     self.metrics
@@ -375,6 +366,40 @@ impl Writer {
             tracing::warn!(error = %e, "offset commit failed; the batch will be replayed harmlessly");
         }
     }
+}
+
+/// Write `rows` in their order, each half the schema refuses split again; the single rows
+/// it refuses are returned in `refused` with the reason, every other row is written. An
+/// error other than a refusal (database down) is returned: the caller retries the batch.
+fn isolate(
+    db: &mut postgres::Client,
+    rows: &[&(usize, OrderMessage)],
+    inserted: &mut u64,
+    refused: &mut Vec<(usize, String)>,
+) -> Result<(), postgres::Error> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let refs: Vec<&OrderMessage> = rows.iter().map(|(_, m)| m).collect();
+    match db::write_batch(db, &refs) {
+        Ok(n) => *inserted += n,
+        Err(e) if db::is_data_error(&e) && rows.len() == 1 => refused.push((
+            rows[0].0,
+            format!(
+                "violates the schema: {}",
+                e.as_db_error()
+                    .map(|d| d.message().to_string())
+                    .unwrap_or(e.to_string())
+            ),
+        )),
+        Err(e) if db::is_data_error(&e) => {
+            let (left, right) = rows.split_at(rows.len() / 2);
+            isolate(db, left, inserted, refused)?;
+            isolate(db, right, inserted, refused)?;
+        }
+        Err(e) => return Err(e),
+    }
+    Ok(())
 }
 
 /// Every second, the lag behind the high watermarks of the partitions this writer has

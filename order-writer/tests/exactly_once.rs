@@ -163,6 +163,62 @@ fn a_poison_message_goes_to_the_dead_letter_topic_and_later_orders_are_written()
     assert!(dead[1].1.contains("violates the schema"), "{}", dead[1].1);
 }
 
+/// Rows the schema refuses, scattered through one big batch: the batch is halved around
+/// them, so every good row is written and only the bad ones become dead letters.
+#[test]
+fn refused_rows_in_a_big_batch_are_isolated_and_the_rest_written() {
+    let lane = Lane::new(1);
+    let mut stock = lane.stock();
+    let (sale, msgs) = reserve(&mut stock, 3000, 3000);
+    let p = lane.producer();
+    // Second orders for buyers who already have one: the (sale, user) index refuses them.
+    let dups: Vec<OrderMessage> = [5usize, 1500, 2998]
+        .iter()
+        .map(|&i| {
+            let mut d = msgs[i].clone();
+            d.order_id = format!("{sale}-dup-{i}");
+            d
+        })
+        .collect();
+    let mut all = Vec::new();
+    for m in &msgs {
+        all.push(m.clone());
+        if let Some(d) = dups.iter().find(|d| d.user == m.user) {
+            all.push(d.clone());
+        }
+    }
+    lane.produce(&p, &all);
+    let started = Instant::now();
+    let _w = lane.writer(&[("SECKILL_BATCH_MAX", "10000")]);
+    let mut db = lane.db();
+    let ids = wait_rows(&mut db, &sale, msgs.len(), Duration::from_secs(60));
+    let took = started.elapsed();
+    std::thread::sleep(Duration::from_millis(500));
+    expect_exactly(&ids_in_db(&mut db, &sale), &msgs);
+    for d in &dups {
+        assert!(!ids.contains(&d.order_id));
+    }
+    assert!(took < Duration::from_secs(30), "took {took:?}");
+
+    let c: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &lane.stack.kafka_brokers)
+        .set("group.id", unique("dlq_reader"))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    c.subscribe(&[&lane.dlq]).unwrap();
+    let mut dead = Vec::new();
+    let end = Instant::now() + Duration::from_secs(20);
+    while dead.len() < dups.len() && Instant::now() < end {
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(200)) {
+            let o: OrderMessage = serde_json::from_slice(m.payload().unwrap_or_default()).unwrap();
+            dead.push(o.order_id);
+        }
+    }
+    let want: Vec<String> = dups.iter().map(|d| d.order_id.clone()).collect();
+    assert_eq!(dead, want, "dead letters in order, nothing else");
+}
+
 #[test]
 fn postgres_stopped_for_seconds_loses_and_duplicates_nothing() {
     let pg = PrivatePg::start();
