@@ -621,7 +621,7 @@ impl App {
     /// timeouts, and on a thread of its own so that a sick Redis never blocks a may worker.
     fn control<T: Send + 'static>(
         &self,
-        run: impl FnOnce(&mut redis::Connection) -> Result<T, StockError> + Send + 'static,
+        run: impl FnOnce(&mut stock::Conn) -> Result<T, StockError> + Send + 'static,
     ) -> Result<T, ApiError> {
         let url = self.cfg.redis_url.clone();
         let (tx, rx) = may::sync::mpsc::channel();

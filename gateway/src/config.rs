@@ -18,6 +18,13 @@ pub struct Config {
     pub redis_timeout_ms: i64,
     /// Commands queued or in flight per Redis connection before calls fail fast.
     pub redis_max_in_flight: i64,
+    /// Replicas that must acknowledge a purchase's write (`WAIT`, one per pipelined
+    /// write) before it is answered; -1 (the default): 1 on a Redis Cluster URL
+    /// (`redis+cluster://…`), 0 on one Redis. A WAIT that times out short of it still
+    /// answers (the order goes to Kafka) and counts `seckill_redis_unreplicated_total`.
+    pub redis_wait_replicas: i64,
+    /// How long that `WAIT` may take (keep it well under `redis_timeout_ms`).
+    pub redis_wait_timeout_ms: i64,
     /// Consecutive Redis faults that open the breaker, and how long it stays open.
     pub breaker_threshold: i64,
     pub breaker_cool_off_ms: i64,
@@ -113,6 +120,8 @@ impl Default for Config {
             redis_connections: 4,
             redis_timeout_ms: 200,
             redis_max_in_flight: 4096,
+            redis_wait_replicas: -1,
+            redis_wait_timeout_ms: 50,
             breaker_threshold: 20,
             breaker_cool_off_ms: 500,
             kafka_brokers: seckill_common::stack::DEFAULT_KAFKA_BROKERS.into(),

@@ -131,6 +131,8 @@ pub struct Metrics {
     redis_latency: Histogram,
     redis_errors: AtomicU64,
     redis_connections: AtomicU64,
+    /// Reservations whose WAIT saw fewer replicas than asked (Redis Cluster, `redis_wait_replicas`).
+    redis_unreplicated: AtomicU64,
     kafka_latency: Histogram,
     kafka_errors: AtomicU64,
     limited: [AtomicU64; 4],
@@ -166,6 +168,15 @@ impl Metrics {
         if !ok {
             self.redis_errors.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// A reservation answered although its WAIT timed out short of the replicas asked for.
+    pub fn redis_unreplicated(&self) {
+        self.redis_unreplicated.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn redis_unreplicated_total(&self) -> u64 {
+        self.redis_unreplicated.load(Ordering::Relaxed)
     }
 
     pub fn redis_connected(&self, up: bool) {
@@ -295,6 +306,12 @@ impl Metrics {
             "seckill_redis_errors_total",
             "Redis calls that failed, timed out or were refused by the breaker.",
             self.redis_errors.load(Ordering::Relaxed),
+        );
+        counter(
+            out,
+            "seckill_redis_unreplicated_total",
+            "Reservations answered although no replica acknowledged them within redis_wait_timeout_ms (a failover now could resell the unit).",
+            self.redis_unreplicated.load(Ordering::Relaxed),
         );
         let _ = writeln!(
             out,

@@ -19,29 +19,49 @@
 //! Bounds: at most `max_in_flight` commands queued or in flight per connection (over it:
 //! an immediate error, a 503 upstream); at most `BATCH` commands per write; every call
 //! has a deadline, and a command whose caller has already given up is not sent.
+//!
+//! **Redis Cluster** (`redis+cluster://host:port,…`): the pipe keeps the slot map (from
+//! `CLUSTER SLOTS`) and one set of `connections` pipelined connections per master, and
+//! sends each command to the master of its first key's slot ([`stock::cluster::slot`]).
+//! `MOVED` updates the map and retries on the new owner; `ASK` sends `ASKING` and the
+//! command, back to back on one connection of the target. A refresher thread (blocking
+//! I/O off the may workers) reloads the map at start, every 2 s, and at once (at most
+//! every 100 ms) when a call met `MOVED`, `CLUSTERDOWN` or a connection failure, so a
+//! promoted replica is found within a refresh of the cluster promoting it.
+//!
+//! **WAIT** (`wait.replicas` > 0): each write that carries purchase scripts ends with one
+//! `WAIT replicas timeout_ms` on the same connection; those purchases are answered only
+//! after it, so a reservation answered here reached `replicas` replicas, or the WAIT's
+//! timeout passed and the reservation counts in `seckill_redis_unreplicated_total` (the
+//! gateway still answers it: the order is in Kafka before the 202, see the README,
+//! "Redis Cluster").
 
 use crate::breaker::Breaker;
 use crate::metrics::Metrics;
 use may::sync::mpsc;
 use redis::Value;
+use std::collections::HashMap;
 use std::io::Write;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use stock::StockError;
 
 const BATCH: usize = 512;
 
+/// Replies of one job: `count` values, in order.
+type Replies = Result<Vec<Value>, StockError>;
+
 /// A caller's reply slot. Dropping it (answered or not) releases its place in the
 /// connection's in-flight bound, so no path can leak capacity.
 struct Reply {
-    tx: mpsc::Sender<Result<Value, StockError>>,
+    tx: mpsc::Sender<Replies>,
     depth: Arc<AtomicUsize>,
 }
 
 impl Reply {
-    fn complete(self, r: Result<Value, StockError>) {
+    fn complete(self, r: Replies) {
         let _ = self.tx.send(r);
     }
 }
@@ -53,7 +73,11 @@ impl Drop for Reply {
 }
 
 struct Job {
+    /// One or more packed commands (ASKING + command), answered by `count` replies.
     packed: Vec<u8>,
+    count: usize,
+    /// A purchase: answered after the write's WAIT.
+    wait: bool,
     deadline: Instant,
     reply: Reply,
 }
@@ -63,6 +87,30 @@ struct Slot {
     depth: Arc<AtomicUsize>,
 }
 
+/// After a purchase, wait for this many replicas, at most this long (`WAIT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WaitPolicy {
+    pub replicas: u32,
+    pub timeout_ms: u64,
+}
+
+/// Settings of a pipe.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Connections (per master on a cluster).
+    pub connections: usize,
+    pub timeout: Duration,
+    pub max_in_flight: usize,
+    pub wait: Option<WaitPolicy>,
+}
+
+/// One server's pipelined connections.
+struct Node {
+    addr: String,
+    conns: Vec<Slot>,
+    next: AtomicUsize,
+}
+
 /// Shared handle; clone freely (one per coroutine is fine).
 #[derive(Clone)]
 pub struct RedisPipe {
@@ -70,12 +118,17 @@ pub struct RedisPipe {
 }
 
 struct Inner {
-    slots: Vec<Slot>,
-    next: AtomicUsize,
+    target: Target,
     timeout: Duration,
     max_in_flight: usize,
+    wait: Option<WaitPolicy>,
     breaker: Arc<Breaker>,
     metrics: Arc<Metrics>,
+}
+
+enum Target {
+    Single(Node),
+    Cluster(Arc<Cluster>),
 }
 
 impl RedisPipe {
@@ -89,39 +142,59 @@ impl RedisPipe {
         breaker: Arc<Breaker>,
         metrics: Arc<Metrics>,
     ) -> Result<RedisPipe, StockError> {
-        let info = redis::Client::open(url)
-            .map_err(stock::map_redis_error)?
-            .get_connection_info()
-            .clone();
-        let (host, port) = match info.addr() {
-            redis::ConnectionAddr::Tcp(h, p) => (h.clone(), *p),
-            other => {
-                return Err(StockError::Invalid(format!(
-                    "only plain TCP redis is supported, got {other:?}"
-                )))
-            }
+        let o = Options {
+            connections,
+            timeout,
+            max_in_flight,
+            wait: None,
         };
-        let settings = info.redis_settings();
-        let hello = Arc::new(Handshake {
-            username: settings.username().map(str::to_string),
-            password: settings.password().map(str::to_string),
-            db: settings.db(),
-        });
-        let slots = (0..connections.max(1))
-            .map(|_| {
-                let (tx, rx) = mpsc::channel::<Job>();
-                let depth = Arc::new(AtomicUsize::new(0));
-                let (host, m, hello) = (host.clone(), metrics.clone(), hello.clone());
-                may::go!(move || connection_loop(&host, port, &hello, timeout, rx, m));
-                Slot { queue: tx, depth }
-            })
-            .collect();
+        RedisPipe::start_with(url, &o, breaker, metrics)
+    }
+
+    /// A pipe to one Redis (`redis://…`) or to a Redis Cluster (`redis+cluster://…`).
+    pub fn start_with(
+        url: &str,
+        o: &Options,
+        breaker: Arc<Breaker>,
+        metrics: Arc<Metrics>,
+    ) -> Result<RedisPipe, StockError> {
+        let connections = o.connections.max(1);
+        let wait = o.wait.filter(|w| w.replicas > 0);
+        let target = if stock::cluster::is_cluster_url(url) {
+            let u = stock::cluster::parse_url(url)?;
+            let hello = Arc::new(Handshake {
+                username: u.username.clone(),
+                password: u.password.clone(),
+                db: 0,
+            });
+            Target::Cluster(Cluster::start(u, hello, connections, o.timeout, wait, metrics.clone()))
+        } else {
+            let info = redis::Client::open(url)
+                .map_err(stock::map_redis_error)?
+                .get_connection_info()
+                .clone();
+            let (host, port) = match info.addr() {
+                redis::ConnectionAddr::Tcp(h, p) => (h.clone(), *p),
+                other => {
+                    return Err(StockError::Invalid(format!(
+                        "only plain TCP redis is supported, got {other:?}"
+                    )))
+                }
+            };
+            let settings = info.redis_settings();
+            let hello = Arc::new(Handshake {
+                username: settings.username().map(str::to_string),
+                password: settings.password().map(str::to_string),
+                db: settings.db(),
+            });
+            Target::Single(Node::start(&host, port, connections, &hello, o.timeout, wait, &metrics))
+        };
         Ok(RedisPipe {
             inner: Arc::new(Inner {
-                slots,
-                next: AtomicUsize::new(0),
-                timeout,
-                max_in_flight,
+                target,
+                timeout: o.timeout,
+                max_in_flight: o.max_in_flight,
+                wait,
                 breaker,
                 metrics,
             }),
@@ -132,25 +205,109 @@ impl RedisPipe {
         &self.inner.breaker
     }
 
+    /// Whether this pipe talks to a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.inner.target, Target::Cluster(_))
+    }
+
+    /// Reload the cluster's slot map now (no-op on one Redis); for tests and operators.
+    pub fn refresh_slots(&self) {
+        if let Target::Cluster(c) = &self.inner.target {
+            c.trigger();
+        }
+    }
+
     /// One command, with the pipe's timeout and the breaker.
     pub fn call(&self, cmd: &redis::Cmd) -> Result<Value, StockError> {
+        self.call_keyed(cmd, None)
+    }
+
+    /// `call`, routed on a cluster by `key` instead of the command's first key.
+    fn call_keyed(&self, cmd: &redis::Cmd, key: Option<&[u8]>) -> Result<Value, StockError> {
         let inner = &*self.inner;
         if !inner.breaker.allow() {
             inner.metrics.redis_call(Duration::ZERO, false);
             return Err(StockError::Redis("circuit breaker open".into()));
         }
         let started = Instant::now();
-        let result = self.send(cmd, started);
+        let result = self.send(cmd, key, started);
         let ok = !matches!(&result, Err(e) if e.is_fault());
         inner.breaker.record(ok);
         inner.metrics.redis_call(started.elapsed(), ok);
         result
     }
 
-    fn send(&self, cmd: &redis::Cmd, started: Instant) -> Result<Value, StockError> {
+    fn send(&self, cmd: &redis::Cmd, key: Option<&[u8]>, started: Instant) -> Result<Value, StockError> {
         let inner = &*self.inner;
-        let slot = &inner.slots[inner.next.fetch_add(1, Ordering::Relaxed) % inner.slots.len()];
-        if slot.depth.fetch_add(1, Ordering::AcqRel) >= inner.max_in_flight {
+        let deadline = started + inner.timeout;
+        let wait = inner.wait.is_some() && is_purchase(cmd);
+        let packed = cmd.get_packed_command();
+        match &inner.target {
+            Target::Single(node) => {
+                let mut v = inner.submit(node, packed, 1, wait, deadline)?;
+                Ok(v.pop().unwrap_or(Value::Nil))
+            }
+            Target::Cluster(c) => {
+                let key = key.map(<[u8]>::to_vec).or_else(|| first_key(cmd));
+                let slot = key.as_deref().map(stock::cluster::slot);
+                let mut node = c.node_for(slot).ok_or_else(|| {
+                    c.trigger();
+                    StockError::Redis("redis cluster slot map not loaded yet".into())
+                })?;
+                let mut asking = false;
+                // The first try, and at most two redirections.
+                for _ in 0..3 {
+                    let (bytes, count) = if asking {
+                        let mut b = redis::cmd("ASKING").get_packed_command();
+                        b.extend_from_slice(&packed);
+                        (b, 2)
+                    } else {
+                        (packed.clone(), 1)
+                    };
+                    let v = match inner.submit(&node, bytes, count, wait, deadline) {
+                        Ok(mut v) => v.pop().unwrap_or(Value::Nil),
+                        Err(e) => {
+                            if e.is_fault() {
+                                c.trigger();
+                            }
+                            return Err(e);
+                        }
+                    };
+                    let Value::ServerError(e) = &v else { return Ok(v) };
+                    match (e.code(), e.details().and_then(redirect)) {
+                        ("MOVED", Some((moved, addr))) => {
+                            node = c.moved(moved, &addr);
+                            asking = false;
+                        }
+                        ("ASK", Some((_, addr))) => {
+                            node = c.node(&addr);
+                            asking = true;
+                        }
+                        ("CLUSTERDOWN" | "TRYAGAIN", _) => {
+                            c.trigger();
+                            return Ok(v);
+                        }
+                        _ => return Ok(v),
+                    }
+                }
+                Err(StockError::Redis("redis cluster: too many redirections".into()))
+            }
+        }
+    }
+}
+
+impl Inner {
+    /// Queue one job on one of `node`'s connections and wait for its replies.
+    fn submit(
+        &self,
+        node: &Node,
+        packed: Vec<u8>,
+        count: usize,
+        wait: bool,
+        deadline: Instant,
+    ) -> Result<Vec<Value>, StockError> {
+        let slot = &node.conns[node.next.fetch_add(1, Ordering::Relaxed) % node.conns.len()];
+        if slot.depth.fetch_add(1, Ordering::AcqRel) >= self.max_in_flight {
             slot.depth.fetch_sub(1, Ordering::AcqRel);
             return Err(StockError::Redis(
                 "too many redis commands in flight".into(),
@@ -161,9 +318,10 @@ impl RedisPipe {
             tx,
             depth: slot.depth.clone(),
         };
-        let deadline = started + inner.timeout;
         let job = Job {
-            packed: cmd.get_packed_command(),
+            packed,
+            count,
+            wait,
             deadline,
             reply,
         };
@@ -172,7 +330,8 @@ impl RedisPipe {
         }
         // The place in the bound is released when the connection drops the reply slot,
         // so a timed-out caller still counts until Redis has answered.
-        match rx.recv_timeout(inner.timeout) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
             Ok(r) => r,
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Err(StockError::Timeout),
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
@@ -185,6 +344,354 @@ impl RedisPipe {
 impl stock::Exec for RedisPipe {
     fn exec(&mut self, cmd: &redis::Cmd) -> Result<Value, StockError> {
         self.call(cmd)
+    }
+
+    /// On a cluster, on the master of `key`'s slot: where the EVALSHA that answered
+    /// NOSCRIPT ran.
+    fn load_script(&mut self, body: &str, key: Option<&str>) -> Result<Value, StockError> {
+        self.call_keyed(
+            redis::cmd("SCRIPT").arg("LOAD").arg(body),
+            key.map(str::as_bytes),
+        )
+    }
+}
+
+/// An EVALSHA of the purchase script (the only command WAIT follows).
+fn is_purchase(cmd: &redis::Cmd) -> bool {
+    let mut args = cmd.args_iter();
+    matches!(args.next(), Some(redis::Arg::Simple(n)) if n.eq_ignore_ascii_case(b"EVALSHA"))
+        && matches!(args.next(), Some(redis::Arg::Simple(sha)) if sha == stock::scripts::PURCHASE.sha().as_bytes())
+}
+
+/// The key a command is routed by: the first key of EVAL/EVALSHA (none with 0 keys),
+/// nothing for commands without keys, else the first argument.
+pub fn first_key(cmd: &redis::Cmd) -> Option<Vec<u8>> {
+    let args: Vec<&[u8]> = cmd
+        .args_iter()
+        .filter_map(|a| match a {
+            redis::Arg::Simple(b) => Some(b),
+            _ => None,
+        })
+        .collect();
+    let name = args.first()?.to_ascii_uppercase();
+    match name.as_slice() {
+        b"EVAL" | b"EVALSHA" | b"EVAL_RO" | b"EVALSHA_RO" | b"FCALL" | b"FCALL_RO" => {
+            let n: usize = std::str::from_utf8(args.get(2)?).ok()?.parse().ok()?;
+            (n > 0).then(|| args.get(3).map(|k| k.to_vec())).flatten()
+        }
+        b"PING" | b"ECHO" | b"SCRIPT" | b"INFO" | b"CLUSTER" | b"WAIT" | b"TIME" | b"DBSIZE"
+        | b"HELLO" | b"AUTH" | b"SELECT" | b"MULTI" | b"EXEC" | b"DISCARD" | b"ASKING"
+        | b"READONLY" | b"CONFIG" | b"CLIENT" | b"COMMAND" | b"FLUSHALL" | b"FLUSHDB"
+        | b"FUNCTION" | b"ROLE" | b"LASTSAVE" | b"MEMORY" | b"SLOWLOG" | b"LATENCY" => None,
+        _ => args.get(1).map(|k| k.to_vec()),
+    }
+}
+
+/// `MOVED`/`ASK` details: `<slot> <host>:<port>`.
+fn redirect(details: &str) -> Option<(u16, String)> {
+    let (slot, addr) = details.trim().split_once(' ')?;
+    Some((slot.parse().ok()?, addr.trim().to_string()))
+}
+
+fn split_addr(addr: &str) -> Option<(String, u16)> {
+    let (h, p) = addr.rsplit_once(':')?;
+    Some((h.trim_matches(['[', ']']).to_string(), p.parse().ok()?))
+}
+
+impl Node {
+    fn start(
+        host: &str,
+        port: u16,
+        connections: usize,
+        hello: &Arc<Handshake>,
+        timeout: Duration,
+        wait: Option<WaitPolicy>,
+        metrics: &Arc<Metrics>,
+    ) -> Node {
+        let conns = (0..connections.max(1))
+            .map(|_| {
+                let (tx, rx) = mpsc::channel::<Job>();
+                let depth = Arc::new(AtomicUsize::new(0));
+                let (host, m, hello) = (host.to_string(), metrics.clone(), hello.clone());
+                may::go!(move || connection_loop(&host, port, &hello, timeout, wait, rx, m));
+                Slot { queue: tx, depth }
+            })
+            .collect();
+        Node {
+            addr: format!("{host}:{port}"),
+            conns,
+            next: AtomicUsize::new(0),
+        }
+    }
+}
+
+/// Which master serves each slot.
+struct SlotMap {
+    /// Index into `nodes` per slot; `u16::MAX`: nobody.
+    owner: Vec<u16>,
+    nodes: Vec<Arc<Node>>,
+}
+
+impl SlotMap {
+    fn empty() -> SlotMap {
+        SlotMap {
+            owner: vec![u16::MAX; stock::cluster::SLOTS as usize],
+            nodes: Vec::new(),
+        }
+    }
+}
+
+/// A Redis Cluster: the slot map, the nodes' connections, the refresher.
+struct Cluster {
+    seeds: Vec<(String, u16)>,
+    hello: Arc<Handshake>,
+    connections: usize,
+    timeout: Duration,
+    wait: Option<WaitPolicy>,
+    metrics: Arc<Metrics>,
+    map: RwLock<Arc<SlotMap>>,
+    /// Every node with connections, by `host:port`.
+    pool: Mutex<HashMap<String, Arc<Node>>>,
+    refresh: std::sync::mpsc::SyncSender<()>,
+    next_any: AtomicUsize,
+}
+
+/// Periodic map refresh; and the shortest interval between two refreshes.
+const REFRESH_EVERY: Duration = Duration::from_secs(2);
+const REFRESH_MIN_GAP: Duration = Duration::from_millis(100);
+
+impl Cluster {
+    fn start(
+        u: stock::cluster::ClusterUrl,
+        hello: Arc<Handshake>,
+        connections: usize,
+        timeout: Duration,
+        wait: Option<WaitPolicy>,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Cluster> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let c = Arc::new(Cluster {
+            seeds: u.nodes,
+            hello,
+            connections,
+            timeout,
+            wait,
+            metrics,
+            map: RwLock::new(Arc::new(SlotMap::empty())),
+            pool: Mutex::new(HashMap::new()),
+            refresh: tx,
+            next_any: AtomicUsize::new(0),
+        });
+        // The first map before serving (a plain thread: the caller may be a coroutine).
+        c.clone().refresh_now();
+        let weak = Arc::downgrade(&c);
+        let spawned = std::thread::Builder::new()
+            .name("redis-slots".into())
+            .spawn(move || {
+                let mut last = Instant::now();
+                loop {
+                    let woken = rx.recv_timeout(REFRESH_EVERY);
+                    if let Err(std::sync::mpsc::RecvTimeoutError::Disconnected) = woken {
+                        return;
+                    }
+                    let gap = last.elapsed();
+                    if gap < REFRESH_MIN_GAP {
+                        std::thread::sleep(REFRESH_MIN_GAP - gap);
+                    }
+                    let Some(c) = weak.upgrade() else { return };
+                    c.refresh_now();
+                    last = Instant::now();
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start the redis slot-map refresher");
+        }
+        c
+    }
+
+    /// Ask the refresher for a new map (never blocks).
+    fn trigger(&self) {
+        let _ = self.refresh.try_send(());
+    }
+
+    fn lock_pool(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Node>>> {
+        self.pool.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The connections to `addr`, started on first use.
+    fn node(&self, addr: &str) -> Arc<Node> {
+        let mut pool = self.lock_pool();
+        if let Some(n) = pool.get(addr) {
+            return n.clone();
+        }
+        let (host, port) = split_addr(addr).unwrap_or((addr.to_string(), 6379));
+        let n = Arc::new(Node::start(
+            &host,
+            port,
+            self.connections,
+            &self.hello,
+            self.timeout,
+            self.wait,
+            &self.metrics,
+        ));
+        pool.insert(n.addr.clone(), n.clone());
+        n
+    }
+
+    fn current(&self) -> Arc<SlotMap> {
+        self.map.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The master of `slot`; for a keyless command, the masters in turn.
+    fn node_for(&self, slot: Option<u16>) -> Option<Arc<Node>> {
+        let map = self.current();
+        match slot {
+            Some(s) => map.nodes.get(map.owner[s as usize] as usize).cloned(),
+            None if map.nodes.is_empty() => None,
+            None => Some(map.nodes[self.next_any.fetch_add(1, Ordering::Relaxed) % map.nodes.len()].clone()),
+        }
+    }
+
+    /// `MOVED slot addr`: the slot is `addr`'s now; the rest of the map is reloaded.
+    fn moved(&self, slot: u16, addr: &str) -> Arc<Node> {
+        let node = self.node(addr);
+        {
+            let mut guard = self.map.write().unwrap_or_else(|p| p.into_inner());
+            let cur = &**guard;
+            let same = cur
+                .nodes
+                .get(cur.owner[slot as usize] as usize)
+                .is_some_and(|n| n.addr == node.addr);
+            if !same {
+                let mut nodes = cur.nodes.clone();
+                let i = match nodes.iter().position(|n| n.addr == node.addr) {
+                    Some(i) => i,
+                    None => {
+                        nodes.push(node.clone());
+                        nodes.len() - 1
+                    }
+                };
+                let mut owner = cur.owner.clone();
+                owner[slot as usize] = i as u16;
+                *guard = Arc::new(SlotMap { owner, nodes });
+            }
+        }
+        self.trigger();
+        node
+    }
+
+    /// Fetch `CLUSTER SLOTS` (from a known master, else a seed) and install it. Blocking:
+    /// called on plain threads only.
+    fn refresh_now(self: Arc<Self>) {
+        let known: Vec<String> = self.current().nodes.iter().map(|n| n.addr.clone()).collect();
+        let seeds = self.seeds.iter().map(|(h, p)| format!("{h}:{p}"));
+        let mut tried = std::collections::HashSet::new();
+        for addr in known.into_iter().chain(seeds) {
+            if !tried.insert(addr.clone()) {
+                continue;
+            }
+            match fetch_slots(&addr, &self.hello, self.timeout.max(Duration::from_millis(300))) {
+                Ok(ranges) if !ranges.is_empty() => {
+                    self.install(&ranges);
+                    return;
+                }
+                Ok(_) => tracing::debug!(%addr, "CLUSTER SLOTS: no slots"),
+                Err(e) => tracing::debug!(%addr, error = %e, "CLUSTER SLOTS failed"),
+            }
+        }
+        tracing::warn!("redis cluster: no node answered CLUSTER SLOTS");
+    }
+
+    fn install(&self, ranges: &[(u16, u16, String)]) {
+        let mut nodes: Vec<Arc<Node>> = Vec::new();
+        let mut owner = vec![u16::MAX; stock::cluster::SLOTS as usize];
+        for (a, b, addr) in ranges {
+            let i = match nodes.iter().position(|n| &n.addr == addr) {
+                Some(i) => i,
+                None => {
+                    nodes.push(self.node(addr));
+                    nodes.len() - 1
+                }
+            };
+            for s in *a..=(*b).min(stock::cluster::SLOTS - 1) {
+                owner[s as usize] = i as u16;
+            }
+        }
+        let changed = {
+            let mut guard = self.map.write().unwrap_or_else(|p| p.into_inner());
+            let changed = guard.owner != owner
+                || guard.nodes.iter().map(|n| &n.addr).ne(nodes.iter().map(|n| &n.addr));
+            *guard = Arc::new(SlotMap { owner, nodes });
+            changed
+        };
+        if changed {
+            let map = self.current();
+            let masters: Vec<&str> = map.nodes.iter().map(|n| n.addr.as_str()).collect();
+            tracing::info!(?masters, "redis cluster slot map loaded");
+            // Nodes no longer serving slots: their connections end when the last caller
+            // holding them lets go.
+            self.lock_pool()
+                .retain(|addr, _| masters.contains(&addr.as_str()));
+        }
+    }
+}
+
+/// `CLUSTER SLOTS` of the node at `addr`: (first, last, master `host:port`).
+fn fetch_slots(
+    addr: &str,
+    hello: &Handshake,
+    timeout: Duration,
+) -> Result<Vec<(u16, u16, String)>, String> {
+    let (host, port) = split_addr(addr).ok_or_else(|| format!("bad address {addr}"))?;
+    let sa = (host.as_str(), port)
+        .to_socket_addrs()
+        .map_err(|e| e.to_string())?
+        .next()
+        .ok_or_else(|| format!("{addr}: no address"))?;
+    let mut s = std::net::TcpStream::connect_timeout(&sa, timeout).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+    s.set_write_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+    let mut p = redis::Parser::new();
+    for cmd in hello
+        .commands()
+        .into_iter()
+        .chain([redis::cmd("CLUSTER").arg("SLOTS").clone()])
+    {
+        s.write_all(&cmd.get_packed_command()).map_err(|e| e.to_string())?;
+        let v = p.parse_value(&mut s).map_err(|e| e.to_string())?;
+        if let Value::ServerError(e) = &v {
+            return Err(format!("{e:?}"));
+        }
+        if let Value::Array(items) = v {
+            return Ok(items
+                .iter()
+                .filter_map(|r| {
+                    let Value::Array(r) = r else { return None };
+                    let (a, b) = (int(r.first()?)?, int(r.get(1)?)?);
+                    let Value::Array(m) = r.get(2)? else { return None };
+                    let ip = text(m.first()?)?;
+                    // An empty or `?` endpoint means "the address you reached me on".
+                    let ip = if ip.is_empty() || ip == "?" { host.clone() } else { ip };
+                    Some((a as u16, b as u16, format!("{ip}:{}", int(m.get(1)?)?)))
+                })
+                .collect());
+        }
+    }
+    Err("no reply to CLUSTER SLOTS".into())
+}
+
+fn int(v: &Value) -> Option<i64> {
+    match v {
+        Value::Int(i) => Some(*i),
+        other => text(other)?.parse().ok(),
+    }
+}
+
+fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
+        Value::SimpleString(s) => Some(s.clone()),
+        _ => None,
     }
 }
 
@@ -220,6 +727,7 @@ fn connection_loop(
     port: u16,
     hello: &Handshake,
     timeout: Duration,
+    wait: Option<WaitPolicy>,
     rx: mpsc::Receiver<Job>,
     metrics: Arc<Metrics>,
 ) {
@@ -229,17 +737,25 @@ fn connection_loop(
             Ok(stream) => {
                 backoff = Duration::from_millis(50);
                 metrics.redis_connected(true);
-                if let Err(e) = serve(stream, &rx, timeout) {
-                    tracing::warn!(error = %e, "redis connection lost; reconnecting");
-                }
+                let served = serve(stream, &rx, timeout, wait, &metrics);
                 metrics.redis_connected(false);
+                match served {
+                    // Every sender is gone (a cluster node no longer in the map): done.
+                    Ok(()) => return,
+                    Err(e) => tracing::warn!(error = %e, %host, port, "redis connection lost; reconnecting"),
+                }
             }
             Err(e) => {
-                tracing::warn!(error = %e, "redis connect failed");
+                tracing::warn!(error = %e, %host, port, "redis connect failed");
                 // Nobody is writing: fail the waiting callers now instead of at their timeout.
-                while let Ok(job) = rx.try_recv() {
-                    job.reply
-                        .complete(Err(StockError::Redis(format!("connect: {e}"))));
+                loop {
+                    match rx.try_recv() {
+                        Ok(job) => job
+                            .reply
+                            .complete(Err(StockError::Redis(format!("connect: {e}")))),
+                        Err(std::sync::mpsc::TryRecvError::Empty) => break,
+                        Err(std::sync::mpsc::TryRecvError::Disconnected) => return,
+                    }
                 }
             }
         }
@@ -295,16 +811,30 @@ fn connect(
     Ok(s)
 }
 
-/// Run one connection until it breaks.
+/// What the reader expects next: a job's replies, or the WAIT closing a write.
+enum Pending {
+    Job { reply: Reply, count: usize, wait: bool },
+    Wait,
+}
+
+/// A purchase that reserved a unit (its script answered `OK`).
+fn reserved(v: &[Value]) -> bool {
+    matches!(v.last(), Some(Value::Array(items))
+        if matches!(items.first(), Some(Value::BulkString(b)) if b == b"OK"))
+}
+
+/// Run one connection until it breaks (`Err`) or every sender is gone (`Ok`).
 fn serve(
     stream: may::net::TcpStream,
     rx: &mpsc::Receiver<Job>,
     timeout: Duration,
+    wait: Option<WaitPolicy>,
+    metrics: &Arc<Metrics>,
 ) -> std::io::Result<()> {
     let mut writer = stream.try_clone()?;
     let reader = stream;
     reader.set_read_timeout(Some(timeout.max(Duration::from_millis(100))))?;
-    let (pending_tx, pending_rx) = mpsc::channel::<Reply>();
+    let (pending_tx, pending_rx) = mpsc::channel::<Pending>();
     let broken = Arc::new(AtomicBool::new(false));
     // Requests written and not yet answered.
     let outstanding = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -312,6 +842,7 @@ fn serve(
         let broken = broken.clone();
         let outstanding = outstanding.clone();
         let shutdown = reader.try_clone()?;
+        let metrics = metrics.clone();
         may::go!(move || {
             let mut reader = reader;
             let mut parser = redis::Parser::new();
@@ -319,7 +850,11 @@ fn serve(
             // unanswered for at least a whole timeout (one may be a request that was
             // written just before the timer fired).
             let mut silent = 0;
-            loop {
+            // The job being answered (replies so far), and purchases answered by Redis
+            // that wait for their write's WAIT.
+            let mut current: Option<(Reply, usize, bool, Vec<Value>)> = None;
+            let mut held: Vec<(Reply, Vec<Value>)> = Vec::new();
+            'read: loop {
                 let value = match parser.parse_value(&mut reader) {
                     Ok(v) => v,
                     Err(e) if e.is_timeout() => {
@@ -340,15 +875,55 @@ fn serve(
                     }
                 };
                 silent = 0;
-                let Ok(reply) = pending_rx.recv() else { break };
-                outstanding.fetch_sub(1, Ordering::AcqRel);
-                reply.complete(Ok(value));
+                if current.is_none() {
+                    match pending_rx.recv() {
+                        Ok(Pending::Job { reply, count, wait }) => {
+                            current = Some((reply, count, wait, Vec::with_capacity(count)))
+                        }
+                        Ok(Pending::Wait) => {
+                            outstanding.fetch_sub(1, Ordering::AcqRel);
+                            let acked = match value {
+                                Value::Int(n) => n,
+                                _ => 0,
+                            };
+                            let want = wait.map_or(0, |w| w.replicas as i64);
+                            for (reply, values) in held.drain(..) {
+                                if acked < want && reserved(&values) {
+                                    metrics.redis_unreplicated();
+                                }
+                                reply.complete(Ok(values));
+                            }
+                            continue 'read;
+                        }
+                        Err(_) => break 'read,
+                    }
+                }
+                let Some((_, count, _, values)) = current.as_mut() else { break };
+                values.push(value);
+                if values.len() >= *count {
+                    let (reply, _, wait, values) = current.take().expect("current job");
+                    outstanding.fetch_sub(1, Ordering::AcqRel);
+                    if wait {
+                        held.push((reply, values));
+                    } else {
+                        reply.complete(Ok(values));
+                    }
+                }
             }
             broken.store(true, Ordering::Release);
             let _ = shutdown.shutdown(std::net::Shutdown::Both);
             // Fail whatever was written but not answered.
-            while let Ok(reply) = pending_rx.try_recv() {
-                reply.complete(Err(StockError::Redis("connection lost".into())));
+            let lost = || Err(StockError::Redis("connection lost".into()));
+            if let Some((reply, ..)) = current.take() {
+                reply.complete(lost());
+            }
+            for (reply, _) in held.drain(..) {
+                reply.complete(lost());
+            }
+            while let Ok(p) = pending_rx.try_recv() {
+                if let Pending::Job { reply, .. } = p {
+                    reply.complete(lost());
+                }
             }
         })
     };
@@ -375,13 +950,20 @@ fn serve(
         let now = Instant::now();
         let mut job = Some(first);
         let mut n = 0;
+        let mut waiting = false;
         while let Some(j) = job.take() {
             if j.deadline <= now {
                 // Its caller has given up: never run a command nobody will see answered.
                 drop(j);
             } else {
                 buf.extend_from_slice(&j.packed);
-                if pending_tx.send(j.reply).is_err() {
+                waiting |= j.wait;
+                let p = Pending::Job {
+                    reply: j.reply,
+                    count: j.count.max(1),
+                    wait: j.wait,
+                };
+                if pending_tx.send(p).is_err() {
                     break;
                 }
                 outstanding.fetch_add(1, Ordering::AcqRel);
@@ -389,6 +971,18 @@ fn serve(
             }
             if n < BATCH {
                 job = rx.try_recv().ok();
+            }
+        }
+        // One WAIT for every purchase of this write, right behind them.
+        if let (true, Some(w)) = (waiting, wait) {
+            buf.extend_from_slice(
+                &redis::cmd("WAIT")
+                    .arg(w.replicas)
+                    .arg(w.timeout_ms)
+                    .get_packed_command(),
+            );
+            if pending_tx.send(Pending::Wait).is_ok() {
+                outstanding.fetch_add(1, Ordering::AcqRel);
             }
         }
         if !buf.is_empty() {

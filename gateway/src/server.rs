@@ -63,11 +63,24 @@ pub fn run(cfg: Config) -> Result<(), StartError> {
         cfg.breaker_threshold.max(1) as u32,
         Duration::from_millis(cfg.breaker_cool_off_ms.max(1) as u64),
     ));
-    let pipe = RedisPipe::start(
+    let timeout = Duration::from_millis(cfg.redis_timeout_ms.max(1) as u64);
+    let wait_replicas = match cfg.redis_wait_replicas {
+        n if n < 0 => stock::cluster::is_cluster_url(&cfg.redis_url) as u32,
+        n => n.min(16) as u32,
+    };
+    let pipe = RedisPipe::start_with(
         &cfg.redis_url,
-        cfg.redis_connections.max(1) as usize,
-        Duration::from_millis(cfg.redis_timeout_ms.max(1) as u64),
-        cfg.redis_max_in_flight.max(1) as usize,
+        &crate::redis_pipe::Options {
+            connections: cfg.redis_connections.max(1) as usize,
+            timeout,
+            max_in_flight: cfg.redis_max_in_flight.max(1) as usize,
+            wait: (wait_replicas > 0).then(|| crate::redis_pipe::WaitPolicy {
+                replicas: wait_replicas,
+                // Within the call's timeout, with room for the purchase itself.
+                timeout_ms: (cfg.redis_wait_timeout_ms.max(1) as u64)
+                    .min((timeout.as_millis() as u64 / 2).max(1)),
+            }),
+        },
         breaker.clone(),
         metrics.clone(),
     )?;
@@ -148,7 +161,7 @@ fn spawn(name: &str, f: impl FnOnce() + Send + 'static) {
 fn follow_switches(app: Arc<App>) -> impl FnOnce() {
     move || {
         let every = Duration::from_millis(app.cfg.switch_poll_ms.clamp(20, 1000) as u64);
-        let mut conn: Option<redis::Connection> = None;
+        let mut conn: Option<stock::Conn> = None;
         loop {
             if conn.is_none() {
                 conn =

@@ -149,7 +149,7 @@ fn main() -> Res<()> {
         .trim_end_matches('/')
         .to_string();
     let mut admin = Stock::new(Recorder {
-        conn: stock::connect(&stack.redis_url, Duration::from_secs(5))?,
+        conn: stock::connect_single(&stack.redis_url, Duration::from_secs(5))?,
         evalsha: Vec::new(),
     });
     for pipeline in [1, 16] {

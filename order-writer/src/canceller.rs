@@ -12,7 +12,7 @@ use std::time::Duration;
 use stock::{Settlement, Stock, StockError};
 
 /// Settle one expired order in Redis.
-fn settle(stock: &mut Stock<redis::Connection>, order_id: &str) -> Result<Ended, WriterError> {
+fn settle(stock: &mut Stock<stock::Conn>, order_id: &str) -> Result<Ended, WriterError> {
     match stock.settle(order_id, Settlement::Released) {
         Ok(_) | Err(StockError::AlreadyReleased) => Ok(Ended::Cancelled),
         Err(StockError::AlreadyPaid) => Ok(Ended::Paid),
@@ -37,7 +37,7 @@ fn settle(stock: &mut Stock<redis::Connection>, order_id: &str) -> Result<Ended,
 pub fn sweep_reservations(
     cfg: &Config,
     db: &mut postgres::Client,
-    stock: &mut Stock<redis::Connection>,
+    stock: &mut Stock<stock::Conn>,
 ) -> Result<u64, WriterError> {
     let age = Duration::from_secs(
         (cfg.payment_window_secs.max(0) + cfg.reservation_grace_secs.max(0)) as u64,
@@ -78,7 +78,7 @@ pub fn sweep_reservations(
 pub fn scan_once(
     cfg: &Config,
     db: &mut postgres::Client,
-    stock: &mut Stock<redis::Connection>,
+    stock: &mut Stock<stock::Conn>,
 ) -> Result<db::Expired, WriterError> {
     db::expire_unpaid(db, cfg.payment_window_secs, cfg.cancel_batch.max(1), |id| {
         settle(stock, id)
@@ -88,7 +88,7 @@ pub fn scan_once(
 /// Scan every `cancel_scan_ms` until `stop`; failures are logged and retried next scan.
 pub fn run(cfg: Config, metrics: Arc<Metrics>, stop: Arc<AtomicBool>) {
     let timeout = Duration::from_millis(cfg.redis_timeout_ms.max(1) as u64);
-    let mut conns: Option<(postgres::Client, Stock<redis::Connection>)> = None;
+    let mut conns: Option<(postgres::Client, Stock<stock::Conn>)> = None;
     let mut oversell_checked: Option<std::time::Instant> = None;
     let mut swept: Option<std::time::Instant> = None;
     while !stop.load(Ordering::Relaxed) {

@@ -8,6 +8,8 @@
 //!   KRaft mode, jars from Maven Central, one node or a three-node cluster).
 //! - [`process`]: pid files, signals, liveness, [`process::Proc`] for child services.
 //! - [`ensure_up`]: what a test calls first.
+//! - [`redis_cluster`]: the Redis Cluster profile (`SECKILL_REDIS_CLUSTER=1`: three
+//!   masters, three replicas; the stack's Redis URL becomes `redis+cluster://…`).
 //! - [`haproxy`]: the load balancer (HAProxy) in front of gateways, with a canary pool.
 
 pub mod haproxy;
@@ -15,6 +17,7 @@ pub mod kafka;
 pub mod postgres;
 pub mod process;
 pub mod redis;
+pub mod redis_cluster;
 
 use process::Proc;
 use std::path::{Path, PathBuf};
@@ -43,6 +46,8 @@ pub enum Service {
     Postgres,
     /// One Kafka node (0-based).
     Kafka(usize),
+    /// One node of the Redis Cluster profile (0-based, by port).
+    RedisNode(usize),
 }
 
 impl std::str::FromStr for Service {
@@ -56,8 +61,13 @@ impl std::str::FromStr for Service {
                 .strip_prefix("kafka-")
                 .and_then(|n| n.parse().ok())
                 .map(Service::Kafka)
+                .or_else(|| {
+                    s.strip_prefix("redis-")
+                        .and_then(|n| n.parse().ok())
+                        .map(Service::RedisNode)
+                })
                 .ok_or_else(|| {
-                    StackError::Process(format!("no service {s} (redis, postgres, kafka-N)"))
+                    StackError::Process(format!("no service {s} (redis, postgres, kafka-N, redis-N)"))
                 }),
         }
     }
@@ -67,6 +77,8 @@ pub struct Stack {
     pub root: PathBuf,
     pub run: PathBuf,
     pub redis: redis::Redis,
+    /// The Redis Cluster profile (`SECKILL_REDIS_CLUSTER=1`), beside the single Redis.
+    pub redis_cluster: Option<redis_cluster::RedisCluster>,
     pub postgres: postgres::Postgres,
     pub kafka: kafka::Kafka,
     /// Topics created on `up`: (name, partitions).
@@ -134,6 +146,7 @@ impl Stack {
                 dir: spec.run.join("redis"),
                 port: spec.redis_port,
             },
+            redis_cluster: redis_cluster::RedisCluster::from_env(&spec.run),
             postgres: postgres::Postgres {
                 dir: spec.run.join("pg"),
                 port: spec.pg_port,
@@ -157,7 +170,10 @@ impl Stack {
     /// The addresses every component is pointed at.
     pub fn addresses(&self) -> seckill_common::stack::Stack {
         seckill_common::stack::Stack {
-            redis_url: self.redis.url(),
+            redis_url: match &self.redis_cluster {
+                Some(c) => c.url(),
+                None => self.redis.url(),
+            },
             kafka_brokers: self.kafka.bootstrap(),
             database_url: self.postgres.url("seckill"),
         }
@@ -169,6 +185,9 @@ impl Stack {
         std::fs::create_dir_all(&self.run)?;
         let _lock = Lock::take(&self.run.join("stack.lock"))?;
         self.redis.up()?;
+        if let Some(c) = &self.redis_cluster {
+            c.up()?;
+        }
         self.postgres.up()?;
         self.kafka.up(&self.topics)?;
         let a = self.addresses();
@@ -186,6 +205,9 @@ impl Stack {
         self.kafka.down();
         self.postgres.down();
         self.redis.down();
+        if let Some(c) = &self.redis_cluster {
+            c.down();
+        }
     }
 
     /// Stop one service cleanly (`up` starts it again).
@@ -194,6 +216,11 @@ impl Stack {
             Service::Redis => self.redis.down(),
             Service::Postgres => self.postgres.down(),
             Service::Kafka(n) => self.kafka.stop(&[n]),
+            Service::RedisNode(n) => {
+                if let Some(c) = &self.redis_cluster {
+                    c.stop_node(n)
+                }
+            }
         }
     }
 
@@ -211,6 +238,11 @@ impl Stack {
                 "signal postgres through pg_ctl (stop) instead".into(),
             )),
             Service::Kafka(n) => self.kafka.signal(n, sig),
+            Service::RedisNode(n) => self
+                .redis_cluster
+                .as_ref()
+                .ok_or_else(|| StackError::Process("no redis cluster (SECKILL_REDIS_CLUSTER=1)".into()))?
+                .signal(n, sig),
         }
     }
 
@@ -220,6 +252,11 @@ impl Stack {
             ("redis".into(), self.redis.is_up(), self.redis.url()),
             ("postgres".into(), self.postgres.is_up(), self.postgres.url("seckill")),
         ];
+        if let Some(c) = &self.redis_cluster {
+            for n in 0..c.nodes() {
+                s.push((format!("redis-{n}"), c.node_up(n), format!("127.0.0.1:{} (cluster)", c.port(n))));
+            }
+        }
         let listed = self.kafka.brokers_listed();
         for n in 0..self.kafka.nodes {
             s.push((

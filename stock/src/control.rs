@@ -6,7 +6,7 @@
 //! the write of a switch and its audit entry is one MULTI in one slot on Redis Cluster.
 
 use crate::keys;
-use crate::{map_redis_error, StockError};
+use crate::{map_redis_error, Conn, StockError};
 use std::collections::HashMap;
 
 /// One operator change, as written to the audit stream.
@@ -24,11 +24,23 @@ pub struct AuditEntry<'a> {
 pub const AUDIT_MAX: u64 = 100_000;
 
 /// One read of the store: its epoch (None: no sale ever created, or the data was
-/// lost) and cluster `cluster`'s switches (field → JSON value).
+/// lost) and cluster `cluster`'s switches (field → JSON value). One pipeline on one
+/// Redis; two calls on a cluster (`sk:epoch` and the switches are in two slots).
 pub fn read(
-    conn: &mut redis::Connection,
+    conn: &mut Conn,
     cluster: &str,
 ) -> Result<(Option<String>, HashMap<String, String>), StockError> {
+    if conn.is_cluster() {
+        let epoch = redis::cmd("GET")
+            .arg(keys::EPOCH)
+            .query(conn)
+            .map_err(map_redis_error)?;
+        let switches = redis::cmd("HGETALL")
+            .arg(keys::switches(cluster))
+            .query(conn)
+            .map_err(map_redis_error)?;
+        return Ok((epoch, switches));
+    }
     redis::pipe()
         .cmd("GET")
         .arg(keys::EPOCH)
@@ -62,7 +74,7 @@ fn xadd(p: &mut redis::Pipeline, cluster: &str, e: &AuditEntry) {
 
 /// Set switch `fields` (name → JSON value) and append their audit entry, atomically.
 pub fn write_switches(
-    conn: &mut redis::Connection,
+    conn: &mut Conn,
     cluster: &str,
     fields: &[(&str, String)],
     audit: &AuditEntry,
@@ -77,7 +89,7 @@ pub fn write_switches(
 }
 
 /// Append one audit entry.
-pub fn audit(conn: &mut redis::Connection, cluster: &str, e: &AuditEntry) -> Result<(), StockError> {
+pub fn audit(conn: &mut Conn, cluster: &str, e: &AuditEntry) -> Result<(), StockError> {
     let mut p = redis::pipe();
     xadd(&mut p, cluster, e);
     p.query::<()>(conn).map_err(map_redis_error)
@@ -85,7 +97,7 @@ pub fn audit(conn: &mut redis::Connection, cluster: &str, e: &AuditEntry) -> Res
 
 /// The newest `n` audit entries, newest first: (stream id, field → value).
 pub fn recent_audit(
-    conn: &mut redis::Connection,
+    conn: &mut Conn,
     cluster: &str,
     n: usize,
 ) -> Result<Vec<(String, Vec<(String, String)>)>, StockError> {

@@ -6,10 +6,13 @@
 //! - [`Stock`]: the typed API over the scripts — create a sale, issue a token, purchase,
 //!   settle (release or pay) a reservation, read the sale's state.
 //! - [`control`]: the control plane — store epoch, central switches, audit stream.
-//! - [`Exec`]: the one-command transport the API runs on. A blocking `redis::Connection`
-//!   implements it for tools and tests; the gateway brings its own pipelined,
-//!   coroutine-friendly connection.
+//! - [`Exec`]: the one-command transport the API runs on. A blocking [`Conn`] (one
+//!   Redis, or a Redis Cluster through the `redis` crate's cluster client: [`connect`]
+//!   picks by URL) implements it for tools and tests; the gateway brings its own
+//!   pipelined, coroutine-friendly connection.
+//! - [`cluster`]: key slots (CRC16 with hash tags) and the `redis+cluster://` URL.
 
+pub mod cluster;
 pub mod control;
 pub mod keys;
 pub mod reconcile;
@@ -81,11 +84,112 @@ impl StockError {
 /// `Ok(Value::ServerError)`; both are handled.
 pub trait Exec {
     fn exec(&mut self, cmd: &redis::Cmd) -> Result<Value, StockError>;
+
+    /// `SCRIPT LOAD body` where a script on `key` runs (after NOSCRIPT). On one Redis
+    /// that is the one server; a cluster transport loads it on the master of `key`'s
+    /// slot, the node that answered NOSCRIPT.
+    fn load_script(&mut self, body: &str, key: Option<&str>) -> Result<Value, StockError> {
+        let _ = key;
+        self.exec(redis::cmd("SCRIPT").arg("LOAD").arg(body))
+    }
 }
 
 impl Exec for redis::Connection {
     fn exec(&mut self, cmd: &redis::Cmd) -> Result<Value, StockError> {
         redis::ConnectionLike::req_command(self, cmd).map_err(map_redis_error)
+    }
+}
+
+impl Exec for redis::cluster::ClusterConnection {
+    fn exec(&mut self, cmd: &redis::Cmd) -> Result<Value, StockError> {
+        redis::ConnectionLike::req_command(self, cmd).map_err(map_redis_error)
+    }
+
+    fn load_script(&mut self, body: &str, key: Option<&str>) -> Result<Value, StockError> {
+        match key {
+            Some(key) => cluster::load_script_for_key(self, body, key),
+            None => self.exec(redis::cmd("SCRIPT").arg("LOAD").arg(body)),
+        }
+    }
+}
+
+/// A blocking connection for tools and tests: one Redis, or a Redis Cluster.
+pub enum Conn {
+    Single(redis::Connection),
+    Cluster(Box<redis::cluster::ClusterConnection>),
+}
+
+impl Conn {
+    pub fn is_cluster(&self) -> bool {
+        matches!(self, Conn::Cluster(_))
+    }
+}
+
+impl Exec for Conn {
+    fn exec(&mut self, cmd: &redis::Cmd) -> Result<Value, StockError> {
+        match self {
+            Conn::Single(c) => c.exec(cmd),
+            Conn::Cluster(c) => c.exec(cmd),
+        }
+    }
+
+    fn load_script(&mut self, body: &str, key: Option<&str>) -> Result<Value, StockError> {
+        match self {
+            Conn::Single(c) => c.load_script(body, key),
+            Conn::Cluster(c) => c.load_script(body, key),
+        }
+    }
+}
+
+/// Pipelines and transactions run on either: a cluster connection sends a pipeline to
+/// the node of its first command's key (MULTI included), so a pipeline must stay in
+/// one slot there.
+impl redis::ConnectionLike for Conn {
+    fn req_packed_command(&mut self, cmd: &[u8]) -> redis::RedisResult<Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands(
+        &mut self,
+        cmd: &[u8],
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisResult<Vec<Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(cmd, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn req_command(&mut self, cmd: &redis::Cmd) -> redis::RedisResult<Value> {
+        match self {
+            Conn::Single(c) => c.req_command(cmd),
+            Conn::Cluster(c) => c.req_command(cmd),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+
+    fn check_connection(&mut self) -> bool {
+        match self {
+            Conn::Single(c) => c.check_connection(),
+            Conn::Cluster(c) => c.check_connection(),
+        }
+    }
+
+    fn is_open(&self) -> bool {
+        match self {
+            Conn::Single(c) => c.is_open(),
+            Conn::Cluster(c) => c.is_open(),
+        }
     }
 }
 
@@ -101,8 +205,17 @@ pub fn map_redis_error(e: redis::RedisError) -> StockError {
     }
 }
 
-/// A blocking connection with read/write timeouts, for tools and tests.
-pub fn connect(url: &str, timeout: Duration) -> Result<redis::Connection, StockError> {
+/// A blocking connection with read/write timeouts, for tools and tests: to a Redis
+/// Cluster when `url` is `redis+cluster://host:port,…`, else to one Redis.
+pub fn connect(url: &str, timeout: Duration) -> Result<Conn, StockError> {
+    if cluster::is_cluster_url(url) {
+        return cluster::connect(url, timeout).map(|c| Conn::Cluster(Box::new(c)));
+    }
+    connect_single(url, timeout).map(Conn::Single)
+}
+
+/// A blocking connection to one Redis (`redis://…`).
+pub fn connect_single(url: &str, timeout: Duration) -> Result<redis::Connection, StockError> {
     let client = redis::Client::open(url).map_err(map_redis_error)?;
     let conn = client
         .get_connection_with_timeout(timeout)
@@ -579,9 +692,7 @@ impl<C: Exec> Stock<C> {
             Err(StockError::Redis(msg)) if msg.starts_with("NOSCRIPT") => {}
             other => return server_error(other?),
         }
-        let loaded = self
-            .conn
-            .exec(redis::cmd("SCRIPT").arg("LOAD").arg(script.body()))?;
+        let loaded = self.conn.load_script(script.body(), keys.first().copied())?;
         server_error(loaded)?;
         server_error(self.conn.exec(&cmd)?)
     }

@@ -6,7 +6,7 @@ use stock::{OrderState, SaleSpec, Settlement, Stock, StockError};
 const HOUR: i64 = 3_600_000;
 const TTL: Duration = Duration::from_secs(60);
 
-fn stock() -> Stock<redis::Connection> {
+fn stock() -> Stock<stock::Conn> {
     let stack = stackctl::ensure_up();
     Stock::new(
         stock::connect(&stack.redis_url, Duration::from_secs(2))
@@ -30,7 +30,7 @@ fn sale_id(tag: &str) -> String {
     )
 }
 
-fn open_sale(s: &mut Stock<redis::Connection>, tag: &str, units: i64) -> String {
+fn open_sale(s: &mut Stock<stock::Conn>, tag: &str, units: i64) -> String {
     let id = sale_id(tag);
     let now = now_ms();
     s.create_sale(

@@ -124,7 +124,7 @@ impl Lane {
         postgres::Client::connect(&self.database_url, postgres::NoTls).unwrap()
     }
 
-    pub fn stock(&self) -> Stock<redis::Connection> {
+    pub fn stock(&self) -> Stock<stock::Conn> {
         Stock::new(stock::connect(&self.stack.redis_url, Duration::from_secs(2)).unwrap())
     }
 }
@@ -138,7 +138,7 @@ pub fn migrate(url: &str) {
 /// Reserve `n` units of a new sale for `n` distinct users, as the gateway would, and
 /// return the order messages it would produce.
 pub fn reserve(
-    stock: &mut Stock<redis::Connection>,
+    stock: &mut Stock<stock::Conn>,
     units: i64,
     n: u64,
 ) -> (String, Vec<OrderMessage>) {
