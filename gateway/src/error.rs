@@ -47,6 +47,9 @@ pub enum ApiError {
     /// Refused at the HTTP edge (framing, bounds, timeouts); the connection is closed.
     #[error("{}", refusal_message(*.0))]
     Refused(Refusal),
+    /// `/readyz` while a dependency it needs is down: the body is the readiness object.
+    #[error("not ready")]
+    NotReady(serde_json::Value),
 }
 
 fn refusal_message(r: Refusal) -> &'static str {
@@ -86,6 +89,7 @@ impl ApiError {
             | ApiError::SinkUnavailable(_)
             | ApiError::Draining => 503,
             ApiError::StoreLost | ApiError::StatusCacheMiss | ApiError::SwitchStore(_) => 503,
+            ApiError::NotReady(_) => 503,
             ApiError::Refused(r) => match r {
                 Refusal::HeadTimeout | Refusal::BodyTimeout => 408,
                 Refusal::HeadTooLarge | Refusal::TooManyHeaders => 431,
@@ -132,6 +136,7 @@ impl ApiError {
             ApiError::SinkUnavailable(_) => "order_sink_unavailable",
             ApiError::Draining => "shutting_down",
             ApiError::StoreLost => "redis_data_lost",
+            ApiError::NotReady(_) => "not_ready",
             ApiError::StatusCacheMiss => "status_not_cached",
             ApiError::SwitchStore(_) => "switch_store_unreachable",
             ApiError::Refused(r) => match r {
@@ -164,6 +169,14 @@ impl ApiError {
                 S::Invalid(_) | S::WouldOversell { .. } => "bad_request",
                 S::Redis(_) | S::Timeout | S::BadReply(_) => "redis_unavailable",
             },
+        }
+    }
+
+    /// The JSON body: `{"error": code, "message": text}`, or the readiness object.
+    pub fn body(&self) -> serde_json::Value {
+        match self {
+            ApiError::NotReady(view) => view.clone(),
+            e => serde_json::json!({ "error": e.code(), "message": e.to_string() }),
         }
     }
 

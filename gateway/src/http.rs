@@ -5,79 +5,13 @@
 
 use crate::app::App;
 use crate::error::ApiError;
+pub use crate::request::{Incoming, Reply};
 use crate::metrics::Route;
 use may_minihttp::{HttpService, HttpServiceFactory, Limits, Refusal, Request, Response};
-use serde::de::DeserializeOwned;
 use std::io::{self, Read};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
-
-/// What a handler answers.
-pub struct Reply {
-    pub status: u16,
-    pub body: Vec<u8>,
-    pub content_type: &'static str,
-    pub retry_after: Option<u64>,
-    /// Hang up after answering (the request's body was not read).
-    pub close: bool,
-    /// The `Allow` header of a 405.
-    pub allow: Option<&'static str>,
-}
-
-impl Reply {
-    pub fn json(status: u16, value: &serde_json::Value) -> Reply {
-        Reply {
-            status,
-            body: serde_json::to_vec(value).unwrap_or_default(),
-            content_type: "Content-Type: application/json",
-            retry_after: None,
-            close: false,
-            allow: None,
-        }
-    }
-
-    pub fn text(status: u16, body: String) -> Reply {
-        Reply {
-            status,
-            body: body.into_bytes(),
-            content_type: "Content-Type: text/plain; version=0.0.4",
-            retry_after: None,
-            close: false,
-            allow: None,
-        }
-    }
-}
-
-impl From<ApiError> for Reply {
-    fn from(e: ApiError) -> Reply {
-        let mut r = Reply::json(
-            e.status(),
-            &serde_json::json!({ "error": e.code(), "message": e.to_string() }),
-        );
-        r.retry_after = e.retry_after();
-        r.close = e.closes_connection();
-        r
-    }
-}
-
-/// The parts of a request a handler needs, with the body already read (bounded).
-pub struct Incoming<'a> {
-    pub method: &'a str,
-    pub path: &'a str,
-    pub authorization: Option<&'a str>,
-    /// Who an admin change is by (`X-Actor` header), for the audit log.
-    pub actor: Option<&'a str>,
-    pub peer: Option<IpAddr>,
-    pub body: Vec<u8>,
-}
-
-impl Incoming<'_> {
-    pub fn json<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
-        serde_json::from_slice(&self.body)
-            .map_err(|e| ApiError::BadRequest(format!("body is not the expected JSON: {e}")))
-    }
-}
 
 pub struct Factory(pub Arc<App>);
 

@@ -10,9 +10,13 @@
 //! - [`switches`]: degradation switches; [`metrics`]: Prometheus text.
 //! - [`server`]: start-up, health loop and graceful shutdown.
 
+pub mod admin;
 pub mod admin_cli;
 pub mod app;
+pub mod audit;
 pub mod breaker;
+pub mod buyer;
+pub mod caches;
 pub mod config;
 pub mod error;
 pub mod http;
@@ -20,5 +24,6 @@ pub mod limits;
 pub mod metrics;
 pub mod order_sink;
 pub mod redis_pipe;
+pub mod request;
 pub mod server;
 pub mod switches;

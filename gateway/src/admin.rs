@@ -1,0 +1,171 @@
+//! The operator's routes (admin bearer token): create a sale, pause one, read and set
+//! the switches centrally or on this instance only, read the audit stream.
+
+use crate::app::App;
+use crate::error::ApiError;
+use crate::request::{Incoming, Reply};
+use crate::switches::SwitchValues;
+use seckill_common::now_ms;
+use seckill_common::order::{OrderMessage, SaleDefinition};
+use serde::Deserialize;
+use serde_json::json;
+use stock::SaleSpec;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateSale {
+    sale: String,
+    stock: i64,
+    #[serde(default = "one")]
+    per_user_limit: i64,
+    start_ms: i64,
+    end_ms: i64,
+}
+
+fn one() -> i64 {
+    1
+}
+
+/// A switches body as `openapi.json` declares it: known switches only, none null (leave
+/// a switch out to keep it), `rates` with exactly its six fields, values in range.
+fn switch_body(req: &Incoming) -> Result<SwitchValues, ApiError> {
+    let raw: serde_json::Value = req.json()?;
+    let bad = |m: String| Err(ApiError::BadRequest(m));
+    if let Some((k, _)) = raw.as_object().into_iter().flatten().find(|(_, v)| v.is_null()) {
+        return bad(format!("switch {k:?} is null: leave it out to keep its value"));
+    }
+    const RATES: [&str; 6] = [
+        "global_rps",
+        "global_burst",
+        "user_rps",
+        "user_burst",
+        "ip_rps",
+        "ip_burst",
+    ];
+    if let Some(r) = raw.get("rates").and_then(|r| r.as_object()) {
+        if let Some(k) = r.keys().find(|k| !RATES.contains(&k.as_str())) {
+            return bad(format!("rates has no field {k:?}: expected {RATES:?}"));
+        }
+    }
+    let v: SwitchValues = serde_json::from_value(raw)
+        .map_err(|e| ApiError::BadRequest(format!("body is not the expected JSON: {e}")))?;
+    v.validate().map_err(ApiError::BadRequest)?;
+    Ok(v)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PauseSale {
+    paused: bool,
+}
+
+impl App {
+    pub(crate) fn create_sale(&self, req: &Incoming) -> Result<Reply, ApiError> {
+        let c: CreateSale = req.json()?;
+        let spec = SaleSpec {
+            stock: c.stock,
+            per_user_limit: c.per_user_limit,
+            start_ms: c.start_ms,
+            end_ms: c.end_ms,
+        };
+        // Creating a sale on a store that lost its data would set a new epoch, and every
+        // gateway would resume selling before `rebuild-stock`: refuse, also when the loss
+        // happened since the last poll (the epoch read now is not the one seen).
+        let mut stock = self.stock();
+        if self.switches.store_lost() {
+            return Err(ApiError::StoreLost);
+        }
+        if let Some(seen) = self.switches.seen_epoch() {
+            if stock.store_epoch()?.as_deref() != Some(seen.as_str()) {
+                return Err(ApiError::StoreLost);
+            }
+        }
+        stock.create_sale(&c.sale, &spec)?;
+        self.caches.found(&c.sale);
+        self.audit(req, "create_sale", json!({"sale": c.sale, "stock": c.stock, "per_user_limit": c.per_user_limit, "start_ms": c.start_ms, "end_ms": c.end_ms}));
+        // The definition goes to PostgreSQL through the order topic: what rebuilding the
+        // sale needs if Redis ever loses it.
+        let def = SaleDefinition {
+            stock: c.stock,
+            per_user_limit: c.per_user_limit,
+            start_ms: c.start_ms,
+            end_ms: c.end_ms,
+        };
+        let recorded = match self.sink.send(
+            &OrderMessage::opened(&c.sale, def, now_ms()),
+            self.switches.order_sink(),
+        ) {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::error!(sale = %c.sale, error = %e, "sale definition not recorded; a Redis rebuild could not restore this sale");
+                false
+            }
+        };
+        Ok(Reply::json(
+            201,
+            &json!({"sale": c.sale, "created": true, "definition_recorded": recorded}),
+        ))
+    }
+
+    pub(crate) fn pause_sale(&self, sale: &str, req: &Incoming) -> Result<Reply, ApiError> {
+        let p: PauseSale = req.json()?;
+        self.stock().set_paused(sale, p.paused)?;
+        self.caches.drop_sale_state(sale);
+        self.audit(req, "pause_sale", json!({"sale": sale, "paused": p.paused}));
+        Ok(Reply::json(200, &json!({"sale": sale, "paused": p.paused})))
+    }
+
+    /// Write switches centrally, with their audit entry, in one transaction; this
+    /// instance takes them at once, the others on their next poll.
+    pub(crate) fn set_switches(&self, req: &Incoming) -> Result<Reply, ApiError> {
+        let v = switch_body(req)?;
+        let fields = v.fields();
+        if fields.is_empty() {
+            return Err(ApiError::BadRequest(format!(
+                "name at least one switch: {:?}",
+                crate::switches::NAMES
+            )));
+        }
+        let (cluster, entry) = self.audit_entry(req, "set_switches", &json!(v));
+        let fields: Vec<(&'static str, String)> = fields.into_iter().collect();
+        self.control(move |c| {
+            stock::control::write_switches(c, &cluster, &fields, &entry.as_entry())
+        })?;
+        self.audit_file(req, "set_switches", json!(v));
+        self.switches.set_central(&v, &self.limits, &self.breaker);
+        Ok(Reply::json(200, &self.switches.view()))
+    }
+
+    /// This instance only, whatever the store says (and while it is unreachable).
+    pub(crate) fn set_local(&self, req: &Incoming, set: bool) -> Result<Reply, ApiError> {
+        if set {
+            let v = switch_body(req)?;
+            self.switches
+                .set_local(Some(&v), &self.limits, &self.breaker);
+            self.audit(req, "set_local_override", json!(v));
+        } else {
+            self.switches.set_local(None, &self.limits, &self.breaker);
+            self.audit(req, "clear_local_override", json!({}));
+        }
+        Ok(Reply::json(200, &self.switches.view()))
+    }
+
+    /// The latest audit entries from the central stream, newest first (`?n=` is not
+    /// parsed by may_minihttp's path; 50 entries).
+    pub(crate) fn read_audit(&self, _req: &Incoming) -> Result<Reply, ApiError> {
+        let cluster = self.cfg.cluster.clone();
+        let entries = self.control(move |c| stock::control::recent_audit(c, &cluster, 50))?;
+        let out: Vec<serde_json::Value> = entries
+            .into_iter()
+            .map(|(id, fields)| {
+                let mut obj = serde_json::Map::new();
+                obj.insert("id".into(), json!(id));
+                for (k, v) in fields {
+                    obj.insert(k, json!(v));
+                }
+                serde_json::Value::Object(obj)
+            })
+            .collect();
+        Ok(Reply::json(200, &json!({"entries": out})))
+    }
+}

@@ -1,0 +1,208 @@
+//! The buyer's routes: a purchase token, the order, the sale's public state, an
+//! order's status, and paying for it.
+
+use crate::app::App;
+use crate::error::ApiError;
+use crate::metrics::Limit;
+use crate::order_sink::{SinkError, Via};
+use crate::redis_pipe::RedisPipe;
+use crate::request::{Incoming, Reply};
+use crate::switches::StatusReads;
+use seckill_common::now_ms;
+use seckill_common::order::{OrderEvent, OrderMessage};
+use serde::Deserialize;
+use serde_json::json;
+use std::time::Duration;
+use stock::{Settlement, Stock, StockError};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OrderBody {
+    token: String,
+}
+
+impl App {
+    pub(crate) fn token(&self, sale: &str, req: &Incoming) -> Result<Reply, ApiError> {
+        let user = self.admit(sale, req)?;
+        if !self.switches.admit(rand::random_range(0..1_000_000)) {
+            self.metrics.limited(Limit::Admission);
+            return Err(ApiError::AdmissionShed);
+        }
+        let ttl = Duration::from_secs(self.cfg.token_ttl_secs.max(1) as u64);
+        let cap = self.cfg.max_live_tokens.clamp(0, u32::MAX as i64) as u32;
+        let issued = self.stock().issue_token_capped(sale, user, ttl, cap);
+        self.note(sale, issued.as_ref().map(|_| ()));
+        let t = issued?;
+        Ok(Reply::json(
+            201,
+            &json!({"token": t.token, "expires_ms": t.expires_ms}),
+        ))
+    }
+
+    pub(crate) fn order(&self, sale: &str, req: &Incoming) -> Result<Reply, ApiError> {
+        let user = self.admit(sale, req)?;
+        let body: OrderBody = req.json()?;
+        let mode = self.switches.order_sink();
+        // Sink `kafka` with no broker: refuse before reserving anything.
+        self.sink
+            .accepting(mode)
+            .map_err(|e| ApiError::SinkUnavailable(e.to_string()))?;
+        let mut stock = self.stock();
+        let bought = stock.purchase(sale, user, &body.token);
+        self.note(sale, bought.as_ref().map(|_| ()));
+        let p = bought?;
+        if p.remaining <= 0 {
+            self.caches.mark_sold_out(sale);
+        }
+        let msg = OrderMessage {
+            event: OrderEvent::Reserved,
+            order_id: p.order_id.clone(),
+            sale: sale.to_string(),
+            user,
+            units: 1,
+            per_user_limit: p.per_user_limit.clamp(1, u32::MAX as i64) as u32,
+            at_ms: now_ms(),
+            definition: None,
+        };
+        // A retry (`replayed`) sends its order again: the first attempt's message may
+        // never have left (its Redis reply was lost); the writer keeps one row per id.
+        let via = match self.sink.send(&msg, mode) {
+            Ok(via) => via,
+            Err(e @ SinkError::Timeout) => {
+                // Outcome unknown (the spool's disk hung): keep the reservation, whose
+                // order may yet land; the writer's sweep returns the unit if it does not.
+                tracing::error!(order = %p.order_id, error = %e, "order hand-off outcome unknown; reservation kept");
+                return Err(ApiError::SinkUnavailable(e.to_string()));
+            }
+            Err(e) if p.replayed => {
+                // The order stands from an earlier attempt; only this resend failed.
+                return Err(ApiError::SinkUnavailable(e.to_string()));
+            }
+            Err(e) => {
+                // Certainly not stored anywhere: give the unit back so it can sell again.
+                tracing::error!(order = %p.order_id, error = %e, "order not stored; releasing its reservation");
+                match stock.settle(&p.order_id, Settlement::Released) {
+                    Ok(_) => self.metrics.released_on_sink_failure(),
+                    Err(re) => {
+                        tracing::error!(order = %p.order_id, error = %re, "release after broker failure failed; the reservation sweep returns this unit")
+                    }
+                }
+                return Err(ApiError::SinkUnavailable(e.to_string()));
+            }
+        };
+        if p.replayed {
+            self.metrics.order_replayed();
+        } else {
+            self.metrics.order_accepted();
+            self.caches.put_status(&p.order_id, user, stock::OrderState::Reserved);
+        }
+        let spooled = via == Via::Spool;
+        Ok(Reply::json(
+            202,
+            &json!({"order_id": p.order_id, "status": "reserved", "remaining": p.remaining, "spooled": spooled, "replayed": p.replayed}),
+        ))
+    }
+
+    pub(crate) fn sale(&self, sale: &str, req: &Incoming) -> Result<Reply, ApiError> {
+        self.known_sale_id(sale)?;
+        self.limited(self.limits.check_reader(None, req.peer))?;
+        let st = match self.caches.sale_state(sale) {
+            Some(s) => s,
+            None => {
+                let read = self.stock().state(sale);
+                if let Err(StockError::NoSale) = read {
+                    self.caches.mark_missing(sale);
+                }
+                let s = read?;
+                self.caches.put_sale_state(sale, &s);
+                s
+            }
+        };
+        Ok(Reply::json(
+            200,
+            &json!({
+                "sale": sale, "phase": st.phase().as_str(), "remaining": st.remaining, "initial": st.initial,
+                "per_user_limit": st.per_user_limit, "start_ms": st.start_ms, "end_ms": st.end_ms,
+            }),
+        ))
+    }
+
+    /// The caller's own order and the caller; someone else's order is answered 404 like
+    /// a missing one.
+    pub(crate) fn owned_order(
+        &self,
+        order_id: &str,
+        req: &Incoming,
+    ) -> Result<(stock::OrderState, u64, Stock<RedisPipe>), ApiError> {
+        let user = self.user(req)?;
+        self.limited(self.limits.check_reader(Some(user), req.peer))?;
+        let mut stock = self.stock();
+        let (state, buyer) = stock.order(order_id)?;
+        if buyer != user {
+            return Err(StockError::NoOrder.into());
+        }
+        Ok((state, user, stock))
+    }
+
+    pub(crate) fn order_status(&self, order_id: &str, req: &Incoming) -> Result<Reply, ApiError> {
+        // The ticket first: without one the answer is 401 whatever the switch says.
+        let user = self.user(req)?;
+        match self.switches.status_reads() {
+            StatusReads::Off => Err(ApiError::StatusReadsOff),
+            StatusReads::Cache => {
+                self.limited(self.limits.check_reader(Some(user), req.peer))?;
+                match self.caches.status(order_id) {
+                    Some((owner, state)) if owner == user => Ok(Reply::json(
+                        200,
+                        &json!({"order_id": order_id, "status": state.as_str(), "cached": true}),
+                    )),
+                    _ => Err(ApiError::StatusCacheMiss),
+                }
+            }
+            StatusReads::Normal => {
+                let (state, user, _) = self.owned_order(order_id, req)?;
+                self.caches.put_status(order_id, user, state);
+                Ok(Reply::json(
+                    200,
+                    &json!({"order_id": order_id, "status": state.as_str()}),
+                ))
+            }
+        }
+    }
+
+    pub(crate) fn pay(&self, order_id: &str, req: &Incoming) -> Result<Reply, ApiError> {
+        let (_, buyer, mut stock) = self.owned_order(order_id, req)?;
+        match stock.settle(order_id, Settlement::Paid) {
+            Ok(_) => {
+                // Redis decided; the event brings PostgreSQL along. If it is lost, the
+                // writer's payment-window scan finds the order paid in Redis instead.
+                let sale = stock::keys::split_order_id(order_id)
+                    .map(|(s, _)| s.to_string())
+                    .unwrap_or_default();
+                self.caches.put_status(order_id, buyer, stock::OrderState::Paid);
+                let paid = OrderMessage {
+                    event: OrderEvent::Paid,
+                    order_id: order_id.to_string(),
+                    sale,
+                    user: buyer,
+                    units: 1,
+                    per_user_limit: 0,
+                    at_ms: now_ms(),
+                    definition: None,
+                };
+                if let Err(e) = self.sink.send(&paid, self.switches.order_sink()) {
+                    tracing::warn!(order = order_id, error = %e, "paid event not delivered; the payment-window scan will reconcile");
+                }
+                Ok(Reply::json(
+                    200,
+                    &json!({"order_id": order_id, "status": "paid"}),
+                ))
+            }
+            Err(StockError::AlreadyPaid) => Ok(Reply::json(
+                200,
+                &json!({"order_id": order_id, "status": "paid"}),
+            )),
+            Err(e) => Err(e.into()),
+        }
+    }
+}

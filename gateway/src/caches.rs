@@ -1,0 +1,137 @@
+//! What the gateway remembers between requests, each map bounded: sales known sold out
+//! (until a recheck), sale ids Redis said do not exist, sale-state snapshots for the
+//! public endpoint, and order statuses for the `cache` status-reads mode.
+
+use crate::config::Config;
+use std::collections::HashMap;
+use std::sync::{Mutex, RwLock};
+use std::time::{Duration, Instant};
+use stock::{OrderState, SaleState};
+
+/// How long "no such sale" is answered from memory, and for how many ids at most.
+const MISSING_FOR: Duration = Duration::from_secs(1);
+const MISSING_MAX: usize = 10_000;
+
+pub struct Caches {
+    /// Sales known sold out, until when (only sales Redis confirmed, so bounded by sales).
+    sold_out: RwLock<HashMap<String, Instant>>,
+    /// Sale ids Redis said do not exist, until when: a flood of made-up ids costs one
+    /// Redis call per id per `MISSING_FOR` (at most `MISSING_MAX` remembered).
+    missing: Mutex<HashMap<String, Instant>>,
+    /// Short-lived sale snapshots for the public sale-state endpoint (sales Redis knows).
+    sale_state: Mutex<HashMap<String, (Instant, SaleState)>>,
+    /// Recent order statuses (owner, state); when full, it starts over.
+    status: Mutex<HashMap<String, (u64, OrderState)>>,
+    sold_out_for: Duration,
+    sale_state_for: Duration,
+    status_max: usize,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Caches {
+    pub fn new(cfg: &Config) -> Caches {
+        Caches {
+            sold_out: RwLock::new(HashMap::new()),
+            missing: Mutex::new(HashMap::new()),
+            sale_state: Mutex::new(HashMap::new()),
+            status: Mutex::new(HashMap::new()),
+            sold_out_for: Duration::from_millis(cfg.sold_out_recheck_ms.max(0) as u64),
+            sale_state_for: Duration::from_millis(cfg.sale_cache_ms.max(0) as u64),
+            status_max: cfg.status_cache_max.max(1) as usize,
+        }
+    }
+
+    pub fn sold_out(&self, sale: &str) -> bool {
+        let map = self.sold_out.read().unwrap_or_else(|p| p.into_inner());
+        map.get(sale).is_some_and(|until| Instant::now() < *until)
+    }
+
+    pub fn mark_sold_out(&self, sale: &str) {
+        self.sold_out
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(sale.to_string(), Instant::now() + self.sold_out_for);
+    }
+
+    /// Sales answered sold-out from memory right now.
+    pub fn sold_out_count(&self) -> usize {
+        let now = Instant::now();
+        let map = self.sold_out.read().unwrap_or_else(|p| p.into_inner());
+        map.values().filter(|u| now < **u).count()
+    }
+
+    pub fn missing(&self, sale: &str) -> bool {
+        lock(&self.missing)
+            .get(sale)
+            .is_some_and(|until| Instant::now() < *until)
+    }
+
+    pub fn mark_missing(&self, sale: &str) {
+        let mut m = lock(&self.missing);
+        if m.len() >= MISSING_MAX {
+            m.clear();
+        }
+        m.insert(sale.to_string(), Instant::now() + MISSING_FOR);
+    }
+
+    /// The sale exists now (this gateway created it).
+    pub fn found(&self, sale: &str) {
+        lock(&self.missing).remove(sale);
+    }
+
+    pub fn sale_state(&self, sale: &str) -> Option<SaleState> {
+        lock(&self.sale_state)
+            .get(sale)
+            .filter(|(at, _)| at.elapsed() < self.sale_state_for)
+            .map(|(_, s)| s.clone())
+    }
+
+    pub fn put_sale_state(&self, sale: &str, state: &SaleState) {
+        lock(&self.sale_state).insert(sale.to_string(), (Instant::now(), state.clone()));
+    }
+
+    pub fn drop_sale_state(&self, sale: &str) {
+        lock(&self.sale_state).remove(sale);
+    }
+
+    pub fn status(&self, order_id: &str) -> Option<(u64, OrderState)> {
+        lock(&self.status).get(order_id).copied()
+    }
+
+    pub fn put_status(&self, order_id: &str, user: u64, state: OrderState) {
+        let mut c = lock(&self.status);
+        if c.len() >= self.status_max && !c.contains_key(order_id) {
+            c.clear();
+        }
+        c.insert(order_id.to_string(), (user, state));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_map_is_bounded_and_forgets_in_time() {
+        let mut cfg = Config::default();
+        cfg.status_cache_max = 2;
+        cfg.sold_out_recheck_ms = 0;
+        let c = Caches::new(&cfg);
+        c.put_status("a-1", 1, OrderState::Reserved);
+        c.put_status("a-2", 1, OrderState::Reserved);
+        c.put_status("a-3", 1, OrderState::Paid);
+        assert_eq!(c.status("a-1"), None, "full: started over");
+        assert_eq!(c.status("a-3"), Some((1, OrderState::Paid)));
+        c.mark_sold_out("s");
+        assert!(!c.sold_out("s"), "a zero recheck forgets at once");
+        for i in 0..MISSING_MAX + 1 {
+            c.mark_missing(&format!("x{i}"));
+        }
+        assert!(lock(&c.missing).len() <= MISSING_MAX);
+        c.found(&format!("x{MISSING_MAX}"));
+        assert!(!c.missing(&format!("x{MISSING_MAX}")));
+    }
+}
