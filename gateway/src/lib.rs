@@ -1,12 +1,15 @@
 //! The flash-sale gateway, on may coroutines and may_minihttp.
 //!
-//! - [`http`]: connection glue, bounded body reading, replies.
-//! - [`app`]: state and handlers — tickets, limits, tokens, purchase, order hand-off.
+//! - [`http`]: the may glue — connections, the edge's bounds and refusals, body reading.
+//! - [`request`]: what a handler sees ([`request::Incoming`]) and answers ([`request::Reply`]).
+//! - [`app`]: state, routing, admission, readiness; handlers by concern in [`buyer`]
+//!   (token, order, sale state, status, pay), [`admin`] (sales, switches) and [`audit`];
+//!   [`caches`] holds what is remembered between requests.
 //! - [`error`]: the one error type and its HTTP mapping (status, code, Retry-After).
 //! - [`redis_pipe`]: shared pipelined Redis connections that never block a worker.
 //! - [`breaker`]: fail fast while Redis is sick.
-//! - [`limits`]: governor rate limits (global, per user, per IP).
-//! - [`order_sink`]: the Kafka producer; a 202 waits for the broker's acknowledgement.
+//! - [`limits`]: governor rate limits (global, per user, per IP, scrapes).
+//! - [`order_sink`]: the Kafka producer and the durable spool.
 //! - [`switches`]: degradation switches; [`metrics`]: Prometheus text.
 //! - [`server`]: start-up, health loop and graceful shutdown.
 
