@@ -346,13 +346,28 @@ impl stock::Exec for RedisPipe {
         self.call(cmd)
     }
 
-    /// On a cluster, on the master of `key`'s slot: where the EVALSHA that answered
-    /// NOSCRIPT ran.
+    /// On a cluster, on the master of `key`'s slot (the answer), and on every other
+    /// node the pipe talks to (best effort): the EVALSHA that answered NOSCRIPT may have
+    /// run on an `ASK` target, which is not the slot's master yet.
     fn load_script(&mut self, body: &str, key: Option<&str>) -> Result<Value, StockError> {
-        self.call_keyed(
-            redis::cmd("SCRIPT").arg("LOAD").arg(body),
-            key.map(str::as_bytes),
-        )
+        let mut load = redis::cmd("SCRIPT");
+        load.arg("LOAD").arg(body);
+        if let Target::Cluster(c) = &self.inner.target {
+            let owner = key.and_then(|k| c.node_for(Some(stock::cluster::slot(k.as_bytes()))));
+            let others: Vec<Arc<Node>> = c
+                .lock_pool()
+                .values()
+                .filter(|n| owner.as_ref().is_none_or(|o| o.addr != n.addr))
+                .cloned()
+                .collect();
+            let deadline = Instant::now() + self.inner.timeout;
+            for n in others {
+                let _ = self
+                    .inner
+                    .submit(&n, load.get_packed_command(), 1, false, deadline);
+            }
+        }
+        self.call_keyed(&load, key.map(str::as_bytes))
     }
 }
 
