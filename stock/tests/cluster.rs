@@ -8,7 +8,8 @@ use stackctl::redis_cluster::RedisCluster;
 use std::time::{Duration, Instant};
 use stock::{SaleSpec, Stock};
 
-const BASE_PORT: u16 = 47201;
+// Below 22768: the cluster bus (port + 10000) must stay out of the ephemeral range.
+const BASE_PORT: u16 = 21201;
 
 fn now_ms() -> i64 {
     seckill_common::now_ms()
@@ -27,6 +28,8 @@ fn fresh_cluster() -> Fresh {
     let c = RedisCluster::new(std::env::temp_dir().join(format!("seckill-cluster-{BASE_PORT}")), BASE_PORT);
     c.down();
     let _ = std::fs::remove_dir_all(&c.dir);
+    let fresh = Fresh(c);
+    let c = &fresh.0;
     let t0 = Instant::now();
     c.up().expect("redis cluster up");
     eprintln!("cluster created and healthy in {:.1} s", t0.elapsed().as_secs_f64());
@@ -34,7 +37,7 @@ fn fresh_cluster() -> Fresh {
     let t1 = Instant::now();
     c.up().expect("second up");
     assert!(t1.elapsed() < Duration::from_secs(2), "second up took {:?}", t1.elapsed());
-    Fresh(c)
+    fresh
 }
 
 /// Sale ids whose keys land on each of the three masters (node index of the master).
