@@ -51,16 +51,5 @@ impl Drill {
     }
 }
 
-/// Poll `f` every 100 ms until it holds or `within` passed; true if it held.
-pub fn wait_for(within: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + within;
-    loop {
-        if f() {
-            return true;
-        }
-        if Instant::now() >= end {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
+/// Poll `f` until it holds or `within` passed; true if it held.
+pub use stackctl::process::wait_until as wait_for;

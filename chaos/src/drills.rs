@@ -766,47 +766,6 @@ fn failure_span(load: &Load, from_ms: u64, to_ms: u64) -> Option<(u64, u64)> {
     Some((*slices.first()?, *slices.last()? + 100))
 }
 
-/// `invariants`, for load that went through the balancer: HAProxy answers 502/504 when a
-/// gateway dies holding a request, which may still have been accepted and persisted —
-/// as unknown as a broken connection. The load's record counts only the latter, so these
-/// are added to the requests without a known outcome (an upper bound: token requests
-/// are counted too).
-fn invariants_behind_balancer(env: &Env, d: &mut Drill, sale: &str, load: &Load) -> Result<(), ChaosError> {
-    use loadtest::verify::{self, Record, Unanswered, Wait};
-    let (acked, tokens) = load.acked();
-    let all = load.window(0, u64::MAX);
-    let relayed = all.count("502") + all.count("504");
-    let unanswered = Unanswered {
-        orders: load.unknown_outcomes() + relayed,
-        lost_replies: all.count("503 redis_unavailable")
-            + all.count("io")
-            + all.count("503 redis_data_lost")
-            + relayed,
-    };
-    let t0 = std::time::Instant::now();
-    let wait = Wait {
-        within: Duration::from_secs(90),
-        settle: Duration::from_secs(3),
-    };
-    let seen = verify::gather(&env.stack(), None, sale, &acked, wait)?;
-    d.log(format!(
-        "PostgreSQL settled after {:.1} s: {} rows; {} acknowledged; {} order requests without a known outcome ({} of them 502/504 from the balancer)",
-        t0.elapsed().as_secs_f64(),
-        seen.db.len(),
-        acked.len(),
-        unanswered.orders,
-        relayed
-    ));
-    let record = Record {
-        acked: &acked,
-        tokens: &tokens,
-    };
-    for c in verify::check(&record, unanswered, &seen).checks {
-        d.check(c.name, c.pass);
-    }
-    Ok(())
-}
-
 fn balancer_gateway_killed(env: &Env, d: &mut Drill) -> Result<(), ChaosError> {
     let (lb, mut gws, _, sale) = behind_balancer(env, d, "d11", 3, None)?;
     let _w = env.writer("d11-writer")?;
@@ -876,7 +835,7 @@ fn balancer_gateway_killed(env: &Env, d: &mut Drill) -> Result<(), ChaosError> {
         tail.count("202") > 0 && failed(&tail) == 0,
     );
     load.stop();
-    invariants_behind_balancer(env, d, &sale, &load)
+    invariants(env, d, &sale, &load)
 }
 
 /// `stackctl canary …` (the runbook's command) against the drill stack's balancer `name`.
@@ -970,5 +929,5 @@ fn canary_rollback(env: &Env, d: &mut Drill) -> Result<(), ChaosError> {
         after.count("202") > 0 && failed(&after) == 0,
     );
     load.stop();
-    invariants_behind_balancer(env, d, &sale, &load)
+    invariants(env, d, &sale, &load)
 }

@@ -19,11 +19,15 @@ use std::time::{Duration, Instant};
 pub fn invariants(env: &Env, d: &mut Drill, sale: &str, load: &Load) -> Result<(), ChaosError> {
     let (acked, tokens) = load.acked();
     let all = load.window(0, u64::MAX);
+    // A balancer's 502/504 relays a gateway that died or stalled mid-request: its order's
+    // outcome is unknown like a broken connection's.
+    let relayed = all.count("502") + all.count("504");
     let unanswered = Unanswered {
-        orders: load.unknown_outcomes(),
+        orders: load.unknown_outcomes() + relayed,
         lost_replies: all.count("503 redis_unavailable")
             + all.count("io")
-            + all.count("503 redis_data_lost"),
+            + all.count("503 redis_data_lost")
+            + relayed,
     };
     // Wait for the writer to drain: at least every 202, and no change for 3 s.
     let t0 = Instant::now();
@@ -33,7 +37,7 @@ pub fn invariants(env: &Env, d: &mut Drill, sale: &str, load: &Load) -> Result<(
     };
     let seen = verify::gather(&env.stack(), None, sale, &acked, wait)?;
     d.log(format!(
-        "PostgreSQL settled after {:.1} s: {} rows; {} acknowledged; {} order requests without an answer",
+        "PostgreSQL settled after {:.1} s: {} rows; {} acknowledged; {} order requests without a known outcome ({relayed} of them 502/504 from a balancer)",
         t0.elapsed().as_secs_f64(),
         seen.db.len(),
         acked.len(),
