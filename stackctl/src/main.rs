@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! stackctl up | down | status | env            the stack of SECKILL_RUN_DIR (default .run)
-//! stackctl stop|kill|pause|resume SERVICE       redis, postgres, kafka-N
+//! stackctl stop|kill|pause|resume SERVICE       redis, postgres, kafka-N, redis-N (cluster node;
+//!                                               SECKILL_REDIS_CLUSTER=1 adds the cluster)
 //! stackctl start SERVICE                        start one stopped service again
 //! stackctl with-services -- CMD [ARGS…]         a release gateway and order-writer on the
 //!                                               stack while CMD runs (GATEWAY_URL, GW, WRITER)
@@ -26,7 +27,7 @@ fn run() -> Result<(), String> {
     let stack = Stack::from_env().map_err(|e| e.to_string())?;
     let service = |i: usize| -> Result<Service, String> {
         args.get(i)
-            .ok_or("which service? redis, postgres, kafka-N")?
+            .ok_or("which service? redis, postgres, kafka-N, redis-N")?
             .parse()
             .map_err(|e: stackctl::StackError| e.to_string())
     };
