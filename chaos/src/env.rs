@@ -41,9 +41,11 @@ impl Env {
             run: std::env::var_os("CHAOS_RUN_DIR")
                 .map(PathBuf::from)
                 .unwrap_or_else(|| root.join(".run/chaos")),
-            redis_port: port_from("CHAOS_REDIS_PORT", 36379),
-            pg_port: port_from("CHAOS_PG_PORT", 35432),
-            kafka_port: port_from("CHAOS_KAFKA_PORT", 39092),
+            // Below the kernel's ephemeral range (32768-60999): a listener there can find
+            // its port taken by some connection's local end.
+            redis_port: port_from("CHAOS_REDIS_PORT", 17379),
+            pg_port: port_from("CHAOS_PG_PORT", 17432),
+            kafka_port: port_from("CHAOS_KAFKA_PORT", 17092),
             kafka_nodes: 3,
             topics: vec![],
         })?;

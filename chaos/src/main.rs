@@ -1,5 +1,5 @@
 //! `chaos list | all | ci | N [N…] | NAME` — run drills against the drill stack
-//! (`.run/chaos`, ports 36379/35432/39092, or `CHAOS_*_PORT`). Prints each drill's
+//! (`.run/chaos`, ports 17379/17432/17092, or `CHAOS_*_PORT`). Prints each drill's
 //! timeline and checks, then a summary; exits 1 if any check failed. The drill stack
 //! is stopped at the end (`CHAOS_KEEP=1` keeps it up).
 

@@ -259,11 +259,19 @@ impl Kafka {
 
     pub fn wait_ready(&self, within: Duration) -> Result<(), StackError> {
         let mut seen = 0;
+        let mut dead = None;
         let ok = wait_until(within, || {
+            // A node that exited (a port taken, a bad config) will not come: say so now.
+            dead = (0..self.nodes).find(|n| self.pid(*n).is_none());
             seen = self.brokers_listed();
-            seen == self.nodes
+            seen == self.nodes || dead.is_some()
         });
-        if ok {
+        if let Some(n) = dead {
+            Err(StackError::Start(
+                "kafka",
+                format!("node {n} exited; see {}", self.node_dir(n).join("server.log").display()),
+            ))
+        } else if ok {
             Ok(())
         } else {
             Err(StackError::Start(
