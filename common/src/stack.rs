@@ -57,6 +57,8 @@ fn answers_url(url: &str) -> bool {
         .split('/')
         .next()
         .unwrap_or("");
+    // `redis+cluster://a:1,b:2`: the first node answers for the probe.
+    let hostport = hostport.split(',').next().unwrap_or(hostport);
     let hostport = hostport.rsplit('@').next().unwrap_or(hostport);
     tcp_answers(hostport)
 }
