@@ -100,7 +100,11 @@ impl OrderSink {
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("message.timeout.ms", timeout_ms.to_string())
-            .set("linger.ms", "1")
+            // Every 202 waits for its delivery report: send at once (linger 1 ms measured
+            // ~1.5 ms more per order at p50, 1.9 vs 0.3 ms), no Nagle delay on small produce
+            // requests; under load, batches still form behind the requests in flight.
+            .set("linger.ms", "0")
+            .set("socket.nagle.disable", "true")
             .set("queue.buffering.max.messages", "200000");
         for kv in extra.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             let (k, v) = kv.split_once('=').ok_or_else(|| {
