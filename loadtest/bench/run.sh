@@ -5,8 +5,12 @@
 # Writes .run/bench/<time>/summary.md and summary.json (and each step's raw output).
 #  1. sold-out path vs a hello-world may_minihttp server, both under wrk -t1 -c64;
 #  2. order 202 latency at half the purchase peak: a Goose `rush` (token, then order)
-#     at full speed finds the peak orders/s, then one paced at half of it reports the
-#     order p50/p99 (HdrHistogram, corrected for coordinated omission);
+#     at full speed finds the peak orders/s, then one paced open-loop at half of it
+#     (--throttle-requests, 64 users so the pace never waits on answers) reports order
+#     and token p50/p99, each request timed from when it is sent (after its throttle
+#     permit), HdrHistogram corrected for coordinated omission; the token (Redis only)
+#     next to the order (Redis + Kafka) in the same run separates Kafka's share from
+#     the machine's;
 #  3. order-writer rows/s vs PostgreSQL COPY of the same rows (write_vs_copy example,
 #     medians of 3 rounds): like for like, COPY into the real `orders` table (same
 #     constraints, foreign key with its sale row present, indexes); and, second, COPY into
@@ -26,6 +30,7 @@ for tool in wrk redis-benchmark redis-cli python3 curl; do
   }
 done
 OUT=".run/bench/$(date +%Y%m%d-%H%M%S)"; mkdir -p "$OUT"
+cut -d' ' -f1-3 /proc/loadavg >"$OUT/load_start.txt"  # the machine may be shared
 log() { echo "[bench] $*" >&2; }
 
 log "building (release: stackctl, gateway, order-writer, loadtest, bench examples)"
@@ -75,14 +80,17 @@ PY
 )
 HALF=$(python3 -c "print(int($PEAK / 2))")
 if [ "$HALF" -gt 0 ]; then
-  # Each iteration is a token request then an order: 2 requests per order. Few users:
-  # Goose's throttle queue is inside the timed request, so with U users a request waits
-  # about U / rate for its turn (64 users measured that queue, ~26 ms, not the gateway).
-  HU=8
+  # Each iteration is a token request then an order: 2 requests per order. Requests are
+  # timed from their throttle permit (scenarios.rs), so the wait for a permit is not
+  # latency; 64 users keep enough requests ready that the throttle, not the answers,
+  # sets the pace (open loop). A user's next order is due every HU / HALF s: the
+  # coordinated-omission correction fills in the orders a slow answer held back.
+  HU=64
   load "$OUT/half" --expected-interval-us $((HU * 1000000 / HALF)) -- --users $HU \
     --increase-rate $HU --run-time "${SECS}s" --throttle-requests $((HALF * 2)) --quiet
 fi
 
+curl -s "localhost:$GW_PORT/metrics" >"$OUT/gateway_metrics.txt" 2>/dev/null
 kill $GW $WR 2>/dev/null; wait $GW $WR 2>/dev/null
 
 log "3/4 order-writer vs COPY"
@@ -94,6 +102,7 @@ target/release/examples/purchase_bench 100000 >"$OUT/purchase.txt" 2>&1
 target/release/examples/purchase_reference 100000 >"$OUT/purchase_reference.txt" 2>&1
 cat "$OUT/purchase.txt" "$OUT/purchase_reference.txt" >&2
 
+cut -d' ' -f1-3 /proc/loadavg >"$OUT/load_end.txt"
 python3 - "$OUT" "$SECS" <<'PY'
 import json, re, sys
 out, secs = sys.argv[1], sys.argv[2]
@@ -116,10 +125,21 @@ def why(text, fallback):
     lines = [l.strip() for l in text.splitlines() if l.strip()]
     return (lines[-1] if lines else fallback)[:200]
 
-def latency(run):
+def latency(run, name="order"):
     t = read(f"{run}/latency.md")
-    m = re.search(r"^\| order \| (\d+) \| (\d+) \| (\d+) \| (\d+) \|", t, re.M)
+    m = re.search(rf"^\| {name} \| (\d+) \| (\d+) \| (\d+) \| (\d+) \|", t, re.M)
     return (int(m.group(2)), int(m.group(4)), int(m.group(1))) if m else None
+
+def produce_p(q):
+    """Upper bound (ms) of the gateway's produce-to-delivery-report bucket holding quantile q."""
+    t = read("gateway_metrics.txt")
+    b = [(m.group(1), float(m.group(2))) for m in
+         re.finditer(r'^seckill_kafka_produce_duration_seconds_bucket\{le="([^"]+)"\} (\S+)', t, re.M)]
+    if not b or b[-1][1] == 0:
+        return None
+    for le, c in b:
+        if c >= q * b[-1][1]:
+            return "over 2500" if le == "+Inf" else f"{float(le) * 1000:g}"
 
 r, rows, notes = {}, [], []
 
@@ -166,6 +186,9 @@ for p in (1, 16):
 peak = num(r"^- order 202: (\d+)", read("peak/summary.md"))
 peak = peak / float(secs) if peak else None
 half = latency("half")
+token = latency("half", "token")
+load = f"load average (1/5/15 min) {read('load_start.txt').strip()} at the start, {read('load_end.txt').strip()} at the end"
+r["load_start"], r["load_end"] = read("load_start.txt").strip(), read("load_end.txt").strip()
 r["purchase_peak_orders_per_s"] = peak
 if half:
     p50, p99, n = half
@@ -175,13 +198,18 @@ if half:
            f"then paced at {peak/2:.0f} orders/s, HdrHistogram corrected for coordinated omission, {n} orders): "
            f"p50 {p50/1000:.1f} ms, p99 {p99/1000:.1f} ms — target p99 ≤ 20 ms: "
            f"{'met' if p99 <= 20000 else 'MISSED'}.")
+    if token:
+        r.update(token_p50_us_at_half_peak=token[0], token_p99_us_at_half_peak=token[1])
+        lat += (f" Same run, token (Redis only, no Kafka): p50 {token[0]/1000:.1f} ms, p99 {token[1]/1000:.1f} ms; "
+                f"the gateway's produce-to-delivery-report histogram: p50 ≤ {produce_p(0.5)} ms, "
+                f"p99 ≤ {produce_p(0.99)} ms (bucket bounds).")
 else:
     r.update(order_p50_us_at_half_peak=None, order_p99_us_at_half_peak=None, order_p99_within_target=None)
     lat = ("Order 202 latency at half the purchase peak: not measured ("
            + (why(read("half.txt"), "no output") if peak else "no purchase peak: " + why(read("peak.txt"), "no output"))
            + ").")
 json.dump(r, open(f"{out}/summary.json", "w"), indent=2)
-md = "# Bench (one run, this machine)\n\n| measure | project | reference | ratio |\n|---|---|---|---|\n"
+md = f"# Bench (one run, this machine)\n\nMachine: {load}.\n\n| measure | project | reference | ratio |\n|---|---|---|---|\n"
 md += "\n".join(rows) + "\n\n" + lat + "\n"
 md += ("\nWriter references are like for like: the same rows, in the same run, into the real `orders` "
        "schema (primary key, checks, foreign key to `sales` with the sale row present, both partial "
