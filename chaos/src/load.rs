@@ -41,12 +41,23 @@ pub struct Window {
     pub requests: u64,
     /// "201", "503 redis_unavailable", "io", … → count.
     pub answers: BTreeMap<String, u64>,
+    /// The same, for order requests only.
+    pub order_answers: BTreeMap<String, u64>,
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub max_ms: f64,
 }
 
 impl Window {
+    /// Answers to order requests only, whose key starts with `prefix`.
+    pub fn count_orders(&self, prefix: &str) -> u64 {
+        self.order_answers
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .map(|(_, v)| v)
+            .sum()
+    }
+
     pub fn count(&self, prefix: &str) -> u64 {
         self.answers
             .iter()
@@ -197,6 +208,9 @@ impl Load {
                 (s, "") => s.to_string(),
                 (s, c) => format!("{s} {c}"),
             };
+            if x.order {
+                *w.order_answers.entry(key.clone()).or_default() += 1;
+            }
             *w.answers.entry(key).or_default() += 1;
             if let Some(h) = h.as_mut() {
                 let _ = h.record(x.micros.max(1));

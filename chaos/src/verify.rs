@@ -21,12 +21,13 @@ pub fn invariants(env: &Env, d: &mut Drill, sale: &str, load: &Load) -> Result<(
     let all = load.window(0, u64::MAX);
     // A balancer's 502/504 relays a gateway that died or stalled mid-request: its order's
     // outcome is unknown like a broken connection's.
-    let relayed = all.count("502") + all.count("504");
+    // Order requests only: a token request creates no order and holds no unit.
+    let relayed = all.count_orders("502") + all.count_orders("504");
     let unanswered = Unanswered {
         orders: load.unknown_outcomes() + relayed,
-        lost_replies: all.count("503 redis_unavailable")
-            + all.count("io")
-            + all.count("503 redis_data_lost")
+        lost_replies: all.count_orders("503 redis_unavailable")
+            + all.count_orders("io")
+            + all.count_orders("503 redis_data_lost")
             + relayed,
     };
     // Wait for the writer to drain: at least every 202, and no change for 3 s.

@@ -84,12 +84,9 @@ impl Conn {
         let actor = header("x-actor").map(|s| s.chars().take(64).collect::<String>());
         let limit = self.app.cfg.max_body_bytes.max(0) as usize;
         let body = match req.content_length() {
-            None => {
-                return (
-                    route,
-                    ApiError::BadRequest("malformed Content-Length".into()).into(),
-                )
-            }
+            // The body's end is unknown: answer and hang up (RFC 9112 §6.3), never read
+            // what follows as the next request.
+            None => return (route, ApiError::Refused(Refusal::Malformed).into()),
             Some(n) if n > limit => return (route, ApiError::TooLarge(limit).into()),
             Some(0) => Vec::new(),
             Some(n) => {

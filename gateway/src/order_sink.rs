@@ -146,6 +146,8 @@ impl OrderSink {
             SinkMode::Spool => false,
             SinkMode::Auto => self.kafka.load(Ordering::Acquire) != 2 && self.breaker.allow(),
         };
+        // Set when Kafka may hold the order although it did not confirm it.
+        let mut uncertain = false;
         if use_kafka {
             let started = Instant::now();
             let result = self.produce(&order.key(), &payload);
@@ -157,12 +159,21 @@ impl OrderSink {
                 // Never enqueued: certainly not in the log.
                 Err(e @ SinkError::Refused(_)) if mode == SinkMode::Kafka => return Err(e),
                 Err(e) => {
+                    uncertain = matches!(e, SinkError::Timeout);
                     tracing::warn!(order = %order.order_id, error = %e, "Kafka did not confirm the order; spooling it (a replay duplicate is harmless)")
                 }
             }
         }
-        self.spool.append(payload)?;
-        Ok(Via::Spool)
+        match self.spool.append(payload) {
+            Ok(()) => Ok(Via::Spool),
+            // Not in the spool, but perhaps in the broker's log: the outcome is unknown,
+            // so the reservation must stay (the caller does not release on `Timeout`).
+            Err(e) if uncertain => {
+                tracing::error!(order = %order.order_id, error = %e, "spool failed after an unconfirmed delivery: outcome unknown");
+                Err(SinkError::Timeout)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// `Refused` when librdkafka would not enqueue it (certainly not sent); `Timeout`
@@ -210,6 +221,12 @@ impl OrderSink {
         self.spool.pending.load(Ordering::Relaxed)
     }
 
+    /// Whether any spool file is on disk (what the replayer goes by; the pending count
+    /// is for the metric and can only drift, never hide a file).
+    pub fn spool_has_files(&self) -> bool {
+        spool_files(&self.spool.dir).is_ok_and(|f| !f.is_empty())
+    }
+
     /// Replay every sealed spool file into Kafka, oldest first (call from a plain
     /// thread), in steps of at most `REPLAY_STEP` messages: each step is sent, waited
     /// for, and its count checkpointed beside the file (`<file>.acked`), so a spool of
@@ -237,9 +254,12 @@ impl OrderSink {
                 self.metrics.spool_replayed(n);
                 replayed += n;
             }
+            // The checkpoint first: a crash between the two leaves a file replayed again
+            // (harmless duplicates), never a stale checkpoint that skips lines.
+            let _ = std::fs::remove_file(&checkpoint);
+            let _ = std::fs::remove_file(sidecar(&file, "valid"));
             std::fs::remove_file(&file)
                 .map_err(|e| SinkError::Spool(format!("remove {}: {e}", file.display())))?;
-            let _ = std::fs::remove_file(&checkpoint);
             tracing::info!(file = %file.display(), orders = lines.len(), "spool file replayed into Kafka");
         }
         Ok(replayed)
@@ -292,8 +312,14 @@ const REPLAY_STEP: usize = 10_000;
 const SPOOL_FILE_LINES: u64 = 50_000;
 
 fn acked_path(file: &Path) -> PathBuf {
+    sidecar(file, "acked")
+}
+
+/// `<file>.<ext>`: a spool file's checkpoint (`acked`) or last good length (`valid`).
+fn sidecar(file: &Path, ext: &str) -> PathBuf {
     let mut name = file.as_os_str().to_owned();
-    name.push(".acked");
+    name.push(".");
+    name.push(ext);
     PathBuf::from(name)
 }
 
@@ -307,10 +333,17 @@ fn read_acked(checkpoint: &Path) -> usize {
 
 /// The orders of a spool file, each with its partition key.
 fn read_lines(path: &Path) -> Result<Vec<(String, Vec<u8>)>, SinkError> {
+    use std::io::Read;
     let f = std::fs::File::open(path)
         .map_err(|e| SinkError::Spool(format!("open {}: {e}", path.display())))?;
+    // A file whose failed append could not be cut back is read only up to its last
+    // good length (`<file>.valid`): the lines after it belong to refused orders.
+    let valid = std::fs::read_to_string(sidecar(path, "valid"))
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or(u64::MAX);
     let mut out = Vec::new();
-    for line in std::io::BufReader::new(f).split(b'\n') {
+    for line in std::io::BufReader::new(f.take(valid)).split(b'\n') {
         let line = line.map_err(|e| SinkError::Spool(e.to_string()))?;
         // A torn last line (a crash mid-append, never acknowledged) is not an order.
         if let Ok(m) = serde_json::from_slice::<OrderMessage>(&line) {
@@ -335,6 +368,7 @@ enum SpoolCmd {
 
 /// The durable local spool: one writer thread, group commit.
 struct Spool {
+    dir: PathBuf,
     tx: std::sync::mpsc::Sender<SpoolCmd>,
     pending: Arc<AtomicU64>,
     metrics: Arc<Metrics>,
@@ -376,13 +410,13 @@ impl Spool {
             pending.fetch_add(left as u64, Ordering::Relaxed);
         }
         let (tx, rx) = std::sync::mpsc::channel::<SpoolCmd>();
-        let dir = dir.to_path_buf();
-        let p = pending.clone();
+        let (d, p) = (dir.to_path_buf(), pending.clone());
         std::thread::Builder::new()
             .name("spool".into())
-            .spawn(move || spool_writer(dir, rx, p))
+            .spawn(move || spool_writer(d, rx, p))
             .map_err(|e| SinkError::Spool(e.to_string()))?;
         Ok(Spool {
+            dir: dir.to_path_buf(),
             tx,
             pending,
             metrics,
@@ -422,6 +456,7 @@ impl Spool {
                 self.metrics.spooled();
                 Ok(())
             }
+            Err(e) if e == SPOOL_UNKNOWN => Err(SinkError::Timeout),
             Err(e) => Err(SinkError::Spool(e)),
         }
     }
@@ -436,6 +471,9 @@ impl Spool {
             .map_err(SinkError::Spool)
     }
 }
+
+/// What the spool writer answers when a batch's lines may or may not be in the file.
+const SPOOL_UNKNOWN: &str = "spool write failed and its lines could not be undone";
 
 /// How long an order waits for the spool writer to take it.
 const SPOOL_WAIT: Duration = Duration::from_secs(5);
@@ -452,7 +490,7 @@ fn spool_files(dir: &Path) -> Result<Vec<PathBuf>, SinkError> {
 }
 
 fn spool_writer(dir: PathBuf, rx: std::sync::mpsc::Receiver<SpoolCmd>, pending: Arc<AtomicU64>) {
-    let mut active: Option<(std::fs::File, u64)> = None;
+    let mut active: Option<(std::fs::File, PathBuf, u64)> = None;
     let mut n = 0u64;
     while let Ok(first) = rx.recv() {
         let mut batch = Vec::new();
@@ -480,8 +518,15 @@ fn spool_writer(dir: PathBuf, rx: std::sync::mpsc::Receiver<SpoolCmd>, pending: 
             if result.is_ok() {
                 pending.fetch_add(batch.len() as u64, Ordering::Relaxed);
             }
+            let answer = result.as_ref().map(|_| ()).map_err(|e| {
+                if e.kind() == std::io::ErrorKind::TimedOut {
+                    SPOOL_UNKNOWN.to_string()
+                } else {
+                    e.to_string()
+                }
+            });
             for (_, w) in batch {
-                let _ = w.send(result.as_ref().map(|_| ()).map_err(|e| e.to_string()));
+                let _ = w.send(answer.clone());
             }
         }
         for s in seals {
@@ -493,15 +538,16 @@ fn spool_writer(dir: PathBuf, rx: std::sync::mpsc::Receiver<SpoolCmd>, pending: 
 
 /// Write and fsync `batch` to the active file (a new one when none is open or it is
 /// full). On failure the file is cut back to its length before the batch, so no line
-/// of a refused order can be replayed later; if even that fails the file is set aside
-/// (`.torn`) and never replayed.
+/// of a refused order can be replayed later; if that fails, its good length is written
+/// beside it (`<file>.valid`, read by `read_lines`); if even that fails, the batch's
+/// outcome is unknown (an error of kind `TimedOut`).
 fn append_batch(
     dir: &Path,
-    active: &mut Option<(std::fs::File, u64)>,
+    active: &mut Option<(std::fs::File, PathBuf, u64)>,
     n: &mut u64,
     batch: &[(Vec<u8>, Waiter)],
 ) -> std::io::Result<()> {
-    if active.as_ref().is_some_and(|(_, lines)| *lines >= SPOOL_FILE_LINES) {
+    if active.as_ref().is_some_and(|(_, _, lines)| *lines >= SPOOL_FILE_LINES) {
         *active = None;
     }
     if active.is_none() {
@@ -515,9 +561,9 @@ fn append_batch(
             .create(true)
             .append(true)
             .open(&path)?;
-        *active = Some((f, 0));
+        *active = Some((f, path, 0));
     }
-    let (f, lines) = active
+    let (f, path, lines) = active
         .as_mut()
         .ok_or_else(|| std::io::Error::other("no spool file"))?;
     let before = f.metadata()?.len();
@@ -533,20 +579,21 @@ fn append_batch(
             Ok(())
         }
         Err(e) => {
-            if f.set_len(before).and_then(|_| f.sync_data()).is_err() {
-                tracing::error!(error = %e, "spool write failed and could not be undone; setting the file aside");
-                set_aside_newest(dir);
+            let undone = f.set_len(before).and_then(|_| f.sync_data());
+            if undone.is_err() {
+                // Keep every acknowledged line: mark where they end instead. If even
+                // that fails, the outcome of this batch is unknown (not "refused").
+                let marked = std::fs::write(sidecar(path, "valid"), before.to_string())
+                    .and_then(|_| std::fs::File::open(sidecar(path, "valid"))?.sync_all());
+                if let Err(m) = marked {
+                    tracing::error!(error = %e, mark = %m, file = %path.display(), "spool write failed and could be neither undone nor marked");
+                    *active = None;
+                    return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "spool state unknown"));
+                }
             }
             *active = None;
             Err(e)
         }
-    }
-}
-
-/// Rename the newest spool file to `.torn` (never replayed; kept for an operator).
-fn set_aside_newest(dir: &Path) {
-    if let Some(f) = spool_files(dir).ok().and_then(|v| v.last().cloned()) {
-        let _ = std::fs::rename(&f, f.with_extension("torn"));
     }
 }
 

@@ -186,7 +186,7 @@ fn replay_spool(app: Arc<App>) -> impl FnOnce() {
     move || loop {
         std::thread::sleep(Duration::from_secs(1));
         let mode = app.switches.order_sink();
-        if app.sink.spool_pending() == 0
+        if !app.sink.spool_has_files()
             || mode == crate::switches::SinkMode::Spool
             || !app.sink.kafka_up()
         {

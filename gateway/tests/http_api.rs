@@ -387,10 +387,28 @@ fn bad_bodies_are_refused_and_a_slow_client_stalls_no_one() {
         (r.status, r.code().as_str(), r.header("Connection")),
         (413, "body_too_large", Some("close"))
     );
-    // Malformed Content-Length: 400 instead of a crash.
-    let bad = format!("POST /v1/sales/{sale}/orders HTTP/1.1\r\nAuthorization: {}\r\nContent-Length: 12abc\r\n\r\n{{}}", gw.ticket(1));
-    let r = gw.raw(bad.as_bytes());
-    assert_eq!((r.status, r.code().as_str()), (400, "bad_request"));
+    // Malformed Content-Length (RFC 9112: digits only): 400 and the connection closed,
+    // so what follows the head is never read as another request.
+    for len in ["12abc", "+5", "1 2", "-1"] {
+        let smuggled = "GET /metrics HTTP/1.1\r\n\r\n";
+        let bad = format!("POST /v1/sales/{sale}/orders HTTP/1.1\r\nAuthorization: {}\r\nContent-Length: {len}\r\n\r\n{smuggled}", gw.ticket(1));
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(bad.as_bytes()).unwrap();
+        let r = harness::read_response(&mut s);
+        assert_eq!(
+            (r.status, r.code().as_str(), r.header("Connection")),
+            (400, "malformed_request", Some("close")),
+            "Content-Length: {len}"
+        );
+        let mut rest = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut s, &mut rest);
+        assert!(
+            !String::from_utf8_lossy(&rest).contains("HTTP/1.1"),
+            "a second answer after Content-Length {len:?}: {}",
+            String::from_utf8_lossy(&rest)
+        );
+    }
     // Garbage instead of HTTP: the connection is dropped, the server lives on.
     let mut s = std::net::TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
     s.write_all(b"\x00\x01\x02 nonsense\r\n\r\n").unwrap();

@@ -148,11 +148,16 @@ impl<'buf, 'header, 'stream> Request<'buf, 'header, 'stream> {
         }
     }
 
-    /// The declared body length: `Some(0)` without the header, `None` when malformed.
+    /// The declared body length: `Some(0)` without the header, `None` when malformed
+    /// (RFC 9112: ASCII digits only — no sign, no list, no spaces inside).
     pub fn content_length(&self) -> Option<usize> {
         for header in self.req.headers.iter() {
             if header.name.eq_ignore_ascii_case("content-length") {
-                return std::str::from_utf8(header.value).ok()?.trim().parse().ok();
+                let v = header.value.trim_ascii();
+                if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
+                    return None;
+                }
+                return std::str::from_utf8(v).ok()?.parse().ok();
             }
         }
         Some(0)
