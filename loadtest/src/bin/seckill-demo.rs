@@ -103,8 +103,12 @@ fn run(args: Args) -> Result<bool, LoadError> {
     println!("sale state over HTTP: {}", client.sale(&sale)?.body);
 
     let v = verify::verify_sale(&stack, &topic, &sale, &record.acked, &record.tokens)?;
+    // A double-click retried with its token is answered with the same order again.
+    let orders: std::collections::HashSet<&str> =
+        record.acked.iter().map(|(o, _)| o.as_str()).collect();
     println!(
-        "invariants ({} acknowledged orders, {} in topic `{topic}`, {} in PostgreSQL):",
+        "invariants ({} acknowledged orders in {} 202 answers, {} messages in topic `{topic}`, {} in PostgreSQL):",
+        orders.len(),
         record.acked.len(),
         v.in_topic,
         v.in_db
