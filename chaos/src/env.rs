@@ -3,6 +3,12 @@
 //! `.run/chaos` on ports of their own (so a drill can kill them without touching
 //! anything else) — and the gateway and order-writer processes a drill runs on it.
 //! Producers run as in production: idempotent, acks=all.
+//!
+//! Optional Redis Cluster profile: a drill that calls [`Env::use_cluster`] gets three
+//! masters and three replicas (stackctl's [`stackctl::redis_cluster`], under
+//! `<run>/redis-cluster` on `CHAOS_REDIS_CLUSTER_PORT`, default 18001..18006: below
+//! 22768, so the cluster bus on port + 10000 stays out of the ephemeral range); until the
+//! next drill, its gateways, writers, tools and the invariants use the cluster.
 
 use crate::ChaosError;
 pub use stackctl::process::{parse_metric, Proc};
@@ -18,6 +24,12 @@ pub struct Env {
     /// own, so that one drill's leftovers never slow or confuse the next).
     pub topic: std::sync::Mutex<(String, String)>,
     pub stack: stackctl::Stack,
+    /// The Redis Cluster profile, started by the first drill that asks for it.
+    pub cluster: stackctl::redis_cluster::RedisCluster,
+    /// Whether the running drill is on the cluster (reset by [`Env::fresh_topic`]).
+    on_cluster: std::sync::atomic::AtomicBool,
+    /// Whether the cluster was started (then `up` restarts its killed nodes).
+    cluster_started: std::sync::atomic::AtomicBool,
 }
 
 fn port_from(var: &str, default: u16) -> u16 {
@@ -37,10 +49,15 @@ impl Env {
     /// Bring the drill stack up (idempotent).
     pub fn open() -> Result<Env, ChaosError> {
         let root = stackctl::root()?;
+        let run = std::env::var_os("CHAOS_RUN_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| root.join(".run/chaos"));
+        let cluster = stackctl::redis_cluster::RedisCluster::new(
+            run.join("redis-cluster"),
+            port_from("CHAOS_REDIS_CLUSTER_PORT", 18001),
+        );
         let stack = stackctl::Stack::new(stackctl::Spec {
-            run: std::env::var_os("CHAOS_RUN_DIR")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| root.join(".run/chaos")),
+            run,
             // Below the kernel's ephemeral range (32768-60999): a listener there can find
             // its port taken by some connection's local end.
             redis_port: port_from("CHAOS_REDIS_PORT", 17379),
@@ -52,13 +69,18 @@ impl Env {
         let env = Env {
             topic: std::sync::Mutex::new(("orders".into(), "order-writer".into())),
             stack,
+            cluster,
+            on_cluster: false.into(),
+            cluster_started: false.into(),
         };
         env.up()?;
         Ok(env)
     }
 
-    /// A fresh order topic and consumer group for the next drill.
+    /// A fresh order topic and consumer group for the next drill (which starts on the
+    /// single Redis).
     pub fn fresh_topic(&self, drill: &str) -> Result<String, ChaosError> {
+        self.on_cluster.store(false, std::sync::atomic::Ordering::SeqCst);
         let name = format!("orders_{}_{}", drill.replace('-', "_"), std::process::id());
         seckill_common::kafka::create_topic(&self.brokers(), &name, 4)
             .map_err(|e| ChaosError::Setup(format!("create topic {name}: {e}")))?;
@@ -71,9 +93,23 @@ impl Env {
         self.topic.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// Start whatever of the stack is down.
+    /// Start whatever of the stack is down (the cluster's nodes too, once started).
     pub fn up(&self) -> Result<(), ChaosError> {
-        Ok(self.stack.up()?)
+        self.stack.up()?;
+        if self.cluster_started.load(std::sync::atomic::Ordering::SeqCst) {
+            self.cluster.up()?;
+        }
+        Ok(())
+    }
+
+    /// Put the running drill on the Redis Cluster profile (started, healthy): gateways
+    /// started without a Redis URL, writers, `rebuild-stock` and the invariants use it.
+    /// Returns its `redis+cluster://` URL.
+    pub fn use_cluster(&self) -> Result<String, ChaosError> {
+        self.cluster_started.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.cluster.up()?;
+        self.on_cluster.store(true, std::sync::atomic::Ordering::SeqCst);
+        Ok(self.cluster.url())
     }
 
     /// Stop one service cleanly.
@@ -82,11 +118,17 @@ impl Env {
     }
 
     pub fn down(&self) {
-        self.stack.down()
+        self.stack.down();
+        self.cluster.down();
     }
 
+    /// The running drill's Redis: the single one, or the cluster after [`Env::use_cluster`].
     pub fn redis_url(&self) -> String {
-        self.stack.redis.url()
+        if self.on_cluster.load(std::sync::atomic::Ordering::SeqCst) {
+            self.cluster.url()
+        } else {
+            self.stack.redis.url()
+        }
     }
     pub fn brokers(&self) -> String {
         self.stack.kafka.bootstrap()
@@ -95,7 +137,10 @@ impl Env {
         self.stack.postgres.url("seckill")
     }
     pub fn stack(&self) -> seckill_common::stack::Stack {
-        self.stack.addresses()
+        seckill_common::stack::Stack {
+            redis_url: self.redis_url(),
+            ..self.stack.addresses()
+        }
     }
 
     /// Send a signal (`stackctl::process::SIGKILL`, `SIGSTOP`, `SIGCONT`) to a service.
@@ -134,6 +179,7 @@ impl Env {
             ("SECKILL_MAX_POLL_INTERVAL_MS", "10000".to_string()),
             ("SECKILL_ORDERS_TOPIC", topic),
             ("SECKILL_GROUP_ID", group),
+            ("SECKILL_REDIS_URL", self.redis_url()),
             (
                 "SECKILL_LOG",
                 std::env::var("CHAOS_WRITER_LOG").unwrap_or("info".into()),

@@ -7,6 +7,9 @@
 //! stackctl start SERVICE                        start one stopped service again
 //! stackctl with-services -- CMD [ARGS…]         a release gateway and order-writer on the
 //!                                               stack while CMD runs (GATEWAY_URL, GW, WRITER)
+//! stackctl with-services --cluster -- CMD …     the same on the Redis Cluster profile: three
+//!                                               gateways behind HAProxy (GATEWAY_URL is the
+//!                                               balancer), stack.env left as it is
 //! stackctl balancer start --port P --stable H:P,… [--canary H:P,…] [--name N]
 //! stackctl balancer reload [--stable …] [--canary …] | stop | status [--name N]
 //! stackctl canary set SHARE | promote | rollback | status [--name N]
@@ -70,12 +73,22 @@ fn run() -> Result<(), String> {
         Some("balancer") => balancer_cmd(&stack, &args[1..])?,
         Some("canary") => canary_cmd(&stack, &args[1..])?,
         Some("with-services") => {
-            let cmd: Vec<&String> = args.iter().skip(1).skip_while(|a| *a == "--").collect();
-            let code = with_services(&stack, &cmd).map_err(|e| e.to_string())?;
+            let cluster = args.get(1).is_some_and(|a| a == "--cluster");
+            let cmd: Vec<&String> = args
+                .iter()
+                .skip(1 + cluster as usize)
+                .skip_while(|a| *a == "--")
+                .collect();
+            let code = if cluster {
+                with_cluster_services(&stack, &cmd)
+            } else {
+                with_services(&stack, &cmd)
+            }
+            .map_err(|e| e.to_string())?;
             std::process::exit(code);
         }
         _ => {
-            println!("usage: stackctl up | down | status | env | stop|start|kill|pause|resume SERVICE | with-services -- CMD… | balancer start|reload|stop|status … | canary set SHARE|promote|rollback|status");
+            println!("usage: stackctl up | down | status | env | stop|start|kill|pause|resume SERVICE | with-services [--cluster] -- CMD… | balancer start|reload|stop|status … | canary set SHARE|promote|rollback|status");
             return Err("no command".into());
         }
     }
@@ -131,6 +144,106 @@ fn with_services(stack: &Stack, cmd: &[&String]) -> Result<i32, stackctl::StackE
         .status()?;
     drop(gw);
     drop(writer);
+    Ok(status.code().unwrap_or(1))
+}
+
+/// `with-services --cluster`: the stack up, the Redis Cluster profile up beside it (the
+/// stack's own when `SECKILL_REDIS_CLUSTER=1`, else `<run>/redis-cluster` on
+/// `SECKILL_REDIS_CLUSTER_PORT`; `stack.env` is not changed, so other users of the stack
+/// keep its single Redis), three release gateways and an order-writer on the cluster, and
+/// HAProxy in front of the gateways (PROXY protocol from 127.0.0.1; on the first free port
+/// from `SECKILL_BALANCER_PORT`, default 18180); runs `cmd` with
+/// GATEWAY_URL/GW = the balancer, GATEWAYS = the gateways, WRITER, SECKILL_REDIS_URL = the
+/// cluster and SECKILL_REDIS_CLUSTER_MASTERS = `host:port=first-last …` (who serves which
+/// slots), then stops what it started (the cluster too, unless it was up before or is
+/// the stack's own profile).
+fn with_cluster_services(stack: &Stack, cmd: &[&String]) -> Result<i32, stackctl::StackError> {
+    use stackctl::redis_cluster::RedisCluster;
+    let (program, rest) = cmd
+        .split_first()
+        .ok_or_else(|| stackctl::StackError::Process("with-services: no command".into()))?;
+    stack.up()?;
+    let own;
+    let mut started_here = false;
+    let cluster = match &stack.redis_cluster {
+        Some(c) => c,
+        None => {
+            let base = std::env::var("SECKILL_REDIS_CLUSTER_PORT")
+                .ok()
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(stackctl::redis_cluster::DEFAULT_BASE_PORT);
+            own = RedisCluster::new(stack.run.join("redis-cluster"), base);
+            started_here = !own.is_up();
+            own.up()?;
+            &own
+        }
+    };
+    let url = cluster.url();
+    let env = [
+        ("SECKILL_IP_RPS", "1000000".to_string()),
+        ("SECKILL_IP_BURST", "1000000".to_string()),
+        ("SECKILL_REDIS_URL", url.clone()),
+        ("SECKILL_TRUSTED_PROXIES", "127.0.0.1".to_string()),
+    ];
+    let pid = std::process::id();
+    let gws = (0..3)
+        .map(|i| stack.gateway(&stackctl::bin("gateway")?, &format!("gateway-run-{pid}-{i}"), &env))
+        .collect::<Result<Vec<_>, _>>()?;
+    let writer = stack.writer(
+        &stackctl::bin("order-writer")?,
+        &format!("order-writer-run-{pid}"),
+        &[("SECKILL_REDIS_URL", url.clone())],
+    )?;
+    let mut lb = stackctl::haproxy::Balancer::new(&stack.run, &format!("run-{pid}"));
+    lb.stop_on_drop = true;
+    // Below the ephemeral range (32768+), where a connection's local end may take it.
+    let first: u16 = std::env::var("SECKILL_BALANCER_PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(18180);
+    let port = (first..first.saturating_add(100))
+        .find(|p| !stackctl::process::port_open(*p))
+        .ok_or(stackctl::StackError::PortTaken(first, "the balancer"))?;
+    let plan = stackctl::haproxy::Plan {
+        port,
+        stable: gws.iter().map(|g| format!("127.0.0.1:{}", g.port)).collect(),
+        canary: vec![],
+        canary_permille: 0,
+        canary_header: false,
+    };
+    // Waits until every gateway passes its /readyz check through the PROXY protocol.
+    lb.start(&plan, true)?;
+    let lb_url = lb.url()?;
+    let mut masters = Vec::new();
+    for n in cluster.topology()?.iter().filter(|n| n.master && !n.slots.is_empty()) {
+        let ranges: Vec<String> = n.slots.iter().map(|(a, b)| format!("{a}-{b}")).collect();
+        masters.push(format!("127.0.0.1:{}={}", n.port, ranges.join("+")));
+    }
+    eprintln!(
+        "[stackctl] Redis Cluster {url}
+[stackctl] masters (port=slots): {}
+[stackctl] HAProxy {lb_url} in front of gateways {}; order-writer metrics {} (logs: {})",
+        masters.join(" "),
+        gws.iter().map(|g| g.url()).collect::<Vec<_>>().join(", "),
+        writer.url(),
+        stack.run.join("logs").display()
+    );
+    let status = std::process::Command::new(program)
+        .args(rest)
+        .env("GATEWAY_URL", &lb_url)
+        .env("GW", &lb_url)
+        .env("GATEWAYS", gws.iter().map(|g| g.url()).collect::<Vec<_>>().join(","))
+        .env("WRITER", writer.url())
+        .env("SECKILL_REDIS_URL", &url)
+        .env("SECKILL_REDIS_CLUSTER_MASTERS", masters.join(" "))
+        .env("SECKILL_STACK_ENV", stack.run.join("stack.env"))
+        .status()?;
+    drop(lb);
+    drop(gws);
+    drop(writer);
+    if started_here {
+        cluster.down();
+    }
     Ok(status.code().unwrap_or(1))
 }
 

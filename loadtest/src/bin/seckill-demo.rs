@@ -6,6 +6,9 @@
 //! `seckill-demo [--gateway URL] [--units N] [--buyers N] [--clients N]`
 //! Secrets and addresses: `SECKILL_TICKET_SECRET`, `SECKILL_ADMIN_TOKEN`, the local
 //! stack's `stack.env` (or `SECKILL_REDIS_URL`, `SECKILL_KAFKA_BROKERS`), `SECKILL_ORDERS_TOPIC`.
+//! On a Redis Cluster (`redis+cluster://…`, e.g. `stackctl with-services --cluster`) it
+//! also says which slot the sale's keys share and, given `SECKILL_REDIS_CLUSTER_MASTERS`
+//! (`host:port=first-last+… …`), which master serves it.
 
 use loadtest::buyer::{Client, LoadError};
 use loadtest::verify;
@@ -65,6 +68,30 @@ fn main() {
     }
 }
 
+/// Where a sale lives on a Redis Cluster: the slot of its hash tag and the master serving
+/// that slot (from `SECKILL_REDIS_CLUSTER_MASTERS`, as `stackctl with-services --cluster`
+/// exports it).
+fn cluster_line(sale: &str) -> String {
+    let slot = stock::cluster::slot(stock::keys::SaleKeys::new(sale).meta.as_bytes());
+    let masters = std::env::var("SECKILL_REDIS_CLUSTER_MASTERS").unwrap_or_default();
+    let owner = masters.split_whitespace().find_map(|m| {
+        let (addr, ranges) = m.split_once('=')?;
+        ranges
+            .split('+')
+            .filter_map(|r| {
+                let (a, b) = r.split_once('-')?;
+                Some((a.parse::<u16>().ok()?, b.parse::<u16>().ok()?))
+            })
+            .any(|(a, b)| (a..=b).contains(&slot))
+            .then(|| addr.to_string())
+    });
+    format!(
+        "Redis Cluster: every key of the sale carries {{{sale}}}, slot {slot}, held by master {} ({} masters)",
+        owner.as_deref().unwrap_or("(unknown: SECKILL_REDIS_CLUSTER_MASTERS not set)"),
+        masters.split_whitespace().count()
+    )
+}
+
 fn run(args: Args) -> Result<bool, LoadError> {
     let stack = seckill_common::stack::Stack::discover();
     let secret = env_or("SECKILL_TICKET_SECRET", "dev-ticket-secret-change-me");
@@ -81,6 +108,9 @@ fn run(args: Args) -> Result<bool, LoadError> {
         "sale {sale}: {} units, {} buyers on {} clients, gateway {}",
         args.units, args.buyers, args.clients, args.gateway
     );
+    if stock::cluster::is_cluster_url(&stack.redis_url) {
+        println!("{}", cluster_line(&sale));
+    }
 
     let record = loadtest::rush::rush(
         &args.gateway,
