@@ -145,7 +145,7 @@ impl Balancer {
 
     /// The master process's pid, if it runs.
     pub fn pid(&self) -> Option<i32> {
-        process::read_pid(&self.pid_path()).filter(|p| process::alive(*p))
+        process::running_as(&self.pid_path(), "haproxy")
     }
 
     pub fn is_up(&self) -> bool {

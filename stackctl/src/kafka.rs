@@ -52,7 +52,7 @@ impl Kafka {
     }
 
     pub fn pid(&self, node: usize) -> Option<i32> {
-        process::read_pid(&self.pidfile(node)).filter(|p| process::alive(*p))
+        process::running_as(&self.pidfile(node), "kafka.Kafka")
     }
 
     /// The replication every topic gets: all nodes, at most three.

@@ -24,6 +24,20 @@ pub fn alive(pid: i32) -> bool {
     }
 }
 
+/// Whether `pid` runs and is the program we think: its command line contains `needle`.
+/// A pid file outliving its process (a crash, a reboot) may name a pid the kernel has
+/// since given to something else, which must neither count as our service nor be killed.
+pub fn alive_as(pid: i32, needle: &str) -> bool {
+    alive(pid)
+        && std::fs::read(format!("/proc/{pid}/cmdline"))
+            .is_ok_and(|c| c.windows(needle.len()).any(|w| w == needle.as_bytes()))
+}
+
+/// The pid in `pidfile` if that process runs and its command line contains `needle`.
+pub fn running_as(pidfile: &Path, needle: &str) -> Option<i32> {
+    read_pid(pidfile).filter(|p| alive_as(*p, needle))
+}
+
 pub fn pidfile_alive(pidfile: &Path) -> bool {
     read_pid(pidfile).is_some_and(alive)
 }
@@ -207,6 +221,15 @@ mod tests {
         // Not waited for: a zombie until reaped.
         assert!(wait_until(Duration::from_secs(5), || !alive(pid)));
         drop(c);
+    }
+
+    #[test]
+    fn a_pid_counts_only_as_the_program_named() {
+        let me = std::process::id() as i32;
+        assert!(!alive_as(me, "redis-server"), "this test binary is not redis");
+        let name = std::env::current_exe().unwrap();
+        let name = name.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(alive_as(me, &name[..name.len().min(10)]));
     }
 
     #[test]

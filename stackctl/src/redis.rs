@@ -22,7 +22,7 @@ impl Redis {
     }
 
     pub fn pid(&self) -> Option<i32> {
-        process::read_pid(&self.pidfile()).filter(|p| process::alive(*p))
+        process::running_as(&self.pidfile(), "redis-server")
     }
 
     pub fn is_up(&self) -> bool {

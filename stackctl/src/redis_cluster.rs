@@ -107,7 +107,7 @@ impl RedisCluster {
     }
 
     pub fn pid(&self, node: usize) -> Option<i32> {
-        process::read_pid(&self.pidfile(node)).filter(|p| process::alive(*p))
+        process::running_as(&self.pidfile(node), "redis-server")
     }
 
     /// The process runs and its port accepts connections (it may still be paused).
