@@ -617,6 +617,7 @@ mod tests {
         let dir = scratch("abandon");
         let (tx, rx) = std::sync::mpsc::channel();
         let spool = Spool {
+            dir: dir.clone(),
             tx,
             pending: Arc::new(AtomicU64::new(0)),
             metrics: Arc::new(Metrics::default()),
