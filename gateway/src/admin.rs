@@ -20,6 +20,9 @@ struct CreateSale {
     per_user_limit: i64,
     start_ms: i64,
     end_ms: i64,
+    /// Stock buckets (1..=64, default 1: the plain layout).
+    #[serde(default = "one")]
+    buckets: i64,
 }
 
 fn one() -> i64 {
@@ -80,9 +83,13 @@ impl App {
                 return Err(ApiError::StoreLost);
             }
         }
-        stock.create_sale(&c.sale, &spec)?;
+        let max = stock::keys::MAX_BUCKETS as i64;
+        if !(1..=max).contains(&c.buckets) {
+            return Err(ApiError::BadRequest(format!("buckets must be 1..={max}")));
+        }
+        stock.create_sale_with_buckets(&c.sale, &spec, c.buckets as u32)?;
         self.caches.found(&c.sale);
-        self.audit(req, "create_sale", json!({"sale": c.sale, "stock": c.stock, "per_user_limit": c.per_user_limit, "start_ms": c.start_ms, "end_ms": c.end_ms}));
+        self.audit(req, "create_sale", json!({"sale": c.sale, "stock": c.stock, "per_user_limit": c.per_user_limit, "start_ms": c.start_ms, "end_ms": c.end_ms, "buckets": c.buckets}));
         // The definition goes to PostgreSQL through the order topic: what rebuilding the
         // sale needs if Redis ever loses it.
         let def = SaleDefinition {

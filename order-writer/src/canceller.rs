@@ -53,6 +53,12 @@ pub fn sweep_reservations(
         .collect();
     let mut released = 0;
     for sale in sales {
+        // A bucketed sale: complete any transfer between buckets cut short by a crash
+        // (its units journaled in the source, not yet deposited). Exactly once.
+        let recovered = stock.recover_transfers(&sale)?;
+        if recovered > 0 {
+            tracing::warn!(%sale, recovered, "interrupted stock transfers between buckets completed");
+        }
         let mut cursor = 0;
         loop {
             let (next, ids) = stock.expired_reservations(&sale, age, cursor, 500)?;

@@ -87,6 +87,8 @@ pub fn rebuild(
     for (sale, def) in definitions {
         match stock.state(&sale) {
             Ok(_) => {
+                // Still there; a bucketed sale's interrupted transfers are completed.
+                stock.recover_transfers(&sale)?;
                 out.push((sale, Outcome::Present));
                 continue;
             }

@@ -11,6 +11,9 @@
 //! | `sk:{S}:settled` | hash | order id → `paid|user` or `released|user` |
 //! | `sk:{S}:seq` | int | order id sequence |
 //! | `sk:{S}:tok:T` | string | `user|expires_ms|new-or-used`, with a TTL |
+//! | `sk:{S#b}:…` | | bucket `b` of a sale created with `buckets` > 1: the same names (meta, stock, sold, buyers, res, res_at, settled, seq, tok, utok) under the bucket's own tag; `sk:{S}:meta` holds the definition and `buckets` |
+//! | `sk:{S#b}:xout` | hash | transfer id → `dest|count`: units withdrawn from bucket b, deposit not yet acknowledged |
+//! | `sk:{S#b}:xin` | hash | transfer id → count: transfers deposited into bucket b (a replayed deposit is a no-op) |
 //! | `sk:epoch` | string | set with the first sale; gone only if Redis lost its data |
 //! | `sk:switches:{C}` | hash | degradation switches of gateway cluster `C` (JSON values) |
 //! | `sk:audit:{C}` | stream | every operator change through cluster `C` (same slot as its switches) |
@@ -47,9 +50,23 @@ pub struct SaleKeys {
     pub seq: String,
 }
 
+/// Most stock buckets a sale may have.
+pub const MAX_BUCKETS: u32 = 64;
+
 impl SaleKeys {
     pub fn new(sale: &str) -> SaleKeys {
-        let prefix = format!("sk:{{{sale}}}:");
+        SaleKeys::with_prefix(format!("sk:{{{sale}}}:"))
+    }
+
+    /// The keys of bucket `b` of a bucketed sale (`buckets` > 1): the same names under
+    /// the hash tag `{S#b}`, so on Redis Cluster the buckets spread over the slots
+    /// (`#` is never part of a sale id, so no other sale shares the tag). The sale's
+    /// own `sk:{S}:meta` keeps the definition and the bucket count.
+    pub fn bucket(sale: &str, b: u32) -> SaleKeys {
+        SaleKeys::with_prefix(format!("sk:{{{sale}#{b}}}:"))
+    }
+
+    fn with_prefix(prefix: String) -> SaleKeys {
         let k = |s: &str| format!("{prefix}{s}");
         SaleKeys {
             meta: k("meta"),
@@ -88,6 +105,39 @@ impl SaleKeys {
     pub fn user_tokens(&self, user: u64) -> String {
         format!("{}utok:{user}", self.prefix)
     }
+
+    /// A bucket's journal of units withdrawn for another bucket and not yet known to be
+    /// deposited (hash: transfer id → `dest|count`).
+    pub fn transfers_out(&self) -> String {
+        format!("{}xout", self.prefix)
+    }
+
+    /// Transfers a bucket has deposited (hash: transfer id → count); a replayed deposit
+    /// finds its id here and changes nothing. Never trimmed while the sale lives (at
+    /// most one entry per unit moved).
+    pub fn transfers_in(&self) -> String {
+        format!("{}xin", self.prefix)
+    }
+}
+
+/// A buyer's home bucket among `buckets`: a fixed mix of the user id (splitmix64's
+/// finaliser), the same in every process and release.
+pub fn home_bucket(user: u64, buckets: u32) -> u32 {
+    if buckets <= 1 {
+        return 0;
+    }
+    let mut z = user.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    (z % buckets as u64) as u32
+}
+
+/// The bucket an order of a bucketed sale was bought in: each bucket's sequence steps
+/// by the bucket count from a base that is a multiple of it, so `seq mod buckets` is
+/// the bucket (order ids keep the form `<sale>-<seq>`, unique per sale).
+pub fn order_bucket(seq: u64, buckets: u32) -> u32 {
+    (seq % buckets.max(1) as u64) as u32
 }
 
 pub fn check_sale_id(sale: &str) -> Result<(), StockError> {
@@ -144,6 +194,27 @@ mod tests {
         assert_eq!(split_order_id("flash-1-42"), None);
         assert_eq!(split_order_id("42"), None);
         assert_eq!(split_order_id("s-x"), None);
+    }
+
+    #[test]
+    fn bucket_keys_carry_their_own_tag_and_homes_are_stable() {
+        let k = SaleKeys::bucket("s1", 3);
+        for key in k
+            .all()
+            .into_iter()
+            .chain([k.transfers_out().as_str(), k.transfers_in().as_str()])
+        {
+            assert!(key.starts_with("sk:{s1#3}:"), "{key}");
+        }
+        assert_eq!(home_bucket(42, 1), 0);
+        let mut seen = [0u32; 4];
+        for u in 0..4000 {
+            let b = home_bucket(u, 4);
+            assert_eq!(b, home_bucket(u, 4));
+            seen[b as usize] += 1;
+        }
+        assert!(seen.iter().all(|&n| n > 800), "{seen:?}");
+        assert_eq!(order_bucket(1_000_000_006, 4), 2);
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //!   pipelined, coroutine-friendly connection.
 //! - [`cluster`]: key slots (CRC16 with hash tags) and the `redis+cluster://` URL.
 
+pub mod buckets;
 pub mod cluster;
 pub mod control;
 pub mod keys;
@@ -500,6 +501,10 @@ impl<C: Exec> Stock<C> {
         max_live: u32,
     ) -> Result<Token, StockError> {
         keys::check_sale_id(sale)?;
+        let buckets = self.buckets_of(sale)?;
+        if buckets > 1 {
+            return self.token_bucketed(sale, buckets, user, ttl, max_live);
+        }
         let token = keys::new_token();
         let k = keys::SaleKeys::new(sale);
         let ttl_ms = ttl.as_millis().max(1).to_string();
@@ -523,6 +528,10 @@ impl<C: Exec> Stock<C> {
         keys::check_sale_id(sale)?;
         if !keys::token_well_formed(token) {
             return Err(StockError::TokenInvalid);
+        }
+        let buckets = self.buckets_of(sale)?;
+        if buckets > 1 {
+            return self.purchase_bucketed(sale, buckets, user, token);
         }
         let k = keys::SaleKeys::new(sale);
         let reply = self.run(
@@ -552,8 +561,9 @@ impl<C: Exec> Stock<C> {
     /// End a reservation exactly once; returns the buyer. A second settlement of the
     /// same order answers `AlreadyReleased` or `AlreadyPaid` and changes nothing.
     pub fn settle(&mut self, order_id: &str, how: Settlement) -> Result<u64, StockError> {
-        let (sale, _) = keys::split_order_id(order_id).ok_or(StockError::NoOrder)?;
-        let k = keys::SaleKeys::new(sale);
+        let (sale, seq) = keys::split_order_id(order_id).ok_or(StockError::NoOrder)?;
+        // A bucketed sale's order lives in its bucket (released units go back there).
+        let k = self.order_keys(sale, seq)?;
         let how = match how {
             Settlement::Released => "released",
             Settlement::Paid => "paid",
@@ -587,6 +597,10 @@ impl<C: Exec> Stock<C> {
         count: u32,
     ) -> Result<(u64, Vec<String>), StockError> {
         keys::check_sale_id(sale)?;
+        let buckets = self.buckets_of(sale)?;
+        if buckets > 1 {
+            return self.expired_bucketed(sale, buckets, age, cursor, count);
+        }
         let k = keys::SaleKeys::new(sale);
         let args = [
             age.as_millis().to_string(),
@@ -606,8 +620,8 @@ impl<C: Exec> Stock<C> {
 
     /// Where an order stands, and its buyer.
     pub fn order(&mut self, order_id: &str) -> Result<(OrderState, u64), StockError> {
-        let (sale, _) = keys::split_order_id(order_id).ok_or(StockError::NoOrder)?;
-        let k = keys::SaleKeys::new(sale);
+        let (sale, seq) = keys::split_order_id(order_id).ok_or(StockError::NoOrder)?;
+        let k = self.order_keys(sale, seq)?;
         let rest = outcome(self.run(
             &scripts::ORDER,
             &[&k.reservations, &k.settled],
@@ -625,8 +639,14 @@ impl<C: Exec> Stock<C> {
         Ok((state, user))
     }
 
+    /// For a bucketed sale: the buckets summed (remaining includes units in flight
+    /// between buckets), read bucket by bucket.
     pub fn state(&mut self, sale: &str) -> Result<SaleState, StockError> {
         keys::check_sale_id(sale)?;
+        let buckets = self.buckets_of(sale)?;
+        if buckets > 1 {
+            return self.state_bucketed(sale, buckets);
+        }
         let k = keys::SaleKeys::new(sale);
         let rest = outcome(self.run(
             &scripts::STATE,
@@ -648,6 +668,10 @@ impl<C: Exec> Stock<C> {
 
     pub fn set_paused(&mut self, sale: &str, paused: bool) -> Result<(), StockError> {
         keys::check_sale_id(sale)?;
+        let buckets = self.buckets_of(sale)?;
+        if buckets > 1 {
+            return self.pause_bucketed(sale, buckets, paused);
+        }
         let k = keys::SaleKeys::new(sale);
         outcome(self.run(
             &scripts::PAUSE,
@@ -660,7 +684,14 @@ impl<C: Exec> Stock<C> {
     /// The buyers of a sale and how many units each holds or bought.
     pub fn buyers(&mut self, sale: &str) -> Result<Vec<(u64, i64)>, StockError> {
         keys::check_sale_id(sale)?;
-        let k = keys::SaleKeys::new(sale);
+        let buckets = self.buckets_of(sale)?;
+        if buckets > 1 {
+            return self.buyers_bucketed(sale, buckets);
+        }
+        self.buyers_at(&keys::SaleKeys::new(sale))
+    }
+
+    fn buyers_at(&mut self, k: &keys::SaleKeys) -> Result<Vec<(u64, i64)>, StockError> {
         let v = self.conn.exec(redis::cmd("HGETALL").arg(&k.buyers))?;
         let items = match v {
             Value::Array(items) => items,

@@ -39,9 +39,26 @@ script!(ORDER, "lua/order.lua");
 script!(RESTORE, "lua/restore.lua");
 script!(EXPIRED, "lua/expired.lua");
 
-/// Every script, for preloading.
+// Bucketed sales (`buckets` > 1; see `buckets.rs`). Settle, order, expired and pause
+// run unchanged on a bucket's keys.
+script!(BCREATE, "lua/bcreate.lua");
+script!(BUCKET, "lua/bucket.lua");
+script!(BTOKEN, "lua/btoken.lua");
+script!(BPURCHASE, "lua/bpurchase.lua");
+script!(BSTATE, "lua/bstate.lua");
+script!(WITHDRAW, "lua/withdraw.lua");
+script!(DEPOSIT, "lua/deposit.lua");
+
+/// Every script of single-bucket sales, for preloading.
 pub fn all() -> [&'static Script; 9] {
     [
         &CREATE, &TOKEN, &PURCHASE, &SETTLE, &STATE, &PAUSE, &ORDER, &RESTORE, &EXPIRED,
+    ]
+}
+
+/// The scripts only bucketed sales use, for preloading.
+pub fn bucketed() -> [&'static Script; 7] {
+    [
+        &BCREATE, &BUCKET, &BTOKEN, &BPURCHASE, &BSTATE, &WITHDRAW, &DEPOSIT,
     ]
 }
