@@ -110,7 +110,10 @@ fn soak_against_gateway(
     o.clients = 8;
     o.hold = Duration::from_secs(9);
     o.bounds.timeout_ms = TIMEOUT_MS;
-    o.bounds.timeout_grace_ms = 5000;
+    // Generous for two shared cores (a refused connection lingers up to 2 s before the
+    // close, and the soak's own poll loop may lag under load); still seconds, not the
+    // minutes an unbounded connection would live.
+    o.bounds.timeout_grace_ms = 10_000;
     // 300 connections (a coroutine, its buffers) and 10 pipelines each holding up to
     // the 1 MiB output cap: some tens of MB; a gateway without the cap buffers
     // hundreds of MB (10 × 5,000 `/metrics` answers).
