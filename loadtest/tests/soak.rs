@@ -47,13 +47,17 @@ fn soak_against_gateway(
 ) -> Summary {
     let stack = stackctl::ensure_up();
     let ctl = stackctl::Stack::from_env().unwrap();
+    // Unique per run and per test (tests of one binary start in the same millisecond):
+    // each gateway gets its own name, spool and log.
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let tag = format!(
-        "{}_{}",
+        "{}_{}_{}",
         std::process::id(),
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap()
-            .as_millis()
+            .as_millis(),
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     );
     let topic = format!("orders_soak_{tag}");
     seckill_common::kafka::create_topic(&stack.kafka_brokers, &topic, 4).unwrap();
