@@ -131,6 +131,9 @@ pub struct Metrics {
     redis_latency: Histogram,
     redis_errors: AtomicU64,
     redis_connections: AtomicU64,
+    /// Connections lost and slot-map changes: any of them may put a purchase on a Redis
+    /// process that lost writes (restart, failover). The purchase fence compares it.
+    redis_topology_changes: AtomicU64,
     /// Reservations whose WAIT saw fewer replicas than asked (Redis Cluster, `redis_wait_replicas`).
     redis_unreplicated: AtomicU64,
     kafka_latency: Histogram,
@@ -185,6 +188,16 @@ impl Metrics {
         } else {
             self.redis_connections.fetch_sub(1, Ordering::Relaxed);
         }
+    }
+
+    /// A pipelined connection was lost or the cluster's slot map changed.
+    pub fn redis_topology_changed(&self) {
+        self.redis_topology_changes.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// How many times the Redis topology changed: the purchase fence's generation.
+    pub fn redis_topology_generation(&self) -> u64 {
+        self.redis_topology_changes.load(Ordering::Acquire)
     }
 
     pub fn kafka_produce(&self, took: Duration, ok: bool) {
@@ -312,6 +325,12 @@ impl Metrics {
             "seckill_redis_unreplicated_total",
             "Reservations answered although no replica acknowledged them within redis_wait_timeout_ms (a failover now could resell the unit).",
             self.redis_unreplicated.load(Ordering::Relaxed),
+        );
+        counter(
+            out,
+            "seckill_redis_topology_changes_total",
+            "Pipelined Redis connections lost and cluster slot-map changes; each holds purchases until the store's Redis processes are known to hold every acknowledged order.",
+            self.redis_topology_changes.load(Ordering::Relaxed),
         );
         let _ = writeln!(
             out,

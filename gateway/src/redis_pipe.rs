@@ -205,6 +205,12 @@ impl RedisPipe {
         &self.inner.breaker
     }
 
+    /// Bumped before any reconnect and on every slot-map change: a purchase whose
+    /// generation is unchanged from a check of the store ran on a process that check saw.
+    pub fn generation(&self) -> u64 {
+        self.inner.metrics.redis_topology_generation()
+    }
+
     /// Whether this pipe talks to a Redis Cluster.
     pub fn is_cluster(&self) -> bool {
         matches!(self.inner.target, Target::Cluster(_))
@@ -591,6 +597,7 @@ impl Cluster {
                 let mut owner = cur.owner.clone();
                 owner[slot as usize] = i as u16;
                 *guard = Arc::new(SlotMap { owner, nodes });
+                self.metrics.redis_topology_changed();
             }
         }
         self.trigger();
@@ -639,6 +646,10 @@ impl Cluster {
             let changed = guard.owner != owner
                 || guard.nodes.iter().map(|n| &n.addr).ne(nodes.iter().map(|n| &n.addr));
             *guard = Arc::new(SlotMap { owner, nodes });
+            if changed {
+                // Inside the lock: no purchase can route by the new map before the bump.
+                self.metrics.redis_topology_changed();
+            }
             changed
         };
         if changed {
@@ -759,10 +770,16 @@ fn connection_loop(
                 match served {
                     // Every sender is gone (a cluster node no longer in the map): done.
                     Ok(()) => return,
-                    Err(e) => tracing::warn!(error = %e, %host, port, "redis connection lost; reconnecting"),
+                    Err(e) => {
+                        // Before any reconnect: the next connection may reach a process
+                        // that lost writes (restarted, or a promoted replica).
+                        metrics.redis_topology_changed();
+                        tracing::warn!(error = %e, %host, port, "redis connection lost; reconnecting")
+                    }
                 }
             }
             Err(e) => {
+                metrics.redis_topology_changed();
                 tracing::warn!(error = %e, %host, port, "redis connect failed");
                 // Nobody is writing: fail the waiting callers now instead of at their timeout.
                 loop {
