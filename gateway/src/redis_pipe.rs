@@ -764,6 +764,8 @@ fn connection_loop(
         match connect(host, port, hello, timeout) {
             Ok(stream) => {
                 backoff = Duration::from_millis(50);
+                // A new connection may reach a process no store check has seen yet.
+                metrics.redis_topology_changed();
                 metrics.redis_connected(true);
                 let served = serve(stream, &rx, timeout, wait, &metrics);
                 metrics.redis_connected(false);
