@@ -184,7 +184,7 @@ impl Stack {
     pub fn up(&self) -> Result<(), StackError> {
         std::fs::create_dir_all(&self.run)?;
         let _lock = Lock::take(&self.run.join("stack.lock"))?;
-        self.redis.up()?;
+        self.redis.up_with(redis::Persistence::from_env())?;
         if let Some(c) = &self.redis_cluster {
             c.up()?;
         }
