@@ -40,6 +40,8 @@ use std::collections::HashMap;
 use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
+mod restore;
+
 /// How long a sale's bucket count is remembered (it changes only if the sale is lost
 /// and rebuilt).
 pub const LAYOUT_TTL: Duration = Duration::from_secs(5);

@@ -48,6 +48,9 @@ script!(BPURCHASE, "lua/bpurchase.lua");
 script!(BSTATE, "lua/bstate.lua");
 script!(WITHDRAW, "lua/withdraw.lua");
 script!(DEPOSIT, "lua/deposit.lua");
+// Restoring a lost bucketed sale: each bucket, then the sale's meta last (`buckets/restore.rs`).
+script!(BRESTORE, "lua/brestore.lua");
+script!(BRESTORE_META, "lua/brestoremeta.lua");
 
 /// Every script of single-bucket sales, for preloading.
 pub fn all() -> [&'static Script; 9] {
