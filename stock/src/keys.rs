@@ -15,6 +15,7 @@
 //! | `sk:{S#b}:xout` | hash | transfer id → `dest|count`: units withdrawn from bucket b, deposit not yet acknowledged |
 //! | `sk:{S#b}:xin` | hash | transfer id → count: transfers deposited into bucket b (a replayed deposit is a no-op) |
 //! | `sk:epoch` | string | set with the first sale; gone only if Redis lost its data |
+//! | `sk:trust` | hash | run id → `ms addr`: Redis processes known to hold every acknowledged order |
 //! | `sk:switches:{C}` | hash | degradation switches of gateway cluster `C` (JSON values) |
 //! | `sk:audit:{C}` | stream | every operator change through cluster `C` (same slot as its switches) |
 
@@ -23,6 +24,10 @@ use rand::RngCore;
 
 /// The store epoch.
 pub const EPOCH: &str = "sk:epoch";
+
+/// Run ids of the Redis processes known to hold every acknowledged order
+/// (hash: run id → `<ms> <addr>`; see `trust`).
+pub const TRUST: &str = "sk:trust";
 
 /// The central degradation switches of one gateway cluster.
 pub fn switches(cluster: &str) -> String {

@@ -18,6 +18,7 @@ pub mod control;
 pub mod keys;
 pub mod reconcile;
 pub mod scripts;
+pub mod trust;
 
 use redis::Value;
 use scripts::Script;

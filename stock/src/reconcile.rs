@@ -2,7 +2,8 @@
 //! events still in flight on the order topic into the orders a sale is restored from.
 //! Pure logic; the rebuild command (`order-writer rebuild-stock`) brings the inputs.
 
-use crate::{RestoredOrder, RestoredStatus};
+use crate::keys::{self, SaleKeys};
+use crate::{int_at, outcome, scripts, Exec, RestoredOrder, RestoredStatus, Stock, StockError};
 use std::collections::BTreeMap;
 
 /// One fact about an order from either source.
@@ -102,5 +103,52 @@ mod tests {
             ]
         );
         assert_eq!(merged[2].user, 4);
+    }
+}
+
+/// What [`Stock::reapply`] redid.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Reapplied {
+    /// Orders (or their settlement) Redis had lost and now holds again.
+    pub applied: u64,
+    /// Lost orders whose unit had been sold again meanwhile: not applied, an oversell.
+    pub conflicts: u64,
+}
+
+/// Orders per script call (four arguments each).
+const REAPPLY_BATCH: usize = 1000;
+
+impl<C: Exec> Stock<C> {
+    /// Bring a sale that survived a partial loss in line with `orders` (every order known
+    /// outside Redis, merged by [`merge`]): redo what Redis lost, leave what it kept (see
+    /// `lua/reapply.lua`). Idempotent; on a bucketed sale each order goes to the bucket
+    /// its id names. `NoSale` if the sale itself is gone (restore it instead).
+    pub fn reapply(&mut self, sale: &str, orders: &[RestoredOrder]) -> Result<Reapplied, StockError> {
+        keys::check_sale_id(sale)?;
+        let buckets = self.buckets_of(sale)?;
+        let mut by_bucket: BTreeMap<u32, Vec<String>> = BTreeMap::new();
+        for o in orders {
+            let (s, seq) = keys::split_order_id(&o.order_id)
+                .filter(|(s, _)| *s == sale)
+                .ok_or_else(|| StockError::Invalid(format!("order {} is not of sale {sale}", o.order_id)))?;
+            let _ = s;
+            let b = if buckets > 1 { keys::order_bucket(seq, buckets) } else { 0 };
+            by_bucket.entry(b).or_default().extend([
+                o.order_id.clone(),
+                o.user.to_string(),
+                o.status.as_str().to_string(),
+                seq.to_string(),
+            ]);
+        }
+        let mut total = Reapplied::default();
+        for (b, args) in by_bucket {
+            let k = if buckets > 1 { SaleKeys::bucket(sale, b) } else { SaleKeys::new(sale) };
+            for chunk in args.chunks(REAPPLY_BATCH * 4) {
+                let rest = outcome(self.run(&scripts::REAPPLY, &k.all(), chunk)?)?;
+                total.applied += int_at(&rest, 0)?.max(0) as u64;
+                total.conflicts += int_at(&rest, 1)?.max(0) as u64;
+            }
+        }
+        Ok(total)
     }
 }

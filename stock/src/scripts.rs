@@ -37,6 +37,7 @@ script!(STATE, "lua/state.lua");
 script!(PAUSE, "lua/pause.lua");
 script!(ORDER, "lua/order.lua");
 script!(RESTORE, "lua/restore.lua");
+script!(REAPPLY, "lua/reapply.lua");
 script!(EXPIRED, "lua/expired.lua");
 
 // Bucketed sales (`buckets` > 1; see `buckets.rs`). Settle, order, expired and pause

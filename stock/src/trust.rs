@@ -1,0 +1,232 @@
+//! Which Redis processes the store trusts to hold every acknowledged order.
+//!
+//! A Redis process that lost recent writes while its data survived — restarted from an
+//! append-only file synced every second, or a replica promoted before it received the
+//! master's last writes — still has the store epoch, so the epoch check cannot see the
+//! loss, yet it could sell the lost units again. Every process has its own `run_id`
+//! (`INFO server`, new on every start; a replica's differs from its master's). The hash
+//! `sk:trust` lists the run ids known to hold every acknowledged order: written by the
+//! order-writer after it re-applied what Redis lacked (`Stock::reapply`), by
+//! `rebuild-stock`, and by a gateway when the store has no epoch (nothing to lose yet).
+//! A process that started empty (no append-only file, nothing loaded from a snapshot)
+//! and was never a replica holds only what was written to it, so it is trusted as it is
+//! (the default local stack; a total loss shows as a missing epoch instead).
+//! Gateways sell only while every master's run id is trusted.
+
+use crate::cluster::{self, ClusterUrl};
+use crate::keys;
+use crate::{connect_single, map_redis_error, Conn, StockError};
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// A master process: its address and its `run_id`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Run {
+    pub addr: String,
+    pub run_id: String,
+    /// Started empty and never a replica: cannot have lost anything.
+    pub born_clean: bool,
+}
+
+/// The `INFO` sections a run is read from.
+const SECTIONS: [&str; 3] = ["server", "persistence", "replication"];
+
+/// Most entries kept in `sk:trust` (each restart or failover adds one per master).
+const TRUST_MAX: usize = 256;
+
+/// Reads the masters' run ids: on one Redis through the caller's connection; on a
+/// cluster through a plain connection per master (kept between reads).
+pub struct RunWatch {
+    cluster: Option<ClusterUrl>,
+    timeout: Duration,
+    conns: HashMap<String, redis::Connection>,
+}
+
+impl RunWatch {
+    pub fn new(url: &str, timeout: Duration) -> Result<RunWatch, StockError> {
+        let cluster = if cluster::is_cluster_url(url) {
+            Some(cluster::parse_url(url)?)
+        } else {
+            None
+        };
+        Ok(RunWatch {
+            cluster,
+            timeout,
+            conns: HashMap::new(),
+        })
+    }
+
+    /// Every master serving slots (one Redis: that one), with its run id.
+    pub fn runs(&mut self, conn: &mut Conn) -> Result<Vec<Run>, StockError> {
+        let Some(url) = &self.cluster else {
+            let info: String = redis::cmd("INFO").arg(&SECTIONS[..]).query(conn).map_err(map_redis_error)?;
+            return Ok(vec![run_of("redis".into(), &info)?]);
+        };
+        let slots: redis::Value = redis::cmd("CLUSTER").arg("SLOTS").query(conn).map_err(map_redis_error)?;
+        let mut masters = masters_of(&slots);
+        masters.sort();
+        masters.dedup();
+        if masters.is_empty() {
+            return Err(StockError::Redis("CLUSTER SLOTS: no master serves slots".into()));
+        }
+        let auth = match (&url.username, &url.password) {
+            (Some(u), Some(p)) => format!("{u}:{p}@"),
+            (None, Some(p)) => format!(":{p}@"),
+            _ => String::new(),
+        };
+        self.conns.retain(|a, _| masters.contains(a));
+        let mut out = Vec::with_capacity(masters.len());
+        for addr in masters {
+            if !self.conns.contains_key(&addr) {
+                let c = connect_single(&format!("redis://{auth}{addr}"), self.timeout)?;
+                self.conns.insert(addr.clone(), c);
+            }
+            let read = self
+                .conns
+                .get_mut(&addr)
+                .map(|c| redis::cmd("INFO").arg(&SECTIONS[..]).query::<String>(c));
+            match read {
+                Some(Ok(info)) => out.push(run_of(addr, &info)?),
+                Some(Err(e)) => {
+                    self.conns.remove(&addr);
+                    return Err(map_redis_error(e));
+                }
+                None => return Err(StockError::Redis(format!("{addr}: no connection"))),
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A field of an `INFO` reply.
+fn field<'a>(info: &'a str, name: &str) -> Option<&'a str> {
+    info.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(':')))
+        .map(str::trim)
+}
+
+/// A master's run from its `INFO server persistence replication`.
+pub fn run_of(addr: String, info: &str) -> Result<Run, StockError> {
+    let run_id = field(info, "run_id")
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| StockError::BadReply("INFO server without run_id".into()))?
+        .to_string();
+    // Every field must say so; a missing one (another version) means "not known".
+    let born_clean = field(info, "role") == Some("master")
+        && field(info, "second_repl_offset") == Some("-1")
+        && field(info, "aof_enabled") == Some("0")
+        && field(info, "rdb_last_load_keys_loaded") == Some("0")
+        && field(info, "loading") == Some("0");
+    Ok(Run {
+        addr,
+        run_id,
+        born_clean,
+    })
+}
+
+/// The masters' `host:port` in a `CLUSTER SLOTS` reply.
+fn masters_of(v: &redis::Value) -> Vec<String> {
+    use redis::Value;
+    let Value::Array(ranges) = v else { return Vec::new() };
+    let text = |v: &Value| match v {
+        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        Value::SimpleString(s) => Some(s.clone()),
+        _ => None,
+    };
+    ranges
+        .iter()
+        .filter_map(|r| match r {
+            Value::Array(items) => match items.get(2) {
+                Some(Value::Array(m)) => match (m.first().and_then(text), m.get(1)) {
+                    (Some(h), Some(Value::Int(p))) => Some(format!("{h}:{p}")),
+                    _ => None,
+                },
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
+}
+
+/// The runs among `runs` neither born clean nor listed in `sk:trust`.
+pub fn untrusted(conn: &mut Conn, runs: &[Run]) -> Result<Vec<Run>, StockError> {
+    let runs: Vec<&Run> = runs.iter().filter(|r| !r.born_clean).collect();
+    if runs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut cmd = redis::cmd("HMGET");
+    cmd.arg(keys::TRUST);
+    for r in &runs {
+        cmd.arg(&r.run_id);
+    }
+    let known: Vec<Option<String>> = cmd.query(conn).map_err(map_redis_error)?;
+    Ok(runs
+        .into_iter()
+        .zip(known)
+        .filter(|(_, k)| k.is_none())
+        .map(|(r, _)| r.clone())
+        .collect())
+}
+
+/// Trust `runs` (they hold every acknowledged order). Keeps the hash bounded: when it
+/// grows past `TRUST_MAX`, it is rewritten with just these runs.
+pub fn trust(conn: &mut Conn, runs: &[Run]) -> Result<(), StockError> {
+    if runs.is_empty() {
+        return Ok(());
+    }
+    let now = seckill_common::now_ms();
+    let len: usize = redis::cmd("HLEN").arg(keys::TRUST).query(conn).map_err(map_redis_error)?;
+    let mut p = redis::pipe();
+    p.atomic();
+    if len + runs.len() > TRUST_MAX {
+        p.cmd("DEL").arg(keys::TRUST).ignore();
+    }
+    for r in runs {
+        p.cmd("HSET")
+            .arg(keys::TRUST)
+            .arg(&r.run_id)
+            .arg(format!("{now} {}", r.addr))
+            .ignore();
+    }
+    p.query::<()>(conn).map_err(map_redis_error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use redis::Value;
+
+    #[test]
+    fn a_run_is_read_from_info() {
+        let clean = "# Server\r\nredis_version:7.0.15\r\nrun_id:abc123\r\ntcp_port:6379\r\n# Persistence\r\nloading:0\r\nrdb_last_load_keys_loaded:0\r\naof_enabled:0\r\n# Replication\r\nrole:master\r\nmaster_replid2:0000\r\nsecond_repl_offset:-1\r\n";
+        let r = run_of("a".into(), clean).unwrap();
+        assert_eq!(r.run_id, "abc123");
+        assert!(r.born_clean);
+        // Persistence on, something loaded, promoted, a replica, a field missing: not clean.
+        for (from, to) in [
+            ("aof_enabled:0", "aof_enabled:1"),
+            ("keys_loaded:0", "keys_loaded:12"),
+            ("second_repl_offset:-1", "second_repl_offset:4242"),
+            ("role:master", "role:slave"),
+            ("loading:0\r\n", ""),
+        ] {
+            let info = clean.replace(from, to);
+            assert!(!run_of("a".into(), &info).unwrap().born_clean, "{to}");
+        }
+        assert!(run_of("a".into(), "# Server\r\nredis_version:7\r\n").is_err());
+    }
+
+    #[test]
+    fn masters_are_read_from_cluster_slots() {
+        let node = |h: &str, p: i64| {
+            Value::Array(vec![Value::BulkString(h.as_bytes().to_vec()), Value::Int(p), Value::BulkString(b"id".to_vec())])
+        };
+        let range = |a, b, m: Value, r: Value| Value::Array(vec![Value::Int(a), Value::Int(b), m, r]);
+        let v = Value::Array(vec![
+            range(0, 5460, node("127.0.0.1", 17001), node("127.0.0.1", 17004)),
+            range(5461, 10922, node("127.0.0.1", 17002), node("127.0.0.1", 17005)),
+        ]);
+        assert_eq!(masters_of(&v), vec!["127.0.0.1:17001", "127.0.0.1:17002"]);
+        assert!(masters_of(&Value::Nil).is_empty());
+    }
+}
