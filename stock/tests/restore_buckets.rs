@@ -10,8 +10,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 use stock::keys::{self, SaleKeys};
 use stock::{
-    Conn, Exec, OrderState, RestoredOrder, RestoredStatus, SaleSpec, Settlement, Stock,
-    StockError,
+    Conn, Exec, OrderState, RestoredOrder, RestoredStatus, SaleSpec, Settlement, Stock, StockError,
 };
 
 const B: u32 = 4;
@@ -392,7 +391,10 @@ fn a_restore_that_would_oversell_writes_nothing_and_one_bucket_is_the_plain_rest
     ));
     assert_eq!(s.settle(&o, Settlement::Paid).unwrap(), user);
     let st = s.state(&odd).unwrap();
-    assert!(st.conserved() && st.sold == 1 && st.remaining == 2, "{st:?}");
+    assert!(
+        st.conserved() && st.sold == 1 && st.remaining == 2,
+        "{st:?}"
+    );
 
     // B = 1: restore_sale itself, the plain keys and no bucket.
     let plain = sale_id("plain");
@@ -407,7 +409,9 @@ fn a_restore_that_would_oversell_writes_nothing_and_one_bucket_is_the_plain_rest
     assert_eq!((r.remaining, r.sold, r.next_seq), (2, 1, 8));
     assert_eq!(s.buckets_of(&plain).unwrap(), 1);
     let keys = sale_keys(&mut s, &plain);
-    assert!(keys.iter().all(|k| k.starts_with(&format!("sk:{{{plain}}}:"))));
+    assert!(keys
+        .iter()
+        .all(|k| k.starts_with(&format!("sk:{{{plain}}}:"))));
     let o = buy(&mut s, &plain, 6).unwrap();
     assert_eq!(o, format!("{plain}-8"));
     assert!(matches!(

@@ -236,7 +236,10 @@ mod tests {
 
     /// A user whose home among `n` buckets is `b`.
     fn user_at(b: u32, n: u32, skip: usize) -> u64 {
-        (1..).filter(|&u| keys::home_bucket(u, n) == b).nth(skip).unwrap()
+        (1..)
+            .filter(|&u| keys::home_bucket(u, n) == b)
+            .nth(skip)
+            .unwrap()
     }
 
     #[test]
