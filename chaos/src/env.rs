@@ -9,6 +9,11 @@
 //! `<run>/redis-cluster` on `CHAOS_REDIS_CLUSTER_PORT`, default 18001..18006: below
 //! 22768, so the cluster bus on port + 10000 stays out of the ephemeral range); until the
 //! next drill, its gateways, writers, tools and the invariants use the cluster.
+//!
+//! Optional Redis with an append-only file: a drill that calls [`Env::use_aof_redis`]
+//! gets a single Redis of its own (`<run>/redis-aof` on `CHAOS_REDIS_AOF_PORT`, default
+//! the drill Redis's port + 10: 17389) with `appendonly yes`, `appendfsync everysec`,
+//! started fresh (no file from an earlier drill); likewise until the next drill.
 
 use crate::ChaosError;
 pub use stackctl::process::{parse_metric, Proc};
@@ -30,6 +35,12 @@ pub struct Env {
     on_cluster: std::sync::atomic::AtomicBool,
     /// Whether the cluster was started (then `up` restarts its killed nodes).
     cluster_started: std::sync::atomic::AtomicBool,
+    /// The Redis with an append-only file, started by the first drill that asks for it.
+    pub aof_redis: stackctl::redis::Redis,
+    /// Whether the running drill is on it (reset by [`Env::fresh_topic`]).
+    on_aof: std::sync::atomic::AtomicBool,
+    /// Whether it was started (then `up` restarts it, from its file).
+    aof_started: std::sync::atomic::AtomicBool,
 }
 
 fn port_from(var: &str, default: u16) -> u16 {
@@ -56,11 +67,16 @@ impl Env {
             run.join("redis-cluster"),
             port_from("CHAOS_REDIS_CLUSTER_PORT", 18001),
         );
+        let redis_port = port_from("CHAOS_REDIS_PORT", 17379);
+        let aof_redis = stackctl::redis::Redis {
+            dir: run.join("redis-aof"),
+            port: port_from("CHAOS_REDIS_AOF_PORT", redis_port + 10),
+        };
         let stack = stackctl::Stack::new(stackctl::Spec {
             run,
             // Below the kernel's ephemeral range (32768-60999): a listener there can find
             // its port taken by some connection's local end.
-            redis_port: port_from("CHAOS_REDIS_PORT", 17379),
+            redis_port,
             pg_port: port_from("CHAOS_PG_PORT", 17432),
             kafka_port: port_from("CHAOS_KAFKA_PORT", 17092),
             kafka_nodes: 3,
@@ -72,6 +88,9 @@ impl Env {
             cluster,
             on_cluster: false.into(),
             cluster_started: false.into(),
+            aof_redis,
+            on_aof: false.into(),
+            aof_started: false.into(),
         };
         env.up()?;
         Ok(env)
@@ -81,6 +100,7 @@ impl Env {
     /// single Redis).
     pub fn fresh_topic(&self, drill: &str) -> Result<String, ChaosError> {
         self.on_cluster.store(false, std::sync::atomic::Ordering::SeqCst);
+        self.on_aof.store(false, std::sync::atomic::Ordering::SeqCst);
         let name = format!("orders_{}_{}", drill.replace('-', "_"), std::process::id());
         seckill_common::kafka::create_topic(&self.brokers(), &name, 4)
             .map_err(|e| ChaosError::Setup(format!("create topic {name}: {e}")))?;
@@ -99,7 +119,26 @@ impl Env {
         if self.cluster_started.load(std::sync::atomic::Ordering::SeqCst) {
             self.cluster.up()?;
         }
+        if self.aof_started.load(std::sync::atomic::Ordering::SeqCst) {
+            self.aof_redis.up_with(stackctl::redis::Persistence::AppendOnly)?;
+        }
         Ok(())
+    }
+
+    /// Put the running drill on the Redis with an append-only file, started afresh
+    /// (its directory emptied first): gateways started without a Redis URL, writers,
+    /// `rebuild-stock` and the invariants use it. Returns its URL.
+    pub fn use_aof_redis(&self) -> Result<String, ChaosError> {
+        self.aof_redis.down();
+        match std::fs::remove_dir_all(&self.aof_redis.dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(ChaosError::Setup(format!("{}: {e}", self.aof_redis.dir.display()))),
+        }
+        self.aof_started.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.aof_redis.up_with(stackctl::redis::Persistence::AppendOnly)?;
+        self.on_aof.store(true, std::sync::atomic::Ordering::SeqCst);
+        Ok(self.aof_redis.url())
     }
 
     /// Put the running drill on the Redis Cluster profile (started, healthy): gateways
@@ -120,12 +159,16 @@ impl Env {
     pub fn down(&self) {
         self.stack.down();
         self.cluster.down();
+        self.aof_redis.down();
     }
 
-    /// The running drill's Redis: the single one, or the cluster after [`Env::use_cluster`].
+    /// The running drill's Redis: the single one, the cluster after [`Env::use_cluster`],
+    /// the one with an append-only file after [`Env::use_aof_redis`].
     pub fn redis_url(&self) -> String {
         if self.on_cluster.load(std::sync::atomic::Ordering::SeqCst) {
             self.cluster.url()
+        } else if self.on_aof.load(std::sync::atomic::Ordering::SeqCst) {
+            self.aof_redis.url()
         } else {
             self.stack.redis.url()
         }

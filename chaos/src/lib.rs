@@ -6,7 +6,7 @@
 //! - [`load`]: background buyers, every answer timed.
 //! - [`drill`]: timeline and PASS/FAIL checks.
 //! - [`verify`]: the invariants after each drill.
-//! - [`drills`]: the eight drills.
+//! - [`drills`]: the drills (`chaos list`).
 
 pub mod drill;
 pub mod drills;
