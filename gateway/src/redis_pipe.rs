@@ -2,11 +2,14 @@
 //! pipelining.
 //!
 //! Each connection runs a writer and a reader coroutine. A caller packs its command,
-//! queues it on the connection's may channel with a reply slot, and waits on that slot
-//! with a timeout (the worker thread runs other coroutines meanwhile). The writer drains
-//! everything queued into one `write` (many requests in flight on one socket), hands the
-//! reply slots to the reader in the same order, and the reader completes them as replies
-//! arrive (Redis answers in order). A broken socket fails every waiting caller at once
+//! queues it on the connection's may channel with a reply slot, and parks on that slot
+//! (the worker thread runs other coroutines meanwhile). The writer drains everything
+//! queued into one `write` (many requests in flight on one socket), hands the write's
+//! reply slots to the reader in one message, in the same order, and the reader
+//! completes them as replies arrive (Redis answers in order). The call's deadline is
+//! kept by one watcher thread per pipe ([`Deadlines`]) that answers `Timeout` to a slot
+//! still empty at its deadline: no may timer per call (each cost two wake-ups of may's
+//! timer thread). A broken socket fails every waiting caller at once
 //! and the connection reconnects with backoff. The [`Breaker`] in front fails fast while
 //! Redis is sick.
 //!
@@ -40,11 +43,11 @@ use crate::breaker::Breaker;
 use crate::metrics::Metrics;
 use may::sync::mpsc;
 use redis::Value;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::Write;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 use stock::StockError;
 
@@ -53,22 +56,152 @@ const BATCH: usize = 512;
 /// Replies of one job: `count` values, in order.
 type Replies = Result<Vec<Value>, StockError>;
 
-/// A caller's reply slot. Dropping it (answered or not) releases its place in the
-/// connection's in-flight bound, so no path can leak capacity.
+/// A caller's answer: set once, by the connection (the replies, or the connection's
+/// loss) or by the deadline watcher (a timeout), whichever comes first; later ones are
+/// dropped. The caller parks on it without a timer of its own (see [`Deadlines`]).
+struct Shot {
+    done: AtomicBool,
+    value: Mutex<Option<Replies>>,
+    blocker: may::sync::Blocker,
+}
+
+impl Shot {
+    /// Made by the caller that will wait on it (a coroutine or a plain thread).
+    fn new() -> Shot {
+        Shot {
+            done: AtomicBool::new(false),
+            value: Mutex::new(None),
+            blocker: may::sync::Blocker::new(false),
+        }
+    }
+
+    fn is_done(&self) -> bool {
+        self.done.load(Ordering::Acquire)
+    }
+
+    fn complete(&self, r: Replies) {
+        if self.done.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        *self.value.lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
+        self.blocker.unpark();
+    }
+
+    /// The answer, once set (an unpark before the park is not lost: `Blocker` keeps it).
+    fn wait(&self) -> Replies {
+        loop {
+            if let Some(r) = self.value.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                return r;
+            }
+            let _ = self.blocker.park(None);
+        }
+    }
+}
+
+/// The connection's end of a caller's answer. Dropping it (answered or not) releases
+/// its place in the connection's in-flight bound, so no path can leak capacity; one
+/// dropped unanswered answers "connection lost" (a caller whose deadline passed has
+/// its timeout already).
 struct Reply {
-    tx: mpsc::Sender<Replies>,
+    shot: Arc<Shot>,
     depth: Arc<AtomicUsize>,
 }
 
 impl Reply {
     fn complete(self, r: Replies) {
-        let _ = self.tx.send(r);
+        self.shot.complete(r);
+    }
+
+    /// The caller already has its answer (its deadline passed).
+    fn abandoned(&self) -> bool {
+        self.shot.is_done()
     }
 }
 
 impl Drop for Reply {
     fn drop(&mut self) {
+        if !self.shot.is_done() {
+            self.shot
+                .complete(Err(StockError::Redis("connection lost".into())));
+        }
         self.depth.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Every call's deadline, in call order, watched by one plain thread per pipe that
+/// answers a call whose deadline passed with `Timeout`. A may timer per call
+/// (`recv_timeout`) cost two wake-ups of may's timer thread per call (adding a timer
+/// of a new length, and deleting it when the reply came first): about a third of the
+/// client's CPU on the purchase path (`loadtest/bench/run.sh`, step 4's notes).
+/// Answered calls leave the queue from its front, and the whole queue is swept of
+/// them once it holds more than [`DEADLINES_SWEEP`] entries, so it holds at most the
+/// calls in flight plus one tick's calls.
+struct Deadlines {
+    queue: Mutex<VecDeque<(Instant, Weak<Shot>)>>,
+}
+
+const DEADLINES_SWEEP: usize = 4096;
+
+impl Deadlines {
+    /// The watcher lives while the pipe does; it wakes at the earliest deadline, and at
+    /// least every `tick` (a call is answered at most one tick late when its timeout
+    /// is shorter than a tick, never early).
+    fn start(timeout: Duration) -> Arc<Deadlines> {
+        let d = Arc::new(Deadlines {
+            queue: Mutex::new(VecDeque::new()),
+        });
+        let tick = (timeout / 2).clamp(Duration::from_millis(1), Duration::from_millis(20));
+        let weak = Arc::downgrade(&d);
+        let spawned = std::thread::Builder::new()
+            .name("redis-deadlines".into())
+            .spawn(move || loop {
+                let Some(d) = weak.upgrade() else { return };
+                let now = Instant::now();
+                let (expired, next) = d.expire(now);
+                drop(d);
+                for shot in expired {
+                    shot.complete(Err(StockError::Timeout));
+                }
+                let until = next.map_or(now + tick, |n| n.min(now + tick));
+                std::thread::sleep(until.saturating_duration_since(Instant::now()));
+            });
+        if let Err(e) = spawned {
+            // Without the watcher a call whose reply never comes waits until the
+            // connection gives up on the silence (its read timeout) and fails it.
+            tracing::error!(error = %e, "cannot start the redis deadline watcher");
+        }
+        d
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<(Instant, Weak<Shot>)>> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn watch(&self, deadline: Instant, shot: &Arc<Shot>) {
+        self.lock().push_back((deadline, Arc::downgrade(shot)));
+    }
+
+    /// Take the unanswered calls whose deadline passed; drop answered ones from the
+    /// front; the earliest deadline left.
+    fn expire(&self, now: Instant) -> (Vec<Arc<Shot>>, Option<Instant>) {
+        let mut q = self.lock();
+        let mut expired = Vec::new();
+        while let Some((at, weak)) = q.front() {
+            match weak.upgrade() {
+                Some(s) if !s.is_done() => {
+                    if *at > now {
+                        break;
+                    }
+                    expired.push(s);
+                }
+                _ => {}
+            }
+            q.pop_front();
+        }
+        if q.len() > DEADLINES_SWEEP {
+            q.retain(|(_, w)| w.upgrade().is_some_and(|s| !s.is_done()));
+        }
+        (expired, q.front().map(|(at, _)| *at))
     }
 }
 
@@ -124,6 +257,7 @@ struct Inner {
     wait: Option<WaitPolicy>,
     breaker: Arc<Breaker>,
     metrics: Arc<Metrics>,
+    deadlines: Arc<Deadlines>,
 }
 
 enum Target {
@@ -197,6 +331,7 @@ impl RedisPipe {
                 wait,
                 breaker,
                 metrics,
+                deadlines: Deadlines::start(o.timeout),
             }),
         })
     }
@@ -319,9 +454,9 @@ impl Inner {
                 "too many redis commands in flight".into(),
             ));
         }
-        let (tx, rx) = mpsc::channel();
+        let shot = Arc::new(Shot::new());
         let reply = Reply {
-            tx,
+            shot: shot.clone(),
             depth: slot.depth.clone(),
         };
         let job = Job {
@@ -331,19 +466,14 @@ impl Inner {
             deadline,
             reply,
         };
+        // Watched before it is queued: its deadline holds from here on.
+        self.deadlines.watch(deadline, &shot);
         if slot.queue.send(job).is_err() {
             return Err(StockError::Redis("redis connection task is gone".into()));
         }
         // The place in the bound is released when the connection drops the reply slot,
         // so a timed-out caller still counts until Redis has answered.
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(r) => r,
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Err(StockError::Timeout),
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-                Err(StockError::Redis("connection lost".into()))
-            }
-        }
+        shot.wait()
     }
 }
 
@@ -870,7 +1000,9 @@ fn serve(
     let mut writer = stream.try_clone()?;
     let reader = stream;
     reader.set_read_timeout(Some(timeout.max(Duration::from_millis(100))))?;
-    let (pending_tx, pending_rx) = mpsc::channel::<Pending>();
+    // The writer hands the reader each write's reply slots in one message, in order,
+    // before the write (one channel message per write, not per command).
+    let (pending_tx, pending_rx) = mpsc::channel::<Vec<Pending>>();
     let broken = Arc::new(AtomicBool::new(false));
     // Requests written and not yet answered.
     let outstanding = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -890,6 +1022,8 @@ fn serve(
             // that wait for their write's WAIT.
             let mut current: Option<(Reply, usize, bool, Vec<Value>)> = None;
             let mut held: Vec<(Reply, Vec<Value>)> = Vec::new();
+            // Reply slots of the writes so far, not yet answered.
+            let mut queued: VecDeque<Pending> = VecDeque::new();
             'read: loop {
                 let value = match parser.parse_value(&mut reader) {
                     Ok(v) => v,
@@ -912,11 +1046,17 @@ fn serve(
                 };
                 silent = 0;
                 if current.is_none() {
-                    match pending_rx.recv() {
-                        Ok(Pending::Job { reply, count, wait }) => {
+                    if queued.is_empty() {
+                        match pending_rx.recv() {
+                            Ok(batch) => queued.extend(batch),
+                            Err(_) => break 'read,
+                        }
+                    }
+                    match queued.pop_front() {
+                        Some(Pending::Job { reply, count, wait }) => {
                             current = Some((reply, count, wait, Vec::with_capacity(count)))
                         }
-                        Ok(Pending::Wait) => {
+                        Some(Pending::Wait) => {
                             outstanding.fetch_sub(1, Ordering::AcqRel);
                             let acked = match value {
                                 Value::Int(n) => n,
@@ -931,7 +1071,7 @@ fn serve(
                             }
                             continue 'read;
                         }
-                        Err(_) => break 'read,
+                        None => break 'read,
                     }
                 }
                 let Some((_, count, _, values)) = current.as_mut() else { break };
@@ -956,7 +1096,10 @@ fn serve(
             for (reply, _) in held.drain(..) {
                 reply.complete(lost());
             }
-            while let Ok(p) = pending_rx.try_recv() {
+            while let Ok(batch) = pending_rx.try_recv() {
+                queued.extend(batch);
+            }
+            for p in queued.drain(..) {
                 if let Pending::Job { reply, .. } = p {
                     reply.complete(lost());
                 }
@@ -985,27 +1128,22 @@ fn serve(
         buf.clear();
         let now = Instant::now();
         let mut job = Some(first);
-        let mut n = 0;
+        let mut batch: Vec<Pending> = Vec::new();
         let mut waiting = false;
         while let Some(j) = job.take() {
-            if j.deadline <= now {
+            if j.deadline <= now || j.reply.abandoned() {
                 // Its caller has given up: never run a command nobody will see answered.
                 drop(j);
             } else {
                 buf.extend_from_slice(&j.packed);
                 waiting |= j.wait;
-                let p = Pending::Job {
+                batch.push(Pending::Job {
                     reply: j.reply,
                     count: j.count.max(1),
                     wait: j.wait,
-                };
-                if pending_tx.send(p).is_err() {
-                    break;
-                }
-                outstanding.fetch_add(1, Ordering::AcqRel);
-                n += 1;
+                });
             }
-            if n < BATCH {
+            if batch.len() < BATCH {
                 job = rx.try_recv().ok();
             }
         }
@@ -1017,18 +1155,136 @@ fn serve(
                     .arg(w.timeout_ms)
                     .get_packed_command(),
             );
-            if pending_tx.send(Pending::Wait).is_ok() {
-                outstanding.fetch_add(1, Ordering::AcqRel);
-            }
+            batch.push(Pending::Wait);
         }
-        if !buf.is_empty() {
-            if let Err(e) = writer.write_all(&buf) {
-                break Err(e);
-            }
+        if batch.is_empty() {
+            continue;
+        }
+        let n = batch.len();
+        // A reader gone fails the batch's callers (their reply slots are dropped).
+        if pending_tx.send(batch).is_err() {
+            break Err(std::io::Error::other("reader stopped"));
+        }
+        // Before the write: no reply can come before it.
+        outstanding.fetch_add(n, Ordering::AcqRel);
+        if let Err(e) = writer.write_all(&buf) {
+            break Err(e);
         }
     };
     let _ = writer.shutdown(std::net::Shutdown::Both);
     drop(pending_tx);
     let _ = reader_task.join();
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    /// A server that reads every command and answers `+PONG` to each `PING`, or
+    /// (silent) never answers.
+    fn fake_redis(silent: bool) -> u16 {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = l.local_addr().expect("addr").port();
+        std::thread::spawn(move || {
+            for s in l.incoming() {
+                let Ok(mut s) = s else { return };
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 4096];
+                    let mut carry = Vec::new();
+                    while let Ok(n) = s.read(&mut buf) {
+                        if n == 0 {
+                            return;
+                        }
+                        carry.extend_from_slice(&buf[..n]);
+                        let pings = carry.windows(4).filter(|w| w == b"PING").count();
+                        let keep = carry.len().saturating_sub(3);
+                        carry.drain(..keep);
+                        if !silent && s.write_all(&b"+PONG\r\n".repeat(pings)).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        port
+    }
+
+    fn pipe(port: u16, timeout: Duration) -> RedisPipe {
+        let p = RedisPipe::start(
+            &format!("redis://127.0.0.1:{port}"),
+            2,
+            timeout,
+            1000,
+            Arc::new(Breaker::new(100_000, Duration::from_millis(100))),
+            Arc::new(Metrics::default()),
+        )
+        .expect("pipe");
+        std::thread::sleep(Duration::from_millis(100));
+        p
+    }
+
+    #[test]
+    fn calls_are_answered_in_order_from_coroutines_and_threads() {
+        let p = pipe(fake_redis(false), Duration::from_secs(2));
+        let handles: Vec<_> = (0..50)
+            .map(|_| {
+                let p = p.clone();
+                may::go!(move || (0..20).all(|_| {
+                    matches!(p.call(&redis::cmd("PING")), Ok(Value::SimpleString(s)) if s == "PONG")
+                }))
+            })
+            .collect();
+        assert!(handles.into_iter().all(|h| h.join().unwrap_or(false)));
+        // A plain thread waits on its answer too.
+        assert!(matches!(p.call(&redis::cmd("PING")), Ok(Value::SimpleString(_))));
+    }
+
+    #[test]
+    fn an_unanswered_call_times_out_at_its_deadline_without_a_timer_of_its_own() {
+        let timeout = Duration::from_millis(150);
+        let p = pipe(fake_redis(true), timeout);
+        let handles: Vec<_> = (0..20)
+            .map(|_| {
+                let p = p.clone();
+                may::go!(move || {
+                    let t = Instant::now();
+                    (p.call(&redis::cmd("PING")), t.elapsed())
+                })
+            })
+            .collect();
+        for h in handles {
+            let (r, took) = h.join().expect("caller");
+            assert!(matches!(r, Err(StockError::Timeout)), "{r:?}");
+            assert!(took >= timeout && took < timeout * 3, "answered after {took:?}");
+        }
+        // A plain thread's call ends by its deadline too (a timeout, or the connection
+        // closed on the silence and failing it).
+        let t = Instant::now();
+        assert!(p.call(&redis::cmd("PING")).is_err());
+        assert!(t.elapsed() < timeout * 3, "answered after {:?}", t.elapsed());
+    }
+
+    #[test]
+    fn the_deadline_queue_keeps_only_unanswered_calls() {
+        let d = Deadlines::start(Duration::from_secs(60));
+        let now = Instant::now();
+        let shots: Vec<Arc<Shot>> = (0..DEADLINES_SWEEP + 10).map(|_| Arc::new(Shot::new())).collect();
+        for s in &shots {
+            d.watch(now + Duration::from_secs(60), s);
+        }
+        // The first call stays unanswered; every other is answered.
+        for s in &shots[1..] {
+            s.complete(Ok(Vec::new()));
+        }
+        let (expired, next) = d.expire(now);
+        assert!(expired.is_empty() && next.is_some());
+        assert_eq!(d.lock().len(), 1, "answered calls swept");
+        let (expired, _) = d.expire(now + Duration::from_secs(61));
+        assert_eq!(expired.len(), 1);
+        expired[0].complete(Err(StockError::Timeout));
+        assert!(matches!(shots[0].wait(), Err(StockError::Timeout)));
+        assert!(d.lock().is_empty());
+    }
 }
