@@ -63,6 +63,23 @@ impl RedisCluster {
         }
     }
 
+    /// `masters` masters (1 or more) with `replicas` replicas each, 2 s node timeout,
+    /// e.g. for measuring how one hot sale scales with the masters (the bench's
+    /// scale-out step). `redis-cli --cluster create` wants three masters at least, so
+    /// fewer are formed by hand (see [`RedisCluster::up`]).
+    pub fn with_masters(
+        dir: impl Into<PathBuf>,
+        base_port: u16,
+        masters: usize,
+        replicas: usize,
+    ) -> RedisCluster {
+        RedisCluster {
+            masters: masters.max(1),
+            replicas,
+            ..RedisCluster::new(dir, base_port)
+        }
+    }
+
     /// The stack's cluster profile: `Some` when `SECKILL_REDIS_CLUSTER=1`, under
     /// `<run>/redis-cluster` on `SECKILL_REDIS_CLUSTER_PORT` (default 17001) and up.
     pub fn from_env(run: &Path) -> Option<RedisCluster> {
@@ -131,7 +148,9 @@ impl RedisCluster {
         for i in 0..self.nodes() {
             self.start_node(i)?;
         }
-        if self.unformed() {
+        if self.unformed() && self.masters < 3 {
+            self.form_by_hand()?;
+        } else if self.unformed() {
             let mut cmd = Command::new("redis-cli");
             cmd.arg("--cluster").arg("create");
             for i in 0..self.nodes() {
@@ -155,6 +174,51 @@ impl RedisCluster {
                 "redis cluster not healthy within 60 s: {}",
                 self.why_not_ready()
             )));
+        }
+        Ok(())
+    }
+
+    /// What `redis-cli --cluster create` does, for fewer than three masters: a config
+    /// epoch per node, every node meets node 0, the slots split evenly over the
+    /// masters (nodes 0..masters), then each replica (node masters + r·masters + m)
+    /// follows master m once it knows it.
+    fn form_by_hand(&self) -> Result<(), StackError> {
+        let fail = |what: &str, e: std::io::Error| StackError::Process(format!("forming the cluster: {what}: {e}"));
+        for i in 0..self.nodes() {
+            // Refused once a node has an epoch (a retried formation): harmless.
+            let _ = self.query(self.port(i), &["CLUSTER", "SET-CONFIG-EPOCH", &(i + 1).to_string()]);
+        }
+        let slots = SLOTS;
+        for m in 0..self.masters {
+            let (a, b) = (m * slots / self.masters, (m + 1) * slots / self.masters - 1);
+            self.query(self.port(m), &["CLUSTER", "ADDSLOTSRANGE", &a.to_string(), &b.to_string()])
+                .map_err(|e| fail("ADDSLOTSRANGE", e))?;
+        }
+        let first = self.port(0).to_string();
+        for i in 1..self.nodes() {
+            self.query(self.port(i), &["CLUSTER", "MEET", "127.0.0.1", &first])
+                .map_err(|e| fail("MEET", e))?;
+        }
+        let n = self.nodes().to_string();
+        if !wait_until(Duration::from_secs(30), || {
+            (0..self.nodes()).all(|i| self.info_field(i, "cluster_known_nodes").as_deref() == Some(n.as_str()))
+        }) {
+            return Err(StackError::Process("forming the cluster: nodes did not meet within 30 s".into()));
+        }
+        for r in 0..self.replicas {
+            for m in 0..self.masters {
+                let replica = self.masters + r * self.masters + m;
+                let id = self
+                    .query(self.port(m), &["CLUSTER", "MYID"])
+                    .map_err(|e| fail("MYID", e))?;
+                if !wait_until(Duration::from_secs(30), || {
+                    self.query(self.port(replica), &["CLUSTER", "REPLICATE", &id]).is_ok()
+                }) {
+                    return Err(StackError::Process(format!(
+                        "forming the cluster: node {replica} would not replicate node {m}"
+                    )));
+                }
+            }
         }
         Ok(())
     }
@@ -312,6 +376,9 @@ impl RedisCluster {
     }
 }
 
+/// Hash slots of a Redis Cluster.
+const SLOTS: usize = 16384;
+
 /// One command over RESP with timeouts; arrays are answered with their elements'
 /// texts joined by newlines (enough for the replies used here).
 pub fn query(port: u16, args: &[&str], timeout: Duration) -> std::io::Result<String> {
@@ -447,5 +514,14 @@ c3 127.0.0.1:7005@17005,host slave a1 0 0 1 connected
         assert_eq!(c.nodes(), 6);
         assert!(c.url().starts_with("redis+cluster://127.0.0.1:17001,127.0.0.1:17002,"));
         assert!(c.url().ends_with("127.0.0.1:17006"));
+    }
+
+    #[test]
+    fn fewer_masters_have_their_own_node_count() {
+        let c = RedisCluster::with_masters("/tmp/x", 21601, 1, 1);
+        assert_eq!((c.masters, c.nodes()), (1, 2));
+        assert!(c.url().ends_with("127.0.0.1:21601,127.0.0.1:21602"));
+        let c = RedisCluster::with_masters("/tmp/x", 21611, 2, 0);
+        assert_eq!(c.nodes(), 2);
     }
 }
