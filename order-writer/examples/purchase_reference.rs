@@ -10,6 +10,11 @@
 //! reported too. The result is read from `--csv`; a failed run (the script erroring, the
 //! tool missing) prints `unmeasured: <reason>` instead of a rate. One line per run:
 //! `reference P=<p>: calls/s <r> full/s <f>` or `reference P=<p>: unmeasured: <reason>`.
+//! Each line also says what Redis spent (INFO before and after: `cpu_us_per_call`, the
+//! used_cpu_user + used_cpu_sys delta per call; `evalsha_usec_per_call` from
+//! commandstats; `cmds_per_read`, EVALSHA calls per `total_reads_processed`), beside
+//! the same figures `purchase_bench` prints for the project.
+//! `--url redis://host:port` measures another Redis than the stack's.
 //! (It lives here because the writer's examples already depend on `stock` and the stack;
 //! `gateway/examples/purchase_bench.rs` measures the project side.)
 
@@ -45,13 +50,39 @@ impl Exec for Recorder {
     }
 }
 
+/// What Redis reports about itself: CPU seconds, EVALSHA calls and µs, reads processed.
+fn redis_stats(conn: &mut redis::Connection) -> Res<(f64, u64, u64, u64)> {
+    let info: String = redis::cmd("INFO").arg("all").query(conn)?;
+    let field = |k: &str| {
+        info.lines()
+            .find_map(|l| l.trim().strip_prefix(k)?.strip_prefix(':'))
+            .unwrap_or("")
+            .to_string()
+    };
+    let f = |k: &str| field(k).parse::<f64>().unwrap_or(0.0);
+    let ev = field("cmdstat_evalsha");
+    let sub = |name: &str| {
+        ev.split(',')
+            .find_map(|p| p.strip_prefix(name)?.strip_prefix('='))
+            .and_then(|x| x.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    Ok((
+        f("used_cpu_user") + f("used_cpu_sys"),
+        sub("calls"),
+        sub("usec"),
+        f("total_reads_processed") as u64,
+    ))
+}
+
 /// One redis-benchmark run; Err is the reason it could not be measured.
+/// Ok: (calls/s, full purchases/s, Redis's figures).
 fn run(
     admin: &mut Stock<Recorder>,
     port: &str,
     n: usize,
     pipeline: usize,
-) -> Res<(f64, f64)> {
+) -> Res<(f64, f64, String)> {
     let sale = format!("rbench_{}_{pipeline}", now_ms());
     admin.create_sale(
         &sale,
@@ -101,6 +132,7 @@ fn run(
         .position(|a| *a == own)
         .ok_or("the purchase's token key is not among its arguments")?;
     command[at] = k.token("__rand_int__");
+    let before = redis_stats(&mut admin.conn_mut().conn)?;
     let t = Instant::now();
     let out = Command::new("redis-benchmark")
         .args(["-p", port, "-c", "50", "-n", &n.to_string(), "-r", &n.to_string()])
@@ -109,6 +141,14 @@ fn run(
         .output()
         .map_err(|e| format!("redis-benchmark: {e}"))?;
     let secs = t.elapsed().as_secs_f64();
+    let after = redis_stats(&mut admin.conn_mut().conn)?;
+    let calls = after.1.saturating_sub(before.1).max(1) as f64;
+    let stats = format!(
+        "cpu_us_per_call {:.2} evalsha_usec_per_call {:.2} cmds_per_read {:.1}",
+        (after.0 - before.0) * 1e6 / calls,
+        after.2.saturating_sub(before.2) as f64 / calls,
+        calls / after.3.saturating_sub(before.3).max(1) as f64
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     // --csv: a header line, then "<test>","<rps>",… per test.
@@ -119,7 +159,7 @@ fn run(
     match rps {
         Some(rps) if out.status.success() && rps > 0.0 => {
             let full = (admin.state(&sale)?.held - 1) as f64 / secs;
-            Ok((rps, full))
+            Ok((rps, full, stats))
         }
         _ => Err(format!(
             "redis-benchmark exited {}: {}",
@@ -140,22 +180,25 @@ fn main() -> Res<()> {
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(100_000);
-    let stack = stackctl::ensure_up();
-    let port = stack
-        .redis_url
+    let args: Vec<String> = std::env::args().collect();
+    let url = match args.iter().position(|a| a == "--url") {
+        Some(i) => args.get(i + 1).cloned().ok_or("--url needs a value")?,
+        None => stackctl::ensure_up().redis_url,
+    };
+    let port = url
         .rsplit(':')
         .next()
         .unwrap_or("16379")
         .trim_end_matches('/')
         .to_string();
     let mut admin = Stock::new(Recorder {
-        conn: stock::connect_single(&stack.redis_url, Duration::from_secs(5))?,
+        conn: stock::connect_single(&url, Duration::from_secs(5))?,
         evalsha: Vec::new(),
     });
     for pipeline in [1, 16] {
         match run(&mut admin, &port, n, pipeline) {
-            Ok((rps, full)) => {
-                println!("reference P={pipeline}: calls/s {rps:.0} full/s {full:.0}")
+            Ok((rps, full, stats)) => {
+                println!("reference P={pipeline}: calls/s {rps:.0} full/s {full:.0} redis {stats}")
             }
             Err(e) => println!(
                 "reference P={pipeline}: unmeasured: {}",
