@@ -38,7 +38,10 @@ pub enum Persistence {
 impl Persistence {
     /// `SECKILL_REDIS_APPENDONLY` = 1/yes/true/on: [`Persistence::AppendOnly`].
     pub fn from_env() -> Persistence {
-        match std::env::var("SECKILL_REDIS_APPENDONLY").as_deref().map(str::trim) {
+        match std::env::var("SECKILL_REDIS_APPENDONLY")
+            .as_deref()
+            .map(str::trim)
+        {
             Ok("1" | "yes" | "true" | "on") => Persistence::AppendOnly,
             _ => Persistence::None,
         }
@@ -139,14 +142,20 @@ impl Redis {
     /// taken from the page cache with `appendfsync everysec` (up to a second of them, two
     /// in the worst case). The next start loads what is left (`aof-load-truncated yes`
     /// drops a command cut in half).
-    pub fn crash_losing_tail(&self, sampler: &AofSampler, lost: Duration) -> Result<AofCut, StackError> {
+    pub fn crash_losing_tail(
+        &self,
+        sampler: &AofSampler,
+        lost: Duration,
+    ) -> Result<AofCut, StackError> {
         let pid = self
             .pid()
             .ok_or_else(|| StackError::Process("redis is not running".into()))?;
         process::signal(pid, libc::SIGKILL)?;
         let at = Instant::now();
         if !wait_until(Duration::from_secs(5), || !process::alive(pid)) {
-            return Err(StackError::Process(format!("redis {pid} did not die on SIGKILL")));
+            return Err(StackError::Process(format!(
+                "redis {pid} did not die on SIGKILL"
+            )));
         }
         sampler.cut(at, lost)
     }
@@ -154,7 +163,8 @@ impl Redis {
 
 /// `run_id` from `INFO server` of the Redis at `port`.
 pub fn run_id(port: u16) -> Option<String> {
-    let info = crate::redis_cluster::query(port, &["INFO", "server"], Duration::from_secs(2)).ok()?;
+    let info =
+        crate::redis_cluster::query(port, &["INFO", "server"], Duration::from_secs(2)).ok()?;
     info.lines()
         .find_map(|l| l.strip_prefix("run_id:"))
         .map(|v| v.trim().to_string())
@@ -178,7 +188,11 @@ pub fn newest_incr_in_manifest(text: &str) -> Option<String> {
     text.lines()
         .filter_map(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
-            let get = |k: &str| f.chunks(2).find(|c| c.len() == 2 && c[0] == k).map(|c| c[1]);
+            let get = |k: &str| {
+                f.chunks(2)
+                    .find(|c| c.len() == 2 && c[0] == k)
+                    .map(|c| c[1])
+            };
             (get("type")? == "i").then_some(())?;
             Some((get("seq")?.parse::<u64>().ok()?, get("file")?.to_string()))
         })
@@ -277,8 +291,9 @@ impl AofSampler {
                 lost.as_millis()
             ))
         })?;
-        let newest = newest_incr_aof(&self.aof_dir)
-            .ok_or_else(|| StackError::Process(format!("no incremental AOF in {}", self.aof_dir.display())))?;
+        let newest = newest_incr_aof(&self.aof_dir).ok_or_else(|| {
+            StackError::Process(format!("no incremental AOF in {}", self.aof_dir.display()))
+        })?;
         let from = std::fs::metadata(&newest)?.len();
         let to = if newest == sampled { size.min(from) } else { 0 };
         if newest != sampled && sampled.exists() {
@@ -318,14 +333,23 @@ mod tests {
                     file appendonly.aof.3.incr.aof seq 3 type i\n\
                     file appendonly.aof.4.incr.aof seq 4 type i\n\
                     file appendonly.aof.1.incr.aof seq 1 type h\n";
-        assert_eq!(newest_incr_in_manifest(text).as_deref(), Some("appendonly.aof.4.incr.aof"));
+        assert_eq!(
+            newest_incr_in_manifest(text).as_deref(),
+            Some("appendonly.aof.4.incr.aof")
+        );
         assert_eq!(newest_incr_in_manifest("file a seq 1 type b\n"), None);
     }
 
     #[test]
     fn persistence_args() {
-        assert!(Persistence::AppendOnly.args().windows(2).any(|w| w == ["--appendfsync", "everysec"]));
-        assert!(Persistence::None.args().windows(2).any(|w| w == ["--appendonly", "no"]));
+        assert!(Persistence::AppendOnly
+            .args()
+            .windows(2)
+            .any(|w| w == ["--appendfsync", "everysec"]));
+        assert!(Persistence::None
+            .args()
+            .windows(2)
+            .any(|w| w == ["--appendonly", "no"]));
         assert_eq!(Persistence::default(), Persistence::None);
     }
 }
