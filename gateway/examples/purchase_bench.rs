@@ -6,7 +6,10 @@
 //! Options: `--url URL` (default: the local stack's Redis; a `redis+cluster://…` URL
 //! measures a Redis Cluster), `--buckets B` (the sale's stock buckets, default 1),
 //! `--wait R` (WAIT R replicas after purchases; default the gateway's, 1 on a cluster),
-//! `--coroutines N` (buyers, default 256), `--connections N` (pipe connections, per
+//! `--workers N` (may worker threads, default 1: one client thread, as redis-benchmark
+//! has, so that on a 2-core machine Redis keeps a core as it has its own machine in
+//! production; two workers sharing the cores with Redis measured 36k against 50-55k
+//! purchases/s, see loadtest/bench/PROFILE.md), `--coroutines N` (buyers, default 256), `--connections N` (pipe connections, per
 //! master on a cluster; default the gateway's `redis_connections`, 4). The pipe is
 //! configured as the gateway configures it by default (timeout 200 ms, in-flight
 //! bound, breaker; on a cluster WAIT 1 after the purchases of each write).
@@ -142,6 +145,7 @@ struct Setup {
     n: usize,
     /// `WAIT` replicas after purchases; None: the gateway's default (1 on a cluster).
     wait: Option<u32>,
+    workers: usize,
     buckets: u32,
     coroutines: usize,
     connections: usize,
@@ -406,10 +410,13 @@ fn main() -> Res<()> {
     let num = |name: &str, default: usize| {
         arg(&args, name).and_then(|a| a.parse().ok()).unwrap_or(default)
     };
-    may::config().set_workers(2).set_stack_size(128 * 1024);
+    may::config()
+        .set_workers(num("--workers", 1).max(1))
+        .set_stack_size(128 * 1024);
     let mut s = Setup {
         n: args.first().and_then(|a| a.parse().ok()).unwrap_or(100_000),
         wait: arg(&args, "--wait").and_then(|a| a.parse().ok()),
+        workers: num("--workers", 1),
         buckets: num("--buckets", 1) as u32,
         coroutines: num("--coroutines", 256),
         connections: num(
@@ -436,7 +443,8 @@ fn main() -> Res<()> {
         String::new()
     };
     println!(
-        "  project purchase path ({} coroutines, {} pipelined connections{}{wait}): {:.0} purchases/s ({} sold, {} failed)",
+        "  project purchase path ({} worker thread(s), {} coroutines, {} pipelined connections{}{wait}): {:.0} purchases/s ({} sold, {} failed)",
+        s.workers,
         s.coroutines,
         s.connections,
         if m.masters > 1 { " per master" } else { "" },

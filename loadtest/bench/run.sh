@@ -2,6 +2,7 @@
 # One bench run on this machine: references and the project measured back to back,
 # reported as ratios (timings here are noisy; ratios from one run are what compare).
 #   loadtest/bench/run.sh [seconds=5]
+#   loadtest/bench/run.sh scaleout [purchases=100000]   (step 5 alone: scaleout.sh)
 # Writes .run/bench/<time>/summary.md and summary.json (and each step's raw output).
 #  1. sold-out path vs a hello-world may_minihttp server, both under wrk -t1 -c64;
 #  2. order 202 latency at half the purchase peak: a Goose `rush` (token, then order)
@@ -16,11 +17,19 @@
 #     constraints, foreign key with its sale row present, indexes); and, second, COPY into
 #     a table of that shape without the foreign key;
 #  4. the purchase path (stock API + pipelined may Redis + Lua, gateway's purchase_bench)
-#     vs redis-benchmark running the same EVALSHA, plain and -P 16 (purchase_reference).
+#     vs redis-benchmark running the same EVALSHA, plain and -P 16 (purchase_reference),
+#     with what Redis spent on each (CPU µs per call, EVALSHA µs per call, calls per read)
+#     and the project's own CPU per purchase;
+#  5. scale-out: one hot sale (64 stock buckets) on a Redis Cluster of 1, 2 and 3
+#     masters (scaleout.sh): purchases/s as ratios to 1 master, Redis CPU per purchase,
+#     and what it predicts with one machine per shard.
 # The stack comes up through ./dev up (stackctl). A step that cannot be measured is
 # reported as such in the summary.
 set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
+if [ "${1:-}" = scaleout ]; then
+  exec "$ROOT/loadtest/bench/scaleout.sh" "${2:-100000}"
+fi
 SECS="${1:-5}"
 cd "$ROOT"
 for tool in wrk redis-benchmark redis-cli python3 curl; do
@@ -41,11 +50,11 @@ cargo build --release -q -p gateway --example hello --example purchase_bench \
   || { log "error: building the bench examples failed"; exit 1; }
 ./dev up >"$OUT/stack.txt" 2>&1 || { log "error: ./dev up failed (see $OUT/stack.txt)"; exit 1; }
 
-log "1/4 sold-out path vs hello-world (wrk, ${SECS}s each)"
+log "1/5 sold-out path vs hello-world (wrk, ${SECS}s each)"
 loadtest/bench/sold_out_vs_hello.sh "$SECS" 64 >"$OUT/sold_out.txt" 2>&1
 cat "$OUT/sold_out.txt" >&2
 
-log "2/4 order 202 latency at half the purchase peak (Goose rush)"
+log "2/5 order 202 latency at half the purchase peak (Goose rush)"
 USERS=64
 # Its own gateway and writer (own port, spool and metrics port) on the ./dev stack, the
 # way `stackctl with-services` starts them, so that a with-services run someone else
@@ -93,14 +102,17 @@ fi
 curl -s "localhost:$GW_PORT/metrics" >"$OUT/gateway_metrics.txt" 2>/dev/null
 kill $GW $WR 2>/dev/null; wait $GW $WR 2>/dev/null
 
-log "3/4 order-writer vs COPY"
+log "3/5 order-writer vs COPY"
 target/release/examples/write_vs_copy 100000 "" 3 >"$OUT/writer.txt" 2>"$OUT/writer.err"
 cat "$OUT/writer.txt" >&2
 
-log "4/4 purchase path vs redis-benchmark"
+log "4/5 purchase path vs redis-benchmark"
 target/release/examples/purchase_bench 100000 >"$OUT/purchase.txt" 2>&1
 target/release/examples/purchase_reference 100000 >"$OUT/purchase_reference.txt" 2>&1
 cat "$OUT/purchase.txt" "$OUT/purchase_reference.txt" >&2
+
+log "5/5 scale-out: one hot sale on 1, 2, 3 Redis Cluster masters"
+loadtest/bench/scaleout.sh 100000 "$OUT" >/dev/null
 
 cut -d' ' -f1-3 /proc/loadavg >"$OUT/load_end.txt"
 python3 - "$OUT" "$SECS" <<'PY'
@@ -172,16 +184,19 @@ row("order-writer, topic to PostgreSQL (median of 3)", w, "rows/s", d, "COPY wit
     "rows/s", "writer_vs_no_fk", wwhy)
 
 p_txt, ref_txt = read("purchase.txt"), read("purchase_reference.txt")
-proj = num(r"project purchase path.*?:\s*([\d.]+) purchases/s", p_txt)
-for p in (1, 16):
+proj = num(r"project purchase path.*?\):\s*([\d.]+) purchases/s", p_txt)
+# P=16 fresh: the same -P 16 run over ten times as many tokens as calls, so about 95%
+# of its calls are full purchases, as every project call is (like for like).
+for p, key, label in ((1, "p1", " -c 50"), (16, "p16", " -c 50 -P 16"),
+                      ("16 fresh", "p16_fresh", " -c 50 -P 16, fresh tokens (~95% full purchases)")):
     ref = num(rf"^reference P={p}: calls/s ([\d.]+)", ref_txt)
     full = num(rf"^reference P={p}: calls/s [\d.]+ full/s ([\d.]+)", ref_txt)
-    r[f"redis_benchmark_p{p}_full_purchases_per_s"] = full
+    r[f"redis_benchmark_{key}_full_purchases_per_s"] = full
     m = re.search(rf"^reference P={p}: unmeasured: (.*)$", ref_txt, re.M)
     reason = m.group(1) if m else why(ref_txt if proj else p_txt, "no output")
     row(f"purchase path (stock API, pipelined may Redis, Lua)" if p == 1 else "purchase path",
-        proj, "purchases/s", ref, f"redis-benchmark same EVALSHA -c 50{' -P 16' if p == 16 else ''}",
-        "calls/s", f"purchase_p{p}", reason)
+        proj, "purchases/s", ref, f"redis-benchmark same EVALSHA{label}",
+        "calls/s", f"purchase_{key}", reason)
 
 peak = num(r"^- order 202: (\d+)", read("peak/summary.md"))
 peak = peak / float(secs) if peak else None
@@ -208,14 +223,45 @@ else:
     lat = ("Order 202 latency at half the purchase peak: not measured ("
            + (why(read("half.txt"), "no output") if peak else "no purchase peak: " + why(read("peak.txt"), "no output"))
            + ").")
+# Step 4's profile: what Redis spent per call, and the client's own CPU per purchase.
+prof = re.search(r"^redis: masters \d+ cpu_us_per_purchase ([\d.]+) evalsha_usec_per_call ([\d.]+) "
+                 r"cmds_per_read ([\d.]+) cpu_us_per_master \S+ client_cpu_us_per_purchase ([\d.]+)", p_txt, re.M)
+profile = ""
+if prof:
+    c, u, b, k = (float(x) for x in prof.groups())
+    r.update(purchase_redis_cpu_us_per_purchase=c, purchase_evalsha_usec_per_call=u,
+             purchase_calls_per_read=b, purchase_client_cpu_us_per_purchase=k)
+    profile = (f"Purchase path, what it cost in that run: Redis CPU {c:.1f} µs per purchase, EVALSHA {u:.1f} µs per "
+               f"call (commandstats), {b:.0f} purchases per Redis read; the client (pipe, stock API, 256 coroutines on one may worker thread) "
+               f"{k:.1f} µs CPU per purchase.")
+    for p, key in ((1, "p1"), (16, "p16"), ("16 fresh", "p16_fresh")):
+        m = re.search(rf"^reference P={p}: .* redis cpu_us_per_call ([\d.]+) evalsha_usec_per_call ([\d.]+) "
+                      rf"cmds_per_read ([\d.]+)", ref_txt, re.M)
+        if m:
+            c, u, b = (float(x) for x in m.groups())
+            r[f"redis_benchmark_{key}_redis_cpu_us_per_call"] = c
+            r[f"redis_benchmark_{key}_calls_per_read"] = b
+            profile += (f" redis-benchmark -P {p}: Redis CPU {c:.1f} µs per call, EVALSHA {u:.1f} µs, "
+                        f"{b:.0f} calls per read.")
+    profile += (" The purchase path's bound where Redis is the bottleneck is Redis's CPU per call of the "
+                "reference over the project's per purchase (a third of redis-benchmark's plain -P 16 calls "
+                "replay a used token, the script's cheap exit).")
+try:
+    r["scaleout"] = json.load(open(f"{out}/scaleout.json"))
+except (OSError, ValueError):
+    r["scaleout"] = None
 json.dump(r, open(f"{out}/summary.json", "w"), indent=2)
 md = f"# Bench (one run, this machine)\n\nMachine: {load}.\n\n| measure | project | reference | ratio |\n|---|---|---|---|\n"
 md += "\n".join(rows) + "\n\n" + lat + "\n"
+if profile:
+    md += "\n" + profile + "\n"
 md += ("\nWriter references are like for like: the same rows, in the same run, into the real `orders` "
        "schema (primary key, checks, foreign key to `sales` with the sale row present, both partial "
        "indexes), synchronous_commit on; the COPY without the foreign key is shown second for scale.\n")
 if notes:
     md += "\nNot measured:\n" + "\n".join(notes) + "\n"
+scale = read("scaleout.md")
+md += "\n" + (scale if scale else "## Scale-out\n\nNot measured: " + why(read("scaleout.txt") + read("scaleout.err"), "scaleout.sh wrote nothing") + "\n")
 open(f"{out}/summary.md", "w").write(md)
 print(md)
 PY
