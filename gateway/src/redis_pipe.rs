@@ -132,7 +132,7 @@ impl Drop for Reply {
 /// answers a call whose deadline passed with `Timeout`. A may timer per call
 /// (`recv_timeout`) cost two wake-ups of may's timer thread per call (adding a timer
 /// of a new length, and deleting it when the reply came first): about a third of the
-/// client's CPU on the purchase path (`loadtest/bench/run.sh`, step 4's notes).
+/// client's CPU on the purchase path (`loadtest/bench/PROFILE.md`).
 /// Answered calls leave the queue from its front, and the whole queue is swept of
 /// them once it holds more than [`DEADLINES_SWEEP`] entries, so it holds at most the
 /// calls in flight plus one tick's calls.
