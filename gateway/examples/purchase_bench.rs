@@ -151,6 +151,9 @@ struct Setup {
     connections: usize,
 }
 
+/// What a buyer coroutine does for purchase `i`; false: it failed.
+type Work = Arc<dyn Fn(&mut Stock<RedisPipe>, usize) -> bool + Send + Sync>;
+
 /// One measurement of the purchase path on `url`.
 struct Measured {
     rate: f64,
@@ -212,7 +215,7 @@ fn measure(url: &str, s: &Setup) -> Res<Measured> {
     std::thread::sleep(Duration::from_millis(300));
 
     // `work(i)` for i in 0..n by `coroutines` coroutines; how many failed.
-    let run = |work: Arc<dyn Fn(&mut Stock<RedisPipe>, usize) -> bool + Send + Sync>| {
+    let run = |work: Work| {
         let (next, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
         let handles: Vec<_> = (0..s.coroutines)
             .map(|_| {
