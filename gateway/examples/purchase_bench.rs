@@ -109,7 +109,11 @@ fn nodes(url: &str) -> Res<(Vec<String>, Vec<String>)> {
         }
         let addr = f[1].split('@').next().unwrap_or(f[1]);
         // A node that never met another does not know its own address.
-        let addr = if addr.starts_with(':') { format!("{h}{addr}") } else { addr.to_string() };
+        let addr = if addr.starts_with(':') {
+            format!("{h}{addr}")
+        } else {
+            addr.to_string()
+        };
         if f[2].split(',').any(|x| x == "master") {
             if f.len() > 8 {
                 masters.push(addr);
@@ -268,7 +272,8 @@ fn measure(url: &str, s: &Setup) -> Res<Measured> {
     }
 
     let (masters, replica_nodes) = nodes(url)?;
-    let stats = |list: &[String]| -> Res<Vec<RedisStats>> { list.iter().map(|m| redis_stats(m)).collect() };
+    let stats =
+        |list: &[String]| -> Res<Vec<RedisStats>> { list.iter().map(|m| redis_stats(m)).collect() };
     let (before, rbefore) = (stats(&masters)?, stats(&replica_nodes)?);
     let buy = {
         let (tokens, sale) = (tokens.clone(), sale.clone());
@@ -287,7 +292,11 @@ fn measure(url: &str, s: &Setup) -> Res<Measured> {
 
     let per = |b: &RedisStats, a: &RedisStats| (a.cpu_s - b.cpu_s) * 1e6 / n as f64;
     let sum = |f: fn(&RedisStats) -> u64| -> u64 {
-        before.iter().zip(&after).map(|(b, a)| f(a).saturating_sub(f(b))).sum()
+        before
+            .iter()
+            .zip(&after)
+            .map(|(b, a)| f(a).saturating_sub(f(b)))
+            .sum()
     };
     let (calls, usec, reads) = (
         sum(|s| s.evalsha_calls),
@@ -316,7 +325,10 @@ fn measure(url: &str, s: &Setup) -> Res<Measured> {
 }
 
 fn list(v: &[f64]) -> String {
-    v.iter().map(|c| format!("{c:.2}")).collect::<Vec<_>>().join(",")
+    v.iter()
+        .map(|c| format!("{c:.2}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// One master count's line: rate, Redis CPU per purchase (masters summed; replicas),
@@ -325,7 +337,11 @@ fn list(v: &[f64]) -> String {
 /// busiest master saturating its own core: n / max(master CPU)).
 fn scaleout_line(m: &Measured) -> String {
     let total: u64 = m.master_calls.iter().sum::<u64>().max(1);
-    let share: Vec<f64> = m.master_calls.iter().map(|c| *c as f64 / total as f64).collect();
+    let share: Vec<f64> = m
+        .master_calls
+        .iter()
+        .map(|c| *c as f64 / total as f64)
+        .collect();
     let served: Vec<f64> = m
         .master_cpu_us
         .iter()
@@ -354,19 +370,26 @@ fn scaleout_line(m: &Measured) -> String {
 
 fn scaleout(args: &[String], s: &Setup, counts: &str) -> Res<()> {
     use stackctl::redis_cluster::RedisCluster;
-    let replicas: usize = arg(args, "--replicas").and_then(|a| a.parse().ok()).unwrap_or(1);
+    let replicas: usize = arg(args, "--replicas")
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1);
     // No replicas, nothing to WAIT for.
     let s = &Setup {
         wait: if replicas == 0 { Some(0) } else { s.wait },
         ..*s
     };
-    let port: u16 = arg(args, "--port").and_then(|a| a.parse().ok()).unwrap_or(21601);
+    let port: u16 = arg(args, "--port")
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(21601);
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.run/bench-cluster");
     println!(
         "scale-out: one hot sale, {} buckets, {} purchases per master count, {replicas} replica(s) per master",
         s.buckets, s.n
     );
-    for m in counts.split(',').filter_map(|c| c.trim().parse::<usize>().ok()) {
+    for m in counts
+        .split(',')
+        .filter_map(|c| c.trim().parse::<usize>().ok())
+    {
         let c = RedisCluster::with_masters(
             root.join(format!("m{m}-r{replicas}")),
             port + 100 * replicas as u16 + 10 * (m as u16 - 1),
@@ -389,14 +412,20 @@ fn scaleout(args: &[String], s: &Setup, counts: &str) -> Res<()> {
         for attempt in 1..=3 {
             match measure(&c.url(), s) {
                 Ok(r) if r.failed * 100 > s.n && attempt < 3 => {
-                    eprintln!("masters={m}: {} purchases failed; measuring again", r.failed)
+                    eprintln!(
+                        "masters={m}: {} purchases failed; measuring again",
+                        r.failed
+                    )
                 }
                 Ok(r) => {
                     println!("{}", scaleout_line(&r));
                     break;
                 }
                 Err(e) => {
-                    println!("scaleout masters={m}: unmeasured: {}", e.to_string().replace('\n', " "));
+                    println!(
+                        "scaleout masters={m}: unmeasured: {}",
+                        e.to_string().replace('\n', " ")
+                    );
                     break;
                 }
             }
@@ -411,7 +440,9 @@ fn scaleout(args: &[String], s: &Setup, counts: &str) -> Res<()> {
 fn main() -> Res<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let num = |name: &str, default: usize| {
-        arg(&args, name).and_then(|a| a.parse().ok()).unwrap_or(default)
+        arg(&args, name)
+            .and_then(|a| a.parse().ok())
+            .unwrap_or(default)
     };
     may::config()
         .set_workers(num("--workers", 1).max(1))
