@@ -17,7 +17,14 @@ pub enum OrderEvent {
     Opened,
 }
 
+/// Most stock buckets a sale may have (`stock::keys::MAX_BUCKETS`).
+pub const MAX_BUCKETS: u32 = 64;
+
 /// A sale's definition, carried by `opened` events.
+///
+/// `buckets` (the stock buckets it was created with) is left out of the JSON when it is 1,
+/// so a single-bucket sale's event is what it always was and an older writer (which, like
+/// this one, refuses unknown fields) still takes it; an event without it reads as 1.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SaleDefinition {
@@ -25,6 +32,16 @@ pub struct SaleDefinition {
     pub per_user_limit: i64,
     pub start_ms: i64,
     pub end_ms: i64,
+    #[serde(default = "one_bucket", skip_serializing_if = "is_one_bucket")]
+    pub buckets: u32,
+}
+
+fn one_bucket() -> u32 {
+    1
+}
+
+fn is_one_bucket(n: &u32) -> bool {
+    *n == 1
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,7 +90,14 @@ impl OrderMessage {
     pub fn validate(&self) -> Result<(), &'static str> {
         match self.event {
             OrderEvent::Opened => match &self.definition {
-                Some(d) if d.stock >= 0 && d.per_user_limit > 0 && !self.sale.is_empty() => Ok(()),
+                Some(d)
+                    if d.stock >= 0
+                        && d.per_user_limit > 0
+                        && (1..=MAX_BUCKETS).contains(&d.buckets)
+                        && !self.sale.is_empty() =>
+                {
+                    Ok(())
+                }
                 _ => Err("invalid opened event: missing or bad sale definition"),
             },
             _ if self.units == 0 || self.order_id.is_empty() => {
@@ -81,5 +105,50 @@ impl OrderMessage {
             }
             _ => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn def(buckets: u32) -> SaleDefinition {
+        SaleDefinition {
+            stock: 10,
+            per_user_limit: 1,
+            start_ms: 5,
+            end_ms: 9,
+            buckets,
+        }
+    }
+
+    #[test]
+    fn buckets_travel_only_when_not_one_and_default_to_one() {
+        let one = OrderMessage::opened("s", def(1), 7);
+        let json = serde_json::to_string(&one).unwrap();
+        assert!(!json.contains("buckets"), "{json}");
+        assert_eq!(
+            json,
+            r#"{"event":"opened","order_id":"","sale":"s","user":0,"units":0,"per_user_limit":0,"at_ms":7,"definition":{"stock":10,"per_user_limit":1,"start_ms":5,"end_ms":9}}"#,
+            "a single-bucket sale's event is unchanged"
+        );
+        // An event from before buckets: one bucket.
+        let back: OrderMessage = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.definition, Some(def(1)));
+        let four = OrderMessage::opened("s", def(4), 7);
+        let json = serde_json::to_string(&four).unwrap();
+        assert!(json.contains(r#""buckets":4"#), "{json}");
+        assert_eq!(serde_json::from_str::<OrderMessage>(&json).unwrap(), four);
+        // Unknown fields are still refused.
+        let odd = json.replace(r#""buckets":4"#, r#""buckets":4,"shards":2"#);
+        assert!(serde_json::from_str::<OrderMessage>(&odd).is_err());
+    }
+
+    #[test]
+    fn an_opened_event_needs_a_bucket_count_in_range() {
+        assert!(OrderMessage::opened("s", def(1), 0).validate().is_ok());
+        assert!(OrderMessage::opened("s", def(64), 0).validate().is_ok());
+        assert!(OrderMessage::opened("s", def(0), 0).validate().is_err());
+        assert!(OrderMessage::opened("s", def(65), 0).validate().is_err());
     }
 }

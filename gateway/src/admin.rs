@@ -34,8 +34,15 @@ fn one() -> i64 {
 fn switch_body(req: &Incoming) -> Result<SwitchValues, ApiError> {
     let raw: serde_json::Value = req.json()?;
     let bad = |m: String| Err(ApiError::BadRequest(m));
-    if let Some((k, _)) = raw.as_object().into_iter().flatten().find(|(_, v)| v.is_null()) {
-        return bad(format!("switch {k:?} is null: leave it out to keep its value"));
+    if let Some((k, _)) = raw
+        .as_object()
+        .into_iter()
+        .flatten()
+        .find(|(_, v)| v.is_null())
+    {
+        return bad(format!(
+            "switch {k:?} is null: leave it out to keep its value"
+        ));
     }
     const RATES: [&str; 6] = [
         "global_rps",
@@ -97,6 +104,7 @@ impl App {
             per_user_limit: c.per_user_limit,
             start_ms: c.start_ms,
             end_ms: c.end_ms,
+            buckets: c.buckets as u32,
         };
         let recorded = match self.sink.send(
             &OrderMessage::opened(&c.sale, def, now_ms()),

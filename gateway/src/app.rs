@@ -227,7 +227,10 @@ impl App {
         Ok(user)
     }
 
-    pub(crate) fn limited(&self, check: Result<(), crate::limits::Refused>) -> Result<(), ApiError> {
+    pub(crate) fn limited(
+        &self,
+        check: Result<(), crate::limits::Refused>,
+    ) -> Result<(), ApiError> {
         check.map_err(|r| {
             self.metrics.limited(r.limit);
             ApiError::Limited(r.limit, r.retry_after.as_secs_f64().ceil().max(1.0) as u64)
@@ -291,8 +294,11 @@ impl App {
         let lost = self.switches.store_lost();
         // With the spool, orders are taken while the broker is away.
         let sink = kafka || self.switches.order_sink() != SinkMode::Kafka;
-        let ok = redis && sink && !draining && !lost;
-        let view = json!({"ready": ok, "redis": redis, "kafka": kafka, "spool_pending": self.sink.spool_pending(), "redis_data_lost": lost, "draining": draining});
+        // Ready once the store's processes were confirmed (`store_confirmed`); a later
+        // recovery keeps the instance in rotation, answering 503 store_recovering.
+        let confirmed = self.switches.confirmed_once();
+        let ok = redis && sink && !draining && !lost && confirmed;
+        let view = json!({"ready": ok, "redis": redis, "kafka": kafka, "spool_pending": self.sink.spool_pending(), "redis_data_lost": lost, "store_confirmed": confirmed, "draining": draining});
         if ok {
             Ok(Reply::json(200, &view))
         } else {
@@ -316,9 +322,6 @@ impl App {
         Reply::text(200, out)
     }
 }
-
-
-
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     let mut diff = (a.len() != b.len()) as u8;

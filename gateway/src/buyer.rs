@@ -47,10 +47,25 @@ impl App {
         self.sink
             .accepting(mode)
             .map_err(|e| ApiError::SinkUnavailable(e.to_string()))?;
+        // The fence against a Redis that lost writes (restart, failover): no purchase
+        // unless every master was confirmed at this generation, and none counts if the
+        // generation moved while it ran (it may have reached an unconfirmed process).
+        let gen = self.pipe.generation();
+        if !self.switches.store_confirmed(gen) {
+            return Err(ApiError::StoreUnconfirmed);
+        }
         let mut stock = self.stock();
         let bought = stock.purchase(sale, user, &body.token);
         self.note(sale, bought.as_ref().map(|_| ()));
         let p = bought?;
+        if !p.replayed && self.pipe.generation() != gen {
+            // Nothing has left for the broker: give the unit back and say why.
+            tracing::warn!(order = %p.order_id, "Redis topology changed during the purchase; releasing it");
+            if let Err(e) = stock.settle(&p.order_id, Settlement::Released) {
+                tracing::error!(order = %p.order_id, error = %e, "release after a topology change failed; the reservation sweep returns this unit");
+            }
+            return Err(ApiError::StoreUnconfirmed);
+        }
         if p.remaining <= 0 {
             self.caches.mark_sold_out(sale);
         }
@@ -94,7 +109,8 @@ impl App {
             self.metrics.order_replayed();
         } else {
             self.metrics.order_accepted();
-            self.caches.put_status(&p.order_id, user, stock::OrderState::Reserved);
+            self.caches
+                .put_status(&p.order_id, user, stock::OrderState::Reserved);
         }
         let spooled = via == Via::Spool;
         Ok(Reply::json(
@@ -179,7 +195,8 @@ impl App {
                 let sale = stock::keys::split_order_id(order_id)
                     .map(|(s, _)| s.to_string())
                     .unwrap_or_default();
-                self.caches.put_status(order_id, buyer, stock::OrderState::Paid);
+                self.caches
+                    .put_status(order_id, buyer, stock::OrderState::Paid);
                 let paid = OrderMessage {
                     event: OrderEvent::Paid,
                     order_id: order_id.to_string(),

@@ -40,6 +40,8 @@ pub enum ApiError {
     Draining,
     #[error("Redis lost its data; selling is stopped until the stock is rebuilt")]
     StoreLost,
+    #[error("a Redis process restarted or took over and may lack recent orders; purchases resume once the order-writer has put them back")]
+    StoreUnconfirmed,
     #[error("order status reads are served from cache only, and this order is not cached")]
     StatusCacheMiss,
     #[error("the central switch store is unreachable: {0} (a local override still works: /admin/switches/local)")]
@@ -88,7 +90,10 @@ impl ApiError {
             | ApiError::StatusReadsOff
             | ApiError::SinkUnavailable(_)
             | ApiError::Draining => 503,
-            ApiError::StoreLost | ApiError::StatusCacheMiss | ApiError::SwitchStore(_) => 503,
+            ApiError::StoreLost
+            | ApiError::StoreUnconfirmed
+            | ApiError::StatusCacheMiss
+            | ApiError::SwitchStore(_) => 503,
             ApiError::NotReady(_) => 503,
             ApiError::Refused(r) => match r {
                 Refusal::HeadTimeout | Refusal::BodyTimeout => 408,
@@ -136,6 +141,7 @@ impl ApiError {
             ApiError::SinkUnavailable(_) => "order_sink_unavailable",
             ApiError::Draining => "shutting_down",
             ApiError::StoreLost => "redis_data_lost",
+            ApiError::StoreUnconfirmed => "store_recovering",
             ApiError::NotReady(_) => "not_ready",
             ApiError::StatusCacheMiss => "status_not_cached",
             ApiError::SwitchStore(_) => "switch_store_unreachable",
@@ -229,6 +235,7 @@ mod tests {
             (StockError::AlreadyReleased.into(), 409, "order_cancelled"),
             (ApiError::TooLarge(10), 413, "body_too_large"),
             (ApiError::StoreLost, 503, "redis_data_lost"),
+            (ApiError::StoreUnconfirmed, 503, "store_recovering"),
             (ApiError::StatusCacheMiss, 503, "status_not_cached"),
             (ApiError::Refused(Refusal::HeadTimeout), 408, "head_timeout"),
             (ApiError::Refused(Refusal::BodyTimeout), 408, "body_timeout"),

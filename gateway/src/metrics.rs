@@ -440,8 +440,13 @@ mod tests {
 
     #[test]
     fn label_values_are_escaped() {
-        assert_eq!(escape_label(r#"a"b\c
-d"#), r#"a\"b\\c\nd"#);
+        assert_eq!(
+            escape_label(
+                r#"a"b\c
+d"#
+            ),
+            r#"a\"b\\c\nd"#
+        );
         assert_eq!(escape_label("sale_1"), "sale_1");
     }
 

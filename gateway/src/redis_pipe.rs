@@ -301,7 +301,14 @@ impl RedisPipe {
                 password: u.password.clone(),
                 db: 0,
             });
-            Target::Cluster(Cluster::start(u, hello, connections, o.timeout, wait, metrics.clone()))
+            Target::Cluster(Cluster::start(
+                u,
+                hello,
+                connections,
+                o.timeout,
+                wait,
+                metrics.clone(),
+            ))
         } else {
             let info = redis::Client::open(url)
                 .map_err(stock::map_redis_error)?
@@ -321,7 +328,15 @@ impl RedisPipe {
                 password: settings.password().map(str::to_string),
                 db: settings.db(),
             });
-            Target::Single(Node::start(&host, port, connections, &hello, o.timeout, wait, &metrics))
+            Target::Single(Node::start(
+                &host,
+                port,
+                connections,
+                &hello,
+                o.timeout,
+                wait,
+                &metrics,
+            ))
         };
         Ok(RedisPipe {
             inner: Arc::new(Inner {
@@ -378,7 +393,12 @@ impl RedisPipe {
         result
     }
 
-    fn send(&self, cmd: &redis::Cmd, key: Option<&[u8]>, started: Instant) -> Result<Value, StockError> {
+    fn send(
+        &self,
+        cmd: &redis::Cmd,
+        key: Option<&[u8]>,
+        started: Instant,
+    ) -> Result<Value, StockError> {
         let inner = &*self.inner;
         let deadline = started + inner.timeout;
         let wait = inner.wait.is_some() && is_purchase(cmd);
@@ -414,7 +434,9 @@ impl RedisPipe {
                             return Err(e);
                         }
                     };
-                    let Value::ServerError(e) = &v else { return Ok(v) };
+                    let Value::ServerError(e) = &v else {
+                        return Ok(v);
+                    };
                     match (e.code(), e.details().and_then(redirect)) {
                         ("MOVED", Some((moved, addr))) => {
                             node = c.moved(moved, &addr);
@@ -431,7 +453,9 @@ impl RedisPipe {
                         _ => return Ok(v),
                     }
                 }
-                Err(StockError::Redis("redis cluster: too many redirections".into()))
+                Err(StockError::Redis(
+                    "redis cluster: too many redirections".into(),
+                ))
             }
         }
     }
@@ -701,7 +725,9 @@ impl Cluster {
         match slot {
             Some(s) => map.nodes.get(map.owner[s as usize] as usize).cloned(),
             None if map.nodes.is_empty() => None,
-            None => Some(map.nodes[self.next_any.fetch_add(1, Ordering::Relaxed) % map.nodes.len()].clone()),
+            None => Some(
+                map.nodes[self.next_any.fetch_add(1, Ordering::Relaxed) % map.nodes.len()].clone(),
+            ),
         }
     }
 
@@ -716,6 +742,9 @@ impl Cluster {
                 .get(cur.owner[slot as usize] as usize)
                 .is_some_and(|n| n.addr == node.addr);
             if !same {
+                // A slot moving between masters already checked is no loss; a master
+                // new to the map may be a promoted replica.
+                let known = cur.nodes.iter().any(|n| n.addr == node.addr);
                 let mut nodes = cur.nodes.clone();
                 let i = match nodes.iter().position(|n| n.addr == node.addr) {
                     Some(i) => i,
@@ -727,7 +756,9 @@ impl Cluster {
                 let mut owner = cur.owner.clone();
                 owner[slot as usize] = i as u16;
                 *guard = Arc::new(SlotMap { owner, nodes });
-                self.metrics.redis_topology_changed();
+                if !known {
+                    self.metrics.redis_topology_changed();
+                }
             }
         }
         self.trigger();
@@ -737,14 +768,23 @@ impl Cluster {
     /// Fetch `CLUSTER SLOTS` (from a known master, else a seed) and install it. Blocking:
     /// called on plain threads only.
     fn refresh_now(self: Arc<Self>) {
-        let known: Vec<String> = self.current().nodes.iter().map(|n| n.addr.clone()).collect();
+        let known: Vec<String> = self
+            .current()
+            .nodes
+            .iter()
+            .map(|n| n.addr.clone())
+            .collect();
         let seeds = self.seeds.iter().map(|(h, p)| format!("{h}:{p}"));
         let mut tried = std::collections::HashSet::new();
         for addr in known.into_iter().chain(seeds) {
             if !tried.insert(addr.clone()) {
                 continue;
             }
-            match fetch_slots(&addr, &self.hello, self.timeout.max(Duration::from_millis(300))) {
+            match fetch_slots(
+                &addr,
+                &self.hello,
+                self.timeout.max(Duration::from_millis(300)),
+            ) {
                 Ok(ranges) if !ranges.is_empty() => {
                     self.install(&ranges);
                     return;
@@ -774,10 +814,18 @@ impl Cluster {
         let changed = {
             let mut guard = self.map.write().unwrap_or_else(|p| p.into_inner());
             let changed = guard.owner != owner
-                || guard.nodes.iter().map(|n| &n.addr).ne(nodes.iter().map(|n| &n.addr));
+                || guard
+                    .nodes
+                    .iter()
+                    .map(|n| &n.addr)
+                    .ne(nodes.iter().map(|n| &n.addr));
+            let new_master = nodes
+                .iter()
+                .any(|n| !guard.nodes.iter().any(|o| o.addr == n.addr));
             *guard = Arc::new(SlotMap { owner, nodes });
-            if changed {
-                // Inside the lock: no purchase can route by the new map before the bump.
+            if new_master {
+                // A master new to the map may be a promoted replica. Inside the lock: no
+                // purchase can route by the new map before the bump.
                 self.metrics.redis_topology_changed();
             }
             changed
@@ -807,15 +855,18 @@ fn fetch_slots(
         .next()
         .ok_or_else(|| format!("{addr}: no address"))?;
     let mut s = std::net::TcpStream::connect_timeout(&sa, timeout).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
-    s.set_write_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    s.set_write_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
     let mut p = redis::Parser::new();
     for cmd in hello
         .commands()
         .into_iter()
         .chain([redis::cmd("CLUSTER").arg("SLOTS").clone()])
     {
-        s.write_all(&cmd.get_packed_command()).map_err(|e| e.to_string())?;
+        s.write_all(&cmd.get_packed_command())
+            .map_err(|e| e.to_string())?;
         let v = p.parse_value(&mut s).map_err(|e| e.to_string())?;
         if let Value::ServerError(e) = &v {
             return Err(format!("{e:?}"));
@@ -826,10 +877,16 @@ fn fetch_slots(
                 .filter_map(|r| {
                     let Value::Array(r) = r else { return None };
                     let (a, b) = (int(r.first()?)?, int(r.get(1)?)?);
-                    let Value::Array(m) = r.get(2)? else { return None };
+                    let Value::Array(m) = r.get(2)? else {
+                        return None;
+                    };
                     let ip = text(m.first()?)?;
                     // An empty or `?` endpoint means "the address you reached me on".
-                    let ip = if ip.is_empty() || ip == "?" { host.clone() } else { ip };
+                    let ip = if ip.is_empty() || ip == "?" {
+                        host.clone()
+                    } else {
+                        ip
+                    };
                     Some((a as u16, b as u16, format!("{ip}:{}", int(m.get(1)?)?)))
                 })
                 .collect());
@@ -942,13 +999,23 @@ fn resolve(host: &str, port: u16, timeout: Duration) -> std::io::Result<SocketAd
     std::thread::Builder::new()
         .name("redis-dns".into())
         .spawn(move || {
-            let _ = tx.send((name.as_str(), port).to_socket_addrs().map(|mut a| a.next()));
+            let _ = tx.send(
+                (name.as_str(), port)
+                    .to_socket_addrs()
+                    .map(|mut a| a.next()),
+            );
         })?;
     match rx.recv_timeout(timeout.max(Duration::from_secs(1))) {
         Ok(Ok(Some(addr))) => Ok(addr),
-        Ok(Ok(None)) => Err(std::io::Error::new(std::io::ErrorKind::NotFound, format!("{host}: no address"))),
+        Ok(Ok(None)) => Err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("{host}: no address"),
+        )),
         Ok(Err(e)) => Err(e),
-        Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, format!("resolving {host} took too long"))),
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("resolving {host} took too long"),
+        )),
     }
 }
 
@@ -969,7 +1036,9 @@ fn connect(
             s.write_all(&cmd.get_packed_command())?;
             // A refused AUTH or SELECT is an error reply: fail the connection with it.
             if let Value::ServerError(e) = p.parse_value(&mut s).map_err(std::io::Error::other)? {
-                return Err(std::io::Error::other(format!("redis refused the handshake: {e:?}")));
+                return Err(std::io::Error::other(format!(
+                    "redis refused the handshake: {e:?}"
+                )));
             }
         }
         s.set_read_timeout(None)?;
@@ -979,7 +1048,11 @@ fn connect(
 
 /// What the reader expects next: a job's replies, or the WAIT closing a write.
 enum Pending {
-    Job { reply: Reply, count: usize, wait: bool },
+    Job {
+        reply: Reply,
+        count: usize,
+        wait: bool,
+    },
     Wait,
 }
 
@@ -1074,7 +1147,9 @@ fn serve(
                         None => break 'read,
                     }
                 }
-                let Some((_, count, _, values)) = current.as_mut() else { break };
+                let Some((_, count, _, values)) = current.as_mut() else {
+                    break;
+                };
                 values.push(value);
                 if values.len() >= *count {
                     let (reply, _, wait, values) = current.take().expect("current job");
@@ -1238,7 +1313,10 @@ mod tests {
             .collect();
         assert!(handles.into_iter().all(|h| h.join().unwrap_or(false)));
         // A plain thread waits on its answer too.
-        assert!(matches!(p.call(&redis::cmd("PING")), Ok(Value::SimpleString(_))));
+        assert!(matches!(
+            p.call(&redis::cmd("PING")),
+            Ok(Value::SimpleString(_))
+        ));
     }
 
     #[test]
@@ -1257,20 +1335,29 @@ mod tests {
         for h in handles {
             let (r, took) = h.join().expect("caller");
             assert!(matches!(r, Err(StockError::Timeout)), "{r:?}");
-            assert!(took >= timeout && took < timeout * 3, "answered after {took:?}");
+            assert!(
+                took >= timeout && took < timeout * 3,
+                "answered after {took:?}"
+            );
         }
         // A plain thread's call ends by its deadline too (a timeout, or the connection
         // closed on the silence and failing it).
         let t = Instant::now();
         assert!(p.call(&redis::cmd("PING")).is_err());
-        assert!(t.elapsed() < timeout * 3, "answered after {:?}", t.elapsed());
+        assert!(
+            t.elapsed() < timeout * 3,
+            "answered after {:?}",
+            t.elapsed()
+        );
     }
 
     #[test]
     fn the_deadline_queue_keeps_only_unanswered_calls() {
         let d = Deadlines::start(Duration::from_secs(60));
         let now = Instant::now();
-        let shots: Vec<Arc<Shot>> = (0..DEADLINES_SWEEP + 10).map(|_| Arc::new(Shot::new())).collect();
+        let shots: Vec<Arc<Shot>> = (0..DEADLINES_SWEEP + 10)
+            .map(|_| Arc::new(Shot::new()))
+            .collect();
         for s in &shots {
             d.watch(now + Duration::from_secs(60), s);
         }

@@ -156,29 +156,77 @@ fn spawn(name: &str, f: impl FnOnce() + Send + 'static) {
     }
 }
 
-/// Every `switch_poll_ms`: read the store epoch and the switches on a plain connection of its own (not
-/// through the breaker, which the switches may force open), and follow it.
+/// Every `switch_poll_ms` (and at once when the Redis pipe's topology generation moves):
+/// read the store epoch and the switches on a plain connection of its own (not through
+/// the breaker, which the switches may force open), and follow it; and check that every
+/// Redis master is a trusted process (`stock::trust`), which lets purchases through.
 fn follow_switches(app: Arc<App>) -> impl FnOnce() {
     move || {
         let every = Duration::from_millis(app.cfg.switch_poll_ms.clamp(20, 1000) as u64);
+        let timeout = every.max(Duration::from_millis(200));
         let mut conn: Option<stock::Conn> = None;
+        let mut watch = match stock::trust::RunWatch::new(&app.cfg.redis_url, timeout) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot watch the Redis masters: purchases stay held");
+                None
+            }
+        };
         loop {
             if conn.is_none() {
-                conn =
-                    stock::connect(&app.cfg.redis_url, every.max(Duration::from_millis(200))).ok();
+                conn = stock::connect(&app.cfg.redis_url, timeout).ok();
             }
+            // Before reading the masters: a connection made or lost from here on
+            // changes the generation, so this check vouches only for what it saw.
+            let gen = app.pipe.generation();
             let read = conn.as_mut().and_then(|c| {
                 stock::control::read(c, &app.cfg.cluster)
                     .ok()
                     .map(|(epoch, switches)| StoreRead { epoch, switches })
             });
-            if read.is_none() {
+            let unconfirmed = match (conn.as_mut(), watch.as_mut(), &read) {
+                (Some(c), Some(w), Some(r)) => unconfirmed_masters(c, w, r.epoch.is_none()),
+                _ => None,
+            };
+            if read.is_none() || unconfirmed.is_none() {
                 conn = None;
             }
             app.switches.follow(read, &app.limits, &app.breaker);
-            std::thread::sleep(every);
+            app.switches.confirm(gen, unconfirmed);
+            // A connection made or lost holds purchases until the next check: check
+            // again at once (a reconnect to the same trusted process costs ~20 ms).
+            let next = Instant::now() + every;
+            std::thread::sleep(Duration::from_millis(20));
+            while Instant::now() < next && app.pipe.generation() == gen {
+                std::thread::sleep(Duration::from_millis(10));
+            }
         }
     }
+}
+
+/// The masters whose process the store does not trust (`stock::trust`), as `addr
+/// run_id`; `None` if they cannot be read. A store without an epoch holds no sale, so
+/// nothing can have been lost: its processes are trusted at once.
+fn unconfirmed_masters(
+    conn: &mut stock::Conn,
+    watch: &mut stock::trust::RunWatch,
+    no_epoch: bool,
+) -> Option<Vec<String>> {
+    let runs = watch
+        .runs(conn)
+        .map_err(|e| tracing::debug!(error = %e, "reading the masters' run ids"))
+        .ok()?;
+    let mut untrusted = stock::trust::untrusted(conn, &runs).ok()?;
+    if no_epoch && !untrusted.is_empty() {
+        stock::trust::trust(conn, &untrusted).ok()?;
+        untrusted.clear();
+    }
+    Some(
+        untrusted
+            .into_iter()
+            .map(|r| format!("{} {}", r.addr, r.run_id))
+            .collect(),
+    )
 }
 
 /// Every second, when a broker answers and the switch allows Kafka: replay the spool.

@@ -8,6 +8,9 @@
 //!
 //! The same poll watches the store's epoch: an instance that saw an epoch and then sees
 //! none knows Redis lost its data, and stops selling until the store is rebuilt.
+//! It also checks that every Redis master is a process the store trusts to hold every
+//! acknowledged order (`stock::trust`): purchases go through only while the Redis pipe's
+//! topology generation equals the one such a check started at (see `store_confirmed`).
 //!
 //! Per-sale pause lives in Redis with the sale itself (`/admin/sales/{sale}/pause`).
 
@@ -166,6 +169,9 @@ pub struct StoreView {
     pub epoch: Option<String>,
     /// Redis answered without the epoch this instance saw before: its data was lost.
     pub lost: bool,
+    /// Masters (`addr run_id`) the store does not trust yet (they may have lost
+    /// acknowledged orders); `None`: the last check could not tell.
+    pub unconfirmed: Option<Vec<String>>,
 }
 
 pub struct Switches {
@@ -182,6 +188,11 @@ pub struct Switches {
     store: Mutex<StoreView>,
     /// `store.lost`, readable on the request path without a lock.
     store_lost: AtomicBool,
+    /// The Redis pipe's generation at the start of the last check that found every
+    /// master trusted; `u64::MAX` while a master is not (or the check failed).
+    trusted_gen: AtomicU64,
+    /// A check has found every master trusted at least once since start.
+    confirmed_once: AtomicBool,
     invalid: AtomicU64,
     changes: AtomicU64,
 }
@@ -200,6 +211,8 @@ impl Switches {
             applied: Mutex::new(SwitchValues::default()),
             store: Mutex::new(StoreView::default()),
             store_lost: AtomicBool::new(false),
+            trusted_gen: AtomicU64::new(u64::MAX),
+            confirmed_once: AtomicBool::new(false),
             invalid: AtomicU64::new(0),
             changes: AtomicU64::new(0),
         };
@@ -235,6 +248,43 @@ impl Switches {
     /// Redis lost its data and has not been rebuilt: nothing may be sold.
     pub fn store_lost(&self) -> bool {
         self.store_lost.load(Ordering::Acquire)
+    }
+
+    /// One check of the masters' processes, started when the Redis pipe was at
+    /// generation `gen`: `Some(empty)` every one is trusted, `Some(list)` these are not,
+    /// `None` the check failed.
+    pub fn confirm(&self, gen: u64, unconfirmed: Option<Vec<String>>) {
+        let ok = unconfirmed.as_ref().is_some_and(|u| u.is_empty());
+        let mut store = Self::lock(&self.store);
+        if store.unconfirmed != unconfirmed {
+            match &unconfirmed {
+                Some(u) if u.is_empty() => tracing::info!(
+                    "every Redis master holds every acknowledged order; purchases go through"
+                ),
+                Some(u) => {
+                    tracing::warn!(masters = ?u, "Redis masters not known to hold every acknowledged order (restarted or promoted): purchases held until the order-writer reconciles them (runbooks/redis-store-unconfirmed.md)")
+                }
+                None => tracing::warn!("cannot check the Redis masters' processes: purchases held"),
+            }
+            store.unconfirmed = unconfirmed;
+        }
+        self.trusted_gen
+            .store(if ok { gen } else { u64::MAX }, Ordering::Release);
+        if ok {
+            self.confirmed_once.store(true, Ordering::Release);
+        }
+    }
+
+    /// May a purchase run on the Redis pipe at generation `gen`? Only if no connection
+    /// was made or lost and no slot moved since a check found every master trusted. A
+    /// caller checks before the purchase and that the generation is unchanged after it.
+    pub fn store_confirmed(&self, gen: u64) -> bool {
+        gen != u64::MAX && self.trusted_gen.load(Ordering::Acquire) == gen
+    }
+
+    /// A check has found every master trusted since this instance started.
+    pub fn confirmed_once(&self) -> bool {
+        self.confirmed_once.load(Ordering::Acquire)
     }
 
     /// The store epoch this instance last saw (None: never saw one).
@@ -394,6 +444,8 @@ impl Switches {
         };
         let _ = writeln!(out, "# HELP seckill_switch_store_age_seconds Seconds since the switch store last answered (-1 never).\n# TYPE seckill_switch_store_age_seconds gauge\nseckill_switch_store_age_seconds {age}");
         let _ = writeln!(out, "# HELP seckill_redis_data_lost 1 while Redis has lost its data and selling is stopped until the store is rebuilt.\n# TYPE seckill_redis_data_lost gauge\nseckill_redis_data_lost {}", self.store_lost() as u8);
+        let unconfirmed = !matches!(&store.unconfirmed, Some(u) if u.is_empty());
+        let _ = writeln!(out, "# HELP seckill_redis_store_unconfirmed 1 while a Redis master is not known to hold every acknowledged order (restarted or promoted, not yet reconciled): purchases are held.\n# TYPE seckill_redis_store_unconfirmed gauge\nseckill_redis_store_unconfirmed {}", unconfirmed as u8);
         let _ = writeln!(out, "# HELP seckill_switch_changes_total Switch changes applied by this instance.\n# TYPE seckill_switch_changes_total counter\nseckill_switch_changes_total {}", self.changes.load(Ordering::Relaxed));
         let _ = writeln!(out, "# HELP seckill_switch_invalid_total Switch values refused (bad values in the store).\n# TYPE seckill_switch_invalid_total counter\nseckill_switch_invalid_total {}", self.invalid.load(Ordering::Relaxed));
     }

@@ -4,100 +4,22 @@
 
 use loadtest::buyer::Client;
 use loadtest::verify;
-use std::path::PathBuf;
 use std::process::Command;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-/// A workspace binary, built beside this test by `cargo test --workspace` / nextest.
-fn binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(|d| d.parent()).unwrap();
-    let path = dir.join(name);
-    assert!(
-        path.exists(),
-        "{} missing: build the workspace first (cargo build -p {name})",
-        path.display()
-    );
-    path
-}
-
-/// A gateway and an order-writer on the local stack, with their own topic and group.
-struct Services {
-    stack: seckill_common::stack::Stack,
-    topic: String,
-    base: String,
-    tag: String,
-    _procs: Vec<stackctl::process::Proc>,
-}
+mod common;
+use common::{binary, Services};
 
 const SECRET: &str = "e2e-secret";
 const ADMIN: &str = "e2e-admin";
 
-impl Services {
-    fn start() -> Services {
-        let stack = stackctl::ensure_up();
-        let ctl = stackctl::Stack::from_env().unwrap();
-        // Unique per run and per test (tests of one binary start in the same millisecond):
-        // each gateway gets its own name, spool and log.
-        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let tag = format!(
-            "{}_{}_{}",
-            std::process::id(),
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap()
-                .as_millis(),
-            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        );
-        let topic = format!("orders_e2e_{tag}");
-        seckill_common::kafka::create_topic(&stack.kafka_brokers, &topic, 4).unwrap();
-        let common = [
-            ("SECKILL_ORDERS_TOPIC", topic.clone()),
-            ("SECKILL_LOG", "warn".to_string()),
-        ];
-        let gw = ctl
-            .gateway(
-                &binary("gateway"),
-                &format!("e2e-gw-{tag}"),
-                &[
-                    &common[..],
-                    &[
-                        ("SECKILL_TICKET_SECRET", SECRET.to_string()),
-                        ("SECKILL_ADMIN_TOKEN", ADMIN.to_string()),
-                        ("SECKILL_IP_RPS", "1000000".to_string()),
-                        ("SECKILL_IP_BURST", "1000000".to_string()),
-                    ],
-                ]
-                .concat(),
-            )
-            .unwrap();
-        let wr = ctl
-            .writer(
-                &binary("order-writer"),
-                &format!("e2e-writer-{tag}"),
-                &[&common[..], &[("SECKILL_GROUP_ID", format!("writers_{tag}"))]].concat(),
-            )
-            .unwrap();
-        let base = gw.url();
-        let client = Client::new(&base, SECRET);
-        let end = Instant::now() + Duration::from_secs(20);
-        while client.sale("x").map(|a| a.status).unwrap_or(0) == 0 {
-            assert!(Instant::now() < end, "gateway did not start");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Services {
-            stack,
-            topic,
-            base,
-            tag,
-            _procs: vec![gw, wr],
-        }
-    }
+fn start() -> Services {
+    Services::start("e2e", SECRET, ADMIN, &[], &[])
 }
 
 #[test]
 fn a_sale_through_the_gateway_ends_in_postgres_exactly_once() {
-    let svc = Services::start();
+    let svc = start();
     let (stack, topic, base, tag) = (&svc.stack, &svc.topic, &svc.base, &svc.tag);
     let client = Client::new(base, SECRET);
     let now = SystemTime::now()
@@ -125,7 +47,7 @@ fn a_sale_through_the_gateway_ends_in_postgres_exactly_once() {
 /// The CI-size smoke of a Goose run: `seckill-load rush` then its own verification.
 #[test]
 fn a_goose_rush_passes_its_verification() {
-    let svc = Services::start();
+    let svc = start();
     let out = std::env::temp_dir().join(format!("seckill-load-{}", svc.tag));
     let run = Command::new(binary("seckill-load"))
         .args(["rush", "--host", &svc.base, "--units", "150", "--out"])

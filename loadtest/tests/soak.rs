@@ -16,21 +16,9 @@
 //! - an edge that starves the buyers: "rush p99 with hostile load … > K × … + … ms".
 
 use loadtest::soak::{self, Options, Summary};
-use std::path::PathBuf;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-/// A workspace binary, built beside this test by `cargo test --workspace` / nextest.
-fn binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(|d| d.parent()).unwrap();
-    let path = dir.join(name);
-    assert!(
-        path.exists(),
-        "{} missing: build the workspace first (cargo build -p {name})",
-        path.display()
-    );
-    path
-}
+mod common;
 
 const SECRET: &str = "soak-secret";
 const ADMIN: &str = "soak-admin";
@@ -45,67 +33,28 @@ fn soak_against_gateway(
     gateway_env: &[(&str, String)],
     adjust: impl FnOnce(&mut Options),
 ) -> Summary {
-    let stack = stackctl::ensure_up();
-    let ctl = stackctl::Stack::from_env().unwrap();
-    // Unique per run and per test (tests of one binary start in the same millisecond):
-    // each gateway gets its own name, spool and log.
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let tag = format!(
-        "{}_{}_{}",
-        std::process::id(),
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_millis(),
-        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-    );
-    let topic = format!("orders_soak_{tag}");
-    seckill_common::kafka::create_topic(&stack.kafka_brokers, &topic, 4).unwrap();
-    let common = [
-        ("SECKILL_ORDERS_TOPIC", topic.clone()),
-        ("SECKILL_LOG", "warn".to_string()),
-    ];
     let timeouts = TIMEOUT_MS.to_string();
-    let gw = ctl
-        .gateway(
-            &binary("gateway"),
-            &format!("{name}-gw-{tag}"),
+    let tag = common::unique_tag();
+    let svc = common::Services::start(
+        name,
+        SECRET,
+        ADMIN,
+        &[],
+        &[
             &[
-                &common[..],
-                &[
-                    ("SECKILL_TICKET_SECRET", SECRET.to_string()),
-                    ("SECKILL_ADMIN_TOKEN", ADMIN.to_string()),
-                    ("SECKILL_CLUSTER", format!("soak_{tag}")),
-                    ("SECKILL_IP_RPS", "1000000".to_string()),
-                    ("SECKILL_IP_BURST", "1000000".to_string()),
-                    ("SECKILL_HEAD_TIMEOUT_MS", timeouts.clone()),
-                    ("SECKILL_BODY_TIMEOUT_MS", timeouts.clone()),
-                    ("SECKILL_WRITE_TIMEOUT_MS", timeouts),
-                ],
-                gateway_env,
-            ]
-            .concat(),
-        )
-        .unwrap();
-    let _wr = ctl
-        .writer(
-            &binary("order-writer"),
-            &format!("{name}-writer-{tag}"),
-            &[&common[..], &[("SECKILL_GROUP_ID", format!("writers_{tag}"))]].concat(),
-        )
-        .unwrap();
-    let base = gw.url();
-    let ready = stackctl::process::wait_until(Duration::from_secs(20), || {
-        loadtest::buyer::Client::new(&base, SECRET)
-            .sale("x")
-            .map(|a| a.status)
-            .unwrap_or(0)
-            != 0
-    });
-    assert!(ready, "gateway did not start");
+                ("SECKILL_CLUSTER", format!("soak_{tag}")),
+                ("SECKILL_HEAD_TIMEOUT_MS", timeouts.clone()),
+                ("SECKILL_BODY_TIMEOUT_MS", timeouts.clone()),
+                ("SECKILL_WRITE_TIMEOUT_MS", timeouts),
+            ][..],
+            gateway_env,
+        ]
+        .concat(),
+    );
+    let (stack, topic, base) = (&svc.stack, &svc.topic, &svc.base);
 
-    let mut o = Options::new(&base, SECRET, ADMIN, &topic, 300);
-    o.gateway_pid = Some(gw.pid());
+    let mut o = Options::new(base, SECRET, ADMIN, topic, 300);
+    o.gateway_pid = Some(svc.gateway.pid());
     o.mix = soak::Mix::with_pipelines(300, 10);
     o.pipeline_requests = 5000;
     o.max_opened = 5000;
@@ -126,7 +75,7 @@ fn soak_against_gateway(
     o.bounds.p99_slack_ms = 50;
     o.verbose = true;
     adjust(&mut o);
-    let summary = soak::run(&o, &stack).unwrap();
+    let summary = soak::run(&o, stack).unwrap();
     summary.print();
     summary
 }
@@ -138,7 +87,11 @@ fn hostile_connections_leave_the_rush_and_the_gateway_within_bounds() {
     assert!(v.is_empty(), "soak violations: {v:#?}");
     assert!(s.invariants_ok());
     // The soak really held hostile connections and the gateway refused them itself.
-    assert!(s.hostile.peak_open >= 250, "peak open {}", s.hostile.peak_open);
+    assert!(
+        s.hostile.peak_open >= 250,
+        "peak open {}",
+        s.hostile.peak_open
+    );
     // The kinds the gateway ends only by a timeout stay open throughout; the others
     // come and go within a tick, so the sampled gauge need not show them.
     let held: usize = soak::KINDS

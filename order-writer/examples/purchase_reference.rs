@@ -115,7 +115,10 @@ fn run(
         .stdout(Stdio::null())
         .spawn()
         .map_err(|e| format!("redis-cli: {e}"))?;
-    std::io::Write::write_all(cli.stdin.as_mut().ok_or("redis-cli stdin")?, fill.as_bytes())?;
+    std::io::Write::write_all(
+        cli.stdin.as_mut().ok_or("redis-cli stdin")?,
+        fill.as_bytes(),
+    )?;
     drop(cli.stdin.take());
     if !cli.wait()?.success() {
         return Err("redis-cli --pipe failed to fill the tokens".into());
@@ -138,7 +141,16 @@ fn run(
     let before = redis_stats(&mut admin.conn_mut().conn)?;
     let t = Instant::now();
     let out = Command::new("redis-benchmark")
-        .args(["-p", port, "-c", "50", "-n", &n.to_string(), "-r", &keyspace.to_string()])
+        .args([
+            "-p",
+            port,
+            "-c",
+            "50",
+            "-n",
+            &n.to_string(),
+            "-r",
+            &keyspace.to_string(),
+        ])
         .args(["-P", &pipeline.to_string(), "--csv"])
         .args(&command)
         .output()
@@ -158,7 +170,13 @@ fn run(
     let rps = stdout
         .lines()
         .filter(|l| !l.starts_with("\"test\""))
-        .find_map(|l| l.split("\",\"").nth(1)?.trim_matches('"').parse::<f64>().ok());
+        .find_map(|l| {
+            l.split("\",\"")
+                .nth(1)?
+                .trim_matches('"')
+                .parse::<f64>()
+                .ok()
+        });
     match rps {
         Some(rps) if out.status.success() && rps > 0.0 => {
             let full = (admin.state(&sale)?.held - 1) as f64 / secs;

@@ -35,6 +35,13 @@ pub struct Config {
     /// whose reply was lost) — which are released so their stock sells again.
     pub reservation_sweep_ms: i64,
     pub reservation_grace_secs: i64,
+    /// How often the reconciler checks that every Redis master is a process the store
+    /// trusts (`stock::trust`); 0 = never (then an operator runs `rebuild-stock`).
+    pub reconcile_poll_ms: i64,
+    /// How long after finding an untrusted master (restarted, or a promoted replica)
+    /// the reconciler waits before reading PostgreSQL and the topic, so that orders
+    /// whose delivery to the broker was still under way are on the topic by then.
+    pub reconcile_grace_ms: i64,
     /// Prometheus metrics listen address ("" = off).
     pub metrics_listen: String,
     /// Extra librdkafka settings for both consumer and producer, `k=v,k=v`.
@@ -62,6 +69,8 @@ impl Default for Config {
             cancel_batch: 500,
             reservation_sweep_ms: 30_000,
             reservation_grace_secs: 60,
+            reconcile_poll_ms: 1000,
+            reconcile_grace_ms: 2000,
             metrics_listen: "127.0.0.1:9101".into(),
             kafka_extra: String::new(),
         }

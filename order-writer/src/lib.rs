@@ -13,6 +13,7 @@ pub mod consumer;
 pub mod db;
 pub mod metrics;
 pub mod rebuild;
+pub mod reconciler;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WriterError {

@@ -1,7 +1,10 @@
 //! `order-writer [--config FILE]` — consume the order topic into PostgreSQL and run the
 //! payment-window canceller, until SIGTERM/SIGINT.
-//! `order-writer [--config FILE] rebuild-stock [SALE...]` — after Redis lost its data,
-//! restore the lost sales from PostgreSQL and the topic, print what was done, and exit.
+//! `order-writer [--config FILE] rebuild-stock [SALE...]` — after Redis lost its data
+//! (all of it, or recent writes), restore the lost sales and put back the orders the
+//! kept ones lack, from PostgreSQL and the topic; trust the Redis processes; print what
+//! was done, and exit. The running writer's reconciler does the same by itself when a
+//! Redis master restarted or was replaced while the store kept its epoch.
 
 use order_writer::config::Config;
 use order_writer::metrics::Metrics;
@@ -60,10 +63,18 @@ fn run() -> Result<(), String> {
             .spawn(move || order_writer::canceller::run(cfg, metrics, stop))
             .map_err(|e| e.to_string())?
     };
+    let reconciler = {
+        let (cfg, metrics, stop) = (cfg.clone(), metrics.clone(), stop.clone());
+        std::thread::Builder::new()
+            .name("reconciler".into())
+            .spawn(move || order_writer::reconciler::run(cfg, metrics, stop))
+            .map_err(|e| e.to_string())?
+    };
     let writer = order_writer::consumer::Writer::new(cfg, metrics).map_err(|e| e.to_string())?;
     tracing::info!("order-writer running");
     let result = writer.run(&stop);
     stop.store(true, Ordering::Relaxed);
     let _ = canceller.join();
+    let _ = reconciler.join();
     result.map_err(|e| e.to_string())
 }

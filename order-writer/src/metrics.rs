@@ -22,6 +22,10 @@ pub struct Metrics {
     cancelled: AtomicU64,
     paid_by_scan: AtomicU64,
     unsettled: AtomicU64,
+    reconciles: AtomicU64,
+    reconciled_orders: AtomicU64,
+    reconcile_conflicts: AtomicU64,
+    reconcile_ms: AtomicU64,
 }
 
 impl Metrics {
@@ -56,6 +60,17 @@ impl Metrics {
         self.cancelled.fetch_add(e.cancelled, Ordering::Relaxed);
         self.paid_by_scan.fetch_add(e.paid, Ordering::Relaxed);
         self.unsettled.fetch_add(e.unsettled, Ordering::Relaxed);
+    }
+
+    /// One reconcile of the store with PostgreSQL and the topic: orders put back into
+    /// Redis, lost orders whose unit had been sold again, how long it took.
+    pub fn reconciled(&self, orders: u64, conflicts: u64, took: Duration) {
+        self.reconciles.fetch_add(1, Ordering::Relaxed);
+        self.reconciled_orders.fetch_add(orders, Ordering::Relaxed);
+        self.reconcile_conflicts
+            .fetch_add(conflicts, Ordering::Relaxed);
+        self.reconcile_ms
+            .store(took.as_millis() as u64, Ordering::Relaxed);
     }
 
     pub fn render(&self) -> String {
@@ -150,6 +165,30 @@ impl Metrics {
             "counter",
             "Expired orders Redis did not know, set aside for reconciliation.",
             get(&self.unsettled).to_string(),
+        );
+        one(
+            "seckill_writer_reconciles_total",
+            "counter",
+            "Reconciles run because a Redis master was a process the store did not trust yet (restarted or promoted).",
+            get(&self.reconciles).to_string(),
+        );
+        one(
+            "seckill_writer_reconciled_orders_total",
+            "counter",
+            "Orders (or their settlement) a Redis process had lost, put back from PostgreSQL and the topic.",
+            get(&self.reconciled_orders).to_string(),
+        );
+        one(
+            "seckill_writer_reconcile_conflicts_total",
+            "counter",
+            "Lost orders whose unit had been sold again before the reconcile (an oversell; must be 0).",
+            get(&self.reconcile_conflicts).to_string(),
+        );
+        one(
+            "seckill_writer_reconcile_last_seconds",
+            "gauge",
+            "How long the last reconcile took.",
+            format!("{}", get(&self.reconcile_ms) as f64 / 1e3),
         );
         out
     }

@@ -1,10 +1,16 @@
-//! `order-writer rebuild-stock`: after Redis lost its data, restore every sale that
-//! PostgreSQL knows and Redis does not, from the sale's definition, its orders in
-//! PostgreSQL and the events still in flight on the order topic (read from the
-//! beginning up to the high watermarks, so nothing acknowledged is missed even while
-//! the writer lags). Sales are restored atomically, never oversold, and the store gets
-//! a new epoch so the gateways resume. Orders the payment-window scan set aside while
-//! Redis did not know them are handed back to it.
+//! `order-writer rebuild-stock`, and the reconciler's work: bring Redis in line with
+//! every acknowledged order, known from PostgreSQL and the events still in flight on the
+//! order topic (read from the beginning up to the high watermarks, so nothing
+//! acknowledged is missed even while the writer lags).
+//! - A sale Redis lost entirely is restored from its definition and its orders,
+//!   atomically, never oversold; the store gets an epoch so the gateways resume.
+//! - A sale Redis kept gets back what a partial loss took (`Stock::reapply`: an
+//!   append-only file's last second, a failover's unreplicated writes).
+//! - Then the masters' processes, read before anything else, are trusted
+//!   (`stock::trust`): the gateways' purchases resume.
+//!
+//! Orders the payment-window scan set aside while Redis did not know them are handed
+//! back to it.
 
 use crate::config::Config;
 use crate::db;
@@ -15,7 +21,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use seckill_common::order::{OrderEvent, OrderMessage, SaleDefinition};
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
-use stock::reconcile::{merge, Fact};
+use stock::reconcile::{merge, Fact, Reapplied};
 use stock::{Restored, RestoredStatus, SaleSpec, Stock, StockError};
 
 /// What happened to one sale.
@@ -26,27 +32,54 @@ pub enum Outcome {
         from_db: usize,
         from_topic: usize,
     },
-    /// Redis still has it: left alone.
-    Present,
+    /// Redis still has it; what it had lost (if anything) was put back.
+    Present { reapplied: Reapplied },
     /// No definition anywhere: cannot be rebuilt (its orders stay in PostgreSQL).
     NoDefinition,
+    /// It could not be reconciled (the error); it was paused so that it cannot sell
+    /// what Redis may have lost, for an operator to look at.
+    Paused(String),
 }
 
+/// Which sales a run looks at.
+#[derive(Debug, Clone, Copy)]
+pub enum Scope<'a> {
+    /// `rebuild-stock`: every sale known (or these), lost or kept.
+    All(&'a [String]),
+    /// The reconciler: sales whose orders can still change (ending at or after this
+    /// ms); a long-ended sale missing from Redis stays as it is.
+    EndingAfter(i64),
+}
+
+/// `rebuild-stock [SALE...]`: every sale (or these).
 pub fn rebuild(
     cfg: &Config,
     only: &[String],
     topic_within: Duration,
 ) -> Result<Vec<(String, Outcome)>, WriterError> {
+    run(cfg, Scope::All(only), topic_within)
+}
+
+/// Bring the sales of `scope` in line with PostgreSQL and the topic, then trust the
+/// masters' processes. A sale that fails is paused and the run goes on; if one cannot
+/// even be paused, nothing is trusted (the gateways keep holding purchases) and the
+/// error is returned.
+pub fn run(
+    cfg: &Config,
+    scope: Scope,
+    topic_within: Duration,
+) -> Result<Vec<(String, Outcome)>, WriterError> {
+    let timeout = Duration::from_millis(cfg.redis_timeout_ms.max(1) as u64);
+    let mut stock = Stock::new(stock::connect(&cfg.redis_url, timeout)?);
+    // The processes this run vouches for: read before anything else, so a process
+    // that starts later is not trusted on the strength of this run.
+    let runs = stock::trust::RunWatch::new(&cfg.redis_url, timeout)?.runs(stock.conn_mut())?;
     let mut db = db::connect(&cfg.database_url, cfg.db_statement_timeout_ms)?;
     db::migrate(&mut db)?;
-    let mut stock = Stock::new(stock::connect(
-        &cfg.redis_url,
-        Duration::from_millis(cfg.redis_timeout_ms.max(1) as u64),
-    )?);
 
     let mut definitions: BTreeMap<String, Option<SaleDefinition>> = BTreeMap::new();
     for row in db.query(
-        "SELECT sale, initial_stock, per_user_limit, start_ms, end_ms FROM sales",
+        "SELECT sale, initial_stock, per_user_limit, start_ms, end_ms, buckets FROM sales",
         &[],
     )? {
         let sale: String = row.get(0);
@@ -62,6 +95,10 @@ pub fn rebuild(
                     per_user_limit,
                     start_ms,
                     end_ms,
+                    buckets: row
+                        .get::<_, i32>(5)
+                        .clamp(1, stock::keys::MAX_BUCKETS as i32)
+                        as u32,
                 })
             }
             _ => None,
@@ -79,79 +116,114 @@ pub fn rebuild(
             definitions.entry(m.sale.clone()).or_insert(None);
         }
     }
-    if !only.is_empty() {
-        definitions.retain(|s, _| only.contains(s));
+    match scope {
+        Scope::All(only) if !only.is_empty() => definitions.retain(|s, _| only.contains(s)),
+        Scope::All(_) => {}
+        Scope::EndingAfter(ms) => {
+            definitions.retain(|_, d| d.as_ref().is_some_and(|d| d.end_ms >= ms))
+        }
     }
 
     let mut out = Vec::new();
     for (sale, def) in definitions {
-        match stock.state(&sale) {
-            Ok(_) => {
-                // Still there; a bucketed sale's interrupted transfers are completed.
-                stock.recover_transfers(&sale)?;
-                out.push((sale, Outcome::Present));
-                continue;
+        let outcome = match one_sale(&mut stock, &mut db, &events, &sale, def) {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::error!(%sale, error = %e, "sale could not be reconciled; pausing it");
+                stock.set_paused(&sale, true).map_err(|pe| {
+                    tracing::error!(%sale, error = %pe, "cannot pause the sale either: the store stays untrusted");
+                    pe
+                })?;
+                Outcome::Paused(e.to_string())
             }
-            Err(StockError::NoSale) => {}
-            Err(e) => return Err(e.into()),
-        }
-        let Some(def) = def else {
-            tracing::error!(%sale, "sale lost from Redis and no definition known: not rebuilt");
-            out.push((sale, Outcome::NoDefinition));
-            continue;
         };
-        let mut facts = Vec::new();
-        for row in db.query(
-            "SELECT order_id, user_id, status FROM orders WHERE sale = $1",
-            &[&sale],
-        )? {
-            let status = match row.get::<_, &str>(2) {
-                "paid" => RestoredStatus::Paid,
-                "cancelled" => RestoredStatus::Cancelled,
-                _ => RestoredStatus::Reserved,
-            };
-            facts.push(Fact::Row {
-                order_id: row.get(0),
-                user: row.get::<_, i64>(1) as u64,
-                status,
-            });
-        }
-        let from_db = facts.len();
-        for m in events.iter().filter(|m| m.sale == sale) {
-            match m.event {
-                OrderEvent::Reserved => facts.push(Fact::Reserved {
-                    order_id: m.order_id.clone(),
-                    user: m.user,
-                }),
-                OrderEvent::Paid => facts.push(Fact::Paid {
-                    order_id: m.order_id.clone(),
-                    user: m.user,
-                }),
-                OrderEvent::Opened => {}
-            }
-        }
-        let from_topic = facts.len() - from_db;
-        let orders = merge(facts);
-        let spec = SaleSpec {
-            stock: def.stock,
-            per_user_limit: def.per_user_limit,
-            start_ms: def.start_ms,
-            end_ms: def.end_ms,
-        };
-        let restored = stock.restore_sale(&sale, &spec, false, &orders)?;
-        db.execute("UPDATE orders SET unsettled_reason = NULL WHERE sale = $1 AND status = 'reserved' AND unsettled_reason IS NOT NULL", &[&sale])?;
-        tracing::info!(%sale, remaining = restored.remaining, held = restored.held, sold = restored.sold, "sale restored");
-        out.push((
-            sale,
-            Outcome::Restored {
-                restored,
-                from_db,
-                from_topic,
-            },
-        ));
+        out.push((sale, outcome));
     }
     stock.mark_store()?;
+    stock::trust::trust(stock.conn_mut(), &runs)?;
     Ok(out)
+}
+
+/// Restore `sale` if Redis lost it, else put back what Redis lacks.
+fn one_sale(
+    stock: &mut Stock<stock::Conn>,
+    db: &mut postgres::Client,
+    events: &[OrderMessage],
+    sale: &str,
+    def: Option<SaleDefinition>,
+) -> Result<Outcome, WriterError> {
+    let present = match stock.state(sale) {
+        Ok(_) => true,
+        Err(StockError::NoSale) => false,
+        Err(e) => return Err(e.into()),
+    };
+    if !present && def.is_none() {
+        tracing::error!(%sale, "sale lost from Redis and no definition known: not rebuilt");
+        return Ok(Outcome::NoDefinition);
+    }
+    let mut facts = Vec::new();
+    for row in db.query(
+        "SELECT order_id, user_id, status FROM orders WHERE sale = $1",
+        &[&sale],
+    )? {
+        let status = match row.get::<_, &str>(2) {
+            "paid" => RestoredStatus::Paid,
+            "cancelled" => RestoredStatus::Cancelled,
+            _ => RestoredStatus::Reserved,
+        };
+        facts.push(Fact::Row {
+            order_id: row.get(0),
+            user: row.get::<_, i64>(1) as u64,
+            status,
+        });
+    }
+    let from_db = facts.len();
+    for m in events.iter().filter(|m| m.sale == sale) {
+        match m.event {
+            OrderEvent::Reserved => facts.push(Fact::Reserved {
+                order_id: m.order_id.clone(),
+                user: m.user,
+            }),
+            OrderEvent::Paid => facts.push(Fact::Paid {
+                order_id: m.order_id.clone(),
+                user: m.user,
+            }),
+            OrderEvent::Opened => {}
+        }
+    }
+    let from_topic = facts.len() - from_db;
+    let orders = merge(facts);
+    let unset = "UPDATE orders SET unsettled_reason = NULL WHERE sale = $1 AND status = 'reserved' AND unsettled_reason IS NOT NULL";
+    if present {
+        // A bucketed sale's interrupted transfers first, then what Redis lost.
+        stock.recover_transfers(sale)?;
+        let reapplied = stock.reapply(sale, &orders)?;
+        if reapplied.applied > 0 || reapplied.conflicts > 0 {
+            db.execute(unset, &[&sale])?;
+            tracing::warn!(%sale, applied = reapplied.applied, conflicts = reapplied.conflicts, "orders Redis had lost put back");
+        }
+        if reapplied.conflicts > 0 {
+            tracing::error!(%sale, conflicts = reapplied.conflicts, "lost orders whose unit was sold again: the sale is oversold");
+        }
+        return Ok(Outcome::Present { reapplied });
+    }
+    let Some(def) = def else {
+        return Ok(Outcome::NoDefinition);
+    };
+    let spec = SaleSpec {
+        stock: def.stock,
+        per_user_limit: def.per_user_limit,
+        start_ms: def.start_ms,
+        end_ms: def.end_ms,
+    };
+    let restored = stock.restore_sale_with_buckets(sale, &spec, def.buckets, false, &orders)?;
+    db.execute(unset, &[&sale])?;
+    tracing::info!(%sale, remaining = restored.remaining, held = restored.held, sold = restored.sold, "sale restored");
+    Ok(Outcome::Restored {
+        restored,
+        from_db,
+        from_topic,
+    })
 }
 
 /// Every event on the order topic, from the beginning to the high watermarks read at the

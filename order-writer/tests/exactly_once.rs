@@ -21,6 +21,7 @@ fn every_produced_order_is_written_once_and_nothing_else() {
         per_user_limit: 1,
         start_ms: 5,
         end_ms: 9,
+        buckets: 4,
     };
     lane.produce(&p, &[OrderMessage::opened(&sale, def(300), now_ms())]);
     lane.produce(&p, &msgs);
@@ -43,7 +44,7 @@ fn every_produced_order_is_written_once_and_nothing_else() {
     assert_eq!(reserved, 300);
     let row = db
         .query_one(
-            "SELECT initial_stock, per_user_limit, start_ms, end_ms FROM sales WHERE sale = $1",
+            "SELECT initial_stock, per_user_limit, start_ms, end_ms, buckets FROM sales WHERE sale = $1",
             &[&sale],
         )
         .unwrap();
@@ -52,9 +53,10 @@ fn every_produced_order_is_written_once_and_nothing_else() {
             row.get::<_, Option<i64>>(0),
             row.get::<_, Option<i64>>(1),
             row.get::<_, Option<i64>>(2),
-            row.get::<_, Option<i64>>(3)
+            row.get::<_, Option<i64>>(3),
+            row.get::<_, i32>(4)
         ),
-        (Some(300), Some(1), Some(5), Some(9))
+        (Some(300), Some(1), Some(5), Some(9), 4)
     );
 }
 

@@ -172,11 +172,7 @@ impl<C: Exec> Stock<C> {
             return self.create_sale(sale, spec);
         }
         keys::check_sale_id(sale)?;
-        if spec.stock < 0 || spec.per_user_limit < 1 || spec.end_ms <= spec.start_ms {
-            return Err(StockError::Invalid(
-                "stock must be >= 0, per_user_limit >= 1 and end after start".into(),
-            ));
-        }
+        spec.validate()?;
         let k = SaleKeys::new(sale);
         let def =
             [spec.stock, spec.per_user_limit, spec.start_ms, spec.end_ms].map(|v| v.to_string());

@@ -238,6 +238,29 @@ pub struct SaleSpec {
     pub end_ms: i64,
 }
 
+/// Most units of a sale, and most per buyer: the scripts count in Lua numbers
+/// (doubles), so every count and sum stays an exact integer far below 2^53.
+pub const MAX_UNITS: i64 = 1_000_000_000;
+/// Latest start or end accepted (ms since the epoch; the year 5138).
+pub const MAX_TIME_MS: i64 = 100_000_000_000_000;
+
+impl SaleSpec {
+    /// Stock 0..=MAX_UNITS, per-user limit 1..=MAX_UNITS, 0 <= start < end <= MAX_TIME_MS.
+    pub fn validate(&self) -> Result<(), StockError> {
+        if !(0..=MAX_UNITS).contains(&self.stock)
+            || !(1..=MAX_UNITS).contains(&self.per_user_limit)
+            || self.start_ms < 0
+            || self.end_ms <= self.start_ms
+            || self.end_ms > MAX_TIME_MS
+        {
+            return Err(StockError::Invalid(format!(
+                "stock must be 0..={MAX_UNITS}, per_user_limit 1..={MAX_UNITS}, and 0 <= start_ms < end_ms <= {MAX_TIME_MS}"
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// A consistent snapshot of a sale, read in one script.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SaleState {
@@ -395,11 +418,7 @@ impl<C: Exec> Stock<C> {
 
     pub fn create_sale(&mut self, sale: &str, spec: &SaleSpec) -> Result<(), StockError> {
         keys::check_sale_id(sale)?;
-        if spec.stock < 0 || spec.per_user_limit < 1 || spec.end_ms <= spec.start_ms {
-            return Err(StockError::Invalid(
-                "stock must be >= 0, per_user_limit >= 1 and end after start".into(),
-            ));
-        }
+        spec.validate()?;
         let k = keys::SaleKeys::new(sale);
         let args =
             [spec.stock, spec.per_user_limit, spec.start_ms, spec.end_ms].map(|v| v.to_string());
@@ -511,7 +530,13 @@ impl<C: Exec> Stock<C> {
         let ttl_ms = ttl.as_millis().max(1).to_string();
         let reply = self.run(
             &scripts::TOKEN,
-            &[&k.meta, &k.stock, &k.buyers, &k.token(&token), &k.user_tokens(user)],
+            &[
+                &k.meta,
+                &k.stock,
+                &k.buyers,
+                &k.token(&token),
+                &k.user_tokens(user),
+            ],
             &[user.to_string(), ttl_ms, max_live.to_string()],
         )?;
         let rest = outcome(reply)?;
@@ -724,7 +749,9 @@ impl<C: Exec> Stock<C> {
             Err(StockError::Redis(msg)) if msg.starts_with("NOSCRIPT") => {}
             other => return server_error(other?),
         }
-        let loaded = self.conn.load_script(script.body(), keys.first().copied())?;
+        let loaded = self
+            .conn
+            .load_script(script.body(), keys.first().copied())?;
         server_error(loaded)?;
         server_error(self.conn.exec(&cmd)?)
     }

@@ -4,8 +4,10 @@
 //! append-only file synced every second, or a replica promoted before it received the
 //! master's last writes — still has the store epoch, so the epoch check cannot see the
 //! loss, yet it could sell the lost units again. Every process has its own `run_id`
-//! (`INFO server`, new on every start; a replica's differs from its master's). The hash
-//! `sk:trust` lists the run ids known to hold every acknowledged order: written by the
+//! (`INFO server`, new on every start; a replica's differs from its master's) and a
+//! replication id (`master_replid`, new when a replica is promoted); a master is known
+//! by the two. The hash `sk:trust` lists the masters known to hold every acknowledged
+//! order: written by the
 //! order-writer after it re-applied what Redis lacked (`Stock::reapply`), by
 //! `rebuild-stock`, and by a gateway when the store has no epoch (nothing to lose yet).
 //! A process that started empty (no append-only file, nothing loaded from a snapshot)
@@ -19,7 +21,7 @@ use crate::{connect_single, map_redis_error, Conn, StockError};
 use std::collections::HashMap;
 use std::time::Duration;
 
-/// A master process: its address and its `run_id`.
+/// A master process: its address and its identity (`run_id/master_replid`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Run {
     pub addr: String,
@@ -59,15 +61,23 @@ impl RunWatch {
     /// Every master serving slots (one Redis: that one), with its run id.
     pub fn runs(&mut self, conn: &mut Conn) -> Result<Vec<Run>, StockError> {
         let Some(url) = &self.cluster else {
-            let info: String = redis::cmd("INFO").arg(&SECTIONS[..]).query(conn).map_err(map_redis_error)?;
+            let info: String = redis::cmd("INFO")
+                .arg(&SECTIONS[..])
+                .query(conn)
+                .map_err(map_redis_error)?;
             return Ok(vec![run_of("redis".into(), &info)?]);
         };
-        let slots: redis::Value = redis::cmd("CLUSTER").arg("SLOTS").query(conn).map_err(map_redis_error)?;
+        let slots: redis::Value = redis::cmd("CLUSTER")
+            .arg("SLOTS")
+            .query(conn)
+            .map_err(map_redis_error)?;
         let mut masters = masters_of(&slots);
         masters.sort();
         masters.dedup();
         if masters.is_empty() {
-            return Err(StockError::Redis("CLUSTER SLOTS: no master serves slots".into()));
+            return Err(StockError::Redis(
+                "CLUSTER SLOTS: no master serves slots".into(),
+            ));
         }
         let auth = match (&url.username, &url.password) {
             (Some(u), Some(p)) => format!("{u}:{p}@"),
@@ -107,10 +117,15 @@ fn field<'a>(info: &'a str, name: &str) -> Option<&'a str> {
 
 /// A master's run from its `INFO server persistence replication`.
 pub fn run_of(addr: String, info: &str) -> Result<Run, StockError> {
-    let run_id = field(info, "run_id")
+    let run = field(info, "run_id")
         .filter(|s| !s.is_empty())
-        .ok_or_else(|| StockError::BadReply("INFO server without run_id".into()))?
-        .to_string();
+        .ok_or_else(|| StockError::BadReply("INFO server without run_id".into()))?;
+    // The process, and its replication history: a restart changes the run id, a
+    // promotion the replication id (a demoted and re-promoted master keeps its run id).
+    let run_id = match field(info, "master_replid") {
+        Some(replid) => format!("{run}/{replid}"),
+        None => run.to_string(),
+    };
     // Every field must say so; a missing one (another version) means "not known".
     let born_clean = field(info, "role") == Some("master")
         && field(info, "second_repl_offset") == Some("-1")
@@ -127,7 +142,9 @@ pub fn run_of(addr: String, info: &str) -> Result<Run, StockError> {
 /// The masters' `host:port` in a `CLUSTER SLOTS` reply.
 fn masters_of(v: &redis::Value) -> Vec<String> {
     use redis::Value;
-    let Value::Array(ranges) = v else { return Vec::new() };
+    let Value::Array(ranges) = v else {
+        return Vec::new();
+    };
     let text = |v: &Value| match v {
         Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
         Value::SimpleString(s) => Some(s.clone()),
@@ -175,7 +192,10 @@ pub fn trust(conn: &mut Conn, runs: &[Run]) -> Result<(), StockError> {
         return Ok(());
     }
     let now = seckill_common::now_ms();
-    let len: usize = redis::cmd("HLEN").arg(keys::TRUST).query(conn).map_err(map_redis_error)?;
+    let len: usize = redis::cmd("HLEN")
+        .arg(keys::TRUST)
+        .query(conn)
+        .map_err(map_redis_error)?;
     let mut p = redis::pipe();
     p.atomic();
     if len + runs.len() > TRUST_MAX {
@@ -198,9 +218,9 @@ mod tests {
 
     #[test]
     fn a_run_is_read_from_info() {
-        let clean = "# Server\r\nredis_version:7.0.15\r\nrun_id:abc123\r\ntcp_port:6379\r\n# Persistence\r\nloading:0\r\nrdb_last_load_keys_loaded:0\r\naof_enabled:0\r\n# Replication\r\nrole:master\r\nmaster_replid2:0000\r\nsecond_repl_offset:-1\r\n";
+        let clean = "# Server\r\nredis_version:7.0.15\r\nrun_id:abc123\r\ntcp_port:6379\r\n# Persistence\r\nloading:0\r\nrdb_last_load_keys_loaded:0\r\naof_enabled:0\r\n# Replication\r\nrole:master\r\nmaster_replid:f00d\r\nmaster_replid2:0000\r\nsecond_repl_offset:-1\r\n";
         let r = run_of("a".into(), clean).unwrap();
-        assert_eq!(r.run_id, "abc123");
+        assert_eq!(r.run_id, "abc123/f00d");
         assert!(r.born_clean);
         // Persistence on, something loaded, promoted, a replica, a field missing: not clean.
         for (from, to) in [
@@ -219,12 +239,22 @@ mod tests {
     #[test]
     fn masters_are_read_from_cluster_slots() {
         let node = |h: &str, p: i64| {
-            Value::Array(vec![Value::BulkString(h.as_bytes().to_vec()), Value::Int(p), Value::BulkString(b"id".to_vec())])
+            Value::Array(vec![
+                Value::BulkString(h.as_bytes().to_vec()),
+                Value::Int(p),
+                Value::BulkString(b"id".to_vec()),
+            ])
         };
-        let range = |a, b, m: Value, r: Value| Value::Array(vec![Value::Int(a), Value::Int(b), m, r]);
+        let range =
+            |a, b, m: Value, r: Value| Value::Array(vec![Value::Int(a), Value::Int(b), m, r]);
         let v = Value::Array(vec![
             range(0, 5460, node("127.0.0.1", 17001), node("127.0.0.1", 17004)),
-            range(5461, 10922, node("127.0.0.1", 17002), node("127.0.0.1", 17005)),
+            range(
+                5461,
+                10922,
+                node("127.0.0.1", 17002),
+                node("127.0.0.1", 17005),
+            ),
         ]);
         assert_eq!(masters_of(&v), vec!["127.0.0.1:17001", "127.0.0.1:17002"]);
         assert!(masters_of(&Value::Nil).is_empty());

@@ -137,11 +137,7 @@ pub fn migrate(url: &str) {
 
 /// Reserve `n` units of a new sale for `n` distinct users, as the gateway would, and
 /// return the order messages it would produce.
-pub fn reserve(
-    stock: &mut Stock<stock::Conn>,
-    units: i64,
-    n: u64,
-) -> (String, Vec<OrderMessage>) {
+pub fn reserve(stock: &mut Stock<stock::Conn>, units: i64, n: u64) -> (String, Vec<OrderMessage>) {
     let sale = unique("w");
     stock
         .create_sale(

@@ -1,0 +1,233 @@
+//! Redis loses its last writes but keeps the sale: restarted from an append-only file
+//! synced every second after the machine lost its page cache. Simulated faithfully: the
+//! incremental AOF is cut back to its size at an earlier moment (what the disk held)
+//! before Redis restarts from it. Ten acknowledged orders are gone from Redis, their
+//! messages on the topic. The gateway must hold purchases (503 `store_recovering`) —
+//! selling now would resell those units — until the order-writer's reconciler has put
+//! them back; then the sale sells out exactly, every 202 in PostgreSQL once.
+
+mod common;
+
+use common::{now_ms, Services};
+use loadtest::buyer::Client;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const SECRET: &str = "lost-writes-secret";
+const ADMIN: &str = "lost-writes-admin";
+const UNITS: u64 = 30;
+
+/// A Redis with an append-only file synced every second, under `dir`.
+fn redis(port: u16, dir: &Path) -> Child {
+    let child = Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+        ])
+        .args([
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "everysec",
+            "--aof-load-truncated",
+            "yes",
+        ])
+        .arg("--dir")
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server");
+    assert!(
+        stackctl::process::wait_until(Duration::from_secs(10), || stackctl::process::port_open(
+            port
+        )),
+        "redis on {port} did not start"
+    );
+    child
+}
+
+/// The newest incremental AOF file (Redis 7's multi-part AOF).
+fn incr_aof(dir: &Path) -> PathBuf {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir.join("appendonlydir"))
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.to_string_lossy().ends_with(".incr.aof"))
+        .collect();
+    files.sort();
+    files.pop().expect("an incremental AOF file")
+}
+
+/// A fresh database `name` beside the stack's; its URL.
+fn own_database(stack_db: &str, name: &str) -> String {
+    let mut admin = postgres::Client::connect(stack_db, postgres::NoTls).unwrap();
+    admin
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))
+        .unwrap();
+    admin
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .unwrap();
+    match stack_db.rsplit_once('/') {
+        Some((base, _)) => format!("{base}/{name}"),
+        None => panic!("database url {stack_db}"),
+    }
+}
+
+/// A port below the ephemeral range, free now.
+fn port() -> u16 {
+    (0..200)
+        .map(|i| 16500 + ((std::process::id() as u16 % 100) * 2 + i) % 400)
+        .find(|p| !stackctl::process::port_open(*p))
+        .expect("a free port")
+}
+
+/// Buy for `user`: token, then order; the order's answer.
+fn buy(c: &Client, sale: &str, user: u64) -> (u16, String, Option<String>, String) {
+    let t = c.token(sale, user).unwrap();
+    if t.status / 100 != 2 {
+        return (t.status, t.code().to_string(), None, String::new());
+    }
+    let token = t.str("token").unwrap().to_string();
+    let o = c.order(sale, user, &token).unwrap();
+    (
+        o.status,
+        o.code().to_string(),
+        o.str("order_id").map(str::to_string),
+        token,
+    )
+}
+
+#[test]
+fn lost_writes_hold_purchases_until_the_orders_are_back() {
+    let port = port();
+    let dir = stackctl::Stack::from_env()
+        .unwrap()
+        .run
+        .join(format!("test-aof-{port}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut server = redis(port, &dir);
+    let url = format!("redis://127.0.0.1:{port}");
+    // Its own database too: the reconcile looks at every live sale PostgreSQL knows,
+    // and other tests' sales live in the stack's other Redis.
+    let db = own_database(
+        &stackctl::ensure_up().database_url,
+        &format!("lostw_{port}_{}", std::process::id()),
+    );
+    let env = [
+        ("SECKILL_REDIS_URL", url.clone()),
+        ("SECKILL_DATABASE_URL", db.clone()),
+        ("SECKILL_RECONCILE_GRACE_MS", "500".to_string()),
+    ];
+    let svc = Services::start("lostw", SECRET, ADMIN, &env, &[]);
+    let c = Client::new(&svc.base, SECRET);
+    let sale = format!("lostw_{}", svc.tag);
+    let now = now_ms();
+    c.create_sale(ADMIN, &sale, UNITS as i64, now - 1000, now + 600_000)
+        .unwrap();
+
+    let mut acked: Vec<(String, u64)> = Vec::new();
+    let mut tokens: Vec<String> = Vec::new();
+    let take = |acked: &mut Vec<(String, u64)>,
+                tokens: &mut Vec<String>,
+                user: u64,
+                r: (u16, String, Option<String>, String)|
+     -> u16 {
+        if r.0 == 202 {
+            acked.push((r.2.unwrap(), user));
+            tokens.push(r.3);
+        }
+        r.0
+    };
+    // The wait for readiness lets the gateway confirm the store; then ten orders.
+    for user in 1..=10 {
+        let r = buy(&c, &sale, user);
+        assert_eq!(take(&mut acked, &mut tokens, user, r.clone()), 202, "{r:?}");
+    }
+    let aof = incr_aof(&dir);
+    let kept = std::fs::metadata(&aof).unwrap().len();
+    for user in 11..=20 {
+        let r = buy(&c, &sale, user);
+        assert_eq!(take(&mut acked, &mut tokens, user, r.clone()), 202, "{r:?}");
+    }
+    assert!(
+        std::fs::metadata(&aof).unwrap().len() > kept,
+        "the last ten were written"
+    );
+
+    // The machine dies: the disk kept the file as it was before the last ten orders.
+    server.kill().unwrap();
+    let _ = server.wait();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&aof)
+        .unwrap()
+        .set_len(kept)
+        .unwrap();
+    let restarted = Instant::now();
+    let mut server = redis(port, &dir);
+    let st = stock::Stock::new(stock::connect(&url, Duration::from_secs(2)).unwrap())
+        .state(&sale)
+        .unwrap();
+    assert_eq!(
+        (st.held, st.remaining),
+        (10, 20),
+        "Redis restarted with only the first ten orders"
+    );
+
+    // Buyers keep coming: held (503 store_recovering) until the reconcile, then served
+    // until the sale is sold out.
+    let (mut recovering, mut first_202) = (0, None);
+    let mut user = 21;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while acked.len() < UNITS as usize {
+        assert!(
+            Instant::now() < deadline,
+            "not sold out in time: {} acked",
+            acked.len()
+        );
+        // A fresh buyer each time (a held buyer would soon meet its own rate limit).
+        let r = buy(&c, &sale, user);
+        user += 1;
+        match (r.0, r.1.as_str()) {
+            (202, _) => {
+                first_202.get_or_insert(restarted.elapsed());
+                take(&mut acked, &mut tokens, user - 1, r);
+            }
+            (503, "store_recovering") => {
+                recovering += 1;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            (503, _) | (429, _) => std::thread::sleep(Duration::from_millis(50)),
+            other => panic!("user {}: unexpected {other:?}", user - 1),
+        }
+    }
+    // One more: the sale is sold out (a resold unit would have left one over).
+    let last = buy(&c, &sale, 10_000);
+    assert_eq!(last.0, 410, "{last:?}");
+    assert!(
+        recovering > 0,
+        "purchases were never held after the restart"
+    );
+    eprintln!(
+        "held {recovering} purchases; first 202 {:?} after the restart",
+        first_202
+    );
+
+    let mut stack = svc.stack.clone();
+    stack.redis_url = url.clone();
+    stack.database_url = db.clone();
+    let report = loadtest::verify::verify_sale(&stack, &svc.topic, &sale, &acked, &tokens)
+        .unwrap()
+        .report;
+    report.print();
+    assert!(report.ok());
+    let _ = server.kill();
+    let _ = server.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,126 @@
+//! The reconciler: every `reconcile_poll_ms`, check that every Redis master is a
+//! process the store trusts to hold every acknowledged order (`stock::trust`). A master
+//! that is not — Redis restarted from its append-only file, or a replica took over —
+//! may have lost the last writes while keeping the sale, so the gateways hold purchases
+//! until this loop has waited `reconcile_grace_ms` (deliveries under way reach the
+//! topic), put back what Redis lacks from PostgreSQL and the topic (`rebuild`), and
+//! trusted the new processes. A store without an epoch is left to the gateways (no sale:
+//! nothing lost) or to the operator (`rebuild-stock` after a total loss).
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::rebuild::{self, Outcome};
+use crate::WriterError;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How long a reconcile may take to read the order topic to its end.
+const TOPIC_WITHIN: Duration = Duration::from_secs(60);
+
+pub fn run(cfg: Config, metrics: Arc<Metrics>, stop: Arc<AtomicBool>) {
+    if cfg.reconcile_poll_ms <= 0 {
+        tracing::info!("reconciler off (reconcile_poll_ms = 0)");
+        return;
+    }
+    let every = Duration::from_millis(cfg.reconcile_poll_ms as u64);
+    let mut check: Option<Check> = None;
+    while !stop.load(Ordering::Relaxed) {
+        if check.is_none() {
+            check = Check::new(&cfg)
+                .map_err(|e| tracing::debug!(error = %e, "reconciler: Redis"))
+                .ok();
+        }
+        let untrusted = match check.as_mut().map(Check::untrusted) {
+            Some(Ok(u)) => u,
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "reconciler: cannot read the masters");
+                check = None;
+                Vec::new()
+            }
+            None => Vec::new(),
+        };
+        if !untrusted.is_empty() {
+            tracing::warn!(masters = ?untrusted, grace_ms = cfg.reconcile_grace_ms, "Redis masters the store does not trust yet (restarted or promoted): reconciling them with PostgreSQL and the topic");
+            sleep_unless_stopped(
+                Duration::from_millis(cfg.reconcile_grace_ms.max(0) as u64),
+                &stop,
+            );
+            if stop.load(Ordering::Relaxed) {
+                return;
+            }
+            let started = Instant::now();
+            // Sales whose orders can still change: open ones, and those within the
+            // payment window after their end (a payment or cancellation may be lost).
+            let horizon = seckill_common::now_ms()
+                - (cfg.payment_window_secs.max(0) + cfg.reservation_grace_secs.max(0)) * 1000;
+            match rebuild::run(&cfg, rebuild::Scope::EndingAfter(horizon), TOPIC_WITHIN) {
+                Ok(done) => {
+                    let (mut applied, mut conflicts) = (0, 0);
+                    for (sale, o) in &done {
+                        match o {
+                            Outcome::Present { reapplied } => {
+                                applied += reapplied.applied;
+                                conflicts += reapplied.conflicts;
+                            }
+                            Outcome::Paused(e) => {
+                                tracing::error!(%sale, error = %e, "paused: it could not be reconciled (runbooks/redis-store-unconfirmed.md)")
+                            }
+                            _ => {}
+                        }
+                    }
+                    metrics.reconciled(applied, conflicts, started.elapsed());
+                    tracing::warn!(
+                        sales = done.len(),
+                        orders_put_back = applied,
+                        conflicts,
+                        took_ms = started.elapsed().as_millis() as u64,
+                        "reconciled; the masters are trusted and purchases resume"
+                    );
+                }
+                Err(e) => tracing::error!(error = %e, "reconcile failed; retrying"),
+            }
+        }
+        sleep_unless_stopped(every, &stop);
+    }
+}
+
+fn sleep_unless_stopped(d: Duration, stop: &AtomicBool) {
+    let until = Instant::now() + d;
+    while !stop.load(Ordering::Relaxed) && Instant::now() < until {
+        std::thread::sleep((until - Instant::now()).min(Duration::from_millis(100)));
+    }
+}
+
+/// A connection and the masters' watch, kept between polls.
+struct Check {
+    conn: stock::Conn,
+    watch: stock::trust::RunWatch,
+}
+
+impl Check {
+    fn new(cfg: &Config) -> Result<Check, WriterError> {
+        let timeout = Duration::from_millis(cfg.redis_timeout_ms.max(1) as u64);
+        Ok(Check {
+            conn: stock::connect(&cfg.redis_url, timeout)?,
+            watch: stock::trust::RunWatch::new(&cfg.redis_url, timeout)?,
+        })
+    }
+
+    /// Masters to reconcile: untrusted ones of a store that has an epoch.
+    fn untrusted(&mut self) -> Result<Vec<String>, WriterError> {
+        let runs = self.watch.runs(&mut self.conn)?;
+        let untrusted = stock::trust::untrusted(&mut self.conn, &runs)?;
+        let epoch: Option<String> = redis::cmd("GET")
+            .arg(stock::keys::EPOCH)
+            .query(&mut self.conn)
+            .map_err(stock::map_redis_error)?;
+        if untrusted.is_empty() || epoch.is_none() {
+            return Ok(Vec::new());
+        }
+        Ok(untrusted
+            .into_iter()
+            .map(|r| format!("{} {}", r.addr, r.run_id))
+            .collect())
+    }
+}

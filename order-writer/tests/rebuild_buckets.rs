@@ -1,0 +1,163 @@
+//! `order-writer rebuild-stock` for a bucketed sale, against the real stack: the
+//! `opened` event carries `buckets`, the writer keeps it in `sales`, and after Redis lost
+//! the sale the rebuild restores it in its four buckets, as it was.
+
+mod harness;
+
+use harness::*;
+use seckill_common::order::{OrderEvent, OrderMessage, SaleDefinition};
+use std::process::Command;
+use std::time::Duration;
+use stock::keys::{self, SaleKeys};
+use stock::{Exec, OrderState, SaleSpec, Settlement, StockError};
+
+const B: u32 = 4;
+
+#[test]
+fn a_lost_bucketed_sale_is_rebuilt_in_its_buckets() {
+    let lane = Lane::new(2);
+    let mut stock = lane.stock();
+    let sale = unique("rbk");
+    let spec = SaleSpec {
+        stock: 20,
+        per_user_limit: 1,
+        start_ms: now_ms() - 1000,
+        end_ms: now_ms() + 3_600_000,
+    };
+    stock.create_sale_with_buckets(&sale, &spec, B).unwrap();
+    let def = SaleDefinition {
+        stock: spec.stock,
+        per_user_limit: spec.per_user_limit,
+        start_ms: spec.start_ms,
+        end_ms: spec.end_ms,
+        buckets: B,
+    };
+    let mut msgs = vec![OrderMessage::opened(&sale, def, now_ms())];
+    let mut ids = vec![];
+    for user in 1..=10u64 {
+        let t = stock
+            .issue_token(&sale, user, Duration::from_secs(600))
+            .unwrap();
+        let id = stock.purchase(&sale, user, &t.token).unwrap().order_id;
+        msgs.push(order(&id, &sale, user, OrderEvent::Reserved));
+        ids.push(id);
+    }
+    // Users 1-3 pay (their `paid` events follow), 4-5 are cancelled (Redis, then the row,
+    // as the payment-window scan does), the rest hold.
+    for (i, id) in ids.iter().enumerate().take(3) {
+        stock.settle(id, Settlement::Paid).unwrap();
+        msgs.push(order(id, &sale, i as u64 + 1, OrderEvent::Paid));
+    }
+    for id in &ids[3..5] {
+        stock.settle(id, Settlement::Released).unwrap();
+    }
+    let p = lane.producer();
+    lane.produce(&p, &msgs);
+    let w = lane.writer(&[]);
+    let mut db = lane.db();
+    assert_eq!(
+        wait_rows(&mut db, &sale, ids.len(), Duration::from_secs(60)).len(),
+        ids.len()
+    );
+    let cancelled: Vec<&str> = ids[3..5].iter().map(String::as_str).collect();
+    db.execute(
+        "UPDATE orders SET status = 'cancelled', cancelled_at = now() WHERE order_id = ANY($1)",
+        &[&cancelled],
+    )
+    .unwrap();
+    let paid: Vec<&str> = ids[..3].iter().map(String::as_str).collect();
+    for _ in 0..600 {
+        let n: i64 = db
+            .query_one(
+                "SELECT count(*) FROM orders WHERE order_id = ANY($1) AND status = 'paid'",
+                &[&paid],
+            )
+            .unwrap()
+            .get(0);
+        if n == 3 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(w);
+    let stored: i32 = db
+        .query_one("SELECT buckets FROM sales WHERE sale = $1", &[&sale])
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, B as i32, "the writer keeps the bucket count");
+    let before = stock.state(&sale).unwrap();
+    assert_eq!((before.remaining, before.held, before.sold), (12, 5, 3));
+    let mut buyers_before = stock.buyers(&sale).unwrap();
+    buyers_before.sort();
+
+    // Redis loses the sale.
+    for pattern in [format!("sk:{{{sale}}}:*"), format!("sk:{{{sale}#*")] {
+        let v = stock
+            .conn_mut()
+            .exec(redis::cmd("KEYS").arg(&pattern))
+            .unwrap();
+        let keys: Vec<String> = redis::from_redis_value(v).unwrap();
+        for k in keys {
+            stock.conn_mut().exec(redis::cmd("DEL").arg(&k)).unwrap();
+        }
+    }
+    assert!(matches!(stock.state(&sale), Err(StockError::NoSale)));
+
+    let out = Command::new(env!("CARGO_BIN_EXE_order-writer"))
+        .args(["rebuild-stock", &sale])
+        .env("SECKILL_ORDERS_TOPIC", &lane.topic)
+        .env("SECKILL_DATABASE_URL", &lane.database_url)
+        .env("SECKILL_KAFKA_BROKERS", &lane.stack.kafka_brokers)
+        .env("SECKILL_REDIS_URL", &lane.stack.redis_url)
+        .env("SECKILL_METRICS_LISTEN", "")
+        .env("SECKILL_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "rebuild-stock: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let top = stock
+        .conn_mut()
+        .exec(
+            redis::cmd("HGET")
+                .arg(SaleKeys::new(&sale).meta)
+                .arg("buckets"),
+        )
+        .unwrap();
+    assert_eq!(
+        redis::from_redis_value::<String>(top).unwrap(),
+        B.to_string(),
+        "restored in its buckets"
+    );
+    let after = stock.state(&sale).unwrap();
+    assert_eq!(
+        (after.remaining, after.held, after.sold, after.initial),
+        (before.remaining, before.held, before.sold, before.initial)
+    );
+    let mut buyers_after = stock.buyers(&sale).unwrap();
+    buyers_after.sort();
+    assert_eq!(buyers_after, buyers_before);
+    for (i, id) in ids.iter().enumerate() {
+        let want = match i {
+            0..3 => OrderState::Paid,
+            3..5 => OrderState::Released,
+            _ => OrderState::Reserved,
+        };
+        assert_eq!(stock.order(id).unwrap(), (want, i as u64 + 1), "{id}");
+    }
+    // Limits hold, and a new buyer's order names its home bucket.
+    assert!(matches!(
+        stock.issue_token(&sale, 7, Duration::from_secs(60)),
+        Err(StockError::AlreadyBought)
+    ));
+    let t = stock
+        .issue_token(&sale, 99, Duration::from_secs(60))
+        .unwrap();
+    let o = stock.purchase(&sale, 99, &t.token).unwrap().order_id;
+    assert!(!ids.contains(&o));
+    let seq = keys::split_order_id(&o).unwrap().1;
+    assert_eq!(keys::order_bucket(seq, B), keys::home_bucket(99, B));
+}
