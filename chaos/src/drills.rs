@@ -4,12 +4,12 @@
 
 use crate::drill::{wait_for, Drill};
 use crate::env::{Env, Proc, Service, ADMIN};
-use stackctl::process::{SIGCONT, SIGKILL, SIGSTOP};
 use crate::load::{Load, Spec};
 use crate::proxy::{Proxy, Toxic};
 use crate::verify::invariants;
 use crate::ChaosError;
 use seckill_common::now_ms;
+use stackctl::process::{SIGCONT, SIGKILL, SIGSTOP};
 use std::time::Duration;
 
 pub type DrillFn = fn(&Env, &mut Drill) -> Result<(), ChaosError>;
@@ -610,7 +610,10 @@ fn broker_killed(env: &Env, d: &mut Drill) -> Result<(), ChaosError> {
     let gw = &gws[0];
     let load = start_load(d, &[gw], &sale, 8, 25.0, 90);
     sleep(5.0);
-    d.log(format!("baseline: {}", load.window(0, load.elapsed_ms()).summary()));
+    d.log(format!(
+        "baseline: {}",
+        load.window(0, load.elapsed_ms()).summary()
+    ));
     let victim = busiest_leader(env);
     let topic = env.topic_and_group().0;
     let before = env.stack.kafka.leaders(&topic);
@@ -665,10 +668,15 @@ fn brokers_rolling_restart(env: &Env, d: &mut Drill) -> Result<(), ChaosError> {
     let gw = &gws[0];
     let load = start_load(d, &[gw], &sale, 8, 25.0, 110);
     sleep(5.0);
-    d.log(format!("baseline: {}", load.window(0, load.elapsed_ms()).summary()));
+    d.log(format!(
+        "baseline: {}",
+        load.window(0, load.elapsed_ms()).summary()
+    ));
     let f0 = load.elapsed_ms();
     for n in 0..env.stack.kafka.nodes {
-        d.log(format!("FAULT: kafka-{n} stopped (controlled shutdown) and started again"));
+        d.log(format!(
+            "FAULT: kafka-{n} stopped (controlled shutdown) and started again"
+        ));
         env.stop(Service::Kafka(n));
         sleep(2.0);
         env.stack.kafka.restart_node(n)?;
@@ -730,8 +738,14 @@ fn behind_balancer(
     lb.stop_on_drop = true;
     let plan = stackctl::haproxy::Plan {
         port: stackctl::process::free_port(),
-        stable: gws.iter().map(|g| format!("127.0.0.1:{}", g.port)).collect(),
-        canary: canary_gw.iter().map(|g| format!("127.0.0.1:{}", g.port)).collect(),
+        stable: gws
+            .iter()
+            .map(|g| format!("127.0.0.1:{}", g.port))
+            .collect(),
+        canary: canary_gw
+            .iter()
+            .map(|g| format!("127.0.0.1:{}", g.port))
+            .collect(),
         canary_permille: 0,
         canary_header: false,
     };
@@ -783,7 +797,11 @@ fn balancer_gateway_killed(env: &Env, d: &mut Drill) -> Result<(), ChaosError> {
     sleep(6.0);
     let before = observe(d, &load, "before", 1000, load.elapsed_ms());
     d.check(
-        format!("through the balancer: {} orders accepted, {} failed", before.count("202"), failed(&before)),
+        format!(
+            "through the balancer: {} orders accepted, {} failed",
+            before.count("202"),
+            failed(&before)
+        ),
         before.count("202") > 0 && failed(&before) == 0,
     );
     d.log("FAULT: kill -9 gateway 0 of 3 under load");
@@ -824,16 +842,25 @@ fn balancer_gateway_killed(env: &Env, d: &mut Drill) -> Result<(), ChaosError> {
         }
     ));
     d.check(
-        format!("the balancer routed around the dead gateway within 2 s ({span_ms} ms of failures)"),
+        format!(
+            "the balancer routed around the dead gateway within 2 s ({span_ms} ms of failures)"
+        ),
         span_ms <= 2000,
     );
     d.check(
-        format!("failed share after the kill {:.2}% (at most 2%)", share * 100.0),
+        format!(
+            "failed share after the kill {:.2}% (at most 2%)",
+            share * 100.0
+        ),
         share <= 0.02,
     );
     let tail = observe(d, &load, "last 5 s", f1 - 5000, f1);
     d.check(
-        format!("the two live gateways serve everything: {} accepted, {} failed in the last 5 s", tail.count("202"), failed(&tail)),
+        format!(
+            "the two live gateways serve everything: {} accepted, {} failed in the last 5 s",
+            tail.count("202"),
+            failed(&tail)
+        ),
         tail.count("202") > 0 && failed(&tail) == 0,
     );
     load.stop();
@@ -864,7 +891,15 @@ fn canary_rollback(env: &Env, d: &mut Drill) -> Result<(), ChaosError> {
     // health checks let it in; every token or order it handles fails with a 5xx.
     let (user, pass) = ("d12_canary", "d12-canary-password");
     let acl = std::process::Command::new("redis-cli")
-        .args(["-p", &env.stack.redis.port.to_string(), "ACL", "SETUSER", user, "reset", "on"])
+        .args([
+            "-p",
+            &env.stack.redis.port.to_string(),
+            "ACL",
+            "SETUSER",
+            user,
+            "reset",
+            "on",
+        ])
         .arg(format!(">{pass}"))
         .args(["~*", "&*", "+@all", "-evalsha", "-eval"])
         .output()
@@ -889,7 +924,11 @@ fn canary_rollback(env: &Env, d: &mut Drill) -> Result<(), ChaosError> {
     let b0 = load.elapsed_ms();
     let before = observe(d, &load, "canary share 0", 1000, b0);
     d.check(
-        format!("stable pool only: {} accepted, {} failed", before.count("202"), failed(&before)),
+        format!(
+            "stable pool only: {} accepted, {} failed",
+            before.count("202"),
+            failed(&before)
+        ),
         before.count("202") > 0 && failed(&before) == 0,
     );
     d.log("operator: stackctl canary set 0.2 --name d12 (20% of users, sticky by user id)");
@@ -920,7 +959,13 @@ fn canary_rollback(env: &Env, d: &mut Drill) -> Result<(), ChaosError> {
     sleep(6.0);
     let r1 = load.elapsed_ms();
     let span = failure_span(&load, r0, r1);
-    let after = observe(d, &load, "after the rollback (from 500 ms on)", r0 + 500, r1);
+    let after = observe(
+        d,
+        &load,
+        "after the rollback (from 500 ms on)",
+        r0 + 500,
+        r1,
+    );
     d.check(
         format!(
             "after the rollback nothing fails: {} accepted, {} failed (last failure {} ms after the command)",
@@ -945,7 +990,12 @@ fn unreplicated(gws: &[Proc]) -> Option<f64> {
 
 /// Start of the first 50 ms slice from `from_ms` on (ms since the load's start) in which
 /// `hit` holds.
-fn first_slice(load: &Load, from_ms: u64, to_ms: u64, hit: impl Fn(&crate::load::Window) -> bool) -> Option<u64> {
+fn first_slice(
+    load: &Load,
+    from_ms: u64,
+    to_ms: u64,
+    hit: impl Fn(&crate::load::Window) -> bool,
+) -> Option<u64> {
     (from_ms..to_ms)
         .step_by(50)
         .find(|&t| hit(&load.window(t, t + 50)))
@@ -963,7 +1013,10 @@ fn redis_master_killed(env: &Env, d: &mut Drill) -> Result<(), ChaosError> {
     // WAIT 1 before every purchase's 202 (the default on a cluster URL; said explicitly),
     // 50 ms at most: with the replica gone it times out and the purchase is still
     // answered 202, counted in seckill_redis_unreplicated_total.
-    let wait = [("SECKILL_REDIS_WAIT_REPLICAS", "1"), ("SECKILL_REDIS_WAIT_TIMEOUT_MS", "50")];
+    let wait = [
+        ("SECKILL_REDIS_WAIT_REPLICAS", "1"),
+        ("SECKILL_REDIS_WAIT_TIMEOUT_MS", "50"),
+    ];
     let gws = (0..2)
         .map(|i| env.gateway(&format!("d13-gw-{i}"), "d13", Some(url.clone()), &wait))
         .collect::<Result<Vec<_>, _>>()?;
@@ -983,7 +1036,9 @@ fn redis_master_killed(env: &Env, d: &mut Drill) -> Result<(), ChaosError> {
         .iter()
         .find(|n| n.master_id.as_deref() == Some(victim_id.as_str()))
         .map(|n| (n.port - c.base_port) as usize)
-        .ok_or_else(|| ChaosError::Setup(format!("redis-{victim} has no replica in CLUSTER NODES")))?;
+        .ok_or_else(|| {
+            ChaosError::Setup(format!("redis-{victim} has no replica in CLUSTER NODES"))
+        })?;
     d.log(format!(
         "the sale's keys (hash tag {{{sale}}}) are in slot {slot}: master redis-{victim} (port {}, run_id {}), its replica redis-{replica} (port {}, run_id {})",
         c.port(victim),
@@ -996,7 +1051,11 @@ fn redis_master_killed(env: &Env, d: &mut Drill) -> Result<(), ChaosError> {
     sleep(5.0);
     let before = observe(d, &load, "before", 0, load.elapsed_ms());
     d.check(
-        format!("selling on the cluster: {} orders accepted, {} failed", before.count("202"), failed(&before)),
+        format!(
+            "selling on the cluster: {} orders accepted, {} failed",
+            before.count("202"),
+            failed(&before)
+        ),
         before.count("202") > 0,
     );
     let unrepl_before = unreplicated(&gws).unwrap_or(-1.0);
@@ -1015,7 +1074,9 @@ fn redis_master_killed(env: &Env, d: &mut Drill) -> Result<(), ChaosError> {
     let alone = (|| -> Result<String, ChaosError> {
         let killed = c
             .query(c.port(victim), &["CLIENT", "KILL", "TYPE", "replica"])
-            .map_err(|e| ChaosError::Setup(format!("CLIENT KILL TYPE replica on redis-{victim}: {e}")))?;
+            .map_err(|e| {
+                ChaosError::Setup(format!("CLIENT KILL TYPE replica on redis-{victim}: {e}"))
+            })?;
         sleep(1.0);
         d.log(format!("FAULT 2/2: kill -9 redis-{victim}, the master of slot {slot}; kill -CONT redis-{replica}"));
         c.signal(victim, SIGKILL)?;
@@ -1042,8 +1103,13 @@ fn redis_master_killed(env: &Env, d: &mut Drill) -> Result<(), ChaosError> {
         format!(
             "a replica took over slot {slot}: redis-{} is its master {} (run_id {})",
             new_master.map_or("?".into(), |m| m.to_string()),
-            promoted.map_or("(not within 20 s)".into(), |t| format!("{:.1} s after the kill", t.as_secs_f64())),
-            new_master.and_then(|m| stackctl::redis::run_id(c.port(m))).unwrap_or("?".into()),
+            promoted.map_or("(not within 20 s)".into(), |t| format!(
+                "{:.1} s after the kill",
+                t.as_secs_f64()
+            )),
+            new_master
+                .and_then(|m| stackctl::redis::run_id(c.port(m)))
+                .unwrap_or("?".into()),
         ),
         promoted.is_some() && new_master == Some(replica),
     );
@@ -1059,7 +1125,9 @@ fn redis_master_killed(env: &Env, d: &mut Drill) -> Result<(), ChaosError> {
         }
         missing.is_some()
     });
-    let missing = missing.ok_or_else(|| ChaosError::Setup(format!("could not read the sale on redis-{replica}: {why}")))?;
+    let missing = missing.ok_or_else(|| {
+        ChaosError::Setup(format!("could not read the sale on redis-{replica}: {why}"))
+    })?;
     d.check(
         format!(
             "acknowledged orders the promoted replica never received: {} of {} 202s so far (their orders are in Kafka){}",
@@ -1069,7 +1137,16 @@ fn redis_master_killed(env: &Env, d: &mut Drill) -> Result<(), ChaosError> {
         ),
         !missing.is_empty(),
     );
-    let rec = recover(d, &load, &gws, &writer, &mut watch, f0, promoted_ms, missing.len());
+    let rec = recover(
+        d,
+        &load,
+        &gws,
+        &writer,
+        &mut watch,
+        f0,
+        promoted_ms,
+        missing.len(),
+    );
     let unrepl_alone = unreplicated(&gws).unwrap_or(-1.0);
     d.log(format!("REMOVED: redis-{victim} started again"));
     c.start_node(victim)?;
@@ -1105,7 +1182,13 @@ fn redis_master_killed(env: &Env, d: &mut Drill) -> Result<(), ChaosError> {
         ),
         unrepl.is_some() && unrepl_paused > unrepl_before,
     );
-    let after = observe(d, &load, "after the recovery", rec.first_ok.unwrap_or(u64::MAX), u64::MAX);
+    let after = observe(
+        d,
+        &load,
+        "after the recovery",
+        rec.first_ok.unwrap_or(u64::MAX),
+        u64::MAX,
+    );
     d.check(
         format!("after the recovery: {} orders accepted", after.count("202")),
         after.count("202") > 0,
@@ -1163,7 +1246,11 @@ struct StoreWatch {
 impl StoreWatch {
     fn start(env: &Env, gws: &[Proc], writer: &Proc) -> StoreWatch {
         let base = Self::counters(writer);
-        let log = env.stack.run.join("logs").join(format!("{}.log", writer.name));
+        let log = env
+            .stack
+            .run
+            .join("logs")
+            .join(format!("{}.log", writer.name));
         let len = std::fs::metadata(&log).map_or(0, |m| m.len());
         StoreWatch {
             held: vec![false; gws.len()],
@@ -1186,7 +1273,9 @@ impl StoreWatch {
         let now = load.elapsed_ms();
         let gauges: Vec<Option<f64>> = gws
             .iter()
-            .map(|g| stackctl::process::parse_metric(&metrics_text(g).unwrap_or_default(), UNCONFIRMED))
+            .map(|g| {
+                stackctl::process::parse_metric(&metrics_text(g).unwrap_or_default(), UNCONFIRMED)
+            })
             .collect();
         self.gauge_seen |= gauges.iter().any(Option::is_some);
         for (h, g) in self.held.iter_mut().zip(&gauges) {
@@ -1195,7 +1284,10 @@ impl StoreWatch {
         if self.held_at.is_none() && self.held.iter().all(|h| *h) {
             self.held_at = Some(now);
         }
-        if self.held_at.is_some() && self.confirmed_at.is_none() && gauges.iter().all(|g| *g == Some(0.0)) {
+        if self.held_at.is_some()
+            && self.confirmed_at.is_none()
+            && gauges.iter().all(|g| *g == Some(0.0))
+        {
             self.confirmed_at = Some(now);
         }
         self.now = Self::counters(writer);
@@ -1221,7 +1313,11 @@ impl StoreWatch {
 /// user: no reservation (`res`: order → user) and no settlement (`settled`: order →
 /// `paid|user` or `released|user`). An order id the store handed out again to another
 /// buyer counts as missing too.
-fn missing_in_redis(port: u16, sale: &str, acked: &[(String, u64)]) -> Result<Vec<(String, u64)>, ChaosError> {
+fn missing_in_redis(
+    port: u16,
+    sale: &str,
+    acked: &[(String, u64)],
+) -> Result<Vec<(String, u64)>, ChaosError> {
     let keys = stock::keys::SaleKeys::new(sale);
     let hash = |key: &str| -> Result<std::collections::HashMap<String, String>, ChaosError> {
         let text = stackctl::redis_cluster::query(port, &["HGETALL", key], Duration::from_secs(5))
@@ -1260,7 +1356,11 @@ fn sample_ids(missing: &[(String, u64)]) -> String {
     if missing.is_empty() {
         return String::new();
     }
-    let ids: Vec<String> = missing.iter().take(3).map(|(id, u)| format!("{id} (user {u})")).collect();
+    let ids: Vec<String> = missing
+        .iter()
+        .take(3)
+        .map(|(id, u)| format!("{id} (user {u})"))
+        .collect();
     format!(", e.g. {}", ids.join(", "))
 }
 
@@ -1293,7 +1393,8 @@ fn recover(
         if ok_seen.is_none() && load.window(f0, u64::MAX).count("202") > 0 {
             ok_seen = Some(std::time::Instant::now());
         }
-        ok_seen.is_some_and(|t| watch.reconciled_at.is_some() || t.elapsed() > Duration::from_secs(3))
+        ok_seen
+            .is_some_and(|t| watch.reconciled_at.is_some() || t.elapsed() > Duration::from_secs(3))
     });
     // A little longer for the gauges to drop everywhere.
     wait_for(Duration::from_secs(3), || {
@@ -1302,8 +1403,18 @@ fn recover(
     });
     let now = load.elapsed_ms();
     let first_ok = first_slice(load, f0, now, |w| w.count("202") > 0);
-    let rel = |t: Option<u64>| t.map_or("never".to_string(), |t| format!("{:.2} s", (t as f64 - back as f64) / 1000.0));
-    let held = observe(d, load, "from the fault to the first 202", f0, first_ok.unwrap_or(now));
+    let rel = |t: Option<u64>| {
+        t.map_or("never".to_string(), |t| {
+            format!("{:.2} s", (t as f64 - back as f64) / 1000.0)
+        })
+    };
+    let held = observe(
+        d,
+        load,
+        "from the fault to the first 202",
+        f0,
+        first_ok.unwrap_or(now),
+    );
     d.log(format!(
         "recovery timeline: gateways all holding {} after the fault; after the store was back ({:.2} s after the fault): writer reconcile seen {}, gateways all confirmed {}, first 202 {}; writer: reconciles {}, orders re-applied {}, conflicts {} (watched {:.1} s)",
         watch.held_at.map_or("never".into(), |t| format!("{:.2} s", (t as f64 - f0 as f64) / 1000.0)),
@@ -1450,13 +1561,21 @@ fn redis_aof_tail_lost(env: &Env, d: &mut Drill) -> Result<(), ChaosError> {
     let units = 2000;
     let sale = open_sale(d, &gws[0], units)?;
     // The AOF's size every 50 ms, the last 5 s kept: what the OS may lose is known.
-    let mut sampler = AofSampler::start(r, Duration::from_millis(50), Duration::from_secs(5), Duration::from_secs(300));
+    let mut sampler = AofSampler::start(
+        r,
+        Duration::from_millis(50),
+        Duration::from_secs(5),
+        Duration::from_secs(300),
+    );
     let gw_refs: Vec<&Proc> = gws.iter().collect();
     let mut load = start_load(d, &gw_refs, &sale, 8, 25.0, 80);
     sleep(5.0);
     let before = observe(d, &load, "before", 0, load.elapsed_ms());
     d.check(
-        format!("selling with the AOF on: {} orders accepted", before.count("202")),
+        format!(
+            "selling with the AOF on: {} orders accepted",
+            before.count("202")
+        ),
         before.count("202") > 0,
     );
     let mut watch = StoreWatch::start(env, &gws, &writer);
@@ -1491,7 +1610,8 @@ fn redis_aof_tail_lost(env: &Env, d: &mut Drill) -> Result<(), ChaosError> {
         }
         missing.is_some()
     });
-    let missing = missing.ok_or_else(|| ChaosError::Setup(format!("could not read the restarted Redis: {why}")))?;
+    let missing = missing
+        .ok_or_else(|| ChaosError::Setup(format!("could not read the restarted Redis: {why}")))?;
     let state = stock::Stock::new(stock::connect(&url, Duration::from_secs(2))?).state(&sale)?;
     d.log(format!(
         "REMOVED: Redis restarted from what is left of its AOF, {} ms after the kill; run_id {old_run} → {}; it holds {} reserved or sold, remaining {}",
@@ -1511,7 +1631,13 @@ fn redis_aof_tail_lost(env: &Env, d: &mut Drill) -> Result<(), ChaosError> {
     );
     let rec = recover(d, &load, &gws, &writer, &mut watch, f0, back, missing.len());
     sell_out(d, &url, &sale, units)?;
-    let after = observe(d, &load, "after the recovery", rec.first_ok.unwrap_or(u64::MAX), u64::MAX);
+    let after = observe(
+        d,
+        &load,
+        "after the recovery",
+        rec.first_ok.unwrap_or(u64::MAX),
+        u64::MAX,
+    );
     d.check(
         format!("after the recovery: {} orders accepted", after.count("202")),
         after.count("202") > 0,

@@ -99,8 +99,10 @@ impl Env {
     /// A fresh order topic and consumer group for the next drill (which starts on the
     /// single Redis).
     pub fn fresh_topic(&self, drill: &str) -> Result<String, ChaosError> {
-        self.on_cluster.store(false, std::sync::atomic::Ordering::SeqCst);
-        self.on_aof.store(false, std::sync::atomic::Ordering::SeqCst);
+        self.on_cluster
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        self.on_aof
+            .store(false, std::sync::atomic::Ordering::SeqCst);
         let name = format!("orders_{}_{}", drill.replace('-', "_"), std::process::id());
         seckill_common::kafka::create_topic(&self.brokers(), &name, 4)
             .map_err(|e| ChaosError::Setup(format!("create topic {name}: {e}")))?;
@@ -116,11 +118,15 @@ impl Env {
     /// Start whatever of the stack is down (the cluster's nodes too, once started).
     pub fn up(&self) -> Result<(), ChaosError> {
         self.stack.up()?;
-        if self.cluster_started.load(std::sync::atomic::Ordering::SeqCst) {
+        if self
+            .cluster_started
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
             self.cluster.up()?;
         }
         if self.aof_started.load(std::sync::atomic::Ordering::SeqCst) {
-            self.aof_redis.up_with(stackctl::redis::Persistence::AppendOnly)?;
+            self.aof_redis
+                .up_with(stackctl::redis::Persistence::AppendOnly)?;
         }
         Ok(())
     }
@@ -133,10 +139,17 @@ impl Env {
         match std::fs::remove_dir_all(&self.aof_redis.dir) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(ChaosError::Setup(format!("{}: {e}", self.aof_redis.dir.display()))),
+            Err(e) => {
+                return Err(ChaosError::Setup(format!(
+                    "{}: {e}",
+                    self.aof_redis.dir.display()
+                )))
+            }
         }
-        self.aof_started.store(true, std::sync::atomic::Ordering::SeqCst);
-        self.aof_redis.up_with(stackctl::redis::Persistence::AppendOnly)?;
+        self.aof_started
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.aof_redis
+            .up_with(stackctl::redis::Persistence::AppendOnly)?;
         self.on_aof.store(true, std::sync::atomic::Ordering::SeqCst);
         Ok(self.aof_redis.url())
     }
@@ -145,9 +158,11 @@ impl Env {
     /// started without a Redis URL, writers, `rebuild-stock` and the invariants use it.
     /// Returns its `redis+cluster://` URL.
     pub fn use_cluster(&self) -> Result<String, ChaosError> {
-        self.cluster_started.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.cluster_started
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         self.cluster.up()?;
-        self.on_cluster.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.on_cluster
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         Ok(self.cluster.url())
     }
 
@@ -232,7 +247,9 @@ impl Env {
         if let Ok(d) = std::env::var("CHAOS_WRITER_KAFKA_DEBUG") {
             env.push(("SECKILL_KAFKA_EXTRA", format!("debug={d}")));
         }
-        Ok(self.stack.writer(&stackctl::bin("order-writer")?, name, &env)?)
+        Ok(self
+            .stack
+            .writer(&stackctl::bin("order-writer")?, name, &env)?)
     }
 
     /// `order-writer rebuild-stock`: restore lost sales from PostgreSQL and the topic.

@@ -18,7 +18,11 @@ pub fn create_topic(brokers: &str, topic: &str, partitions: i32) -> Result<(), S
         .operation_timeout(Some(Duration::from_secs(10)))
         .request_timeout(Some(Duration::from_secs(10)));
     let results = block_on(admin.create_topics(
-        &[NewTopic::new(topic, partitions, TopicReplication::Fixed(-1))],
+        &[NewTopic::new(
+            topic,
+            partitions,
+            TopicReplication::Fixed(-1),
+        )],
         &opts,
     ))
     .map_err(|e| e.to_string())?;

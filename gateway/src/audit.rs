@@ -55,7 +55,8 @@ impl App {
     /// Audit an admin action: the local file always, the central stream when reachable.
     pub(crate) fn audit(&self, req: &Incoming, action: &str, detail: serde_json::Value) {
         let (cluster, entry) = self.audit_entry(req, action, &detail);
-        if let Err(e) = self.control(move |c| stock::control::audit(c, &cluster, &entry.as_entry())) {
+        if let Err(e) = self.control(move |c| stock::control::audit(c, &cluster, &entry.as_entry()))
+        {
             tracing::warn!(error = %e, action, "audit entry not written to the central stream (kept in the local audit log)");
         }
         self.audit_file(req, action, detail);

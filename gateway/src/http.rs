@@ -5,8 +5,8 @@
 
 use crate::app::App;
 use crate::error::ApiError;
-pub use crate::request::{Incoming, Reply};
 use crate::metrics::Route;
+pub use crate::request::{Incoming, Reply};
 use may_minihttp::{HttpService, HttpServiceFactory, Limits, Refusal, Request, Response};
 use std::io::{self, Read};
 use std::net::{IpAddr, SocketAddr};

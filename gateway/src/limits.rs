@@ -68,7 +68,10 @@ impl Limits {
     pub fn new(rates: Rates) -> Arc<Limits> {
         Arc::new(Limits {
             current: RwLock::new(Arc::new(Limiters::new(rates))),
-            scrape: RwLock::new(Arc::new(RateLimiter::keyed(quota(SCRAPE_RPS, SCRAPE_BURST)))),
+            scrape: RwLock::new(Arc::new(RateLimiter::keyed(quota(
+                SCRAPE_RPS,
+                SCRAPE_BURST,
+            )))),
         })
     }
 
@@ -80,7 +83,11 @@ impl Limits {
     /// One `/metrics` page for `ip`.
     pub fn check_scrape(&self, ip: Option<IpAddr>) -> Result<(), Refused> {
         let Some(ip) = ip else { return Ok(()) };
-        let s = self.scrape.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let s = self
+            .scrape
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         s.check_key(&ip).map_err(|nu| Refused {
             limit: Limit::Ip,
             retry_after: nu.wait_time_from(DefaultClock::default().now()),
@@ -138,7 +145,11 @@ impl Limits {
         l.user.shrink_to_fit();
         l.ip.retain_recent();
         l.ip.shrink_to_fit();
-        let s = self.scrape.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let s = self
+            .scrape
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         s.retain_recent();
         s.shrink_to_fit();
         (l.user.len(), l.ip.len())

@@ -245,12 +245,12 @@ impl OrderSink {
                 // Losing this write only means resending a step: duplicates are harmless.
                 let _ = std::fs::write(&checkpoint, done.to_string());
                 let n = step.len() as u64;
-                let _ = self
-                    .spool
-                    .pending
-                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |p| {
-                        Some(p.saturating_sub(n))
-                    });
+                let _ =
+                    self.spool
+                        .pending
+                        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |p| {
+                            Some(p.saturating_sub(n))
+                        });
                 self.metrics.spool_replayed(n);
                 replayed += n;
             }
@@ -406,7 +406,9 @@ impl Spool {
         let pending = Arc::new(AtomicU64::new(0));
         // Files left by an earlier run are replayed like any other.
         for f in spool_files(dir)? {
-            let left = read_lines(&f)?.len().saturating_sub(read_acked(&acked_path(&f)));
+            let left = read_lines(&f)?
+                .len()
+                .saturating_sub(read_acked(&acked_path(&f)));
             pending.fetch_add(left as u64, Ordering::Relaxed);
         }
         let (tx, rx) = std::sync::mpsc::channel::<SpoolCmd>();
@@ -547,7 +549,10 @@ fn append_batch(
     n: &mut u64,
     batch: &[(Vec<u8>, Waiter)],
 ) -> std::io::Result<()> {
-    if active.as_ref().is_some_and(|(_, _, lines)| *lines >= SPOOL_FILE_LINES) {
+    if active
+        .as_ref()
+        .is_some_and(|(_, _, lines)| *lines >= SPOOL_FILE_LINES)
+    {
         *active = None;
     }
     if active.is_none() {
@@ -588,7 +593,10 @@ fn append_batch(
                 if let Err(m) = marked {
                     tracing::error!(error = %e, mark = %m, file = %path.display(), "spool write failed and could be neither undone nor marked");
                     *active = None;
-                    return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "spool state unknown"));
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "spool state unknown",
+                    ));
                 }
             }
             *active = None;
@@ -661,8 +669,15 @@ mod tests {
             append_batch(&dir, &mut active, &mut n, &batch).unwrap();
         }
         let files = spool_files(&dir).unwrap();
-        assert_eq!(files.len(), 2, "a full file is closed and a new one started");
-        assert_eq!(read_lines(&files[0]).unwrap().len() as u64, SPOOL_FILE_LINES);
+        assert_eq!(
+            files.len(),
+            2,
+            "a full file is closed and a new one started"
+        );
+        assert_eq!(
+            read_lines(&files[0]).unwrap().len() as u64,
+            SPOOL_FILE_LINES
+        );
         std::fs::write(acked_path(&files[0]), "12345").unwrap();
         assert_eq!(read_acked(&acked_path(&files[0])), 12345);
         assert_eq!(read_acked(&acked_path(&files[1])), 0);

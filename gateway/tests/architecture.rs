@@ -53,7 +53,10 @@ fn only_stock_builds_redis_commands() {
             }
         }
     }
-    assert!(offenders.is_empty(), "Redis commands built outside stock: {offenders:?}");
+    assert!(
+        offenders.is_empty(),
+        "Redis commands built outside stock: {offenders:?}"
+    );
 }
 
 #[test]
@@ -67,22 +70,42 @@ fn only_error_rs_chooses_an_error_status() {
         for (i, line) in code.lines().enumerate() {
             // A reply built with a 4xx/5xx literal, or a status set by hand.
             let l = line.replace(' ', "");
-            let literal_error_status = ["Reply::json(4", "Reply::json(5", "Reply::text(4", "Reply::text(5", "status=4", "status=5"]
-                .iter()
-                .any(|n| l.contains(n));
+            let literal_error_status = [
+                "Reply::json(4",
+                "Reply::json(5",
+                "Reply::text(4",
+                "Reply::text(5",
+                "status=4",
+                "status=5",
+            ]
+            .iter()
+            .any(|n| l.contains(n));
             if literal_error_status {
                 offenders.push(format!("{}:{}: {}", name(&p), i + 1, line.trim()));
             }
         }
     }
-    assert!(offenders.is_empty(), "statuses chosen outside error.rs: {offenders:?}");
+    assert!(
+        offenders.is_empty(),
+        "statuses chosen outside error.rs: {offenders:?}"
+    );
 }
 
 #[test]
 fn the_handlers_never_import_the_http_glue() {
     for (p, text) in sources() {
         let n = name(&p);
-        if ["app.rs", "buyer.rs", "admin.rs", "audit.rs", "caches.rs", "request.rs", "error.rs"].contains(&n.as_str()) {
+        if [
+            "app.rs",
+            "buyer.rs",
+            "admin.rs",
+            "audit.rs",
+            "caches.rs",
+            "request.rs",
+            "error.rs",
+        ]
+        .contains(&n.as_str())
+        {
             assert!(
                 !code(&text).contains("crate::http"),
                 "{n} imports crate::http: the handlers use crate::request"

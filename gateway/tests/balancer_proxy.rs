@@ -121,7 +121,10 @@ fn gateway(trusted: &str) -> (Gateway, String) {
         let ready = stackctl::process::wait_until(Duration::from_secs(15), || {
             send(gw.port, Ipv4Addr::LOCALHOST, &v2_local(), "/readyz", "").status == 200
         });
-        assert!(ready, "gateway not ready (asked through a PROXY v2 LOCAL header)");
+        assert!(
+            ready,
+            "gateway not ready (asked through a PROXY v2 LOCAL header)"
+        );
         let mut s = connect_from(Ipv4Addr::LOCALHOST, gw.port);
         s.write_all(&req).unwrap();
         let r = read_response(&mut s);
@@ -143,7 +146,12 @@ fn balancer_untrusted_proxy_headers_and_forwarded_for_change_nothing() {
     // A PROXY header from a peer nobody trusts: 400 and closed, whatever it claims.
     for header in [v1(ip("127.0.0.9")), v2(ip("127.0.0.9"))] {
         let r = send(gw.port, ip("127.0.0.4"), &header, &path, "");
-        assert_eq!((r.status, r.code()), (400, "malformed_request".to_string()), "{}", r.body);
+        assert_eq!(
+            (r.status, r.code()),
+            (400, "malformed_request".to_string()),
+            "{}",
+            r.body
+        );
         assert_eq!(r.header("connection"), Some("close"));
     }
     // Forged forwarding headers, a different "client" each time: the limiter still
@@ -160,7 +168,11 @@ fn balancer_untrusted_proxy_headers_and_forwarded_for_change_nothing() {
         )
     });
     assert_eq!(&statuses[..3], &[200, 200, 200], "{statuses:?}");
-    assert_eq!(&statuses[3..], &[429, 429], "forged X-Forwarded-For must not buy a new budget: {statuses:?}");
+    assert_eq!(
+        &statuses[3..],
+        &[429, 429],
+        "forged X-Forwarded-For must not buy a new budget: {statuses:?}"
+    );
     // Another socket address is another budget.
     assert_eq!(send(gw.port, ip("127.0.0.6"), b"", &path, "").status, 200);
 }
@@ -173,16 +185,32 @@ fn balancer_trusted_proxy_header_names_the_client() {
     let lb = ip("127.0.0.11");
     // From the balancer a header is required, and must be valid.
     let r = send(gw.port, lb, b"", &path, "");
-    assert_eq!(r.status, 400, "no PROXY header from a trusted peer: {}", r.body);
+    assert_eq!(
+        r.status, 400,
+        "no PROXY header from a trusted peer: {}",
+        r.body
+    );
     let r = send(gw.port, lb, b"PROXY TCP4 nonsense\r\n", &path, "");
     assert_eq!(r.status, 400, "{}", r.body);
     // Its health checks (v2 LOCAL) are served.
     assert_eq!(send(gw.port, lb, &v2_local(), "/healthz", "").status, 200);
     // Two buyers behind the balancer: separate budgets, whatever X-Forwarded-For says.
-    let a = reads(4, || send(gw.port, lb, &v1(ip("127.0.0.2")), &path, "X-Forwarded-For: 127.0.0.3\r\n"));
+    let a = reads(4, || {
+        send(
+            gw.port,
+            lb,
+            &v1(ip("127.0.0.2")),
+            &path,
+            "X-Forwarded-For: 127.0.0.3\r\n",
+        )
+    });
     assert_eq!(a, vec![200, 200, 200, 429], "buyer 127.0.0.2 via PROXY v1");
     let b = reads(4, || send(gw.port, lb, &v2(ip("127.0.0.3")), &path, ""));
-    assert_eq!(b, vec![200, 200, 200, 429], "buyer 127.0.0.3 via PROXY v2 has its own budget");
+    assert_eq!(
+        b,
+        vec![200, 200, 200, 429],
+        "buyer 127.0.0.3 via PROXY v2 has its own budget"
+    );
     // The balancer's own address was never charged.
     assert_eq!(send(gw.port, lb, &v2(lb), &path, "").status, 200);
     // A peer outside the trusted list cannot use a header.
@@ -210,12 +238,21 @@ fn balancer_haproxy_keeps_each_buyers_budget() {
         canary_header: false,
     };
     // Its /readyz checks pass only if the gateway accepts its PROXY headers.
-    lb.start(&plan, true).expect("HAProxy up with the gateway healthy behind it");
+    lb.start(&plan, true)
+        .expect("HAProxy up with the gateway healthy behind it");
     let via = |from: &str| send(port, ip(from), b"", &path, "Connection: close\r\n");
     let a = reads(4, || via("127.0.0.2"));
-    assert_eq!(a, vec![200, 200, 200, 429], "buyer 127.0.0.2 through HAProxy");
+    assert_eq!(
+        a,
+        vec![200, 200, 200, 429],
+        "buyer 127.0.0.2 through HAProxy"
+    );
     let b = reads(3, || via("127.0.0.3"));
-    assert_eq!(b, vec![200, 200, 200], "buyer 127.0.0.3 is not charged for 127.0.0.2");
+    assert_eq!(
+        b,
+        vec![200, 200, 200],
+        "buyer 127.0.0.3 is not charged for 127.0.0.2"
+    );
     let r = via("127.0.0.3");
     assert_eq!(r.status, 429, "{}", r.body);
     assert_eq!(r.header("x-seckill-pool"), Some("stable"));

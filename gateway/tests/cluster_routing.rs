@@ -23,7 +23,10 @@ impl Drop for Fresh {
 }
 
 fn fresh_cluster(base: u16) -> Fresh {
-    let c = RedisCluster::new(std::env::temp_dir().join(format!("seckill-cluster-{base}")), base);
+    let c = RedisCluster::new(
+        std::env::temp_dir().join(format!("seckill-cluster-{base}")),
+        base,
+    );
     c.down();
     let _ = std::fs::remove_dir_all(&c.dir);
     let fresh = Fresh(c);
@@ -79,7 +82,9 @@ fn gateway_routes_follows_ask_and_moved_and_waits_for_a_replica_on_a_cluster() {
     let mut on_master = std::collections::HashMap::new();
     for i in 0.. {
         let sale = harness::unique(&format!("m{i}"));
-        on_master.entry(c.master_of(meta_slot(&sale)).unwrap()).or_insert(sale);
+        on_master
+            .entry(c.master_of(meta_slot(&sale)).unwrap())
+            .or_insert(sale);
         if on_master.len() == 3 {
             break;
         }
@@ -91,7 +96,11 @@ fn gateway_routes_follows_ask_and_moved_and_waits_for_a_replica_on_a_cluster() {
             assert_eq!(r.status, 202, "sale on node {master}: {}", r.body);
         }
         let stock_key = stock::keys::SaleKeys::new(sale).stock;
-        assert_eq!(q(c, *master, &["GET", &stock_key]), "7", "units left on node {master}");
+        assert_eq!(
+            q(c, *master, &["GET", &stock_key]),
+            "7",
+            "units left on node {master}"
+        );
     }
     assert_eq!(gw.metric("seckill_redis_unreplicated_total "), 0.0);
 
@@ -108,8 +117,11 @@ fn gateway_routes_follows_ask_and_moved_and_waits_for_a_replica_on_a_cluster() {
     let paid = buy(&gw, &sale, 4);
     assert_eq!(paid.status, 202, "{}", paid.body);
     let mut st = stock::Stock::new(stock::connect(&c.url(), Duration::from_secs(2)).unwrap());
-    st.settle(paid.json()["order_id"].as_str().unwrap(), stock::Settlement::Paid)
-        .unwrap();
+    st.settle(
+        paid.json()["order_id"].as_str().unwrap(),
+        stock::Settlement::Paid,
+    )
+    .unwrap();
     let t = gw.token(&sale, 2);
     let token2 = t.json()["token"].as_str().unwrap().to_string();
     let slot = meta_slot(&sale);
@@ -117,21 +129,48 @@ fn gateway_routes_follows_ask_and_moved_and_waits_for_a_replica_on_a_cluster() {
     let dst = *masters.iter().find(|m| **m != src).unwrap();
     let (src_id, dst_id) = (node_id(c, src), node_id(c, dst));
     let s = slot.to_string();
-    assert_eq!(q(c, dst, &["CLUSTER", "SETSLOT", &s, "IMPORTING", &src_id]), "OK");
-    assert_eq!(q(c, src, &["CLUSTER", "SETSLOT", &s, "MIGRATING", &dst_id]), "OK");
+    assert_eq!(
+        q(c, dst, &["CLUSTER", "SETSLOT", &s, "IMPORTING", &src_id]),
+        "OK"
+    );
+    assert_eq!(
+        q(c, src, &["CLUSTER", "SETSLOT", &s, "MIGRATING", &dst_id]),
+        "OK"
+    );
     let keys = q(c, src, &["CLUSTER", "GETKEYSINSLOT", &s, "1000"]);
     let keys: Vec<&str> = keys.lines().collect();
     assert!(keys.len() >= 8, "the sale's keys: {keys:?}");
     let port = c.port(dst).to_string();
-    let mut migrate = vec!["MIGRATE", "127.0.0.1", port.as_str(), "", "0", "5000", "KEYS"];
+    let mut migrate = vec![
+        "MIGRATE",
+        "127.0.0.1",
+        port.as_str(),
+        "",
+        "0",
+        "5000",
+        "KEYS",
+    ];
     migrate.extend(keys.iter().copied());
     assert_eq!(q(c, src, &migrate), "OK");
     let r = gw.order(&sale, 2, &token2);
-    assert_eq!(r.status, 202, "purchase during the migration (ASK): {}", r.body);
+    assert_eq!(
+        r.status, 202,
+        "purchase during the migration (ASK): {}",
+        r.body
+    );
     let stock_key = stock::keys::SaleKeys::new(&sale).stock;
-    assert_eq!(q(c, src, &["CLUSTER", "COUNTKEYSINSLOT", &s]), "0", "nothing on the source");
-    let on_dst: usize = q(c, dst, &["CLUSTER", "COUNTKEYSINSLOT", &s]).parse().unwrap();
-    assert!(on_dst + 1 >= keys.len(), "the sale's keys are on the target: {on_dst}");
+    assert_eq!(
+        q(c, src, &["CLUSTER", "COUNTKEYSINSLOT", &s]),
+        "0",
+        "nothing on the source"
+    );
+    let on_dst: usize = q(c, dst, &["CLUSTER", "COUNTKEYSINSLOT", &s])
+        .parse()
+        .unwrap();
+    assert!(
+        on_dst + 1 >= keys.len(),
+        "the sale's keys are on the target: {on_dst}"
+    );
 
     // 3. MOVED: the migration completes (every master learns the new owner); the
     // gateway's map still says `src`, which answers MOVED; the purchase follows it.
@@ -142,13 +181,21 @@ fn gateway_routes_follows_ask_and_moved_and_waits_for_a_replica_on_a_cluster() {
     let r = buy(&gw, &sale, 3);
     assert_eq!(r.status, 202, "purchase after the slot moved: {}", r.body);
     eprintln!("purchase after MOVED answered in {:?}", t0.elapsed());
-    assert_eq!(q(c, dst, &["GET", &stock_key]), "1", "bought on the new owner");
+    assert_eq!(
+        q(c, dst, &["GET", &stock_key]),
+        "1",
+        "bought on the new owner"
+    );
     let state = gw.get(&format!("/v1/sales/{sale}"), None);
     assert_eq!(state.status, 200, "{}", state.body);
 
     // 4. WAIT: a purchase whose master's replica is paused is still answered (the
     // order is in Kafka), after the WAIT timeout, and counted as unreplicated.
-    let (master, sale) = on_master.iter().next().map(|(m, s)| (*m, s.clone())).unwrap();
+    let (master, sale) = on_master
+        .iter()
+        .next()
+        .map(|(m, s)| (*m, s.clone()))
+        .unwrap();
     let master_id = node_id(c, master);
     let replica = c
         .topology()
@@ -165,7 +212,10 @@ fn gateway_routes_follows_ask_and_moved_and_waits_for_a_replica_on_a_cluster() {
     let took = t0.elapsed();
     c.signal(replica, stackctl::process::SIGCONT).unwrap();
     assert_eq!(r.status, 202, "unreplicated purchase: {}", r.body);
-    assert!(took >= Duration::from_millis(45), "answered after the WAIT timeout: {took:?}");
+    assert!(
+        took >= Duration::from_millis(45),
+        "answered after the WAIT timeout: {took:?}"
+    );
     assert_eq!(gw.metric("seckill_redis_unreplicated_total "), 1.0);
     // Replica back: purchases are acknowledged again, nothing more counted.
     std::thread::sleep(Duration::from_millis(300));

@@ -517,8 +517,15 @@ fn an_order_whose_delivery_is_unconfirmed_is_spooled_and_acknowledged_even_on_th
     let st = stock::Stock::new(stock::connect(&gw.redis_url, Duration::from_secs(2)).unwrap())
         .state(&sale)
         .unwrap();
-    assert_eq!((st.remaining, st.held), (1, 1), "the unit stays with its order");
-    assert_eq!(gw.metric("seckill_stock_released_on_sink_failure_total"), 0.0);
+    assert_eq!(
+        (st.remaining, st.held),
+        (1, 1),
+        "the unit stays with its order"
+    );
+    assert_eq!(
+        gw.metric("seckill_stock_released_on_sink_failure_total"),
+        0.0
+    );
 }
 
 #[test]
@@ -531,7 +538,10 @@ fn a_second_gateway_on_an_address_or_a_spool_in_use_refuses_to_start() {
             .env("SECKILL_REDIS_URL", &gw.redis_url)
             .env("SECKILL_KAFKA_BROKERS", &gw.brokers)
             .env("SECKILL_DEV_INSECURE", "1")
-            .env("SECKILL_AUDIT_LOG", std::env::temp_dir().join(harness::unique("audit")))
+            .env(
+                "SECKILL_AUDIT_LOG",
+                std::env::temp_dir().join(harness::unique("audit")),
+            )
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
             .spawn()
@@ -595,10 +605,11 @@ fn a_spool_larger_than_the_producer_queue_replays_completely() {
         std::thread::sleep(Duration::from_millis(500));
     }
     assert_eq!(gw.metric("seckill_spool_replayed_total"), N as f64);
-    let ids: std::collections::HashSet<String> = consume(&gw.brokers, &gw.topic, N, Duration::from_secs(60))
-        .into_iter()
-        .map(|(_, v)| v)
-        .collect();
+    let ids: std::collections::HashSet<String> =
+        consume(&gw.brokers, &gw.topic, N, Duration::from_secs(60))
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect();
     assert_eq!(ids.len(), N, "every spooled order reached the topic");
     let left: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
@@ -864,7 +875,12 @@ fn the_password_in_the_redis_url_is_used_and_a_wrong_one_keeps_the_gateway_unrea
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(bad.get("/readyz", None).status, 503);
     let r = bad.token(&sale, 2);
-    assert_eq!((r.status, r.code().as_str()), (503, "redis_unavailable"), "{}", r.body);
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (503, "redis_unavailable"),
+        "{}",
+        r.body
+    );
 }
 
 #[test]
@@ -890,8 +906,16 @@ fn a_sale_cannot_be_created_on_a_store_that_lost_its_data() {
         now_ms() + 60_000
     );
     let r = gw.post("/admin/sales", Some(&Gateway::admin_auth()), Some(&body));
-    assert_eq!((r.status, r.code().as_str()), (503, "redis_data_lost"), "{}", r.body);
-    let epoch: Option<String> = redis::cmd("GET").arg(stock::keys::EPOCH).query(&mut c).unwrap();
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (503, "redis_data_lost"),
+        "{}",
+        r.body
+    );
+    let epoch: Option<String> = redis::cmd("GET")
+        .arg(stock::keys::EPOCH)
+        .query(&mut c)
+        .unwrap();
     assert_eq!(epoch, None, "selling must not resume before the rebuild");
     let keys: Vec<String> = redis::cmd("KEYS").arg("sk:{*").query(&mut c).unwrap();
     assert!(keys.is_empty(), "{keys:?}");
@@ -922,8 +946,14 @@ fn only_sales_redis_knows_get_a_metric_series_and_unknown_ids_are_answered_from_
         redis.calls("evalsha") - evals
     );
     let m = gw.get("/metrics", None).body;
-    assert!(m.contains(&format!("seckill_sale_requests_total{{sale=\"{sale}\"}}")), "{m}");
-    assert!(!m.contains("made_up_sale") && !m.contains("a%22b") && !m.contains("a\"b"), "{m}");
+    assert!(
+        m.contains(&format!("seckill_sale_requests_total{{sale=\"{sale}\"}}")),
+        "{m}"
+    );
+    assert!(
+        !m.contains("made_up_sale") && !m.contains("a%22b") && !m.contains("a\"b"),
+        "{m}"
+    );
     // A sale created later is seen at once by the gateway that created it.
     let r = gw.post(
         "/admin/sales",
@@ -957,11 +987,21 @@ fn sale_state_order_status_and_pay_are_rate_limited() {
         assert!(limited.header("Retry-After").is_some());
     }
     let statuses: Vec<u16> = (0..20)
-        .map(|_| gw.get(&format!("/v1/orders/{sale}-1"), Some(&gw.ticket(3))).status)
+        .map(|_| {
+            gw.get(&format!("/v1/orders/{sale}-1"), Some(&gw.ticket(3)))
+                .status
+        })
         .collect();
     assert!(statuses.contains(&429), "{statuses:?}");
     let pays: Vec<u16> = (0..20)
-        .map(|_| gw.post(&format!("/v1/orders/{sale}-1/pay"), Some(&gw.ticket(4)), None).status)
+        .map(|_| {
+            gw.post(
+                &format!("/v1/orders/{sale}-1/pay"),
+                Some(&gw.ticket(4)),
+                None,
+            )
+            .status
+        })
         .collect();
     assert!(pays.contains(&429), "{pays:?}");
 }

@@ -137,13 +137,13 @@ fn check_response(doc: &Value, what: &str, resp: &Value, r: &Resp) {
     for (name, h) in resp["headers"].as_object().into_iter().flatten() {
         let h = deref(doc, h);
         if h["required"] == true {
-            let got = r.header(name).unwrap_or_else(|| {
-                panic!("{what} {}: documented header {name} missing", r.status)
-            });
+            let got = r
+                .header(name)
+                .unwrap_or_else(|| panic!("{what} {}: documented header {name} missing", r.status));
             if h["schema"]["type"] == "integer" {
-                let n: Value = json!(got.parse::<i64>().unwrap_or_else(|_| panic!(
-                    "{what}: {name}: {got:?} is no integer"
-                )));
+                let n: Value = json!(got
+                    .parse::<i64>()
+                    .unwrap_or_else(|_| panic!("{what}: {name}: {got:?} is no integer")));
                 conforms(doc, &h["schema"], &n, name).unwrap_or_else(|e| panic!("{what}: {e}"));
             }
         }
@@ -354,7 +354,10 @@ fn every_refusal_is_documented() {
         .iter()
         .map(|c| c.as_str().unwrap().to_string())
         .collect();
-    assert_eq!(schema_codes, codes_in_error_rs, "Error.error enum vs error.rs");
+    assert_eq!(
+        schema_codes, codes_in_error_rs,
+        "Error.error enum vs error.rs"
+    );
     // A code added to error.rs without a case above (and without documentation) fails
     // here: every `=> "code"` literal of `ApiError::code` is in the Error schema.
     let src = include_str!("../src/error.rs");
@@ -393,7 +396,8 @@ fn status_response(doc: &Value, status: u16) -> Option<&Value> {
         .filter_map(|op| op["responses"].get(status.to_string()))
         .map(|r| deref(doc, r))
         .find(|r| r["content"]["application/json"]["schema"]["allOf"].is_array());
-    from_ops.or_else(|| (status == 405).then(|| &doc["components"]["responses"]["MethodNotAllowed"]))
+    from_ops
+        .or_else(|| (status == 405).then(|| &doc["components"]["responses"]["MethodNotAllowed"]))
 }
 
 /// The error codes a refusal response's schema allows.
@@ -416,9 +420,7 @@ fn other_methods_are_405_with_the_documented_allow() {
     let doc = doc();
     let gw = Gateway::start();
     for (template, ops) in doc["paths"].as_object().unwrap() {
-        let path = template
-            .replace("{sale}", "s1")
-            .replace("{id}", "s1-1");
+        let path = template.replace("{sale}", "s1").replace("{id}", "s1-1");
         let documented: BTreeSet<String> = ops
             .as_object()
             .unwrap()
@@ -442,7 +444,10 @@ fn other_methods_are_405_with_the_documented_allow() {
             check_response(
                 &doc,
                 &what,
-                deref(&doc, &json!({"$ref": "#/components/responses/MethodNotAllowed"})),
+                deref(
+                    &doc,
+                    &json!({"$ref": "#/components/responses/MethodNotAllowed"}),
+                ),
                 &r,
             );
         }
@@ -465,7 +470,12 @@ fn bounds(doc: &Value, schema: &Value, every: bool) -> (Value, Value) {
                 .collect();
             let (mut lo, mut hi) = (Map::new(), Map::new());
             let at_least = s["minProperties"].as_u64().unwrap_or(0) as usize;
-            for (i, (k, ps)) in s["properties"].as_object().into_iter().flatten().enumerate() {
+            for (i, (k, ps)) in s["properties"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .enumerate()
+            {
                 if every || required.contains(&k.as_str()) || i < at_least {
                     let (a, b) = bounds(doc, ps, every);
                     lo.insert(k.clone(), a);
@@ -550,7 +560,11 @@ fn schema_valid_bodies_are_not_refused() {
                 let what = format!("{method} {path} {body}");
                 let auth = auth_for(&gw, &op, 77);
                 let r = gw.request(&method, &path, auth.as_deref(), Some(&body.to_string()));
-                assert_ne!(r.status, 400, "{what}: schema-valid body refused: {}", r.body);
+                assert_ne!(
+                    r.status, 400,
+                    "{what}: schema-valid body refused: {}",
+                    r.body
+                );
                 answers_as_documented(&doc, &what, &op, &r);
             }
         }
@@ -577,7 +591,9 @@ fn schema_invalid_bodies_are_refused() {
             f(&mut b);
             broken.push((why, b));
         };
-        with("an unknown field".into(), &|b| b["no_such_field"] = json!(1));
+        with("an unknown field".into(), &|b| {
+            b["no_such_field"] = json!(1)
+        });
         if s["minProperties"].as_u64() == Some(1) {
             with("no field at all".into(), &|b| *b = json!({}));
         }
@@ -591,11 +607,19 @@ fn schema_invalid_bodies_are_refused() {
             let ps = deref(&doc, ps);
             let k2 = k.clone();
             with(format!("{k} null"), &|b| b[&k2] = Value::Null);
-            let wrong = if ps["type"] == "string" { json!(1) } else { json!("x") };
-            with(format!("{k} of the wrong type"), &|b| b[&k2] = wrong.clone());
+            let wrong = if ps["type"] == "string" {
+                json!(1)
+            } else {
+                json!("x")
+            };
+            with(format!("{k} of the wrong type"), &|b| {
+                b[&k2] = wrong.clone()
+            });
             if let Some(min) = ps["minimum"].as_i64() {
                 if ps["type"] == "integer" && min > i64::MIN {
-                    with(format!("{k} below its minimum"), &|b| b[&k2] = json!(min - 1));
+                    with(format!("{k} below its minimum"), &|b| {
+                        b[&k2] = json!(min - 1)
+                    });
                 }
             }
             if let Some(max) = ps["maximum"].as_u64() {
@@ -607,15 +631,21 @@ fn schema_invalid_bodies_are_refused() {
             }
             if ps["type"] == "number" {
                 if let Some(max) = ps["maximum"].as_f64() {
-                    with(format!("{k} above its maximum"), &|b| b[&k2] = json!(max + 0.5));
+                    with(format!("{k} above its maximum"), &|b| {
+                        b[&k2] = json!(max + 0.5)
+                    });
                 }
             }
             if ps["enum"].is_array() && ps["type"] == "string" {
-                with(format!("{k} not in its enum"), &|b| b[&k2] = json!("nonesuch"));
+                with(format!("{k} not in its enum"), &|b| {
+                    b[&k2] = json!("nonesuch")
+                });
             }
             if let Some(p) = ps["pattern"].as_str() {
                 let _ = p;
-                with(format!("{k} not matching its pattern"), &|b| b[&k2] = json!("no-way!"));
+                with(format!("{k} not matching its pattern"), &|b| {
+                    b[&k2] = json!("no-way!")
+                });
             }
             if ps["type"] == "object" {
                 with(format!("{k} with an unknown field"), &|b| {
@@ -654,10 +684,20 @@ fn order_status_checks_the_ticket_before_the_switch() {
     );
     assert_eq!(r.status, 200, "{}", r.body);
     let r = gw.get("/v1/orders/s1-1", None);
-    assert_eq!((r.status, r.code()), (401, "ticket_missing".into()), "{}", r.body);
+    assert_eq!(
+        (r.status, r.code()),
+        (401, "ticket_missing".into()),
+        "{}",
+        r.body
+    );
     answers_as_documented(&doc, "GET /v1/orders/{id}", op, &r);
     let r = gw.get("/v1/orders/s1-1", Some(&gw.ticket(3)));
-    assert_eq!((r.status, r.code()), (503, "status_reads_off".into()), "{}", r.body);
+    assert_eq!(
+        (r.status, r.code()),
+        (503, "status_reads_off".into()),
+        "{}",
+        r.body
+    );
     answers_as_documented(&doc, "GET /v1/orders/{id}", op, &r);
 }
 
@@ -670,12 +710,16 @@ fn degraded_answers_are_documented() {
     let gw = Gateway::start();
     let admin = Gateway::admin_auth();
     let sale = gw.open_sale("degraded", 10);
-    let token = gw.token(&sale, 9).json()["token"].as_str().unwrap().to_string();
+    let token = gw.token(&sale, 9).json()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let order = gw.order(&sale, 9, &token).json()["order_id"]
         .as_str()
         .unwrap()
         .to_string();
-    let rates = r#"{"global_rps":1,"global_burst":1,"user_rps":1,"user_burst":1,"ip_rps":1,"ip_burst":1}"#;
+    let rates =
+        r#"{"global_rps":1,"global_burst":1,"user_rps":1,"user_burst":1,"ip_rps":1,"ip_burst":1}"#;
     let states = [
         format!(r#"{{"rates":{rates},"admission_ratio":0.0,"status_reads":"cache"}}"#),
         r#"{"status_reads":"off","pause_all":true}"#.to_string(),

@@ -201,7 +201,13 @@ impl HostileStats {
         self.sum(|k| k.connect_failed)
     }
     pub fn refused_with_status(&self) -> u64 {
-        self.sum(|k| k.statuses.iter().filter(|(s, _)| **s >= 400).map(|(_, n)| n).sum())
+        self.sum(|k| {
+            k.statuses
+                .iter()
+                .filter(|(s, _)| **s >= 400)
+                .map(|(_, n)| n)
+                .sum()
+        })
     }
     pub fn closed_by_server(&self) -> u64 {
         self.sum(|k| k.closed_by_server)
@@ -341,7 +347,10 @@ fn many_headers() -> Vec<u8> {
 /// A kilobyte of pseudo-random bytes, never a valid request line (it starts with a
 /// control byte), ending in CRLF CRLF.
 fn garbage(seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407) | 1;
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407)
+        | 1;
     let mut v = vec![0x01u8];
     for _ in 0..1020 {
         x ^= x << 13;
@@ -596,7 +605,10 @@ fn act(
         }
         Kind::Idle => c.next = now + Duration::from_secs(3600),
         Kind::Garbage => {
-            write_some(&mut c.sock, &garbage(seed ^ now.elapsed().as_nanos() as u64))?;
+            write_some(
+                &mut c.sock,
+                &garbage(seed ^ now.elapsed().as_nanos() as u64),
+            )?;
             c.next = now + Duration::from_secs(3600);
         }
         Kind::Headers => {
@@ -638,7 +650,9 @@ pub fn vm_rss_kib(pid: i32) -> Option<u64> {
 pub fn pid_listening_on(port: u16) -> Option<i32> {
     let mut inodes = Vec::new();
     for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        let Ok(text) = std::fs::read_to_string(table) else { continue };
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
         for l in text.lines().skip(1) {
             let f: Vec<&str> = l.split_whitespace().collect();
             if f.len() < 10 || f[3] != "0A" {
@@ -660,7 +674,9 @@ pub fn pid_listening_on(port: u16) -> Option<i32> {
         let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
             continue;
         };
-        let Ok(fds) = std::fs::read_dir(e.path().join("fd")) else { continue };
+        let Ok(fds) = std::fs::read_dir(e.path().join("fd")) else {
+            continue;
+        };
         for fd in fds.flatten() {
             if let Ok(target) = std::fs::read_link(fd.path()) {
                 if inodes.iter().any(|i| target.as_os_str() == i.as_str()) {
@@ -743,7 +759,11 @@ impl Sampler {
                 let name = ph.lock().unwrap_or_else(|p| p.into_inner()).clone();
                 let mut all = pk.lock().unwrap_or_else(|p| p.into_inner());
                 let p = all.entry(name).or_default();
-                p.rss_kib_min = if p.samples == 0 { rss } else { p.rss_kib_min.min(rss) };
+                p.rss_kib_min = if p.samples == 0 {
+                    rss
+                } else {
+                    p.rss_kib_min.min(rss)
+                };
                 p.rss_kib = p.rss_kib.max(rss);
                 p.connections = p.connections.max(conns);
                 p.samples += 1;
@@ -820,34 +840,46 @@ pub fn timed_rush(
         .map(|c| {
             let client = Client::new(gateway, secret);
             let sale = sale.to_string();
-            std::thread::spawn(move || -> Result<(Record, Histogram<u64>, Histogram<u64>), LoadError> {
-                let (mut rec, mut th, mut oh) = (Record::default(), histogram(), histogram());
-                for user in (c + 1..=buyers).step_by(step as usize) {
-                    let t = Instant::now();
-                    let tk = client.token(&sale, user)?;
-                    th.saturating_record(t.elapsed().as_micros() as u64);
-                    *rec
-                        .answers
-                        .entry(format!("token {} {}", tk.status, tk.code()).trim_end().to_string())
-                        .or_default() += 1;
-                    let Some(token) = tk.str("token") else { continue };
-                    for _ in 0..if user % 4 == 0 { 2 } else { 1 } {
+            std::thread::spawn(
+                move || -> Result<(Record, Histogram<u64>, Histogram<u64>), LoadError> {
+                    let (mut rec, mut th, mut oh) = (Record::default(), histogram(), histogram());
+                    for user in (c + 1..=buyers).step_by(step as usize) {
                         let t = Instant::now();
-                        let o = client.order(&sale, user, token)?;
-                        oh.saturating_record(t.elapsed().as_micros() as u64);
-                        *rec
-                            .answers
-                            .entry(format!("order {} {}", o.status, o.code()).trim_end().to_string())
+                        let tk = client.token(&sale, user)?;
+                        th.saturating_record(t.elapsed().as_micros() as u64);
+                        *rec.answers
+                            .entry(
+                                format!("token {} {}", tk.status, tk.code())
+                                    .trim_end()
+                                    .to_string(),
+                            )
                             .or_default() += 1;
-                        if o.status == 202 {
-                            rec.acked
-                                .push((o.str("order_id").unwrap_or_default().to_string(), user));
-                            rec.tokens.push(token.to_string());
+                        let Some(token) = tk.str("token") else {
+                            continue;
+                        };
+                        for _ in 0..if user % 4 == 0 { 2 } else { 1 } {
+                            let t = Instant::now();
+                            let o = client.order(&sale, user, token)?;
+                            oh.saturating_record(t.elapsed().as_micros() as u64);
+                            *rec.answers
+                                .entry(
+                                    format!("order {} {}", o.status, o.code())
+                                        .trim_end()
+                                        .to_string(),
+                                )
+                                .or_default() += 1;
+                            if o.status == 202 {
+                                rec.acked.push((
+                                    o.str("order_id").unwrap_or_default().to_string(),
+                                    user,
+                                ));
+                                rec.tokens.push(token.to_string());
+                            }
                         }
                     }
-                }
-                Ok((rec, th, oh))
-            })
+                    Ok((rec, th, oh))
+                },
+            )
         })
         .collect();
     let mut out = TimedRush {
@@ -1101,7 +1133,10 @@ impl Summary {
             "gateway connections (seckill_http_connections): baseline rush peak {}, under soak peak {}, after {:?}",
             self.baseline_connections, self.soak_peak_connections, self.connections_after
         );
-        for (name, l) in [("without hostile", &self.without), ("with hostile   ", &self.with)] {
+        for (name, l) in [
+            ("without hostile", &self.without),
+            ("with hostile   ", &self.with),
+        ] {
             println!(
                 "rush {name}: {} requests in {:.1} s; p50 {:.2} ms, p99 {:.2} ms (token {:.2}, order {:.2}), max {:.1} ms",
                 l.requests,
@@ -1113,7 +1148,10 @@ impl Summary {
                 ms(l.max_us)
             );
         }
-        for (name, l) in [("without hostile", &self.without), ("with hostile", &self.with)] {
+        for (name, l) in [
+            ("without hostile", &self.without),
+            ("with hostile", &self.with),
+        ] {
             let faults: u64 = l
                 .answers
                 .iter()
@@ -1147,7 +1185,8 @@ impl Summary {
         println!("| kind | slots | opened | statuses | closed by server | longest held before close | open at end (oldest) |");
         println!("|---|---|---|---|---|---|---|");
         for (k, s) in &h.kinds {
-            let statuses: Vec<String> = s.statuses.iter().map(|(c, n)| format!("{c}×{n}")).collect();
+            let statuses: Vec<String> =
+                s.statuses.iter().map(|(c, n)| format!("{c}×{n}")).collect();
             let mut extra = String::new();
             if *k == Kind::Pipeline {
                 extra = format!(" ({} requests written)", s.requests_written);
@@ -1158,7 +1197,11 @@ impl Summary {
                 extra,
                 s.slots,
                 s.opened,
-                if statuses.is_empty() { "-".into() } else { statuses.join(" ") },
+                if statuses.is_empty() {
+                    "-".into()
+                } else {
+                    statuses.join(" ")
+                },
                 s.closed_by_server,
                 s.longest_server_close.as_secs_f64(),
                 s.open_at_end,
@@ -1171,14 +1214,22 @@ impl Summary {
             .filter(|(_, n)| **n > 0)
             .map(|(r, n)| format!("{r} {n}"))
             .collect();
-        println!("gateway seckill_http_refused_total during the soak: {}", refused.join(", "));
+        println!(
+            "gateway seckill_http_refused_total during the soak: {}",
+            refused.join(", ")
+        );
         println!(
             "gateway answered {} GET /metrics during the soak (unread pipelines wrote {})",
             self.metrics_served,
-            h.kinds.get(&Kind::Pipeline).map_or(0, |k| k.requests_written)
+            h.kinds
+                .get(&Kind::Pipeline)
+                .map_or(0, |k| k.requests_written)
         );
         for (sale, r) in &self.invariants {
-            println!("invariants {sale}: {}", if r.ok() { "PASS" } else { "FAIL" });
+            println!(
+                "invariants {sale}: {}",
+                if r.ok() { "PASS" } else { "FAIL" }
+            );
             r.print();
         }
         let v = self.violations();
@@ -1269,7 +1320,13 @@ pub fn run(opts: &Options, stack: &seckill_common::stack::Stack) -> Result<Summa
     say(format!("idle RSS {} KiB", idle.rss_kib));
 
     sampler.phase("baseline");
-    let base = timed_rush(&opts.gateway, &opts.secret, &sales[0], opts.buyers, opts.clients)?;
+    let base = timed_rush(
+        &opts.gateway,
+        &opts.secret,
+        &sales[0],
+        opts.buyers,
+        opts.clients,
+    )?;
     let without = Latency::of(&base);
     say(format!(
         "baseline rush: {} requests, p99 {} µs",
@@ -1300,7 +1357,13 @@ pub fn run(opts: &Options, stack: &seckill_common::stack::Stack) -> Result<Summa
         hostile.open_now(),
         started.elapsed().as_secs_f64()
     ));
-    let soaked = timed_rush(&opts.gateway, &opts.secret, &sales[1], opts.buyers, opts.clients);
+    let soaked = timed_rush(
+        &opts.gateway,
+        &opts.secret,
+        &sales[1],
+        opts.buyers,
+        opts.clients,
+    );
     say(format!(
         "soak rush done after {:.1} s; holding the hostile connections until {:.1} s",
         started.elapsed().as_secs_f64(),
@@ -1335,7 +1398,12 @@ pub fn run(opts: &Options, stack: &seckill_common::stack::Stack) -> Result<Summa
         (metric(&after_text, METRICS_SERVED).unwrap_or(0.0) as u64).saturating_sub(metrics_before);
     let refused_by_gateway = refused_after
         .iter()
-        .map(|(k, v)| (k.clone(), v.saturating_sub(*refused_before.get(k).unwrap_or(&0))))
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                v.saturating_sub(*refused_before.get(k).unwrap_or(&0)),
+            )
+        })
         .collect();
     let t = Instant::now();
     while t.elapsed() < Duration::from_secs(2) || sampler.samples("after") < 2 {
@@ -1412,7 +1480,8 @@ mod tests {
 
     #[test]
     fn refusal_metrics_parse() {
-        let t = "seckill_http_refused_total{reason=\"head_timeout\"} 3\nseckill_http_connections 7\n";
+        let t =
+            "seckill_http_refused_total{reason=\"head_timeout\"} 3\nseckill_http_connections 7\n";
         assert_eq!(refused_by_reason(t).get("head_timeout"), Some(&3));
         assert_eq!(metric(t, "seckill_http_connections"), Some(7.0));
     }

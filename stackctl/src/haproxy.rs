@@ -60,7 +60,10 @@ impl Plan {
                 .ok_or_else(|| StackError::Process(format!("balancer state without {k}")))
         };
         let list = |v: &str| -> Vec<String> {
-            v.split(',').filter(|s| !s.is_empty()).map(String::from).collect()
+            v.split(',')
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect()
         };
         let num = |k: &str| -> Result<u32, StackError> {
             get(k)?
@@ -89,7 +92,11 @@ fn crc32(data: &[u8]) -> u32 {
     for &b in data {
         crc ^= b as u32;
         for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
         }
     }
     !crc
@@ -173,8 +180,18 @@ impl Balancer {
         let server = |pool: &str, i: usize, addr: &str| {
             format!("    server {pool}{i} {addr} check send-proxy-v2\n")
         };
-        let stable: String = plan.stable.iter().enumerate().map(|(i, a)| server("gw", i, a)).collect();
-        let canary: String = plan.canary.iter().enumerate().map(|(i, a)| server("canary", i, a)).collect();
+        let stable: String = plan
+            .stable
+            .iter()
+            .enumerate()
+            .map(|(i, a)| server("gw", i, a))
+            .collect();
+        let canary: String = plan
+            .canary
+            .iter()
+            .enumerate()
+            .map(|(i, a)| server("canary", i, a))
+            .collect();
         format!(
             "# Written by stackctl (stackctl/src/haproxy.rs); `stackctl balancer reload` rewrites it.
 global
@@ -291,12 +308,16 @@ backend canary
             process::port_open(plan.port) && self.socket_path().exists() || !process::alive(pid)
         });
         if !listening || !process::alive(pid) {
-            return Err(StackError::Start("haproxy", self.log_path().display().to_string()));
+            return Err(StackError::Start(
+                "haproxy",
+                self.log_path().display().to_string(),
+            ));
         }
         if wait_healthy {
             let want = plan.stable.len() + plan.canary.len();
             let all = wait_until(Duration::from_secs(20), || {
-                self.servers().is_ok_and(|s| s.iter().filter(|s| s.up).count() == want)
+                self.servers()
+                    .is_ok_and(|s| s.iter().filter(|s| s.up).count() == want)
             });
             if !all {
                 return Err(StackError::Process(format!(
@@ -341,7 +362,10 @@ backend canary
             for (k, v) in [("share", plan.canary_permille), ("header", header as u32)] {
                 let out = self.command(&format!("set map {map} {k} {v}"))?;
                 if !out.trim().is_empty() {
-                    return Err(StackError::Process(format!("haproxy: set map {k}: {}", out.trim())));
+                    return Err(StackError::Process(format!(
+                        "haproxy: set map {k}: {}",
+                        out.trim()
+                    )));
                 }
             }
             // Read back what HAProxy now uses.
@@ -359,7 +383,10 @@ backend canary
     /// One command over the admin socket; its answer.
     pub fn command(&self, cmd: &str) -> Result<String, StackError> {
         let mut s = std::os::unix::net::UnixStream::connect(self.socket_path()).map_err(|e| {
-            StackError::Process(format!("admin socket {}: {e}", self.socket_path().display()))
+            StackError::Process(format!(
+                "admin socket {}: {e}",
+                self.socket_path().display()
+            ))
         })?;
         s.set_read_timeout(Some(Duration::from_secs(3)))?;
         s.set_write_timeout(Some(Duration::from_secs(3)))?;
@@ -380,8 +407,15 @@ backend canary
                 continue;
             }
             let f: Vec<&str> = line.split(',').collect();
-            let col = |name: &str| header.iter().position(|h| h == name).and_then(|i| f.get(i).copied());
-            let (Some(pool), Some(name), Some(status)) = (col("pxname"), col("svname"), col("status")) else {
+            let col = |name: &str| {
+                header
+                    .iter()
+                    .position(|h| h == name)
+                    .and_then(|i| f.get(i).copied())
+            };
+            let (Some(pool), Some(name), Some(status)) =
+                (col("pxname"), col("svname"), col("status"))
+            else {
                 continue;
             };
             if name == "FRONTEND" || name == "BACKEND" || pool == "seckill" {
@@ -420,11 +454,15 @@ pub struct Server {
 
 /// The `haproxy` executable (`./dev setup` installs the Debian package).
 pub fn haproxy_bin() -> Result<PathBuf, StackError> {
-    ["/usr/sbin/haproxy", "/usr/bin/haproxy", "/usr/local/sbin/haproxy"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.is_file())
-        .ok_or_else(|| StackError::Missing("haproxy (./dev setup installs it)".into()))
+    [
+        "/usr/sbin/haproxy",
+        "/usr/bin/haproxy",
+        "/usr/local/sbin/haproxy",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .find(|p| p.is_file())
+    .ok_or_else(|| StackError::Missing("haproxy (./dev setup installs it)".into()))
 }
 
 #[cfg(test)]
@@ -458,6 +496,9 @@ mod tests {
     #[test]
     fn buckets_spread_users() {
         let in_tenth = (1..=10_000u64).filter(|u| bucket(*u) < 100).count();
-        assert!((700..1300).contains(&in_tenth), "{in_tenth} of 10000 users in a 10% share");
+        assert!(
+            (700..1300).contains(&in_tenth),
+            "{in_tenth} of 10000 users in a 10% share"
+        );
     }
 }

@@ -63,7 +63,9 @@ impl Kafka {
     /// The directory holding Kafka's jars, fetched from Maven Central the first time
     /// (keyed by the pom's content, so a version change fetches again).
     pub fn jars(&self) -> Result<PathBuf, StackError> {
-        let home = self.cache.join(format!("kafka-{:016x}", fnv1a(POM.as_bytes())));
+        let home = self
+            .cache
+            .join(format!("kafka-{:016x}", fnv1a(POM.as_bytes())));
         let lib = home.join("lib");
         if home.join("complete").is_file() {
             return Ok(lib);
@@ -72,7 +74,10 @@ impl Kafka {
         std::fs::write(home.join("pom.xml"), POM)?;
         let tmp = home.join("lib.partial");
         let _ = std::fs::remove_dir_all(&tmp);
-        tracing::info!("fetching Apache Kafka from Maven Central into {}", home.display());
+        tracing::info!(
+            "fetching Apache Kafka from Maven Central into {}",
+            home.display()
+        );
         let out = Command::new("mvn")
             .current_dir(&home)
             .args(["-q", "-B", "-f", "pom.xml", "dependency:copy-dependencies"])
@@ -179,8 +184,18 @@ impl Kafka {
                 continue;
             }
             let child = Self::java(lib)
-                .arg(format!("-Dlog4j2.configurationFile={}", d.join("log4j2.yaml").display()))
-                .args(["kafka.tools.StorageTool", "format", "--ignore-formatted", "-t", &id, "-c"])
+                .arg(format!(
+                    "-Dlog4j2.configurationFile={}",
+                    d.join("log4j2.yaml").display()
+                ))
+                .args([
+                    "kafka.tools.StorageTool",
+                    "format",
+                    "--ignore-formatted",
+                    "-t",
+                    &id,
+                    "-c",
+                ])
                 .arg(d.join("server.properties"))
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
@@ -220,7 +235,10 @@ impl Kafka {
         let mut cmd = Self::java(lib);
         cmd.args([HEAP, "-Xms128m", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20"])
             .arg("-Djava.awt.headless=true")
-            .arg(format!("-Dlog4j2.configurationFile={}", d.join("log4j2.yaml").display()))
+            .arg(format!(
+                "-Dlog4j2.configurationFile={}",
+                d.join("log4j2.yaml").display()
+            ))
             .arg("kafka.Kafka")
             .arg(d.join("server.properties"))
             .stdin(Stdio::null())
@@ -269,7 +287,10 @@ impl Kafka {
         if let Some(n) = dead {
             Err(StackError::Start(
                 "kafka",
-                format!("node {n} exited; see {}", self.node_dir(n).join("server.log").display()),
+                format!(
+                    "node {n} exited; see {}",
+                    self.node_dir(n).join("server.log").display()
+                ),
             ))
         } else if ok {
             Ok(())
@@ -405,13 +426,20 @@ mod tests {
         };
         let p = k.properties(1);
         assert!(p.contains("node.id=2\n"));
-        assert!(p.contains("controller.quorum.voters=1@127.0.0.1:9192,2@127.0.0.1:9193,3@127.0.0.1:9194\n"));
+        assert!(p.contains(
+            "controller.quorum.voters=1@127.0.0.1:9192,2@127.0.0.1:9193,3@127.0.0.1:9194\n"
+        ));
         assert!(p.contains("listeners=PLAINTEXT://127.0.0.1:9093,CONTROLLER://127.0.0.1:9193\n"));
         assert!(p.contains("default.replication.factor=3\n"));
         assert!(p.contains("min.insync.replicas=2\n"));
-        assert_eq!(k.bootstrap(), "127.0.0.1:9092,127.0.0.1:9093,127.0.0.1:9094");
+        assert_eq!(
+            k.bootstrap(),
+            "127.0.0.1:9092,127.0.0.1:9093,127.0.0.1:9094"
+        );
         let one = Kafka { nodes: 1, ..k };
-        assert!(one.properties(0).contains("offsets.topic.replication.factor=1\n"));
+        assert!(one
+            .properties(0)
+            .contains("offsets.topic.replication.factor=1\n"));
         assert!(one.properties(0).contains("min.insync.replicas=1\n"));
     }
 }

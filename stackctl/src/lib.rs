@@ -67,7 +67,9 @@ impl std::str::FromStr for Service {
                         .map(Service::RedisNode)
                 })
                 .ok_or_else(|| {
-                    StackError::Process(format!("no service {s} (redis, postgres, kafka-N, redis-N)"))
+                    StackError::Process(format!(
+                        "no service {s} (redis, postgres, kafka-N, redis-N)"
+                    ))
                 }),
         }
     }
@@ -105,7 +107,13 @@ fn var<T: std::str::FromStr>(name: &str, default: T) -> T {
 /// The workspace root (the directory holding `dev` and `Cargo.toml`).
 pub fn root() -> Result<PathBuf, StackError> {
     seckill_common::stack::workspace_root()
-        .or_else(|| Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent()?.to_path_buf()))
+        .or_else(|| {
+            Some(
+                PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                    .parent()?
+                    .to_path_buf(),
+            )
+        })
         .ok_or_else(|| StackError::Missing("the project's root directory".into()))
 }
 
@@ -241,7 +249,9 @@ impl Stack {
             Service::RedisNode(n) => self
                 .redis_cluster
                 .as_ref()
-                .ok_or_else(|| StackError::Process("no redis cluster (SECKILL_REDIS_CLUSTER=1)".into()))?
+                .ok_or_else(|| {
+                    StackError::Process("no redis cluster (SECKILL_REDIS_CLUSTER=1)".into())
+                })?
                 .signal(n, sig),
         }
     }
@@ -250,11 +260,19 @@ impl Stack {
     pub fn status(&self) -> Vec<(String, bool, String)> {
         let mut s = vec![
             ("redis".into(), self.redis.is_up(), self.redis.url()),
-            ("postgres".into(), self.postgres.is_up(), self.postgres.url("seckill")),
+            (
+                "postgres".into(),
+                self.postgres.is_up(),
+                self.postgres.url("seckill"),
+            ),
         ];
         if let Some(c) = &self.redis_cluster {
             for n in 0..c.nodes() {
-                s.push((format!("redis-{n}"), c.node_up(n), format!("127.0.0.1:{} (cluster)", c.port(n))));
+                s.push((
+                    format!("redis-{n}"),
+                    c.node_up(n),
+                    format!("127.0.0.1:{} (cluster)", c.port(n)),
+                ));
             }
         }
         let listed = self.kafka.brokers_listed();
@@ -262,7 +280,10 @@ impl Stack {
             s.push((
                 format!("kafka-{n}"),
                 self.kafka.pid(n).is_some() && port_ok(self.kafka.broker_port(n)),
-                format!("127.0.0.1:{} ({listed} in metadata)", self.kafka.broker_port(n)),
+                format!(
+                    "127.0.0.1:{} ({listed} in metadata)",
+                    self.kafka.broker_port(n)
+                ),
             ));
         }
         s
@@ -282,7 +303,12 @@ impl Stack {
     /// A gateway named `name` on this stack, on a free port, with its log, audit log
     /// and spool under the run directory; `env` adds or overrides settings. Waits until
     /// it listens (not until it is ready: a drill may start one with a service down).
-    pub fn gateway(&self, bin: &Path, name: &str, env: &[(&str, String)]) -> Result<Proc, StackError> {
+    pub fn gateway(
+        &self,
+        bin: &Path,
+        name: &str,
+        env: &[(&str, String)],
+    ) -> Result<Proc, StackError> {
         let port = process::free_port();
         let a = self.addresses();
         let (log, f) = self.log_file(name)?;
@@ -291,7 +317,10 @@ impl Stack {
             .env("SECKILL_LISTEN", format!("127.0.0.1:{port}"))
             .env("SECKILL_REDIS_URL", &a.redis_url)
             .env("SECKILL_KAFKA_BROKERS", &a.kafka_brokers)
-            .env("SECKILL_AUDIT_LOG", self.run.join(format!("logs/{name}-audit.jsonl")))
+            .env(
+                "SECKILL_AUDIT_LOG",
+                self.run.join(format!("logs/{name}-audit.jsonl")),
+            )
             .env("SECKILL_SPOOL_DIR", self.run.join(format!("spool/{name}")))
             // Local stacks run with the development secrets; production refuses them.
             .env("SECKILL_DEV_INSECURE", "1")
@@ -306,7 +335,12 @@ impl Stack {
     }
 
     /// An order-writer named `name` on this stack, its metrics on a free port.
-    pub fn writer(&self, bin: &Path, name: &str, env: &[(&str, String)]) -> Result<Proc, StackError> {
+    pub fn writer(
+        &self,
+        bin: &Path,
+        name: &str,
+        env: &[(&str, String)],
+    ) -> Result<Proc, StackError> {
         let port = process::free_port();
         let a = self.addresses();
         let (log, f) = self.log_file(name)?;

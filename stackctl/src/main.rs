@@ -126,7 +126,11 @@ fn with_services(stack: &Stack, cmd: &[&String]) -> Result<i32, stackctl::StackE
     if !ready {
         return Err(stackctl::StackError::Start(
             "gateway",
-            stack.run.join(format!("logs/{gw_name}.log")).display().to_string(),
+            stack
+                .run
+                .join(format!("logs/{gw_name}.log"))
+                .display()
+                .to_string(),
         ));
     }
     eprintln!(
@@ -187,7 +191,13 @@ fn with_cluster_services(stack: &Stack, cmd: &[&String]) -> Result<i32, stackctl
     ];
     let pid = std::process::id();
     let gws = (0..3)
-        .map(|i| stack.gateway(&stackctl::bin("gateway")?, &format!("gateway-run-{pid}-{i}"), &env))
+        .map(|i| {
+            stack.gateway(
+                &stackctl::bin("gateway")?,
+                &format!("gateway-run-{pid}-{i}"),
+                &env,
+            )
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let writer = stack.writer(
         &stackctl::bin("order-writer")?,
@@ -206,7 +216,10 @@ fn with_cluster_services(stack: &Stack, cmd: &[&String]) -> Result<i32, stackctl
         .ok_or(stackctl::StackError::PortTaken(first, "the balancer"))?;
     let plan = stackctl::haproxy::Plan {
         port,
-        stable: gws.iter().map(|g| format!("127.0.0.1:{}", g.port)).collect(),
+        stable: gws
+            .iter()
+            .map(|g| format!("127.0.0.1:{}", g.port))
+            .collect(),
         canary: vec![],
         canary_permille: 0,
         canary_header: false,
@@ -215,7 +228,11 @@ fn with_cluster_services(stack: &Stack, cmd: &[&String]) -> Result<i32, stackctl
     lb.start(&plan, true)?;
     let lb_url = lb.url()?;
     let mut masters = Vec::new();
-    for n in cluster.topology()?.iter().filter(|n| n.master && !n.slots.is_empty()) {
+    for n in cluster
+        .topology()?
+        .iter()
+        .filter(|n| n.master && !n.slots.is_empty())
+    {
         let ranges: Vec<String> = n.slots.iter().map(|(a, b)| format!("{a}-{b}")).collect();
         masters.push(format!("127.0.0.1:{}={}", n.port, ranges.join("+")));
     }
@@ -232,7 +249,10 @@ fn with_cluster_services(stack: &Stack, cmd: &[&String]) -> Result<i32, stackctl
         .args(rest)
         .env("GATEWAY_URL", &lb_url)
         .env("GW", &lb_url)
-        .env("GATEWAYS", gws.iter().map(|g| g.url()).collect::<Vec<_>>().join(","))
+        .env(
+            "GATEWAYS",
+            gws.iter().map(|g| g.url()).collect::<Vec<_>>().join(","),
+        )
         .env("WRITER", writer.url())
         .env("SECKILL_REDIS_URL", &url)
         .env("SECKILL_REDIS_CLUSTER_MASTERS", masters.join(" "))
@@ -281,7 +301,10 @@ fn print_balancer(b: &stackctl::haproxy::Balancer) -> Result<(), String> {
     );
     if b.is_up() {
         for s in b.servers().map_err(|e| e.to_string())? {
-            println!("  {:<7} {:<9} {:<22} {}", s.pool, s.name, s.address, s.status);
+            println!(
+                "  {:<7} {:<9} {:<22} {}",
+                s.pool, s.name, s.address, s.status
+            );
         }
     }
     Ok(())
@@ -335,12 +358,19 @@ fn canary_cmd(stack: &Stack, args: &[String]) -> Result<(), String> {
         Some("set") => {
             let share = args.get(1).ok_or("canary set SHARE (0..1 or N%)")?;
             let header = flag(args, "--header").map_or(true, |h| h != "off");
-            (stackctl::haproxy::parse_share(share).map_err(|e| e.to_string())?, header)
+            (
+                stackctl::haproxy::parse_share(share).map_err(|e| e.to_string())?,
+                header,
+            )
         }
         Some("promote") => (1000, true),
         Some("rollback") => (0, false),
         Some("status") | None => return print_balancer(&b),
-        Some(other) => return Err(format!("canary {other}? set SHARE, promote, rollback, status")),
+        Some(other) => {
+            return Err(format!(
+                "canary {other}? set SHARE, promote, rollback, status"
+            ))
+        }
     };
     let plan = b.set_canary(permille, header).map_err(|e| e.to_string())?;
     eprintln!(

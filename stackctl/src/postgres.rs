@@ -79,7 +79,10 @@ impl Postgres {
                 .status()
                 .is_ok_and(|s| s.success());
             if !ok {
-                return Err(StackError::Process(format!("chown postgres {}", self.dir.display())));
+                return Err(StackError::Process(format!(
+                    "chown postgres {}",
+                    self.dir.display()
+                )));
             }
         }
         let data = self.data().display().to_string();
@@ -103,7 +106,9 @@ impl Postgres {
             );
             if !self.tool(
                 "pg_ctl",
-                &["-D", &data, "-l", &log, "-w", "-t", "30", "-o", &opts, "start"],
+                &[
+                    "-D", &data, "-l", &log, "-w", "-t", "30", "-o", &opts, "start",
+                ],
             )? {
                 return Err(StackError::Start("postgres", log));
             }
@@ -114,17 +119,27 @@ impl Postgres {
     fn create_db(&self, name: &str) -> Result<(), StackError> {
         let psql = |sql: &str| {
             Command::new("psql")
-                .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres"])
+                .args([
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &self.port.to_string(),
+                    "-U",
+                    "postgres",
+                ])
                 .args(["-d", "postgres", "-tAc", sql])
                 .output()
                 .map_err(|e| StackError::Missing(format!("psql ({e}); run ./dev setup")))
         };
-        let have = psql(&format!("SELECT 1 FROM pg_database WHERE datname = '{name}'"))?;
+        let have = psql(&format!(
+            "SELECT 1 FROM pg_database WHERE datname = '{name}'"
+        ))?;
         if String::from_utf8_lossy(&have.stdout).trim() == "1" {
             return Ok(());
         }
         let made = psql(&format!("CREATE DATABASE {name}"))?;
-        if made.status.success() || String::from_utf8_lossy(&made.stderr).contains("already exists") {
+        if made.status.success() || String::from_utf8_lossy(&made.stderr).contains("already exists")
+        {
             Ok(())
         } else {
             Err(StackError::Process(format!(

@@ -226,7 +226,10 @@ mod tests {
     #[test]
     fn a_pid_counts_only_as_the_program_named() {
         let me = std::process::id() as i32;
-        assert!(!alive_as(me, "redis-server"), "this test binary is not redis");
+        assert!(
+            !alive_as(me, "redis-server"),
+            "this test binary is not redis"
+        );
         let name = std::env::current_exe().unwrap();
         let name = name.file_name().unwrap().to_string_lossy().into_owned();
         assert!(alive_as(me, &name[..name.len().min(10)]));

@@ -156,7 +156,11 @@ impl RedisCluster {
             for i in 0..self.nodes() {
                 cmd.arg(format!("127.0.0.1:{}", self.port(i)));
             }
-            cmd.args(["--cluster-replicas", &self.replicas.to_string(), "--cluster-yes"]);
+            cmd.args([
+                "--cluster-replicas",
+                &self.replicas.to_string(),
+                "--cluster-yes",
+            ]);
             let out = cmd
                 .stdin(Stdio::null())
                 .output()
@@ -183,16 +187,24 @@ impl RedisCluster {
     /// masters (nodes 0..masters), then each replica (node masters + r·masters + m)
     /// follows master m once it knows it.
     fn form_by_hand(&self) -> Result<(), StackError> {
-        let fail = |what: &str, e: std::io::Error| StackError::Process(format!("forming the cluster: {what}: {e}"));
+        let fail = |what: &str, e: std::io::Error| {
+            StackError::Process(format!("forming the cluster: {what}: {e}"))
+        };
         for i in 0..self.nodes() {
             // Refused once a node has an epoch (a retried formation): harmless.
-            let _ = self.query(self.port(i), &["CLUSTER", "SET-CONFIG-EPOCH", &(i + 1).to_string()]);
+            let _ = self.query(
+                self.port(i),
+                &["CLUSTER", "SET-CONFIG-EPOCH", &(i + 1).to_string()],
+            );
         }
         let slots = SLOTS;
         for m in 0..self.masters {
             let (a, b) = (m * slots / self.masters, (m + 1) * slots / self.masters - 1);
-            self.query(self.port(m), &["CLUSTER", "ADDSLOTSRANGE", &a.to_string(), &b.to_string()])
-                .map_err(|e| fail("ADDSLOTSRANGE", e))?;
+            self.query(
+                self.port(m),
+                &["CLUSTER", "ADDSLOTSRANGE", &a.to_string(), &b.to_string()],
+            )
+            .map_err(|e| fail("ADDSLOTSRANGE", e))?;
         }
         let first = self.port(0).to_string();
         for i in 1..self.nodes() {
@@ -201,9 +213,12 @@ impl RedisCluster {
         }
         let n = self.nodes().to_string();
         if !wait_until(Duration::from_secs(30), || {
-            (0..self.nodes()).all(|i| self.info_field(i, "cluster_known_nodes").as_deref() == Some(n.as_str()))
+            (0..self.nodes())
+                .all(|i| self.info_field(i, "cluster_known_nodes").as_deref() == Some(n.as_str()))
         }) {
-            return Err(StackError::Process("forming the cluster: nodes did not meet within 30 s".into()));
+            return Err(StackError::Process(
+                "forming the cluster: nodes did not meet within 30 s".into(),
+            ));
         }
         for r in 0..self.replicas {
             for m in 0..self.masters {
@@ -212,7 +227,8 @@ impl RedisCluster {
                     .query(self.port(m), &["CLUSTER", "MYID"])
                     .map_err(|e| fail("MYID", e))?;
                 if !wait_until(Duration::from_secs(30), || {
-                    self.query(self.port(replica), &["CLUSTER", "REPLICATE", &id]).is_ok()
+                    self.query(self.port(replica), &["CLUSTER", "REPLICATE", &id])
+                        .is_ok()
                 }) {
                     return Err(StackError::Process(format!(
                         "forming the cluster: node {replica} would not replicate node {m}"
@@ -280,9 +296,9 @@ impl RedisCluster {
 
     /// SIGKILL, SIGSTOP or SIGCONT to one node.
     pub fn signal(&self, node: usize, sig: i32) -> Result<(), StackError> {
-        let pid = self
-            .pid(node)
-            .ok_or_else(|| StackError::Process(format!("redis cluster node {node} is not running")))?;
+        let pid = self.pid(node).ok_or_else(|| {
+            StackError::Process(format!("redis cluster node {node} is not running"))
+        })?;
         process::signal(pid, sig)
     }
 
@@ -352,7 +368,9 @@ impl RedisCluster {
     pub fn master_of(&self, slot: u16) -> Result<usize, StackError> {
         self.topology()?
             .into_iter()
-            .find(|n| n.master && !n.failed && n.slots.iter().any(|(a, b)| (*a..=*b).contains(&slot)))
+            .find(|n| {
+                n.master && !n.failed && n.slots.iter().any(|(a, b)| (*a..=*b).contains(&slot))
+            })
             .map(|n| (n.port - self.base_port) as usize)
             .ok_or_else(|| StackError::Process(format!("no live master serves slot {slot}")))
     }
@@ -505,14 +523,19 @@ c3 127.0.0.1:7005@17005,host slave a1 0 0 1 connected
         assert_eq!((n[0].port, n[0].master, n[0].failed), (7001, true, false));
         assert_eq!(n[0].slots, vec![(0, 5460)]);
         assert!(n[1].failed && n[1].slots == vec![(5461, 10922)]);
-        assert_eq!((n[2].port, n[2].master, n[2].master_id.as_deref()), (7005, false, Some("a1")));
+        assert_eq!(
+            (n[2].port, n[2].master, n[2].master_id.as_deref()),
+            (7005, false, Some("a1"))
+        );
     }
 
     #[test]
     fn the_profile_url_lists_every_node() {
         let c = RedisCluster::new("/tmp/x", 17001);
         assert_eq!(c.nodes(), 6);
-        assert!(c.url().starts_with("redis+cluster://127.0.0.1:17001,127.0.0.1:17002,"));
+        assert!(c
+            .url()
+            .starts_with("redis+cluster://127.0.0.1:17001,127.0.0.1:17002,"));
         assert!(c.url().ends_with("127.0.0.1:17006"));
     }
 

@@ -156,7 +156,11 @@ impl Gateway {
         ];
         env.extend(o.env);
         let proc = ctl
-            .gateway(std::path::Path::new(env!("CARGO_BIN_EXE_gateway")), &topic, &env)
+            .gateway(
+                std::path::Path::new(env!("CARGO_BIN_EXE_gateway")),
+                &topic,
+                &env,
+            )
             .expect("start gateway");
         let gw = Gateway {
             port: proc.port,

@@ -40,8 +40,14 @@ fn parse() -> Result<Options, String> {
             return Err("see the flags at the top of loadtest/src/bin/seckill-soak.rs".into());
         }
         let v = it.next().ok_or(format!("{flag} needs a value"))?;
-        let num = || v.parse::<u64>().map_err(|_| format!("{flag} needs a number"));
-        let float = || v.parse::<f64>().map_err(|_| format!("{flag} needs a number"));
+        let num = || {
+            v.parse::<u64>()
+                .map_err(|_| format!("{flag} needs a number"))
+        };
+        let float = || {
+            v.parse::<f64>()
+                .map_err(|_| format!("{flag} needs a number"))
+        };
         match flag.as_str() {
             "--gateway" => o.gateway = v.trim_end_matches('/').to_string(),
             "--gateway-pid" => o.gateway_pid = Some(num()? as i32),
