@@ -10,8 +10,7 @@ mod common;
 
 use common::{now_ms, Services};
 use loadtest::buyer::Client;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 const SECRET: &str = "lost-writes-secret";
@@ -19,48 +18,13 @@ const ADMIN: &str = "lost-writes-admin";
 const UNITS: u64 = 30;
 
 /// A Redis with an append-only file synced every second, under `dir`.
-fn redis(port: u16, dir: &Path) -> Child {
-    let child = Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-        ])
-        .args([
-            "--appendonly",
-            "yes",
-            "--appendfsync",
-            "everysec",
-            "--aof-load-truncated",
-            "yes",
-        ])
-        .arg("--dir")
-        .arg(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("redis-server");
-    assert!(
-        stackctl::process::wait_until(Duration::from_secs(10), || stackctl::process::port_open(
-            port
-        )),
-        "redis on {port} did not start"
-    );
-    child
-}
-
-/// The newest incremental AOF file (Redis 7's multi-part AOF).
-fn incr_aof(dir: &Path) -> PathBuf {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir.join("appendonlydir"))
-        .unwrap()
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.to_string_lossy().ends_with(".incr.aof"))
-        .collect();
-    files.sort();
-    files.pop().expect("an incremental AOF file")
+fn redis(port: u16, dir: &Path) -> stackctl::redis::Redis {
+    let r = stackctl::redis::Redis {
+        dir: dir.to_path_buf(),
+        port,
+    };
+    r.up_with(stackctl::redis::Persistence::AppendOnly).expect("redis with an AOF");
+    r
 }
 
 /// A fresh database `name` beside the stack's; its URL.
@@ -111,8 +75,8 @@ fn lost_writes_hold_purchases_until_the_orders_are_back() {
         .join(format!("test-aof-{port}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let mut server = redis(port, &dir);
-    let url = format!("redis://127.0.0.1:{port}");
+    let server = redis(port, &dir);
+    let url = server.url();
     // Its own database too: the reconcile looks at every live sale PostgreSQL knows,
     // and other tests' sales live in the stack's other Redis.
     let db = own_database(
@@ -149,7 +113,7 @@ fn lost_writes_hold_purchases_until_the_orders_are_back() {
         let r = buy(&c, &sale, user);
         assert_eq!(take(&mut acked, &mut tokens, user, r.clone()), 202, "{r:?}");
     }
-    let aof = incr_aof(&dir);
+    let aof = stackctl::redis::newest_incr_aof(&server.aof_dir()).expect("an incremental AOF file");
     let kept = std::fs::metadata(&aof).unwrap().len();
     for user in 11..=20 {
         let r = buy(&c, &sale, user);
@@ -161,8 +125,9 @@ fn lost_writes_hold_purchases_until_the_orders_are_back() {
     );
 
     // The machine dies: the disk kept the file as it was before the last ten orders.
-    server.kill().unwrap();
-    let _ = server.wait();
+    let pid = server.pid().expect("redis running");
+    stackctl::process::signal(pid, stackctl::process::SIGKILL).unwrap();
+    assert!(stackctl::process::wait_until(Duration::from_secs(5), || !stackctl::process::alive(pid)));
     std::fs::OpenOptions::new()
         .write(true)
         .open(&aof)
@@ -170,7 +135,7 @@ fn lost_writes_hold_purchases_until_the_orders_are_back() {
         .set_len(kept)
         .unwrap();
     let restarted = Instant::now();
-    let mut server = redis(port, &dir);
+    let server = redis(port, &dir);
     let st = stock::Stock::new(stock::connect(&url, Duration::from_secs(2)).unwrap())
         .state(&sale)
         .unwrap();
@@ -227,7 +192,6 @@ fn lost_writes_hold_purchases_until_the_orders_are_back() {
         .report;
     report.print();
     assert!(report.ok());
-    let _ = server.kill();
-    let _ = server.wait();
+    server.down();
     let _ = std::fs::remove_dir_all(&dir);
 }
