@@ -317,6 +317,7 @@ fn every_refusal_is_documented() {
         ApiError::SinkUnavailable("x".into()),
         ApiError::Draining,
         ApiError::StoreLost,
+        ApiError::StoreUnconfirmed,
         ApiError::StatusCacheMiss,
         ApiError::SwitchStore("x".into()),
     ];

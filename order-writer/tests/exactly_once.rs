@@ -64,11 +64,13 @@ fn every_produced_order_is_written_once_and_nothing_else() {
 fn a_writer_killed_mid_stream_and_restarted_still_writes_exactly_once() {
     let lane = Lane::new(4);
     let mut stock = lane.stock();
-    let (sale, msgs) = reserve(&mut stock, 3000, 3000);
+    // Long enough, in small batches, that the kill lands mid-stream (3,000 were once all
+    // written between the check below and the kill).
+    let (sale, msgs) = reserve(&mut stock, 10_000, 10_000);
     let p = lane.producer();
     lane.produce(&p, &msgs);
     let mut db = lane.db();
-    let mut w = lane.writer(&[("SECKILL_BATCH_MAX", "50")]);
+    let mut w = lane.writer(&[("SECKILL_BATCH_MAX", "20")]);
     // Kill -9 as soon as part of the stream is written.
     let end = Instant::now() + Duration::from_secs(60);
     loop {
