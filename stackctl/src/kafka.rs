@@ -280,7 +280,12 @@ impl Kafka {
         let mut dead = None;
         let ok = wait_until(within, || {
             // A node that exited (a port taken, a bad config) will not come: say so now.
-            dead = (0..self.nodes).find(|n| self.pid(*n).is_none());
+            // Its process only (we just started it, so the pid is ours): its command line
+            // can read as something else for a moment while the JVM starts, which once
+            // made a live node look dead.
+            dead = (0..self.nodes).find(|n| {
+                process::read_pid(&self.pidfile(*n)).is_none_or(|p| !process::alive(p))
+            });
             seen = self.brokers_listed();
             seen == self.nodes || dead.is_some()
         });
