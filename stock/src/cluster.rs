@@ -119,7 +119,10 @@ pub fn parse_url(url: &str) -> Result<ClusterUrl, StockError> {
 
 /// A blocking cluster connection: follows MOVED and ASK and refreshes its slot map
 /// (the `redis` crate's sync cluster client), each request bounded by `timeout`.
-pub fn connect(url: &str, timeout: Duration) -> Result<redis::cluster::ClusterConnection, StockError> {
+pub fn connect(
+    url: &str,
+    timeout: Duration,
+) -> Result<redis::cluster::ClusterConnection, StockError> {
     let u = parse_url(url)?;
     let mut b = redis::cluster::ClusterClient::builder(u.node_urls())
         .connection_timeout(timeout)
@@ -138,8 +141,10 @@ pub fn connect(url: &str, timeout: Duration) -> Result<redis::cluster::ClusterCo
         .map_err(map_redis_error)?
         .get_connection()
         .map_err(map_redis_error)?;
-    conn.set_read_timeout(Some(timeout)).map_err(map_redis_error)?;
-    conn.set_write_timeout(Some(timeout)).map_err(map_redis_error)?;
+    conn.set_read_timeout(Some(timeout))
+        .map_err(map_redis_error)?;
+    conn.set_write_timeout(Some(timeout))
+        .map_err(map_redis_error)?;
     Ok(conn)
 }
 
@@ -195,7 +200,10 @@ mod tests {
         );
         assert_eq!(u.node_urls()[1], "redis://127.0.0.1:7002");
         let a = parse_url("redis+cluster://bob:pw@h:1").unwrap();
-        assert_eq!((a.username.as_deref(), a.password.as_deref()), (Some("bob"), Some("pw")));
+        assert_eq!(
+            (a.username.as_deref(), a.password.as_deref()),
+            (Some("bob"), Some("pw"))
+        );
         assert_eq!(a.node_urls(), vec!["redis://bob:pw@h:1"]);
         assert!(parse_url("redis://h:1").is_err());
         assert!(parse_url("redis+cluster://").is_err());

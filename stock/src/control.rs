@@ -82,7 +82,11 @@ pub fn write_switches(
     let mut p = redis::pipe();
     p.atomic();
     for (k, v) in fields {
-        p.cmd("HSET").arg(keys::switches(cluster)).arg(*k).arg(v).ignore();
+        p.cmd("HSET")
+            .arg(keys::switches(cluster))
+            .arg(*k)
+            .arg(v)
+            .ignore();
     }
     xadd(&mut p, cluster, audit);
     p.query::<()>(conn).map_err(map_redis_error)

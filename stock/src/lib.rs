@@ -497,7 +497,7 @@ impl<C: Exec> Stock<C> {
             remaining: int_at(&rest, 0)?,
             held: int_at(&rest, 1)?,
             sold: int_at(&rest, 2)?,
-            next_seq: max_seq + 1,
+            next_seq: int_at(&rest, 3)?.max(0) as u64,
         })
     }
 

@@ -123,16 +123,26 @@ impl<C: Exec> Stock<C> {
     /// outside Redis, merged by [`merge`]): redo what Redis lost, leave what it kept (see
     /// `lua/reapply.lua`). Idempotent; on a bucketed sale each order goes to the bucket
     /// its id names. `NoSale` if the sale itself is gone (restore it instead).
-    pub fn reapply(&mut self, sale: &str, orders: &[RestoredOrder]) -> Result<Reapplied, StockError> {
+    pub fn reapply(
+        &mut self,
+        sale: &str,
+        orders: &[RestoredOrder],
+    ) -> Result<Reapplied, StockError> {
         keys::check_sale_id(sale)?;
         let buckets = self.buckets_of(sale)?;
         let mut by_bucket: BTreeMap<u32, Vec<String>> = BTreeMap::new();
         for o in orders {
             let (s, seq) = keys::split_order_id(&o.order_id)
                 .filter(|(s, _)| *s == sale)
-                .ok_or_else(|| StockError::Invalid(format!("order {} is not of sale {sale}", o.order_id)))?;
+                .ok_or_else(|| {
+                    StockError::Invalid(format!("order {} is not of sale {sale}", o.order_id))
+                })?;
             let _ = s;
-            let b = if buckets > 1 { keys::order_bucket(seq, buckets) } else { 0 };
+            let b = if buckets > 1 {
+                keys::order_bucket(seq, buckets)
+            } else {
+                0
+            };
             by_bucket.entry(b).or_default().extend([
                 o.order_id.clone(),
                 o.user.to_string(),
@@ -142,9 +152,15 @@ impl<C: Exec> Stock<C> {
         }
         let mut total = Reapplied::default();
         for (b, args) in by_bucket {
-            let k = if buckets > 1 { SaleKeys::bucket(sale, b) } else { SaleKeys::new(sale) };
+            let k = if buckets > 1 {
+                SaleKeys::bucket(sale, b)
+            } else {
+                SaleKeys::new(sale)
+            };
             for chunk in args.chunks(REAPPLY_BATCH * 4) {
-                let rest = outcome(self.run(&scripts::REAPPLY, &k.all(), chunk)?)?;
+                let mut argv = vec![buckets.to_string(), b.to_string()];
+                argv.extend_from_slice(chunk);
+                let rest = outcome(self.run(&scripts::REAPPLY, &k.all(), &argv)?)?;
                 total.applied += int_at(&rest, 0)?.max(0) as u64;
                 total.conflicts += int_at(&rest, 1)?.max(0) as u64;
             }

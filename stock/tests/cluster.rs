@@ -25,18 +25,28 @@ impl Drop for Fresh {
 }
 
 fn fresh_cluster() -> Fresh {
-    let c = RedisCluster::new(std::env::temp_dir().join(format!("seckill-cluster-{BASE_PORT}")), BASE_PORT);
+    let c = RedisCluster::new(
+        std::env::temp_dir().join(format!("seckill-cluster-{BASE_PORT}")),
+        BASE_PORT,
+    );
     c.down();
     let _ = std::fs::remove_dir_all(&c.dir);
     let fresh = Fresh(c);
     let c = &fresh.0;
     let t0 = Instant::now();
     c.up().expect("redis cluster up");
-    eprintln!("cluster created and healthy in {:.1} s", t0.elapsed().as_secs_f64());
+    eprintln!(
+        "cluster created and healthy in {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
     // Idempotent: a second up finds it healthy and returns at once.
     let t1 = Instant::now();
     c.up().expect("second up");
-    assert!(t1.elapsed() < Duration::from_secs(2), "second up took {:?}", t1.elapsed());
+    assert!(
+        t1.elapsed() < Duration::from_secs(2),
+        "second up took {:?}",
+        t1.elapsed()
+    );
     fresh
 }
 
@@ -48,7 +58,9 @@ fn sales_on_every_master(c: &RedisCluster, tag: &str) -> Vec<(String, usize)> {
     for i in 0.. {
         let sale = format!("{tag}_{}_{i}", std::process::id());
         let m = c
-            .master_of(stock::cluster::slot(stock::keys::SaleKeys::new(&sale).meta.as_bytes()))
+            .master_of(stock::cluster::slot(
+                stock::keys::SaleKeys::new(&sale).meta.as_bytes(),
+            ))
             .unwrap();
         if !found.iter().any(|(_, x)| *x == m) {
             found.push((sale, m));
@@ -89,7 +101,8 @@ fn stock_and_control_work_on_a_redis_cluster() {
         assert_eq!(stock::cluster::slot(key.as_bytes()), live, "{key}");
     }
 
-    let mut s = Stock::new(stock::connect(&c.url(), Duration::from_secs(2)).expect("cluster connect"));
+    let mut s =
+        Stock::new(stock::connect(&c.url(), Duration::from_secs(2)).expect("cluster connect"));
     assert!(s.conn_mut().is_cluster());
     s.ping().unwrap();
     let spec = SaleSpec {
@@ -109,7 +122,10 @@ fn stock_and_control_work_on_a_redis_cluster() {
         assert_eq!(s.buyers(&sale).unwrap(), vec![(7, 1)]);
         // The keys really are on that master.
         let keys = c
-            .query(c.port(master), &["EXISTS", &stock::keys::SaleKeys::new(&sale).stock])
+            .query(
+                c.port(master),
+                &["EXISTS", &stock::keys::SaleKeys::new(&sale).stock],
+            )
             .unwrap();
         assert_eq!(keys, "1");
     }
@@ -133,11 +149,21 @@ fn stock_and_control_work_on_a_redis_cluster() {
         action: "set_switches",
         detail: "{}",
     };
-    stock::control::write_switches(&mut conn, "clustertest", &[("pause_all", "true".into())], &entry)
-        .unwrap();
+    stock::control::write_switches(
+        &mut conn,
+        "clustertest",
+        &[("pause_all", "true".into())],
+        &entry,
+    )
+    .unwrap();
     let (epoch, switches) = stock::control::read(&mut conn, "clustertest").unwrap();
     assert!(epoch.is_some());
     assert_eq!(switches.get("pause_all").map(String::as_str), Some("true"));
     stock::control::audit(&mut conn, "clustertest", &entry).unwrap();
-    assert_eq!(stock::control::recent_audit(&mut conn, "clustertest", 10).unwrap().len(), 2);
+    assert_eq!(
+        stock::control::recent_audit(&mut conn, "clustertest", 10)
+            .unwrap()
+            .len(),
+        2
+    );
 }

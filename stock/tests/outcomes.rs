@@ -212,7 +212,8 @@ fn tokens_missing_foreign_spent_or_expired_are_refused_and_a_retry_gets_its_orde
     assert!(again.replayed);
     assert_eq!(s.buyers(&sale).unwrap(), vec![(1, 1)]);
     // Once that order is released, the token is simply used.
-    s.settle(&first.order_id, stock::Settlement::Released).unwrap();
+    s.settle(&first.order_id, stock::Settlement::Released)
+        .unwrap();
     assert_eq!(s.purchase(&sale, 1, &t.token), Err(StockError::TokenUsed));
     // Expired.
     let short = s.issue_token(&sale, 3, Duration::from_millis(100)).unwrap();
@@ -393,7 +394,10 @@ fn a_sale_created_again_after_redis_lost_it_never_reuses_an_order_id() {
         .get_connection()
         .unwrap();
     let keys = stock::keys::SaleKeys::new(&sale);
-    redis::cmd("DEL").arg(&keys.all()).query::<()>(&mut raw).unwrap();
+    redis::cmd("DEL")
+        .arg(&keys.all())
+        .query::<()>(&mut raw)
+        .unwrap();
     let now = now_ms();
     s.create_sale(
         &sale,

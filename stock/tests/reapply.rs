@@ -12,12 +12,22 @@ const TTL: Duration = Duration::from_secs(60);
 
 fn stock() -> Stock<stock::Conn> {
     let stack = stackctl::ensure_up();
-    Stock::new(stock::connect(&stack.redis_url, Duration::from_secs(2)).expect("connect to the stack's redis"))
+    Stock::new(
+        stock::connect(&stack.redis_url, Duration::from_secs(2))
+            .expect("connect to the stack's redis"),
+    )
 }
 
 fn new_sale(s: &mut Stock<stock::Conn>, tag: &str, units: i64, buckets: u32) -> String {
-    let id = format!("t_{tag}_{}_{}", std::process::id(), &stock::keys::new_token()[..8]);
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64;
+    let id = format!(
+        "t_{tag}_{}_{}",
+        std::process::id(),
+        &stock::keys::new_token()[..8]
+    );
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
     let spec = SaleSpec {
         stock: units,
         per_user_limit: 1,
@@ -60,7 +70,13 @@ fn lose_since(s: &mut Stock<stock::Conn>, snap: &Snapshot) {
     for (k, v) in snap {
         match v {
             Some(dump) => {
-                let _: () = redis::cmd("RESTORE").arg(k).arg(0).arg(dump).arg("REPLACE").query(s.conn_mut()).unwrap();
+                let _: () = redis::cmd("RESTORE")
+                    .arg(k)
+                    .arg(0)
+                    .arg(dump)
+                    .arg("REPLACE")
+                    .query(s.conn_mut())
+                    .unwrap();
             }
             None => {
                 let _: () = redis::cmd("DEL").arg(k).query(s.conn_mut()).unwrap();
@@ -108,20 +124,34 @@ fn partial_loss_is_put_back(buckets: u32) {
 
     lose_since(&mut s, &snap);
     let lost = s.state(&sale).unwrap();
-    assert_eq!((lost.remaining, lost.held, lost.sold), (15, 4, 1), "the loss is real");
+    assert_eq!(
+        (lost.remaining, lost.held, lost.sold),
+        (15, 4, 1),
+        "the loss is real"
+    );
 
     let orders: Vec<RestoredOrder> = truth.iter().map(|(o, u, st)| order(o, *u, *st)).collect();
     let r = s.reapply(&sale, &orders).unwrap();
-    assert_eq!((r.applied, r.conflicts), (8, 0), "six orders, one payment, one cancellation");
+    assert_eq!(
+        (r.applied, r.conflicts),
+        (8, 0),
+        "six orders, one payment, one cancellation"
+    );
     let after = s.state(&sale).unwrap();
-    assert_eq!((after.remaining, after.held, after.sold), (before.remaining, before.held, before.sold));
+    assert_eq!(
+        (after.remaining, after.held, after.sold),
+        (before.remaining, before.held, before.sold)
+    );
     assert!(after.conserved());
     // Idempotent.
     assert_eq!(s.reapply(&sale, &orders).unwrap().applied, 0);
     assert_eq!(s.state(&sale).unwrap().remaining, before.remaining);
 
     // A buyer whose order was lost and put back is still at the limit.
-    match s.issue_token(&sale, 9, TTL).and_then(|t| s.purchase(&sale, 9, &t.token)) {
+    match s
+        .issue_token(&sale, 9, TTL)
+        .and_then(|t| s.purchase(&sale, 9, &t.token))
+    {
         Err(StockError::AlreadyBought) => {}
         other => panic!("user 9 bought again: {other:?}"),
     }
@@ -175,7 +205,19 @@ fn a_lost_unit_sold_again_is_a_conflict_not_a_negative_stock() {
     let a = buy(&mut s, &sale, 1);
     lose_since(&mut s, &snap);
     let _ = buy(&mut s, &sale, 2); // same id again
-    let r = s.reapply(&sale, &[order(&a, 1, RestoredStatus::Reserved), order(&format!("{sale}-999999999999999"), 3, RestoredStatus::Reserved)]).unwrap();
+    let r = s
+        .reapply(
+            &sale,
+            &[
+                order(&a, 1, RestoredStatus::Reserved),
+                order(
+                    &format!("{sale}-999999999999999"),
+                    3,
+                    RestoredStatus::Reserved,
+                ),
+            ],
+        )
+        .unwrap();
     assert_eq!((r.applied, r.conflicts), (0, 2));
     assert!(s.state(&sale).unwrap().conserved());
 }

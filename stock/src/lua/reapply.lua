@@ -1,7 +1,8 @@
 -- Bring a sale (or one bucket) that survived in line with the orders known elsewhere,
 -- after its Redis process lost recent writes (a restart from an append-only file synced
 -- every second, a failover to a replica that had not received them).
--- KEYS: meta stock sold buyers res settled seq res_at   ARGV: (order_id, user, status, seq)*
+-- KEYS: meta stock sold buyers res settled seq res_at
+-- ARGV: buckets, bucket, then (order_id, user, status, seq)*
 -- status: reserved | paid | cancelled (PostgreSQL's and the topic's, merged).
 -- Per order, only what Redis lost is redone:
 --  * unknown here, reserved or paid: take a unit again and hold it (a whole payment
@@ -11,14 +12,16 @@
 --  * unknown here and cancelled: taken and given back, nothing to redo;
 --  * here under another buyer: the id was handed out again after the loss (sold over):
 --    a conflict.
--- The sequence moves past every id seen, so no order id is handed out twice.
+-- The sequence moves past every id seen and past Redis's clock x 1000 (kept = bucket mod
+-- buckets), so no id is handed out twice, not even one of an order the reconcile could not
+-- see yet (a delivery still under way, a gateway's spool).
 -- Returns {'OK', applied, conflicts}.
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'NO_SALE'} end
 local applied, conflicts = 0, 0
 local now = now_ms()
 local seq = tonumber(redis.call('GET', KEYS[7]) or '0')
 local top = seq
-for i = 1, #ARGV, 4 do
+for i = 3, #ARGV, 4 do
   local oid, user, status, s = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
   if s > top then top = s end
   local holder = redis.call('HGET', KEYS[5], oid)
@@ -57,5 +60,9 @@ for i = 1, #ARGV, 4 do
     end
   end
 end
+local nb, b = tonumber(ARGV[1]), tonumber(ARGV[2])
+local floor = now * 1000
+floor = floor - (floor % nb) + b
+if floor > top then top = floor end
 if top > seq then redis.call('SET', KEYS[7], string.format('%d', top)) end
 return {'OK', applied, conflicts}

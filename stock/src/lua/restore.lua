@@ -32,7 +32,10 @@ if held + sold > initial then
 end
 redis.call('SET', KEYS[2], initial - held - sold)
 redis.call('SET', KEYS[3], sold)
-redis.call('SET', KEYS[7], ARGV[6])
+-- Past every id known and past Redis's clock x 1000: an order the restore could not see
+-- (a delivery under way, a gateway's spool) never shares an id with a new one.
+local next_seq = math.max(tonumber(ARGV[6]), now * 1000)
+redis.call('SET', KEYS[7], string.format('%d', next_seq))
 redis.call('HSET', KEYS[1], 'initial', ARGV[1], 'limit', ARGV[2], 'start_ms', ARGV[3],
   'end_ms', ARGV[4], 'paused', ARGV[5], 'created_ms', tostring(now_ms()), 'restored_ms', tostring(now_ms()))
-return {'OK', initial - held - sold, held, sold}
+return {'OK', initial - held - sold, held, sold, next_seq + 1}
