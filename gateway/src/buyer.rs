@@ -188,6 +188,11 @@ impl App {
 
     pub(crate) fn pay(&self, order_id: &str, req: &Incoming) -> Result<Reply, ApiError> {
         let (_, buyer, mut stock) = self.owned_order(order_id, req)?;
+        // Fenced like a purchase: a Redis that lost writes may have lost this order's
+        // release too, and a payment cannot be taken back.
+        if !self.switches.store_confirmed(self.pipe.generation()) {
+            return Err(ApiError::StoreUnconfirmed);
+        }
         match stock.settle(order_id, Settlement::Paid) {
             Ok(_) => {
                 // Redis decided; the event brings PostgreSQL along. If it is lost, the

@@ -185,19 +185,23 @@ fn follow_switches(app: Arc<App>) -> impl FnOnce() {
                     .map(|(epoch, switches)| StoreRead { epoch, switches })
             });
             let unconfirmed = match (conn.as_mut(), watch.as_mut(), &read) {
-                (Some(c), Some(w), Some(r)) => unconfirmed_masters(c, w, r.epoch.is_none()),
+                (Some(c), Some(w), Some(_)) => unconfirmed_masters(c, w),
                 _ => None,
             };
-            if read.is_none() || unconfirmed.is_none() {
+            // A failed master check (a node away) keeps the control connection.
+            if read.is_none() {
                 conn = None;
             }
+            let confirmed = unconfirmed.as_ref().is_some_and(|u| u.is_empty());
             app.switches.follow(read, &app.limits, &app.breaker);
             app.switches.confirm(gen, unconfirmed);
             // A connection made or lost holds purchases until the next check: check
-            // again at once (a reconnect to the same trusted process costs ~20 ms).
+            // again at once (a reconnect to the same trusted process costs ~20 ms) —
+            // unless this check found a master untrusted or unreadable: then the poll
+            // period (a dead node's reconnect attempts move the generation all the time).
             let next = Instant::now() + every;
             std::thread::sleep(Duration::from_millis(20));
-            while Instant::now() < next && app.pipe.generation() == gen {
+            while Instant::now() < next && (!confirmed || app.pipe.generation() == gen) {
                 std::thread::sleep(Duration::from_millis(10));
             }
         }
@@ -205,21 +209,26 @@ fn follow_switches(app: Arc<App>) -> impl FnOnce() {
 }
 
 /// The masters whose process the store does not trust (`stock::trust`), as `addr
-/// run_id`; `None` if they cannot be read. A store without an epoch holds no sale, so
-/// nothing can have been lost: its processes are trusted at once.
+/// run_id/replid`; `None` if they cannot be read. A store without an epoch holds no sale,
+/// so nothing can have been lost: its masters are trusted at once — except a promoted
+/// replica (on a cluster the epoch lives on one master, and another's may be what lost
+/// writes). The epoch is read after the masters, so it is no older than they are.
 fn unconfirmed_masters(
     conn: &mut stock::Conn,
     watch: &mut stock::trust::RunWatch,
-    no_epoch: bool,
 ) -> Option<Vec<String>> {
     let runs = watch
         .runs(conn)
         .map_err(|e| tracing::debug!(error = %e, "reading the masters' run ids"))
         .ok()?;
     let mut untrusted = stock::trust::untrusted(conn, &runs).ok()?;
-    if no_epoch && !untrusted.is_empty() {
-        stock::trust::trust(conn, &untrusted).ok()?;
-        untrusted.clear();
+    if !untrusted.is_empty() && untrusted.iter().all(|r| r.master && !r.promoted) {
+        let epoch = stock::control::epoch(conn).ok()?;
+        if epoch.is_none() {
+            // Every current master, so that a rewrite of the bounded hash keeps them.
+            stock::trust::trust(conn, &runs).ok()?;
+            untrusted.clear();
+        }
     }
     Some(
         untrusted

@@ -92,7 +92,9 @@ pub fn scan_once(
 }
 
 /// Scan every `cancel_scan_ms` until `stop`; failures are logged and retried next scan.
-pub fn run(cfg: Config, metrics: Arc<Metrics>, stop: Arc<AtomicBool>) {
+/// `held`: set by the reconciler while a Redis master is not trusted; no release or
+/// payment is settled meanwhile (Redis may have lost the order, or an earlier release).
+pub fn run(cfg: Config, metrics: Arc<Metrics>, stop: Arc<AtomicBool>, held: Arc<AtomicBool>) {
     let timeout = Duration::from_millis(cfg.redis_timeout_ms.max(1) as u64);
     let mut conns: Option<(postgres::Client, Stock<stock::Conn>)> = None;
     let mut oversell_checked: Option<std::time::Instant> = None;
@@ -129,6 +131,10 @@ pub fn run(cfg: Config, metrics: Arc<Metrics>, stop: Arc<AtomicBool>) {
                     }
                     Err(e) => tracing::warn!(error = %e, "oversell check failed"),
                 }
+            }
+            if held.load(Ordering::Acquire) {
+                std::thread::sleep(Duration::from_millis(cfg.cancel_scan_ms.max(10) as u64));
+                continue;
             }
             if swept.is_none_or(|t| {
                 t.elapsed() >= Duration::from_millis(cfg.reservation_sweep_ms.max(100) as u64)

@@ -42,6 +42,9 @@ pub struct Config {
     /// the reconciler waits before reading PostgreSQL and the topic, so that orders
     /// whose delivery to the broker was still under way are on the topic by then.
     pub reconcile_grace_ms: i64,
+    /// A second reconcile this long after one, for orders whose delivery took longer than
+    /// the grace; keep it above the gateways' `kafka_timeout_ms`.
+    pub reconcile_late_pass_ms: i64,
     /// Prometheus metrics listen address ("" = off).
     pub metrics_listen: String,
     /// Extra librdkafka settings for both consumer and producer, `k=v,k=v`.
@@ -71,6 +74,7 @@ impl Default for Config {
             reservation_grace_secs: 60,
             reconcile_poll_ms: 1000,
             reconcile_grace_ms: 2000,
+            reconcile_late_pass_ms: 10_000,
             metrics_listen: "127.0.0.1:9101".into(),
             kafka_extra: String::new(),
         }

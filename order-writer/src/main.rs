@@ -56,18 +56,20 @@ fn run() -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())
         .map_err(|e| e.to_string())?;
+    // Set while a Redis master is not trusted: the canceller settles nothing meanwhile.
+    let held = Arc::new(AtomicBool::new(false));
     let canceller = {
-        let (cfg, metrics, stop) = (cfg.clone(), metrics.clone(), stop.clone());
+        let (cfg, metrics, stop, held) = (cfg.clone(), metrics.clone(), stop.clone(), held.clone());
         std::thread::Builder::new()
             .name("canceller".into())
-            .spawn(move || order_writer::canceller::run(cfg, metrics, stop))
+            .spawn(move || order_writer::canceller::run(cfg, metrics, stop, held))
             .map_err(|e| e.to_string())?
     };
     let reconciler = {
         let (cfg, metrics, stop) = (cfg.clone(), metrics.clone(), stop.clone());
         std::thread::Builder::new()
             .name("reconciler".into())
-            .spawn(move || order_writer::reconciler::run(cfg, metrics, stop))
+            .spawn(move || order_writer::reconciler::run(cfg, metrics, stop, held))
             .map_err(|e| e.to_string())?
     };
     let writer = order_writer::consumer::Writer::new(cfg, metrics).map_err(|e| e.to_string())?;

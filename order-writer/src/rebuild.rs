@@ -39,7 +39,14 @@ pub enum Outcome {
     /// It could not be reconciled (the error); it was paused so that it cannot sell
     /// what Redis may have lost, for an operator to look at.
     Paused(String),
+    /// Lost from Redis and could not be restored (the error): it sells nothing until an
+    /// operator restores it.
+    NotRestored(String),
 }
+
+/// The advisory lock every reconcile holds: two writers' reconcilers (or one and a
+/// `rebuild-stock`) never restore the same sale at once.
+const RECONCILE_LOCK: i64 = 0x5ec_c111_0001;
 
 /// Which sales a run looks at.
 #[derive(Debug, Clone, Copy)]
@@ -76,6 +83,8 @@ pub fn run(
     let runs = stock::trust::RunWatch::new(&cfg.redis_url, timeout)?.runs(stock.conn_mut())?;
     let mut db = db::connect(&cfg.database_url, cfg.db_statement_timeout_ms)?;
     db::migrate(&mut db)?;
+    // Held until `db` is dropped at the end of the run.
+    db.execute("SELECT pg_advisory_lock($1)", &[&RECONCILE_LOCK])?;
 
     let mut definitions: BTreeMap<String, Option<SaleDefinition>> = BTreeMap::new();
     for row in db.query(
@@ -105,7 +114,13 @@ pub fn run(
         };
         definitions.insert(sale, def);
     }
-    let events = topic_events(cfg, topic_within)?;
+    // The reconciler needs only what PostgreSQL may not hold yet: from the writers'
+    // committed offsets (committed only after the rows). rebuild-stock reads it all.
+    let from_group = match scope {
+        Scope::All(_) => None,
+        Scope::EndingAfter(_) => Some(cfg.group_id.as_str()),
+    };
+    let events = topic_events(cfg, from_group, topic_within)?;
     for m in &events {
         if m.event == OrderEvent::Opened {
             let slot = definitions.entry(m.sale.clone()).or_insert(None);
@@ -130,11 +145,15 @@ pub fn run(
             Ok(o) => o,
             Err(e) => {
                 tracing::error!(%sale, error = %e, "sale could not be reconciled; pausing it");
-                stock.set_paused(&sale, true).map_err(|pe| {
-                    tracing::error!(%sale, error = %pe, "cannot pause the sale either: the store stays untrusted");
-                    pe
-                })?;
-                Outcome::Paused(e.to_string())
+                match stock.set_paused(&sale, true) {
+                    Ok(()) => Outcome::Paused(e.to_string()),
+                    // Not in Redis: it cannot sell anything either.
+                    Err(StockError::NoSale) => Outcome::NotRestored(e.to_string()),
+                    Err(pe) => {
+                        tracing::error!(%sale, error = %pe, "cannot pause the sale either: the store stays untrusted");
+                        return Err(pe.into());
+                    }
+                }
             }
         };
         out.push((sale, outcome));
@@ -226,9 +245,18 @@ fn one_sale(
     })
 }
 
-/// Every event on the order topic, from the beginning to the high watermarks read at the
-/// start (no consumer group: nothing is committed).
-fn topic_events(cfg: &Config, within: Duration) -> Result<Vec<OrderMessage>, WriterError> {
+/// Every event on the order topic up to the high watermarks read at the start: from the
+/// beginning, or from consumer group `from_group`'s committed offsets (read, never
+/// joined nor committed).
+fn topic_events(
+    cfg: &Config,
+    from_group: Option<&str>,
+    within: Duration,
+) -> Result<Vec<OrderMessage>, WriterError> {
+    let committed: HashMap<i32, i64> = match from_group {
+        None => HashMap::new(),
+        Some(group) => committed_offsets(cfg, group)?,
+    };
     let consumer: BaseConsumer = crate::consumer::client_config(cfg)?
         .set("group.id", format!("rebuild-{}", std::process::id()))
         .set("enable.auto.commit", "false")
@@ -244,9 +272,11 @@ fn topic_events(cfg: &Config, within: Duration) -> Result<Vec<OrderMessage>, Wri
     for p in partitions {
         let (low, high) =
             consumer.fetch_watermarks(&cfg.orders_topic, p, Duration::from_secs(10))?;
-        if high > low {
+        let from = committed.get(&p).copied().filter(|o| *o > low);
+        if high > from.unwrap_or(low) {
             want.insert(p, high);
-            tpl.add_partition_offset(&cfg.orders_topic, p, Offset::Beginning)?;
+            let start = from.map_or(Offset::Beginning, Offset::Offset);
+            tpl.add_partition_offset(&cfg.orders_topic, p, start)?;
         }
     }
     consumer.assign(&tpl)?;
@@ -278,4 +308,28 @@ fn topic_events(cfg: &Config, within: Duration) -> Result<Vec<OrderMessage>, Wri
         }
     }
     Ok(out)
+}
+
+/// Consumer group `group`'s committed offsets on the order topic, by partition.
+fn committed_offsets(cfg: &Config, group: &str) -> Result<HashMap<i32, i64>, WriterError> {
+    let consumer: BaseConsumer = crate::consumer::client_config(cfg)?
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let md = consumer.fetch_metadata(Some(&cfg.orders_topic), Duration::from_secs(10))?;
+    let mut tpl = TopicPartitionList::new();
+    for t in md.topics() {
+        for p in t.partitions() {
+            tpl.add_partition(&cfg.orders_topic, p.id());
+        }
+    }
+    let got = consumer.committed_offsets(tpl, Duration::from_secs(10))?;
+    Ok(got
+        .elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            Offset::Offset(o) => Some((e.partition(), o)),
+            _ => None,
+        })
+        .collect())
 }

@@ -18,13 +18,17 @@ use std::time::{Duration, Instant};
 /// How long a reconcile may take to read the order topic to its end.
 const TOPIC_WITHIN: Duration = Duration::from_secs(60);
 
-pub fn run(cfg: Config, metrics: Arc<Metrics>, stop: Arc<AtomicBool>) {
+/// `held` is set while a master is not trusted (the canceller settles nothing meanwhile).
+pub fn run(cfg: Config, metrics: Arc<Metrics>, stop: Arc<AtomicBool>, held: Arc<AtomicBool>) {
     if cfg.reconcile_poll_ms <= 0 {
         tracing::info!("reconciler off (reconcile_poll_ms = 0)");
         return;
     }
     let every = Duration::from_millis(cfg.reconcile_poll_ms as u64);
     let mut check: Option<Check> = None;
+    // After a reconcile, one more pass once deliveries slower than the grace (up to the
+    // producers' delivery timeout) have surely reached the topic.
+    let mut late_pass: Option<Instant> = None;
     while !stop.load(Ordering::Relaxed) {
         if check.is_none() {
             check = Check::new(&cfg)
@@ -40,6 +44,20 @@ pub fn run(cfg: Config, metrics: Arc<Metrics>, stop: Arc<AtomicBool>) {
             }
             None => Vec::new(),
         };
+        held.store(!untrusted.is_empty(), Ordering::Release);
+        if untrusted.is_empty() && late_pass.is_some_and(|t| Instant::now() >= t) {
+            late_pass = None;
+            match rebuild::run(&cfg, scope(&cfg), TOPIC_WITHIN) {
+                Ok(done) => {
+                    let (applied, conflicts) = tally(&done);
+                    if applied > 0 || conflicts > 0 {
+                        metrics.reconciled(applied, conflicts, Duration::ZERO);
+                        tracing::warn!(orders_put_back = applied, conflicts, "late reconcile pass: orders that reached the topic after the first pass");
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "late reconcile pass failed"),
+            }
+        }
         if !untrusted.is_empty() {
             tracing::warn!(masters = ?untrusted, grace_ms = cfg.reconcile_grace_ms, "Redis masters the store does not trust yet (restarted or promoted): reconciling them with PostgreSQL and the topic");
             sleep_unless_stopped(
@@ -50,25 +68,14 @@ pub fn run(cfg: Config, metrics: Arc<Metrics>, stop: Arc<AtomicBool>) {
                 return;
             }
             let started = Instant::now();
-            // Sales whose orders can still change: open ones, and those within the
-            // payment window after their end (a payment or cancellation may be lost).
-            let horizon = seckill_common::now_ms()
-                - (cfg.payment_window_secs.max(0) + cfg.reservation_grace_secs.max(0)) * 1000;
-            match rebuild::run(&cfg, rebuild::Scope::EndingAfter(horizon), TOPIC_WITHIN) {
+            match rebuild::run(&cfg, scope(&cfg), TOPIC_WITHIN) {
                 Ok(done) => {
-                    let (mut applied, mut conflicts) = (0, 0);
-                    for (sale, o) in &done {
-                        match o {
-                            Outcome::Present { reapplied } => {
-                                applied += reapplied.applied;
-                                conflicts += reapplied.conflicts;
-                            }
-                            Outcome::Paused(e) => {
-                                tracing::error!(%sale, error = %e, "paused: it could not be reconciled (runbooks/redis-store-unconfirmed.md)")
-                            }
-                            _ => {}
-                        }
-                    }
+                    let (applied, conflicts) = tally(&done);
+                    held.store(false, Ordering::Release);
+                    late_pass = Some(
+                        Instant::now()
+                            + Duration::from_millis(cfg.reconcile_late_pass_ms.max(0) as u64),
+                    );
                     metrics.reconciled(applied, conflicts, started.elapsed());
                     tracing::warn!(
                         sales = done.len(),
@@ -83,6 +90,32 @@ pub fn run(cfg: Config, metrics: Arc<Metrics>, stop: Arc<AtomicBool>) {
         }
         sleep_unless_stopped(every, &stop);
     }
+}
+
+/// Sales whose orders can still change: open ones, and those within the payment window
+/// (and the sweep's grace) after their end — a payment or cancellation may be lost.
+fn scope(cfg: &Config) -> rebuild::Scope<'static> {
+    let horizon = seckill_common::now_ms()
+        - (cfg.payment_window_secs.max(0) + cfg.reservation_grace_secs.max(0)) * 1000;
+    rebuild::Scope::EndingAfter(horizon)
+}
+
+/// Orders put back and conflicts over a run's outcomes; sales that failed are logged.
+fn tally(done: &[(String, Outcome)]) -> (u64, u64) {
+    let (mut applied, mut conflicts) = (0, 0);
+    for (sale, o) in done {
+        match o {
+            Outcome::Present { reapplied } => {
+                applied += reapplied.applied;
+                conflicts += reapplied.conflicts;
+            }
+            Outcome::Paused(e) | Outcome::NotRestored(e) => {
+                tracing::error!(%sale, error = %e, "could not be reconciled: it sells nothing until an operator runs `order-writer rebuild-stock SALE` (runbooks/redis-store-unconfirmed.md)")
+            }
+            _ => {}
+        }
+    }
+    (applied, conflicts)
 }
 
 fn sleep_unless_stopped(d: Duration, stop: &AtomicBool) {

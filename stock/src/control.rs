@@ -50,6 +50,14 @@ pub fn read(
         .map_err(map_redis_error)
 }
 
+/// The store epoch alone (`sk:epoch`; None: no sale ever created, or the data was lost).
+pub fn epoch(conn: &mut Conn) -> Result<Option<String>, StockError> {
+    redis::cmd("GET")
+        .arg(keys::EPOCH)
+        .query(conn)
+        .map_err(map_redis_error)
+}
+
 fn xadd(p: &mut redis::Pipeline, cluster: &str, e: &AuditEntry) {
     p.cmd("XADD")
         .arg(keys::audit(cluster))

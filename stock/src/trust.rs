@@ -28,6 +28,10 @@ pub struct Run {
     pub run_id: String,
     /// Started empty and never a replica: cannot have lost anything.
     pub born_clean: bool,
+    /// It says it is a master (a node listed as one may have been demoted meanwhile).
+    pub master: bool,
+    /// It was a replica once and took over (`second_repl_offset` set).
+    pub promoted: bool,
 }
 
 /// The `INFO` sections a run is read from.
@@ -67,23 +71,49 @@ impl RunWatch {
                 .map_err(map_redis_error)?;
             return Ok(vec![run_of("redis".into(), &info)?]);
         };
-        let slots: redis::Value = redis::cmd("CLUSTER")
-            .arg("SLOTS")
-            .query(conn)
-            .map_err(map_redis_error)?;
-        let mut masters = masters_of(&slots);
-        masters.sort();
-        masters.dedup();
-        if masters.is_empty() {
-            return Err(StockError::Redis(
-                "CLUSTER SLOTS: no master serves slots".into(),
-            ));
-        }
+        let _ = conn;
         let auth = match (&url.username, &url.password) {
             (Some(u), Some(p)) => format!("{u}:{p}@"),
             (None, Some(p)) => format!(":{p}@"),
             _ => String::new(),
         };
+        // The map from a node we name (a master known from the last read, else a seed),
+        // so that an empty or `?` endpoint can be read as that node's host.
+        let mut asked: Vec<String> = self.conns.keys().cloned().collect();
+        asked.extend(url.nodes.iter().map(|(h, p)| format!("{h}:{p}")));
+        let mut masters = Vec::new();
+        for addr in asked {
+            if !self.conns.contains_key(&addr) {
+                match connect_single(&format!("redis://{auth}{addr}"), self.timeout) {
+                    Ok(c) => {
+                        self.conns.insert(addr.clone(), c);
+                    }
+                    Err(_) => continue,
+                }
+            }
+            let Some(c) = self.conns.get_mut(&addr) else {
+                continue;
+            };
+            match redis::cmd("CLUSTER").arg("SLOTS").query::<redis::Value>(c) {
+                Ok(slots) => {
+                    let host = addr.rsplit_once(':').map_or(addr.as_str(), |(h, _)| h);
+                    masters = masters_of(&slots, host);
+                    if !masters.is_empty() {
+                        break;
+                    }
+                }
+                Err(_) => {
+                    self.conns.remove(&addr);
+                }
+            }
+        }
+        masters.sort();
+        masters.dedup();
+        if masters.is_empty() {
+            return Err(StockError::Redis(
+                "CLUSTER SLOTS: no node named a master serving slots".into(),
+            ));
+        }
         self.conns.retain(|a, _| masters.contains(a));
         let mut out = Vec::with_capacity(masters.len());
         for addr in masters {
@@ -127,8 +157,10 @@ pub fn run_of(addr: String, info: &str) -> Result<Run, StockError> {
         None => run.to_string(),
     };
     // Every field must say so; a missing one (another version) means "not known".
-    let born_clean = field(info, "role") == Some("master")
-        && field(info, "second_repl_offset") == Some("-1")
+    let master = field(info, "role") == Some("master");
+    let promoted = field(info, "second_repl_offset") != Some("-1");
+    let born_clean = master
+        && !promoted
         && field(info, "aof_enabled") == Some("0")
         && field(info, "rdb_last_load_keys_loaded") == Some("0")
         && field(info, "loading") == Some("0");
@@ -136,11 +168,14 @@ pub fn run_of(addr: String, info: &str) -> Result<Run, StockError> {
         addr,
         run_id,
         born_clean,
+        master,
+        promoted,
     })
 }
 
-/// The masters' `host:port` in a `CLUSTER SLOTS` reply.
-fn masters_of(v: &redis::Value) -> Vec<String> {
+/// The masters' `host:port` in a `CLUSTER SLOTS` reply from a node on `asked_host` (an
+/// empty or `?` endpoint means that host, as Redis documents).
+fn masters_of(v: &redis::Value, asked_host: &str) -> Vec<String> {
     use redis::Value;
     let Value::Array(ranges) = v else {
         return Vec::new();
@@ -155,6 +190,9 @@ fn masters_of(v: &redis::Value) -> Vec<String> {
         .filter_map(|r| match r {
             Value::Array(items) => match items.get(2) {
                 Some(Value::Array(m)) => match (m.first().and_then(text), m.get(1)) {
+                    (Some(h), Some(Value::Int(p))) if h.is_empty() || h == "?" => {
+                        Some(format!("{asked_host}:{p}"))
+                    }
                     (Some(h), Some(Value::Int(p))) => Some(format!("{h}:{p}")),
                     _ => None,
                 },
@@ -165,9 +203,11 @@ fn masters_of(v: &redis::Value) -> Vec<String> {
         .collect()
 }
 
-/// The runs among `runs` neither born clean nor listed in `sk:trust`.
+/// The runs among `runs` neither born clean nor listed in `sk:trust`, and any that is
+/// not a master (a node listed as one but demoted meanwhile: the view is stale).
 pub fn untrusted(conn: &mut Conn, runs: &[Run]) -> Result<Vec<Run>, StockError> {
-    let runs: Vec<&Run> = runs.iter().filter(|r| !r.born_clean).collect();
+    let mut out: Vec<Run> = runs.iter().filter(|r| !r.master).cloned().collect();
+    let runs: Vec<&Run> = runs.iter().filter(|r| r.master && !r.born_clean).collect();
     if runs.is_empty() {
         return Ok(Vec::new());
     }
@@ -177,17 +217,20 @@ pub fn untrusted(conn: &mut Conn, runs: &[Run]) -> Result<Vec<Run>, StockError> 
         cmd.arg(&r.run_id);
     }
     let known: Vec<Option<String>> = cmd.query(conn).map_err(map_redis_error)?;
-    Ok(runs
-        .into_iter()
-        .zip(known)
-        .filter(|(_, k)| k.is_none())
-        .map(|(r, _)| r.clone())
-        .collect())
+    out.extend(
+        runs.into_iter()
+            .zip(known)
+            .filter(|(_, k)| k.is_none())
+            .map(|(r, _)| r.clone()),
+    );
+    Ok(out)
 }
 
-/// Trust `runs` (they hold every acknowledged order). Keeps the hash bounded: when it
-/// grows past `TRUST_MAX`, it is rewritten with just these runs.
+/// Trust `runs` (they hold every acknowledged order; a run that is not a master is
+/// skipped). Keeps the hash bounded: when it grows past `TRUST_MAX`, it is rewritten with
+/// just these runs, so pass every current master.
 pub fn trust(conn: &mut Conn, runs: &[Run]) -> Result<(), StockError> {
+    let runs: Vec<&Run> = runs.iter().filter(|r| r.master).collect();
     if runs.is_empty() {
         return Ok(());
     }
@@ -201,7 +244,7 @@ pub fn trust(conn: &mut Conn, runs: &[Run]) -> Result<(), StockError> {
     if len + runs.len() > TRUST_MAX {
         p.cmd("DEL").arg(keys::TRUST).ignore();
     }
-    for r in runs {
+    for r in &runs {
         p.cmd("HSET")
             .arg(keys::TRUST)
             .arg(&r.run_id)
@@ -256,7 +299,12 @@ mod tests {
                 node("127.0.0.1", 17005),
             ),
         ]);
-        assert_eq!(masters_of(&v), vec!["127.0.0.1:17001", "127.0.0.1:17002"]);
-        assert!(masters_of(&Value::Nil).is_empty());
+        assert_eq!(
+            masters_of(&v, "h"),
+            vec!["127.0.0.1:17001", "127.0.0.1:17002"]
+        );
+        assert!(masters_of(&Value::Nil, "h").is_empty());
+        let v = Value::Array(vec![range(0, 16383, node("", 21601), Value::Nil)]);
+        assert_eq!(masters_of(&v, "10.0.0.5"), vec!["10.0.0.5:21601"]);
     }
 }
