@@ -23,7 +23,8 @@ fn redis(port: u16, dir: &Path) -> stackctl::redis::Redis {
         dir: dir.to_path_buf(),
         port,
     };
-    r.up_with(stackctl::redis::Persistence::AppendOnly).expect("redis with an AOF");
+    r.up_with(stackctl::redis::Persistence::AppendOnly)
+        .expect("redis with an AOF");
     r
 }
 
@@ -127,7 +128,10 @@ fn lost_writes_hold_purchases_until_the_orders_are_back() {
     // The machine dies: the disk kept the file as it was before the last ten orders.
     let pid = server.pid().expect("redis running");
     stackctl::process::signal(pid, stackctl::process::SIGKILL).unwrap();
-    assert!(stackctl::process::wait_until(Duration::from_secs(5), || !stackctl::process::alive(pid)));
+    assert!(stackctl::process::wait_until(
+        Duration::from_secs(5),
+        || !stackctl::process::alive(pid)
+    ));
     std::fs::OpenOptions::new()
         .write(true)
         .open(&aof)

@@ -283,9 +283,8 @@ impl Kafka {
             // Its process only (we just started it, so the pid is ours): its command line
             // can read as something else for a moment while the JVM starts, which once
             // made a live node look dead.
-            dead = (0..self.nodes).find(|n| {
-                process::read_pid(&self.pidfile(*n)).is_none_or(|p| !process::alive(p))
-            });
+            dead = (0..self.nodes)
+                .find(|n| process::read_pid(&self.pidfile(*n)).is_none_or(|p| !process::alive(p)));
             seen = self.brokers_listed();
             seen == self.nodes || dead.is_some()
         });

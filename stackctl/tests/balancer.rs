@@ -104,14 +104,20 @@ fn get(port: u16, from: &str, headers: &str) -> (String, String) {
     let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
     let pool = head
         .lines()
-        .find_map(|l| l.strip_prefix("x-seckill-pool: ").or(l.strip_prefix("X-Seckill-Pool: ")))
+        .find_map(|l| {
+            l.strip_prefix("x-seckill-pool: ")
+                .or(l.strip_prefix("X-Seckill-Pool: "))
+        })
         .unwrap_or("")
         .to_string();
     (pool, body.to_string())
 }
 
 fn ticket(user: u64) -> String {
-    format!("Authorization: Ticket {user}.1999999999.{}\r\n", "ab".repeat(32))
+    format!(
+        "Authorization: Ticket {user}.1999999999.{}\r\n",
+        "ab".repeat(32)
+    )
 }
 
 #[test]
@@ -132,7 +138,8 @@ fn balancer_health_checks_proxy_header_and_sticky_canary() {
         canary_permille: 0,
         canary_header: false,
     };
-    b.start(&plan, true).expect("haproxy starts and every fake passes /readyz");
+    b.start(&plan, true)
+        .expect("haproxy starts and every fake passes /readyz");
 
     // Share 0: everyone on stable, spread over both; the PROXY header names the client.
     let mut seen = std::collections::BTreeSet::new();
@@ -147,7 +154,10 @@ fn balancer_health_checks_proxy_header_and_sticky_canary() {
         "round robin over the stable pool, client address from PROXY v2"
     );
     let (_, body) = get(port, "127.0.0.2", &ticket(1));
-    assert!(body.ends_with(" 127.0.0.2"), "client 127.0.0.2 seen as {body}");
+    assert!(
+        body.ends_with(" 127.0.0.2"),
+        "client 127.0.0.2 seen as {body}"
+    );
     let (pool, _) = get(port, "127.0.0.1", "X-Canary: 1\r\n");
     assert_eq!(pool, "stable", "the header is off while no canary is set");
 
@@ -163,7 +173,10 @@ fn balancer_health_checks_proxy_header_and_sticky_canary() {
         }
         on_canary += (bucket(u) < 300) as usize;
     }
-    assert!(on_canary > 5 && on_canary < 40, "{on_canary} of 60 users on the canary");
+    assert!(
+        on_canary > 5 && on_canary < 40,
+        "{on_canary} of 60 users on the canary"
+    );
     let (pool, body) = get(port, "127.0.0.1", "X-Canary: 1\r\n");
     assert_eq!((pool.as_str(), body.as_str()), ("canary", "c 127.0.0.1"));
     let (pool, _) = get(port, "127.0.0.1", "");
@@ -179,15 +192,22 @@ fn balancer_health_checks_proxy_header_and_sticky_canary() {
         "a canary pool with no server up sends its users to stable"
     );
     c.ready.store(true, Ordering::SeqCst);
-    assert!(stackctl::process::wait_until(Duration::from_secs(5), || {
-        get(port, "127.0.0.1", &ticket(canary_user)).0 == "canary"
-    }));
+    assert!(stackctl::process::wait_until(
+        Duration::from_secs(5),
+        || { get(port, "127.0.0.1", &ticket(canary_user)).0 == "canary" }
+    ));
 
     // A stable gateway fails: the other one takes everything.
     a.ready.store(false, Ordering::SeqCst);
-    assert!(stackctl::process::wait_until(Duration::from_secs(5), || {
-        b.servers().unwrap().iter().any(|s| s.name == "gw0" && !s.up)
-    }));
+    assert!(stackctl::process::wait_until(
+        Duration::from_secs(5),
+        || {
+            b.servers()
+                .unwrap()
+                .iter()
+                .any(|s| s.name == "gw0" && !s.up)
+        }
+    ));
     for u in users.iter().filter(|u| bucket(**u) >= 300).take(6) {
         let (_, body) = get(port, "127.0.0.1", &ticket(*u));
         assert_eq!(body, "b 127.0.0.1");
@@ -196,7 +216,10 @@ fn balancer_health_checks_proxy_header_and_sticky_canary() {
 
     // Rollback: share 0 and the header off; kept in the state for a restart.
     let plan_now = b.set_canary(0, false).unwrap();
-    assert_eq!((plan_now.canary_permille, plan_now.canary_header), (0, false));
+    assert_eq!(
+        (plan_now.canary_permille, plan_now.canary_header),
+        (0, false)
+    );
     assert_eq!(get(port, "127.0.0.1", &ticket(canary_user)).0, "stable");
     assert_eq!(get(port, "127.0.0.1", "X-Canary: 1\r\n").0, "stable");
     assert_eq!(b.plan().unwrap().canary_permille, 0);
@@ -205,12 +228,17 @@ fn balancer_health_checks_proxy_header_and_sticky_canary() {
     let mut p2 = b.plan().unwrap();
     p2.stable = vec![bb.addr.to_string()];
     b.reload(&p2).unwrap();
-    assert!(stackctl::process::wait_until(Duration::from_secs(10), || {
-        b.servers().is_ok_and(|s| s.iter().filter(|s| s.pool == "stable").count() == 1)
-    }));
-    assert!(stackctl::process::wait_until(Duration::from_secs(5), || {
-        (0..4).all(|_| get(port, "127.0.0.1", "").1 == "b 127.0.0.1")
-    }));
+    assert!(stackctl::process::wait_until(
+        Duration::from_secs(10),
+        || {
+            b.servers()
+                .is_ok_and(|s| s.iter().filter(|s| s.pool == "stable").count() == 1)
+        }
+    ));
+    assert!(stackctl::process::wait_until(
+        Duration::from_secs(5),
+        || { (0..4).all(|_| get(port, "127.0.0.1", "").1 == "b 127.0.0.1") }
+    ));
     b.stop();
     assert!(!b.is_up());
     let _ = std::fs::remove_dir_all(&run);
