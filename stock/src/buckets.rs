@@ -123,6 +123,24 @@ fn empty(v: &Value) -> bool {
     matches!(v, Value::Array(items) if items.len() == 1 && string_of(&items[0]).is_ok_and(|c| c == "EMPTY"))
 }
 
+/// A bucket's keys as bucket create and restore take them: its sale keys
+/// ([`SaleKeys::all`]'s order), then its transfer journals (out, in).
+pub(crate) fn journaled_keys(bk: &SaleKeys) -> [String; 10] {
+    let [meta, stock, sold, buyers, res, settled, seq, res_at] = bk.all().map(str::to_string);
+    [
+        meta,
+        stock,
+        sold,
+        buyers,
+        res,
+        settled,
+        seq,
+        res_at,
+        bk.transfers_out(),
+        bk.transfers_in(),
+    ]
+}
+
 impl<C: Exec> Stock<C> {
     /// The sale's bucket count: 1 for a sale without buckets (and for one that does not
     /// exist, whose scripts then answer `NoSale`).
@@ -188,20 +206,8 @@ impl<C: Exec> Stock<C> {
         let n = buckets as i64;
         for b in 0..buckets {
             let share = spec.stock / n + i64::from((b as i64) < spec.stock % n);
-            let bk = SaleKeys::bucket(sale, b);
-            let (xout, xin) = (bk.transfers_out(), bk.transfers_in());
-            let keys = [
-                bk.meta.as_str(),
-                &bk.stock,
-                &bk.sold,
-                &bk.buyers,
-                &bk.reservations,
-                &bk.settled,
-                &bk.seq,
-                &bk.reserved_at,
-                &xout,
-                &xin,
-            ];
+            let keys = journaled_keys(&SaleKeys::bucket(sale, b));
+            let keys = keys.each_ref().map(String::as_str);
             let args = [
                 share.to_string(),
                 def[1].clone(),

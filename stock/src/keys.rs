@@ -165,6 +165,17 @@ pub fn split_order_id(order_id: &str) -> Option<(&str, u64)> {
     Some((sale, seq.parse().ok()?))
 }
 
+/// The sequence of `order_id`, which must be an order of `sale`.
+pub fn seq_in_sale(sale: &str, order_id: &str) -> Result<u64, StockError> {
+    match split_order_id(order_id) {
+        Some((s, seq)) if s == sale => Ok(seq),
+        Some(_) => Err(StockError::Invalid(format!(
+            "order {order_id} is not of sale {sale}"
+        ))),
+        None => Err(StockError::Invalid(format!("order id {order_id:?}"))),
+    }
+}
+
 /// 128 random bits, hex.
 pub fn new_token() -> String {
     let mut b = [0u8; 16];

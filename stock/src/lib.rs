@@ -474,14 +474,7 @@ impl<C: Exec> Stock<C> {
         ];
         let mut triples = Vec::with_capacity(orders.len() * 3);
         for o in orders {
-            let (s, seq) = keys::split_order_id(&o.order_id)
-                .ok_or_else(|| StockError::Invalid(format!("order id {:?}", o.order_id)))?;
-            if s != sale {
-                return Err(StockError::Invalid(format!(
-                    "order {} is not of sale {sale}",
-                    o.order_id
-                )));
-            }
+            let seq = keys::seq_in_sale(sale, &o.order_id)?;
             max_seq = max_seq.max(seq);
             triples.extend([
                 o.order_id.clone(),

@@ -132,12 +132,7 @@ impl<C: Exec> Stock<C> {
         let buckets = self.buckets_of(sale)?;
         let mut by_bucket: BTreeMap<u32, Vec<String>> = BTreeMap::new();
         for o in orders {
-            let (s, seq) = keys::split_order_id(&o.order_id)
-                .filter(|(s, _)| *s == sale)
-                .ok_or_else(|| {
-                    StockError::Invalid(format!("order {} is not of sale {sale}", o.order_id))
-                })?;
-            let _ = s;
+            let seq = keys::seq_in_sale(sale, &o.order_id)?;
             let b = if buckets > 1 {
                 keys::order_bucket(seq, buckets)
             } else {

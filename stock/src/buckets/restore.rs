@@ -70,14 +70,7 @@ pub(crate) fn plan(
     let mut seen = HashSet::with_capacity(orders.len());
     let mut floor = floor;
     for o in orders {
-        let (s, seq) = keys::split_order_id(&o.order_id)
-            .ok_or_else(|| StockError::Invalid(format!("order id {:?}", o.order_id)))?;
-        if s != sale {
-            return Err(StockError::Invalid(format!(
-                "order {} is not of sale {sale}",
-                o.order_id
-            )));
-        }
+        let seq = keys::seq_in_sale(sale, &o.order_id)?;
         if !seen.insert(o.order_id.as_str()) {
             return Err(StockError::Invalid(format!("order {} twice", o.order_id)));
         }
@@ -152,20 +145,8 @@ impl<C: Exec> Stock<C> {
         let paused = (paused as u8).to_string();
         let def = [spec.per_user_limit, spec.start_ms, spec.end_ms].map(|v| v.to_string());
         for (b, bp) in p.buckets.iter().enumerate() {
-            let bk = SaleKeys::bucket(sale, b as u32);
-            let (xout, xin) = (bk.transfers_out(), bk.transfers_in());
-            let keys = [
-                bk.meta.as_str(),
-                &bk.stock,
-                &bk.sold,
-                &bk.buyers,
-                &bk.reservations,
-                &bk.settled,
-                &bk.seq,
-                &bk.reserved_at,
-                &xout,
-                &xin,
-            ];
+            let keys = super::journaled_keys(&SaleKeys::bucket(sale, b as u32));
+            let keys = keys.each_ref().map(String::as_str);
             let mut args = vec![
                 bp.stock.to_string(),
                 def[0].clone(),
