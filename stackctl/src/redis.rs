@@ -96,7 +96,9 @@ impl Redis {
         if self.is_up() {
             return Ok(());
         }
-        if port_open(self.port) {
+        // A Redis just killed may leave a forked child (an AOF rewrite) holding the
+        // listening socket for a moment: give the port a few seconds to close.
+        if port_open(self.port) && !wait_until(Duration::from_secs(5), || !port_open(self.port)) {
             return Err(StackError::PortTaken(self.port, "redis"));
         }
         std::fs::create_dir_all(&self.dir)?;
