@@ -230,12 +230,7 @@ fn unconfirmed_masters(
             untrusted.clear();
         }
     }
-    Some(
-        untrusted
-            .into_iter()
-            .map(|r| format!("{} {}", r.addr, r.run_id))
-            .collect(),
-    )
+    Some(untrusted.into_iter().map(|r| r.to_string()).collect())
 }
 
 /// Every second, when a broker answers and the switch allows Kafka: replay the spool.

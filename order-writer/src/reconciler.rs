@@ -144,16 +144,10 @@ impl Check {
     fn untrusted(&mut self) -> Result<Vec<String>, WriterError> {
         let runs = self.watch.runs(&mut self.conn)?;
         let untrusted = stock::trust::untrusted(&mut self.conn, &runs)?;
-        let epoch: Option<String> = redis::cmd("GET")
-            .arg(stock::keys::EPOCH)
-            .query(&mut self.conn)
-            .map_err(stock::map_redis_error)?;
+        let epoch = stock::control::epoch(&mut self.conn)?;
         if untrusted.is_empty() || epoch.is_none() {
             return Ok(Vec::new());
         }
-        Ok(untrusted
-            .into_iter()
-            .map(|r| format!("{} {}", r.addr, r.run_id))
-            .collect())
+        Ok(untrusted.into_iter().map(|r| r.to_string()).collect())
     }
 }

@@ -59,15 +59,20 @@ pub struct ClusterUrl {
 impl ClusterUrl {
     /// `redis://` URLs of the seed nodes, with the credentials.
     pub fn node_urls(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .map(|(h, p)| self.node_url(&format!("{h}:{p}")))
+            .collect()
+    }
+
+    /// The `redis://` URL of the node at `addr` (`host:port`), with the credentials.
+    pub fn node_url(&self, addr: &str) -> String {
         let auth = match (&self.username, &self.password) {
             (Some(u), Some(p)) => format!("{u}:{p}@"),
             (None, Some(p)) => format!(":{p}@"),
             _ => String::new(),
         };
-        self.nodes
-            .iter()
-            .map(|(h, p)| format!("redis://{auth}{h}:{p}"))
-            .collect()
+        format!("redis://{auth}{addr}")
     }
 }
 

@@ -34,6 +34,13 @@ pub struct Run {
     pub promoted: bool,
 }
 
+/// `addr run_id/replid`, as logs and the gateway's store view name a master.
+impl std::fmt::Display for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.addr, self.run_id)
+    }
+}
+
 /// The `INFO` sections a run is read from.
 const SECTIONS: [&str; 3] = ["server", "persistence", "replication"];
 
@@ -72,38 +79,18 @@ impl RunWatch {
             return Ok(vec![run_of("redis".into(), &info)?]);
         };
         let _ = conn;
-        let auth = match (&url.username, &url.password) {
-            (Some(u), Some(p)) => format!("{u}:{p}@"),
-            (None, Some(p)) => format!(":{p}@"),
-            _ => String::new(),
-        };
         // The map from a node we name (a master known from the last read, else a seed),
         // so that an empty or `?` endpoint can be read as that node's host.
         let mut asked: Vec<String> = self.conns.keys().cloned().collect();
         asked.extend(url.nodes.iter().map(|(h, p)| format!("{h}:{p}")));
         let mut masters = Vec::new();
         for addr in asked {
-            if !self.conns.contains_key(&addr) {
-                match connect_single(&format!("redis://{auth}{addr}"), self.timeout) {
-                    Ok(c) => {
-                        self.conns.insert(addr.clone(), c);
-                    }
-                    Err(_) => continue,
-                }
-            }
-            let Some(c) = self.conns.get_mut(&addr) else {
-                continue;
-            };
-            match redis::cmd("CLUSTER").arg("SLOTS").query::<redis::Value>(c) {
-                Ok(slots) => {
-                    let host = addr.rsplit_once(':').map_or(addr.as_str(), |(h, _)| h);
-                    masters = masters_of(&slots, host);
-                    if !masters.is_empty() {
-                        break;
-                    }
-                }
-                Err(_) => {
-                    self.conns.remove(&addr);
+            if let Ok(slots) = self.query::<redis::Value>(&addr, redis::cmd("CLUSTER").arg("SLOTS"))
+            {
+                let host = addr.rsplit_once(':').map_or(addr.as_str(), |(h, _)| h);
+                masters = masters_of(&slots, host);
+                if !masters.is_empty() {
+                    break;
                 }
             }
         }
@@ -117,24 +104,34 @@ impl RunWatch {
         self.conns.retain(|a, _| masters.contains(a));
         let mut out = Vec::with_capacity(masters.len());
         for addr in masters {
-            if !self.conns.contains_key(&addr) {
-                let c = connect_single(&format!("redis://{auth}{addr}"), self.timeout)?;
-                self.conns.insert(addr.clone(), c);
-            }
-            let read = self
-                .conns
-                .get_mut(&addr)
-                .map(|c| redis::cmd("INFO").arg(&SECTIONS[..]).query::<String>(c));
-            match read {
-                Some(Ok(info)) => out.push(run_of(addr, &info)?),
-                Some(Err(e)) => {
-                    self.conns.remove(&addr);
-                    return Err(map_redis_error(e));
-                }
-                None => return Err(StockError::Redis(format!("{addr}: no connection"))),
-            }
+            let info: String = self.query(&addr, redis::cmd("INFO").arg(&SECTIONS[..]))?;
+            out.push(run_of(addr, &info)?);
         }
         Ok(out)
+    }
+
+    /// `cmd` on the node at `addr` (cluster only), on its kept connection, made if
+    /// missing; a failed call drops the connection.
+    fn query<T: redis::FromRedisValue>(
+        &mut self,
+        addr: &str,
+        cmd: &redis::Cmd,
+    ) -> Result<T, StockError> {
+        if !self.conns.contains_key(addr) {
+            let url = match &self.cluster {
+                Some(u) => u.node_url(addr),
+                None => return Err(StockError::Invalid("not a cluster".into())),
+            };
+            let c = connect_single(&url, self.timeout)?;
+            self.conns.insert(addr.to_string(), c);
+        }
+        let Some(c) = self.conns.get_mut(addr) else {
+            return Err(StockError::Redis(format!("{addr}: no connection")));
+        };
+        cmd.query(c).map_err(|e| {
+            self.conns.remove(addr);
+            map_redis_error(e)
+        })
     }
 }
 
