@@ -1,7 +1,8 @@
 //! `order-writer rebuild-stock`, and the reconciler's work: bring Redis in line with
 //! every acknowledged order, known from PostgreSQL and the events still in flight on the
-//! order topic (read from the beginning up to the high watermarks, so nothing
-//! acknowledged is missed even while the writer lags).
+//! order topic (read up to the high watermarks — from the beginning for rebuild-stock,
+//! from the writers' committed offsets for the reconciler — so nothing acknowledged is
+//! missed even while the writer lags).
 //! - A sale Redis lost entirely is restored from its definition and its orders,
 //!   atomically, never oversold; the store gets an epoch so the gateways resume.
 //! - A sale Redis kept gets back what a partial loss took (`Stock::reapply`: an
@@ -139,9 +140,14 @@ pub fn run(
         }
     }
 
+    let mut by_sale: HashMap<&str, Vec<&OrderMessage>> = HashMap::new();
+    for m in &events {
+        by_sale.entry(m.sale.as_str()).or_default().push(m);
+    }
     let mut out = Vec::new();
     for (sale, def) in definitions {
-        let outcome = match one_sale(&mut stock, &mut db, &events, &sale, def) {
+        let events = by_sale.get(sale.as_str()).map_or(&[][..], Vec::as_slice);
+        let outcome = match one_sale(&mut stock, &mut db, events, &sale, def) {
             Ok(o) => o,
             Err(e) => {
                 tracing::error!(%sale, error = %e, "sale could not be reconciled; pausing it");
@@ -167,7 +173,7 @@ pub fn run(
 fn one_sale(
     stock: &mut Stock<stock::Conn>,
     db: &mut postgres::Client,
-    events: &[OrderMessage],
+    events: &[&OrderMessage],
     sale: &str,
     def: Option<SaleDefinition>,
 ) -> Result<Outcome, WriterError> {
@@ -197,7 +203,7 @@ fn one_sale(
         });
     }
     let from_db = facts.len();
-    for m in events.iter().filter(|m| m.sale == sale) {
+    for m in events {
         match m.event {
             OrderEvent::Reserved => facts.push(Fact::Reserved {
                 order_id: m.order_id.clone(),
