@@ -47,14 +47,15 @@ pub fn run(cfg: Config, metrics: Arc<Metrics>, stop: Arc<AtomicBool>, held: Arc<
         held.store(!untrusted.is_empty(), Ordering::Release);
         if untrusted.is_empty() && late_pass.is_some_and(|t| Instant::now() >= t) {
             late_pass = None;
-            match rebuild::run(&cfg, scope(&cfg), TOPIC_WITHIN) {
-                Ok(done) => {
-                    let (applied, conflicts) = tally(&done);
-                    if applied > 0 || conflicts > 0 {
-                        metrics.reconciled(applied, conflicts, Duration::ZERO);
-                        tracing::warn!(orders_put_back = applied, conflicts, "late reconcile pass: orders that reached the topic after the first pass");
-                    }
+            match pass(&cfg, &metrics, false) {
+                Ok(p) if p.applied > 0 || p.conflicts > 0 => {
+                    tracing::warn!(
+                        orders_put_back = p.applied,
+                        conflicts = p.conflicts,
+                        "late reconcile pass: orders that reached the topic after the first pass"
+                    )
                 }
+                Ok(_) => {}
                 Err(e) => tracing::error!(error = %e, "late reconcile pass failed"),
             }
         }
@@ -67,21 +68,18 @@ pub fn run(cfg: Config, metrics: Arc<Metrics>, stop: Arc<AtomicBool>, held: Arc<
             if stop.load(Ordering::Relaxed) {
                 return;
             }
-            let started = Instant::now();
-            match rebuild::run(&cfg, scope(&cfg), TOPIC_WITHIN) {
-                Ok(done) => {
-                    let (applied, conflicts) = tally(&done);
+            match pass(&cfg, &metrics, true) {
+                Ok(p) => {
                     held.store(false, Ordering::Release);
                     late_pass = Some(
                         Instant::now()
                             + Duration::from_millis(cfg.reconcile_late_pass_ms.max(0) as u64),
                     );
-                    metrics.reconciled(applied, conflicts, started.elapsed());
                     tracing::warn!(
-                        sales = done.len(),
-                        orders_put_back = applied,
-                        conflicts,
-                        took_ms = started.elapsed().as_millis() as u64,
+                        sales = p.sales,
+                        orders_put_back = p.applied,
+                        conflicts = p.conflicts,
+                        took_ms = p.took.as_millis() as u64,
                         "reconciled; the masters are trusted and purchases resume"
                     );
                 }
@@ -98,6 +96,32 @@ fn scope(cfg: &Config) -> rebuild::Scope<'static> {
     let horizon = seckill_common::now_ms()
         - (cfg.payment_window_secs.max(0) + cfg.reservation_grace_secs.max(0)) * 1000;
     rebuild::Scope::EndingAfter(horizon)
+}
+
+/// What one reconcile pass did.
+struct Pass {
+    sales: usize,
+    applied: u64,
+    conflicts: u64,
+    took: Duration,
+}
+
+/// One reconcile of the sales in scope, then trust (`rebuild::run`); recorded in the
+/// metrics when `always`, or when it put something back or met a conflict.
+fn pass(cfg: &Config, metrics: &Metrics, always: bool) -> Result<Pass, WriterError> {
+    let started = Instant::now();
+    let done = rebuild::run(cfg, scope(cfg), TOPIC_WITHIN)?;
+    let (applied, conflicts) = tally(&done);
+    let p = Pass {
+        sales: done.len(),
+        applied,
+        conflicts,
+        took: started.elapsed(),
+    };
+    if always || applied > 0 || conflicts > 0 {
+        metrics.reconciled(applied, conflicts, p.took);
+    }
+    Ok(p)
 }
 
 /// Orders put back and conflicts over a run's outcomes; sales that failed are logged.
