@@ -47,23 +47,16 @@ impl App {
         self.sink
             .accepting(mode)
             .map_err(|e| ApiError::SinkUnavailable(e.to_string()))?;
-        // The fence against a Redis that lost writes (restart, failover): no purchase
-        // unless every master was confirmed at this generation, and none counts if the
-        // generation moved while it ran (it may have reached an unconfirmed process).
-        let gen = self.pipe.generation();
-        if !self.switches.store_confirmed(gen) {
-            return Err(ApiError::StoreUnconfirmed);
-        }
+        // None counts if the generation moved while it ran (it may have reached a Redis
+        // process no check confirmed).
+        let gen = self.fenced_generation()?;
         let mut stock = self.stock();
         let bought = stock.purchase(sale, user, &body.token);
         self.note(sale, bought.as_ref().map(|_| ()));
         let p = bought?;
         if !p.replayed && self.pipe.generation() != gen {
-            // Nothing has left for the broker: give the unit back and say why.
             tracing::warn!(order = %p.order_id, "Redis topology changed during the purchase; releasing it");
-            if let Err(e) = stock.settle(&p.order_id, Settlement::Released) {
-                tracing::error!(order = %p.order_id, error = %e, "release after a topology change failed; the reservation sweep returns this unit");
-            }
+            release_unacknowledged(&mut stock, &p.order_id);
             return Err(ApiError::StoreUnconfirmed);
         }
         if p.remaining <= 0 {
@@ -96,11 +89,8 @@ impl App {
             Err(e) => {
                 // Certainly not stored anywhere: give the unit back so it can sell again.
                 tracing::error!(order = %p.order_id, error = %e, "order not stored; releasing its reservation");
-                match stock.settle(&p.order_id, Settlement::Released) {
-                    Ok(_) => self.metrics.released_on_sink_failure(),
-                    Err(re) => {
-                        tracing::error!(order = %p.order_id, error = %re, "release after broker failure failed; the reservation sweep returns this unit")
-                    }
+                if release_unacknowledged(&mut stock, &p.order_id) {
+                    self.metrics.released_on_sink_failure();
                 }
                 return Err(ApiError::SinkUnavailable(e.to_string()));
             }
@@ -186,13 +176,23 @@ impl App {
         }
     }
 
+    /// The fence against a Redis that lost writes (restart, failover): the pipe's
+    /// topology generation, if a check found every master confirmed at it
+    /// (`Switches::store_confirmed`); else 503 `store_recovering`.
+    fn fenced_generation(&self) -> Result<u64, ApiError> {
+        let gen = self.pipe.generation();
+        if self.switches.store_confirmed(gen) {
+            Ok(gen)
+        } else {
+            Err(ApiError::StoreUnconfirmed)
+        }
+    }
+
     pub(crate) fn pay(&self, order_id: &str, req: &Incoming) -> Result<Reply, ApiError> {
         let (_, buyer, mut stock) = self.owned_order(order_id, req)?;
         // Fenced like a purchase: a Redis that lost writes may have lost this order's
         // release too, and a payment cannot be taken back.
-        if !self.switches.store_confirmed(self.pipe.generation()) {
-            return Err(ApiError::StoreUnconfirmed);
-        }
+        self.fenced_generation()?;
         match stock.settle(order_id, Settlement::Paid) {
             Ok(_) => {
                 // Redis decided; the event brings PostgreSQL along. If it is lost, the
@@ -225,6 +225,19 @@ impl App {
                 &json!({"order_id": order_id, "status": "paid"}),
             )),
             Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// Give back the unit of an order that will not be acknowledged (nothing of it has left
+/// for the broker), so it sells again; false if the release failed (the reservation
+/// sweep returns the unit later).
+fn release_unacknowledged(stock: &mut Stock<RedisPipe>, order_id: &str) -> bool {
+    match stock.settle(order_id, Settlement::Released) {
+        Ok(_) => true,
+        Err(e) => {
+            tracing::error!(order = order_id, error = %e, "release of an unacknowledged order failed; the reservation sweep returns this unit");
+            false
         }
     }
 }
