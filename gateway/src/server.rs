@@ -174,13 +174,16 @@ fn follow_switches(app: Arc<App>) -> impl FnOnce() {
         };
         loop {
             if conn.is_none() {
-                conn = stock::connect(&app.cfg.redis_url, timeout).ok();
+                conn = stock::connect(&app.cfg.redis_url, timeout)
+                    .map_err(|e| tracing::debug!(error = %e, "switch store: connect"))
+                    .ok();
             }
             // Before reading the masters: a connection made or lost from here on
             // changes the generation, so this check vouches only for what it saw.
             let gen = app.pipe.generation();
             let read = conn.as_mut().and_then(|c| {
                 stock::control::read(c, &app.cfg.cluster)
+                    .map_err(|e| tracing::debug!(error = %e, "switch store: read"))
                     .ok()
                     .map(|(epoch, switches)| StoreRead { epoch, switches })
             });
@@ -188,8 +191,9 @@ fn follow_switches(app: Arc<App>) -> impl FnOnce() {
                 (Some(c), Some(w), Some(_)) => unconfirmed_masters(c, w),
                 _ => None,
             };
-            // A failed master check (a node away) keeps the control connection.
-            if read.is_none() {
+            // Any failure starts over on a fresh connection: a kept cluster connection
+            // could hang after a failover (its slot map and node connections stale).
+            if read.is_none() || unconfirmed.is_none() {
                 conn = None;
             }
             let confirmed = unconfirmed.as_ref().is_some_and(|u| u.is_empty());
