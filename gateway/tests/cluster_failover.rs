@@ -107,7 +107,12 @@ fn purchases_resume_after_a_master_is_killed_and_its_replica_promoted() {
                         )
                         .state(&sale)
                         .map(|s| s.held);
-                        if !untrusted.is_empty() && held_now.ok() == Some(next as i64) {
+                        // Only once the promoted node says it is a master: a stale view
+                        // may list it as one before, and a non-master is never trusted.
+                        if !untrusted.is_empty()
+                            && untrusted.iter().all(|r| r.master)
+                            && held_now.ok() == Some(next as i64)
+                        {
                             stock::trust::trust(&mut conn, &untrusted).unwrap();
                             trusted = true;
                         }
