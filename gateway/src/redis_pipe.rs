@@ -536,8 +536,7 @@ fn is_purchase(cmd: &redis::Cmd) -> bool {
     let mut args = cmd.args_iter();
     matches!(args.next(), Some(redis::Arg::Simple(n)) if n.eq_ignore_ascii_case(b"EVALSHA"))
         && matches!(args.next(), Some(redis::Arg::Simple(sha))
-            if sha == stock::scripts::PURCHASE.sha().as_bytes()
-                || sha == stock::scripts::BPURCHASE.sha().as_bytes())
+            if sha == stock::scripts::PURCHASE.sha().as_bytes())
 }
 
 /// The key a command is routed by: the first key of EVAL/EVALSHA (none with 0 keys),

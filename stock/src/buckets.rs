@@ -241,9 +241,10 @@ impl<C: Exec> Stock<C> {
             ttl.as_millis().max(1).to_string(),
             max_live.to_string(),
             "0".to_string(),
+            "EMPTY".to_string(),
         ];
         let keys = [k.meta.as_str(), &k.stock, &k.buyers, &tk, &ut];
-        let reply = self.run(&scripts::BTOKEN, &keys, &args)?;
+        let reply = self.run(&scripts::TOKEN, &keys, &args)?;
         let rest = match empty(&reply) {
             true => {
                 // The home bucket is empty: the purchase will move units in, as long as
@@ -252,7 +253,7 @@ impl<C: Exec> Stock<C> {
                     return Err(StockError::SoldOut);
                 }
                 args[3] = "1".to_string();
-                outcome(self.run(&scripts::BTOKEN, &keys, &args)?)?
+                outcome(self.run(&scripts::TOKEN, &keys, &args)?)?
             }
             false => outcome(reply)?,
         };
@@ -283,9 +284,14 @@ impl<C: Exec> Stock<C> {
             &k.settled,
             &ut,
         ];
-        let args = [user.to_string(), sale.to_string(), buckets.to_string()];
+        let args = [
+            user.to_string(),
+            sale.to_string(),
+            buckets.to_string(),
+            "EMPTY".to_string(),
+        ];
         for _ in 0..MAX_REFILLS {
-            let reply = self.run(&scripts::BPURCHASE, &keys, &args)?;
+            let reply = self.run(&scripts::PURCHASE, &keys, &args)?;
             if empty(&reply) {
                 if !self.refill(sale, buckets, home)? {
                     return Err(StockError::SoldOut);
@@ -305,6 +311,7 @@ impl<C: Exec> Stock<C> {
                         remaining,
                         per_user_limit: int_at(&rest, 2)?,
                         replayed: int_at(&rest, 3)? == 1,
+                        reserved_at_ms: int_at(&rest, 4)?,
                     });
                 }
                 Err(e) => return Err(e),

@@ -337,6 +337,9 @@ pub struct Purchase {
     pub per_user_limit: i64,
     /// A retry with a token that had already bought: the same order, nothing changed.
     pub replayed: bool,
+    /// When Redis reserved the unit (its clock, ms): the order's one expiry clock, the
+    /// same on every delivery of its message. 0 for a replayed order already paid.
+    pub reserved_at_ms: i64,
 }
 
 /// How a reservation ends.
@@ -530,7 +533,13 @@ impl<C: Exec> Stock<C> {
                 &k.token(&token),
                 &k.user_tokens(user),
             ],
-            &[user.to_string(), ttl_ms, max_live.to_string()],
+            &[
+                user.to_string(),
+                ttl_ms,
+                max_live.to_string(),
+                "0".to_string(),
+                "SOLD_OUT".to_string(),
+            ],
         )?;
         let rest = outcome(reply)?;
         Ok(Token {
@@ -566,7 +575,12 @@ impl<C: Exec> Stock<C> {
                 &k.settled,
                 &k.user_tokens(user),
             ],
-            &[user.to_string(), sale.to_string()],
+            &[
+                user.to_string(),
+                sale.to_string(),
+                "1".to_string(),
+                "SOLD_OUT".to_string(),
+            ],
         )?;
         let rest = outcome(reply)?;
         Ok(Purchase {
@@ -574,35 +588,89 @@ impl<C: Exec> Stock<C> {
             remaining: int_at(&rest, 1)?,
             per_user_limit: int_at(&rest, 2)?,
             replayed: int_at(&rest, 3)? == 1,
+            reserved_at_ms: int_at(&rest, 4)?,
         })
     }
 
     /// End a reservation exactly once; returns the buyer. A second settlement of the
     /// same order answers `AlreadyReleased` or `AlreadyPaid` and changes nothing.
     pub fn settle(&mut self, order_id: &str, how: Settlement) -> Result<u64, StockError> {
-        let (sale, seq) = keys::split_order_id(order_id).ok_or(StockError::NoOrder)?;
-        // A bucketed sale's order lives in its bucket (released units go back there).
-        let k = self.order_keys(sale, seq)?;
+        let ids = [order_id.to_string()];
+        self.settle_many(&ids, how)?
+            .pop()
+            .unwrap_or_else(|| Err(StockError::BadReply("no settle outcome".into())))
+    }
+
+    /// Settle many reservations, one outcome (the buyer, or why not) per id in order.
+    /// Orders of one sale (one bucket) are settled by one script call per
+    /// `SETTLE_PAGE` ids: the payment-window scan settles thousands per round trip.
+    /// The outer error is a fault (Redis unreachable, a bad reply): ids of calls made
+    /// before it may have been settled, which a retry then finds "already" settled.
+    pub fn settle_many(
+        &mut self,
+        order_ids: &[String],
+        how: Settlement,
+    ) -> Result<Vec<Result<u64, StockError>>, StockError> {
         let how = match how {
             Settlement::Released => "released",
             Settlement::Paid => "paid",
         };
-        let reply = self.run(
-            &scripts::SETTLE,
-            &[
-                &k.stock,
-                &k.sold,
-                &k.buyers,
-                &k.reservations,
-                &k.settled,
-                &k.reserved_at,
-            ],
-            &[order_id.to_string(), how.to_string()],
-        )?;
-        let rest = outcome(reply)?;
-        string_at(&rest, 0)?
-            .parse()
-            .map_err(|_| StockError::BadReply("buyer is not a number".into()))
+        let mut out: Vec<Result<u64, StockError>> = Vec::with_capacity(order_ids.len());
+        // (sale, bucket keys' stock key) -> (keys, indexes into order_ids)
+        let mut groups: std::collections::BTreeMap<String, (keys::SaleKeys, Vec<usize>)> =
+            std::collections::BTreeMap::new();
+        for (i, id) in order_ids.iter().enumerate() {
+            out.push(Err(StockError::NoOrder));
+            let Some((sale, seq)) = keys::split_order_id(id) else {
+                continue;
+            };
+            let k = match self.order_keys(sale, seq) {
+                Ok(k) => k,
+                Err(e) if !e.is_fault() => {
+                    out[i] = Err(e);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            groups
+                .entry(k.stock.clone())
+                .or_insert_with(|| (k, Vec::new()))
+                .1
+                .push(i);
+        }
+        for (k, idx) in groups.values() {
+            for page in idx.chunks(SETTLE_PAGE) {
+                let mut args = Vec::with_capacity(page.len() + 1);
+                args.push(how.to_string());
+                args.extend(page.iter().map(|&i| order_ids[i].clone()));
+                let reply = self.run(
+                    &scripts::SETTLE,
+                    &[
+                        &k.stock,
+                        &k.sold,
+                        &k.buyers,
+                        &k.reservations,
+                        &k.settled,
+                        &k.reserved_at,
+                    ],
+                    &args,
+                )?;
+                let Value::Array(items) = reply else {
+                    return Err(StockError::BadReply("settle: expected an array".into()));
+                };
+                if items.len() != page.len() {
+                    return Err(StockError::BadReply("settle: one outcome per order".into()));
+                }
+                for (&i, item) in page.iter().zip(items) {
+                    out[i] = outcome(item).and_then(|rest| {
+                        string_at(&rest, 0)?
+                            .parse()
+                            .map_err(|_| StockError::BadReply("buyer is not a number".into()))
+                    });
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// One page of the sale's reservations older than `age` (by Redis's clock), from
@@ -762,6 +830,9 @@ fn server_error(v: Value) -> Result<Value, StockError> {
 }
 
 /// Turn a script's `{'CODE', ...}` reply into the values after `OK`, or the error.
+/// Orders settled by one script call (`Stock::settle_many`).
+const SETTLE_PAGE: usize = 1000;
+
 fn outcome(v: Value) -> Result<Vec<Value>, StockError> {
     let Value::Array(mut items) = v else {
         return Err(StockError::BadReply(format!(

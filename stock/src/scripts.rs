@@ -40,12 +40,11 @@ script!(RESTORE, "lua/restore.lua");
 script!(REAPPLY, "lua/reapply.lua");
 script!(EXPIRED, "lua/expired.lua");
 
-// Bucketed sales (`buckets` > 1; see `buckets.rs`). Settle, order, expired and pause
-// run unchanged on a bucket's keys.
+// Bucketed sales (`buckets` > 1; see `buckets.rs`). Token, purchase, settle, order,
+// expired and pause run unchanged on a bucket's keys (token and purchase take the
+// bucket count and the empty-bucket answer as arguments).
 script!(BCREATE, "lua/bcreate.lua");
 script!(BUCKET, "lua/bucket.lua");
-script!(BTOKEN, "lua/btoken.lua");
-script!(BPURCHASE, "lua/bpurchase.lua");
 script!(BSTATE, "lua/bstate.lua");
 script!(WITHDRAW, "lua/withdraw.lua");
 script!(DEPOSIT, "lua/deposit.lua");
@@ -61,8 +60,6 @@ pub fn all() -> [&'static Script; 9] {
 }
 
 /// The scripts only bucketed sales use, for preloading.
-pub fn bucketed() -> [&'static Script; 7] {
-    [
-        &BCREATE, &BUCKET, &BTOKEN, &BPURCHASE, &BSTATE, &WITHDRAW, &DEPOSIT,
-    ]
+pub fn bucketed() -> [&'static Script; 5] {
+    [&BCREATE, &BUCKET, &BSTATE, &WITHDRAW, &DEPOSIT]
 }

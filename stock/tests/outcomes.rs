@@ -449,3 +449,61 @@ fn a_buyer_holds_at_most_the_capped_number_of_live_tokens() {
         Err(StockError::TokenExpired)
     );
 }
+
+#[test]
+fn a_retry_reports_the_first_purchase_time_even_after_sell_out_and_the_sale_end() {
+    let mut s = stock();
+    let sale = open_sale(&mut s, "clock", 1);
+    let t = s.issue_token(&sale, 7, TTL).unwrap();
+    let before = now_ms();
+    let p = s.purchase(&sale, 7, &t.token).unwrap();
+    assert!(
+        !p.replayed && p.reserved_at_ms >= before - 1000 && p.reserved_at_ms <= now_ms() + 1000
+    );
+    assert_eq!(p.remaining, 0);
+    std::thread::sleep(Duration::from_millis(5));
+    let again = s.purchase(&sale, 7, &t.token).unwrap();
+    assert!(again.replayed);
+    assert_eq!(
+        (again.order_id.as_str(), again.reserved_at_ms),
+        (p.order_id.as_str(), p.reserved_at_ms),
+        "one expiry clock: the purchase's, on every delivery"
+    );
+}
+
+#[test]
+fn many_orders_of_several_sales_settle_in_one_call_each_exactly_once() {
+    let mut s = stock();
+    let a = open_sale(&mut s, "many_a", 3);
+    let b = open_sale(&mut s, "many_b", 2);
+    let mut ids = Vec::new();
+    for (sale, user) in [(&a, 1), (&a, 2), (&b, 1), (&a, 3), (&b, 2)] {
+        let t = s.issue_token(sale, user, TTL).unwrap();
+        ids.push(s.purchase(sale, user, &t.token).unwrap().order_id);
+    }
+    s.settle(&ids[1], Settlement::Paid).unwrap();
+    let mut asked = ids.clone();
+    asked.push(format!("{a}-999999999"));
+    asked.push("not-an-order".into());
+    let out = s.settle_many(&asked, Settlement::Released).unwrap();
+    assert_eq!(out.len(), asked.len());
+    assert_eq!(out[0], Ok(1));
+    assert_eq!(out[1], Err(StockError::AlreadyPaid));
+    assert_eq!(
+        (out[2].clone(), out[3].clone(), out[4].clone()),
+        (Ok(1), Ok(3), Ok(2))
+    );
+    assert_eq!(out[5], Err(StockError::NoOrder));
+    assert_eq!(out[6], Err(StockError::NoOrder));
+    let (sa, sb) = (s.state(&a).unwrap(), s.state(&b).unwrap());
+    assert_eq!((sa.remaining, sa.held, sa.sold), (2, 0, 1));
+    assert_eq!((sb.remaining, sb.held, sb.sold), (2, 0, 0));
+    // Again: every one already settled, nothing changes.
+    let out = s.settle_many(&ids, Settlement::Released).unwrap();
+    assert!(out.iter().enumerate().all(|(i, o)| if i == 1 {
+        *o == Err(StockError::AlreadyPaid)
+    } else {
+        *o == Err(StockError::AlreadyReleased)
+    }));
+    assert_eq!(s.state(&a).unwrap().remaining, 2);
+}

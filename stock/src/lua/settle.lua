@@ -1,20 +1,36 @@
--- Settle a reservation exactly once. KEYS: stock sold buyers res done res_at
--- ARGV: order_id outcome ('released' returns the unit to stock; 'paid' counts it sold)
-local user = redis.call('HGET', KEYS[4], ARGV[1])
-if not user then
-  local d = redis.call('HGET', KEYS[5], ARGV[1])
-  if not d then return {'NO_ORDER'} end
-  return {'ALREADY_' .. string.upper(string.match(d, '^(%a+)'))}
+-- Settle reservations exactly once: `HDEL res` is the arbiter, so pay and cancel racing
+-- on one order have one winner. One call settles any number of orders of one sale (or
+-- of one bucket of a bucketed sale): the payment-window scan settles a page in one step.
+-- KEYS: stock sold buyers res done res_at
+-- ARGV: outcome order_id... ('released' returns each unit to stock; 'paid' counts it sold)
+-- Reply: one entry per order, in order: {'OK', user}, {'ALREADY_PAID'},
+-- {'ALREADY_RELEASED'} or {'NO_ORDER'}.
+local how = ARGV[1]
+if how ~= 'released' and how ~= 'paid' then
+  return redis.error_reply('ERR unknown outcome ' .. tostring(how))
 end
-redis.call('HDEL', KEYS[4], ARGV[1])
-redis.call('HDEL', KEYS[6], ARGV[1])
-if ARGV[2] == 'released' then
-  redis.call('INCR', KEYS[1])
-  if redis.call('HINCRBY', KEYS[3], user, -1) <= 0 then redis.call('HDEL', KEYS[3], user) end
-elseif ARGV[2] == 'paid' then
-  redis.call('INCR', KEYS[2])
-else
-  return redis.error_reply('ERR unknown outcome ' .. tostring(ARGV[2]))
+local out = {}
+for i = 2, #ARGV do
+  local id = ARGV[i]
+  local user = redis.call('HGET', KEYS[4], id)
+  if not user then
+    local d = redis.call('HGET', KEYS[5], id)
+    if d then
+      out[#out + 1] = {'ALREADY_' .. string.upper(string.match(d, '^(%a+)'))}
+    else
+      out[#out + 1] = {'NO_ORDER'}
+    end
+  else
+    redis.call('HDEL', KEYS[4], id)
+    redis.call('HDEL', KEYS[6], id)
+    if how == 'released' then
+      redis.call('INCR', KEYS[1])
+      if redis.call('HINCRBY', KEYS[3], user, -1) <= 0 then redis.call('HDEL', KEYS[3], user) end
+    else
+      redis.call('INCR', KEYS[2])
+    end
+    redis.call('HSET', KEYS[5], id, how .. '|' .. user)
+    out[#out + 1] = {'OK', user}
+  end
 end
-redis.call('HSET', KEYS[5], ARGV[1], ARGV[2] .. '|' .. user)
-return {'OK', user}
+return out

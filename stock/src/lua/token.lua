@@ -1,5 +1,9 @@
--- Issue a single-use purchase token. KEYS: meta stock buyers token user_tokens
--- ARGV: user ttl_ms max_live (0: no cap on the buyer's live tokens)
+-- Issue a single-use purchase token: of a sale, or in the buyer's home bucket of a
+-- bucketed sale (one script for both). KEYS: meta stock buyers token user_tokens
+-- ARGV: user ttl_ms max_live (0: no cap on the buyer's live tokens) skip_stock empty
+--   skip_stock: '1' skips the stock check (a bucket's caller saw stock elsewhere);
+--   empty: the answer when no unit is left here: 'SOLD_OUT', or 'EMPTY' in a bucket
+--          (the caller looks at the other buckets; only the whole sale is sold out).
 local meta = redis.call('HMGET', KEYS[1], 'limit', 'start_ms', 'end_ms', 'paused')
 local now = now_ms()
 local shut = closed(meta, now)
@@ -7,7 +11,7 @@ if shut then return shut end
 if tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or '0') >= tonumber(meta[1]) then
   return {'ALREADY_BOUGHT'}
 end
-if tonumber(redis.call('GET', KEYS[2]) or '0') <= 0 then return {'SOLD_OUT'} end
+if ARGV[4] ~= '1' and tonumber(redis.call('GET', KEYS[2]) or '0') <= 0 then return {ARGV[5]} end
 local ttl = tonumber(ARGV[2])
 local exp = now + ttl
 local cap = tonumber(ARGV[3])
