@@ -11,29 +11,40 @@ use std::sync::Arc;
 use std::time::Duration;
 use stock::{Settlement, Stock, StockError};
 
-/// Settle one expired order in Redis.
-fn settle(stock: &mut Stock<stock::Conn>, order_id: &str) -> Result<Ended, WriterError> {
-    match stock.settle(order_id, Settlement::Released) {
-        Ok(_) | Err(StockError::AlreadyReleased) => Ok(Ended::Cancelled),
-        Err(StockError::AlreadyPaid) => Ok(Ended::Paid),
-        Err(StockError::NoOrder) => {
-            // Redis does not know the order (its data was lost): set the row aside for
-            // the reconciler instead of guessing.
-            tracing::error!(
-                order = order_id,
-                "expired order unknown to Redis; set aside for reconciliation"
-            );
-            Ok(Ended::Unsettled)
-        }
-        Err(e) => Err(WriterError::Stock(e)),
-    }
+/// Longest run of back-to-back payment-window scans (each of `cancel_batch` rows).
+const SCAN_BUDGET: Duration = Duration::from_secs(2);
+
+/// Settle expired orders in Redis, all at once: how each ended.
+fn settle(stock: &mut Stock<stock::Conn>, ids: &[String]) -> Result<Vec<Ended>, WriterError> {
+    let outcomes = stock.settle_many(ids, Settlement::Released)?;
+    ids.iter()
+        .zip(outcomes)
+        .map(|(id, o)| match o {
+            Ok(_) | Err(StockError::AlreadyReleased) => Ok(Ended::Cancelled),
+            Err(StockError::AlreadyPaid) => Ok(Ended::Paid),
+            Err(StockError::NoOrder) => {
+                // Redis does not know the order (its data was lost): set the row aside
+                // for the reconciler instead of guessing.
+                tracing::error!(
+                    order = %id,
+                    "expired order unknown to Redis; set aside for reconciliation"
+                );
+                Ok(Ended::Unsettled)
+            }
+            Err(e) => Err(WriterError::Stock(e)),
+        })
+        .collect()
 }
 
-/// Release in Redis every reservation older than the payment window plus the grace, in
-/// the sales PostgreSQL knows that may still hold some (not ended long ago). Orders with a
-/// row are then found "already released" by the payment-window scan, which cancels the
-/// row; a reservation with no order anywhere (its purchase reply was lost) just returns
-/// its unit. Settling is exactly once, so racing the scan or the buyer's payment is safe.
+/// Release in Redis every reservation older than the payment window plus the grace that
+/// has no row in PostgreSQL, in the sales PostgreSQL knows that may still hold some (not
+/// ended long ago): a reservation whose purchase reply was lost, or whose order was
+/// refused and whose release failed. An order with a row is left to the payment-window
+/// scan, which settles Redis and the row in one transaction, so a unit is never sold
+/// again while its old row still reads `reserved`. (A row that lands after this looked —
+/// an order delayed past window + grace, in a gateway's spool — is cancelled by the scan
+/// as "already released"; a buyer's new order meanwhile is reconciled by the writer.)
+/// Settling is exactly once, so racing the scan or the buyer's payment is safe.
 pub fn sweep_reservations(
     cfg: &Config,
     db: &mut postgres::Client,
@@ -61,9 +72,13 @@ pub fn sweep_reservations(
         }
         let mut cursor = 0;
         loop {
-            let (next, ids) = stock.expired_reservations(&sale, age, cursor, 500)?;
-            for id in ids {
-                match stock.settle(&id, Settlement::Released) {
+            let (next, mut ids) = stock.expired_reservations(&sale, age, cursor, 500)?;
+            if !ids.is_empty() {
+                let rows = db::with_rows(db, &ids)?;
+                ids.retain(|id| !rows.contains(id));
+            }
+            for o in stock.settle_many(&ids, Settlement::Released)? {
+                match o {
                     Ok(_) => released += 1,
                     Err(
                         StockError::AlreadyReleased | StockError::AlreadyPaid | StockError::NoOrder,
@@ -86,9 +101,12 @@ pub fn scan_once(
     db: &mut postgres::Client,
     stock: &mut Stock<stock::Conn>,
 ) -> Result<db::Expired, WriterError> {
-    db::expire_unpaid(db, cfg.payment_window_secs, cfg.cancel_batch.max(1), |id| {
-        settle(stock, id)
-    })
+    db::expire_unpaid(
+        db,
+        cfg.payment_window_secs,
+        cfg.cancel_batch.max(1),
+        |ids| settle(stock, ids),
+    )
 }
 
 /// Scan every `cancel_scan_ms` until `stop`; failures are logged and retried next scan.
@@ -152,21 +170,35 @@ pub fn run(cfg: Config, metrics: Arc<Metrics>, stop: Arc<AtomicBool>, held: Arc<
                     }
                 }
             }
-            match scan_once(&cfg, db, stock) {
-                Ok(done) => {
-                    metrics.expired(&done);
-                    if done != db::Expired::default() {
-                        tracing::info!(
-                            done.cancelled,
-                            done.paid,
-                            done.unsettled,
-                            "payment window scan"
-                        );
+            // A full page means a backlog (a big sale's window ending): keep going, page
+            // after page, for up to `SCAN_BUDGET` before looking at the switches again.
+            let began = std::time::Instant::now();
+            loop {
+                match scan_once(&cfg, db, stock) {
+                    Ok(done) => {
+                        metrics.expired(&done);
+                        let n = done.cancelled + done.paid + done.unsettled;
+                        if n > 0 {
+                            tracing::info!(
+                                done.cancelled,
+                                done.paid,
+                                done.unsettled,
+                                "payment window scan"
+                            );
+                        }
+                        if n < cfg.cancel_batch.max(1) as u64
+                            || began.elapsed() >= SCAN_BUDGET
+                            || stop.load(Ordering::Relaxed)
+                            || held.load(Ordering::Acquire)
+                        {
+                            break;
+                        }
                     }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "payment window scan failed; retrying");
-                    conns = None;
+                    Err(e) => {
+                        tracing::warn!(error = %e, "payment window scan failed; retrying");
+                        conns = None;
+                        break;
+                    }
                 }
             }
         }

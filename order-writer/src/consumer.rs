@@ -87,6 +87,9 @@ pub struct Writer {
     positions: Arc<Mutex<BTreeMap<i32, i64>>>,
     dlq: ThreadedProducer<rdkafka::producer::DefaultProducerContext>,
     metrics: Arc<Metrics>,
+    /// Asked only when a batch collides on one live order per buyer (`settle_collisions`);
+    /// connected on first use.
+    redis: Mutex<Option<stock::Stock<stock::Conn>>>,
 }
 
 impl Writer {
@@ -122,6 +125,7 @@ impl Writer {
             positions,
             dlq,
             metrics,
+            redis: Mutex::new(None),
         })
     }
 
@@ -241,6 +245,7 @@ impl Writer {
         let (good, mut dead) = (&batch.good, batch.dead.clone());
         let started = Instant::now();
         let mut backoff = Duration::from_millis(100);
+        let mut settled_collisions = false;
         'retry: loop {
             let refs: Vec<&OrderMessage> = good.iter().map(|(_, m)| m).collect();
             let failure = match db::write_batch(db, &refs) {
@@ -248,6 +253,32 @@ impl Writer {
                     self.metrics
                         .batch(batch.records.len(), inserted, started.elapsed());
                     break;
+                }
+                Err(e) if is_buyer_collision(&e) && !settled_collisions => {
+                    // Not poison: an order Redis released whose row PostgreSQL still
+                    // holds live (or has not got yet). Ask Redis, write what it says,
+                    // write the batch again. A Redis or database fault retries the
+                    // batch: an acknowledged order is never dead-lettered for this.
+                    match self.settle_collisions(db, &refs) {
+                        Ok(()) => {
+                            settled_collisions = true;
+                            continue 'retry;
+                        }
+                        Err(WriterError::Db(e)) => e,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "could not ask Redis about colliding orders; retrying");
+                            *self.redis.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                            self.metrics.db_error();
+                            std::thread::sleep(backoff);
+                            backoff = (backoff * 2).min(Duration::from_millis(
+                                self.cfg.db_retry_max_ms.max(100) as u64,
+                            ));
+                            if stop.load(Ordering::Relaxed) {
+                                return Err(e);
+                            }
+                            continue 'retry;
+                        }
+                    }
                 }
                 Err(e) if db::is_data_error(&e) => {
                     // Find the rows at fault by halving: halves the schema accepts are
@@ -277,6 +308,60 @@ impl Writer {
         for (i, reason) in dead {
             self.dead_letter(&batch.records[i], &reason)?;
         }
+        Ok(())
+    }
+
+    /// A batch collided on one live order per buyer: settle in PostgreSQL what Redis
+    /// already decided. Each colliding order Redis released is cancelled (a live row) or
+    /// written cancelled (an order of the batch); then the batch goes in as usual.
+    fn settle_collisions(
+        &self,
+        db: &mut postgres::Client,
+        batch: &[&OrderMessage],
+    ) -> Result<(), WriterError> {
+        let (rows, orders) = db::buyer_conflicts(db, batch)?;
+        let mut guard = self.redis.lock().unwrap_or_else(|p| p.into_inner());
+        if guard.is_none() {
+            let timeout = Duration::from_millis(self.cfg.redis_timeout_ms.max(1) as u64);
+            *guard = Some(stock::Stock::new(stock::connect(
+                &self.cfg.redis_url,
+                timeout,
+            )?));
+        }
+        let Some(redis) = guard.as_mut() else {
+            return Ok(());
+        };
+        let released = |redis: &mut stock::Stock<stock::Conn>,
+                        id: &str|
+         -> Result<bool, WriterError> {
+            match redis.order(id) {
+                Ok((stock::OrderState::Released, _)) => Ok(true),
+                Ok(_) | Err(stock::StockError::NoOrder | stock::StockError::NoSale) => Ok(false),
+                Err(e) => Err(e.into()),
+            }
+        };
+        let mut cancel_rows = Vec::new();
+        for id in rows {
+            if released(redis, &id)? {
+                cancel_rows.push(id);
+            }
+        }
+        let mut cancel_orders = Vec::new();
+        for id in &orders {
+            if released(redis, id)? {
+                if let Some(m) = batch.iter().find(|m| &m.order_id == id) {
+                    cancel_orders.push(*m);
+                }
+            }
+        }
+        tracing::warn!(
+            rows = cancel_rows.len(),
+            orders = cancel_orders.len(),
+            "orders released in Redis collided with a buyer's live order; written cancelled"
+        );
+        self.metrics
+            .collisions_settled((cancel_rows.len() + cancel_orders.len()) as u64);
+        db::cancel_released(db, &cancel_rows, &cancel_orders)?;
         Ok(())
     }
 
@@ -366,6 +451,12 @@ impl Writer {
             tracing::warn!(error = %e, "offset commit failed; the batch will be replayed harmlessly");
         }
     }
+}
+
+/// The batch broke `orders_one_per_buyer` (one live order per buyer of a limit-1 sale).
+fn is_buyer_collision(e: &postgres::Error) -> bool {
+    e.as_db_error()
+        .is_some_and(|d| d.constraint() == Some("orders_one_per_buyer"))
 }
 
 /// Write `rows` in their order, each half the schema refuses split again; the single rows

@@ -184,6 +184,95 @@ fn upsert_orders(tx: &mut Transaction, orders: &[&OrderMessage]) -> Result<u64, 
     )
 }
 
+/// The orders a batch's reserved rows would collide with on `orders_one_per_buyer`
+/// (a limit-1 sale's one live order per buyer): live rows of the same buyer and sale
+/// under another id, and the batch's own orders that share a buyer and sale with such a
+/// row or with another order of the batch. With Redis as the arbiter, at most one of a
+/// buyer's orders is live there; the others were released (by the reservation sweep, or
+/// a release whose row had not landed yet) and only PostgreSQL has not heard.
+pub fn buyer_conflicts(
+    db: &mut Client,
+    batch: &[&OrderMessage],
+) -> Result<(Vec<String>, Vec<String>), postgres::Error> {
+    let one: Vec<&OrderMessage> = batch
+        .iter()
+        .copied()
+        .filter(|m| m.event == OrderEvent::Reserved && m.per_user_limit == 1)
+        .collect();
+    let mut seen: std::collections::HashMap<(&str, u64), BTreeSet<&str>> = Default::default();
+    for m in &one {
+        seen.entry((m.sale.as_str(), m.user))
+            .or_default()
+            .insert(m.order_id.as_str());
+    }
+    let ids: Vec<&str> = one.iter().map(|m| m.order_id.as_str()).collect();
+    let sales: Vec<&str> = one.iter().map(|m| m.sale.as_str()).collect();
+    let users: Vec<i64> = one.iter().map(|m| m.user as i64).collect();
+    let rows = db.query(
+        "SELECT DISTINCT o.order_id, t.s, t.u FROM UNNEST($1::text[], $2::text[], $3::int8[]) AS t(o, s, u)
+         JOIN orders o ON o.sale = t.s AND o.user_id = t.u AND o.order_id <> t.o
+          AND o.status <> 'cancelled' AND o.per_user_limit = 1",
+        &[&ids, &sales, &users],
+    )?;
+    let mut live = BTreeSet::new();
+    let mut involved = BTreeSet::new();
+    for r in &rows {
+        let (id, sale, user): (String, String, i64) = (r.get(0), r.get(1), r.get(2));
+        if let Some(theirs) = seen.get(&(sale.as_str(), user as u64)) {
+            involved.extend(theirs.iter().map(|s| s.to_string()));
+        }
+        live.insert(id);
+    }
+    for theirs in seen.values().filter(|t| t.len() > 1) {
+        involved.extend(theirs.iter().map(|s| s.to_string()));
+    }
+    // An order of the batch that already has its live row is not new.
+    involved.retain(|id| !live.contains(id));
+    Ok((live.into_iter().collect(), involved.into_iter().collect()))
+}
+
+/// Write what Redis decided about colliding orders: `rows` (live rows Redis released)
+/// cancelled, `orders` (the batch's orders Redis released) inserted already cancelled,
+/// in one transaction. The batch is then written as usual: the cancelled orders are
+/// replays of themselves, and the buyer's one live order goes in.
+pub fn cancel_released(
+    db: &mut Client,
+    rows: &[String],
+    orders: &[&OrderMessage],
+) -> Result<(), postgres::Error> {
+    let mut tx = db.transaction()?;
+    tx.execute(
+        "UPDATE orders SET status = 'cancelled', cancelled_at = now() WHERE order_id = ANY($1) AND status = 'reserved'",
+        &[&rows],
+    )?;
+    if !orders.is_empty() {
+        let sales: Vec<&str> = orders
+            .iter()
+            .map(|m| m.sale.as_str())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        tx.execute(
+            "INSERT INTO sales (sale) SELECT s FROM UNNEST($1::text[]) AS s ON CONFLICT DO NOTHING",
+            &[&sales],
+        )?;
+        let ids: Vec<&str> = orders.iter().map(|m| m.order_id.as_str()).collect();
+        let sales: Vec<&str> = orders.iter().map(|m| m.sale.as_str()).collect();
+        let users: Vec<i64> = orders.iter().map(|m| m.user as i64).collect();
+        let units: Vec<i32> = orders.iter().map(|m| m.units as i32).collect();
+        let limits: Vec<i32> = orders.iter().map(|m| m.per_user_limit as i32).collect();
+        let at: Vec<SystemTime> = orders.iter().map(|m| at(m.at_ms)).collect();
+        tx.execute(
+            "INSERT INTO orders (order_id, sale, user_id, units, per_user_limit, status, accepted_at, cancelled_at)
+             SELECT o, s, u, n, l, 'cancelled', a, now()
+             FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::int4[], $5::int4[], $6::timestamptz[]) AS t(o, s, u, n, l, a)
+             ON CONFLICT (order_id) DO NOTHING",
+            &[&ids, &sales, &users, &units, &limits, &at],
+        )?;
+    }
+    tx.commit()
+}
+
 /// A failure caused by the rows themselves (constraint or data errors), as opposed to
 /// the database being down or slow.
 pub fn is_data_error(e: &postgres::Error) -> bool {
@@ -212,39 +301,76 @@ pub struct Expired {
 }
 
 /// Take up to `limit` reserved orders older than `window_secs`, locked so other writers
-/// skip them; `settle` decides each (through Redis, the arbiter); their rows are updated
-/// in the same transaction. A crash before commit leaves the rows reserved; the next scan
-/// settles them again and Redis answers "already released/paid", so stock returns once.
+/// skip them; `settle` decides them all at once (through Redis, the arbiter, in as few
+/// round trips as there are sales), and their rows are updated in the same transaction,
+/// three statements whatever the page's size. A crash before commit leaves the rows
+/// reserved; the next scan settles them again and Redis answers "already released/paid",
+/// so stock returns once. While a row is locked here a purchase by the same buyer that
+/// Redis allowed (its release just happened) waits on the lock to be inserted, so the
+/// database never holds the released order live beside the new one.
 pub fn expire_unpaid(
     db: &mut Client,
     window_secs: i64,
     limit: i64,
-    mut settle: impl FnMut(&str) -> Result<Ended, WriterError>,
+    settle: impl FnOnce(&[String]) -> Result<Vec<Ended>, WriterError>,
 ) -> Result<Expired, WriterError> {
     let mut tx = db.transaction()?;
-    let rows = tx.query(
-        "SELECT order_id FROM orders
-         WHERE status = 'reserved' AND unsettled_reason IS NULL AND accepted_at < now() - make_interval(secs => $1)
-         ORDER BY accepted_at LIMIT $2 FOR UPDATE SKIP LOCKED",
-        &[&(window_secs as f64), &limit],
-    )?;
-    let mut done = Expired::default();
-    for row in rows {
-        let id: String = row.get(0);
-        match settle(&id)? {
-            Ended::Cancelled => {
-                done.cancelled += tx.execute("UPDATE orders SET status = 'cancelled', cancelled_at = now() WHERE order_id = $1 AND status = 'reserved'", &[&id])?;
-            }
-            Ended::Paid => {
-                done.paid += tx.execute("UPDATE orders SET status = 'paid', paid_at = now() WHERE order_id = $1 AND status = 'reserved'", &[&id])?;
-            }
-            Ended::Unsettled => {
-                done.unsettled += tx.execute("UPDATE orders SET unsettled_reason = 'unknown to redis' WHERE order_id = $1 AND status = 'reserved'", &[&id])?;
-            }
-        }
+    let ids: Vec<String> = tx
+        .query(
+            "SELECT order_id FROM orders
+             WHERE status = 'reserved' AND unsettled_reason IS NULL AND accepted_at < now() - make_interval(secs => $1)
+             ORDER BY accepted_at LIMIT $2 FOR UPDATE SKIP LOCKED",
+            &[&(window_secs as f64), &limit],
+        )?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    if ids.is_empty() {
+        return Ok(Expired::default());
     }
+    let ended = settle(&ids)?;
+    assert_eq!(ended.len(), ids.len(), "one settlement per expired order");
+    let pick = |want: Ended| -> Vec<&str> {
+        ids.iter()
+            .zip(&ended)
+            .filter(|(_, e)| **e == want)
+            .map(|(id, _)| id.as_str())
+            .collect()
+    };
+    let (cancelled, paid, unsettled) = (
+        pick(Ended::Cancelled),
+        pick(Ended::Paid),
+        pick(Ended::Unsettled),
+    );
+    let done = Expired {
+        cancelled: tx.execute(
+            "UPDATE orders SET status = 'cancelled', cancelled_at = now() WHERE order_id = ANY($1) AND status = 'reserved'",
+            &[&cancelled],
+        )?,
+        paid: tx.execute(
+            "UPDATE orders SET status = 'paid', paid_at = now() WHERE order_id = ANY($1) AND status = 'reserved'",
+            &[&paid],
+        )?,
+        unsettled: tx.execute(
+            "UPDATE orders SET unsettled_reason = 'unknown to redis' WHERE order_id = ANY($1) AND status = 'reserved'",
+            &[&unsettled],
+        )?,
+    };
     tx.commit()?;
     Ok(done)
+}
+
+/// Of `ids`, those that have a row (any status): the reservation sweep leaves their
+/// release to the payment-window scan, which settles Redis and the row together.
+pub fn with_rows(db: &mut Client, ids: &[String]) -> Result<Vec<String>, postgres::Error> {
+    Ok(db
+        .query(
+            "SELECT order_id FROM orders WHERE order_id = ANY($1)",
+            &[&ids],
+        )?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
 }
 
 /// Sales whose live (not cancelled) orders exceed their initial stock: an oversell.

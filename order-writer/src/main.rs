@@ -56,8 +56,9 @@ fn run() -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())
         .map_err(|e| e.to_string())?;
-    // Set while a Redis master is not trusted: the canceller settles nothing meanwhile.
-    let held = Arc::new(AtomicBool::new(false));
+    // Set while a Redis master is not trusted or cannot be read: the canceller settles
+    // nothing meanwhile. Held from the start until the reconciler's first read (if on).
+    let held = Arc::new(AtomicBool::new(cfg.reconcile_poll_ms > 0));
     let canceller = {
         let (cfg, metrics, stop, held) = (cfg.clone(), metrics.clone(), stop.clone(), held.clone());
         std::thread::Builder::new()

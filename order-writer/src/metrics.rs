@@ -19,6 +19,7 @@ pub struct Metrics {
     write_us: AtomicU64,
     db_errors: AtomicU64,
     dead_letters: AtomicU64,
+    collisions_settled: AtomicU64,
     cancelled: AtomicU64,
     paid_by_scan: AtomicU64,
     unsettled: AtomicU64,
@@ -55,6 +56,10 @@ impl Metrics {
     }
     pub fn dead_letter(&self) {
         self.dead_letters.fetch_add(1, Ordering::Relaxed);
+    }
+    /// Orders released in Redis that collided with a buyer's live order, written cancelled.
+    pub fn collisions_settled(&self, n: u64) {
+        self.collisions_settled.fetch_add(n, Ordering::Relaxed);
     }
     pub fn expired(&self, e: &crate::db::Expired) {
         self.cancelled.fetch_add(e.cancelled, Ordering::Relaxed);
@@ -147,6 +152,12 @@ impl Metrics {
             "counter",
             "Messages sent to the dead-letter topic.",
             get(&self.dead_letters).to_string(),
+        );
+        one(
+            "seckill_writer_collisions_settled_total",
+            "counter",
+            "Orders Redis had released that collided with a buyer's live order, written cancelled instead of dead-lettered.",
+            get(&self.collisions_settled).to_string(),
         );
         one(
             "seckill_writer_cancelled_total",

@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 /// How long a reconcile may take to read the order topic to its end.
 const TOPIC_WITHIN: Duration = Duration::from_secs(60);
 
-/// `held` is set while a master is not trusted (the canceller settles nothing meanwhile).
+/// `held` is set while a master is not trusted, or the masters cannot be read (the
+/// canceller settles nothing meanwhile).
 pub fn run(cfg: Config, metrics: Arc<Metrics>, stop: Arc<AtomicBool>, held: Arc<AtomicBool>) {
     if cfg.reconcile_poll_ms <= 0 {
         tracing::info!("reconciler off (reconcile_poll_ms = 0)");
@@ -35,17 +36,25 @@ pub fn run(cfg: Config, metrics: Arc<Metrics>, stop: Arc<AtomicBool>, held: Arc<
                 .map_err(|e| tracing::debug!(error = %e, "reconciler: Redis"))
                 .ok();
         }
-        let untrusted = match check.as_mut().map(Check::untrusted) {
-            Some(Ok(u)) => u,
+        let read = match check.as_mut().map(Check::untrusted) {
+            Some(Ok(u)) => Some(u),
             Some(Err(e)) => {
                 tracing::debug!(error = %e, "reconciler: cannot read the masters");
                 check = None;
-                Vec::new()
+                None
             }
-            None => Vec::new(),
+            None => None,
         };
-        held.store(!untrusted.is_empty(), Ordering::Release);
-        if untrusted.is_empty() && late_pass.is_some_and(|t| Instant::now() >= t) {
+        // Fail closed: masters that cannot be read may be mid-failover, and one may have
+        // lost the release or payment a settlement would build on. Settlements wait until
+        // a read finds every master trusted.
+        held.store(
+            read.as_ref().is_none_or(|u| !u.is_empty()),
+            Ordering::Release,
+        );
+        let readable = read.is_some();
+        let untrusted = read.unwrap_or_default();
+        if readable && untrusted.is_empty() && late_pass.is_some_and(|t| Instant::now() >= t) {
             late_pass = None;
             match pass(&cfg, &metrics, false) {
                 Ok(p) if p.applied > 0 || p.conflicts > 0 => {
