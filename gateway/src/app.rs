@@ -208,23 +208,41 @@ impl App {
 
     /// The checks shared by the token and order endpoints, cheapest first.
     pub(crate) fn admit(&self, sale: &str, req: &Incoming) -> Result<u64, ApiError> {
+        let user = self.identify(sale, req)?;
+        self.admit_user(sale, user, req, true)?;
+        Ok(user)
+    }
+
+    /// The request's shape and who sends it: not draining, a well-formed sale id, a
+    /// valid ticket.
+    pub(crate) fn identify(&self, sale: &str, req: &Incoming) -> Result<u64, ApiError> {
         if self.draining.load(Ordering::Acquire) {
             return Err(ApiError::Draining);
         }
         self.known_sale_id(sale)?;
-        let user = self.user(req)?;
+        self.user(req)
+    }
+
+    /// Whether `user` may go on now: switches, the sold-out shortcut (`shed_sold_out`),
+    /// rate limits.
+    pub(crate) fn admit_user(
+        &self,
+        sale: &str,
+        user: u64,
+        req: &Incoming,
+        shed_sold_out: bool,
+    ) -> Result<(), ApiError> {
         if self.switches.paused_all() {
             return Err(ApiError::PausedAll);
         }
         if self.switches.store_lost() {
             return Err(ApiError::StoreLost);
         }
-        if self.caches.sold_out(sale) {
+        if shed_sold_out && self.caches.sold_out(sale) {
             self.metrics.sold_out_shed();
             return Err(ApiError::SoldOutShed);
         }
-        self.limited(self.limits.check(user, req.peer))?;
-        Ok(user)
+        self.limited(self.limits.check(user, req.peer))
     }
 
     pub(crate) fn limited(

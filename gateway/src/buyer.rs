@@ -40,8 +40,13 @@ impl App {
     }
 
     pub(crate) fn order(&self, sale: &str, req: &Incoming) -> Result<Reply, ApiError> {
-        let user = self.admit(sale, req)?;
+        // Validation first: a malformed request is 400 whatever the sale's state.
+        let user = self.identify(sale, req)?;
         let body: OrderBody = req.json()?;
+        // No sold-out shortcut here: a buyer retrying their own purchase (same token) gets
+        // their order back from the script, which answers replays before anything else;
+        // any other order for a sold-out sale is 410 from Redis.
+        self.admit_user(sale, user, req, false)?;
         let mode = self.switches.order_sink();
         // Sink `kafka` with no broker: refuse before reserving anything.
         self.sink
@@ -62,6 +67,12 @@ impl App {
         if p.remaining <= 0 {
             self.caches.mark_sold_out(sale);
         }
+        if p.replayed && self.caches.delivered(&p.order_id) {
+            // This gateway already handed the order over: answer, do not produce again
+            // (a replay flood must not flood the topic).
+            self.metrics.order_replayed();
+            return Ok(accepted(&p, false));
+        }
         let msg = OrderMessage {
             event: OrderEvent::Reserved,
             order_id: p.order_id.clone(),
@@ -69,32 +80,51 @@ impl App {
             user,
             units: 1,
             per_user_limit: p.per_user_limit.clamp(1, u32::MAX as i64) as u32,
-            at_ms: now_ms(),
+            // The purchase's own time, on every delivery: the one expiry clock that Redis's
+            // reservation and PostgreSQL's row share.
+            at_ms: if p.reserved_at_ms > 0 {
+                p.reserved_at_ms
+            } else {
+                now_ms()
+            },
             definition: None,
         };
-        // A retry (`replayed`) sends its order again: the first attempt's message may
-        // never have left (its Redis reply was lost); the writer keeps one row per id.
+        // A retry (`replayed`) that this gateway did not deliver sends its order again: the
+        // first attempt's message may never have left (its Redis reply was lost, or
+        // another gateway took it); the writer keeps one row per id.
         let via = match self.sink.send(&msg, mode) {
             Ok(via) => via,
             Err(e @ SinkError::Timeout) => {
                 // Outcome unknown (the spool's disk hung): keep the reservation, whose
                 // order may yet land; the writer's sweep returns the unit if it does not.
                 tracing::error!(order = %p.order_id, error = %e, "order hand-off outcome unknown; reservation kept");
-                return Err(ApiError::SinkUnavailable(e.to_string()));
+                return Err(ApiError::OutcomeUnknown {
+                    order_id: p.order_id,
+                    reason: e.to_string(),
+                });
             }
             Err(e) if p.replayed => {
                 // The order stands from an earlier attempt; only this resend failed.
-                return Err(ApiError::SinkUnavailable(e.to_string()));
+                return Err(ApiError::OutcomeUnknown {
+                    order_id: p.order_id,
+                    reason: e.to_string(),
+                });
             }
             Err(e) => {
                 // Certainly not stored anywhere: give the unit back so it can sell again.
                 tracing::error!(order = %p.order_id, error = %e, "order not stored; releasing its reservation");
                 if release_unacknowledged(&mut stock, &p.order_id) {
                     self.metrics.released_on_sink_failure();
+                    return Err(ApiError::SinkUnavailable(e.to_string()));
                 }
-                return Err(ApiError::SinkUnavailable(e.to_string()));
+                // The release failed too: the order stays reserved until the sweep.
+                return Err(ApiError::OutcomeUnknown {
+                    order_id: p.order_id,
+                    reason: format!("{e}; its release failed too"),
+                });
             }
         };
+        self.caches.mark_delivered(&p.order_id);
         if p.replayed {
             self.metrics.order_replayed();
         } else {
@@ -102,11 +132,7 @@ impl App {
             self.caches
                 .put_status(&p.order_id, user, stock::OrderState::Reserved);
         }
-        let spooled = via == Via::Spool;
-        Ok(Reply::json(
-            202,
-            &json!({"order_id": p.order_id, "status": "reserved", "remaining": p.remaining, "spooled": spooled, "replayed": p.replayed}),
-        ))
+        Ok(accepted(&p, via == Via::Spool))
     }
 
     pub(crate) fn sale(&self, sale: &str, req: &Incoming) -> Result<Reply, ApiError> {
@@ -227,6 +253,14 @@ impl App {
             Err(e) => Err(e.into()),
         }
     }
+}
+
+/// The 202 of a purchase (or of its replay).
+fn accepted(p: &stock::Purchase, spooled: bool) -> Reply {
+    Reply::json(
+        202,
+        &json!({"order_id": p.order_id, "status": "reserved", "remaining": p.remaining, "spooled": spooled, "replayed": p.replayed}),
+    )
 }
 
 /// Give back the unit of an order that will not be acknowledged (nothing of it has left

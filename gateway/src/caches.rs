@@ -3,7 +3,7 @@
 //! public endpoint, and order statuses for the `cache` status-reads mode.
 
 use crate::config::Config;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 use stock::{OrderState, SaleState};
@@ -22,6 +22,10 @@ pub struct Caches {
     sale_state: Mutex<HashMap<String, (Instant, SaleState)>>,
     /// Recent order statuses (owner, state); when full, it starts over.
     status: Mutex<HashMap<String, (u64, OrderState)>>,
+    /// Orders this gateway handed to the broker or its spool (two generations of at most
+    /// `delivered_max` ids each): a replay of one is answered without sending it again.
+    delivered: Mutex<[HashSet<String>; 2]>,
+    delivered_max: usize,
     sold_out_for: Duration,
     sale_state_for: Duration,
     status_max: usize,
@@ -41,6 +45,8 @@ impl Caches {
             sold_out_for: Duration::from_millis(cfg.sold_out_recheck_ms.max(0) as u64),
             sale_state_for: Duration::from_millis(cfg.sale_cache_ms.max(0) as u64),
             status_max: cfg.status_cache_max.max(1) as usize,
+            delivered: Mutex::new([HashSet::new(), HashSet::new()]),
+            delivered_max: cfg.delivered_orders_max.max(1) as usize,
         }
     }
 
@@ -108,11 +114,48 @@ impl Caches {
         }
         c.insert(order_id.to_string(), (user, state));
     }
+
+    /// This gateway handed `order_id` to the broker (acknowledged) or fsync'd it to its
+    /// spool: a replay need not send it again.
+    pub fn delivered(&self, order_id: &str) -> bool {
+        let d = lock(&self.delivered);
+        d[0].contains(order_id) || d[1].contains(order_id)
+    }
+
+    pub fn mark_delivered(&self, order_id: &str) {
+        let mut d = lock(&self.delivered);
+        if d[0].len() >= self.delivered_max {
+            // The older generation goes: bounded at twice the cap, and the most recent
+            // `delivered_max` ids are always remembered.
+            d.swap(0, 1);
+            d[0].clear();
+        }
+        d[0].insert(order_id.to_string());
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn delivered_orders_are_remembered_up_to_twice_the_cap() {
+        let mut cfg = Config::default();
+        cfg.delivered_orders_max = 2;
+        let c = Caches::new(&cfg);
+        for id in ["s-1", "s-2", "s-3"] {
+            c.mark_delivered(id);
+        }
+        assert!(c.delivered("s-1") && c.delivered("s-2") && c.delivered("s-3"));
+        c.mark_delivered("s-4");
+        c.mark_delivered("s-5");
+        assert!(
+            !c.delivered("s-1") && !c.delivered("s-2"),
+            "oldest forgotten"
+        );
+        assert!(c.delivered("s-3") && c.delivered("s-4") && c.delivered("s-5"));
+        assert!(!c.delivered("s-9"));
+    }
 
     #[test]
     fn every_map_is_bounded_and_forgets_in_time() {

@@ -66,6 +66,9 @@ pub struct Config {
     /// Durable local spool of accepted orders while Kafka is unavailable (one directory
     /// per instance; "" = `.run/spool/<listen address>`).
     pub spool_dir: String,
+    /// Orders the spool may hold (not yet replayed) before an order is refused (503
+    /// `order_sink_unavailable`, unit returned): the disk is bounded too.
+    pub spool_max_orders: i64,
     /// Order sink when no switch says otherwise: auto (Kafka, spool on failure), kafka, spool.
     pub order_sink: String,
     /// Gateway cluster name: instances with the same name share their switches.
@@ -74,6 +77,9 @@ pub struct Config {
     pub switch_poll_ms: i64,
     /// Order statuses kept for the `cache` status-reads mode.
     pub status_cache_max: i64,
+    /// Order ids this gateway delivered (broker or spool) remembered, per generation (two
+    /// kept): a replayed purchase of one is answered without producing it again.
+    pub delivered_orders_max: i64,
     /// Connections served at once; one more is answered 503 and closed.
     pub max_connections: i64,
     /// Responses buffered per connection: its further requests are not read or served
@@ -146,10 +152,12 @@ impl Default for Config {
             sale_cache_ms: 200,
             drain_secs: 10,
             spool_dir: String::new(),
+            spool_max_orders: 2_000_000,
             order_sink: "auto".into(),
             cluster: "main".into(),
             switch_poll_ms: 250,
             status_cache_max: 200_000,
+            delivered_orders_max: 500_000,
             max_connections: 10_000,
             max_pending_output_bytes: 1024 * 1024,
             max_headers: 64,

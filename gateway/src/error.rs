@@ -36,6 +36,11 @@ pub enum ApiError {
     StatusReadsOff,
     #[error("the order could not be handed to the broker; the unit was returned to the sale: {0}")]
     SinkUnavailable(String),
+    /// The order was reserved but whether its message reached the broker or the spool is
+    /// not known (a spool write that hung, a replay whose resend failed). The order may
+    /// stand: the buyer queries it, or retries with the same token (which resends it).
+    #[error("order {order_id} was reserved, but whether it was stored is not known ({reason}); query GET /v1/orders/{order_id}, or retry with the same token")]
+    OutcomeUnknown { order_id: String, reason: String },
     #[error("the gateway is shutting down")]
     Draining,
     #[error("Redis lost its data; selling is stopped until the stock is rebuilt")]
@@ -89,6 +94,7 @@ impl ApiError {
             | ApiError::AdmissionShed
             | ApiError::StatusReadsOff
             | ApiError::SinkUnavailable(_)
+            | ApiError::OutcomeUnknown { .. }
             | ApiError::Draining => 503,
             ApiError::StoreLost
             | ApiError::StoreUnconfirmed
@@ -139,6 +145,7 @@ impl ApiError {
             ApiError::AdmissionShed => "admission_shed",
             ApiError::StatusReadsOff => "status_reads_off",
             ApiError::SinkUnavailable(_) => "order_sink_unavailable",
+            ApiError::OutcomeUnknown { .. } => "order_outcome_unknown",
             ApiError::Draining => "shutting_down",
             ApiError::StoreLost => "redis_data_lost",
             ApiError::StoreUnconfirmed => "store_recovering",
@@ -182,6 +189,9 @@ impl ApiError {
     pub fn body(&self) -> serde_json::Value {
         match self {
             ApiError::NotReady(view) => view.clone(),
+            ApiError::OutcomeUnknown { order_id, .. } => serde_json::json!({
+                "error": self.code(), "message": self.to_string(), "order_id": order_id,
+            }),
             e => serde_json::json!({ "error": e.code(), "message": e.to_string() }),
         }
     }
@@ -235,6 +245,14 @@ mod tests {
             (StockError::AlreadyReleased.into(), 409, "order_cancelled"),
             (ApiError::TooLarge(10), 413, "body_too_large"),
             (ApiError::StoreLost, 503, "redis_data_lost"),
+            (
+                ApiError::OutcomeUnknown {
+                    order_id: "s-1".into(),
+                    reason: "spool write hung".into(),
+                },
+                503,
+                "order_outcome_unknown",
+            ),
             (ApiError::StoreUnconfirmed, 503, "store_recovering"),
             (ApiError::StatusCacheMiss, 503, "status_not_cached"),
             (ApiError::Refused(Refusal::HeadTimeout), 408, "head_timeout"),

@@ -144,6 +144,7 @@ pub struct Metrics {
     orders_replayed: AtomicU64,
     stock_released_on_sink_failure: AtomicU64,
     spooled: AtomicU64,
+    spool_full: AtomicU64,
     spool_replayed: AtomicU64,
     /// Refusals of the HTTP edge, by `Refusal` (in `Refusal::ALL` order).
     refused: [AtomicU64; Refusal::ALL.len()],
@@ -255,6 +256,10 @@ impl Metrics {
 
     pub fn spooled(&self) {
         self.spooled.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn spool_full(&self) {
+        self.spool_full.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn spool_replayed(&self, n: u64) {
@@ -397,6 +402,12 @@ impl Metrics {
             "seckill_spooled_total",
             "Orders written to the durable local spool instead of Kafka.",
             self.spooled.load(Ordering::Relaxed),
+        );
+        counter(
+            out,
+            "seckill_spool_full_total",
+            "Orders refused because the spool held `spool_max_orders` (unit returned).",
+            self.spool_full.load(Ordering::Relaxed),
         );
         counter(
             out,

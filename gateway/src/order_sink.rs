@@ -65,6 +65,8 @@ pub enum SinkError {
     Timeout,
     #[error("spool: {0}")]
     Spool(String),
+    #[error("the spool holds {0} orders, its bound (`spool_max_orders`); the broker must drain it first")]
+    SpoolFull(u64),
 }
 
 /// Where an order went.
@@ -93,6 +95,7 @@ impl OrderSink {
         timeout_ms: u64,
         extra: &str,
         spool_dir: &Path,
+        spool_max_orders: u64,
         metrics: Arc<Metrics>,
     ) -> Result<OrderSink, SinkError> {
         let mut cfg = ClientConfig::new();
@@ -115,7 +118,7 @@ impl OrderSink {
         let producer = cfg
             .create_with_context(Delivery)
             .map_err(|e| SinkError::Create(e.to_string()))?;
-        let spool = Spool::open(spool_dir, metrics.clone())?;
+        let spool = Spool::open(spool_dir, spool_max_orders, metrics.clone())?;
         Ok(OrderSink {
             producer,
             topic: topic.to_string(),
@@ -371,6 +374,9 @@ struct Spool {
     dir: PathBuf,
     tx: std::sync::mpsc::Sender<SpoolCmd>,
     pending: Arc<AtomicU64>,
+    /// Orders the spool may hold before it refuses more (`SpoolFull`: certainly not
+    /// stored, so the caller returns the unit and says so).
+    max_pending: u64,
     metrics: Arc<Metrics>,
     /// An exclusive lock on the directory, held while this gateway runs: two gateways on
     /// one spool would replay each other's files.
@@ -399,7 +405,7 @@ fn lock_dir(dir: &Path) -> Result<std::fs::File, SinkError> {
 }
 
 impl Spool {
-    fn open(dir: &Path, metrics: Arc<Metrics>) -> Result<Spool, SinkError> {
+    fn open(dir: &Path, max_pending: u64, metrics: Arc<Metrics>) -> Result<Spool, SinkError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| SinkError::Spool(format!("create {}: {e}", dir.display())))?;
         let lock = lock_dir(dir)?;
@@ -421,6 +427,7 @@ impl Spool {
             dir: dir.to_path_buf(),
             tx,
             pending,
+            max_pending: max_pending.max(1),
             metrics,
             _lock: lock,
         })
@@ -429,6 +436,11 @@ impl Spool {
     /// Append one line and wait for its fsync. `Err` only when the line certainly is not
     /// (and will not be) in the spool.
     fn append(&self, line: Vec<u8>) -> Result<(), SinkError> {
+        let pending = self.pending.load(Ordering::Relaxed);
+        if pending >= self.max_pending {
+            self.metrics.spool_full();
+            return Err(SinkError::SpoolFull(pending));
+        }
         let (tx, rx) = mpsc::channel();
         let state = Arc::new(AtomicU8::new(PENDING));
         self.tx
@@ -621,6 +633,22 @@ mod tests {
     }
 
     #[test]
+    fn a_full_spool_refuses_an_order_at_once() {
+        let dir = scratch("full");
+        let (tx, _rx) = std::sync::mpsc::channel();
+        let spool = Spool {
+            dir: dir.clone(),
+            tx,
+            pending: Arc::new(AtomicU64::new(3)),
+            max_pending: 3,
+            metrics: Arc::new(Metrics::default()),
+            _lock: lock_dir(&dir).unwrap(),
+        };
+        let r = spool.append(line(1));
+        assert!(matches!(r, Err(SinkError::SpoolFull(3))), "{r:?}");
+    }
+
+    #[test]
     fn a_line_whose_waiter_gave_up_is_never_written() {
         let dir = scratch("abandon");
         let (tx, rx) = std::sync::mpsc::channel();
@@ -628,6 +656,7 @@ mod tests {
             dir: dir.clone(),
             tx,
             pending: Arc::new(AtomicU64::new(0)),
+            max_pending: 1_000,
             metrics: Arc::new(Metrics::default()),
             _lock: lock_dir(&dir).unwrap(),
         };

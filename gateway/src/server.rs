@@ -90,6 +90,7 @@ pub fn run(cfg: Config) -> Result<(), StartError> {
         cfg.kafka_timeout_ms.max(100) as u64,
         &cfg.kafka_extra,
         &cfg.spool_path(),
+        cfg.spool_max_orders.max(1) as u64,
         metrics.clone(),
     )?;
     let limits = Limits::new(rates(&cfg));
