@@ -69,7 +69,7 @@ impl Default for Config {
             redis_timeout_ms: 1000,
             payment_window_secs: 900,
             cancel_scan_ms: 1000,
-            cancel_batch: 2000,
+            cancel_batch: 5000,
             reservation_sweep_ms: 30_000,
             reservation_grace_secs: 60,
             reconcile_poll_ms: 1000,

@@ -196,7 +196,10 @@ fn a_big_sale_half_unpaid_expires_in_pages_and_the_lapsed_buy_again() {
     lane.produce(&p, &rebought_early);
     // The payment window ends for everyone: one thread scans, as one writer does.
     let cfg = Config {
-        cancel_batch: 2000,
+        cancel_batch: std::env::var("SECKILL_EXPIRY_BATCH")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(Config::default().cancel_batch),
         payment_window_secs: 30,
         ..scan_config(&lane.database_url, &lane.stack.redis_url)
     };
