@@ -315,6 +315,10 @@ fn every_refusal_is_documented() {
         ApiError::AdmissionShed,
         ApiError::StatusReadsOff,
         ApiError::SinkUnavailable("x".into()),
+        ApiError::OutcomeUnknown {
+            order_id: "s-1".into(),
+            reason: "x".into(),
+        },
         ApiError::Draining,
         ApiError::StoreLost,
         ApiError::StoreUnconfirmed,

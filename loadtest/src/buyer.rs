@@ -136,7 +136,23 @@ impl Client {
         start_ms: i64,
         end_ms: i64,
     ) -> Result<(), LoadError> {
-        let body = serde_json::json!({"sale": sale, "stock": units, "start_ms": start_ms, "end_ms": end_ms});
+        self.create_bucketed_sale(admin_token, sale, units, start_ms, end_ms, 1)
+    }
+
+    /// A sale whose stock is split over `buckets` stock buckets (1: unbucketed).
+    pub fn create_bucketed_sale(
+        &self,
+        admin_token: &str,
+        sale: &str,
+        units: i64,
+        start_ms: i64,
+        end_ms: i64,
+        buckets: u32,
+    ) -> Result<(), LoadError> {
+        let mut body = serde_json::json!({"sale": sale, "stock": units, "start_ms": start_ms, "end_ms": end_ms});
+        if buckets > 1 {
+            body["buckets"] = buckets.into();
+        }
         let a = self.send(
             "POST",
             "/admin/sales",
