@@ -226,6 +226,7 @@ impl Env {
             ("SECKILL_USER_BURST", "1000".into()),
             ("SECKILL_IP_RPS", "1000000".into()),
             ("SECKILL_IP_BURST", "1000000".into()),
+            ("SECKILL_MAX_CONNECTIONS_PER_IP", "0".into()),
         ];
         env.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
         Ok(self.stack.gateway(&stackctl::bin("gateway")?, name, &env)?)

@@ -80,8 +80,12 @@ pub struct Config {
     /// Order ids this gateway delivered (broker or spool) remembered, per generation (two
     /// kept): a replayed purchase of one is answered without producing it again.
     pub delivered_orders_max: i64,
-    /// Connections served at once; one more is answered 503 and closed.
+    /// Connections served at once; one more is answered 503 and closed at once.
     pub max_connections: i64,
+    /// Connections served at once from one client address (the socket's, or the one a
+    /// trusted balancer's PROXY header names); one more is answered 429 and closed at
+    /// once. 0: no cap.
+    pub max_connections_per_ip: i64,
     /// Responses buffered per connection: its further requests are not read or served
     /// while more than this waits to be written (a client that does not read).
     pub max_pending_output_bytes: i64,
@@ -96,6 +100,11 @@ pub struct Config {
     pub body_timeout_ms: i64,
     pub idle_timeout_ms: i64,
     pub write_timeout_ms: i64,
+    /// Bytes per second a client must take of its pending output: every
+    /// `send_window_ms` spent waiting to write to it must move `min_send_rate` ×
+    /// window bytes, else it is disconnected (within two windows of waiting). 0: off.
+    pub min_send_rate: i64,
+    pub send_window_ms: i64,
     /// Development only: start even with empty, default or short secrets (with a warning).
     pub dev_insecure: bool,
     /// Several gateway processes on one address (`SO_REUSEPORT`). Off: a gateway started
@@ -159,6 +168,7 @@ impl Default for Config {
             status_cache_max: 200_000,
             delivered_orders_max: 500_000,
             max_connections: 10_000,
+            max_connections_per_ip: 256,
             max_pending_output_bytes: 1024 * 1024,
             max_headers: 64,
             max_head_bytes: 16 * 1024,
@@ -166,6 +176,8 @@ impl Default for Config {
             body_timeout_ms: 10_000,
             idle_timeout_ms: 60_000,
             write_timeout_ms: 10_000,
+            min_send_rate: 1024,
+            send_window_ms: 10_000,
             dev_insecure: false,
             share_port: false,
             trusted_proxies: String::new(),
@@ -217,6 +229,7 @@ impl Config {
         may_minihttp::Limits {
             share_port: self.share_port,
             max_connections: n(self.max_connections),
+            max_connections_per_ip: self.max_connections_per_ip.max(0) as usize,
             max_headers: n(self.max_headers),
             max_head_bytes: n(self.max_head_bytes),
             max_pending_output: n(self.max_pending_output_bytes),
@@ -224,6 +237,8 @@ impl Config {
             body_timeout: ms(self.body_timeout_ms),
             idle_timeout: ms(self.idle_timeout_ms),
             write_timeout: ms(self.write_timeout_ms),
+            min_send_rate: self.min_send_rate.max(0) as usize,
+            send_window: ms(self.send_window_ms),
             trusted_proxies: self.trusted_proxy_nets().unwrap_or_else(|e| {
                 // Trusting nobody is the safe reading: a balancer's connections are then
                 // refused (its health checks fail), no client can claim an address.
@@ -301,6 +316,35 @@ mod tests {
             err.contains("ticket_secret") && err.contains("admin_token"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn the_edge_defaults_are_the_servers_documented_ones() {
+        let ours = Config::default().http_limits();
+        let theirs = may_minihttp::Limits::default();
+        assert_eq!(
+            (ours.max_connections, ours.max_connections_per_ip),
+            (theirs.max_connections, theirs.max_connections_per_ip)
+        );
+        assert_eq!(
+            (ours.min_send_rate, ours.send_window, ours.write_timeout),
+            (
+                theirs.min_send_rate,
+                theirs.send_window,
+                theirs.write_timeout
+            )
+        );
+        assert_eq!(
+            (ours.max_connections_per_ip, ours.min_send_rate),
+            (256, 1024)
+        );
+        let off = Config {
+            max_connections_per_ip: 0,
+            min_send_rate: 0,
+            ..Config::default()
+        }
+        .http_limits();
+        assert_eq!((off.max_connections_per_ip, off.min_send_rate), (0, 0));
     }
 
     #[test]

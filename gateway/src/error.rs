@@ -70,6 +70,9 @@ fn refusal_message(r: Refusal) -> &'static str {
         Refusal::ConflictingLength => "Content-Length fields with different values",
         Refusal::TransferEncoding => "Transfer-Encoding is not supported; send Content-Length",
         Refusal::TooManyConnections => "too many open connections; retry later",
+        Refusal::TooManyConnectionsPerIp => {
+            "too many open connections from this address; retry later"
+        }
     }
 }
 
@@ -107,6 +110,7 @@ impl ApiError {
                 Refusal::Malformed | Refusal::BadTarget | Refusal::ConflictingLength => 400,
                 Refusal::TransferEncoding => 501,
                 Refusal::TooManyConnections => 503,
+                Refusal::TooManyConnectionsPerIp => 429,
             },
             ApiError::Stock(e) => match e {
                 S::NoSale | S::NoOrder => 404,
@@ -162,6 +166,7 @@ impl ApiError {
                 Refusal::ConflictingLength => "conflicting_content_length",
                 Refusal::TransferEncoding => "transfer_encoding_unsupported",
                 Refusal::TooManyConnections => "too_many_connections",
+                Refusal::TooManyConnectionsPerIp => "too_many_connections_per_ip",
             },
             ApiError::Stock(e) => match e {
                 S::NoSale => "no_such_sale",
@@ -199,6 +204,7 @@ impl ApiError {
     pub fn retry_after(&self) -> Option<u64> {
         match self {
             ApiError::Limited(_, s) => Some(*s),
+            ApiError::Refused(Refusal::TooManyConnectionsPerIp) => Some(1),
             ApiError::StoreLost => Some(10),
             // The buyer's oldest token may be minutes from expiring: the longest wait the
             // gateway states (its Retry-After values go up to 10 s).
@@ -286,6 +292,11 @@ mod tests {
                 ApiError::Refused(Refusal::TooManyConnections),
                 503,
                 "too_many_connections",
+            ),
+            (
+                ApiError::Refused(Refusal::TooManyConnectionsPerIp),
+                429,
+                "too_many_connections_per_ip",
             ),
         ];
         for (e, status, code) in cases {

@@ -7,7 +7,7 @@ use crate::app::App;
 use crate::error::ApiError;
 use crate::metrics::Route;
 pub use crate::request::{Incoming, Reply};
-use may_minihttp::{HttpService, HttpServiceFactory, Limits, Refusal, Request, Response};
+use may_minihttp::{Hangup, HttpService, HttpServiceFactory, Limits, Refusal, Request, Response};
 use std::io::{self, Read};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -65,6 +65,12 @@ impl HttpService for Conn {
     /// the per-IP limits count this address, not the balancer's.
     fn proxied_peer(&mut self, client: SocketAddr) {
         self.peer = Some(client.ip());
+    }
+
+    /// Dropped for not taking its output (`write_timeout_ms`, `min_send_rate`).
+    fn hung_up(&mut self, why: Hangup) {
+        tracing::debug!(?why, peer = ?self.peer, "slow reader dropped");
+        self.app.metrics.dropped(why);
     }
 }
 
@@ -231,5 +237,7 @@ mod tests {
         let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
         assert_eq!(body["error"], "too_many_connections");
         assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()));
+        let r: Reply = ApiError::Refused(Refusal::TooManyConnectionsPerIp).into();
+        assert_eq!((r.status, r.close, r.retry_after), (429, true, Some(1)));
     }
 }

@@ -2,7 +2,7 @@
 //! and memory is bounded (no label comes from a client).
 
 use crate::error::ApiError;
-use may_minihttp::Refusal;
+use may_minihttp::{Hangup, Refusal};
 use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
@@ -148,6 +148,8 @@ pub struct Metrics {
     spool_replayed: AtomicU64,
     /// Refusals of the HTTP edge, by `Refusal` (in `Refusal::ALL` order).
     refused: [AtomicU64; Refusal::ALL.len()],
+    /// Connections dropped for not taking their output, by `Hangup` (`Hangup::ALL` order).
+    dropped: [AtomicU64; Hangup::ALL.len()],
     connections: AtomicI64,
     /// Admitted token and order requests per sale (the first `MAX_SALES` sales seen; the
     /// rest count under `_other`): where a hot sale key shows.
@@ -269,6 +271,12 @@ impl Metrics {
     pub fn refused(&self, why: Refusal) {
         if let Some(i) = Refusal::ALL.iter().position(|r| *r == why) {
             self.refused[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn dropped(&self, why: Hangup) {
+        if let Some(i) = Hangup::ALL.iter().position(|h| *h == why) {
+            self.dropped[i].fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -424,6 +432,15 @@ impl Metrics {
                 self.refused[i].load(Ordering::Relaxed)
             );
         }
+        out.push_str("# HELP seckill_http_dropped_total Connections dropped without an answer because the client did not take its output (write_timeout: no progress; min_send_rate: too slowly), by reason.\n# TYPE seckill_http_dropped_total counter\n");
+        for (i, h) in Hangup::ALL.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "seckill_http_dropped_total{{reason=\"{}\"}} {}",
+                h.label(),
+                self.dropped[i].load(Ordering::Relaxed)
+            );
+        }
         let _ = writeln!(
             out,
             "# HELP seckill_http_connections Open client connections (those being refused included).\n# TYPE seckill_http_connections gauge\nseckill_http_connections {}",
@@ -495,6 +512,8 @@ d"#
         let m = Metrics::default();
         m.refused(Refusal::TransferEncoding);
         m.refused(Refusal::TransferEncoding);
+        m.refused(Refusal::TooManyConnectionsPerIp);
+        m.dropped(Hangup::MinSendRate);
         m.connection(true);
         m.connection(true);
         m.connection(false);
@@ -504,6 +523,11 @@ d"#
             s.contains("seckill_http_refused_total{reason=\"transfer_encoding_unsupported\"} 2\n")
         );
         assert!(s.contains("seckill_http_refused_total{reason=\"head_timeout\"} 0\n"));
+        assert!(
+            s.contains("seckill_http_refused_total{reason=\"too_many_connections_per_ip\"} 1\n")
+        );
+        assert!(s.contains("seckill_http_dropped_total{reason=\"min_send_rate\"} 1\n"));
+        assert!(s.contains("seckill_http_dropped_total{reason=\"write_timeout\"} 0\n"));
         assert!(s.contains("seckill_http_connections 1\n"));
     }
 }

@@ -2,7 +2,7 @@
 //! or Kafka: they point at closed ports, and everything here is answered before them.
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::net::{Ipv4Addr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -74,6 +74,69 @@ fn connect(port: u16) -> TcpStream {
     let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     s
+}
+
+/// A connection from `from` (a loopback address) to 127.0.0.1:`port`.
+fn connect_from(from: Ipv4Addr, port: u16) -> TcpStream {
+    use std::os::fd::FromRawFd;
+    let sa = |ip: Ipv4Addr, port: u16| libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(ip).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: plain socket calls on a descriptor owned here and handed to TcpStream.
+    let s = unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        let s = TcpStream::from_raw_fd(fd);
+        let local = sa(from, 0);
+        let bound = libc::bind(fd, &local as *const _ as *const libc::sockaddr, len);
+        assert_eq!(bound, 0, "bind {from}: {}", std::io::Error::last_os_error());
+        let remote = sa(Ipv4Addr::LOCALHOST, port);
+        let connected = libc::connect(fd, &remote as *const _ as *const libc::sockaddr, len);
+        assert_eq!(connected, 0, "connect: {}", std::io::Error::last_os_error());
+        s
+    };
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s
+}
+
+/// Everything the gateway sends until it closes or resets the connection.
+fn until_closed(s: &mut TcpStream) -> String {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => panic!("not closed: {e}; got {:?}", String::from_utf8_lossy(&out)),
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Whether the gateway has closed `s` (no more bytes are taken: a write fails),
+/// checked every 50 ms within `within`.
+fn closed_by_gateway(s: &mut TcpStream, within: Duration) -> bool {
+    let end = Instant::now() + within;
+    while Instant::now() < end {
+        if s.write(b"x").is_err() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+/// The value of the metric line `name` (with its labels) in a `/metrics` page.
+fn metric(page: &str, name: &str) -> Option<f64> {
+    page.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
 }
 
 /// Send `bytes`; everything answered until the gateway closes.
@@ -247,9 +310,17 @@ fn connections_over_the_cap_are_answered_503() {
             s
         })
         .collect();
-    let answer = exchange(gw.port, b"GET /healthz HTTP/1.1\r\n\r\n");
+    let mut over = connect(gw.port);
+    over.write_all(b"GET /healthz HTTP/1.1\r\n\r\n").unwrap();
+    let answer = until_closed(&mut over);
     assert_refused(&answer, 503, "too_many_connections");
     assert!(answer.contains("\r\nRetry-After: 1\r\n"), "{answer:?}");
+    // Closed at once, not kept for the 2 s lingering close of other refusals: the
+    // gateway no longer takes what this client sends.
+    assert!(
+        closed_by_gateway(&mut over, Duration::from_millis(1500)),
+        "the refused connection is still open"
+    );
     drop(open);
     std::thread::sleep(Duration::from_millis(300));
     assert!(metrics(gw.port)
@@ -276,4 +347,128 @@ fn a_client_that_does_not_read_cannot_grow_the_gateway() {
     // Others are still served.
     assert_eq!(status(&metrics(gw.port)), 200);
     drop(s);
+}
+
+/// `max_connections_per_ip`: one address cannot take every connection. The 5th from
+/// 127.0.0.1 is answered 429 and closed at once; 127.0.0.2 is still served; a slot
+/// freed is usable again.
+#[test]
+fn connections_per_address_are_capped() {
+    let gw = start(&[
+        ("SECKILL_TICKET_SECRET", STRONG),
+        ("SECKILL_ADMIN_TOKEN", STRONG),
+        ("SECKILL_MAX_CONNECTIONS_PER_IP", "4"),
+    ]);
+    let local = Ipv4Addr::LOCALHOST;
+    let other = Ipv4Addr::new(127, 0, 0, 2);
+    let served = |from: Ipv4Addr| {
+        let mut s = connect_from(from, gw.port);
+        s.write_all(b"GET /healthz HTTP/1.1\r\n\r\n").unwrap();
+        let mut buf = [0u8; 1024];
+        let n = s.read(&mut buf).unwrap();
+        assert_eq!(status(&String::from_utf8_lossy(&buf[..n])), 200);
+        s
+    };
+    let mut open: Vec<TcpStream> = (0..4).map(|_| served(local)).collect();
+
+    let mut fifth = connect_from(local, gw.port);
+    fifth.write_all(b"GET /healthz HTTP/1.1\r\n\r\n").unwrap();
+    let answer = until_closed(&mut fifth);
+    assert_refused(&answer, 429, "too_many_connections_per_ip");
+    assert!(answer.contains("\r\nRetry-After: 1\r\n"), "{answer:?}");
+    assert!(closed_by_gateway(&mut fifth, Duration::from_millis(1500)));
+
+    // Another address is not charged for 127.0.0.1's connections.
+    let also = (0..4).map(|_| served(other)).collect::<Vec<_>>();
+    drop(also);
+
+    // One of 127.0.0.1's four closes: it may connect again (the count went down).
+    drop(open.pop());
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut s = connect_from(local, gw.port);
+        s.write_all(b"GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let answer = until_closed(&mut s);
+        if status(&answer) == 200 {
+            break;
+        }
+        assert_refused(&answer, 429, "too_many_connections_per_ip");
+        assert!(Instant::now() < end, "the freed slot was never given back");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let mut m = connect_from(other, gw.port);
+    m.write_all(b"GET /metrics HTTP/1.1\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let page = until_closed(&mut m);
+    let refused = metric(
+        &page,
+        "seckill_http_refused_total{reason=\"too_many_connections_per_ip\"}",
+    )
+    .unwrap_or(-1.0);
+    assert!(refused >= 1.0, "{page}");
+    drop(open);
+}
+
+/// `min_send_rate`: a client that pipelines requests and then takes its answers a byte
+/// at a time is dropped within its send windows (issue: one was still connected after
+/// 75 s, its trickle kept the write timeout from firing), while a client that reads a
+/// large pipeline at full speed is served to the end. The write timeout is set far
+/// beyond the bound waited here, so only the send rate can end the slow reader.
+#[test]
+fn a_slow_reader_is_dropped_within_its_send_window_and_others_are_served() {
+    let gw = start(&[
+        ("SECKILL_TICKET_SECRET", STRONG),
+        ("SECKILL_ADMIN_TOKEN", STRONG),
+        ("SECKILL_MIN_SEND_RATE", "4096"),
+        ("SECKILL_SEND_WINDOW_MS", "1000"),
+        ("SECKILL_WRITE_TIMEOUT_MS", "120000"),
+        ("SECKILL_METRICS_IP_RPS", "100000"),
+        ("SECKILL_METRICS_IP_BURST", "100000"),
+    ]);
+    let dropped = |port| {
+        let page = metrics(port);
+        metric(
+            &page,
+            "seckill_http_dropped_total{reason=\"min_send_rate\"}",
+        )
+        .unwrap_or_else(|| panic!("no min_send_rate counter in\n{page}"))
+    };
+
+    // A fast reader of several megabytes (300 metrics pages) is not dropped.
+    let mut fast = connect(gw.port);
+    let mut pipeline = b"GET /metrics HTTP/1.1\r\n\r\n".repeat(300);
+    pipeline.extend_from_slice(b"GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n");
+    fast.write_all(&pipeline).unwrap();
+    let all = until_closed(&mut fast);
+    assert_eq!(all.matches("HTTP/1.1 200 ").count(), 301);
+    assert_eq!(dropped(gw.port), 0.0);
+
+    // The slow reader: 20,000 pipelined pages, then one byte every 2 s.
+    let mut slow = connect(gw.port);
+    slow.set_write_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    let _ = slow.write_all(&b"GET /metrics HTTP/1.1\r\n\r\n".repeat(20_000));
+    let began = Instant::now();
+    let mut byte = [0u8; 1];
+    while dropped(gw.port) < 1.0 {
+        assert!(
+            began.elapsed() < Duration::from_secs(30),
+            "a reader taking a byte every 2 s was not dropped"
+        );
+        // Others are served meanwhile (the metrics request above is one).
+        let _ = slow.read(&mut byte);
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    assert!(closed_by_gateway(&mut slow, Duration::from_secs(5)));
+    let page = metrics(gw.port);
+    assert!(page.contains("\nseckill_http_connections 1\n"), "{page}");
+    assert_eq!(
+        metric(
+            &page,
+            "seckill_http_dropped_total{reason=\"write_timeout\"}"
+        ),
+        Some(0.0)
+    );
 }

@@ -382,7 +382,7 @@ fn every_refusal_is_documented() {
 
     // The edge answers these on any route, before the handler.
     for (template, method, op) in operations(&doc) {
-        for status in [400, 408, 413, 431, 501, 503] {
+        for status in [400, 408, 413, 429, 431, 501, 503] {
             assert!(
                 op["responses"].get(status.to_string()).is_some(),
                 "{method} {template} does not document the edge's {status}"

@@ -11,7 +11,7 @@ cargo build --release -q -p stackctl -p gateway --bins --example hello
 ./dev up >/dev/null 2>&1 || target/release/stackctl up >&2 || { echo "the local stack did not come up" >&2; exit 1; }
 source <(target/release/stackctl env | sed 's/^/export /')
 GW_PORT=18090; HELLO_PORT=18091
-SECKILL_LISTEN=127.0.0.1:$GW_PORT SECKILL_LOG=warn SECKILL_IP_RPS=100000000 SECKILL_IP_BURST=100000000 \
+SECKILL_LISTEN=127.0.0.1:$GW_PORT SECKILL_LOG=warn SECKILL_IP_RPS=100000000 SECKILL_IP_BURST=100000000 SECKILL_MAX_CONNECTIONS_PER_IP=0 \
   SECKILL_GLOBAL_RPS=100000000 SECKILL_GLOBAL_BURST=100000000 SECKILL_USER_RPS=100000000 SECKILL_USER_BURST=100000000 \
   SECKILL_SOLD_OUT_RECHECK_MS=600000 SECKILL_DEV_INSECURE=1 SECKILL_AUDIT_LOG=.run/bench-audit.jsonl target/release/gateway &
 GW=$!

@@ -104,7 +104,7 @@ fn print_status(stack: &Stack) -> bool {
     all
 }
 
-/// Bring the stack up, start a release gateway (per-IP limit lifted: every simulated
+/// Bring the stack up, start a release gateway (per-IP limits lifted, rate and connections: every simulated
 /// buyer comes from 127.0.0.1) and an order-writer, run `cmd`, stop them.
 fn with_services(stack: &Stack, cmd: &[&String]) -> Result<i32, stackctl::StackError> {
     let (program, rest) = cmd
@@ -114,6 +114,7 @@ fn with_services(stack: &Stack, cmd: &[&String]) -> Result<i32, stackctl::StackE
     let lifted = [
         ("SECKILL_IP_RPS", "1000000".to_string()),
         ("SECKILL_IP_BURST", "1000000".to_string()),
+        ("SECKILL_MAX_CONNECTIONS_PER_IP", "0".to_string()),
     ];
     // Named by this process: two runs side by side never share a spool or a log.
     let gw_name = format!("gateway-run-{}", std::process::id());
@@ -186,6 +187,7 @@ fn with_cluster_services(stack: &Stack, cmd: &[&String]) -> Result<i32, stackctl
     let env = [
         ("SECKILL_IP_RPS", "1000000".to_string()),
         ("SECKILL_IP_BURST", "1000000".to_string()),
+        ("SECKILL_MAX_CONNECTIONS_PER_IP", "0".to_string()),
         ("SECKILL_REDIS_URL", url.clone()),
         ("SECKILL_TRUSTED_PROXIES", "127.0.0.1".to_string()),
     ];

@@ -83,6 +83,7 @@ impl Services {
                         ("SECKILL_ADMIN_TOKEN", admin.to_string()),
                         ("SECKILL_IP_RPS", "1000000".to_string()),
                         ("SECKILL_IP_BURST", "1000000".to_string()),
+                        ("SECKILL_MAX_CONNECTIONS_PER_IP", "0".to_string()),
                     ],
                     gateway_env,
                 ]

@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::limits::{Limits, Refusal};
+use crate::limits::{Hangup, Limits, Refusal};
+use crate::per_ip::{IpSlot, PerIp};
 use crate::request::{self, Request};
 use crate::response::{self, Response};
 
@@ -44,6 +45,10 @@ pub trait HttpService {
     /// Not called when the header keeps the socket's own address (v2 `LOCAL`, as in a
     /// health check). Default: ignored.
     fn proxied_peer(&mut self, _client: std::net::SocketAddr) {}
+
+    /// The server dropped this connection without an answer: its client does not take
+    /// its output (`write_timeout`, `min_send_rate`). Default: ignored.
+    fn hung_up(&mut self, _why: Hangup) {}
 }
 
 pub trait HttpServiceFactory: Send + Sized + 'static {
@@ -67,6 +72,7 @@ pub trait HttpServiceFactory: Send + Sized + 'static {
         let limits = Arc::new(self.limits());
         let listener = bind(addr, limits.share_port)?;
         let live = Arc::new(AtomicUsize::new(0));
+        let per_ip = PerIp::new(limits.max_connections_per_ip);
         go!(
             coroutine::Builder::new().name("TcpServerFac".to_owned()),
             move || {
@@ -81,7 +87,7 @@ pub trait HttpServiceFactory: Send + Sized + 'static {
                     #[cfg(windows)]
                     let id = stream.as_raw_socket() as usize;
                     let service = self.new_service_for_peer(id, stream.peer_addr().ok());
-                    spawn_connection(stream, service, Some(id), &limits, &live);
+                    spawn_connection(stream, service, Some(id), &limits, &live, &per_ip);
                 }
             }
         )
@@ -98,34 +104,52 @@ impl Drop for Live {
 }
 
 /// Serve an accepted connection on a coroutine of its own, or, when `max_connections`
-/// are open, answer it 503 and close it (on a coroutine too: the write and the
-/// lingering close must not hold up the accept loop).
+/// are open or its address has `max_connections_per_ip`, answer it 503 / 429 and close
+/// it at once (on a coroutine too: the write must not hold up the accept loop). A
+/// trusted balancer's connection is counted under the client's address once its PROXY
+/// header is read (`each_connection_loop`).
 fn spawn_connection<T: HttpService + Send + 'static>(
     mut stream: TcpStream,
     mut service: T,
     id: Option<usize>,
     limits: &Arc<Limits>,
     live: &Arc<AtomicUsize>,
+    per_ip: &Arc<PerIp>,
 ) {
     let limits = limits.clone();
+    let per_ip = per_ip.clone();
+    let refuse_on_own = |mut stream: TcpStream, mut service: T, why: Refusal| {
+        go!(move || refuse_at_once(&mut stream, &mut service, why));
+    };
     if live.fetch_add(1, Ordering::AcqRel) >= limits.max_connections {
         live.fetch_sub(1, Ordering::AcqRel);
-        go!(move || {
-            let mut rsp_buf = BytesMut::new();
-            if let Err(e) = refuse(&mut stream, &mut service, Refusal::TooManyConnections, &mut rsp_buf, &limits) {
-                log_conn_end(&e);
-            }
-        });
-        return;
+        return refuse_on_own(stream, service, Refusal::TooManyConnections);
     }
     let open = Live(live.clone());
+    let peer = stream.peer_addr().ok().map(|p| p.ip());
+    let trusted = peer.is_some_and(|ip| limits.trusts(ip));
+    let slot = match peer {
+        Some(ip) if !trusted => match per_ip.acquire(ip) {
+            Ok(slot) => slot,
+            Err(()) => {
+                drop(open);
+                return refuse_on_own(stream, service, Refusal::TooManyConnectionsPerIp);
+            }
+        },
+        _ => None,
+    };
     let mut builder = coroutine::Builder::new();
     if let Some(id) = id {
         builder = builder.id(id);
     }
     let spawned = go!(builder, move || {
         let _open = open;
-        if let Err(e) = each_connection_loop(&mut stream, &mut service, &limits) {
+        let _slot = slot;
+        let per_ip = if trusted { Some(&per_ip) } else { None };
+        if let Err(e) = each_connection_loop(&mut stream, &mut service, &limits, per_ip) {
+            if let Some(why) = hangup_of(&e) {
+                service.hung_up(why);
+            }
             log_conn_end(&e);
             stream.shutdown(Shutdown::Both).ok();
         }
@@ -176,9 +200,8 @@ const LINGER_BYTES: usize = 256 * 1024;
 /// request bytes makes the kernel send a reset, which can destroy the answer before
 /// the client reads it; so after the answer and our FIN, the rest of the request is
 /// read and dropped, for at most `LINGER` / `LINGER_BYTES` (a "lingering close").
-fn finish(stream: &mut TcpStream, rsp_buf: &mut BytesMut, limits: &Limits) -> io::Result<()> {
-    stream.set_write_timeout(Some(limits.write_timeout))?;
-    stream.write_all(rsp_buf)?;
+fn finish(stream: &mut TcpStream, rsp_buf: &mut BytesMut, limits: &Limits, meter: &mut SendMeter) -> io::Result<()> {
+    send(stream, rsp_buf, limits, meter)?;
     rsp_buf.clear();
     stream.shutdown(Shutdown::Write).ok();
     let until = Instant::now() + LINGER;
@@ -204,14 +227,147 @@ fn refuse<T: HttpService>(
     why: Refusal,
     rsp_buf: &mut BytesMut,
     limits: &Limits,
+    meter: &mut SendMeter,
 ) -> io::Result<()> {
+    encode_refusal(service, why, rsp_buf);
+    finish(stream, rsp_buf, limits, meter)
+}
+
+fn encode_refusal<T: HttpService>(service: &mut T, why: Refusal, rsp_buf: &mut BytesMut) {
     debug!("refused: {why:?}");
     let mut body_buf = BytesMut::new();
     let mut rsp = Response::new(&mut body_buf);
     service.refused(why, &mut rsp);
     rsp.close();
     response::encode(rsp, rsp_buf);
-    finish(stream, rsp_buf, limits)
+}
+
+/// How long a connection refused for a cap (`max_connections`, `max_connections_per_ip`)
+/// is kept: its answer goes into an empty socket buffer at once, then what it already
+/// sent is read and dropped for at most `CAP_LINGER`, and at most `CAP_QUIET` after the
+/// last bytes came (closing with unread input would reset the answer), instead of the
+/// 2 s `LINGER` of other refusals.
+const CAP_LINGER: Duration = Duration::from_millis(100);
+const CAP_QUIET: Duration = Duration::from_millis(10);
+
+/// Answer a connection refused for a cap and close it at once (see `CAP_LINGER`).
+fn refuse_at_once<T: HttpService>(stream: &mut TcpStream, service: &mut T, why: Refusal) {
+    let mut rsp_buf = BytesMut::new();
+    encode_refusal(service, why, &mut rsp_buf);
+    let sent = stream
+        .set_write_timeout(Some(CAP_LINGER))
+        .and_then(|()| stream.write_all(&rsp_buf));
+    if let Err(e) = sent {
+        log_conn_end(&e);
+        return;
+    }
+    stream.shutdown(Shutdown::Write).ok();
+    let until = Instant::now() + CAP_LINGER;
+    let mut sink = [0u8; 4096];
+    let mut left = LINGER_BYTES;
+    let mut wait_more = CAP_LINGER;
+    while left > 0 {
+        let wait = until.saturating_duration_since(Instant::now()).min(wait_more);
+        if wait.is_zero() {
+            break;
+        }
+        match read_within(stream, &mut sink, wait) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                left = left.saturating_sub(n);
+                wait_more = CAP_QUIET;
+            }
+        }
+    }
+}
+
+/// What a connection's client took while the server waited to write to it (patch 10),
+/// kept over the connection's life: time spent in writes that had to wait, and the
+/// bytes written meanwhile, since the last `send_window` was checked.
+#[derive(Default)]
+pub(crate) struct SendMeter {
+    waited: Duration,
+    moved: usize,
+    /// The write timeout last set on the socket (setting it is a system call).
+    timeout: Option<Duration>,
+}
+
+/// The error a write ends with when its client takes its output too slowly.
+#[derive(Debug)]
+struct SlowReader(Hangup);
+
+impl std::fmt::Display for SlowReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Hangup::WriteTimeout => f.write_str("the client took no output within write_timeout"),
+            Hangup::MinSendRate => f.write_str("the client takes its output slower than min_send_rate"),
+        }
+    }
+}
+
+impl std::error::Error for SlowReader {}
+
+fn slow(why: Hangup) -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, SlowReader(why))
+}
+
+/// Whether `e` ended a connection whose client did not take its output.
+fn hangup_of(e: &io::Error) -> Option<Hangup> {
+    e.get_ref()?.downcast_ref::<SlowReader>().map(|s| s.0)
+}
+
+/// Write all of `buf`, within `write_timeout` without progress and `min_send_rate` over
+/// each `send_window` of waiting (`SendMeter`); else `TimedOut` (`hangup_of` says why).
+/// Time is measured around each write: one that completes at once adds next to nothing.
+fn send(stream: &mut TcpStream, mut buf: &[u8], limits: &Limits, meter: &mut SendMeter) -> io::Result<()> {
+    let window = limits.send_window;
+    let need = if limits.min_send_rate == 0 {
+        0
+    } else {
+        ((limits.min_send_rate as u128 * window.as_millis()) / 1000).clamp(1, usize::MAX as u128) as usize
+    };
+    let mut stalled = Duration::ZERO;
+    while !buf.is_empty() {
+        let mut wait = limits.write_timeout.saturating_sub(stalled);
+        if need > 0 {
+            wait = wait.min(window.saturating_sub(meter.waited));
+        }
+        let wait = wait.max(MIN_WAIT);
+        // Lower the socket's timeout when it would outlast this wait; raise it when it
+        // is much shorter (a shorter one only wakes this loop early).
+        if meter.timeout.is_none_or(|t| t > wait || t < wait / 2) {
+            stream.set_write_timeout(Some(wait))?;
+            meter.timeout = Some(wait);
+        }
+        let began = Instant::now();
+        let wrote = stream.write(buf);
+        let took = began.elapsed();
+        meter.waited += took;
+        match wrote {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                buf = &buf[n..];
+                meter.moved = meter.moved.saturating_add(n);
+                stalled = Duration::ZERO;
+            }
+            Err(e) if matches!(e.kind(), io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock) => {
+                stalled += took;
+                if stalled >= limits.write_timeout {
+                    return Err(slow(Hangup::WriteTimeout));
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+        if need > 0 && meter.waited >= window {
+            if meter.moved < need {
+                return Err(slow(Hangup::MinSendRate));
+            }
+            meter.waited = Duration::ZERO;
+            meter.moved = 0;
+        }
+    }
+    Ok(())
 }
 
 /// this is the generic type http server
@@ -227,11 +383,21 @@ pub struct HttpServer<T>(pub T);
 /// received are served only while less than `max_pending_output` waits to be written.
 /// So what a connection holds is bounded by that cap, one response, and its socket's
 /// buffers, however many requests it pipelines.
-fn each_connection_loop<T: HttpService>(stream: &mut TcpStream, service: &mut T, limits: &Limits) -> io::Result<()> {
+///
+/// `per_ip` is given for a trusted balancer's connection: the client its PROXY header
+/// names is counted there (refused 429 over `max_connections_per_ip`) for as long as
+/// the connection lasts.
+fn each_connection_loop<T: HttpService>(
+    stream: &mut TcpStream,
+    service: &mut T,
+    limits: &Limits,
+    per_ip: Option<&Arc<PerIp>>,
+) -> io::Result<()> {
     let mut req_buf = BytesMut::with_capacity(BUF_LEN);
     let mut rsp_buf = BytesMut::with_capacity(BUF_LEN);
     let mut body_buf = BytesMut::with_capacity(4096);
-    stream.set_write_timeout(Some(limits.write_timeout))?;
+    let mut meter = SendMeter::default();
+    let mut _slot: Option<IpSlot> = None;
     // When the head being received must be complete; None between requests (idle).
     // A new connection's first request is on the head clock from accept.
     let mut head_deadline = Some(Instant::now() + limits.head_timeout);
@@ -248,12 +414,21 @@ fn each_connection_loop<T: HttpService>(stream: &mut TcpStream, service: &mut T,
                     bytes::Buf::advance(&mut req_buf, len);
                     if let Some(client) = source {
                         service.proxied_peer(client);
+                        if let Some(per_ip) = per_ip {
+                            match per_ip.acquire(client.ip()) {
+                                Ok(slot) => _slot = slot,
+                                Err(()) => {
+                                    refuse_at_once(stream, service, Refusal::TooManyConnectionsPerIp);
+                                    return Ok(());
+                                }
+                            }
+                        }
                     }
                     break;
                 }
                 crate::proxy::Header::Invalid => {
                     debug!("a trusted peer's connection without a valid PROXY header");
-                    return refuse(stream, service, Refusal::Malformed, &mut rsp_buf, limits);
+                    return refuse(stream, service, Refusal::Malformed, &mut rsp_buf, limits, &mut meter);
                 }
                 crate::proxy::Header::Incomplete => {}
             }
@@ -271,7 +446,7 @@ fn each_connection_loop<T: HttpService>(stream: &mut TcpStream, service: &mut T,
                 Ok(n) => unsafe { req_buf.advance_mut(n) },
                 Err(e) if e.kind() == io::ErrorKind::TimedOut && req_buf.is_empty() => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::TimedOut => {
-                    return refuse(stream, service, Refusal::HeadTimeout, &mut rsp_buf, limits)
+                    return refuse(stream, service, Refusal::HeadTimeout, &mut rsp_buf, limits, &mut meter)
                 }
                 Err(e) => return Err(e),
             }
@@ -284,7 +459,7 @@ fn each_connection_loop<T: HttpService>(stream: &mut TcpStream, service: &mut T,
                 match crate::proxy::sniff(&req_buf) {
                     Some(true) => {
                         debug!("a PROXY header from an untrusted peer");
-                        return refuse(stream, service, Refusal::Malformed, &mut rsp_buf, limits);
+                        return refuse(stream, service, Refusal::Malformed, &mut rsp_buf, limits, &mut meter);
                     }
                     Some(false) => sniff = false,
                     None => break,
@@ -294,7 +469,7 @@ fn each_connection_loop<T: HttpService>(stream: &mut TcpStream, service: &mut T,
             let req = match request::decode(&mut headers, &mut req_buf, stream, limits) {
                 Ok(Some(req)) => req,
                 Ok(None) => break,
-                Err(why) => return refuse(stream, service, why, &mut rsp_buf, limits),
+                Err(why) => return refuse(stream, service, why, &mut rsp_buf, limits, &mut meter),
             };
             head_deadline = None;
             reserve_buf(&mut rsp_buf);
@@ -309,7 +484,7 @@ fn each_connection_loop<T: HttpService>(stream: &mut TcpStream, service: &mut T,
                 // The body read ran past `body_timeout`.
                 Err(e) if e.kind() == io::ErrorKind::TimedOut => {
                     drop(rsp);
-                    return refuse(stream, service, Refusal::BodyTimeout, &mut rsp_buf, limits);
+                    return refuse(stream, service, Refusal::BodyTimeout, &mut rsp_buf, limits, &mut meter);
                 }
                 Err(e) => {
                     warn!("service err = {:?}", e);
@@ -318,12 +493,12 @@ fn each_connection_loop<T: HttpService>(stream: &mut TcpStream, service: &mut T,
                 }
             }
             if close {
-                return finish(stream, &mut rsp_buf, limits);
+                return finish(stream, &mut rsp_buf, limits, &mut meter);
             }
         }
 
         if !rsp_buf.is_empty() {
-            stream.write_all(&rsp_buf)?;
+            send(stream, &rsp_buf, limits, &mut meter)?;
             rsp_buf.clear();
             continue;
         }
@@ -346,7 +521,7 @@ fn each_connection_loop<T: HttpService>(stream: &mut TcpStream, service: &mut T,
             return Ok(());
         }
         if wait.is_zero() {
-            return refuse(stream, service, Refusal::HeadTimeout, &mut rsp_buf, limits);
+            return refuse(stream, service, Refusal::HeadTimeout, &mut rsp_buf, limits, &mut meter);
         }
         reserve_buf(&mut req_buf);
         let read_buf: &mut [u8] = unsafe { std::mem::transmute(req_buf.chunk_mut()) };
@@ -357,7 +532,7 @@ fn each_connection_loop<T: HttpService>(stream: &mut TcpStream, service: &mut T,
             // An idle keep-alive connection ends quietly; that is normal HTTP.
             Err(e) if e.kind() == io::ErrorKind::TimedOut && idle => return Ok(()),
             Err(e) if e.kind() == io::ErrorKind::TimedOut => {
-                return refuse(stream, service, Refusal::HeadTimeout, &mut rsp_buf, limits)
+                return refuse(stream, service, Refusal::HeadTimeout, &mut rsp_buf, limits, &mut meter)
             }
             Err(e) => return Err(e),
         }
@@ -407,12 +582,13 @@ impl<T: HttpService + Clone + Send + Sync + 'static> HttpServer<T> {
         let listener = bind(addr, limits.share_port)?;
         let service = self.0;
         let live = Arc::new(AtomicUsize::new(0));
+        let per_ip = PerIp::new(limits.max_connections_per_ip);
         go!(
             coroutine::Builder::new().name("TcpServer".to_owned()),
             move || {
                 for stream in listener.incoming() {
                     let stream = t_c!(stream);
-                    spawn_connection(stream, service.clone(), None, &limits, &live);
+                    spawn_connection(stream, service.clone(), None, &limits, &live, &per_ip);
                 }
             }
         )
