@@ -221,3 +221,30 @@ fn a_lost_unit_sold_again_is_a_conflict_not_a_negative_stock() {
     assert_eq!((r.applied, r.conflicts), (0, 2));
     assert!(s.state(&sale).unwrap().conserved());
 }
+
+#[test]
+fn a_payment_lost_before_the_order_expired_here_is_paid_again_from_stock() {
+    let mut s = stock();
+    let sale = new_sale(&mut s, "paid_there", 3, 1);
+    let a = buy(&mut s, &sale, 1);
+    let snap = snapshot(&mut s, &sale_keys(&sale, 1));
+    // The payment reaches PostgreSQL (its event), then Redis loses it...
+    s.settle(&a, Settlement::Paid).unwrap();
+    lose_since(&mut s, &snap);
+    // ...and the order, held again here, expires and is released.
+    s.settle(&a, Settlement::Released).unwrap();
+    assert_eq!(s.state(&sale).unwrap().remaining, 3);
+    let orders = vec![order(&a, 1, RestoredStatus::Paid)];
+    let r = s.reapply(&sale, &orders).unwrap();
+    assert_eq!((r.applied, r.conflicts), (1, 0));
+    let st = s.state(&sale).unwrap();
+    assert_eq!((st.remaining, st.held, st.sold), (2, 0, 1));
+    assert!(st.conserved());
+    assert_eq!(s.order(&a).unwrap().0, stock::OrderState::Paid);
+    // Idempotent, and the buyer is at the limit again.
+    assert_eq!(s.reapply(&sale, &orders).unwrap().applied, 0);
+    assert!(matches!(
+        s.issue_token(&sale, 1, TTL),
+        Err(StockError::AlreadyBought)
+    ));
+}

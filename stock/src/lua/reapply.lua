@@ -9,6 +9,9 @@
 --    window from now) or count it sold; if no unit is left it was sold again (an
 --    oversell the fence should have prevented): counted as a conflict, not applied;
 --  * held here but paid or cancelled there: settle it as there (the settle was lost);
+--  * released here but paid there (the payment was lost, then the order expired here):
+--    paid, its unit taken back from stock; if none is left the unit was sold again: a
+--    conflict;
 --  * unknown here and cancelled: taken and given back, nothing to redo;
 --  * here under another buyer: the id was handed out again after the loss (sold over):
 --    a conflict.
@@ -43,6 +46,16 @@ for i = 3, #ARGV, 4 do
       if redis.call('HINCRBY', KEYS[4], user, -1) <= 0 then redis.call('HDEL', KEYS[4], user) end
     end
     applied = applied + 1
+  elseif done and status == 'paid' and string.sub(done, 1, 9) == 'released|' then
+    if tonumber(redis.call('GET', KEYS[2]) or '0') <= 0 then
+      conflicts = conflicts + 1
+    else
+      redis.call('DECR', KEYS[2])
+      redis.call('HINCRBY', KEYS[4], user, 1)
+      redis.call('HSET', KEYS[6], oid, 'paid|' .. user)
+      redis.call('INCR', KEYS[3])
+      applied = applied + 1
+    end
   elseif not settled and status ~= 'cancelled' then
     if tonumber(redis.call('GET', KEYS[2]) or '0') <= 0 then
       conflicts = conflicts + 1
