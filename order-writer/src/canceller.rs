@@ -109,6 +109,27 @@ pub fn scan_once(
     )
 }
 
+/// Sales with more live orders in PostgreSQL than units: by the definition PostgreSQL
+/// holds, or, for a sale whose definition never reached it, by Redis's (a sale neither
+/// knows the size of is logged, not skipped silently).
+pub fn oversold(
+    db: &mut postgres::Client,
+    stock: &mut Stock<stock::Conn>,
+) -> Result<Vec<String>, WriterError> {
+    let mut sales = db::oversold_sales(db)?;
+    for (sale, live) in db::live_units_without_definition(db)? {
+        match stock.state(&sale) {
+            Ok(st) if live > st.initial => sales.push(sale),
+            Ok(_) => {}
+            Err(e) if !e.is_fault() => {
+                tracing::warn!(%sale, live, error = %e, "oversell check: no definition in PostgreSQL or Redis")
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(sales)
+}
+
 /// Scan every `cancel_scan_ms` until `stop`; failures are logged and retried next scan.
 /// `held`: set by the reconciler while a Redis master is not trusted; no release or
 /// payment is settled meanwhile (Redis may have lost the order, or an earlier release).
@@ -137,7 +158,7 @@ pub fn run(cfg: Config, metrics: Arc<Metrics>, stop: Arc<AtomicBool>, held: Arc<
         if let Some((db, stock)) = conns.as_mut() {
             if oversell_checked.is_none_or(|t| t.elapsed() >= Duration::from_secs(30)) {
                 oversell_checked = Some(std::time::Instant::now());
-                match db::oversold_sales(db) {
+                match oversold(db, stock) {
                     Ok(sales) => {
                         if !sales.is_empty() {
                             tracing::error!(

@@ -135,8 +135,11 @@ pub fn run(
     match scope {
         Scope::All(only) if !only.is_empty() => definitions.retain(|s, _| only.contains(s)),
         Scope::All(_) => {}
+        // A sale whose definition was never recorded may still be selling: it is
+        // reconciled too (put back what Redis lacks), never skipped while the masters
+        // are trusted anyway; lost from Redis, it is reported (`NoDefinition`).
         Scope::EndingAfter(ms) => {
-            definitions.retain(|_, d| d.as_ref().is_some_and(|d| d.end_ms >= ms))
+            definitions.retain(|_, d| d.as_ref().is_none_or(|d| d.end_ms >= ms))
         }
     }
 

@@ -215,3 +215,31 @@ fn a_reservation_with_no_order_anywhere_is_released_after_the_window() {
     );
     drop(w);
 }
+
+#[test]
+fn a_sale_without_a_definition_in_postgresql_is_checked_for_oversell_against_redis() {
+    let pg = PrivatePg::start();
+    let mut lane = Lane::new(1);
+    lane.database_url = pg.url("seckill");
+    let mut stock = lane.stock();
+    // Two units, two orders; no `opened` event ever reached PostgreSQL.
+    let (sale, msgs) = reserve(&mut stock, 2, 2);
+    let mut db = lane.db();
+    let refs: Vec<&seckill_common::order::OrderMessage> = msgs.iter().collect();
+    order_writer::db::write_batch(&mut db, &refs).unwrap();
+    assert!(order_writer::canceller::oversold(&mut db, &mut stock)
+        .unwrap()
+        .is_empty());
+    // A third live row for a sale of two units: an oversell, found without a definition.
+    let extra = order(
+        &format!("{sale}-999999999"),
+        &sale,
+        99,
+        OrderEvent::Reserved,
+    );
+    order_writer::db::write_batch(&mut db, &[&extra]).unwrap();
+    assert_eq!(
+        order_writer::canceller::oversold(&mut db, &mut stock).unwrap(),
+        vec![sale]
+    );
+}
