@@ -47,12 +47,7 @@ use stock::{SaleSpec, Stock};
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+use seckill_common::now_ms;
 
 /// What one Redis reports about itself (the fields used here).
 #[derive(Default, Clone, Copy)]

@@ -26,9 +26,7 @@ use stock::{Exec, SaleSpec, Stock, StockError};
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
-fn now_ms() -> i64 {
-    seckill_common::now_ms()
-}
+use seckill_common::now_ms;
 
 /// A Redis connection that records every EVALSHA it sends.
 struct Recorder {

@@ -14,14 +14,6 @@ use seckill_common::order::{OrderEvent, OrderMessage};
 use std::time::{Duration, Instant};
 use stock::{OrderState, Settlement, Stock};
 
-fn wait_for(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
-    let end = Instant::now() + within;
-    while !f() {
-        assert!(Instant::now() < end, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// Messages on the dead-letter topic (its high watermark; one partition).
 fn dead_letters(lane: &Lane) -> i64 {
     let c: BaseConsumer = rdkafka::ClientConfig::new()

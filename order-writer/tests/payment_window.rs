@@ -7,16 +7,8 @@ mod harness;
 
 use harness::*;
 use seckill_common::order::OrderEvent;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use stock::{OrderState, Settlement, StockError};
-
-fn wait_for(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
-    let end = Instant::now() + within;
-    while !f() {
-        assert!(Instant::now() < end, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 #[test]
 fn unpaid_orders_are_cancelled_their_stock_returns_and_sells_again() {

@@ -11,9 +11,7 @@ use stock::{SaleSpec, Stock};
 // Below 22768: the cluster bus (port + 10000) must stay out of the ephemeral range.
 const BASE_PORT: u16 = 21201;
 
-fn now_ms() -> i64 {
-    seckill_common::now_ms()
-}
+use testkit::now_ms;
 
 struct Fresh(RedisCluster);
 

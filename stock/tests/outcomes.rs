@@ -1,33 +1,16 @@
 //! Every outcome of every script, against the local stack's real Redis.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use stock::{OrderState, SaleSpec, Settlement, Stock, StockError};
 
 const HOUR: i64 = 3_600_000;
 const TTL: Duration = Duration::from_secs(60);
 
-fn stock() -> Stock<stock::Conn> {
-    let stack = stackctl::ensure_up();
-    Stock::new(
-        stock::connect(&stack.redis_url, Duration::from_secs(2))
-            .expect("connect to the stack's redis"),
-    )
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
+use testkit::{now_ms, stack_stock as stock};
 
 /// A fresh sale id, so tests never share state.
 fn sale_id(tag: &str) -> String {
-    format!(
-        "t_{tag}_{}_{}",
-        std::process::id(),
-        stock::keys::new_token()[..8].to_string()
-    )
+    testkit::unique(&format!("t_{tag}"))
 }
 
 fn open_sale(s: &mut Stock<stock::Conn>, tag: &str, units: i64) -> String {

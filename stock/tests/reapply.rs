@@ -3,39 +3,16 @@
 //! as they were at an earlier moment (DUMP/RESTORE), then `Stock::reapply` from the
 //! orders known outside Redis. Against the local stack's real Redis.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use stock::keys::SaleKeys;
-use stock::{RestoredOrder, RestoredStatus, SaleSpec, Settlement, Stock, StockError};
+use stock::{RestoredOrder, RestoredStatus, Settlement, Stock, StockError};
 
-const HOUR: i64 = 3_600_000;
 const TTL: Duration = Duration::from_secs(60);
 
-fn stock() -> Stock<stock::Conn> {
-    let stack = stackctl::ensure_up();
-    Stock::new(
-        stock::connect(&stack.redis_url, Duration::from_secs(2))
-            .expect("connect to the stack's redis"),
-    )
-}
+use testkit::stack_stock as stock;
 
 fn new_sale(s: &mut Stock<stock::Conn>, tag: &str, units: i64, buckets: u32) -> String {
-    let id = format!(
-        "t_{tag}_{}_{}",
-        std::process::id(),
-        &stock::keys::new_token()[..8]
-    );
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64;
-    let spec = SaleSpec {
-        stock: units,
-        per_user_limit: 1,
-        start_ms: now - HOUR,
-        end_ms: now + HOUR,
-    };
-    s.create_sale_with_buckets(&id, &spec, buckets).unwrap();
-    id
+    testkit::open_sale(s, &format!("t_{tag}"), units, buckets)
 }
 
 /// Every key of the sale (all buckets, journals), for a snapshot.

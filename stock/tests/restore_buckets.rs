@@ -21,11 +21,7 @@ fn connect() -> Stock<Conn> {
 }
 
 fn sale_id(tag: &str) -> String {
-    format!(
-        "rb_{tag}_{}_{}",
-        std::process::id(),
-        &keys::new_token()[..8]
-    )
+    testkit::unique(&format!("rb_{tag}"))
 }
 
 fn open_spec(units: i64, limit: i64) -> SaleSpec {

@@ -6,27 +6,14 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 pub const SECRET: &str = "test-ticket-secret";
 pub const ADMIN: &str = "test-admin-token";
 
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
-
 pub use stackctl::process::free_port;
-
-pub fn unique(tag: &str) -> String {
-    format!(
-        "{tag}_{}_{}",
-        std::process::id(),
-        &stock::keys::new_token()[..8]
-    )
-}
+#[allow(unused_imports)]
+pub use testkit::{now_ms, unique, wait_for};
 
 fn scratch(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("seckill-gw-{}", unique(tag)));

@@ -32,12 +32,8 @@ pub fn unique_tag() -> String {
     )
 }
 
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
+#[allow(unused_imports)]
+pub use testkit::now_ms;
 
 /// A gateway and an order-writer started for one test.
 pub struct Services {

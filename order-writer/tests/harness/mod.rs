@@ -6,23 +6,11 @@
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use seckill_common::order::{OrderEvent, OrderMessage};
 use std::collections::HashSet;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use stock::{SaleSpec, Stock};
 
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
-
-pub fn unique(tag: &str) -> String {
-    format!(
-        "{tag}_{}_{}",
-        std::process::id(),
-        &stock::keys::new_token()[..8]
-    )
-}
+#[allow(unused_imports)]
+pub use testkit::{now_ms, unique, wait_for};
 
 pub use stackctl::process::free_port;
 

@@ -1,0 +1,57 @@
+//! What the workspace's tests share, so that no test file writes it again:
+//!
+//! - clocks and unique ids: [`now_ms`], [`unique`];
+//! - waiting on a condition, never on a timing: [`wait_for`];
+//! - the local stack's Redis through the stock API, and an open sale on it:
+//!   [`stack_stock`], [`open_sale`].
+//!
+//! A dev-dependency only: nothing here is part of a shipped binary.
+
+use std::time::{Duration, Instant};
+use stock::{SaleSpec, Stock};
+
+pub use seckill_common::now_ms;
+
+/// An id unique per process and call, starting with `tag`: tests never share state
+/// (the process id, then eight random hex digits).
+pub fn unique(tag: &str) -> String {
+    format!(
+        "{tag}_{}_{}",
+        std::process::id(),
+        &stock::keys::new_token()[..8]
+    )
+}
+
+/// Poll `f` every 50 ms until it holds; panics naming `what` once `within` passed.
+pub fn wait_for(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
+    let end = Instant::now() + within;
+    while !f() {
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The stock API on the local stack's Redis (started if it is not up).
+pub fn stack_stock() -> Stock<stock::Conn> {
+    let stack = stackctl::ensure_up();
+    Stock::new(
+        stock::connect(&stack.redis_url, Duration::from_secs(2))
+            .expect("connect to the stack's Redis"),
+    )
+}
+
+/// A new sale id (`unique(tag)`), open since an hour ago for another hour, one unit
+/// per buyer, `units` units in `buckets` stock buckets.
+pub fn open_sale(s: &mut Stock<stock::Conn>, tag: &str, units: i64, buckets: u32) -> String {
+    let id = unique(tag);
+    let now = now_ms();
+    let spec = SaleSpec {
+        stock: units,
+        per_user_limit: 1,
+        start_ms: now - 3_600_000,
+        end_ms: now + 3_600_000,
+    };
+    s.create_sale_with_buckets(&id, &spec, buckets)
+        .expect("create the sale");
+    id
+}
