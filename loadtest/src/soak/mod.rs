@@ -249,6 +249,47 @@ impl Summary {
         v
     }
 
+    /// The hostile connections: totals, then a table row per kind.
+    fn print_hostile(&self) {
+        let h = &self.hostile;
+        println!(
+            "hostile: {} opened ({} connect failures), peak {} open at once, over {:.1} s; {} answered with a refusal status; {} closed by the server; {} still open at the end (closed by us)",
+            h.opened(),
+            h.connect_failed(),
+            h.peak_open,
+            h.ran.as_secs_f64(),
+            h.refused_with_status(),
+            h.closed_by_server(),
+            h.open_at_end()
+        );
+        println!("| kind | slots | opened | statuses | closed by server | longest held before close | open at end (oldest) |");
+        println!("|---|---|---|---|---|---|---|");
+        for (k, s) in &h.kinds {
+            let statuses: Vec<String> =
+                s.statuses.iter().map(|(c, n)| format!("{c}×{n}")).collect();
+            let mut extra = String::new();
+            if *k == Kind::Pipeline {
+                extra = format!(" ({} requests written)", s.requests_written);
+            }
+            println!(
+                "| {}{} | {} | {} | {} | {} | {:.1} s | {} ({:.1} s) |",
+                k.name(),
+                extra,
+                s.slots,
+                s.opened,
+                if statuses.is_empty() {
+                    "-".into()
+                } else {
+                    statuses.join(" ")
+                },
+                s.closed_by_server,
+                s.longest_server_close.as_secs_f64(),
+                s.open_at_end,
+                s.oldest_at_end.as_secs_f64()
+            );
+        }
+    }
+
     pub fn print(&self) {
         let mb = |k: u64| k as f64 / 1024.0;
         let ms = |u: u64| u as f64 / 1000.0;
@@ -305,43 +346,7 @@ impl Summary {
             self.bounds.p99_slack_ms,
             ms(self.p99_limit_us())
         );
-        let h = &self.hostile;
-        println!(
-            "hostile: {} opened ({} connect failures), peak {} open at once, over {:.1} s; {} answered with a refusal status; {} closed by the server; {} still open at the end (closed by us)",
-            h.opened(),
-            h.connect_failed(),
-            h.peak_open,
-            h.ran.as_secs_f64(),
-            h.refused_with_status(),
-            h.closed_by_server(),
-            h.open_at_end()
-        );
-        println!("| kind | slots | opened | statuses | closed by server | longest held before close | open at end (oldest) |");
-        println!("|---|---|---|---|---|---|---|");
-        for (k, s) in &h.kinds {
-            let statuses: Vec<String> =
-                s.statuses.iter().map(|(c, n)| format!("{c}×{n}")).collect();
-            let mut extra = String::new();
-            if *k == Kind::Pipeline {
-                extra = format!(" ({} requests written)", s.requests_written);
-            }
-            println!(
-                "| {}{} | {} | {} | {} | {} | {:.1} s | {} ({:.1} s) |",
-                k.name(),
-                extra,
-                s.slots,
-                s.opened,
-                if statuses.is_empty() {
-                    "-".into()
-                } else {
-                    statuses.join(" ")
-                },
-                s.closed_by_server,
-                s.longest_server_close.as_secs_f64(),
-                s.open_at_end,
-                s.oldest_at_end.as_secs_f64()
-            );
-        }
+        self.print_hostile();
         let refused: Vec<String> = self
             .refused_by_gateway
             .iter()
@@ -355,7 +360,8 @@ impl Summary {
         println!(
             "gateway answered {} GET /metrics during the soak (unread pipelines wrote {})",
             self.metrics_served,
-            h.kinds
+            self.hostile
+                .kinds
                 .get(&Kind::Pipeline)
                 .map_or(0, |k| k.requests_written)
         );
@@ -420,22 +426,7 @@ pub fn run(opts: &Options, stack: &seckill_common::stack::Stack) -> Result<Summa
             eprintln!("[soak] {s}");
         }
     };
-    let addr = addr_of(&opts.gateway)?;
-    if !addr.ip().is_loopback() {
-        return Err(LoadError::Http(format!(
-            "the soak runs against a loopback gateway only, not {addr}"
-        )));
-    }
-    let pid = opts
-        .gateway_pid
-        .or_else(|| pid_listening_on(addr.port()))
-        .ok_or_else(|| {
-            LoadError::Http(format!(
-                "no process found listening on port {} (give --gateway-pid)",
-                addr.port()
-            ))
-        })?;
-    vm_rss_kib(pid).ok_or_else(|| LoadError::Http(format!("cannot read /proc/{pid}/status")))?;
+    let (addr, pid) = gateway_process(opts)?;
     let agent = short_agent();
     let client = Client::new(&opts.gateway, &opts.secret);
     let tag = now_ms();
@@ -471,42 +462,7 @@ pub fn run(opts: &Options, stack: &seckill_common::stack::Stack) -> Result<Summa
     let refused_before = refused_by_reason(&before);
     let metrics_before = metric(&before, METRICS_SERVED).unwrap_or(0.0) as u64;
     sampler.phase("soak");
-    let hostile = Hostile::start(HostileOptions {
-        addr,
-        mix: opts.mix,
-        byte_interval: opts.byte_interval,
-        pipeline_requests: opts.pipeline_requests,
-        max_opened: opts.max_opened,
-        reopen_after: opts.reopen_after,
-        open_per_tick: 200,
-    })?;
-    let started = Instant::now();
-    let want = opts.mix.total() as u64;
-    while hostile.opened() < want && started.elapsed() < Duration::from_secs(10) {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    say(format!(
-        "{} hostile connections opened, {} open, after {:.1} s; rush starts",
-        hostile.opened(),
-        hostile.open_now(),
-        started.elapsed().as_secs_f64()
-    ));
-    let soaked = timed_rush(
-        &opts.gateway,
-        &opts.secret,
-        &sales[1],
-        opts.buyers,
-        opts.clients,
-    );
-    say(format!(
-        "soak rush done after {:.1} s; holding the hostile connections until {:.1} s",
-        started.elapsed().as_secs_f64(),
-        opts.hold.as_secs_f64()
-    ));
-    while started.elapsed() < opts.hold {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let stats = hostile.stop();
+    let (stats, soaked) = rush_under_hostile_load(opts, addr, &sales[1], &say)?;
     let soaked = soaked?;
     let with = Latency::of(&soaked);
     let soak_peak = sampler.peak("soak");
@@ -516,16 +472,7 @@ pub fn run(opts: &Options, stack: &seckill_common::stack::Stack) -> Result<Summa
     let drain_by = Instant::now()
         + Duration::from_millis(opts.bounds.timeout_ms + opts.bounds.timeout_grace_ms);
     let baseline_conns = sampler.peak("baseline").connections;
-    let mut after = None;
-    while Instant::now() < drain_by {
-        after = metrics_text(&agent, &opts.gateway)
-            .and_then(|t| metric(&t, "seckill_http_connections"))
-            .map(|v| v as u64);
-        if after.is_some_and(|n| n <= baseline_conns.max(1)) {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let after = drained(&agent, &opts.gateway, drain_by, baseline_conns);
     let after_text = metrics_text(&agent, &opts.gateway).unwrap_or_default();
     let refused_after = refused_by_reason(&after_text);
     let metrics_served =
@@ -547,25 +494,8 @@ pub fn run(opts: &Options, stack: &seckill_common::stack::Stack) -> Result<Summa
     let baseline_peak = sampler.peak("baseline");
     drop(sampler);
 
-    let mut invariants = Vec::new();
-    for (sale, r) in [(&sales[0], &base), (&sales[1], &soaked)] {
-        say(format!("verifying {sale}"));
-        // As the drills do: a purchase answered 503 after Redis may have run it (its
-        // reply overdue) may hold a unit with no order until the writer's reservation
-        // sweep (payment window + grace) returns it; such units are bounded by them.
-        let unanswered = verify::Unanswered {
-            orders: 0,
-            lost_replies: lost_replies(&r.record),
-        };
-        let wait = verify::Wait {
-            within: Duration::from_secs(120),
-            settle: Duration::from_secs(1),
-        };
-        let (acked, tokens) = (&r.record.acked, &r.record.tokens);
-        let seen = verify::gather(stack, Some(&opts.topic), sale, acked, wait)?;
-        let report = verify::check(&verify::Record { acked, tokens }, unanswered, &seen);
-        invariants.push((sale.clone(), report));
-    }
+    let runs = [(&sales[0], &base), (&sales[1], &soaked)];
+    let invariants = verify_sales(opts, stack, runs, &say)?;
     Ok(Summary {
         pid,
         idle_rss_kib: idle.rss_kib,
@@ -583,4 +513,117 @@ pub fn run(opts: &Options, stack: &seckill_common::stack::Stack) -> Result<Summa
         invariants,
         bounds: opts.bounds.clone(),
     })
+}
+
+/// The hostile connections opened and held at least `opts.hold`, while the rush runs on
+/// `sale`; their stats, and the rush (its error kept for after they are closed).
+fn rush_under_hostile_load(
+    opts: &Options,
+    addr: SocketAddr,
+    sale: &str,
+    say: &impl Fn(String),
+) -> Result<(HostileStats, Result<TimedRush, LoadError>), LoadError> {
+    let hostile = Hostile::start(HostileOptions {
+        addr,
+        mix: opts.mix,
+        byte_interval: opts.byte_interval,
+        pipeline_requests: opts.pipeline_requests,
+        max_opened: opts.max_opened,
+        reopen_after: opts.reopen_after,
+        open_per_tick: 200,
+    })?;
+    let started = Instant::now();
+    let want = opts.mix.total() as u64;
+    while hostile.opened() < want && started.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    say(format!(
+        "{} hostile connections opened, {} open, after {:.1} s; rush starts",
+        hostile.opened(),
+        hostile.open_now(),
+        started.elapsed().as_secs_f64()
+    ));
+    let soaked = timed_rush(&opts.gateway, &opts.secret, sale, opts.buyers, opts.clients);
+    say(format!(
+        "soak rush done after {:.1} s; holding the hostile connections until {:.1} s",
+        started.elapsed().as_secs_f64(),
+        opts.hold.as_secs_f64()
+    ));
+    while started.elapsed() < opts.hold {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let stats = hostile.stop();
+    Ok((stats, soaked))
+}
+
+/// The gateway's address (loopback only) and the pid of its process, whose RSS must be
+/// readable.
+fn gateway_process(opts: &Options) -> Result<(SocketAddr, i32), LoadError> {
+    let addr = addr_of(&opts.gateway)?;
+    if !addr.ip().is_loopback() {
+        return Err(LoadError::Http(format!(
+            "the soak runs against a loopback gateway only, not {addr}"
+        )));
+    }
+    let pid = opts
+        .gateway_pid
+        .or_else(|| pid_listening_on(addr.port()))
+        .ok_or_else(|| {
+            LoadError::Http(format!(
+                "no process found listening on port {} (give --gateway-pid)",
+                addr.port()
+            ))
+        })?;
+    vm_rss_kib(pid).ok_or_else(|| LoadError::Http(format!("cannot read /proc/{pid}/status")))?;
+    Ok((addr, pid))
+}
+
+/// The gateway's open connections once they fell back to `baseline_conns` (at least
+/// one), or the last reading at `drain_by`.
+fn drained(
+    agent: &ureq::Agent,
+    gateway: &str,
+    drain_by: Instant,
+    baseline_conns: u64,
+) -> Option<u64> {
+    let mut after = None;
+    while Instant::now() < drain_by {
+        after = metrics_text(agent, gateway)
+            .and_then(|t| metric(&t, "seckill_http_connections"))
+            .map(|v| v as u64);
+        if after.is_some_and(|n| n <= baseline_conns.max(1)) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    after
+}
+
+/// The invariants of each sale's rush.
+fn verify_sales(
+    opts: &Options,
+    stack: &seckill_common::stack::Stack,
+    runs: [(&String, &TimedRush); 2],
+    say: &impl Fn(String),
+) -> Result<Vec<(String, verify::Report)>, LoadError> {
+    let mut invariants = Vec::new();
+    for (sale, r) in runs {
+        say(format!("verifying {sale}"));
+        // As the drills do: a purchase answered 503 after Redis may have run it (its
+        // reply overdue) may hold a unit with no order until the writer's reservation
+        // sweep (payment window + grace) returns it; such units are bounded by them.
+        let unanswered = verify::Unanswered {
+            orders: 0,
+            lost_replies: lost_replies(&r.record),
+        };
+        let wait = verify::Wait {
+            within: Duration::from_secs(120),
+            settle: Duration::from_secs(1),
+        };
+        let (acked, tokens) = (&r.record.acked, &r.record.tokens);
+        let seen = verify::gather(stack, Some(&opts.topic), sale, acked, wait)?;
+        let report = verify::check(&verify::Record { acked, tokens }, unanswered, &seen);
+        invariants.push((sale.clone(), report));
+    }
+    Ok(invariants)
 }
