@@ -6,7 +6,7 @@
 //! - [`load`]: background buyers, every answer timed.
 //! - [`drill`]: timeline and PASS/FAIL checks.
 //! - [`verify`]: the invariants after each drill.
-//! - [`drills`]: the drills (`chaos list`).
+//! - [`drills`]: the drills (`chaos list`): the shared rig, then a file per fault family.
 
 pub mod drill;
 pub mod drills;

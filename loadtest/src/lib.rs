@@ -5,6 +5,8 @@
 //! - [`scenarios`]: the Goose scenarios (rush, click-storm, bots, browse, mix), with
 //!   HdrHistogram latency per request type and the record of every 202.
 //! - [`verify`]: the invariants, from the client's record, Redis and the order topic.
+//! - [`soak`]: the hostile soak — hostile connections held through a rush, what they
+//!   cost in RSS and latency (`hostile`, `process`, `timed_rush`, the run in `mod.rs`).
 
 pub mod buyer;
 pub mod rush;

@@ -284,70 +284,120 @@ pub fn verify_sale(
 /// Every invariant of one sale, from the sources, the client's record and the bounds for
 /// the answers it never got. Pure: the same data always gives the same report.
 pub fn check(record: &Record, unanswered: Unanswered, seen: &Sources) -> Report {
-    let Sources {
-        state,
-        buyers,
-        topic,
-        db,
-    } = seen;
-    let limit = state.per_user_limit;
+    let f = Facts::new(record, unanswered, seen);
     let mut checks = Vec::new();
-    let mut add = |name: String, pass: bool| checks.push(Check { name, pass });
-    // ", at most N possible (…)" when a bound allows some; nothing when it is zero.
-    let bound = |n: u64, why: &str| {
-        if n == 0 {
-            String::new()
-        } else {
-            format!(", at most {n} possible ({why})")
-        }
-    };
-    const NO_ANSWER: &str = "order requests without an answer";
+    checks.extend(no_oversell(&f));
+    checks.extend(per_user_limit(&f));
+    checks.extend(every_202_in_topic(&f));
+    checks.extend(conservation(&f));
+    checks.extend(stock_held_by_orders(&f));
+    checks.extend(every_202_in_postgres(&f));
+    checks.extend(tokens_used_once(&f));
+    Report { checks }
+}
 
-    let acked: HashSet<&str> = record.acked.iter().map(|(o, _)| o.as_str()).collect();
-    // A purchase retried with its token is answered 202 with the same order again: one
-    // acknowledgement per order id (its user: the first that was told).
-    let mut owner: HashMap<&str, u64> = HashMap::new();
-    let mut misowned = 0;
-    for (o, u) in record.acked {
-        if *owner.entry(o.as_str()).or_insert(*u) != *u {
-            misowned += 1;
+const NO_ANSWER: &str = "order requests without an answer";
+
+/// ", at most N possible (…)" when a bound allows some; nothing when it is zero.
+fn bound(n: u64, why: &str) -> String {
+    if n == 0 {
+        String::new()
+    } else {
+        format!(", at most {n} possible ({why})")
+    }
+}
+
+fn verdict(name: String, pass: bool) -> Check {
+    Check { name, pass }
+}
+
+/// What the checks read, indexed once: the sources, the record and the bounds.
+struct Facts<'a> {
+    record: &'a Record<'a>,
+    unanswered: Unanswered,
+    seen: &'a Sources,
+    /// The acknowledged order ids.
+    acked: HashSet<&'a str>,
+    /// One acknowledgement per order id (its user: the first that was told), and how
+    /// many order ids were acknowledged to another user too.
+    owner: HashMap<&'a str, u64>,
+    misowned: usize,
+    /// PostgreSQL, once per order id.
+    rows: HashMap<&'a str, &'a Row>,
+    live: Vec<&'a Row>,
+    /// Units reserved or sold in Redis.
+    taken: i64,
+}
+
+impl<'a> Facts<'a> {
+    fn new(record: &'a Record<'a>, unanswered: Unanswered, seen: &'a Sources) -> Facts<'a> {
+        let acked: HashSet<&str> = record.acked.iter().map(|(o, _)| o.as_str()).collect();
+        // A purchase retried with its token is answered 202 with the same order again: one
+        // acknowledgement per order id (its user: the first that was told).
+        let mut owner: HashMap<&str, u64> = HashMap::new();
+        let mut misowned = 0;
+        for (o, u) in record.acked {
+            if *owner.entry(o.as_str()).or_insert(*u) != *u {
+                misowned += 1;
+            }
+        }
+        // PostgreSQL, once per order id (the primary key: a duplicate would be a bug of its own).
+        let mut rows: HashMap<&str, &Row> = HashMap::new();
+        for r in &seen.db {
+            rows.entry(r.order_id.as_str()).or_insert(r);
+        }
+        let live: Vec<&Row> = rows.values().copied().filter(|r| r.live()).collect();
+        Facts {
+            record,
+            unanswered,
+            seen,
+            acked,
+            owner,
+            misowned,
+            rows,
+            live,
+            taken: seen.state.held + seen.state.sold,
         }
     }
-    // PostgreSQL, once per order id (the primary key: a duplicate would be a bug of its own).
-    let mut rows: HashMap<&str, &Row> = HashMap::new();
-    for r in db {
-        rows.entry(r.order_id.as_str()).or_insert(r);
-    }
-    let live: Vec<&Row> = rows.values().copied().filter(|r| r.live()).collect();
-    let live_units: i64 = live.iter().map(|r| r.units).sum();
+}
 
-    // 1. No oversell, in Redis and in PostgreSQL.
-    let taken = state.held + state.sold;
-    add(
-        format!("no oversell: {taken} reserved or sold of {}", state.initial),
-        taken <= state.initial && state.remaining >= 0,
-    );
-    add(
-        format!(
-            "no oversell in PostgreSQL: {live_units} units in live orders of {}",
-            state.initial
+/// 1. No oversell, in Redis and in PostgreSQL.
+fn no_oversell(f: &Facts) -> Vec<Check> {
+    let state = &f.seen.state;
+    let taken = f.taken;
+    let live_units: i64 = f.live.iter().map(|r| r.units).sum();
+    vec![
+        verdict(
+            format!("no oversell: {taken} reserved or sold of {}", state.initial),
+            taken <= state.initial && state.remaining >= 0,
         ),
-        live_units <= state.initial,
-    );
+        verdict(
+            format!(
+                "no oversell in PostgreSQL: {live_units} units in live orders of {}",
+                state.initial
+            ),
+            live_units <= state.initial,
+        ),
+    ]
+}
 
-    // 2. Per-user limit, in Redis, PostgreSQL and the client's record.
-    let over = buyers.iter().filter(|(_, n)| *n > limit).count();
-    add(
+/// 2. Per-user limit, in Redis, PostgreSQL and the client's record.
+fn per_user_limit(f: &Facts) -> Vec<Check> {
+    let limit = f.seen.state.per_user_limit;
+    let misowned = f.misowned;
+    let mut checks = Vec::new();
+    let over = f.seen.buyers.iter().filter(|(_, n)| *n > limit).count();
+    checks.push(verdict(
         format!("per-user limit {limit}: {over} buyers over it"),
         over == 0,
-    );
-    let over = users_over(live.iter().map(|r| (r.user, r.units)), limit);
-    add(
+    ));
+    let over = users_over(f.live.iter().map(|r| (r.user, r.units)), limit);
+    checks.push(verdict(
         format!("per-user limit in PostgreSQL: {over} users over it"),
         over == 0,
-    );
-    let over = users_over(owner.values().map(|u| (*u, 1)), limit);
-    add(
+    ));
+    let over = users_over(f.owner.values().map(|u| (*u, 1)), limit);
+    checks.push(verdict(
         format!(
             "per-user limit in the client's record: {over} users over it{}",
             if misowned == 0 {
@@ -357,45 +407,60 @@ pub fn check(record: &Record, unanswered: Unanswered, seen: &Sources) -> Report 
             }
         ),
         over == 0 && misowned == 0,
-    );
+    ));
+    checks
+}
 
-    // 3 and 4 in the topic: every 202 at least once (a retried purchase and a spool
-    // replay send an order again; the writer keeps one row per id), nothing else
-    // beyond the bound.
-    if let Some(topic) = topic {
-        let mut seen: HashMap<&str, usize> = HashMap::new();
-        for o in topic {
-            *seen.entry(o.order_id.as_str()).or_default() += 1;
-        }
-        let missing = acked.iter().filter(|id| !seen.contains_key(*id)).count();
-        let resent = seen.values().filter(|n| **n > 1).count();
-        add(
+/// 3 and 4 in the topic: every 202 at least once (a retried purchase and a spool
+/// replay send an order again; the writer keeps one row per id), nothing else
+/// beyond the bound. None when the topic was not read.
+fn every_202_in_topic(f: &Facts) -> Vec<Check> {
+    let Some(topic) = &f.seen.topic else {
+        return Vec::new();
+    };
+    let acked = &f.acked;
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for o in topic {
+        *seen.entry(o.order_id.as_str()).or_default() += 1;
+    }
+    let missing = acked.iter().filter(|id| !seen.contains_key(*id)).count();
+    let resent = seen.values().filter(|n| **n > 1).count();
+    let unacked = seen.keys().filter(|id| !acked.contains(*id)).count() as u64;
+    vec![
+        verdict(
             format!(
                 "every 202 is in the order topic: {} of {} found ({resent} sent more than once)",
                 acked.len() - missing,
                 acked.len()
             ),
             missing == 0,
-        );
-        let unacked = seen.keys().filter(|id| !acked.contains(*id)).count() as u64;
-        add(
+        ),
+        verdict(
             format!(
                 "nothing in the topic that was not acknowledged: {unacked} unacknowledged{}",
-                bound(unanswered.orders, NO_ANSWER)
+                bound(f.unanswered.orders, NO_ANSWER)
             ),
-            unacked <= unanswered.orders,
-        );
-    }
+            unacked <= f.unanswered.orders,
+        ),
+    ]
+}
 
-    // 5. Conservation (the sum only: a negative remaining is an oversell, above).
-    add(
+/// 5. Conservation (the sum only: a negative remaining is an oversell, above).
+fn conservation(f: &Facts) -> Vec<Check> {
+    let state = &f.seen.state;
+    vec![verdict(
         format!(
             "conservation: remaining {} + held {} + sold {} = initial {}",
             state.remaining, state.held, state.sold, state.initial
         ),
         state.remaining + state.held + state.sold == state.initial,
-    );
+    )]
+}
 
+/// Every order that should hold stock does, and no more units are held than orders
+/// explain beyond the bound.
+fn stock_held_by_orders(f: &Facts) -> Vec<Check> {
+    let (acked, rows, taken) = (&f.acked, &f.rows, f.taken);
     // Every order that should hold stock: the acknowledged ones not cancelled in PostgreSQL
     // (their units there; one, as every order the gateway takes, when not there), and the
     // live orders in PostgreSQL nobody acknowledged.
@@ -410,12 +475,13 @@ pub fn check(record: &Record, unanswered: Unanswered, seen: &Sources) -> Report 
         .iter()
         .filter(|id| rows.get(*id).is_some_and(|r| !r.live()))
         .count();
-    let unacked_live: Vec<&&Row> = live
+    let unacked_live: Vec<&&Row> = f
+        .live
         .iter()
         .filter(|r| !acked.contains(r.order_id.as_str()))
         .collect();
     let holding = acked_units + unacked_live.iter().map(|r| r.units).sum::<i64>();
-    add(
+    let held = verdict(
         format!(
             "every acknowledged order holds stock: {} acknowledged{}{}, {taken} held or sold",
             acked.len(),
@@ -434,52 +500,60 @@ pub fn check(record: &Record, unanswered: Unanswered, seen: &Sources) -> Report 
     );
     // Fewer units than orders fails the check above; more, beyond the bound, fails this one.
     let orphans = taken - holding;
-    add(
+    let lost = f.unanswered.lost_replies;
+    let orphaned = verdict(
         format!(
             "units held without an order: {orphans}{}",
             bound(
-                unanswered.lost_replies,
+                lost,
                 "purchases whose reply was lost; the writer's sweep releases them after the payment window"
             )
         ),
-        orphans <= unanswered.lost_replies as i64,
+        orphans <= lost as i64,
     );
+    vec![held, orphaned]
+}
 
-    // 3 and 4 in PostgreSQL.
+/// 3 and 4 in PostgreSQL: every 202 exactly once, nothing else beyond the bound.
+fn every_202_in_postgres(f: &Facts) -> Vec<Check> {
+    let (acked, rows) = (&f.acked, &f.rows);
     let missing = acked.iter().filter(|id| !rows.contains_key(*id)).count();
-    let dup_rows = db.len() - rows.len();
-    add(
-        format!(
-            "every 202 is in PostgreSQL exactly once: {} of {} found, {dup_rows} duplicate rows",
-            acked.len() - missing,
-            acked.len()
-        ),
-        missing == 0 && dup_rows == 0,
-    );
+    let dup_rows = f.seen.db.len() - rows.len();
     let foreign = rows.keys().filter(|id| !acked.contains(*id)).count() as u64;
-    add(
-        format!(
-            "no order in PostgreSQL that was not acknowledged: {foreign}{}",
-            bound(unanswered.orders, NO_ANSWER)
+    vec![
+        verdict(
+            format!(
+                "every 202 is in PostgreSQL exactly once: {} of {} found, {dup_rows} duplicate rows",
+                acked.len() - missing,
+                acked.len()
+            ),
+            missing == 0 && dup_rows == 0,
         ),
-        foreign <= unanswered.orders,
-    );
+        verdict(
+            format!(
+                "no order in PostgreSQL that was not acknowledged: {foreign}{}",
+                bound(f.unanswered.orders, NO_ANSWER)
+            ),
+            foreign <= f.unanswered.orders,
+        ),
+    ]
+}
 
-    // 6. Tokens: none behind two different acknowledged orders (a retry with a token is
-    // answered with the order it made: one use). `tokens[i]` is behind `acked[i]`.
+/// 6. Tokens: none behind two different acknowledged orders (a retry with a token is
+/// answered with the order it made: one use). `tokens[i]` is behind `acked[i]`.
+fn tokens_used_once(f: &Facts) -> Vec<Check> {
     let mut order_of: HashMap<&str, HashSet<&str>> = HashMap::new();
-    for (t, (o, _)) in record.tokens.iter().zip(record.acked) {
+    for (t, (o, _)) in f.record.tokens.iter().zip(f.record.acked) {
         order_of.entry(t.as_str()).or_default().insert(o.as_str());
     }
     let reused = order_of.values().filter(|o| o.len() > 1).count();
-    add(
+    vec![verdict(
         format!(
             "every token used at most once: {} tokens behind the 202s, {reused} used twice",
             order_of.len()
         ),
         reused == 0,
-    );
-    Report { checks }
+    )]
 }
 
 /// How many users hold more than `limit` units, from (user, units) pairs.

@@ -1,0 +1,314 @@
+//! Redis Cluster: the sale's master killed after selling alone (13).
+
+use super::lost_writes::{
+    distinct, missing_in_redis, recover, resold_check, sample_ids, sell_out, StoreWatch,
+};
+use super::{failed, observe, open_sale, sleep, start_load};
+use crate::drill::{wait_for, Drill};
+use crate::env::{Env, Proc};
+use crate::load::{Load, Window};
+use crate::verify::invariants;
+use crate::ChaosError;
+use stackctl::process::{SIGCONT, SIGKILL, SIGSTOP};
+use stackctl::redis_cluster::RedisCluster;
+use std::time::Duration;
+
+/// `seckill_redis_unreplicated_total` summed over `gws` (None: a gateway did not answer).
+fn unreplicated(gws: &[Proc]) -> Option<f64> {
+    gws.iter()
+        .map(|g| g.metric("seckill_redis_unreplicated_total"))
+        .sum()
+}
+
+/// Start of the first 50 ms slice from `from_ms` on (ms since the load's start) in which
+pub(super) fn redis_master_killed(env: &Env, d: &mut Drill) -> Result<(), ChaosError> {
+    let url = env.use_cluster()?;
+    let c = &env.cluster;
+    d.log(format!(
+        "Redis Cluster profile: 3 masters + 3 replicas on {}..{} (cluster-node-timeout {} ms)",
+        c.port(0),
+        c.port(c.nodes() - 1),
+        c.node_timeout_ms
+    ));
+    // WAIT 1 before every purchase's 202 (the default on a cluster URL; said explicitly),
+    // 50 ms at most: with the replica gone it times out and the purchase is still
+    // answered 202, counted in seckill_redis_unreplicated_total.
+    let wait = [
+        ("SECKILL_REDIS_WAIT_REPLICAS", "1"),
+        ("SECKILL_REDIS_WAIT_TIMEOUT_MS", "50"),
+    ];
+    let gws = (0..2)
+        .map(|i| env.gateway(&format!("d13-gw-{i}"), "d13", Some(url.clone()), &wait))
+        .collect::<Result<Vec<_>, _>>()?;
+    let writer = env.writer("d13-writer")?;
+    // Small enough to sell out after the failover, so "no oversell" is tested at the edge.
+    let units = 2000;
+    let sale = open_sale(d, &gws[0], units)?;
+    let r = roles(d, c, &sale)?;
+    let gw_refs: Vec<&Proc> = gws.iter().collect();
+    let mut load = start_load(d, &gw_refs, &sale, 8, 25.0, 80);
+    sleep(5.0);
+    let before = observe(d, &load, "before", 0, load.elapsed_ms());
+    d.check(
+        format!(
+            "selling on the cluster: {} orders accepted, {} failed",
+            before.count("202"),
+            failed(&before)
+        ),
+        before.count("202") > 0,
+    );
+    let unrepl_before = unreplicated(&gws).unwrap_or(-1.0);
+    let mut watch = StoreWatch::start(env, &gws, &writer);
+    let alone = master_sells_alone(d, c, &r, &load, &gws, unrepl_before)?;
+    let promoted_ms = await_promotion(d, c, &r, &load, &gws, &writer, &mut watch);
+    let missing = missing_on_promoted(d, c, &r, &load, &sale)?;
+    let rec = recover(
+        d,
+        &load,
+        &gws,
+        &writer,
+        &mut watch,
+        alone.f0,
+        promoted_ms,
+        missing.len(),
+    );
+    let unrepl_alone = unreplicated(&gws).unwrap_or(-1.0);
+    restart_old_master(d, c, &r)?;
+    sell_out(d, &url, &sale, units)?;
+    let unrepl = [unrepl_before, alone.unrepl, unrepl_alone];
+    report_unreplicated(d, &gws, &r, unrepl, &alone.paused);
+    let after = observe(
+        d,
+        &load,
+        "after the recovery",
+        rec.first_ok.unwrap_or(u64::MAX),
+        u64::MAX,
+    );
+    d.check(
+        format!("after the recovery: {} orders accepted", after.count("202")),
+        after.count("202") > 0,
+    );
+    load.stop();
+    resold_check(d, &load, units);
+    invariants(env, d, &sale, &load)
+}
+
+/// The sale's slot, its master (to be killed) and that master's replica.
+struct Roles {
+    slot: u16,
+    victim: usize,
+    replica: usize,
+}
+
+/// Find the master of `sale`'s slot and its replica, and say which they are.
+fn roles(d: &Drill, c: &RedisCluster, sale: &str) -> Result<Roles, ChaosError> {
+    let slot = stock::cluster::slot(stock::keys::SaleKeys::new(sale).meta.as_bytes());
+    let topo = c.topology()?;
+    let victim = c.master_of(slot)?;
+    let victim_id = topo
+        .iter()
+        .find(|n| n.port == c.port(victim))
+        .map(|n| n.id.clone())
+        .unwrap_or_default();
+    let replica = topo
+        .iter()
+        .find(|n| n.master_id.as_deref() == Some(victim_id.as_str()))
+        .map(|n| (n.port - c.base_port) as usize)
+        .ok_or_else(|| {
+            ChaosError::Setup(format!("redis-{victim} has no replica in CLUSTER NODES"))
+        })?;
+    d.log(format!(
+        "the sale's keys (hash tag {{{sale}}}) are in slot {slot}: master redis-{victim} (port {}, run_id {}), its replica redis-{replica} (port {}, run_id {})",
+        c.port(victim),
+        stackctl::redis::run_id(c.port(victim)).unwrap_or("?".into()),
+        c.port(replica),
+        stackctl::redis::run_id(c.port(replica)).unwrap_or("?".into()),
+    ));
+    Ok(Roles {
+        slot,
+        victim,
+        replica,
+    })
+}
+
+/// The master's second of selling without its replica.
+struct Alone {
+    /// The answers meanwhile.
+    paused: Window,
+    /// When the master was killed (ms since the load's start).
+    f0: u64,
+    /// `seckill_redis_unreplicated_total` after it.
+    unrepl: f64,
+}
+
+/// The fault: the replica stopped and cut off, the master selling alone for 1 s, then
+/// killed; the replica runs again whatever happened.
+fn master_sells_alone(
+    d: &Drill,
+    c: &RedisCluster,
+    r: &Roles,
+    load: &Load,
+    gws: &[Proc],
+    unrepl_before: f64,
+) -> Result<Alone, ChaosError> {
+    let Roles {
+        slot,
+        victim,
+        replica,
+    } = *r;
+    // Make the loss certain: the replica stops (SIGSTOP) and its link is cut on the master
+    // (CLIENT KILL TYPE replica). SIGSTOP alone is not enough: the master keeps writing
+    // the replication stream into the socket, the kernel buffers it for the stopped
+    // replica, and after SIGCONT the replica reads all of it — even with the master dead
+    // — so it would be promoted with every purchase. With its link cut, the master's
+    // further writes reach only its own backlog: the replica never sees them.
+    d.log(format!(
+        "FAULT 1/2: kill -STOP redis-{replica} (the replica of slot {slot}), its link cut on redis-{victim} (CLIENT KILL TYPE replica); the master goes on selling alone for 1 s"
+    ));
+    c.signal(replica, SIGSTOP)?;
+    let p0 = load.elapsed_ms();
+    let alone = (|| -> Result<String, ChaosError> {
+        let killed = c
+            .query(c.port(victim), &["CLIENT", "KILL", "TYPE", "replica"])
+            .map_err(|e| {
+                ChaosError::Setup(format!("CLIENT KILL TYPE replica on redis-{victim}: {e}"))
+            })?;
+        sleep(1.0);
+        d.log(format!("FAULT 2/2: kill -9 redis-{victim}, the master of slot {slot}; kill -CONT redis-{replica}"));
+        c.signal(victim, SIGKILL)?;
+        Ok(killed)
+    })();
+    // Whatever happened, the replica runs again.
+    let resumed_replica = c.signal(replica, SIGCONT);
+    let killed_links = alone?;
+    resumed_replica?;
+    let f0 = load.elapsed_ms();
+    let unrepl_paused = unreplicated(gws).unwrap_or(-1.0);
+    let paused = observe(d, load, "the master alone (replica stopped)", p0, f0);
+    d.log(format!(
+        "replica links cut on the master: {killed_links}; while alone the master accepted {} orders; seckill_redis_unreplicated_total {unrepl_before} → {unrepl_paused} (WAIT 1 timed out after 50 ms, 202 anyway)",
+        paused.count("202")
+    ));
+    Ok(Alone {
+        paused,
+        f0,
+        unrepl: unrepl_paused,
+    })
+}
+
+/// Wait (at most 20 s, the store watched meanwhile) for the replica to take over the
+/// slot, and check it did; when that was seen (ms since the load's start).
+fn await_promotion(
+    d: &mut Drill,
+    c: &RedisCluster,
+    r: &Roles,
+    load: &Load,
+    gws: &[Proc],
+    writer: &Proc,
+    watch: &mut StoreWatch,
+) -> u64 {
+    let promoted = stackctl::redis_cluster::measure_until(Duration::from_secs(20), || {
+        watch.poll(load, gws, writer);
+        c.master_of(r.slot).is_ok_and(|m| m != r.victim)
+    });
+    let promoted_ms = load.elapsed_ms();
+    let new_master = c.master_of(r.slot).ok();
+    d.check(
+        format!(
+            "a replica took over slot {}: redis-{} is its master {} (run_id {})",
+            r.slot,
+            new_master.map_or("?".into(), |m| m.to_string()),
+            promoted.map_or("(not within 20 s)".into(), |t| format!(
+                "{:.1} s after the kill",
+                t.as_secs_f64()
+            )),
+            new_master
+                .and_then(|m| stackctl::redis::run_id(c.port(m)))
+                .unwrap_or("?".into()),
+        ),
+        promoted.is_some() && new_master == Some(r.replica),
+    );
+    promoted_ms
+}
+
+/// The acknowledged orders the promoted replica lacks, read at once, before the
+/// writer's reconcile (it waits its grace period first) puts anything back; checked to
+/// be some.
+fn missing_on_promoted(
+    d: &mut Drill,
+    c: &RedisCluster,
+    r: &Roles,
+    load: &Load,
+    sale: &str,
+) -> Result<Vec<(String, u64)>, ChaosError> {
+    let replica = r.replica;
+    let (acked, _) = load.acked();
+    let mut missing = None;
+    let mut why = String::new();
+    wait_for(Duration::from_secs(3), || {
+        match missing_in_redis(c.port(replica), sale, &acked) {
+            Ok(m) => missing = Some(m),
+            Err(e) => why = e.to_string(),
+        }
+        missing.is_some()
+    });
+    let missing = missing.ok_or_else(|| {
+        ChaosError::Setup(format!("could not read the sale on redis-{replica}: {why}"))
+    })?;
+    d.check(
+        format!(
+            "acknowledged orders the promoted replica never received: {} of {} 202s so far (their orders are in Kafka){}",
+            missing.len(),
+            distinct(&acked),
+            sample_ids(&missing)
+        ),
+        !missing.is_empty(),
+    );
+    Ok(missing)
+}
+
+/// Start the killed master again and check it rejoined as a replica.
+fn restart_old_master(d: &mut Drill, c: &RedisCluster, r: &Roles) -> Result<(), ChaosError> {
+    let victim = r.victim;
+    d.log(format!("REMOVED: redis-{victim} started again"));
+    c.start_node(victim)?;
+    let healthy = wait_for(Duration::from_secs(30), || c.ready());
+    let rejoined = c
+        .topology()
+        .is_ok_and(|t| t.iter().any(|n| n.port == c.port(victim) && !n.master));
+    d.check(
+        format!("redis-{victim} rejoined as a replica, cluster healthy"),
+        healthy && rejoined,
+    );
+    Ok(())
+}
+
+/// Why WAIT alone is not enough, the unreplicated counter over the drill
+/// (`[before, after selling alone, at the restart]`), and the check that it counted.
+fn report_unreplicated(d: &mut Drill, gws: &[Proc], r: &Roles, seen: [f64; 3], paused: &Window) {
+    let [unrepl_before, unrepl_paused, unrepl_alone] = seen;
+    let victim = r.victim;
+    let unrepl = unreplicated(gws);
+    d.log(
+        "why WAIT alone cannot prevent a resold unit: a purchase whose WAIT times out (no \
+         replica answered within 50 ms) is still answered 202 — its order is in Kafka — and \
+         counted in seckill_redis_unreplicated_total. A replica promoted without those \
+         purchases would sell their units again; the gateways therefore hold purchases after \
+         a slot-map change until the writer has re-applied every acknowledged order the new \
+         master lacks and trusted it (sk:trust).",
+    );
+    d.log(format!(
+        "seckill_redis_unreplicated_total (both gateways): {unrepl_before} before the fault, \
+         {unrepl_paused} after the master sold alone, {unrepl_alone} when redis-{victim} was \
+         restarted (the promoted master had no replica until then), {} at the end",
+        unrepl.map_or("?".into(), |u| u.to_string())
+    ));
+    d.check(
+        format!(
+            "unreplicated 202s reported: {} (at least the {} made while the replica was stopped)",
+            unrepl.map_or("?".into(), |u| u.to_string()),
+            paused.count("202")
+        ),
+        unrepl.is_some() && unrepl_paused > unrepl_before,
+    );
+}
