@@ -140,8 +140,10 @@ mod tests {
 
     #[test]
     fn delivered_orders_are_remembered_up_to_twice_the_cap() {
-        let mut cfg = Config::default();
-        cfg.delivered_orders_max = 2;
+        let cfg = Config {
+            delivered_orders_max: 2,
+            ..Config::default()
+        };
         let c = Caches::new(&cfg);
         for id in ["s-1", "s-2", "s-3"] {
             c.mark_delivered(id);
@@ -159,9 +161,11 @@ mod tests {
 
     #[test]
     fn every_map_is_bounded_and_forgets_in_time() {
-        let mut cfg = Config::default();
-        cfg.status_cache_max = 2;
-        cfg.sold_out_recheck_ms = 0;
+        let cfg = Config {
+            status_cache_max: 2,
+            sold_out_recheck_ms: 0,
+            ..Config::default()
+        };
         let c = Caches::new(&cfg);
         c.put_status("a-1", 1, OrderState::Reserved);
         c.put_status("a-2", 1, OrderState::Reserved);

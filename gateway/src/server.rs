@@ -137,7 +137,7 @@ fn health_loop(app: Arc<App>) -> impl FnOnce() {
         loop {
             let ping = stock::Stock::new(app.pipe.clone()).ping();
             app.redis_ok.store(ping.is_ok(), Ordering::Release);
-            if tick % 2 == 0 {
+            if tick.is_multiple_of(2) {
                 app.sink
                     .set_kafka_up(app.sink.broker_reachable(Duration::from_millis(900)));
                 let (users, ips) = app.limits.sweep();

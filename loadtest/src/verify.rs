@@ -539,7 +539,7 @@ fn every_202_in_postgres(f: &Facts) -> Vec<Check> {
     ]
 }
 
-/// 6. Tokens: none behind two different acknowledged orders (a retry with a token is
+/// Invariant 6, tokens: none behind two different acknowledged orders (a retry with a token is
 /// answered with the order it made: one use). `tokens[i]` is behind `acked[i]`.
 fn tokens_used_once(f: &Facts) -> Vec<Check> {
     let mut order_of: HashMap<&str, HashSet<&str>> = HashMap::new();

@@ -72,8 +72,8 @@ impl Bench {
         for m in rows(sale, self.n) {
             writeln!(
                 text,
-                "{}\t{}\t{}\t1\t1\treserved\t{}",
-                m.order_id, m.sale, m.user, "2026-11-24 00:00:00+00"
+                "{}\t{}\t{}\t1\t1\treserved\t2026-11-24 00:00:00+00",
+                m.order_id, m.sale, m.user
             )?;
         }
         Ok(text)

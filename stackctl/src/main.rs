@@ -359,7 +359,7 @@ fn canary_cmd(stack: &Stack, args: &[String]) -> Result<(), String> {
     let (permille, header) = match args.first().map(String::as_str) {
         Some("set") => {
             let share = args.get(1).ok_or("canary set SHARE (0..1 or N%)")?;
-            let header = flag(args, "--header").map_or(true, |h| h != "off");
+            let header = flag(args, "--header").is_none_or(|h| h != "off");
             (
                 stackctl::haproxy::parse_share(share).map_err(|e| e.to_string())?,
                 header,

@@ -107,12 +107,15 @@ pub fn audit(conn: &mut Conn, cluster: &str, e: &AuditEntry) -> Result<(), Stock
     p.query::<()>(conn).map_err(map_redis_error)
 }
 
+/// One audit entry: its stream id and its fields (field, value).
+pub type AuditRecord = (String, Vec<(String, String)>);
+
 /// The newest `n` audit entries, newest first: (stream id, field → value).
 pub fn recent_audit(
     conn: &mut Conn,
     cluster: &str,
     n: usize,
-) -> Result<Vec<(String, Vec<(String, String)>)>, StockError> {
+) -> Result<Vec<AuditRecord>, StockError> {
     redis::cmd("XREVRANGE")
         .arg(keys::audit(cluster))
         .arg("+")

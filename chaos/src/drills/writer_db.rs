@@ -61,7 +61,7 @@ pub(super) fn postgres_down(env: &Env, d: &mut Drill) -> Result<(), ChaosError> 
     sleep(5.0);
     let (acked, _) = load.acked();
     d.log("operator: gateway switch set status_reads cache");
-    env.switch(&gw, &["switch", "set", "status_reads", "cache"])?;
+    env.switch(gw, &["switch", "set", "status_reads", "cache"])?;
     d.log("FAULT: PostgreSQL stopped for 10 s");
     env.stop(Service::Postgres);
     let f0 = load.elapsed_ms();
@@ -115,7 +115,7 @@ pub(super) fn postgres_down(env: &Env, d: &mut Drill) -> Result<(), ChaosError> 
         drained,
     );
     d.log("operator: gateway switch set status_reads normal");
-    env.switch(&gw, &["switch", "set", "status_reads", "normal"])?;
+    env.switch(gw, &["switch", "set", "status_reads", "normal"])?;
     d.check(
         "status reads back to normal",
         gw.metric("seckill_switch_status_reads") == Some(0.0),

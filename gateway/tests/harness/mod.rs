@@ -95,22 +95,13 @@ pub struct Gateway {
     proc: stackctl::process::Proc,
 }
 
+#[derive(Default)]
 pub struct Options<'a> {
     pub redis_url: Option<String>,
     /// Point the gateway at these brokers instead of the stack's (and do not wait for
     /// readiness, which needs a broker).
     pub brokers: Option<String>,
     pub env: Vec<(&'a str, String)>,
-}
-
-impl Default for Options<'_> {
-    fn default() -> Self {
-        Options {
-            redis_url: None,
-            brokers: None,
-            env: vec![],
-        }
-    }
 }
 
 impl Gateway {
