@@ -1,7 +1,8 @@
-//! Chaos drills for the seckill stack. See `drills` for the list, `README.md` in this
-//! crate's directory for how to run them.
+//! Chaos drills for the seckill stack. See `drills` for the list, and the project
+//! README's "Chaos drills" for how to run them.
 //!
-//! - [`env`]: the drill stack (its own Redis, tansu, PostgreSQL) and the processes.
+//! - [`env`]: the drill stack (its own Redis, a three-node Apache Kafka cluster,
+//!   PostgreSQL) and the processes.
 //! - [`proxy`]: the fault-injecting TCP proxy (latency, black hole).
 //! - [`load`]: background buyers, every answer timed.
 //! - [`drill`]: timeline and PASS/FAIL checks.

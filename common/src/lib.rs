@@ -8,6 +8,7 @@
 //! - [`kafka`]: topic creation and a tiny `block_on` for rdkafka's admin API.
 //! - [`order`]: the order message on the `orders` topic.
 //! - [`ticket`]: HMAC-signed user tickets (mint and verify).
+//! - [`observability`]: the metric names the alerts and the dashboard use (for tests).
 //! - [`now_ms`]: wall-clock milliseconds since the Unix epoch.
 
 pub mod cli;

@@ -11,7 +11,8 @@
 //! - [`limits`]: governor rate limits (global, per user, per IP, scrapes).
 //! - [`order_sink`]: the Kafka producer and the durable spool.
 //! - [`switches`]: degradation switches; [`metrics`]: Prometheus text.
-//! - [`server`]: start-up, health loop and graceful shutdown.
+//! - [`server`]: start-up, health loop and graceful shutdown; [`config`]: the settings
+//!   and their defaults; [`admin_cli`]: the `gateway switch …` / `gateway sale …` CLI.
 
 pub mod admin;
 pub mod admin_cli;

@@ -494,8 +494,8 @@ fn isolate(
 }
 
 /// Every second, the lag behind the high watermarks of the partitions this writer has
-/// written, from a separate client: watermark queries on the group member's own handle
-/// were seen to stall tansu's group coordinator.
+/// written, from a separate client, so that a slow watermark query never delays the
+/// group member's own poll.
 fn spawn_lag_gauge(
     cfg: &Config,
     positions: Arc<Mutex<BTreeMap<i32, i64>>>,

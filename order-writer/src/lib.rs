@@ -5,6 +5,8 @@
 //! - [`db`]: migrations, the batch write, the payment-window queries.
 //! - [`canceller`]: cancels unpaid orders and returns their stock, exactly once.
 //! - [`rebuild`]: restores sales into Redis after it lost its data.
+//! - [`reconciler`]: runs that by itself when a Redis master restarted or was promoted.
+//! - [`config`]: the settings and their defaults.
 //! - [`metrics`]: lag, batch sizes, write time, rows, dead letters, cancellations.
 
 pub mod canceller;

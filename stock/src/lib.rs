@@ -11,6 +11,11 @@
 //!   picks by URL) implements it for tools and tests; the gateway brings its own
 //!   pipelined, coroutine-friendly connection.
 //! - [`cluster`]: key slots (CRC16 with hash tags) and the `redis+cluster://` URL.
+//! - [`buckets`]: a hot sale's stock split over buckets on several masters, and the
+//!   journaled moves between them.
+//! - [`reconcile`]: orders from PostgreSQL and the topic merged, put back into a Redis
+//!   that lost them.
+//! - [`trust`]: which Redis masters are known to hold every acknowledged order.
 
 pub mod buckets;
 pub mod cluster;
