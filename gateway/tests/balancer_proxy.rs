@@ -5,46 +5,10 @@
 
 mod harness;
 
-use harness::{read_response, Gateway, Options, Resp};
+use harness::{connect_from, read_response, Gateway, Options, Resp};
 use std::io::Write;
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
-
-/// A TCP connection from `from` (a loopback address) to 127.0.0.1:`port`.
-fn connect_from(from: Ipv4Addr, port: u16) -> TcpStream {
-    use std::os::fd::FromRawFd;
-    // SAFETY: plain socket calls on a descriptor owned here and handed to TcpStream.
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
-        let sa = |ip: Ipv4Addr, port: u16| libc::sockaddr_in {
-            sin_family: libc::AF_INET as libc::sa_family_t,
-            sin_port: port.to_be(),
-            sin_addr: libc::in_addr {
-                s_addr: u32::from(ip).to_be(),
-            },
-            sin_zero: [0; 8],
-        };
-        let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-        let local = sa(from, 0);
-        assert_eq!(
-            libc::bind(fd, &local as *const _ as *const libc::sockaddr, len),
-            0,
-            "bind {from}: {}",
-            std::io::Error::last_os_error()
-        );
-        let remote = sa(Ipv4Addr::LOCALHOST, port);
-        assert_eq!(
-            libc::connect(fd, &remote as *const _ as *const libc::sockaddr, len),
-            0,
-            "connect to {port}: {}",
-            std::io::Error::last_os_error()
-        );
-        let s = TcpStream::from_raw_fd(fd);
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        s
-    }
-}
 
 /// `prefix` (a PROXY header, or nothing) then `GET path` with `headers`, from `from`.
 fn send(port: u16, from: Ipv4Addr, prefix: &[u8], path: &str, headers: &str) -> Resp {

@@ -7,32 +7,17 @@
 mod harness;
 
 use harness::{Gateway, Options};
-use stackctl::redis_cluster::RedisCluster;
 use std::time::{Duration, Instant};
 
 // Below 22768: the cluster bus (port + 10000) must stay out of the ephemeral range.
 const BASE_PORT: u16 = 21101;
 
-struct Fresh(RedisCluster);
-
-impl Drop for Fresh {
-    fn drop(&mut self) {
-        self.0.down();
-        let _ = std::fs::remove_dir_all(&self.0.dir);
-    }
-}
+use testkit::FreshCluster as Fresh;
 
 #[test]
 fn purchases_resume_after_a_master_is_killed_and_its_replica_promoted() {
-    let c = RedisCluster::new(
-        std::env::temp_dir().join(format!("seckill-cluster-{BASE_PORT}")),
-        BASE_PORT,
-    );
-    c.down();
-    let _ = std::fs::remove_dir_all(&c.dir);
-    let fresh = Fresh(c);
+    let fresh = Fresh::up(BASE_PORT);
     let c = &fresh.0;
-    c.up().expect("redis cluster up");
     let gw = Gateway::start_with(Options {
         redis_url: Some(c.url()),
         ..Options::default()

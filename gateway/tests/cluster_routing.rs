@@ -13,25 +13,10 @@ use std::time::{Duration, Instant};
 // Below 22768: the cluster bus (port + 10000) must stay out of the ephemeral range.
 const BASE_PORT: u16 = 21001;
 
-struct Fresh(RedisCluster);
-
-impl Drop for Fresh {
-    fn drop(&mut self) {
-        self.0.down();
-        let _ = std::fs::remove_dir_all(&self.0.dir);
-    }
-}
+use testkit::FreshCluster as Fresh;
 
 fn fresh_cluster(base: u16) -> Fresh {
-    let c = RedisCluster::new(
-        std::env::temp_dir().join(format!("seckill-cluster-{base}")),
-        base,
-    );
-    c.down();
-    let _ = std::fs::remove_dir_all(&c.dir);
-    let fresh = Fresh(c);
-    fresh.0.up().expect("redis cluster up");
-    fresh
+    Fresh::up(base)
 }
 
 fn meta_slot(sale: &str) -> u16 {

@@ -107,20 +107,10 @@ fn write_batch_with(
     }
     let mut inserted = 0;
     if !reserved.is_empty() {
-        // Sorted: concurrent writers take the sales rows in one order.
-        let sales: Vec<&str> = reserved
-            .iter()
-            .map(|m| m.sale.as_str())
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        tx.execute(
-            "INSERT INTO sales (sale) SELECT s FROM UNNEST($1::text[]) AS s ON CONFLICT DO NOTHING",
-            &[&sales],
-        )?;
+        insert_sales(&mut tx, &reserved)?;
         inserted = match how {
             Insert::Copy => copy_orders(&mut tx, &reserved)?,
-            Insert::Upsert => upsert_orders(&mut tx, &reserved)?,
+            Insert::Upsert => insert_orders(&mut tx, &reserved, "reserved")?,
         };
     }
     if !paid.is_empty() {
@@ -168,7 +158,27 @@ fn copy_orders(tx: &mut Transaction, orders: &[&OrderMessage]) -> Result<u64, po
     w.finish()
 }
 
-fn upsert_orders(tx: &mut Transaction, orders: &[&OrderMessage]) -> Result<u64, postgres::Error> {
+/// The sales rows the orders refer to (sorted: concurrent writers take them in one order).
+fn insert_sales(tx: &mut Transaction, orders: &[&OrderMessage]) -> Result<u64, postgres::Error> {
+    let sales: Vec<&str> = orders
+        .iter()
+        .map(|m| m.sale.as_str())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    tx.execute(
+        "INSERT INTO sales (sale) SELECT s FROM UNNEST($1::text[]) AS s ON CONFLICT DO NOTHING",
+        &[&sales],
+    )
+}
+
+/// `INSERT … SELECT FROM UNNEST … ON CONFLICT (order_id) DO NOTHING`, every row with
+/// `status` (`reserved`, or `cancelled` with `cancelled_at` now).
+fn insert_orders(
+    tx: &mut Transaction,
+    orders: &[&OrderMessage],
+    status: &str,
+) -> Result<u64, postgres::Error> {
     let ids: Vec<&str> = orders.iter().map(|m| m.order_id.as_str()).collect();
     let sales: Vec<&str> = orders.iter().map(|m| m.sale.as_str()).collect();
     let users: Vec<i64> = orders.iter().map(|m| m.user as i64).collect();
@@ -176,11 +186,11 @@ fn upsert_orders(tx: &mut Transaction, orders: &[&OrderMessage]) -> Result<u64, 
     let limits: Vec<i32> = orders.iter().map(|m| m.per_user_limit as i32).collect();
     let at: Vec<SystemTime> = orders.iter().map(|m| at(m.at_ms)).collect();
     tx.execute(
-        "INSERT INTO orders (order_id, sale, user_id, units, per_user_limit, status, accepted_at)
-         SELECT o, s, u, n, l, 'reserved', a
+        "INSERT INTO orders (order_id, sale, user_id, units, per_user_limit, status, accepted_at, cancelled_at)
+         SELECT o, s, u, n, l, $7::text, a, CASE WHEN $7::text = 'cancelled' THEN now() END
          FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::int4[], $5::int4[], $6::timestamptz[]) AS t(o, s, u, n, l, a)
          ON CONFLICT (order_id) DO NOTHING",
-        &[&ids, &sales, &users, &units, &limits, &at],
+        &[&ids, &sales, &users, &units, &limits, &at, &status],
     )
 }
 
@@ -246,29 +256,8 @@ pub fn cancel_released(
         &[&rows],
     )?;
     if !orders.is_empty() {
-        let sales: Vec<&str> = orders
-            .iter()
-            .map(|m| m.sale.as_str())
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        tx.execute(
-            "INSERT INTO sales (sale) SELECT s FROM UNNEST($1::text[]) AS s ON CONFLICT DO NOTHING",
-            &[&sales],
-        )?;
-        let ids: Vec<&str> = orders.iter().map(|m| m.order_id.as_str()).collect();
-        let sales: Vec<&str> = orders.iter().map(|m| m.sale.as_str()).collect();
-        let users: Vec<i64> = orders.iter().map(|m| m.user as i64).collect();
-        let units: Vec<i32> = orders.iter().map(|m| m.units as i32).collect();
-        let limits: Vec<i32> = orders.iter().map(|m| m.per_user_limit as i32).collect();
-        let at: Vec<SystemTime> = orders.iter().map(|m| at(m.at_ms)).collect();
-        tx.execute(
-            "INSERT INTO orders (order_id, sale, user_id, units, per_user_limit, status, accepted_at, cancelled_at)
-             SELECT o, s, u, n, l, 'cancelled', a, now()
-             FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::int4[], $5::int4[], $6::timestamptz[]) AS t(o, s, u, n, l, a)
-             ON CONFLICT (order_id) DO NOTHING",
-            &[&ids, &sales, &users, &units, &limits, &at],
-        )?;
+        insert_sales(&mut tx, orders)?;
+        insert_orders(&mut tx, orders, "cancelled")?;
     }
     tx.commit()
 }

@@ -225,9 +225,7 @@ fn refused_rows_in_a_big_batch_are_isolated_and_the_rest_written() {
 
 #[test]
 fn postgres_stopped_for_seconds_loses_and_duplicates_nothing() {
-    let pg = PrivatePg::start();
-    let mut lane = Lane::new(2);
-    lane.database_url = pg.url("seckill");
+    let (pg, lane) = private_lane(2);
     let mut stock = lane.stock();
     let (sale, msgs) = reserve(&mut stock, 2000, 2000);
     let _w = lane.writer(&[

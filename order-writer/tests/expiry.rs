@@ -59,9 +59,7 @@ fn scan_config(url: &str, redis_url: &str) -> Config {
 
 #[test]
 fn a_buyer_whose_released_order_still_has_a_live_row_buys_again_without_a_dead_letter() {
-    let pg = PrivatePg::start();
-    let mut lane = Lane::new(1);
-    lane.database_url = pg.url("seckill");
+    let (_pg, lane) = private_lane(1);
     let mut stock = lane.stock();
     let (sale, first) = reserve(&mut stock, 4, 2);
     let p = lane.producer();
@@ -102,9 +100,7 @@ fn a_buyer_whose_released_order_still_has_a_live_row_buys_again_without_a_dead_l
 
 #[test]
 fn the_reservation_sweep_leaves_orders_with_rows_to_the_payment_window_scan() {
-    let pg = PrivatePg::start();
-    let mut lane = Lane::new(1);
-    lane.database_url = pg.url("seckill");
+    let (_pg, lane) = private_lane(1);
     let mut stock = lane.stock();
     let (sale, msgs) = reserve(&mut stock, 2, 2);
     let mut db = lane.db();
@@ -149,9 +145,7 @@ fn a_big_sale_half_unpaid_expires_in_pages_and_the_lapsed_buy_again() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(4_000);
-    let pg = PrivatePg::start();
-    let mut lane = Lane::new(4);
-    lane.database_url = pg.url("seckill");
+    let (_pg, lane) = private_lane(4);
     let mut stock = lane.stock();
     let (sale, mut msgs) = reserve(&mut stock, units as i64, units);
     // Bought a minute ago: past the 30 s window the scan below uses, while the orders

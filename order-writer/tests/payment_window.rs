@@ -12,9 +12,7 @@ use stock::{OrderState, Settlement, StockError};
 
 #[test]
 fn unpaid_orders_are_cancelled_their_stock_returns_and_sells_again() {
-    let pg = PrivatePg::start();
-    let mut lane = Lane::new(1);
-    lane.database_url = pg.url("seckill");
+    let (_pg, lane) = private_lane(1);
     let mut stock = lane.stock();
     let (sale, msgs) = reserve(&mut stock, 3, 3);
     assert_eq!(stock.state(&sale).unwrap().remaining, 0);
@@ -69,9 +67,7 @@ fn unpaid_orders_are_cancelled_their_stock_returns_and_sells_again() {
 
 #[test]
 fn pay_and_cancel_racing_on_one_order_have_exactly_one_winner() {
-    let pg = PrivatePg::start();
-    let mut lane = Lane::new(1);
-    lane.database_url = pg.url("seckill");
+    let (_pg, lane) = private_lane(1);
     let mut stock = lane.stock();
     let (sale, msgs) = reserve(&mut stock, 40, 40);
     let p = lane.producer();
@@ -150,9 +146,7 @@ fn pay_and_cancel_racing_on_one_order_have_exactly_one_winner() {
 
 #[test]
 fn a_reservation_with_no_order_anywhere_is_released_after_the_window() {
-    let pg = PrivatePg::start();
-    let mut lane = Lane::new(1);
-    lane.database_url = pg.url("seckill");
+    let (_pg, lane) = private_lane(1);
     let mut stock = lane.stock();
     // Three purchases; the gateway "lost" the reply of the last one, so only two orders
     // ever reach the topic. The sale's definition does (as the gateway sends it).
@@ -210,9 +204,7 @@ fn a_reservation_with_no_order_anywhere_is_released_after_the_window() {
 
 #[test]
 fn a_sale_without_a_definition_in_postgresql_is_checked_for_oversell_against_redis() {
-    let pg = PrivatePg::start();
-    let mut lane = Lane::new(1);
-    lane.database_url = pg.url("seckill");
+    let (_pg, lane) = private_lane(1);
     let mut stock = lane.stock();
     // Two units, two orders; no `opened` event ever reached PostgreSQL.
     let (sale, msgs) = reserve(&mut stock, 2, 2);

@@ -8,30 +8,17 @@ use std::collections::HashSet;
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::Duration;
 use stock::keys::{self, SaleKeys};
-use stock::{Conn, Exec, SaleSpec, Settlement, Stock, StockError};
+use stock::{Conn, Exec, Settlement, Stock, StockError};
 
 const BUCKETS: u32 = 4;
 const UNITS: i64 = 400;
 const USERS: u64 = 4_000;
 const THREADS: usize = 8;
 
-fn connect() -> Stock<Conn> {
-    let stack = stackctl::ensure_up();
-    Stock::new(stock::connect(&stack.redis_url, Duration::from_secs(5)).expect("redis"))
-}
+use testkit::{open_spec, stack_stock as connect};
 
 fn sale_id(tag: &str) -> String {
     testkit::unique(&format!("bk_{tag}"))
-}
-
-fn open_spec(units: i64, limit: i64) -> SaleSpec {
-    let now = seckill_common::now_ms();
-    SaleSpec {
-        stock: units,
-        per_user_limit: limit,
-        start_ms: now - 1000,
-        end_ms: now + 600_000,
-    }
 }
 
 #[test]

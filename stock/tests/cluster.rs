@@ -13,23 +13,10 @@ const BASE_PORT: u16 = 21201;
 
 use testkit::now_ms;
 
-struct Fresh(RedisCluster);
-
-impl Drop for Fresh {
-    fn drop(&mut self) {
-        self.0.down();
-        let _ = std::fs::remove_dir_all(&self.0.dir);
-    }
-}
+use testkit::FreshCluster as Fresh;
 
 fn fresh_cluster() -> Fresh {
-    let c = RedisCluster::new(
-        std::env::temp_dir().join(format!("seckill-cluster-{BASE_PORT}")),
-        BASE_PORT,
-    );
-    c.down();
-    let _ = std::fs::remove_dir_all(&c.dir);
-    let fresh = Fresh(c);
+    let fresh = Fresh::new(BASE_PORT);
     let c = &fresh.0;
     let t0 = Instant::now();
     c.up().expect("redis cluster up");

@@ -15,23 +15,10 @@ use stock::{
 
 const B: u32 = 4;
 
-fn connect() -> Stock<Conn> {
-    let stack = stackctl::ensure_up();
-    Stock::new(stock::connect(&stack.redis_url, Duration::from_secs(5)).expect("redis"))
-}
+use testkit::{open_spec, stack_stock as connect};
 
 fn sale_id(tag: &str) -> String {
     testkit::unique(&format!("rb_{tag}"))
-}
-
-fn open_spec(units: i64, limit: i64) -> SaleSpec {
-    let now = seckill_common::now_ms();
-    SaleSpec {
-        stock: units,
-        per_user_limit: limit,
-        start_ms: now - 1000,
-        end_ms: now + 600_000,
-    }
 }
 
 /// Every key of the sale and its buckets (tokens included).

@@ -3,7 +3,8 @@
 //! - clocks and unique ids: [`now_ms`], [`unique`];
 //! - waiting on a condition, never on a timing: [`wait_for`];
 //! - the local stack's Redis through the stock API, and an open sale on it:
-//!   [`stack_stock`], [`open_sale`].
+//!   [`stack_stock`], [`open_sale`], [`open_spec`];
+//! - a Redis Cluster of the test's own, made afresh and removed after: [`FreshCluster`].
 //!
 //! A dev-dependency only: nothing here is part of a shipped binary.
 
@@ -40,6 +41,17 @@ pub fn stack_stock() -> Stock<stock::Conn> {
     )
 }
 
+/// A sale open since a second ago for ten minutes: `units` units, `per_user_limit` each.
+pub fn open_spec(units: i64, per_user_limit: i64) -> SaleSpec {
+    let now = now_ms();
+    SaleSpec {
+        stock: units,
+        per_user_limit,
+        start_ms: now - 1000,
+        end_ms: now + 600_000,
+    }
+}
+
 /// A new sale id (`unique(tag)`), open since an hour ago for another hour, one unit
 /// per buyer, `units` units in `buckets` stock buckets.
 pub fn open_sale(s: &mut Stock<stock::Conn>, tag: &str, units: i64, buckets: u32) -> String {
@@ -54,4 +66,36 @@ pub fn open_sale(s: &mut Stock<stock::Conn>, tag: &str, units: i64, buckets: u32
     s.create_sale_with_buckets(&id, &spec, buckets)
         .expect("create the sale");
     id
+}
+
+/// A Redis Cluster (three masters, three replicas) on `base_port`.. made afresh for one
+/// test (whatever a crashed run left there is removed first), stopped and removed when
+/// dropped. Keep `base_port` + 10,000 (its cluster bus) below the ephemeral range.
+pub struct FreshCluster(pub stackctl::redis_cluster::RedisCluster);
+
+impl FreshCluster {
+    /// Made, not started: call `up()` on `.0` (or use [`FreshCluster::up`]).
+    pub fn new(base_port: u16) -> FreshCluster {
+        let c = stackctl::redis_cluster::RedisCluster::new(
+            std::env::temp_dir().join(format!("seckill-cluster-{base_port}")),
+            base_port,
+        );
+        c.down();
+        let _ = std::fs::remove_dir_all(&c.dir);
+        FreshCluster(c)
+    }
+
+    /// Made and started (healthy).
+    pub fn up(base_port: u16) -> FreshCluster {
+        let fresh = FreshCluster::new(base_port);
+        fresh.0.up().expect("redis cluster up");
+        fresh
+    }
+}
+
+impl Drop for FreshCluster {
+    fn drop(&mut self) {
+        self.0.down();
+        let _ = std::fs::remove_dir_all(&self.0.dir);
+    }
 }

@@ -361,3 +361,40 @@ pub fn consume(brokers: &str, topic: &str, want: usize, within: Duration) -> Vec
     }
     out
 }
+
+/// A TCP connection from `from` (a loopback address: 127.0.0.2, .3 … play other
+/// clients) to 127.0.0.1:`port`, with a 10 s read timeout.
+pub fn connect_from(from: std::net::Ipv4Addr, port: u16) -> TcpStream {
+    use std::net::Ipv4Addr;
+    use std::os::fd::FromRawFd;
+    let sa = |ip: Ipv4Addr, port: u16| libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(ip).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: plain socket calls on a descriptor owned here and handed to TcpStream
+    // (which closes it, also when an assertion below fails).
+    let s = unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        let s = TcpStream::from_raw_fd(fd);
+        let local = sa(from, 0);
+        let bound = libc::bind(fd, &local as *const _ as *const libc::sockaddr, len);
+        assert_eq!(bound, 0, "bind {from}: {}", std::io::Error::last_os_error());
+        let remote = sa(Ipv4Addr::LOCALHOST, port);
+        let connected = libc::connect(fd, &remote as *const _ as *const libc::sockaddr, len);
+        assert_eq!(
+            connected,
+            0,
+            "connect to {port}: {}",
+            std::io::Error::last_os_error()
+        );
+        s
+    };
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s
+}

@@ -117,6 +117,15 @@ impl Lane {
     }
 }
 
+/// A lane on a PostgreSQL of the test's own (a payment-window scan cancels every
+/// expired row it sees; it must not touch the rows of tests running beside it).
+pub fn private_lane(partitions: i32) -> (PrivatePg, Lane) {
+    let pg = PrivatePg::start();
+    let mut lane = Lane::new(partitions);
+    lane.database_url = pg.url("seckill");
+    (pg, lane)
+}
+
 /// The schema, before a test queries it (writers migrate too; the lock makes it safe).
 pub fn migrate(url: &str) {
     let mut db = order_writer::db::connect(url, 10_000).expect("connect to PostgreSQL");
