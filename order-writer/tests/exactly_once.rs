@@ -4,8 +4,6 @@
 mod harness;
 
 use harness::*;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message};
 use seckill_common::order::{OrderMessage, SaleDefinition};
 use std::time::{Duration, Instant};
 
@@ -135,28 +133,7 @@ fn a_poison_message_goes_to_the_dead_letter_topic_and_later_orders_are_written()
     expect_exactly(&ids_in_db(&mut db, &sale), &msgs);
     assert!(!ids.contains(&dup.order_id));
 
-    let c: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", &lane.stack.kafka_brokers)
-        .set("group.id", unique("dlq_reader"))
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .unwrap();
-    c.subscribe(&[&lane.dlq]).unwrap();
-    let mut dead = Vec::new();
-    let end = Instant::now() + Duration::from_secs(20);
-    while dead.len() < 2 && Instant::now() < end {
-        if let Some(Ok(m)) = c.poll(Duration::from_millis(200)) {
-            let reason = m
-                .headers()
-                .and_then(|h| {
-                    h.iter()
-                        .find(|h| h.key == "reason")
-                        .and_then(|h| h.value.map(|v| String::from_utf8_lossy(v).to_string()))
-                })
-                .unwrap_or_default();
-            dead.push((m.payload().unwrap_or_default().to_vec(), reason));
-        }
-    }
+    let dead = lane.dead_letters(2, Duration::from_secs(20));
     assert_eq!(dead.len(), 2, "{dead:?}");
     assert_eq!(
         dead[0].0,
@@ -204,21 +181,15 @@ fn refused_rows_in_a_big_batch_are_isolated_and_the_rest_written() {
     }
     assert!(took < Duration::from_secs(30), "took {took:?}");
 
-    let c: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", &lane.stack.kafka_brokers)
-        .set("group.id", unique("dlq_reader"))
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .unwrap();
-    c.subscribe(&[&lane.dlq]).unwrap();
-    let mut dead = Vec::new();
-    let end = Instant::now() + Duration::from_secs(20);
-    while dead.len() < dups.len() && Instant::now() < end {
-        if let Some(Ok(m)) = c.poll(Duration::from_millis(200)) {
-            let o: OrderMessage = serde_json::from_slice(m.payload().unwrap_or_default()).unwrap();
-            dead.push(o.order_id);
-        }
-    }
+    let dead: Vec<String> = lane
+        .dead_letters(dups.len(), Duration::from_secs(20))
+        .iter()
+        .map(|(payload, _)| {
+            serde_json::from_slice::<OrderMessage>(payload)
+                .unwrap()
+                .order_id
+        })
+        .collect();
     let want: Vec<String> = dups.iter().map(|d| d.order_id.clone()).collect();
     assert_eq!(dead, want, "dead letters in order, nothing else");
 }

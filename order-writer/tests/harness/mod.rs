@@ -108,6 +108,36 @@ impl Lane {
         p.flush(Duration::from_secs(30)).unwrap();
     }
 
+    /// Up to `want` messages of the lane's dead-letter topic (payload, `reason` header),
+    /// read from its start for at most `within`.
+    pub fn dead_letters(&self, want: usize, within: Duration) -> Vec<(Vec<u8>, String)> {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        use rdkafka::message::{Headers, Message};
+        let c: BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &self.stack.kafka_brokers)
+            .set("group.id", unique("dlq_reader"))
+            .set("auto.offset.reset", "earliest")
+            .create()
+            .unwrap();
+        c.subscribe(&[&self.dlq]).unwrap();
+        let mut dead = Vec::new();
+        let end = Instant::now() + within;
+        while dead.len() < want && Instant::now() < end {
+            if let Some(Ok(m)) = c.poll(Duration::from_millis(200)) {
+                let reason = m
+                    .headers()
+                    .and_then(|h| {
+                        h.iter()
+                            .find(|h| h.key == "reason")
+                            .and_then(|h| h.value.map(|v| String::from_utf8_lossy(v).to_string()))
+                    })
+                    .unwrap_or_default();
+                dead.push((m.payload().unwrap_or_default().to_vec(), reason));
+            }
+        }
+        dead
+    }
+
     pub fn db(&self) -> postgres::Client {
         postgres::Client::connect(&self.database_url, postgres::NoTls).unwrap()
     }
