@@ -388,17 +388,9 @@ struct Lock {
 
 impl Lock {
     fn take(path: &Path) -> Result<Lock, StackError> {
-        use std::os::unix::io::AsRawFd;
-        let f = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(path)?;
-        // SAFETY: flock on a descriptor we own; released when the file closes.
-        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(std::io::Error::last_os_error().into());
-        }
-        Ok(Lock { _file: f })
+        Ok(Lock {
+            _file: redis_cluster::flock(path)?,
+        })
     }
 }
 

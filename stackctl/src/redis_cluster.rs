@@ -481,7 +481,7 @@ pub fn parse_nodes(text: &str) -> Vec<NodeInfo> {
 }
 
 /// An exclusive `flock` held until the file is dropped.
-fn flock(path: &Path) -> Result<std::fs::File, StackError> {
+pub(crate) fn flock(path: &Path) -> Result<std::fs::File, StackError> {
     use std::os::unix::io::AsRawFd;
     let f = std::fs::OpenOptions::new()
         .create(true)

@@ -146,11 +146,7 @@ pub fn connect(
         .map_err(map_redis_error)?
         .get_connection()
         .map_err(map_redis_error)?;
-    conn.set_read_timeout(Some(timeout))
-        .map_err(map_redis_error)?;
-    conn.set_write_timeout(Some(timeout))
-        .map_err(map_redis_error)?;
-    Ok(conn)
+    crate::with_timeouts(conn, timeout)
 }
 
 /// `SCRIPT LOAD` on the master serving `key`'s slot (where the EVALSHA that answered

@@ -227,10 +227,31 @@ pub fn connect_single(url: &str, timeout: Duration) -> Result<redis::Connection,
     let conn = client
         .get_connection_with_timeout(timeout)
         .map_err(map_redis_error)?;
-    conn.set_read_timeout(Some(timeout))
-        .map_err(map_redis_error)?;
-    conn.set_write_timeout(Some(timeout))
-        .map_err(map_redis_error)?;
+    with_timeouts(conn, timeout)
+}
+
+/// A blocking connection whose reads and writes can be bounded.
+pub(crate) trait Bounded: Sized {
+    fn bound(&self, timeout: Duration) -> redis::RedisResult<()>;
+}
+
+impl Bounded for redis::Connection {
+    fn bound(&self, timeout: Duration) -> redis::RedisResult<()> {
+        self.set_read_timeout(Some(timeout))?;
+        self.set_write_timeout(Some(timeout))
+    }
+}
+
+impl Bounded for redis::cluster::ClusterConnection {
+    fn bound(&self, timeout: Duration) -> redis::RedisResult<()> {
+        self.set_read_timeout(Some(timeout))?;
+        self.set_write_timeout(Some(timeout))
+    }
+}
+
+/// Every read and write on `conn` bounded by `timeout`.
+pub(crate) fn with_timeouts<C: Bounded>(conn: C, timeout: Duration) -> Result<C, StockError> {
+    conn.bound(timeout).map_err(map_redis_error)?;
     Ok(conn)
 }
 
