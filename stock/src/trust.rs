@@ -12,7 +12,12 @@
 //! `rebuild-stock`, and by a gateway when the store has no epoch (nothing to lose yet).
 //! A process that started empty (no append-only file, nothing loaded from a snapshot)
 //! and was never a replica holds only what was written to it, so it is trusted as it is
-//! (the default local stack; a total loss shows as a missing epoch instead).
+//! (the default local stack; a total loss shows as a missing epoch instead) — unless it
+//! is a cluster node the store has seen before under another run: a master restarted
+//! empty inside the node timeout keeps its node id (`nodes.conf`) and its slots, and has
+//! lost every key it held, while the epoch on another master survives. The cluster's
+//! own identity tells the two apart: `sk:trust` also maps `node:<node id>` to the run it
+//! last trusted, and a clean run of a known node under a new run id is a loss.
 //! Gateways sell only while every master's run id is trusted.
 
 use crate::cluster::{self, ClusterUrl};
@@ -32,6 +37,8 @@ pub struct Run {
     pub master: bool,
     /// It was a replica once and took over (`second_repl_offset` set).
     pub promoted: bool,
+    /// Its cluster node id (`CLUSTER MYID`), on a Redis Cluster.
+    pub node_id: Option<String>,
 }
 
 /// `addr run_id/replid`, as logs and the gateway's store view name a master.
@@ -105,7 +112,10 @@ impl RunWatch {
         let mut out = Vec::with_capacity(masters.len());
         for addr in masters {
             let info: String = self.query(&addr, redis::cmd("INFO").arg(&SECTIONS[..]))?;
-            out.push(run_of(addr, &info)?);
+            let id: String = self.query(&addr, redis::cmd("CLUSTER").arg("MYID"))?;
+            let mut run = run_of(addr, &info)?;
+            run.node_id = Some(id).filter(|i| !i.is_empty());
+            out.push(run);
         }
         Ok(out)
     }
@@ -167,6 +177,7 @@ pub fn run_of(addr: String, info: &str) -> Result<Run, StockError> {
         born_clean,
         master,
         promoted,
+        node_id: None,
     })
 }
 
@@ -200,13 +211,21 @@ fn masters_of(v: &redis::Value, asked_host: &str) -> Vec<String> {
         .collect()
 }
 
-/// The runs among `runs` neither born clean nor listed in `sk:trust`, and any that is
-/// not a master (a node listed as one but demoted meanwhile: the view is stale).
+/// The field of `sk:trust` naming the run a cluster node was last trusted as.
+fn node_field(id: &str) -> String {
+    format!("node:{id}")
+}
+
+/// The runs among `runs` neither born clean nor listed in `sk:trust`, any that is not a
+/// master (a node listed as one but demoted meanwhile: the view is stale), and any born
+/// clean under a cluster node id `sk:trust` knows as another run (restarted empty). A
+/// clean node seen for the first time is recorded as it is.
 pub fn untrusted(conn: &mut Conn, runs: &[Run]) -> Result<Vec<Run>, StockError> {
     let mut out: Vec<Run> = runs.iter().filter(|r| !r.master).cloned().collect();
+    out.extend(restarted_empty(conn, runs)?);
     let runs: Vec<&Run> = runs.iter().filter(|r| r.master && !r.born_clean).collect();
     if runs.is_empty() {
-        return Ok(Vec::new());
+        return Ok(out);
     }
     let mut cmd = redis::cmd("HMGET");
     cmd.arg(keys::TRUST);
@@ -220,6 +239,41 @@ pub fn untrusted(conn: &mut Conn, runs: &[Run]) -> Result<Vec<Run>, StockError> 
             .filter(|(_, k)| k.is_none())
             .map(|(r, _)| r.clone()),
     );
+    Ok(out)
+}
+
+/// Born-clean masters whose cluster node `sk:trust` knows under another run: restarted
+/// empty, every key they held lost. A node not known yet is recorded (`HSETNX`).
+fn restarted_empty(conn: &mut Conn, runs: &[Run]) -> Result<Vec<Run>, StockError> {
+    let clean: Vec<(&Run, &str)> = runs
+        .iter()
+        .filter(|r| r.master && r.born_clean)
+        .filter_map(|r| r.node_id.as_deref().map(|id| (r, id)))
+        .collect();
+    if clean.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut cmd = redis::cmd("HMGET");
+    cmd.arg(keys::TRUST);
+    for (_, id) in &clean {
+        cmd.arg(node_field(id));
+    }
+    let known: Vec<Option<String>> = cmd.query(conn).map_err(map_redis_error)?;
+    let mut out = Vec::new();
+    for ((r, id), k) in clean.into_iter().zip(known) {
+        match k {
+            Some(run) if run == r.run_id => {}
+            Some(_) => out.push(r.clone()),
+            None => {
+                let _: i64 = redis::cmd("HSETNX")
+                    .arg(keys::TRUST)
+                    .arg(node_field(id))
+                    .arg(&r.run_id)
+                    .query(conn)
+                    .map_err(map_redis_error)?;
+            }
+        }
+    }
     Ok(out)
 }
 
@@ -247,6 +301,13 @@ pub fn trust(conn: &mut Conn, runs: &[Run]) -> Result<(), StockError> {
             .arg(&r.run_id)
             .arg(format!("{now} {}", r.addr))
             .ignore();
+        if let Some(id) = &r.node_id {
+            p.cmd("HSET")
+                .arg(keys::TRUST)
+                .arg(node_field(id))
+                .arg(&r.run_id)
+                .ignore();
+        }
     }
     p.query::<()>(conn).map_err(map_redis_error)
 }
