@@ -61,8 +61,15 @@ impl App {
         let p = bought?;
         if !p.replayed && self.pipe.generation() != gen {
             tracing::warn!(order = %p.order_id, "Redis topology changed during the purchase; releasing it");
-            release_unacknowledged(&mut stock, &p.order_id);
-            return Err(ApiError::StoreUnconfirmed);
+            if release_unacknowledged(&mut stock, &p.order_id) {
+                return Err(ApiError::StoreUnconfirmed);
+            }
+            return Err(ApiError::OutcomeUnknown {
+                order_id: p.order_id,
+                reason:
+                    "the Redis topology changed during the purchase and its release did not happen"
+                        .into(),
+            });
         }
         if p.remaining <= 0 {
             self.caches.mark_sold_out(sale);
@@ -117,10 +124,11 @@ impl App {
                     self.metrics.released_on_sink_failure();
                     return Err(ApiError::SinkUnavailable(e.to_string()));
                 }
-                // The release failed too: the order stays reserved until the sweep.
+                // Not released (it failed, or a retry of the token was answered with the
+                // order meanwhile and may have acknowledged it): the order may stand.
                 return Err(ApiError::OutcomeUnknown {
                     order_id: p.order_id,
-                    reason: format!("{e}; its release failed too"),
+                    reason: format!("{e}; the unit was not returned"),
                 });
             }
         };
@@ -264,11 +272,19 @@ fn accepted(p: &stock::Purchase, spooled: bool) -> Reply {
 }
 
 /// Give back the unit of an order that will not be acknowledged (nothing of it has left
-/// for the broker), so it sells again; false if the release failed (the reservation
-/// sweep returns the unit later).
+/// for the broker), so it sells again; false if it was not released: the release failed
+/// (the reservation sweep returns the unit later), or a retry of its token was answered
+/// with the order meanwhile (on any gateway) and may have acknowledged it, so it stands.
 fn release_unacknowledged(stock: &mut Stock<RedisPipe>, order_id: &str) -> bool {
-    match stock.settle(order_id, Settlement::Released) {
+    match stock.settle(order_id, Settlement::Unacknowledged) {
         Ok(_) => true,
+        Err(StockError::Replayed) => {
+            tracing::warn!(
+                order = order_id,
+                "not released: a retry of its token was answered with it meanwhile"
+            );
+            false
+        }
         Err(e) => {
             tracing::error!(order = order_id, error = %e, "release of an unacknowledged order failed; the reservation sweep returns this unit");
             false

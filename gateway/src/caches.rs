@@ -124,13 +124,17 @@ impl Caches {
 
     pub fn mark_delivered(&self, order_id: &str) {
         let mut d = lock(&self.delivered);
+        let mut old = HashSet::new();
         if d[0].len() >= self.delivered_max {
             // The older generation goes: bounded at twice the cap, and the most recent
             // `delivered_max` ids are always remembered.
             d.swap(0, 1);
-            d[0].clear();
+            old = std::mem::take(&mut d[0]);
         }
         d[0].insert(order_id.to_string());
+        drop(d);
+        // Freed outside the lock: a generation holds up to `delivered_max` strings.
+        drop(old);
     }
 }
 

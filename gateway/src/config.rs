@@ -238,7 +238,8 @@ impl Config {
             idle_timeout: ms(self.idle_timeout_ms),
             write_timeout: ms(self.write_timeout_ms),
             min_send_rate: self.min_send_rate.max(0) as usize,
-            send_window: ms(self.send_window_ms),
+            // A window shorter than 100 ms would end any connection whose write waits once.
+            send_window: ms(self.send_window_ms.max(100)),
             trusted_proxies: self.trusted_proxy_nets().unwrap_or_else(|e| {
                 // Trusting nobody is the safe reading: a balancer's connections are then
                 // refused (its health checks fail), no client can claim an address.

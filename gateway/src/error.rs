@@ -122,6 +122,7 @@ impl ApiError {
                 | S::TokenUsed
                 | S::AlreadyReleased
                 | S::AlreadyPaid => 409,
+                S::Replayed => 503,
                 S::SoldOut | S::Ended => 410,
                 S::NotStarted { .. } => 425,
                 S::TooManyTokens => 429,
@@ -184,6 +185,7 @@ impl ApiError {
                 S::TooManyTokens => "too_many_tokens",
                 S::AlreadyReleased => "order_cancelled",
                 S::AlreadyPaid => "order_paid",
+                S::Replayed => "order_outcome_unknown",
                 S::Invalid(_) | S::WouldOversell { .. } => "bad_request",
                 S::Redis(_) | S::Timeout | S::BadReply(_) => "redis_unavailable",
             },

@@ -293,6 +293,7 @@ fn every_refusal_is_documented() {
         StockError::NoOrder,
         StockError::AlreadyReleased,
         StockError::AlreadyPaid,
+        StockError::Replayed,
         StockError::WouldOversell { held: 1, sold: 1 },
         StockError::Invalid("x".into()),
         StockError::Redis("x".into()),

@@ -31,7 +31,7 @@ pub struct Config {
     pub cancel_scan_ms: i64,
     pub cancel_batch: i64,
     /// How often Redis is swept for reservations older than the payment window plus
-    /// `reservation_grace_secs` — including those with no order anywhere (a purchase
+    /// `reservation_grace_secs` that have no live row in PostgreSQL (a purchase
     /// whose reply was lost) — which are released so their stock sells again.
     pub reservation_sweep_ms: i64,
     pub reservation_grace_secs: i64,

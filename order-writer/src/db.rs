@@ -349,12 +349,14 @@ pub fn expire_unpaid(
     Ok(done)
 }
 
-/// Of `ids`, those that have a row (any status): the reservation sweep leaves their
-/// release to the payment-window scan, which settles Redis and the row together.
+/// Of `ids`, those whose row is `reserved` or `paid`: the reservation sweep leaves a
+/// reserved one to the payment-window scan (which settles Redis and the row together, or
+/// sets it aside for the reconcile), and never releases one PostgreSQL has as paid. A
+/// reservation with no row, or with a cancelled one, is the sweep's to release.
 pub fn with_rows(db: &mut Client, ids: &[String]) -> Result<Vec<String>, postgres::Error> {
     Ok(db
         .query(
-            "SELECT order_id FROM orders WHERE order_id = ANY($1)",
+            "SELECT order_id FROM orders WHERE order_id = ANY($1) AND status IN ('reserved', 'paid')",
             &[&ids],
         )?
         .iter()

@@ -11,6 +11,7 @@ pub struct Metrics {
     lag: AtomicI64,
     assigned: AtomicI64,
     oversold: AtomicI64,
+    held: AtomicI64,
     swept: AtomicU64,
     batches: AtomicU64,
     batch_messages: AtomicU64,
@@ -38,6 +39,10 @@ impl Metrics {
     }
     pub fn swept(&self, released: u64) {
         self.swept.fetch_add(released, Ordering::Relaxed);
+    }
+    /// Whether the canceller holds settlements (a Redis master untrusted or unreadable).
+    pub fn set_held(&self, held: bool) {
+        self.held.store(held as i64, Ordering::Relaxed);
     }
     pub fn set_oversold(&self, sales: i64) {
         self.oversold.store(sales, Ordering::Relaxed);
@@ -98,6 +103,12 @@ impl Metrics {
             "gauge",
             "Partitions of the order topic assigned to this writer by the consumer group.",
             self.assigned.load(Ordering::Relaxed).to_string(),
+        );
+        one(
+            "seckill_writer_settlements_held",
+            "gauge",
+            "1 while the payment window and the reservation sweep settle nothing: a Redis master is not trusted yet, or the masters cannot be read.",
+            self.held.load(Ordering::Relaxed).to_string(),
         );
         one(
             "seckill_writer_oversold_sales",

@@ -226,8 +226,10 @@ fn one_sale(
         // A bucketed sale's interrupted transfers first, then what Redis lost.
         stock.recover_transfers(sale)?;
         let reapplied = stock.reapply(sale, &orders)?;
+        // Rows set aside as unknown to Redis go back to the scan, which settles them
+        // with Redis as it is now (set aside again if Redis still lacks them).
+        db.execute(unset, &[&sale])?;
         if reapplied.applied > 0 || reapplied.conflicts > 0 {
-            db.execute(unset, &[&sale])?;
             tracing::warn!(%sale, applied = reapplied.applied, conflicts = reapplied.conflicts, "orders Redis had lost put back");
         }
         if reapplied.conflicts > 0 {

@@ -30,6 +30,8 @@ pub fn run(cfg: Config, metrics: Arc<Metrics>, stop: Arc<AtomicBool>, held: Arc<
     // After a reconcile, one more pass once deliveries slower than the grace (up to the
     // producers' delivery timeout) have surely reached the topic.
     let mut late_pass: Option<Instant> = None;
+    // Consecutive checks that could not read the masters.
+    let mut unreadable: u64 = 0;
     while !stop.load(Ordering::Relaxed) {
         if check.is_none() {
             check = Check::new(&cfg)
@@ -48,10 +50,16 @@ pub fn run(cfg: Config, metrics: Arc<Metrics>, stop: Arc<AtomicBool>, held: Arc<
         // Fail closed: masters that cannot be read may be mid-failover, and one may have
         // lost the release or payment a settlement would build on. Settlements wait until
         // a read finds every master trusted.
-        held.store(
-            read.as_ref().is_none_or(|u| !u.is_empty()),
-            Ordering::Release,
-        );
+        let holding = read.as_ref().is_none_or(|u| !u.is_empty());
+        held.store(holding, Ordering::Release);
+        metrics.set_held(holding);
+        unreadable = if read.is_none() { unreadable + 1 } else { 0 };
+        if unreadable > 0 && unreadable.is_multiple_of(30) {
+            tracing::warn!(
+                checks = unreadable,
+                "cannot read the Redis masters: payment-window expiry and the reservation sweep are held"
+            );
+        }
         let readable = read.is_some();
         let untrusted = read.unwrap_or_default();
         if readable && untrusted.is_empty() && late_pass.is_some_and(|t| Instant::now() >= t) {
@@ -80,6 +88,7 @@ pub fn run(cfg: Config, metrics: Arc<Metrics>, stop: Arc<AtomicBool>, held: Arc<
             match pass(&cfg, &metrics, true) {
                 Ok(p) => {
                     held.store(false, Ordering::Release);
+                    metrics.set_held(false);
                     late_pass = Some(
                         Instant::now()
                             + Duration::from_millis(cfg.reconcile_late_pass_ms.max(0) as u64),

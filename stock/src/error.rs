@@ -35,6 +35,8 @@ pub enum StockError {
     AlreadyReleased,
     #[error("the order was already paid")]
     AlreadyPaid,
+    #[error("a retry of the order's token was answered with it; it may have been acknowledged")]
+    Replayed,
     #[error("restoring would oversell: {held} held + {sold} sold exceed the initial stock")]
     WouldOversell { held: i64, sold: i64 },
     #[error("invalid argument: {0}")]

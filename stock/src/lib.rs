@@ -209,6 +209,7 @@ impl<C: Exec> Stock<C> {
                 &k.reserved_at,
                 &k.settled,
                 &k.user_tokens(user),
+                &k.replayed(),
             ],
             &[
                 user.to_string(),
@@ -249,6 +250,7 @@ impl<C: Exec> Stock<C> {
         let how = match how {
             Settlement::Released => "released",
             Settlement::Paid => "paid",
+            Settlement::Unacknowledged => "unacknowledged",
         };
         let mut out: Vec<Result<u64, StockError>> = Vec::with_capacity(order_ids.len());
         // (sale, bucket keys' stock key) -> (keys, indexes into order_ids)
@@ -287,6 +289,7 @@ impl<C: Exec> Stock<C> {
                         &k.reservations,
                         &k.settled,
                         &k.reserved_at,
+                        &k.replayed(),
                     ],
                     &args,
                 )?;

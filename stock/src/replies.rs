@@ -43,6 +43,7 @@ pub(crate) fn outcome(v: Value) -> Result<Vec<Value>, StockError> {
         "TOKEN_NOT_YOURS" => StockError::TokenNotYours,
         "TOKEN_USED" => StockError::TokenUsed,
         "TOO_MANY_TOKENS" => StockError::TooManyTokens,
+        "REPLAYED" => StockError::Replayed,
         "TOKEN_COLLISION" => StockError::BadReply("random token collided; retry".into()),
         "NO_ORDER" => StockError::NoOrder,
         "ALREADY_RELEASED" => StockError::AlreadyReleased,

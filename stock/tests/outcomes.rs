@@ -490,3 +490,38 @@ fn many_orders_of_several_sales_settle_in_one_call_each_exactly_once() {
     }));
     assert_eq!(s.state(&a).unwrap().remaining, 2);
 }
+
+#[test]
+fn an_order_a_retry_was_answered_with_is_not_released_as_unacknowledged() {
+    let mut s = stock();
+    let sale = open_sale(&mut s, "unacked", 2);
+    let t1 = s.issue_token(&sale, 1, TTL).unwrap();
+    let first = s.purchase(&sale, 1, &t1.token).unwrap();
+    // A retry of the same token (a double-click, maybe on another gateway) is answered
+    // with the order, and may acknowledge it: the first attempt may not release it.
+    assert!(s.purchase(&sale, 1, &t1.token).unwrap().replayed);
+    assert_eq!(
+        s.settle(&first.order_id, Settlement::Unacknowledged),
+        Err(StockError::Replayed)
+    );
+    assert_eq!(s.order(&first.order_id).unwrap().0, OrderState::Reserved);
+    // An order no retry saw is released as unacknowledged, once.
+    let t2 = s.issue_token(&sale, 2, TTL).unwrap();
+    let second = s.purchase(&sale, 2, &t2.token).unwrap();
+    assert_eq!(
+        s.settle(&second.order_id, Settlement::Unacknowledged),
+        Ok(2)
+    );
+    assert_eq!(s.order(&second.order_id).unwrap().0, OrderState::Released);
+    assert_eq!(
+        s.settle(&second.order_id, Settlement::Unacknowledged),
+        Err(StockError::AlreadyReleased)
+    );
+    // A retry after the release finds the token spent, no order to give back.
+    assert_eq!(
+        s.purchase(&sale, 2, &t2.token).map(|p| p.order_id),
+        Err(StockError::TokenUsed)
+    );
+    let st = s.state(&sale).unwrap();
+    assert_eq!((st.remaining, st.held, st.sold), (1, 1, 0));
+}

@@ -225,3 +225,25 @@ fn a_payment_lost_before_the_order_expired_here_is_paid_again_from_stock() {
         Err(StockError::AlreadyBought)
     ));
 }
+
+#[test]
+fn a_lost_payment_of_a_buyer_who_bought_again_is_a_conflict_not_a_second_unit() {
+    let mut s = stock();
+    let sale = new_sale(&mut s, "limit_there", 3, 1);
+    let a = buy(&mut s, &sale, 1);
+    let snap = snapshot(&mut s, &sale_keys(&sale, 1));
+    s.settle(&a, Settlement::Paid).unwrap();
+    lose_since(&mut s, &snap);
+    // The lost payment's order expires here, and the buyer buys again.
+    s.settle(&a, Settlement::Released).unwrap();
+    let b = buy(&mut s, &sale, 1);
+    let orders = vec![
+        order(&a, 1, RestoredStatus::Paid),
+        order(&b, 1, RestoredStatus::Reserved),
+    ];
+    let r = s.reapply(&sale, &orders).unwrap();
+    assert_eq!((r.applied, r.conflicts), (0, 1), "the limit holds");
+    let st = s.state(&sale).unwrap();
+    assert_eq!((st.remaining, st.held, st.sold), (2, 1, 0));
+    assert!(st.conserved());
+}

@@ -23,11 +23,17 @@ fn members() -> Vec<String> {
         .lines()
         .find(|l| l.trim_start().starts_with("members"))
         .expect("a members line");
-    line.split('"')
+    let members: Vec<String> = line
+        .split('"')
         .skip(1)
         .step_by(2)
         .map(str::to_string)
-        .collect()
+        .collect();
+    assert!(
+        members.len() >= 7,
+        "members read from one line of Cargo.toml: {members:?}"
+    );
+    members
 }
 
 /// Names in `[`name`]` links of the crate doc (`//!` lines).

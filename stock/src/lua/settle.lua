@@ -1,19 +1,23 @@
 -- Settle reservations exactly once: `HDEL res` is the arbiter, so pay and cancel racing
 -- on one order have one winner. One call settles any number of orders of one sale (or
 -- of one bucket of a bucketed sale): the payment-window scan settles a page in one step.
--- KEYS: stock sold buyers res done res_at
--- ARGV: outcome order_id... ('released' returns each unit to stock; 'paid' counts it sold)
+-- KEYS: stock sold buyers res done res_at replayed
+-- ARGV: outcome order_id... ('released' returns each unit to stock; 'paid' counts it
+-- sold; 'unacknowledged' releases like 'released' unless a retry of the order's token
+-- was answered with it meanwhile, which may have acknowledged it: {'REPLAYED'})
 -- Reply: one entry per order, in order: {'OK', user}, {'ALREADY_PAID'},
--- {'ALREADY_RELEASED'} or {'NO_ORDER'}.
+-- {'ALREADY_RELEASED'}, {'NO_ORDER'} or {'REPLAYED'}.
 local how = ARGV[1]
-if how ~= 'released' and how ~= 'paid' then
+if how ~= 'released' and how ~= 'paid' and how ~= 'unacknowledged' then
   return redis.error_reply('ERR unknown outcome ' .. tostring(how))
 end
 local out = {}
 for i = 2, #ARGV do
   local id = ARGV[i]
   local user = redis.call('HGET', KEYS[4], id)
-  if not user then
+  if user and how == 'unacknowledged' and redis.call('HEXISTS', KEYS[7], id) == 1 then
+    out[#out + 1] = {'REPLAYED'}
+  elseif not user then
     local d = redis.call('HGET', KEYS[5], id)
     if d then
       out[#out + 1] = {'ALREADY_' .. string.upper(string.match(d, '^(%a+)'))}
@@ -23,13 +27,13 @@ for i = 2, #ARGV do
   else
     redis.call('HDEL', KEYS[4], id)
     redis.call('HDEL', KEYS[6], id)
-    if how == 'released' then
+    if how ~= 'paid' then
       redis.call('INCR', KEYS[1])
       if redis.call('HINCRBY', KEYS[3], user, -1) <= 0 then redis.call('HDEL', KEYS[3], user) end
     else
       redis.call('INCR', KEYS[2])
     end
-    redis.call('HSET', KEYS[5], id, how .. '|' .. user)
+    redis.call('HSET', KEYS[5], id, (how == 'paid' and 'paid' or 'released') .. '|' .. user)
     out[#out + 1] = {'OK', user}
   end
 end
