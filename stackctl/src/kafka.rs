@@ -151,7 +151,8 @@ impl Kafka {
     fn cluster_id(&self) -> Result<String, StackError> {
         let f = self.dir.join("cluster.id");
         if let Ok(id) = std::fs::read_to_string(&f) {
-            if !id.trim().is_empty() {
+            // One starting with '-' never formatted anything (see `random_cluster_id`).
+            if !id.trim().is_empty() && !id.trim().starts_with('-') {
                 return Ok(id.trim().to_string());
             }
         }
@@ -383,12 +384,20 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     })
 }
 
-/// A Kafka cluster id: 16 random bytes in URL-safe base64 without padding (22 chars).
+/// A Kafka cluster id: 16 random bytes in URL-safe base64 without padding (22 chars),
+/// never starting with '-': the storage tool would read such an id (`-t -wvP…`) as an
+/// option and refuse to format (one fresh stack in 64 failed so).
 fn random_cluster_id() -> Result<String, StackError> {
     use std::io::Read;
-    let mut b = [0u8; 16];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut b)?;
-    Ok(base64url(&b))
+    let mut urandom = std::fs::File::open("/dev/urandom")?;
+    loop {
+        let mut b = [0u8; 16];
+        urandom.read_exact(&mut b)?;
+        let id = base64url(&b);
+        if !id.starts_with('-') {
+            return Ok(id);
+        }
+    }
 }
 
 fn base64url(bytes: &[u8]) -> String {
@@ -418,6 +427,16 @@ mod tests {
         assert_eq!(base64url(b"foobar"), "Zm9vYmFy");
         assert_eq!(base64url(&[0xfb, 0xff]), "-_8");
         assert_eq!(base64url(&[0u8; 16]).len(), 22);
+    }
+
+    #[test]
+    fn a_cluster_id_never_starts_like_an_option() {
+        // One draw in 64 starts with '-' before the redraw; 2,000 draws meet it ~31 times.
+        for _ in 0..2000 {
+            let id = random_cluster_id().unwrap();
+            assert_eq!(id.len(), 22);
+            assert!(!id.starts_with('-'), "{id}");
+        }
     }
 
     #[test]
