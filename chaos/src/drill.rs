@@ -46,6 +46,18 @@ impl Drill {
         self.checks.iter().filter(|(_, p)| !p).count()
     }
 
+    /// How many checks ran, and the names of those that failed.
+    pub fn checks(&self) -> usize {
+        self.checks.len()
+    }
+    pub fn failed_checks(&self) -> Vec<&str> {
+        self.checks
+            .iter()
+            .filter(|(_, p)| !p)
+            .map(|(n, _)| n.as_str())
+            .collect()
+    }
+
     pub fn elapsed(&self) -> Duration {
         self.t0.elapsed()
     }

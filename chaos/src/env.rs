@@ -233,6 +233,11 @@ impl Env {
     }
 
     pub fn writer(&self, name: &str) -> Result<Proc, ChaosError> {
+        self.writer_with(name, &[])
+    }
+
+    /// An order-writer with settings added or overridden by `extra`.
+    pub fn writer_with(&self, name: &str, extra: &[(&str, &str)]) -> Result<Proc, ChaosError> {
         let (topic, group) = self.topic_and_group();
         let mut env = vec![
             ("SECKILL_MAX_POLL_INTERVAL_MS", "10000".to_string()),
@@ -248,6 +253,7 @@ impl Env {
         if let Ok(d) = std::env::var("CHAOS_WRITER_KAFKA_DEBUG") {
             env.push(("SECKILL_KAFKA_EXTRA", format!("debug={d}")));
         }
+        env.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
         Ok(self
             .stack
             .writer(&stackctl::bin("order-writer")?, name, &env)?)

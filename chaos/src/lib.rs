@@ -7,8 +7,10 @@
 //! - [`load`]: background buyers, every answer timed.
 //! - [`drill`]: timeline and PASS/FAIL checks.
 //! - [`verify`]: the invariants after each drill.
+//! - [`campaign`]: the seeded fault campaign (`chaos campaign --seed S --minutes M`).
 //! - [`drills`]: the drills (`chaos list`): the shared rig, then a file per fault family.
 
+pub mod campaign;
 pub mod drill;
 pub mod drills;
 pub mod env;

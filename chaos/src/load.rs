@@ -1,19 +1,36 @@
 //! Background load for a drill: `workers` threads of buyers (the loadtest crate's
 //! client), each paced to `rate` buyers per second, spread over the given gateways,
-//! until stopped or `max` has passed. Every answer is kept with its time and latency,
-//! every 202 with its order id, user and token, and every order request whose outcome
-//! the client could not learn (connection broken, timeout).
+//! until stopped or `max` has passed. Every answer is kept with its time, latency and
+//! sale, every 202 with its order id, user and token, and every order request whose
+//! outcome the client could not learn (connection broken, timeout).
+//!
+//! By default a buyer takes a token and orders. With a [`Mix`] (the campaign), each
+//! buyer draws what it does from a seeded generator: buy and pay at once, double-click
+//! (one token, two concurrent orders), buy and pay a few seconds later (maybe after the
+//! payment window), abandon (never pay), or replay an earlier buyer's token. The sale
+//! and a gateway's address can change while the load runs ([`Load::switch_sale`],
+//! [`Load::set_gateway`]).
 
-use loadtest::buyer::Client;
-use std::collections::BTreeMap;
+use loadtest::buyer::{Answer, Client, LoadError};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Token,
+    Order,
+    Pay,
+}
 
 #[derive(Debug, Clone)]
 pub struct Sample {
     pub at_ms: u64,
-    pub order: bool,
+    pub kind: Kind,
+    pub sale: Arc<str>,
     /// 0 when no HTTP answer came back.
     pub status: u16,
     pub code: String,
@@ -23,14 +40,23 @@ pub struct Sample {
 #[derive(Default)]
 struct Shared {
     samples: Vec<Sample>,
-    acked: Vec<(String, u64)>,
+    /// (order id, user, sale) of every 202, and the token behind it.
+    acked: Vec<(String, u64, Arc<str>)>,
     tokens: Vec<String>,
+}
+
+/// What the buyers do and what they send it to; changed while they run.
+struct Target {
+    gateways: Vec<String>,
+    sale: Arc<str>,
+    generation: u64,
 }
 
 pub struct Load {
     t0: Instant,
     stop: Arc<AtomicBool>,
     shared: Arc<Mutex<Shared>>,
+    target: Arc<RwLock<Target>>,
     unknown: Arc<AtomicU64>,
     workers: Vec<std::thread::JoinHandle<()>>,
 }
@@ -43,6 +69,8 @@ pub struct Window {
     pub answers: BTreeMap<String, u64>,
     /// The same, for order requests only.
     pub order_answers: BTreeMap<String, u64>,
+    /// The same, for payments only.
+    pub pay_answers: BTreeMap<String, u64>,
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub max_ms: f64,
@@ -51,19 +79,11 @@ pub struct Window {
 impl Window {
     /// Answers to order requests only, whose key starts with `prefix`.
     pub fn count_orders(&self, prefix: &str) -> u64 {
-        self.order_answers
-            .iter()
-            .filter(|(k, _)| k.starts_with(prefix))
-            .map(|(_, v)| v)
-            .sum()
+        count(&self.order_answers, prefix)
     }
 
     pub fn count(&self, prefix: &str) -> u64 {
-        self.answers
-            .iter()
-            .filter(|(k, _)| k.starts_with(prefix))
-            .map(|(_, v)| v)
-            .sum()
+        count(&self.answers, prefix)
     }
     pub fn summary(&self) -> String {
         let answers: Vec<String> = self
@@ -82,6 +102,20 @@ impl Window {
     }
 }
 
+fn count(m: &BTreeMap<String, u64>, prefix: &str) -> u64 {
+    m.iter()
+        .filter(|(k, _)| k.starts_with(prefix))
+        .map(|(_, v)| v)
+        .sum()
+}
+
+/// The buyer mix of a campaign: each worker's choices come from a generator seeded with
+/// `seed` and the worker's number.
+#[derive(Debug, Clone, Copy)]
+pub struct Mix {
+    pub seed: u64,
+}
+
 pub struct Spec<'a> {
     pub gateways: Vec<String>,
     pub sale: &'a str,
@@ -91,6 +125,108 @@ pub struct Spec<'a> {
     pub max: Duration,
     /// Users are `first_user + n`, distinct per drill.
     pub first_user: u64,
+    /// None: every buyer takes a token and orders.
+    pub mix: Option<Mix>,
+}
+
+/// One worker's view: its clients (rebuilt when the target changes) and its record.
+struct Worker {
+    t0: Instant,
+    shared: Arc<Mutex<Shared>>,
+    target: Arc<RwLock<Target>>,
+    unknown: Arc<AtomicU64>,
+    generation: u64,
+    clients: Vec<Client>,
+    sale: Arc<str>,
+}
+
+impl Worker {
+    fn refresh(&mut self) {
+        let t = self.target.read().unwrap_or_else(|p| p.into_inner());
+        if t.generation != self.generation || self.clients.is_empty() {
+            self.generation = t.generation;
+            self.clients = t
+                .gateways
+                .iter()
+                .map(|g| Client::new(g, crate::env::SECRET))
+                .collect();
+            self.sale = t.sale.clone();
+        }
+    }
+
+    fn record(&self, out: Vec<Sample>, acked: Vec<(String, u64, String)>) {
+        let mut s = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+        s.samples.extend(out);
+        for (id, user, token) in acked {
+            s.acked.push((id, user, self.sale.clone()));
+            s.tokens.push(token);
+        }
+    }
+
+    fn sample(&self, started: Instant, kind: Kind, r: &Result<Answer, LoadError>) -> Sample {
+        let (status, code) = match r {
+            Ok(a) => (a.status, a.code().to_string()),
+            Err(_) => (0, String::new()),
+        };
+        Sample {
+            at_ms: started.duration_since(self.t0).as_millis() as u64,
+            kind,
+            sale: self.sale.clone(),
+            status,
+            code,
+            micros: started.elapsed().as_micros() as u64,
+        }
+    }
+
+    /// One order request with `token`: its sample, and the 202's order id.
+    fn order(&self, client: &Client, user: u64, token: &str) -> (Sample, Option<String>) {
+        let started = Instant::now();
+        let o = client.order(&self.sale, user, token);
+        let s = self.sample(started, Kind::Order, &o);
+        let id = match &o {
+            Ok(a) if a.status == 202 => Some(a.str("order_id").unwrap_or_default().to_string()),
+            Ok(_) => None,
+            Err(_) => {
+                self.unknown.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+        };
+        (s, id)
+    }
+
+    /// A token for `user`, or None (its sample recorded either way).
+    fn token(&self, client: &Client, user: u64, out: &mut Vec<Sample>) -> Option<String> {
+        let started = Instant::now();
+        let t = client.token(&self.sale, user);
+        out.push(self.sample(started, Kind::Token, &t));
+        t.ok()?.str("token").map(str::to_string)
+    }
+
+    fn pay(&self, client: &Client, order_id: &str, user: u64) -> Sample {
+        let started = Instant::now();
+        let p = client.pay(order_id, user);
+        self.sample(started, Kind::Pay, &p)
+    }
+}
+
+/// What a buyer of the mix does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Act {
+    BuyAndPay,
+    DoubleClick,
+    PayLater,
+    Abandon,
+    Replay,
+}
+
+fn draw(rng: &mut StdRng) -> Act {
+    match rng.random_range(0..100) {
+        0..25 => Act::BuyAndPay,
+        25..40 => Act::DoubleClick,
+        40..65 => Act::PayLater,
+        65..85 => Act::Abandon,
+        _ => Act::Replay,
+    }
 }
 
 impl Load {
@@ -99,23 +235,39 @@ impl Load {
         let stop = Arc::new(AtomicBool::new(false));
         let shared = Arc::new(Mutex::new(Shared::default()));
         let unknown = Arc::new(AtomicU64::new(0));
+        let target = Arc::new(RwLock::new(Target {
+            gateways: spec.gateways.clone(),
+            sale: spec.sale.into(),
+            generation: 0,
+        }));
         let workers = (0..spec.workers.max(1))
             .map(|w| {
-                let (stop, shared, unknown) = (stop.clone(), shared.clone(), unknown.clone());
-                let clients: Vec<Client> = spec
-                    .gateways
-                    .iter()
-                    .map(|g| Client::new(g, crate::env::SECRET))
-                    .collect();
-                let (sale, workers, rate, max, first) = (
-                    spec.sale.to_string(),
+                let stop = stop.clone();
+                let mut me = Worker {
+                    t0,
+                    shared: shared.clone(),
+                    target: target.clone(),
+                    unknown: unknown.clone(),
+                    generation: 0,
+                    clients: Vec::new(),
+                    sale: spec.sale.into(),
+                };
+                let (workers, rate, max, first, mix) = (
                     spec.workers.max(1),
                     spec.rate,
                     spec.max,
                     spec.first_user,
+                    spec.mix,
                 );
                 std::thread::spawn(move || {
                     let every = Duration::from_secs_f64(1.0 / rate.max(0.1));
+                    let mut rng = StdRng::seed_from_u64(
+                        mix.map_or(0, |m| m.seed) ^ (w + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+                    );
+                    // Payments due: (when, order id, user).
+                    let mut pays: VecDeque<(Instant, String, u64)> = VecDeque::new();
+                    // This sale's earlier buyers (user, token), for replays.
+                    let mut history: Vec<(u64, String)> = Vec::new();
                     let mut next = Instant::now();
                     let mut n = 0u64;
                     while !stop.load(Ordering::Relaxed) && t0.elapsed() < max {
@@ -124,39 +276,78 @@ impl Load {
                             std::thread::sleep(next - now);
                         }
                         next += every;
+                        let before = me.sale.clone();
+                        me.refresh();
+                        if me.sale != before {
+                            history.clear();
+                        }
                         let user = first + w + n * workers;
-                        let client = &clients[(n as usize) % clients.len()];
+                        let client = &me.clients[(n as usize) % me.clients.len()];
                         n += 1;
-                        let started = Instant::now();
-                        let t = client.token(&sale, user);
-                        let mut out = vec![sample(t0, started, false, &t)];
-                        let mut acked = None;
-                        if let Ok(t) = &t {
-                            if let Some(token) = t.str("token") {
-                                let started = Instant::now();
-                                let o = client.order(&sale, user, token);
-                                out.push(sample(t0, started, true, &o));
-                                match &o {
-                                    Ok(a) if a.status == 202 => {
-                                        acked = Some((
-                                            a.str("order_id").unwrap_or_default().to_string(),
-                                            user,
-                                            token.to_string(),
-                                        ))
-                                    }
-                                    Ok(_) => {}
-                                    Err(_) => {
-                                        unknown.fetch_add(1, Ordering::Relaxed);
-                                    }
-                                }
+                        let mut out = Vec::new();
+                        let mut acked = Vec::new();
+                        // Payments that are due (for the sale they were bought in).
+                        while pays.front().is_some_and(|p| p.0 <= Instant::now()) {
+                            if let Some((_, id, u)) = pays.pop_front() {
+                                out.push(me.pay(client, &id, u));
                             }
                         }
-                        let mut s = shared.lock().unwrap_or_else(|p| p.into_inner());
-                        s.samples.extend(out);
-                        if let Some((id, user, token)) = acked {
-                            s.acked.push((id, user));
-                            s.tokens.push(token);
+                        let act = match mix {
+                            None => Act::Abandon,
+                            Some(_) => draw(&mut rng),
+                        };
+                        if act == Act::Replay {
+                            if let Some((u, token)) = (!history.is_empty())
+                                .then(|| history[rng.random_range(0..history.len())].clone())
+                            {
+                                let (s, id) = me.order(client, u, &token);
+                                out.push(s);
+                                acked.extend(id.map(|id| (id, u, token)));
+                                me.record(out, acked);
+                                continue;
+                            }
                         }
+                        let Some(token) = me.token(client, user, &mut out) else {
+                            me.record(out, acked);
+                            continue;
+                        };
+                        let ids: Vec<Option<String>> = if act == Act::DoubleClick {
+                            let (a, b) = std::thread::scope(|s| {
+                                let other = s.spawn(|| me.order(client, user, &token));
+                                let mine = me.order(client, user, &token);
+                                (mine, other.join())
+                            });
+                            let mut ids = Vec::new();
+                            for (s, id) in std::iter::once(a).chain(b.ok()) {
+                                out.push(s);
+                                ids.push(id);
+                            }
+                            ids
+                        } else {
+                            let (s, id) = me.order(client, user, &token);
+                            out.push(s);
+                            vec![id]
+                        };
+                        let first_id = ids.iter().flatten().next().cloned();
+                        for id in ids.into_iter().flatten() {
+                            acked.push((id, user, token.clone()));
+                        }
+                        if let Some(id) = first_id {
+                            if mix.is_some() {
+                                history.push((user, token.clone()));
+                            }
+                            match act {
+                                Act::BuyAndPay => out.push(me.pay(client, &id, user)),
+                                Act::PayLater => pays.push_back((
+                                    Instant::now()
+                                        + Duration::from_millis(rng.random_range(0..8000)),
+                                    id,
+                                    user,
+                                )),
+                                _ => {}
+                            }
+                        }
+                        me.record(out, acked);
                     }
                 })
             })
@@ -165,6 +356,7 @@ impl Load {
             t0,
             stop,
             shared,
+            target,
             unknown,
             workers,
         }
@@ -172,6 +364,22 @@ impl Load {
 
     pub fn elapsed_ms(&self) -> u64 {
         self.t0.elapsed().as_millis() as u64
+    }
+
+    /// From now on, buyers go to `sale` (requests under way finish on the old one).
+    pub fn switch_sale(&self, sale: &str) {
+        let mut t = self.target.write().unwrap_or_else(|p| p.into_inner());
+        t.sale = sale.into();
+        t.generation += 1;
+    }
+
+    /// From now on, the `i`th gateway is at `url` (a restarted gateway's new port).
+    pub fn set_gateway(&self, i: usize, url: &str) {
+        let mut t = self.target.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(g) = t.gateways.get_mut(i) {
+            *g = url.to_string();
+        }
+        t.generation += 1;
     }
 
     /// Stop and wait for the workers.
@@ -184,7 +392,21 @@ impl Load {
 
     pub fn acked(&self) -> (Vec<(String, u64)>, Vec<String>) {
         let s = self.shared.lock().unwrap_or_else(|p| p.into_inner());
-        (s.acked.clone(), s.tokens.clone())
+        (
+            s.acked.iter().map(|(o, u, _)| (o.clone(), *u)).collect(),
+            s.tokens.clone(),
+        )
+    }
+
+    /// The 202s of one sale, and the tokens behind them.
+    pub fn acked_for(&self, sale: &str) -> (Vec<(String, u64)>, Vec<String>) {
+        let s = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+        s.acked
+            .iter()
+            .zip(&s.tokens)
+            .filter(|((_, _, s), _)| &**s == sale)
+            .map(|((o, u, _), t)| ((o.clone(), *u), t.clone()))
+            .unzip()
     }
 
     /// Order requests whose outcome the client never learned.
@@ -194,22 +416,29 @@ impl Load {
 
     /// Answers between `from_ms` and `to_ms` after the start.
     pub fn window(&self, from_ms: u64, to_ms: u64) -> Window {
+        self.window_where(|x| x.at_ms >= from_ms && x.at_ms < to_ms)
+    }
+
+    /// Every answer about one sale.
+    pub fn window_for(&self, sale: &str) -> Window {
+        self.window_where(|x| &*x.sale == sale)
+    }
+
+    fn window_where(&self, keep: impl Fn(&Sample) -> bool) -> Window {
         let s = self.shared.lock().unwrap_or_else(|p| p.into_inner());
         let mut h = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 120_000_000, 3).ok();
         let mut w = Window::default();
-        for x in s
-            .samples
-            .iter()
-            .filter(|x| x.at_ms >= from_ms && x.at_ms < to_ms)
-        {
+        for x in s.samples.iter().filter(|x| keep(x)) {
             w.requests += 1;
             let key = match (x.status, x.code.as_str()) {
                 (0, _) => "io".to_string(),
                 (s, "") => s.to_string(),
                 (s, c) => format!("{s} {c}"),
             };
-            if x.order {
-                *w.order_answers.entry(key.clone()).or_default() += 1;
+            match x.kind {
+                Kind::Order => *w.order_answers.entry(key.clone()).or_default() += 1,
+                Kind::Pay => *w.pay_answers.entry(key.clone()).or_default() += 1,
+                Kind::Token => {}
             }
             *w.answers.entry(key).or_default() += 1;
             if let Some(h) = h.as_mut() {
@@ -228,24 +457,5 @@ impl Load {
 impl Drop for Load {
     fn drop(&mut self) {
         self.stop();
-    }
-}
-
-fn sample(
-    t0: Instant,
-    started: Instant,
-    order: bool,
-    r: &Result<loadtest::buyer::Answer, loadtest::buyer::LoadError>,
-) -> Sample {
-    let (status, code) = match r {
-        Ok(a) => (a.status, a.code().to_string()),
-        Err(_) => (0, String::new()),
-    };
-    Sample {
-        at_ms: started.duration_since(t0).as_millis() as u64,
-        order,
-        status,
-        code,
-        micros: started.elapsed().as_micros() as u64,
     }
 }

@@ -2,6 +2,9 @@
 //! (`.run/chaos`, ports 17379/17432/17092, or `CHAOS_*_PORT`). Prints each drill's
 //! timeline and checks, then a summary; exits 1 if any check failed. The drill stack
 //! is stopped at the end (`CHAOS_KEEP=1` keeps it up).
+//!
+//! `chaos campaign --seed S --minutes M` — the seeded fault campaign
+//! ([`chaos::campaign`]) on the same stack.
 
 use chaos::drill::Drill;
 use chaos::drills::DRILLS;
@@ -14,6 +17,9 @@ fn main() {
 
 fn run() -> Result<(), String> {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("campaign") {
+        return campaign(&args[1..]);
+    }
     let picked: Vec<u32> = match args
         .iter()
         .map(String::as_str)
@@ -21,7 +27,8 @@ fn run() -> Result<(), String> {
         .as_slice()
     {
         [] | ["-h"] | ["--help"] | ["list"] => {
-            println!("usage: chaos list | all | ci | N [N…] | NAME\n");
+            println!("usage: chaos list | all | ci | N [N…] | NAME");
+            println!("       chaos campaign [--seed S] [--minutes M]\n");
             for (n, name, what, _) in DRILLS {
                 println!("  {n}  {name:<26} {what}");
             }
@@ -83,5 +90,38 @@ fn run() -> Result<(), String> {
         Ok(())
     } else {
         Err("some drills failed".into())
+    }
+}
+
+/// `campaign [--seed S] [--minutes M]` (seed 1, 2 minutes by default).
+fn campaign(args: &[String]) -> Result<(), String> {
+    let (mut seed, mut minutes) = (1u64, 2.0f64);
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let v = it.next().ok_or(format!("{a} needs a value"))?;
+        match a.as_str() {
+            "--seed" => seed = v.parse().map_err(|_| format!("bad seed {v}"))?,
+            "--minutes" => {
+                minutes = v
+                    .parse()
+                    .ok()
+                    .filter(|m: &f64| *m > 0.0 && *m <= 120.0)
+                    .ok_or(format!("bad minutes {v} (0 to 120)"))?
+            }
+            _ => return Err(format!("unknown argument {a}")),
+        }
+    }
+    let env = Env::open().map_err(|e| e.to_string())?;
+    let out = chaos::campaign::run(&env, seed, minutes);
+    if let Err(e) = env.up() {
+        eprintln!("chaos: could not bring the drill stack back up: {e}");
+    }
+    if std::env::var("CHAOS_KEEP").is_err() {
+        env.down();
+    }
+    match out {
+        Ok(o) if o.passed => Ok(()),
+        Ok(_) => Err(format!("campaign seed {seed}: some checks failed")),
+        Err(e) => Err(format!("campaign seed {seed} did not run to the end: {e}")),
     }
 }

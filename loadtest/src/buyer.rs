@@ -124,6 +124,15 @@ impl Client {
         )
     }
 
+    pub fn pay(&self, order_id: &str, user: u64) -> Result<Answer, LoadError> {
+        self.send(
+            "POST",
+            &format!("/v1/orders/{order_id}/pay"),
+            &self.ticket(user),
+            None,
+        )
+    }
+
     pub fn sale(&self, sale: &str) -> Result<Answer, LoadError> {
         self.send("GET", &format!("/v1/sales/{sale}"), "", None)
     }

@@ -182,6 +182,63 @@ pub fn orders_in_topic(
     Ok(out)
 }
 
+/// Every message of `topic` (a dead-letter topic, say), read from the beginning up to the
+/// high watermarks taken when the read starts, or what came within `within`. A topic that
+/// does not exist yet has no messages.
+pub fn read_topic(brokers: &str, topic: &str, within: Duration) -> Result<Vec<Vec<u8>>, LoadError> {
+    use rdkafka::{Offset, TopicPartitionList};
+    let kafka = |e: rdkafka::error::KafkaError| LoadError::Kafka(e.to_string());
+    let c: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("read-{topic}-{}", std::process::id()))
+        .set("enable.auto.commit", "false")
+        .create()
+        .map_err(kafka)?;
+    let meta = c
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .map_err(kafka)?;
+    let mut want = TopicPartitionList::new();
+    let mut left = 0i64;
+    let mut high = HashMap::new();
+    for t in meta.topics().iter().filter(|t| t.name() == topic) {
+        for p in t.partitions() {
+            let (lo, hi) = c
+                .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
+                .map_err(kafka)?;
+            if hi > lo {
+                want.add_partition_offset(topic, p.id(), Offset::Offset(lo))
+                    .map_err(kafka)?;
+                left += hi - lo;
+                high.insert(p.id(), hi);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    if left == 0 {
+        return Ok(out);
+    }
+    c.assign(&want).map_err(kafka)?;
+    let end = Instant::now() + within;
+    while left > 0 && Instant::now() < end {
+        match c.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                if high.get(&m.partition()).is_some_and(|h| m.offset() < *h) {
+                    left -= 1;
+                    out.push(m.payload().unwrap_or_default().to_vec());
+                }
+            }
+            Some(Err(e)) => return Err(kafka(e)),
+            None => {}
+        }
+    }
+    if left > 0 {
+        return Err(LoadError::Kafka(format!(
+            "{topic}: {left} messages below the high watermarks not read within {within:?}"
+        )));
+    }
+    Ok(out)
+}
+
 /// The orders of `sale` in PostgreSQL once every order in `acked` is there and the row
 /// count held still for `wait.settle` (the writer drains the topic asynchronously), or
 /// what is there when `wait.within` passed. Connection and query errors are retried until

@@ -209,6 +209,7 @@ pub(super) fn balancer_gateway_killed(env: &Env, d: &mut Drill) -> Result<(), Ch
         rate: 25.0,
         max: Duration::from_secs(60),
         first_user: 1,
+        mix: None,
     });
     d.log("load: 8 buyers × 25/s through the balancer, at most 60 s");
     sleep(6.0);
@@ -335,6 +336,7 @@ pub(super) fn canary_rollback(env: &Env, d: &mut Drill) -> Result<(), ChaosError
         rate: 25.0,
         max: Duration::from_secs(60),
         first_user: 1,
+        mix: None,
     });
     d.log("load: 8 buyers × 25/s through the balancer, at most 60 s");
     sleep(4.0);

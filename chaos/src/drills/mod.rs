@@ -54,7 +54,7 @@ pub const DRILLS: [(u32, &str, &str, DrillFn); 14] = [
 /// well above the 200 ms Redis timeout, far below the clients' 30 s.
 const P99_BUDGET_MS: f64 = 1000.0;
 
-fn open_sale(d: &Drill, gw: &Proc, units: i64) -> Result<String, ChaosError> {
+pub(crate) fn open_sale(d: &Drill, gw: &Proc, units: i64) -> Result<String, ChaosError> {
     let sale = format!("chaos_{}_{}", d.name.replace('-', "_"), now_ms());
     loadtest::buyer::Client::new(&gw.url(), crate::env::SECRET).create_sale(
         ADMIN,
@@ -86,6 +86,7 @@ fn start_load(
         rate,
         max: Duration::from_secs(max_secs),
         first_user: 1,
+        mix: None,
     })
 }
 

@@ -1,0 +1,521 @@
+//! `chaos campaign --seed S --minutes M`: a randomized fault campaign in the manner of
+//! Jepsen's nemesis. A buyer mix ([`crate::load::Mix`]: buy and pay, double-click, pay
+//! later, abandon, replay an old token) runs against two gateways and an order-writer
+//! with a short payment window, so expiry runs all the time. A schedule drawn from
+//! `StdRng::seed_from_u64(S)` injects one fault at a time — the faults the drills
+//! know: Redis paused (SIGSTOP), Redis `kill -9` and restarted from its append-only
+//! file, a broker `kill -9` and restarted, the writer `kill -9` and restarted,
+//! PostgreSQL stopped and started, a gateway `kill -9` and restarted (same spool), a
+//! black hole between the gateways and Redis (the fault proxy) — for a seeded few
+//! seconds, then heals it and waits for the stack to be healthy again.
+//!
+//! Each fault gets a sale of its own: when the stack is healthy again the buyers move to
+//! a new sale, and the previous one — no longer bought from, its unpaid orders expired
+//! and released — is checked by the drills' verifier ([`crate::verify`]: no oversell,
+//! the per-user limit, every 202 in PostgreSQL exactly once, conservation
+//! remaining + held + sold = initial, stock held only by orders, tokens used once), plus
+//! "no 202 dead-lettered" (the writer's dead-letter topic against every acknowledged
+//! order). At the end the buyers stop, everything drains and every sale is checked again.
+//! The same seed draws the same faults in the same order, each with the same duration
+//! and target.
+
+use crate::drill::{wait_for, Drill};
+use crate::env::{Env, Proc, Service};
+use crate::load::{Load, Mix, Spec};
+use crate::proxy::{Proxy, Toxic};
+use crate::verify::{invariants_of, Answers};
+use crate::ChaosError;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use stackctl::process::{SIGCONT, SIGKILL, SIGSTOP};
+use std::collections::{BTreeMap, HashSet};
+use std::time::{Duration, Instant};
+
+/// The writer's settings: a five-second payment window, scanned often, and the
+/// reservation sweep soon after it, so that expiry runs throughout the campaign.
+const WRITER: [(&str, &str); 4] = [
+    ("SECKILL_PAYMENT_WINDOW_SECS", "5"),
+    ("SECKILL_CANCEL_SCAN_MS", "200"),
+    ("SECKILL_RESERVATION_GRACE_SECS", "2"),
+    ("SECKILL_RESERVATION_SWEEP_MS", "1000"),
+];
+
+/// Units per sale: far more than a fault's worth of buyers, so no sale sells out.
+const UNITS: i64 = 100_000;
+const GATEWAYS: usize = 2;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Fault {
+    RedisPause,
+    RedisKill,
+    BrokerKill,
+    WriterKill,
+    PostgresStop,
+    GatewayKill,
+    NetBlackhole,
+}
+
+impl Fault {
+    const ALL: [Fault; 7] = [
+        Fault::RedisPause,
+        Fault::RedisKill,
+        Fault::BrokerKill,
+        Fault::WriterKill,
+        Fault::PostgresStop,
+        Fault::GatewayKill,
+        Fault::NetBlackhole,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Fault::RedisPause => "redis-pause",
+            Fault::RedisKill => "redis-kill",
+            Fault::BrokerKill => "broker-kill",
+            Fault::WriterKill => "writer-kill",
+            Fault::PostgresStop => "postgres-stop",
+            Fault::GatewayKill => "gateway-kill",
+            Fault::NetBlackhole => "net-blackhole",
+        }
+    }
+}
+
+/// One fault of the schedule: the quiet time before it, how long it lasts, and which
+/// broker or gateway it hits (taken modulo their number).
+#[derive(Debug, Clone, Copy)]
+pub struct Planned {
+    pub gap: Duration,
+    pub fault: Fault,
+    pub lasts: Duration,
+    pub target: usize,
+}
+
+/// The seed's schedule: its first `n` faults (a campaign runs as many as its time allows).
+pub fn schedule(seed: u64, n: usize) -> Vec<Planned> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    (0..n)
+        .map(|_| Planned {
+            gap: Duration::from_millis(rng.random_range(2000..6000)),
+            fault: Fault::ALL[rng.random_range(0..Fault::ALL.len())],
+            lasts: Duration::from_millis(rng.random_range(2000..7000)),
+            target: rng.random_range(0..64),
+        })
+        .collect()
+}
+
+/// What happened to one planned fault.
+struct Done {
+    plan: Planned,
+    what: String,
+    start_s: f64,
+    heal_s: f64,
+    healthy_s: Option<f64>,
+}
+
+/// The processes the campaign runs on the drill stack.
+struct Rig<'a> {
+    env: &'a Env,
+    proxy: Proxy,
+    gws: Vec<Proc>,
+    writer: Proc,
+}
+
+impl Rig<'_> {
+    fn gateway(&self, i: usize) -> Result<Proc, ChaosError> {
+        self.env.gateway(
+            &format!("campaign-gw-{i}"),
+            "campaign",
+            Some(format!("redis://127.0.0.1:{}", self.proxy.port)),
+            &[],
+        )
+    }
+
+    fn writer(env: &Env) -> Result<Proc, ChaosError> {
+        let dlq = dlq_topic(env);
+        let mut extra: Vec<(&str, &str)> = WRITER.to_vec();
+        extra.push(("SECKILL_DLQ_TOPIC", &dlq));
+        env.writer_with("campaign-writer", &extra)
+    }
+
+    /// Inject `p`'s fault; returns what was done (for the timeline).
+    fn inject(&mut self, p: &Planned) -> Result<String, ChaosError> {
+        let env = self.env;
+        Ok(match p.fault {
+            Fault::RedisPause => {
+                redis_signal(env, SIGSTOP)?;
+                "kill -STOP redis".into()
+            }
+            Fault::RedisKill => {
+                redis_signal(env, SIGKILL)?;
+                wait_for(Duration::from_secs(5), || !env.aof_redis.is_up());
+                "kill -9 redis (append-only file, appendfsync everysec)".into()
+            }
+            Fault::BrokerKill => {
+                let n = p.target % env.stack.kafka.nodes;
+                env.signal(Service::Kafka(n), SIGKILL)?;
+                format!("kill -9 kafka-{n}")
+            }
+            Fault::WriterKill => {
+                self.writer.kill9();
+                "kill -9 order-writer".into()
+            }
+            Fault::PostgresStop => {
+                env.stop(Service::Postgres);
+                "PostgreSQL stopped".into()
+            }
+            Fault::GatewayKill => {
+                let i = p.target % self.gws.len();
+                self.gws[i].kill9();
+                format!("kill -9 gateway {i}")
+            }
+            Fault::NetBlackhole => {
+                self.proxy.set(Toxic::Blackhole);
+                "black hole between the gateways and Redis".into()
+            }
+        })
+    }
+
+    /// Undo `p`'s fault; returns what was done.
+    fn heal(&mut self, p: &Planned, load: &Load) -> Result<String, ChaosError> {
+        let env = self.env;
+        Ok(match p.fault {
+            Fault::RedisPause => {
+                redis_signal(env, SIGCONT)?;
+                "kill -CONT redis".into()
+            }
+            Fault::RedisKill => {
+                env.up()?;
+                "redis restarted from its append-only file".into()
+            }
+            Fault::BrokerKill => {
+                let n = p.target % env.stack.kafka.nodes;
+                env.stack.kafka.restart_node(n)?;
+                format!("kafka-{n} restarted")
+            }
+            Fault::WriterKill => {
+                self.writer = Rig::writer(env)?;
+                "order-writer restarted".into()
+            }
+            Fault::PostgresStop => {
+                env.up()?;
+                "PostgreSQL started".into()
+            }
+            Fault::GatewayKill => {
+                let i = p.target % self.gws.len();
+                self.gws[i] = self.gateway(i)?;
+                load.set_gateway(i, &self.gws[i].url());
+                format!(
+                    "gateway {i} restarted (same spool), on port {}",
+                    self.gws[i].port
+                )
+            }
+            Fault::NetBlackhole => {
+                self.proxy.set(Toxic::Pass);
+                "the proxy passes again".into()
+            }
+        })
+    }
+
+    /// Every service up and every process ready: each gateway ready (`/readyz`: Redis
+    /// reachable, breaker closed, store confirmed) with its spool empty and its store
+    /// confirmed, the writer holding partitions, every broker in the metadata.
+    fn healthy(&self) -> bool {
+        let env = self.env;
+        env.aof_redis.is_up()
+            && env.stack.postgres.is_up()
+            && env.stack.kafka.brokers_listed() == env.stack.kafka.nodes
+            && self
+                .writer
+                .metric("seckill_writer_assigned_partitions")
+                .is_some_and(|n| n > 0.0)
+            && self.gws.iter().all(|g| {
+                ready(g)
+                    && g.metric("seckill_spool_pending") == Some(0.0)
+                    && g.metric("seckill_redis_store_unconfirmed").unwrap_or(0.0) == 0.0
+            })
+    }
+}
+
+fn ready(g: &Proc) -> bool {
+    let agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(2)))
+        .http_status_as_error(false)
+        .build()
+        .new_agent();
+    agent
+        .get(&format!("{}/readyz", g.url()))
+        .call()
+        .is_ok_and(|r| r.status() == 200)
+}
+
+fn redis_signal(env: &Env, sig: i32) -> Result<(), ChaosError> {
+    let pid = env
+        .aof_redis
+        .pid()
+        .ok_or_else(|| ChaosError::Setup("redis is not running".into()))?;
+    Ok(stackctl::process::signal(pid, sig)?)
+}
+
+fn dlq_topic(env: &Env) -> String {
+    format!("{}_dlq", env.topic_and_group().0)
+}
+
+/// A sale whose buyers have gone: drained when every acknowledged order is in
+/// PostgreSQL, none is still `reserved` there, and Redis holds no unit (the unpaid ones
+/// expired and were released, reservations without an order swept).
+fn drained(env: &Env, sale: &str, acked: &[(String, u64)]) -> bool {
+    let Ok(mut db) = postgres::Client::connect(&env.database_url(), postgres::NoTls) else {
+        return false;
+    };
+    let Ok(rows) = db.query(
+        "SELECT order_id, status FROM orders WHERE sale = $1",
+        &[&sale],
+    ) else {
+        return false;
+    };
+    let have: HashSet<String> = rows.iter().map(|r| r.get::<_, String>(0)).collect();
+    let reserved = rows.iter().any(|r| r.get::<_, String>(1) == "reserved");
+    if reserved || !acked.iter().all(|(id, _)| have.contains(id)) {
+        return false;
+    }
+    stock::connect(&env.redis_url(), Duration::from_secs(2))
+        .ok()
+        .and_then(|c| stock::Stock::new(c).state(sale).ok())
+        .is_some_and(|s| s.held == 0)
+}
+
+pub struct Outcome {
+    pub passed: bool,
+}
+
+/// Run the campaign; prints the timeline, fault counts and every check.
+pub fn run(env: &Env, seed: u64, minutes: f64) -> Result<Outcome, ChaosError> {
+    let name = format!("campaign-s{seed}");
+    let mut d = Drill::new(
+        &name,
+        &format!("seeded fault campaign, seed {seed}, {minutes} min"),
+    );
+    env.up()?;
+    env.fresh_topic(&name)?;
+    let redis = env.use_aof_redis()?;
+    seckill_common::kafka::create_topic(&env.brokers(), &dlq_topic(env), 1)
+        .map_err(|e| ChaosError::Setup(format!("create the dead-letter topic: {e}")))?;
+    let upstream: std::net::SocketAddr = ([127, 0, 0, 1], env.aof_redis.port).into();
+    let proxy = Proxy::start(upstream).map_err(|e| ChaosError::Setup(e.to_string()))?;
+    d.log(format!(
+        "seed {seed}: Redis {redis} (append-only file) behind the fault proxy 127.0.0.1:{}, {GATEWAYS} gateways, one writer (payment window 5 s, cancel scan 200 ms, sweep 1 s after 2 s grace), dead letters to {}",
+        proxy.port,
+        dlq_topic(env)
+    ));
+    let mut rig = Rig {
+        env,
+        proxy,
+        gws: Vec::new(),
+        writer: Rig::writer(env)?,
+    };
+    for i in 0..GATEWAYS {
+        let g = rig.gateway(i)?;
+        rig.gws.push(g);
+    }
+    if !wait_for(Duration::from_secs(30), || rig.healthy()) {
+        return Err(ChaosError::Setup("the stack never became healthy".into()));
+    }
+    let budget = Duration::from_secs_f64(minutes * 60.0);
+    let mut sales = vec![crate::drills::open_sale(&d, &rig.gws[0], UNITS)?];
+    let load = Load::start(Spec {
+        gateways: rig.gws.iter().map(Proc::url).collect(),
+        sale: &sales[0],
+        workers: 4,
+        rate: 8.0,
+        // Bounded whatever happens: the campaign's time and four minutes more.
+        max: budget + Duration::from_secs(240),
+        first_user: 1,
+        mix: Some(Mix { seed }),
+    });
+    d.log("load: 4 buyers × 8/s over both gateways, mix: 25% buy and pay, 15% double-click, 25% pay within 0-8 s, 20% abandon, 15% replay an earlier token");
+    let start = Instant::now();
+    let mut done: Vec<Done> = Vec::new();
+    // Enough for any campaign: a fault takes at least its gap and duration (4 s).
+    let plan = schedule(seed, (budget.as_secs() / 4 + 1) as usize);
+    for p in plan {
+        if start.elapsed() + p.gap + p.lasts >= budget {
+            break;
+        }
+        std::thread::sleep(p.gap);
+        let k = done.len() + 1;
+        let what = rig.inject(&p)?;
+        let start_s = d.elapsed().as_secs_f64();
+        d.log(format!(
+            "FAULT {k} {} for {:.1} s: {what}",
+            p.fault.name(),
+            p.lasts.as_secs_f64()
+        ));
+        std::thread::sleep(p.lasts);
+        let healed = rig.heal(&p, &load)?;
+        let heal_s = d.elapsed().as_secs_f64();
+        d.log(format!("HEALED {k} {}: {healed}", p.fault.name()));
+        let healthy = wait_for(Duration::from_secs(90), || rig.healthy());
+        let healthy_s = healthy.then(|| d.elapsed().as_secs_f64());
+        d.check(
+            format!(
+                "after fault {k} ({}): the stack is healthy again ({})",
+                p.fault.name(),
+                healthy_s.map_or("not within 90 s".into(), |t| format!(
+                    "{:.1} s after the heal",
+                    t - heal_s
+                ))
+            ),
+            healthy,
+        );
+        done.push(Done {
+            plan: p,
+            what,
+            start_s,
+            heal_s,
+            healthy_s,
+        });
+        // The buyers move to a new sale; the last one drains and is checked.
+        let old = sales.last().cloned().unwrap_or_default();
+        match crate::drills::open_sale(&d, &rig.gws[0], UNITS) {
+            Ok(s) => {
+                load.switch_sale(&s);
+                sales.push(s);
+            }
+            Err(e) => {
+                d.check(format!("a new sale after fault {k}: {e}"), false);
+                continue;
+            }
+        }
+        verify_sale(
+            env,
+            &mut d,
+            &load,
+            &old,
+            &format!("[sale {k}, fault {}] ", p.fault.name()),
+        )?;
+        verify_dead_letters(env, &mut d, &load, &format!("[after fault {k}] "));
+    }
+    d.log(format!(
+        "{:.0} s of faults done; the buyers stop, everything drains",
+        start.elapsed().as_secs_f64()
+    ));
+    let mut load = load;
+    load.stop();
+    let all = load.window(0, u64::MAX);
+    d.log(format!("the whole load: {}", all.summary()));
+    d.log(format!("payments: {:?}", all.pay_answers));
+    for (k, sale) in sales.iter().enumerate() {
+        verify_sale(env, &mut d, &load, sale, &format!("[end, sale {}] ", k + 1))?;
+    }
+    verify_dead_letters(env, &mut d, &load, "[end] ");
+    report(&d, seed, minutes, &done);
+    Ok(Outcome { passed: d.passed() })
+}
+
+/// Wait (bounded) for `sale` to drain, then check its invariants.
+fn verify_sale(
+    env: &Env,
+    d: &mut Drill,
+    load: &Load,
+    sale: &str,
+    label: &str,
+) -> Result<(), ChaosError> {
+    let t0 = Instant::now();
+    let quiet = wait_for(Duration::from_secs(60), || {
+        drained(env, sale, &load.acked_for(sale).0)
+    });
+    d.log(format!(
+        "{label}{sale}: {} after {:.1} s",
+        if quiet {
+            "drained (every 202 in PostgreSQL, nothing reserved, nothing held)"
+        } else {
+            "NOT drained (checked as it is)"
+        },
+        t0.elapsed().as_secs_f64()
+    ));
+    let (acked, tokens) = load.acked_for(sale);
+    let all = load.window_for(sale);
+    let answers = Answers {
+        acked: &acked,
+        tokens: &tokens,
+        all: &all,
+        unknown: all.count_orders("io"),
+    };
+    d.log(format!("{label}answers: {}", all.summary()));
+    invariants_of(env, d, sale, label, &answers, Duration::from_secs(60))
+}
+
+/// No acknowledged order in the writer's dead-letter topic.
+fn verify_dead_letters(env: &Env, d: &mut Drill, load: &Load, label: &str) {
+    let (acked, _) = load.acked();
+    let acked: HashSet<&str> = acked.iter().map(|(o, _)| o.as_str()).collect();
+    match loadtest::verify::read_topic(&env.brokers(), &dlq_topic(env), Duration::from_secs(30)) {
+        Ok(letters) => {
+            let ids: Vec<String> = letters
+                .iter()
+                .filter_map(|b| {
+                    serde_json::from_slice::<seckill_common::order::OrderMessage>(b).ok()
+                })
+                .map(|o| o.order_id)
+                .collect();
+            let dead: Vec<&String> = ids
+                .iter()
+                .filter(|id| acked.contains(id.as_str()))
+                .collect();
+            d.check(
+                format!(
+                    "{label}no 202 dead-lettered: {} dead letters, {} of them acknowledged{}",
+                    letters.len(),
+                    dead.len(),
+                    if dead.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (e.g. {:?})", &dead[..dead.len().min(5)])
+                    }
+                ),
+                dead.is_empty(),
+            );
+        }
+        Err(e) => {
+            d.check(format!("{label}read the dead-letter topic: {e}"), false);
+        }
+    }
+}
+
+fn report(d: &Drill, seed: u64, minutes: f64, done: &[Done]) {
+    println!(
+        "\n=== campaign seed {seed}, {minutes} min: {} faults",
+        done.len()
+    );
+    for (k, f) in done.iter().enumerate() {
+        println!(
+            "  {:>2}. {:<14} {:>6.1}s → healed {:>6.1}s ({:.1} s, planned {:.1} s) → healthy {}  {}",
+            k + 1,
+            f.plan.fault.name(),
+            f.start_s,
+            f.heal_s,
+            f.heal_s - f.start_s,
+            f.plan.lasts.as_secs_f64(),
+            f.healthy_s.map_or("never".into(), |t| format!("{t:.1}s")),
+            f.what
+        );
+    }
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for f in done {
+        *counts.entry(f.plan.fault.name()).or_default() += 1;
+    }
+    let counts: Vec<String> = counts.iter().map(|(k, v)| format!("{k} {v}")).collect();
+    println!("  faults by kind: {}", counts.join(", "));
+    let failed = d.failed_checks();
+    println!(
+        "  checks: {} PASS, {} FAIL",
+        d.checks() - failed.len(),
+        failed.len()
+    );
+    for f in failed {
+        println!("  FAIL {f}");
+    }
+    println!(
+        "  {} (reproduce: chaos campaign --seed {seed} --minutes {minutes})",
+        if d.passed() { "PASS" } else { "FAIL" }
+    );
+}
