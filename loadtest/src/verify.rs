@@ -221,14 +221,12 @@ pub fn read_topic(brokers: &str, topic: &str, within: Duration) -> Result<Vec<Ve
     let end = Instant::now() + within;
     while left > 0 && Instant::now() < end {
         match c.poll(Duration::from_millis(200)) {
-            Some(Ok(m)) => {
-                if high.get(&m.partition()).is_some_and(|h| m.offset() < *h) {
-                    left -= 1;
-                    out.push(m.payload().unwrap_or_default().to_vec());
-                }
+            Some(Ok(m)) if high.get(&m.partition()).is_some_and(|h| m.offset() < *h) => {
+                left -= 1;
+                out.push(m.payload().unwrap_or_default().to_vec());
             }
             Some(Err(e)) => return Err(kafka(e)),
-            None => {}
+            Some(Ok(_)) | None => {}
         }
     }
     if left > 0 {
