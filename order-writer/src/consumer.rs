@@ -266,16 +266,7 @@ impl Writer {
                         }
                         Err(WriterError::Db(e)) => e,
                         Err(e) => {
-                            tracing::warn!(error = %e, "could not ask Redis about colliding orders; retrying");
-                            *self.redis.lock().unwrap_or_else(|p| p.into_inner()) = None;
-                            self.metrics.db_error();
-                            std::thread::sleep(backoff);
-                            backoff = (backoff * 2).min(Duration::from_millis(
-                                self.cfg.db_retry_max_ms.max(100) as u64,
-                            ));
-                            if stop.load(Ordering::Relaxed) {
-                                return Err(e);
-                            }
+                            self.collision_backoff(e, stop, &mut backoff)?;
                             continue 'retry;
                         }
                     }
@@ -295,9 +286,33 @@ impl Writer {
                             continue 'retry;
                         }
                     }
+                    // A collision isolated beside a poison row (the database reported the
+                    // poison first): settled with Redis like a whole batch's, then written.
+                    let (collided, poison): (Vec<Refusal>, Vec<Refusal>) =
+                        refused.into_iter().partition(|r| r.2);
+                    if !collided.is_empty() {
+                        let rows: Vec<&OrderMessage> = collided
+                            .iter()
+                            .filter_map(|(i, ..)| good.iter().find(|(j, _)| j == i).map(|(_, m)| m))
+                            .collect();
+                        match self
+                            .settle_collisions(db, &rows)
+                            .and_then(|()| db::write_batch(db, &rows).map_err(WriterError::Db))
+                        {
+                            Ok(n) => inserted += n,
+                            // Still two live orders after asking Redis: refused for real.
+                            Err(WriterError::Db(e)) if db::is_data_error(&e) => {
+                                dead.extend(collided.into_iter().map(|(i, r, _)| (i, r)))
+                            }
+                            Err(e) => {
+                                self.collision_backoff(e, stop, &mut backoff)?;
+                                continue 'retry;
+                            }
+                        }
+                    }
                     self.metrics
                         .batch(batch.records.len(), inserted, started.elapsed());
-                    dead.extend(refused);
+                    dead.extend(poison.into_iter().map(|(i, r, _)| (i, r)));
                     break;
                 }
                 Err(e) => e,
@@ -362,6 +377,28 @@ impl Writer {
         self.metrics
             .collisions_settled((cancel_rows.len() + cancel_orders.len()) as u64);
         db::cancel_released(db, &cancel_rows, &cancel_orders)?;
+        Ok(())
+    }
+
+    /// Settling colliding orders failed (Redis or the database unreachable): drop the
+    /// Redis connection, wait (bounded, growing); the batch is then written again. Gives
+    /// up only when asked to stop (nothing committed: the batch replays).
+    fn collision_backoff(
+        &self,
+        e: WriterError,
+        stop: &AtomicBool,
+        backoff: &mut Duration,
+    ) -> Result<(), WriterError> {
+        tracing::warn!(error = %e, "could not settle colliding orders with Redis; retrying the batch");
+        *self.redis.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        self.metrics.db_error();
+        std::thread::sleep(*backoff);
+        *backoff = (*backoff * 2).min(Duration::from_millis(
+            self.cfg.db_retry_max_ms.max(100) as u64
+        ));
+        if stop.load(Ordering::Relaxed) {
+            return Err(e);
+        }
         Ok(())
     }
 
@@ -459,6 +496,10 @@ fn is_buyer_collision(e: &postgres::Error) -> bool {
         .is_some_and(|d| d.constraint() == Some("orders_one_per_buyer"))
 }
 
+/// A single row the schema refused: its index in the batch, the reason, and whether it
+/// was a collision on one live order per buyer (settled with Redis, not dead-lettered).
+type Refusal = (usize, String, bool);
+
 /// Write `rows` in their order, each half the schema refuses split again; the single rows
 /// it refuses are returned in `refused` with the reason, every other row is written. An
 /// error other than a refusal (database down) is returned: the caller retries the batch.
@@ -466,7 +507,7 @@ fn isolate(
     db: &mut postgres::Client,
     rows: &[&(usize, OrderMessage)],
     inserted: &mut u64,
-    refused: &mut Vec<(usize, String)>,
+    refused: &mut Vec<Refusal>,
 ) -> Result<(), postgres::Error> {
     if rows.is_empty() {
         return Ok(());
@@ -482,6 +523,7 @@ fn isolate(
                     .map(|d| d.message().to_string())
                     .unwrap_or(e.to_string())
             ),
+            is_buyer_collision(&e),
         )),
         Err(e) if db::is_data_error(&e) => {
             let (left, right) = rows.split_at(rows.len() / 2);
