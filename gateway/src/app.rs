@@ -39,6 +39,8 @@ pub struct App {
     pub redis_ok: AtomicBool,
     /// The local audit log (JSON lines); the central stream is Redis's.
     pub(crate) audit_log: Mutex<Option<std::fs::File>>,
+    /// Releases of unacknowledged orders that failed, retried in the background.
+    pub releases: Arc<crate::releases::PendingReleases>,
 }
 
 /// Counts a request as in flight while alive.
@@ -96,6 +98,7 @@ impl App {
             draining: AtomicBool::new(false),
             redis_ok: AtomicBool::new(false),
             audit_log: Mutex::new(audit),
+            releases: Arc::default(),
         })
     }
 
@@ -334,6 +337,8 @@ impl App {
         let _ = writeln!(out, "# HELP seckill_sold_out_sales Sales currently answered sold-out from memory.\n# TYPE seckill_sold_out_sales gauge\nseckill_sold_out_sales {sold_out}");
         let _ = writeln!(out, "# HELP seckill_limiter_keys Keys held by the keyed rate limiters.\n# TYPE seckill_limiter_keys gauge\nseckill_limiter_keys{{limit=\"user\"}} {users}\nseckill_limiter_keys{{limit=\"ip\"}} {ips}");
         let _ = writeln!(out, "# HELP seckill_http_in_flight Requests being served.\n# TYPE seckill_http_in_flight gauge\nseckill_http_in_flight {}", self.in_flight());
+        let _ = writeln!(out, "# HELP seckill_releases_pending Releases of unacknowledged orders that failed, retried every second.\n# TYPE seckill_releases_pending gauge\nseckill_releases_pending {}", self.releases.len());
+        let _ = writeln!(out, "# HELP seckill_releases_left_to_sweep_total Failed releases not retried (queue full, or failing for 10 minutes): the writer's reservation sweep returns their units.\n# TYPE seckill_releases_left_to_sweep_total counter\nseckill_releases_left_to_sweep_total {}", self.releases.left_to_sweep.load(Ordering::Relaxed));
         let _ = writeln!(out, "# HELP seckill_spool_pending Spooled orders not yet replayed into Kafka.\n# TYPE seckill_spool_pending gauge\nseckill_spool_pending {}", self.sink.spool_pending());
         let _ = writeln!(out, "# HELP seckill_kafka_up 1 while a broker answers metadata.\n# TYPE seckill_kafka_up gauge\nseckill_kafka_up {}", self.sink.kafka_up() as u8);
         let _ = writeln!(out, "# HELP seckill_ready 1 when Redis and a broker answer and the gateway is not draining.\n# TYPE seckill_ready gauge\nseckill_ready {}", self.ready().is_ok() as u8);

@@ -61,7 +61,7 @@ impl App {
         let p = bought?;
         if !p.replayed && self.pipe.generation() != gen {
             tracing::warn!(order = %p.order_id, "Redis topology changed during the purchase; releasing it");
-            if release_unacknowledged(&mut stock, &p.order_id) {
+            if self.release_unacknowledged(&mut stock, &p.order_id) {
                 return Err(ApiError::StoreUnconfirmed);
             }
             return Err(ApiError::OutcomeUnknown {
@@ -120,7 +120,7 @@ impl App {
             Err(e) => {
                 // Certainly not stored anywhere: give the unit back so it can sell again.
                 tracing::error!(order = %p.order_id, error = %e, "order not stored; releasing its reservation");
-                if release_unacknowledged(&mut stock, &p.order_id) {
+                if self.release_unacknowledged(&mut stock, &p.order_id) {
                     self.metrics.released_on_sink_failure();
                     return Err(ApiError::SinkUnavailable(e.to_string()));
                 }
@@ -271,23 +271,33 @@ fn accepted(p: &stock::Purchase, spooled: bool) -> Reply {
     )
 }
 
-/// Give back the unit of an order that will not be acknowledged (nothing of it has left
-/// for the broker), so it sells again; false if it was not released: the release failed
-/// (the reservation sweep returns the unit later), or a retry of its token was answered
-/// with the order meanwhile (on any gateway) and may have acknowledged it, so it stands.
-fn release_unacknowledged(stock: &mut Stock<RedisPipe>, order_id: &str) -> bool {
-    match stock.settle(order_id, Settlement::Unacknowledged) {
-        Ok(_) => true,
-        Err(StockError::Replayed) => {
-            tracing::warn!(
-                order = order_id,
-                "not released: a retry of its token was answered with it meanwhile"
-            );
-            false
-        }
-        Err(e) => {
-            tracing::error!(order = order_id, error = %e, "release of an unacknowledged order failed; the reservation sweep returns this unit");
-            false
+impl App {
+    /// Give back the unit of an order that will not be acknowledged (nothing of it has
+    /// left for the broker), so it sells again; false if it was not released: a retry of
+    /// its token was answered with the order meanwhile (on any gateway) and may have
+    /// acknowledged it, so it stands; or the release failed (Redis unreachable), and it
+    /// is retried in the background every second (`releases`).
+    fn release_unacknowledged(&self, stock: &mut Stock<RedisPipe>, order_id: &str) -> bool {
+        match stock.settle(order_id, Settlement::Unacknowledged) {
+            Ok(_) => true,
+            Err(StockError::Replayed) => {
+                tracing::warn!(
+                    order = order_id,
+                    "not released: a retry of its token was answered with it meanwhile"
+                );
+                false
+            }
+            Err(e) if e.is_fault() => {
+                tracing::error!(order = order_id, error = %e, "release of an unacknowledged order failed; retrying it in the background");
+                self.releases.push(order_id);
+                false
+            }
+            // Nothing held any more (released already, or unknown to Redis).
+            Err(StockError::AlreadyReleased | StockError::NoOrder) => true,
+            Err(e) => {
+                tracing::warn!(order = order_id, error = %e, "release of an unacknowledged order refused");
+                false
+            }
         }
     }
 }

@@ -9,7 +9,8 @@
 //! - [`redis_pipe`]: shared pipelined Redis connections that never block a worker.
 //! - [`breaker`]: fail fast while Redis is sick.
 //! - [`limits`]: governor rate limits (global, per user, per IP, scrapes).
-//! - [`order_sink`]: the Kafka producer and the durable spool.
+//! - [`order_sink`]: the Kafka producer and the durable spool; [`releases`]: failed
+//!   releases of unacknowledged orders, retried until Redis answers.
 //! - [`switches`]: degradation switches; [`metrics`]: Prometheus text.
 //! - [`server`]: start-up, health loop and graceful shutdown; [`config`]: the settings
 //!   and their defaults; [`admin_cli`]: the `gateway switch …` / `gateway sale …` CLI.
@@ -28,6 +29,7 @@ pub mod limits;
 pub mod metrics;
 pub mod order_sink;
 pub mod redis_pipe;
+pub mod releases;
 pub mod request;
 pub mod server;
 pub mod switches;

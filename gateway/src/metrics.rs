@@ -145,6 +145,7 @@ pub struct Metrics {
     stock_released_on_sink_failure: AtomicU64,
     spooled: AtomicU64,
     spool_full: AtomicU64,
+    released_on_retry: AtomicU64,
     spool_replayed: AtomicU64,
     /// Refusals of the HTTP edge, by `Refusal` (in `Refusal::ALL` order).
     refused: [AtomicU64; Refusal::ALL.len()],
@@ -258,6 +259,10 @@ impl Metrics {
 
     pub fn spooled(&self) {
         self.spooled.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn released_on_retry(&self, n: u64) {
+        self.released_on_retry.fetch_add(n, Ordering::Relaxed);
     }
 
     pub fn spool_full(&self) {
@@ -410,6 +415,12 @@ impl Metrics {
             "seckill_spooled_total",
             "Orders written to the durable local spool instead of Kafka.",
             self.spooled.load(Ordering::Relaxed),
+        );
+        counter(
+            out,
+            "seckill_released_on_retry_total",
+            "Units of unacknowledged orders given back by a retried release (their first release failed).",
+            self.released_on_retry.load(Ordering::Relaxed),
         );
         counter(
             out,

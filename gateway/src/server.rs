@@ -103,6 +103,10 @@ pub fn run(cfg: Config) -> Result<(), StartError> {
         Arc::new(App::new(cfg, metrics, limits, breaker, pipe, sink).map_err(StartError::Config)?);
     spawn("switches", follow_switches(app.clone()));
     spawn("spool-replay", replay_spool(app.clone()));
+    spawn(
+        "releases",
+        crate::releases::run(app.releases.clone(), app.pipe.clone(), app.metrics.clone()),
+    );
 
     let server = Factory(app.clone())
         .start(&listen)
