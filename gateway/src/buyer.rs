@@ -61,7 +61,7 @@ impl App {
         let p = bought?;
         if !p.replayed && self.pipe.generation() != gen {
             tracing::warn!(order = %p.order_id, "Redis topology changed during the purchase; releasing it");
-            if self.release_unacknowledged(&mut stock, &p.order_id) {
+            if self.release_unacknowledged(&mut stock, &p.order_id, &body.token) {
                 return Err(ApiError::StoreUnconfirmed);
             }
             return Err(ApiError::OutcomeUnknown {
@@ -120,7 +120,7 @@ impl App {
             Err(e) => {
                 // Certainly not stored anywhere: give the unit back so it can sell again.
                 tracing::error!(order = %p.order_id, error = %e, "order not stored; releasing its reservation");
-                if self.release_unacknowledged(&mut stock, &p.order_id) {
+                if self.release_unacknowledged(&mut stock, &p.order_id, &body.token) {
                     self.metrics.released_on_sink_failure();
                     return Err(ApiError::SinkUnavailable(e.to_string()));
                 }
@@ -277,8 +277,13 @@ impl App {
     /// its token was answered with the order meanwhile (on any gateway) and may have
     /// acknowledged it, so it stands; or the release failed (Redis unreachable), and it
     /// is retried in the background every second (`releases`).
-    fn release_unacknowledged(&self, stock: &mut Stock<RedisPipe>, order_id: &str) -> bool {
-        match stock.settle(order_id, Settlement::Unacknowledged) {
+    fn release_unacknowledged(
+        &self,
+        stock: &mut Stock<RedisPipe>,
+        order_id: &str,
+        token: &str,
+    ) -> bool {
+        match stock.release_unacknowledged(order_id, token) {
             Ok(_) => true,
             Err(StockError::Replayed) => {
                 tracing::warn!(
@@ -289,7 +294,7 @@ impl App {
             }
             Err(e) if e.is_fault() => {
                 tracing::error!(order = order_id, error = %e, "release of an unacknowledged order failed; retrying it in the background");
-                self.releases.push(order_id);
+                self.releases.push(order_id, token);
                 false
             }
             // Nothing held any more (released already, or unknown to Redis).

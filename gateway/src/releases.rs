@@ -4,7 +4,7 @@
 //! the unit stays held by nobody until the order-writer's reservation sweep (payment
 //! window + grace, ~16 min at the defaults), stock a sold-out sale cannot sell. A
 //! background thread retries each release every second while Redis is unreachable, for
-//! at most `GIVE_UP`; the release is `Settlement::Unacknowledged`, which Redis refuses
+//! at most `GIVE_UP`; the release is `Stock::release_unacknowledged`, which Redis refuses
 //! for an order a retry of its token was answered with meanwhile (it may stand), and an
 //! order Redis does not know (lost with a failover) needs no release. Bounded: at most
 //! `MAX_PENDING` waiting; past that the sweep is left to return the unit (counted).
@@ -15,7 +15,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use stock::{Settlement, Stock, StockError};
+use stock::{Stock, StockError};
 
 /// Releases waiting at once.
 pub const MAX_PENDING: usize = 100_000;
@@ -26,7 +26,8 @@ const EVERY: Duration = Duration::from_secs(1);
 
 #[derive(Default)]
 pub struct PendingReleases {
-    q: Mutex<VecDeque<(String, Instant)>>,
+    /// (order id, its token, since when).
+    q: Mutex<VecDeque<(String, String, Instant)>>,
     /// Not queued (full) or given up: left to the reservation sweep.
     pub left_to_sweep: AtomicU64,
     /// Released by a retry.
@@ -53,14 +54,15 @@ pub fn judge(outcome: Result<u64, StockError>) -> Retried {
 }
 
 impl PendingReleases {
-    /// Queue `order_id` for a retry; false (counted) when full.
-    pub fn push(&self, order_id: &str) -> bool {
+    /// Queue the release of `order_id` (bought with `token`) for a retry; false
+    /// (counted) when full.
+    pub fn push(&self, order_id: &str, token: &str) -> bool {
         let mut q = self.q.lock().unwrap_or_else(|p| p.into_inner());
         if q.len() >= MAX_PENDING {
             self.left_to_sweep.fetch_add(1, Ordering::Relaxed);
             return false;
         }
-        q.push_back((order_id.to_string(), Instant::now()));
+        q.push_back((order_id.to_string(), token.to_string(), Instant::now()));
         true
     }
 
@@ -74,21 +76,21 @@ impl PendingReleases {
 
     /// One round: try every waiting release with `release`; keep those to try again
     /// (unless older than `GIVE_UP`, which are left to the sweep). Returns those done.
-    pub fn round(&self, mut release: impl FnMut(&str) -> Result<u64, StockError>) -> usize {
+    pub fn round(&self, mut release: impl FnMut(&str, &str) -> Result<u64, StockError>) -> usize {
         let now = Instant::now();
-        let batch: Vec<(String, Instant)> = {
+        let batch: Vec<(String, String, Instant)> = {
             let mut q = self.q.lock().unwrap_or_else(|p| p.into_inner());
             q.drain(..).collect()
         };
         let mut again = Vec::new();
         let mut done = 0;
         let mut redis_down = false;
-        for (id, since) in batch {
+        for (id, token, since) in batch {
             // Once Redis failed to answer this round, keep the rest for the next one.
             let verdict = if redis_down {
                 Retried::Again
             } else {
-                let outcome = release(&id);
+                let outcome = release(&id, &token);
                 if outcome.is_ok() {
                     self.released.fetch_add(1, Ordering::Relaxed);
                 }
@@ -102,7 +104,7 @@ impl PendingReleases {
                 }
                 Retried::Again => {
                     redis_down = true;
-                    again.push((id, since));
+                    again.push((id, token, since));
                 }
             }
         }
@@ -124,7 +126,7 @@ pub fn run(pending: Arc<PendingReleases>, pipe: RedisPipe, metrics: Arc<Metrics>
             continue;
         }
         let mut stock = Stock::new(pipe.clone());
-        let done = pending.round(|id| stock.settle(id, Settlement::Unacknowledged));
+        let done = pending.round(|id, token| stock.release_unacknowledged(id, token));
         if done > 0 {
             tracing::info!(
                 done,
@@ -144,14 +146,14 @@ mod tests {
     fn releases_are_retried_until_redis_answers_and_refusals_end_them() {
         let p = PendingReleases::default();
         for id in ["s-1", "s-2", "s-3"] {
-            assert!(p.push(id));
+            assert!(p.push(id, "t"));
         }
         // Redis down: nothing done, everything kept, in order.
-        assert_eq!(p.round(|_| Err(StockError::Timeout)), 0);
+        assert_eq!(p.round(|_, _| Err(StockError::Timeout)), 0);
         assert_eq!(p.len(), 3);
         // Redis back: a release, one already settled, one a retry may have acknowledged.
         let mut seen = Vec::new();
-        let done = p.round(|id| {
+        let done = p.round(|id, _| {
             seen.push(id.to_string());
             match id {
                 "s-1" => Ok(7),
@@ -168,9 +170,9 @@ mod tests {
     fn the_queue_is_bounded_and_what_does_not_fit_is_counted() {
         let p = PendingReleases::default();
         for i in 0..MAX_PENDING {
-            assert!(p.push(&format!("s-{i}")));
+            assert!(p.push(&format!("s-{i}"), "t"));
         }
-        assert!(!p.push("s-x"));
+        assert!(!p.push("s-x", "t"));
         assert_eq!(p.left_to_sweep.load(Ordering::Relaxed), 1);
     }
 }

@@ -272,7 +272,7 @@ impl<C: Exec> Stock<C> {
     ) -> Result<Purchase, StockError> {
         let home = keys::home_bucket(user, buckets);
         let k = SaleKeys::bucket(sale, home);
-        let (tk, ut, rpl) = (k.token(token), k.user_tokens(user), k.replayed());
+        let (tk, ut) = (k.token(token), k.user_tokens(user));
         let keys = [
             k.meta.as_str(),
             &k.stock,
@@ -283,7 +283,6 @@ impl<C: Exec> Stock<C> {
             &k.reserved_at,
             &k.settled,
             &ut,
-            &rpl,
         ];
         let args = [
             user.to_string(),

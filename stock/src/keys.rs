@@ -105,13 +105,6 @@ impl SaleKeys {
         format!("{}tok:{token}", self.prefix)
     }
 
-    /// Orders a retry of their token was answered with (hash: order id → ms): such an
-    /// order may have been acknowledged by that retry, so a release "because it was never
-    /// acknowledged" refuses it (`settle.lua`, outcome `unacknowledged`).
-    pub fn replayed(&self) -> String {
-        format!("{}rpl", self.prefix)
-    }
-
     /// A buyer's live tokens (sorted set: token key → expiry ms), for the per-user cap;
     /// expires with the newest token.
     pub fn user_tokens(&self, user: u64) -> String {

@@ -209,7 +209,6 @@ impl<C: Exec> Stock<C> {
                 &k.reserved_at,
                 &k.settled,
                 &k.user_tokens(user),
-                &k.replayed(),
             ],
             &[
                 user.to_string(),
@@ -226,6 +225,44 @@ impl<C: Exec> Stock<C> {
             replayed: int_at(&rest, 3)? == 1,
             reserved_at_ms: int_at(&rest, 4)?,
         })
+    }
+
+    /// Release an order that was never acknowledged (its message certainly was not
+    /// stored), bought with `token`; returns the buyer. Refused with
+    /// [`StockError::Replayed`] when a retry of that token was answered with the order
+    /// meanwhile (on any gateway): that retry may have acknowledged it, so it stands.
+    pub fn release_unacknowledged(
+        &mut self,
+        order_id: &str,
+        token: &str,
+    ) -> Result<u64, StockError> {
+        let (sale, seq) = keys::split_order_id(order_id).ok_or(StockError::NoOrder)?;
+        // The order was made in the buyer's home bucket, where its token lives.
+        let k = self.order_keys(sale, seq)?;
+        let tk = k.token(token);
+        let reply = self.run(
+            &scripts::SETTLE,
+            &[
+                &k.stock,
+                &k.sold,
+                &k.buyers,
+                &k.reservations,
+                &k.settled,
+                &k.reserved_at,
+                &tk,
+            ],
+            &["unacknowledged".to_string(), order_id.to_string()],
+        )?;
+        let Value::Array(mut items) = reply else {
+            return Err(StockError::BadReply("settle: expected an array".into()));
+        };
+        let item = items
+            .pop()
+            .ok_or_else(|| StockError::BadReply("settle: no outcome".into()))?;
+        let rest = outcome(item)?;
+        string_at(&rest, 0)?
+            .parse()
+            .map_err(|_| StockError::BadReply("buyer is not a number".into()))
     }
 
     /// End a reservation exactly once; returns the buyer. A second settlement of the
@@ -250,7 +287,6 @@ impl<C: Exec> Stock<C> {
         let how = match how {
             Settlement::Released => "released",
             Settlement::Paid => "paid",
-            Settlement::Unacknowledged => "unacknowledged",
         };
         let mut out: Vec<Result<u64, StockError>> = Vec::with_capacity(order_ids.len());
         // (sale, bucket keys' stock key) -> (keys, indexes into order_ids)
@@ -289,7 +325,6 @@ impl<C: Exec> Stock<C> {
                         &k.reservations,
                         &k.settled,
                         &k.reserved_at,
-                        &k.replayed(),
                     ],
                     &args,
                 )?;

@@ -123,10 +123,6 @@ pub enum Settlement {
     Released,
     /// Paid: the unit counts as sold.
     Paid,
-    /// Released because it was never acknowledged (its order was not stored) — refused
-    /// with [`StockError::Replayed`] when a retry of its token was answered with it
-    /// meanwhile (that retry may have acknowledged it).
-    Unacknowledged,
 }
 
 /// Where an order stands in Redis, and whose it is.

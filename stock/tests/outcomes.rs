@@ -501,20 +501,17 @@ fn an_order_a_retry_was_answered_with_is_not_released_as_unacknowledged() {
     // with the order, and may acknowledge it: the first attempt may not release it.
     assert!(s.purchase(&sale, 1, &t1.token).unwrap().replayed);
     assert_eq!(
-        s.settle(&first.order_id, Settlement::Unacknowledged),
+        s.release_unacknowledged(&first.order_id, &t1.token),
         Err(StockError::Replayed)
     );
     assert_eq!(s.order(&first.order_id).unwrap().0, OrderState::Reserved);
     // An order no retry saw is released as unacknowledged, once.
     let t2 = s.issue_token(&sale, 2, TTL).unwrap();
     let second = s.purchase(&sale, 2, &t2.token).unwrap();
-    assert_eq!(
-        s.settle(&second.order_id, Settlement::Unacknowledged),
-        Ok(2)
-    );
+    assert_eq!(s.release_unacknowledged(&second.order_id, &t2.token), Ok(2));
     assert_eq!(s.order(&second.order_id).unwrap().0, OrderState::Released);
     assert_eq!(
-        s.settle(&second.order_id, Settlement::Unacknowledged),
+        s.release_unacknowledged(&second.order_id, &t2.token),
         Err(StockError::AlreadyReleased)
     );
     // A retry after the release finds the token spent, no order to give back.

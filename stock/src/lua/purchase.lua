@@ -1,6 +1,6 @@
 -- Buy one unit: of a sale, or of the buyer's home bucket of a bucketed sale (one script
 -- for both, so a fix cannot miss a twin).
--- KEYS: meta stock buyers res token seq res_at settled user_tokens replayed (the bucket's)
+-- KEYS: meta stock buyers res token seq res_at settled user_tokens (the bucket's)
 -- ARGV: user sale step empty
 --   step: the order sequence's step, the bucket count (1 unbucketed), so that
 --         seq mod buckets names the bucket;
@@ -9,8 +9,8 @@
 -- A retry with a token that already bought (its reply was lost, say) gets the same
 -- order back while that order stands (held or paid), and nothing changes, whatever the
 -- sale's state (sold out, ended, paused): the buyer's own order is not news to refuse.
--- The order is marked replayed: this retry may acknowledge it, so the first attempt
--- may no longer release it as unacknowledged.
+-- The token is marked replayed (`owner|exp|replayed|order`): this retry may acknowledge
+-- the order, so the first attempt may no longer release it as unacknowledged.
 -- Otherwise, in order: sale open -> token valid for this user -> under the per-user
 -- limit -> stock left -> deduct, record buyer and reservation, consume the token
 -- (which remembers its order).
@@ -20,11 +20,13 @@ local tv = redis.call('GET', KEYS[5])
 local owner, exp, state, prior
 if tv then
   owner, exp, state, prior = string.match(tv, '^([^|]*)|(%d+)|(%a+)|?([^|]*)$')
-  if owner == ARGV[1] and state == 'used' and prior ~= '' and meta[1] then
+  if owner == ARGV[1] and (state == 'used' or state == 'replayed') and prior ~= '' and meta[1] then
     local paid = string.sub(redis.call('HGET', KEYS[8], prior) or '', 1, 4) == 'paid'
     if paid or redis.call('HEXISTS', KEYS[4], prior) == 1 then
       local at = tonumber(redis.call('HGET', KEYS[7], prior) or '0')
-      redis.call('HSET', KEYS[10], prior, at)
+      if state == 'used' then
+        redis.call('SET', KEYS[5], owner .. '|' .. exp .. '|replayed|' .. prior, 'KEEPTTL')
+      end
       return {'OK', prior, tonumber(redis.call('GET', KEYS[2]) or '0'), tonumber(meta[1]), 1, at}
     end
   end

@@ -1,10 +1,11 @@
 -- Settle reservations exactly once: `HDEL res` is the arbiter, so pay and cancel racing
 -- on one order have one winner. One call settles any number of orders of one sale (or
 -- of one bucket of a bucketed sale): the payment-window scan settles a page in one step.
--- KEYS: stock sold buyers res done res_at replayed
+-- KEYS: stock sold buyers res done res_at [token]
 -- ARGV: outcome order_id... ('released' returns each unit to stock; 'paid' counts it
--- sold; 'unacknowledged' releases like 'released' unless a retry of the order's token
--- was answered with it meanwhile, which may have acknowledged it: {'REPLAYED'})
+-- sold; 'unacknowledged', for one order with its token as KEYS[7], releases like
+-- 'released' unless a retry of that token was answered with the order meanwhile
+-- (the token says `replayed`), which may have acknowledged it: {'REPLAYED'})
 -- Reply: one entry per order, in order: {'OK', user}, {'ALREADY_PAID'},
 -- {'ALREADY_RELEASED'}, {'NO_ORDER'} or {'REPLAYED'}.
 local how = ARGV[1]
@@ -15,7 +16,8 @@ local out = {}
 for i = 2, #ARGV do
   local id = ARGV[i]
   local user = redis.call('HGET', KEYS[4], id)
-  if user and how == 'unacknowledged' and redis.call('HEXISTS', KEYS[7], id) == 1 then
+  if user and how == 'unacknowledged'
+      and string.find(redis.call('GET', KEYS[7]) or '', '|replayed|', 1, true) then
     out[#out + 1] = {'REPLAYED'}
   elseif not user then
     local d = redis.call('HGET', KEYS[5], id)
