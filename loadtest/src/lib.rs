@@ -4,7 +4,9 @@
 //! - [`rush`]: many buyers at once, every answer tallied, every 202 recorded.
 //! - [`scenarios`]: the Goose scenarios (rush, click-storm, bots, browse, mix), with
 //!   HdrHistogram latency per request type and the record of every 202.
-//! - [`verify`]: the invariants, from the client's record, Redis and the order topic.
+//! - [`verify`]: the invariants, from the client's record, Redis, the order topic and
+//!   PostgreSQL: gathering the sources (`verify/sources.rs`) apart from the checks
+//!   (`verify/checks.rs`).
 //! - [`soak`]: the hostile soak — hostile connections held through a rush, what they
 //!   cost in RSS and latency (`hostile`, `process`, `timed_rush`, the run in `mod.rs`).
 

@@ -342,6 +342,13 @@ fn status_of(head: &[u8]) -> Option<u16> {
     std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
 }
 
+/// What every connection's step reads and does not change.
+struct Shared<'a> {
+    opts: &'a HostileOptions,
+    pipeline: &'a [u8],
+    headers: &'a [u8],
+}
+
 fn drive(
     opts: HostileOptions,
     stop: Arc<AtomicBool>,
@@ -350,6 +357,56 @@ fn drive(
 ) -> HostileStats {
     let t0 = Instant::now();
     let mut stats = HostileStats::default();
+    let mut slots = make_slots(&opts, t0, &mut stats);
+    let pipeline: Arc<[u8]> = PIPELINED.repeat(opts.pipeline_requests.max(1)).into();
+    let headers = many_headers();
+    let shared = Shared {
+        opts: &opts,
+        pipeline: &pipeline,
+        headers: &headers,
+    };
+    let mut open: u64 = 0;
+    let mut pfds: Vec<libc::pollfd> = Vec::with_capacity(slots.len());
+    let mut idx: Vec<usize> = Vec::with_capacity(slots.len());
+    let mut buf = vec![0u8; 16 * 1024];
+
+    while !stop.load(Ordering::Relaxed) {
+        let now = Instant::now();
+        open_due(&mut slots, &opts, &mut stats, &opened_all, now, &mut open);
+        stats.peak_open = stats.peak_open.max(open);
+        open_now.store(open, Ordering::Relaxed);
+
+        // Poll every open socket once.
+        poll_set(&slots, &mut pfds, &mut idx);
+        // SAFETY: pfds is a valid array of pollfd of the given length.
+        let n = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, 10) };
+        if n < 0 {
+            std::thread::sleep(Duration::from_millis(10));
+            continue;
+        }
+        let now = Instant::now();
+        for (p, &i) in pfds.iter().zip(idx.iter()) {
+            let s = &mut slots[i];
+            let Some(ev) = step(s, p.revents, &shared, &mut buf, now) else {
+                continue;
+            };
+            if matches!(ev, Event::Keep) {
+                continue;
+            }
+            close(s, ev, &mut stats, &opts, now);
+            open -= 1;
+        }
+    }
+
+    finish(&mut slots, &mut stats, Instant::now());
+    open_now.store(0, Ordering::Relaxed);
+    stats.ran = t0.elapsed();
+    stats
+}
+
+/// Every kind's slots, interleaved so the ramp opens a bit of each; `stats` gets a
+/// [`KindStats`] per kind.
+fn make_slots(opts: &HostileOptions, t0: Instant, stats: &mut HostileStats) -> Vec<Slot> {
     let mut slots = Vec::new();
     for k in KINDS {
         let n = opts.mix.get(k);
@@ -371,148 +428,165 @@ fn drive(
     }
     // Interleave kinds so the ramp opens a bit of each.
     slots.sort_by_key(|s| s.seed & 0xffff_ffff);
-    let pipeline: Arc<[u8]> = PIPELINED.repeat(opts.pipeline_requests.max(1)).into();
-    let headers = many_headers();
-    let mut open: u64 = 0;
-    let mut pfds: Vec<libc::pollfd> = Vec::with_capacity(slots.len());
-    let mut idx: Vec<usize> = Vec::with_capacity(slots.len());
-    let mut buf = vec![0u8; 16 * 1024];
+    slots
+}
 
-    while !stop.load(Ordering::Relaxed) {
-        let now = Instant::now();
-        // Open what is due, within the ramp and the total.
-        let mut budget = opts.open_per_tick;
-        for s in slots.iter_mut() {
-            if budget == 0 || opened_all.load(Ordering::Relaxed) >= opts.max_opened {
-                break;
-            }
-            if s.conn.is_some() || now < s.free_at {
-                continue;
-            }
-            budget -= 1;
-            opened_all.fetch_add(1, Ordering::Relaxed);
-            let ks = stats.kinds.get_mut(&s.kind).expect("kind");
-            ks.opened += 1;
-            match connect_nonblocking(opts.addr) {
-                Ok(sock) => {
-                    s.conn = Some(Conn {
-                        sock,
-                        connected: false,
-                        opened: now,
-                        next: now,
-                        progress: 0,
-                        head: Vec::new(),
-                        status: None,
-                    });
-                    open += 1;
-                }
-                Err(_) => {
-                    ks.connect_failed += 1;
-                    s.free_at = now + opts.reopen_after;
-                }
-            }
+/// Open what is due, within the ramp and the total.
+fn open_due(
+    slots: &mut [Slot],
+    opts: &HostileOptions,
+    stats: &mut HostileStats,
+    opened_all: &AtomicU64,
+    now: Instant,
+    open: &mut u64,
+) {
+    let mut budget = opts.open_per_tick;
+    for s in slots.iter_mut() {
+        if budget == 0 || opened_all.load(Ordering::Relaxed) >= opts.max_opened {
+            break;
         }
-        stats.peak_open = stats.peak_open.max(open);
-        open_now.store(open, Ordering::Relaxed);
-
-        // Poll every open socket once.
-        pfds.clear();
-        idx.clear();
-        for (i, s) in slots.iter().enumerate() {
-            if let Some(c) = &s.conn {
-                let mut events = libc::POLLRDHUP;
-                if !c.connected {
-                    events |= libc::POLLOUT;
-                } else if s.kind != Kind::Pipeline {
-                    events |= libc::POLLIN;
-                }
-                pfds.push(libc::pollfd {
-                    fd: c.sock.as_raw_fd(),
-                    events,
-                    revents: 0,
-                });
-                idx.push(i);
-            }
-        }
-        // SAFETY: pfds is a valid array of pollfd of the given length.
-        let n = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, 10) };
-        if n < 0 {
-            std::thread::sleep(Duration::from_millis(10));
+        if s.conn.is_some() || now < s.free_at {
             continue;
         }
-        let now = Instant::now();
-        for (p, &i) in pfds.iter().zip(idx.iter()) {
-            let s = &mut slots[i];
-            let kind = s.kind;
-            let Some(c) = s.conn.as_mut() else { continue };
-            let mut ev = Event::Keep;
-            let bad = p.revents & (libc::POLLERR | libc::POLLHUP) != 0;
-            if !c.connected {
-                if p.revents & libc::POLLOUT != 0 || bad {
-                    match c.sock.take_error() {
-                        Ok(None) if !bad => c.connected = true,
-                        _ => ev = Event::ConnectFailed,
-                    }
-                }
-            } else if kind == Kind::Pipeline {
-                if bad || p.revents & libc::POLLRDHUP != 0 {
-                    ev = Event::ServerClosed;
-                }
-            } else if p.revents != 0 {
-                loop {
-                    match c.sock.read(&mut buf) {
-                        Ok(0) => {
-                            ev = Event::ServerClosed;
-                            break;
-                        }
-                        Ok(n) => {
-                            if c.head.len() < 16 {
-                                c.head.extend_from_slice(&buf[..n.min(16)]);
-                                c.status = c.status.or_else(|| status_of(&c.head));
-                            }
-                        }
-                        Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                        Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                        Err(_) => {
-                            ev = Event::ServerClosed;
-                            break;
-                        }
-                    }
-                }
+        budget -= 1;
+        opened_all.fetch_add(1, Ordering::Relaxed);
+        let ks = stats.kinds.get_mut(&s.kind).expect("kind");
+        ks.opened += 1;
+        match connect_nonblocking(opts.addr) {
+            Ok(sock) => {
+                s.conn = Some(Conn {
+                    sock,
+                    connected: false,
+                    opened: now,
+                    next: now,
+                    progress: 0,
+                    head: Vec::new(),
+                    status: None,
+                });
+                *open += 1;
             }
-            // Act, when connected and due.
-            if matches!(ev, Event::Keep) && c.connected && now >= c.next {
-                if let Err(e) = act(kind, c, &opts, &pipeline, &headers, s.seed, now) {
-                    if e.kind() != ErrorKind::WouldBlock {
-                        ev = Event::ServerClosed;
-                    }
-                }
+            Err(_) => {
+                ks.connect_failed += 1;
+                s.free_at = now + opts.reopen_after;
             }
-            let ks = stats.kinds.get_mut(&kind).expect("kind");
-            match ev {
-                Event::Keep => continue,
-                Event::ConnectFailed => ks.connect_failed += 1,
-                Event::ServerClosed => {
-                    ks.closed_by_server += 1;
-                    ks.longest_server_close = ks.longest_server_close.max(now - c.opened);
-                    if let Some(st) = c.status {
-                        *ks.statuses.entry(st).or_default() += 1;
-                    }
-                    if kind.expected_status().is_some() && c.status != kind.expected_status() {
-                        ks.closed_without_expected += 1;
-                    }
-                }
-            }
-            if kind == Kind::Pipeline {
-                ks.requests_written += (c.progress / PIPELINED.len()) as u64;
-            }
-            s.conn = None;
-            s.free_at = now + opts.reopen_after;
-            open -= 1;
         }
     }
+}
 
-    let now = Instant::now();
+/// The `pollfd` of every open socket, and the slot each belongs to.
+fn poll_set(slots: &[Slot], pfds: &mut Vec<libc::pollfd>, idx: &mut Vec<usize>) {
+    pfds.clear();
+    idx.clear();
+    for (i, s) in slots.iter().enumerate() {
+        if let Some(c) = &s.conn {
+            let mut events = libc::POLLRDHUP;
+            if !c.connected {
+                events |= libc::POLLOUT;
+            } else if s.kind != Kind::Pipeline {
+                events |= libc::POLLIN;
+            }
+            pfds.push(libc::pollfd {
+                fd: c.sock.as_raw_fd(),
+                events,
+                revents: 0,
+            });
+            idx.push(i);
+        }
+    }
+}
+
+/// One slot after a poll: what its socket reported, then its next action when connected
+/// and due. `None` when the slot has no connection.
+fn step(
+    s: &mut Slot,
+    revents: libc::c_short,
+    shared: &Shared,
+    buf: &mut [u8],
+    now: Instant,
+) -> Option<Event> {
+    let kind = s.kind;
+    let c = s.conn.as_mut()?;
+    let mut ev = Event::Keep;
+    let bad = revents & (libc::POLLERR | libc::POLLHUP) != 0;
+    if !c.connected {
+        if revents & libc::POLLOUT != 0 || bad {
+            match c.sock.take_error() {
+                Ok(None) if !bad => c.connected = true,
+                _ => ev = Event::ConnectFailed,
+            }
+        }
+    } else if kind == Kind::Pipeline {
+        if bad || revents & libc::POLLRDHUP != 0 {
+            ev = Event::ServerClosed;
+        }
+    } else if revents != 0 {
+        ev = read_answer(c, buf);
+    }
+    // Act, when connected and due.
+    if matches!(ev, Event::Keep) && c.connected && now >= c.next {
+        if let Err(e) = act(
+            kind,
+            c,
+            shared.opts,
+            shared.pipeline,
+            shared.headers,
+            s.seed,
+            now,
+        ) {
+            if e.kind() != ErrorKind::WouldBlock {
+                ev = Event::ServerClosed;
+            }
+        }
+    }
+    Some(ev)
+}
+
+/// Read everything the socket has, keeping the first bytes (the status line).
+fn read_answer(c: &mut Conn, buf: &mut [u8]) -> Event {
+    loop {
+        match c.sock.read(buf) {
+            Ok(0) => return Event::ServerClosed,
+            Ok(n) => {
+                if c.head.len() < 16 {
+                    c.head.extend_from_slice(&buf[..n.min(16)]);
+                    c.status = c.status.or_else(|| status_of(&c.head));
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return Event::Keep,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(_) => return Event::ServerClosed,
+        }
+    }
+}
+
+/// Count a connection that failed or that the server closed, and free its slot.
+fn close(s: &mut Slot, ev: Event, stats: &mut HostileStats, opts: &HostileOptions, now: Instant) {
+    let kind = s.kind;
+    let Some(c) = s.conn.as_ref() else { return };
+    let ks = stats.kinds.get_mut(&kind).expect("kind");
+    match ev {
+        Event::Keep => return,
+        Event::ConnectFailed => ks.connect_failed += 1,
+        Event::ServerClosed => {
+            ks.closed_by_server += 1;
+            ks.longest_server_close = ks.longest_server_close.max(now - c.opened);
+            if let Some(st) = c.status {
+                *ks.statuses.entry(st).or_default() += 1;
+            }
+            if kind.expected_status().is_some() && c.status != kind.expected_status() {
+                ks.closed_without_expected += 1;
+            }
+        }
+    }
+    if kind == Kind::Pipeline {
+        ks.requests_written += (c.progress / PIPELINED.len()) as u64;
+    }
+    s.conn = None;
+    s.free_at = now + opts.reopen_after;
+}
+
+/// Close what is still open at the end, counting it.
+fn finish(slots: &mut [Slot], stats: &mut HostileStats, now: Instant) {
     for s in slots.iter_mut() {
         if let Some(c) = s.conn.take() {
             let ks = stats.kinds.get_mut(&s.kind).expect("kind");
@@ -526,9 +600,6 @@ fn drive(
             }
         }
     }
-    open_now.store(0, Ordering::Relaxed);
-    stats.ran = t0.elapsed();
-    stats
 }
 
 /// One step of a connection's behaviour; `Err(WouldBlock)` is not a failure.
