@@ -61,7 +61,7 @@ impl App {
         let p = bought?;
         if !p.replayed && self.pipe.generation() != gen {
             tracing::warn!(order = %p.order_id, "Redis topology changed during the purchase; releasing it");
-            if self.release_unacknowledged(&mut stock, &p.order_id, &body.token) {
+            if self.release_unacknowledged(&mut stock, &p, &body.token) {
                 return Err(ApiError::StoreUnconfirmed);
             }
             return Err(ApiError::OutcomeUnknown {
@@ -120,7 +120,7 @@ impl App {
             Err(e) => {
                 // Certainly not stored anywhere: give the unit back so it can sell again.
                 tracing::error!(order = %p.order_id, error = %e, "order not stored; releasing its reservation");
-                if self.release_unacknowledged(&mut stock, &p.order_id, &body.token) {
+                if self.release_unacknowledged(&mut stock, &p, &body.token) {
                     self.metrics.released_on_sink_failure();
                     return Err(ApiError::SinkUnavailable(e.to_string()));
                 }
@@ -280,10 +280,11 @@ impl App {
     fn release_unacknowledged(
         &self,
         stock: &mut Stock<RedisPipe>,
-        order_id: &str,
+        p: &stock::Purchase,
         token: &str,
     ) -> bool {
-        match stock.release_unacknowledged(order_id, token) {
+        let order_id = p.order_id.as_str();
+        match stock.release_unacknowledged(order_id, token, p.reserved_at_ms) {
             Ok(_) => true,
             Err(StockError::Replayed) => {
                 tracing::warn!(
@@ -294,7 +295,7 @@ impl App {
             }
             Err(e) if e.is_fault() => {
                 tracing::error!(order = order_id, error = %e, "release of an unacknowledged order failed; retrying it in the background");
-                self.releases.push(order_id, token);
+                self.releases.push(order_id, token, p.reserved_at_ms);
                 false
             }
             // Nothing held any more (released already, or unknown to Redis).

@@ -23,11 +23,16 @@ pub const MAX_PENDING: usize = 100_000;
 pub const GIVE_UP: Duration = Duration::from_secs(600);
 /// The retry cadence.
 const EVERY: Duration = Duration::from_secs(1);
+/// Faults in a row after which a round stops trying.
+const FAULTS_PER_ROUND: usize = 3;
+
+/// A release waiting: order id, token, reservation time (ms), queued at.
+type Pending = (String, String, i64, Instant);
 
 #[derive(Default)]
 pub struct PendingReleases {
-    /// (order id, its token, since when).
-    q: Mutex<VecDeque<(String, String, Instant)>>,
+    /// (order id, its token, its reservation time, since when).
+    q: Mutex<VecDeque<Pending>>,
     /// Not queued (full) or given up: left to the reservation sweep.
     pub left_to_sweep: AtomicU64,
     /// Released by a retry.
@@ -54,15 +59,20 @@ pub fn judge(outcome: Result<u64, StockError>) -> Retried {
 }
 
 impl PendingReleases {
-    /// Queue the release of `order_id` (bought with `token`) for a retry; false
-    /// (counted) when full.
-    pub fn push(&self, order_id: &str, token: &str) -> bool {
+    /// Queue the release of `order_id` (bought with `token`, reserved at
+    /// `reserved_at_ms`) for a retry; false (counted) when full.
+    pub fn push(&self, order_id: &str, token: &str, reserved_at_ms: i64) -> bool {
         let mut q = self.q.lock().unwrap_or_else(|p| p.into_inner());
         if q.len() >= MAX_PENDING {
             self.left_to_sweep.fetch_add(1, Ordering::Relaxed);
             return false;
         }
-        q.push_back((order_id.to_string(), token.to_string(), Instant::now()));
+        q.push_back((
+            order_id.to_string(),
+            token.to_string(),
+            reserved_at_ms,
+            Instant::now(),
+        ));
         true
     }
 
@@ -75,44 +85,50 @@ impl PendingReleases {
     }
 
     /// One round: try every waiting release with `release`; keep those to try again
-    /// (unless older than `GIVE_UP`, which are left to the sweep). Returns those done.
-    pub fn round(&self, mut release: impl FnMut(&str, &str) -> Result<u64, StockError>) -> usize {
+    /// (unless older than `GIVE_UP`, which are left to the sweep), behind the others. A
+    /// round stops trying after `FAULTS_PER_ROUND` faults in a row (Redis is down; one
+    /// sick master does not hold back the releases of the others). Returns those done.
+    pub fn round(
+        &self,
+        mut release: impl FnMut(&str, &str, i64) -> Result<u64, StockError>,
+    ) -> usize {
         let now = Instant::now();
-        let batch: Vec<(String, String, Instant)> = {
+        let batch: Vec<Pending> = {
             let mut q = self.q.lock().unwrap_or_else(|p| p.into_inner());
             q.drain(..).collect()
         };
         let mut again = Vec::new();
-        let mut done = 0;
-        let mut redis_down = false;
-        for (id, token, since) in batch {
-            // Once Redis failed to answer this round, keep the rest for the next one.
-            let verdict = if redis_down {
+        let (mut done, mut faults) = (0, 0);
+        for (id, token, at, since) in batch {
+            let verdict = if faults >= FAULTS_PER_ROUND {
                 Retried::Again
             } else {
-                let outcome = release(&id, &token);
+                let outcome = release(&id, &token, at);
                 if outcome.is_ok() {
                     self.released.fetch_add(1, Ordering::Relaxed);
                 }
                 judge(outcome)
             };
             match verdict {
-                Retried::Done => done += 1,
+                Retried::Done => {
+                    done += 1;
+                    faults = 0;
+                }
                 Retried::Again if now.duration_since(since) >= GIVE_UP => {
                     tracing::warn!(order = %id, "release still failing after 10 minutes; the reservation sweep returns this unit");
                     self.left_to_sweep.fetch_add(1, Ordering::Relaxed);
                 }
                 Retried::Again => {
-                    redis_down = true;
-                    again.push((id, token, since));
+                    faults += 1;
+                    again.push((id, token, at, since));
                 }
             }
         }
         if !again.is_empty() {
-            let mut q = self.q.lock().unwrap_or_else(|p| p.into_inner());
-            for item in again.into_iter().rev() {
-                q.push_front(item);
-            }
+            self.q
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend(again);
         }
         done
     }
@@ -126,14 +142,15 @@ pub fn run(pending: Arc<PendingReleases>, pipe: RedisPipe, metrics: Arc<Metrics>
             continue;
         }
         let mut stock = Stock::new(pipe.clone());
-        let done = pending.round(|id, token| stock.release_unacknowledged(id, token));
+        let before = pending.released.load(Ordering::Relaxed);
+        let done = pending.round(|id, token, at| stock.release_unacknowledged(id, token, at));
         if done > 0 {
             tracing::info!(
                 done,
                 left = pending.len(),
                 "retried releases of unacknowledged orders"
             );
-            metrics.released_on_retry(done as u64);
+            metrics.released_on_retry(pending.released.load(Ordering::Relaxed) - before);
         }
     }
 }
@@ -146,14 +163,14 @@ mod tests {
     fn releases_are_retried_until_redis_answers_and_refusals_end_them() {
         let p = PendingReleases::default();
         for id in ["s-1", "s-2", "s-3"] {
-            assert!(p.push(id, "t"));
+            assert!(p.push(id, "t", 1));
         }
         // Redis down: nothing done, everything kept, in order.
-        assert_eq!(p.round(|_, _| Err(StockError::Timeout)), 0);
+        assert_eq!(p.round(|_, _, _| Err(StockError::Timeout)), 0);
         assert_eq!(p.len(), 3);
         // Redis back: a release, one already settled, one a retry may have acknowledged.
         let mut seen = Vec::new();
-        let done = p.round(|id, _| {
+        let done = p.round(|id, _, _| {
             seen.push(id.to_string());
             match id {
                 "s-1" => Ok(7),
@@ -170,9 +187,9 @@ mod tests {
     fn the_queue_is_bounded_and_what_does_not_fit_is_counted() {
         let p = PendingReleases::default();
         for i in 0..MAX_PENDING {
-            assert!(p.push(&format!("s-{i}"), "t"));
+            assert!(p.push(&format!("s-{i}"), "t", 1));
         }
-        assert!(!p.push("s-x", "t"));
+        assert!(!p.push("s-x", "t", 1));
         assert_eq!(p.left_to_sweep.load(Ordering::Relaxed), 1);
     }
 }

@@ -304,6 +304,10 @@ impl Writer {
                             Err(WriterError::Db(e)) if db::is_data_error(&e) => {
                                 dead.extend(collided.into_iter().map(|(i, r, _)| (i, r)))
                             }
+                            Err(WriterError::Db(e)) => {
+                                self.backoff(e, db, stop, &mut backoff)?;
+                                continue 'retry;
+                            }
                             Err(e) => {
                                 self.collision_backoff(e, stop, &mut backoff)?;
                                 continue 'retry;

@@ -10,7 +10,7 @@
 //! | `sk:{S}:res_at` | hash | order id → when it was reserved (ms), for the same reservations |
 //! | `sk:{S}:settled` | hash | order id → `paid|user` or `released|user` |
 //! | `sk:{S}:seq` | int | order id sequence |
-//! | `sk:{S}:tok:T` | string | `user|expires_ms|new-or-used`, with a TTL |
+//! | `sk:{S}:tok:T` | string | `user|expires_ms|new`, then `…|used|order` or `…|replayed|order` (a retry was answered with the order), with a TTL |
 //! | `sk:{S#b}:…` | | bucket `b` of a sale created with `buckets` > 1: the same names (meta, stock, sold, buyers, res, res_at, settled, seq, tok, utok) under the bucket's own tag; `sk:{S}:meta` holds the definition and `buckets` |
 //! | `sk:{S#b}:xout` | hash | transfer id → `dest|count`: units withdrawn from bucket b, deposit not yet acknowledged |
 //! | `sk:{S#b}:xin` | hash | transfer id → count: transfers deposited into bucket b (a replayed deposit is a no-op) |
@@ -97,6 +97,18 @@ impl SaleKeys {
             &self.reservations,
             &self.settled,
             &self.seq,
+            &self.reserved_at,
+        ]
+    }
+
+    /// The keys `settle.lua` takes, in its order: stock sold buyers res settled res_at.
+    pub fn settle_keys(&self) -> [&str; 6] {
+        [
+            &self.stock,
+            &self.sold,
+            &self.buyers,
+            &self.reservations,
+            &self.settled,
             &self.reserved_at,
         ]
     }

@@ -228,30 +228,32 @@ impl<C: Exec> Stock<C> {
     }
 
     /// Release an order that was never acknowledged (its message certainly was not
-    /// stored), bought with `token`; returns the buyer. Refused with
-    /// [`StockError::Replayed`] when a retry of that token was answered with the order
-    /// meanwhile (on any gateway): that retry may have acknowledged it, so it stands.
+    /// stored), bought with `token` at `reserved_at_ms` (the purchase's reply); returns
+    /// the buyer. Refused with [`StockError::Replayed`] when the order may stand: a retry
+    /// of that token was answered with it (on any gateway; it may have acknowledged it),
+    /// the token is gone (expired: a retry cannot be ruled out), or the reservation is
+    /// not the purchase's own (a reconcile put it back, which it does only for
+    /// acknowledged orders).
     pub fn release_unacknowledged(
         &mut self,
         order_id: &str,
         token: &str,
+        reserved_at_ms: i64,
     ) -> Result<u64, StockError> {
         let (sale, seq) = keys::split_order_id(order_id).ok_or(StockError::NoOrder)?;
         // The order was made in the buyer's home bucket, where its token lives.
         let k = self.order_keys(sale, seq)?;
         let tk = k.token(token);
+        let mut keys = k.settle_keys().to_vec();
+        keys.push(&tk);
         let reply = self.run(
             &scripts::SETTLE,
+            &keys,
             &[
-                &k.stock,
-                &k.sold,
-                &k.buyers,
-                &k.reservations,
-                &k.settled,
-                &k.reserved_at,
-                &tk,
+                "unacknowledged".to_string(),
+                order_id.to_string(),
+                reserved_at_ms.to_string(),
             ],
-            &["unacknowledged".to_string(), order_id.to_string()],
         )?;
         let Value::Array(mut items) = reply else {
             return Err(StockError::BadReply("settle: expected an array".into()));
@@ -316,18 +318,7 @@ impl<C: Exec> Stock<C> {
                 let mut args = Vec::with_capacity(page.len() + 1);
                 args.push(how.to_string());
                 args.extend(page.iter().map(|&i| order_ids[i].clone()));
-                let reply = self.run(
-                    &scripts::SETTLE,
-                    &[
-                        &k.stock,
-                        &k.sold,
-                        &k.buyers,
-                        &k.reservations,
-                        &k.settled,
-                        &k.reserved_at,
-                    ],
-                    &args,
-                )?;
+                let reply = self.run(&scripts::SETTLE, &k.settle_keys(), &args)?;
                 let Value::Array(items) = reply else {
                     return Err(StockError::BadReply("settle: expected an array".into()));
                 };

@@ -501,17 +501,25 @@ fn an_order_a_retry_was_answered_with_is_not_released_as_unacknowledged() {
     // with the order, and may acknowledge it: the first attempt may not release it.
     assert!(s.purchase(&sale, 1, &t1.token).unwrap().replayed);
     assert_eq!(
-        s.release_unacknowledged(&first.order_id, &t1.token),
+        s.release_unacknowledged(&first.order_id, &t1.token, first.reserved_at_ms),
         Err(StockError::Replayed)
     );
     assert_eq!(s.order(&first.order_id).unwrap().0, OrderState::Reserved);
     // An order no retry saw is released as unacknowledged, once.
     let t2 = s.issue_token(&sale, 2, TTL).unwrap();
     let second = s.purchase(&sale, 2, &t2.token).unwrap();
-    assert_eq!(s.release_unacknowledged(&second.order_id, &t2.token), Ok(2));
+    // Not its own reservation time (a reconcile put it back): refused too.
+    assert_eq!(
+        s.release_unacknowledged(&second.order_id, &t2.token, second.reserved_at_ms + 1),
+        Err(StockError::Replayed)
+    );
+    assert_eq!(
+        s.release_unacknowledged(&second.order_id, &t2.token, second.reserved_at_ms),
+        Ok(2)
+    );
     assert_eq!(s.order(&second.order_id).unwrap().0, OrderState::Released);
     assert_eq!(
-        s.release_unacknowledged(&second.order_id, &t2.token),
+        s.release_unacknowledged(&second.order_id, &t2.token, second.reserved_at_ms),
         Err(StockError::AlreadyReleased)
     );
     // A retry after the release finds the token spent, no order to give back.

@@ -199,12 +199,15 @@ fn failure_span(load: &Load, from_ms: u64, to_ms: u64) -> Option<(u64, u64)> {
     Some((*slices.first()?, *slices.last()? + 100))
 }
 
-pub(super) fn balancer_gateway_killed(env: &Env, d: &mut Drill) -> Result<(), ChaosError> {
-    let (lb, mut gws, _, sale) = behind_balancer(env, d, "d11", 3, None)?;
-    let _w = env.writer("d11-writer")?;
-    let mut load = Load::start(Spec {
+/// 8 buyers × 25/s through the balancer, for at most 60 s.
+fn balancer_load(
+    d: &Drill,
+    lb: &stackctl::haproxy::Balancer,
+    sale: &str,
+) -> Result<Load, ChaosError> {
+    let load = Load::start(Spec {
         gateways: vec![lb.url()?],
-        sale: &sale,
+        sale,
         workers: 8,
         rate: 25.0,
         max: Duration::from_secs(60),
@@ -212,6 +215,13 @@ pub(super) fn balancer_gateway_killed(env: &Env, d: &mut Drill) -> Result<(), Ch
         mix: None,
     });
     d.log("load: 8 buyers × 25/s through the balancer, at most 60 s");
+    Ok(load)
+}
+
+pub(super) fn balancer_gateway_killed(env: &Env, d: &mut Drill) -> Result<(), ChaosError> {
+    let (lb, mut gws, _, sale) = behind_balancer(env, d, "d11", 3, None)?;
+    let _w = env.writer("d11-writer")?;
+    let mut load = balancer_load(d, &lb, &sale)?;
     sleep(6.0);
     let before = observe(d, &load, "before", 1000, load.elapsed_ms());
     d.check(
@@ -329,16 +339,7 @@ pub(super) fn canary_rollback(env: &Env, d: &mut Drill) -> Result<(), ChaosError
     let (lb, _gws, _canary, sale) =
         behind_balancer(env, d, "d12", 2, Some((canary_redis, vec![])))?;
     let _w = env.writer("d12-writer")?;
-    let mut load = Load::start(Spec {
-        gateways: vec![lb.url()?],
-        sale: &sale,
-        workers: 8,
-        rate: 25.0,
-        max: Duration::from_secs(60),
-        first_user: 1,
-        mix: None,
-    });
-    d.log("load: 8 buyers × 25/s through the balancer, at most 60 s");
+    let mut load = balancer_load(d, &lb, &sale)?;
     sleep(4.0);
     let b0 = load.elapsed_ms();
     let before = observe(d, &load, "canary share 0", 1000, b0);

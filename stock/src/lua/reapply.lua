@@ -10,8 +10,8 @@
 --    oversell the fence should have prevented): counted as a conflict, not applied;
 --  * held here but paid or cancelled there: settle it as there (the settle was lost);
 --  * released here but paid there (the payment was lost, then the order expired here):
---    paid, its unit taken back from stock; if none is left the unit was sold again, or
---    if the buyer is at the limit they bought again meanwhile: a conflict;
+--    paid, its unit taken back from stock (the buyer's limit notwithstanding: a paid
+--    unit must not sell again); if none is left the unit was sold again: a conflict;
 --  * unknown here and cancelled: taken and given back, nothing to redo;
 --  * here under another buyer: the id was handed out again after the loss (sold over):
 --    a conflict.
@@ -23,11 +23,12 @@ if redis.call('EXISTS', KEYS[1]) == 0 then return {'NO_SALE'} end
 local applied, conflicts = 0, 0
 local now = now_ms()
 local limit = tonumber(redis.call('HGET', KEYS[1], 'limit') or '1')
--- Taking a unit again for `user` would break the stock or the per-user limit: a
--- conflict (the loss was sold over, or the buyer bought again meanwhile).
-local function blocked(user)
+-- Taking a unit again for `user` would break the stock (the loss was sold over) or, for
+-- an order only reserved, the per-user limit (the buyer bought again meanwhile): a
+-- conflict. A payment is never refused for the limit — its unit must not sell again.
+local function blocked(user, status)
   return tonumber(redis.call('GET', KEYS[2]) or '0') <= 0
-    or tonumber(redis.call('HGET', KEYS[4], user) or '0') >= limit
+    or (status ~= 'paid' and tonumber(redis.call('HGET', KEYS[4], user) or '0') >= limit)
 end
 local seq = tonumber(redis.call('GET', KEYS[7]) or '0')
 local top = seq
@@ -54,7 +55,7 @@ for i = 3, #ARGV, 4 do
     end
     applied = applied + 1
   elseif done and status == 'paid' and string.sub(done, 1, 9) == 'released|' then
-    if blocked(user) then
+    if blocked(user, status) then
       conflicts = conflicts + 1
     else
       redis.call('DECR', KEYS[2])
@@ -64,7 +65,7 @@ for i = 3, #ARGV, 4 do
       applied = applied + 1
     end
   elseif not settled and status ~= 'cancelled' then
-    if blocked(user) then
+    if blocked(user, status) then
       conflicts = conflicts + 1
     else
       redis.call('DECR', KEYS[2])
