@@ -68,11 +68,7 @@ fn an_order_whose_delivery_is_unconfirmed_is_spooled_and_acknowledged_even_on_th
         ..Default::default()
     });
     let sale = gw.open_sale("unconfirmed", 2);
-    let t = gw.token(&sale, 5).json()["token"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let r = gw.order(&sale, 5, &t);
+    let r = gw.buy(&sale, 5);
     assert_eq!(r.status, 202, "{}", r.body);
     assert_eq!(r.json()["spooled"], true);
     let st = stock::Stock::new(stock::connect(&gw.redis_url, Duration::from_secs(2)).unwrap())
@@ -190,11 +186,7 @@ fn without_a_broker_orders_go_to_the_durable_spool() {
     });
     gw.wait_ready(Duration::from_secs(10));
     let sale = gw.open_sale("spool", 5);
-    let t = gw.token(&sale, 5).json()["token"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let r = gw.order(&sale, 5, &t);
+    let r = gw.buy(&sale, 5);
     assert_eq!(r.status, 202, "{}", r.body);
     assert_eq!(r.json()["spooled"], true);
     let id = r.json()["order_id"].as_str().unwrap().to_string();

@@ -54,14 +54,7 @@ impl Client {
     }
 
     pub fn ticket(&self, user: u64) -> String {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        format!(
-            "Ticket {}",
-            seckill_common::ticket::mint(&self.secret, user, now + 3600)
-        )
+        ticket_header(&self.secret, user)
     }
 
     fn send(
@@ -176,4 +169,16 @@ impl Client {
         }
         Ok(())
     }
+}
+
+/// An `Authorization` value for `user`: a ticket signed with `secret`, valid an hour.
+pub fn ticket_header(secret: &[u8], user: u64) -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    format!(
+        "Ticket {}",
+        seckill_common::ticket::mint(secret, user, now + 3600)
+    )
 }

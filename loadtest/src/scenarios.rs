@@ -16,7 +16,7 @@ use hdrhistogram::Histogram;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 /// What every user shares: the sale, the ticket secret, and the run's records.
 pub struct Shared {
@@ -66,14 +66,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 fn ticket(s: &Shared, user: u64) -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    format!(
-        "Ticket {}",
-        seckill_common::ticket::mint(&s.secret, user, now + 3600)
-    )
+    crate::buyer::ticket_header(&s.secret, user)
 }
 
 /// One request: timed, classified, and marked a Goose success when `expected(status)`.

@@ -240,6 +240,15 @@ impl Gateway {
         )
     }
 
+    /// A token for `user`, then an order with it: the order's answer.
+    pub fn buy(&self, sale: &str, user: u64) -> Resp {
+        let t = self.token(sale, user).json()["token"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        self.order(sale, user, &t)
+    }
+
     pub fn order(&self, sale: &str, user: u64, token: &str) -> Resp {
         self.post(
             &format!("/v1/sales/{sale}/orders"),
