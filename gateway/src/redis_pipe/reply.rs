@@ -103,9 +103,7 @@ impl Deadlines {
     /// least every `tick` (a call is answered at most one tick late when its timeout
     /// is shorter than a tick, never early).
     pub(super) fn start(timeout: Duration) -> Arc<Deadlines> {
-        let d = Arc::new(Deadlines {
-            queue: Mutex::new(VecDeque::new()),
-        });
+        let d = Deadlines::new();
         let tick = (timeout / 2).clamp(Duration::from_millis(1), Duration::from_millis(20));
         let weak = Arc::downgrade(&d);
         let spawned = std::thread::Builder::new()
@@ -127,6 +125,13 @@ impl Deadlines {
             tracing::error!(error = %e, "cannot start the redis deadline watcher");
         }
         d
+    }
+
+    /// The queue alone, without its watcher (`start` adds it; tests drive `expire`).
+    fn new() -> Arc<Deadlines> {
+        Arc::new(Deadlines {
+            queue: Mutex::new(VecDeque::new()),
+        })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<(Instant, Weak<Shot>)>> {
@@ -167,7 +172,8 @@ mod tests {
 
     #[test]
     fn the_deadline_queue_keeps_only_unanswered_calls() {
-        let d = Deadlines::start(Duration::from_secs(60));
+        // No watcher thread: it would sweep at moments of its own and race the asserts.
+        let d = Deadlines::new();
         let now = Instant::now();
         let shots: Vec<Arc<Shot>> = (0..DEADLINES_SWEEP + 10)
             .map(|_| Arc::new(Shot::new()))
