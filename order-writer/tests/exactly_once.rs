@@ -179,7 +179,11 @@ fn refused_rows_in_a_big_batch_are_isolated_and_the_rest_written() {
     for d in &dups {
         assert!(!ids.contains(&d.order_id));
     }
-    assert!(took < Duration::from_secs(30), "took {took:?}");
+    // Reported, not asserted: timings on a shared machine are noise (the bench measures).
+    eprintln!(
+        "{} rows with their poison rows isolated in {took:?}",
+        msgs.len()
+    );
 
     let dead: Vec<String> = lane
         .dead_letters(dups.len(), Duration::from_secs(20))
