@@ -81,6 +81,10 @@ impl App {
         // Creating a sale on a store that lost its data would set a new epoch, and every
         // gateway would resume selling before `rebuild-stock`: refuse, also when the loss
         // happened since the last poll (the epoch read now is not the one seen).
+        // A master that restarted empty (or lost writes) is not trusted until the
+        // reconcile restored every sale PostgreSQL knows: a sale it lost must come back
+        // with its orders, never be created again with its whole stock.
+        self.fenced_generation()?;
         let mut stock = self.stock();
         if self.switches.store_lost() {
             return Err(ApiError::StoreLost);

@@ -213,7 +213,7 @@ impl App {
     /// The fence against a Redis that lost writes (restart, failover): the pipe's
     /// topology generation, if a check found every master confirmed at it
     /// (`Switches::store_confirmed`); else 503 `store_recovering`.
-    fn fenced_generation(&self) -> Result<u64, ApiError> {
+    pub(crate) fn fenced_generation(&self) -> Result<u64, ApiError> {
         let gen = self.pipe.generation();
         if self.switches.store_confirmed(gen) {
             Ok(gen)

@@ -148,6 +148,26 @@ fn lost_writes_hold_purchases_until_the_orders_are_back() {
         (10, 20),
         "Redis restarted with only the first ten orders"
     );
+    // No sale is created on a store not yet reconciled: one a master lost must come
+    // back with its orders, never again with its whole stock. (The gateway may first
+    // meet the lost connection: 503 redis_unavailable, then the fence.)
+    let mut create = 0;
+    loop {
+        create += 1;
+        match c.create_sale(ADMIN, &format!("{sale}_new"), 5, now - 1000, now + 600_000) {
+            Err(loadtest::buyer::LoadError::Unexpected { status: 503, body })
+                if body.contains("redis_unavailable") && create < 50 =>
+            {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            Err(loadtest::buyer::LoadError::Unexpected { status: 503, body })
+                if body.contains("store_recovering") =>
+            {
+                break
+            }
+            other => panic!("a sale created before the reconcile: {other:?}"),
+        }
+    }
 
     // Buyers keep coming: held (503 store_recovering) until the reconcile, then served
     // until the sale is sold out.

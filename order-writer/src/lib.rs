@@ -27,6 +27,10 @@ pub enum WriterError {
     Kafka(#[from] rdkafka::error::KafkaError),
     #[error("redis: {0}")]
     Stock(#[from] stock::StockError),
+    /// A sale that cannot be trusted as it is (its stock not conserved, or a lost part
+    /// without a definition to restore it from): it is paused for an operator.
+    #[error("not reconciled: {0}")]
+    Unreconciled(String),
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
 }

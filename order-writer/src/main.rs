@@ -41,8 +41,19 @@ fn run() -> Result<(), String> {
     if let Some(only) = rebuild {
         let done = order_writer::rebuild::rebuild(&cfg, &only, std::time::Duration::from_secs(60))
             .map_err(|e| e.to_string())?;
+        let mut failed = 0;
         for (sale, outcome) in &done {
             println!("{sale}: {outcome:?}");
+            failed += matches!(
+                outcome,
+                order_writer::rebuild::Outcome::Paused(_)
+                    | order_writer::rebuild::Outcome::NotRestored(_)
+            ) as usize;
+        }
+        if failed > 0 {
+            return Err(format!(
+                "{failed} sale(s) not reconciled (paused or not restored): see above"
+            ));
         }
         return Ok(());
     }

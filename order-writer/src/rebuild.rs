@@ -180,6 +180,8 @@ fn one_sale(
     sale: &str,
     def: Option<SaleDefinition>,
 ) -> Result<Outcome, WriterError> {
+    // A bucket lost with a master restarted empty, the sale's meta kept: restored whole.
+    let lost_buckets = stock.lost_buckets(sale)?;
     let present = match stock.state(sale) {
         Ok(_) => true,
         Err(StockError::NoSale) => false,
@@ -188,6 +190,11 @@ fn one_sale(
     if !present && def.is_none() {
         tracing::error!(%sale, "sale lost from Redis and no definition known: not rebuilt");
         return Ok(Outcome::NoDefinition);
+    }
+    if !lost_buckets.is_empty() && def.is_none() {
+        return Err(WriterError::Unreconciled(format!(
+            "buckets {lost_buckets:?} lost and no definition known to restore them from"
+        )));
     }
     let mut facts = Vec::new();
     for row in db.query(
@@ -222,9 +229,13 @@ fn one_sale(
     let from_topic = facts.len() - from_db;
     let orders = merge(facts);
     let unset = "UPDATE orders SET unsettled_reason = NULL WHERE sale = $1 AND status = 'reserved' AND unsettled_reason IS NOT NULL";
-    if present {
-        // A bucketed sale's interrupted transfers first, then what Redis lost.
-        stock.recover_transfers(sale)?;
+    if present && lost_buckets.is_empty() {
+        // A bucketed sale's moves first (in flight, or half lost with a master), then what
+        // Redis lost; then the ledger, which must balance before the masters are trusted.
+        let moved = stock.reconcile_transfers(sale)?;
+        if moved.rewithdrawn > 0 || moved.shortfall > 0 {
+            tracing::warn!(%sale, rewithdrawn = moved.rewithdrawn, shortfall = moved.shortfall, deposited = moved.deposited, "moves between buckets half lost with a master, redone");
+        }
         let reapplied = stock.reapply(sale, &orders)?;
         // Rows set aside as unknown to Redis go back to the scan, which settles them
         // with Redis as it is now (set aside again if Redis still lacks them).
@@ -234,6 +245,16 @@ fn one_sale(
         }
         if reapplied.conflicts > 0 {
             tracing::error!(%sale, conflicts = reapplied.conflicts, "lost orders whose unit was sold again: the sale is oversold");
+        }
+        let ledger = stock.ledger(sale)?;
+        if ledger.excess > 0 {
+            return Err(WriterError::Unreconciled(format!(
+                "stock not conserved: {} units more than the sale's {} (accounted {}, in flight {})",
+                ledger.excess, ledger.initial, ledger.accounted, ledger.in_flight
+            )));
+        }
+        if ledger.excess < 0 {
+            tracing::error!(%sale, missing = -ledger.excess, "stock not conserved: units missing (they will not sell)");
         }
         return Ok(Outcome::Present { reapplied });
     }
@@ -246,7 +267,12 @@ fn one_sale(
         start_ms: def.start_ms,
         end_ms: def.end_ms,
     };
-    let restored = stock.restore_sale_with_buckets(sale, &spec, def.buckets, false, &orders)?;
+    let restored = if lost_buckets.is_empty() {
+        stock.restore_sale_with_buckets(sale, &spec, def.buckets, false, &orders)?
+    } else {
+        tracing::warn!(%sale, buckets = ?lost_buckets, "buckets lost with a master: the sale is restored whole");
+        stock.restore_lost_buckets(sale, &spec, def.buckets, &orders)?
+    };
     db.execute(unset, &[&sale])?;
     tracing::info!(%sale, remaining = restored.remaining, held = restored.held, sold = restored.sold, "sale restored");
     Ok(Outcome::Restored {

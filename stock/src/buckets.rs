@@ -124,8 +124,8 @@ fn empty(v: &Value) -> bool {
 }
 
 /// A bucket's keys as bucket create and restore take them: its sale keys
-/// ([`SaleKeys::all`]'s order), then its transfer journals (out, in).
-pub(crate) fn journaled_keys(bk: &SaleKeys) -> [String; 10] {
+/// ([`SaleKeys::all`]'s order), then its transfer journals (out, in, done).
+pub(crate) fn journaled_keys(bk: &SaleKeys) -> [String; 11] {
     let [meta, stock, sold, buyers, res, settled, seq, res_at] = bk.all().map(str::to_string);
     [
         meta,
@@ -138,6 +138,7 @@ pub(crate) fn journaled_keys(bk: &SaleKeys) -> [String; 10] {
         res_at,
         bk.transfers_out(),
         bk.transfers_in(),
+        bk.transfers_done(),
     ]
 }
 
@@ -191,6 +192,14 @@ impl<C: Exec> Stock<C> {
         }
         keys::check_sale_id(sale)?;
         spec.validate()?;
+        // A bucket that survived its sale's meta (that master lost its data) must not be
+        // wiped by a create: its sold units would sell again. The reconcile restores it.
+        for b in 0..buckets {
+            let meta = SaleKeys::bucket(sale, b).meta;
+            if self.conn.exec(redis::cmd("EXISTS").arg(&meta))? == Value::Int(1) {
+                return Err(StockError::SaleExists);
+            }
+        }
         let k = SaleKeys::new(sale);
         let def =
             [spec.stock, spec.per_user_limit, spec.start_ms, spec.end_ms].map(|v| v.to_string());
@@ -493,26 +502,34 @@ impl<C: Exec> Stock<C> {
         int_at(&rest, 0)
     }
 
-    /// Deposit transfer `id`'s `units` into bucket `to`, once: true when applied now,
-    /// false when it already was.
+    /// Deposit transfer `id`'s `units` (withdrawn from bucket `from`) into bucket `to`,
+    /// once: true when applied now, false when it already was.
     pub fn deposit(
         &mut self,
         sale: &str,
+        from: u32,
         to: u32,
         id: &str,
         units: i64,
     ) -> Result<bool, StockError> {
         let k = SaleKeys::bucket(sale, to);
         let xin = k.transfers_in();
-        let args = [id.to_string(), units.to_string()];
+        let args = [id.to_string(), units.to_string(), from.to_string()];
         let rest = outcome(self.run(&scripts::DEPOSIT, &[&k.stock, &xin], &args)?)?;
         Ok(int_at(&rest, 0)? == 1)
     }
 
-    /// Drop transfer `id` from bucket `from`'s journal (after its deposit is recorded).
-    fn acknowledge(&mut self, sale: &str, from: u32, id: &str) -> Result<(), StockError> {
-        let xout = SaleKeys::bucket(sale, from).transfers_out();
-        self.conn.exec(redis::cmd("HDEL").arg(&xout).arg(id))?;
+    /// Move transfer `id` in bucket `from`'s journal from in flight to done (after its
+    /// deposit is recorded).
+    pub(crate) fn acknowledge(
+        &mut self,
+        sale: &str,
+        from: u32,
+        id: &str,
+    ) -> Result<(), StockError> {
+        let k = SaleKeys::bucket(sale, from);
+        let (xout, xdone) = (k.transfers_out(), k.transfers_done());
+        outcome(self.run(&scripts::MOVED, &[&xout, &xdone], &[id.to_string()])?)?;
         Ok(())
     }
 
@@ -539,7 +556,7 @@ impl<C: Exec> Stock<C> {
     ) -> Result<u64, StockError> {
         let mut done = 0;
         for t in journal {
-            if self.deposit(sale, t.to, &t.id, t.units)? {
+            if self.deposit(sale, t.from, t.to, &t.id, t.units)? {
                 done += 1;
             }
             self.acknowledge(sale, t.from, &t.id)?;
@@ -588,7 +605,7 @@ impl<C: Exec> Stock<C> {
         let id = keys::new_token();
         let taken = self.withdraw(sale, from, home, &id, want)?;
         if taken > 0 {
-            self.deposit(sale, home, &id, taken)?;
+            self.deposit(sale, from, home, &id, taken)?;
             self.acknowledge(sale, from, &id)?;
         }
         Ok(true)

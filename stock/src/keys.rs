@@ -129,9 +129,17 @@ impl SaleKeys {
         format!("{}xout", self.prefix)
     }
 
-    /// Transfers a bucket has deposited (hash: transfer id → count); a replayed deposit
-    /// finds its id here and changes nothing. Never trimmed while the sale lives (at
-    /// most one entry per unit moved).
+    /// Transfers out of a bucket whose deposit was seen (hash: transfer id →
+    /// `dest|count`): the source's half of the ledger, so a reconcile can tell a
+    /// deposit that survived a withdrawal lost with its master. Never trimmed while
+    /// the sale lives (at most one entry per unit moved).
+    pub fn transfers_done(&self) -> String {
+        format!("{}xdone", self.prefix)
+    }
+
+    /// Transfers a bucket has deposited (hash: transfer id → `from|count`); a replayed
+    /// deposit finds its id here and changes nothing. Never trimmed while the sale
+    /// lives (at most one entry per unit moved).
     pub fn transfers_in(&self) -> String {
         format!("{}xin", self.prefix)
     }
@@ -227,11 +235,11 @@ mod tests {
     #[test]
     fn bucket_keys_carry_their_own_tag_and_homes_are_stable() {
         let k = SaleKeys::bucket("s1", 3);
-        for key in k
-            .all()
-            .into_iter()
-            .chain([k.transfers_out().as_str(), k.transfers_in().as_str()])
-        {
+        for key in k.all().into_iter().chain([
+            k.transfers_out().as_str(),
+            k.transfers_in().as_str(),
+            k.transfers_done().as_str(),
+        ]) {
             assert!(key.starts_with("sk:{s1#3}:"), "{key}");
         }
         assert_eq!(home_bucket(42, 1), 0);

@@ -13,6 +13,8 @@
 //! - [`cluster`]: key slots (CRC16 with hash tags) and the `redis+cluster://` URL.
 //! - [`buckets`]: a hot sale's stock split over buckets on several masters, and the
 //!   journaled moves between them.
+//! - [`ledger`]: a sale's stock ledger (conserved, bucket by bucket), and moves between
+//!   buckets whose half a master lost, redone.
 //! - [`reconcile`]: orders from PostgreSQL and the topic merged, put back into a Redis
 //!   that lost them.
 //! - [`trust`]: which Redis masters are known to hold every acknowledged order.
@@ -25,6 +27,7 @@ mod conn;
 pub mod control;
 mod error;
 pub mod keys;
+pub mod ledger;
 pub mod reconcile;
 mod replies;
 pub mod scripts;

@@ -48,6 +48,10 @@ script!(BUCKET, "lua/bucket.lua");
 script!(BSTATE, "lua/bstate.lua");
 script!(WITHDRAW, "lua/withdraw.lua");
 script!(DEPOSIT, "lua/deposit.lua");
+script!(MOVED, "lua/moved.lua");
+// The reconcile's view of a transfer half lost with a master, and every sale's ledger.
+script!(REWITHDRAW, "lua/rewithdraw.lua");
+script!(LEDGER, "lua/ledger.lua");
 // Restoring a lost bucketed sale: each bucket, then the sale's meta last (`buckets/restore.rs`).
 script!(BRESTORE, "lua/brestore.lua");
 script!(BRESTORE_META, "lua/brestoremeta.lua");
@@ -60,6 +64,6 @@ pub fn all() -> [&'static Script; 9] {
 }
 
 /// The scripts only bucketed sales use, for preloading.
-pub fn bucketed() -> [&'static Script; 5] {
-    [&BCREATE, &BUCKET, &BSTATE, &WITHDRAW, &DEPOSIT]
+pub fn bucketed() -> [&'static Script; 6] {
+    [&BCREATE, &BUCKET, &BSTATE, &WITHDRAW, &DEPOSIT, &MOVED]
 }

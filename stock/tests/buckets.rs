@@ -155,14 +155,14 @@ fn a_transfer_cut_between_withdraw_and_deposit_is_recovered_exactly_once() {
     assert_eq!(st.remaining, 40);
     assert!(st.conserved(), "{st:?}");
     // The mover coming back late with its deposit: a no-op.
-    assert!(!s.deposit(&sale, 1, &id, 5).unwrap());
+    assert!(!s.deposit(&sale, 0, 1, &id, 5).unwrap());
     assert_eq!(stock_of(&mut s, 1), 15);
 
     // Crash after the deposit, before the journal entry is dropped: not counted twice,
     // and recovery only drops the entry.
     let id2 = keys::new_token();
     assert_eq!(s.withdraw(&sale, 2, 3, &id2, 4).unwrap(), 4);
-    assert!(s.deposit(&sale, 3, &id2, 4).unwrap());
+    assert!(s.deposit(&sale, 2, 3, &id2, 4).unwrap());
     assert_eq!(s.state(&sale).unwrap().remaining, 40);
     assert_eq!(s.recover_transfers(&sale).unwrap(), 0);
     assert_eq!(s.recover_transfers(&sale).unwrap(), 0);
@@ -278,4 +278,109 @@ fn bucketed_orders_settle_in_their_bucket_and_one_bucket_is_the_plain_layout() {
             Err(StockError::Paused)
         ));
     }
+}
+
+/// A key's integer, 0 if absent.
+fn int(s: &mut Stock<Conn>, cmd: &mut redis::Cmd) -> i64 {
+    match s.conn_mut().exec(cmd).unwrap() {
+        redis::Value::Int(n) => n,
+        redis::Value::Nil | redis::Value::Okay => 0,
+        redis::Value::BulkString(b) => String::from_utf8(b).unwrap().parse().unwrap(),
+        v => panic!("{v:?}"),
+    }
+}
+
+#[test]
+fn a_move_half_lost_with_a_master_is_found_by_the_ledger_and_redone_once() {
+    let sale = sale_id("halflost");
+    let mut s = connect();
+    s.create_sale_with_buckets(&sale, &open_spec(40, 1), BUCKETS)
+        .unwrap();
+    assert_eq!(s.ledger(&sale).unwrap().excess, 0);
+    // A buyer, so the ledger counts held units too.
+    let user = (1..).find(|u| keys::home_bucket(*u, BUCKETS) == 0).unwrap();
+    let t = s.issue_token(&sale, user, Duration::from_secs(60)).unwrap();
+    s.purchase(&sale, user, &t.token).unwrap();
+
+    // A complete move 0 → 1, then the source master loses it (its AOF's last second):
+    // the withdrawal and the journal entry are gone, the deposit survived elsewhere.
+    let id = keys::new_token();
+    assert_eq!(s.withdraw(&sale, 0, 1, &id, 5).unwrap(), 5);
+    assert!(s.deposit(&sale, 0, 1, &id, 5).unwrap());
+    assert_eq!(
+        s.recover_transfers(&sale).unwrap(),
+        0,
+        "journal entry moved to done"
+    );
+    let src = SaleKeys::bucket(&sale, 0);
+    int(
+        &mut s,
+        redis::cmd("HDEL").arg(src.transfers_done()).arg(&id),
+    );
+    int(&mut s, redis::cmd("INCRBY").arg(&src.stock).arg(5));
+    // The sum looks like 45 units; the ledger says which are twice.
+    assert_eq!(s.state(&sale).unwrap().remaining, 44);
+    let l = s.ledger(&sale).unwrap();
+    assert_eq!((l.excess, l.initial, l.in_flight), (5, 40, 0), "{l:?}");
+    let r = s.reconcile_transfers(&sale).unwrap();
+    assert_eq!(
+        (r.rewithdrawn, r.shortfall, r.deposited),
+        (1, 0, 0),
+        "{r:?}"
+    );
+    assert_eq!(s.ledger(&sale).unwrap().excess, 0);
+    assert_eq!(s.state(&sale).unwrap().remaining, 39);
+    let again = s.reconcile_transfers(&sale).unwrap();
+    assert_eq!((again.rewithdrawn, again.deposited), (0, 0), "once only");
+
+    // The other half: the destination loses the deposit while the source has it done.
+    let id2 = keys::new_token();
+    assert_eq!(s.withdraw(&sale, 2, 3, &id2, 4).unwrap(), 4);
+    assert!(s.deposit(&sale, 2, 3, &id2, 4).unwrap());
+    s.recover_transfers(&sale).unwrap();
+    let dst = SaleKeys::bucket(&sale, 3);
+    int(&mut s, redis::cmd("HDEL").arg(dst.transfers_in()).arg(&id2));
+    int(&mut s, redis::cmd("DECRBY").arg(&dst.stock).arg(4));
+    assert_eq!(s.ledger(&sale).unwrap().excess, -4, "units vanished");
+    let r = s.reconcile_transfers(&sale).unwrap();
+    assert_eq!((r.rewithdrawn, r.deposited), (0, 1), "{r:?}");
+    assert_eq!(s.ledger(&sale).unwrap().excess, 0);
+    assert_eq!(s.state(&sale).unwrap().remaining, 39);
+
+    // A redone withdrawal whose units were sold meanwhile reports the shortfall.
+    let id3 = keys::new_token();
+    assert_eq!(s.withdraw(&sale, 1, 2, &id3, 3).unwrap(), 3);
+    assert!(s.deposit(&sale, 1, 2, &id3, 3).unwrap());
+    s.recover_transfers(&sale).unwrap();
+    let b1 = SaleKeys::bucket(&sale, 1);
+    int(
+        &mut s,
+        redis::cmd("HDEL").arg(b1.transfers_done()).arg(&id3),
+    );
+    int(&mut s, redis::cmd("SET").arg(&b1.stock).arg(1));
+    let r = s.reconcile_transfers(&sale).unwrap();
+    assert_eq!((r.rewithdrawn, r.shortfall), (1, 2), "{r:?}");
+    assert!(s.ledger(&sale).unwrap().excess != 0);
+}
+
+#[test]
+fn a_sale_whose_bucket_survived_its_meta_is_not_created_over_it() {
+    let sale = sale_id("survivor");
+    let mut s = connect();
+    s.create_sale_with_buckets(&sale, &open_spec(40, 1), BUCKETS)
+        .unwrap();
+    let user = (1..).find(|u| keys::home_bucket(*u, BUCKETS) == 2).unwrap();
+    let t = s.issue_token(&sale, user, Duration::from_secs(60)).unwrap();
+    s.purchase(&sale, user, &t.token).unwrap();
+    // The master of the sale's meta restarted empty; bucket 2's master did not.
+    int(&mut s, redis::cmd("DEL").arg(SaleKeys::new(&sale).meta));
+    assert_eq!(
+        s.create_sale_with_buckets(&sale, &open_spec(40, 1), BUCKETS),
+        Err(StockError::SaleExists)
+    );
+    let held = int(
+        &mut s,
+        redis::cmd("HLEN").arg(SaleKeys::bucket(&sale, 2).reservations),
+    );
+    assert_eq!(held, 1, "the surviving bucket keeps its reservation");
 }

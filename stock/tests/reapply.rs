@@ -26,6 +26,7 @@ fn sale_keys(sale: &str, buckets: u32) -> Vec<String> {
             let mut v: Vec<String> = k.all().iter().map(|s| s.to_string()).collect();
             v.push(k.transfers_out());
             v.push(k.transfers_in());
+            v.push(k.transfers_done());
             v
         })
         .collect()

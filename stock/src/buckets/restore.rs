@@ -191,6 +191,30 @@ impl<C: Exec> Stock<C> {
         })
     }
 
+    /// Restore a bucketed sale some of whose buckets were lost (their master restarted
+    /// empty) while its meta survived: every bucket is rebuilt from `orders`, as for a
+    /// sale lost whole, and the sale keeps its paused flag. The meta goes first, so the
+    /// sale is absent (sells nothing) until the restore writes it again, last; a restore
+    /// cut short is completed by running it again. Refused when no bucket is lost.
+    pub fn restore_lost_buckets(
+        &mut self,
+        sale: &str,
+        spec: &SaleSpec,
+        buckets: u32,
+        orders: &[RestoredOrder],
+    ) -> Result<Restored, StockError> {
+        if self.lost_buckets(sale)?.is_empty() {
+            return Err(StockError::SaleExists);
+        }
+        let top = SaleKeys::new(sale);
+        let paused = self
+            .conn
+            .exec(redis::cmd("HGET").arg(&top.meta).arg("paused"))?
+            == Value::BulkString(b"1".to_vec());
+        self.conn.exec(redis::cmd("DEL").arg(&top.meta))?;
+        self.restore_sale_with_buckets(sale, spec, buckets, paused, orders)
+    }
+
     /// Redis's clock, in ms.
     fn redis_ms(&mut self) -> Result<i64, StockError> {
         match self.conn.exec(&redis::cmd("TIME"))? {

@@ -1,13 +1,13 @@
 -- Restore one bucket of a bucketed sale lost with Redis's data (restore.lua, bucket by
 -- bucket: each bucket is its own slot). Overwrites whatever a restore cut short left in
 -- this bucket; the sale exists only once brestoremeta.lua writes its own meta, last.
--- KEYS: meta stock sold buyers res settled seq res_at xout xin (the bucket's)
+-- KEYS: meta stock sold buyers res settled seq res_at xout xin xdone (the bucket's)
 -- ARGV: units limit start_ms end_ms paused bucket buckets seq n, then n (order_id, user,
 -- status) of the orders whose sequence names this bucket (status: reserved | paid |
 -- cancelled), then (user, units) of the buyers whose home is this bucket.
 -- Returns {'OK', units, held, sold}.
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8],
-  KEYS[9], KEYS[10])
+  KEYS[9], KEYS[10], KEYS[11])
 local now = now_ms()
 local held, sold = 0, 0
 local i = 10
