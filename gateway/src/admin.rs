@@ -70,6 +70,28 @@ struct PauseSale {
 }
 
 impl App {
+    /// A master that restarted empty (or lost writes) is not trusted until the reconcile
+    /// restored every sale PostgreSQL knows: a sale it lost must come back with its
+    /// orders, never be created again with its whole stock. So a sale is created only on
+    /// a store a check found trusted at the pipe's current connections — waited for up to
+    /// a second (a gateway just started, a connection just made), refused at once while
+    /// the last check found masters untrusted: 503 `store_recovering`.
+    fn store_settled(&self) -> Result<(), ApiError> {
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(1);
+        loop {
+            if self.switches.masters_untrusted() {
+                return Err(ApiError::StoreUnconfirmed);
+            }
+            if self.fenced_generation().is_ok() {
+                return Ok(());
+            }
+            if std::time::Instant::now() >= until {
+                return Err(ApiError::StoreUnconfirmed);
+            }
+            may::coroutine::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
     pub(crate) fn create_sale(&self, req: &Incoming) -> Result<Reply, ApiError> {
         let c: CreateSale = req.json()?;
         let spec = SaleSpec {
@@ -81,10 +103,7 @@ impl App {
         // Creating a sale on a store that lost its data would set a new epoch, and every
         // gateway would resume selling before `rebuild-stock`: refuse, also when the loss
         // happened since the last poll (the epoch read now is not the one seen).
-        // A master that restarted empty (or lost writes) is not trusted until the
-        // reconcile restored every sale PostgreSQL knows: a sale it lost must come back
-        // with its orders, never be created again with its whole stock.
-        self.fenced_generation()?;
+        self.store_settled()?;
         let mut stock = self.stock();
         if self.switches.store_lost() {
             return Err(ApiError::StoreLost);

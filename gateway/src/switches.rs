@@ -282,6 +282,12 @@ impl Switches {
         gen != u64::MAX && self.trusted_gen.load(Ordering::Acquire) == gen
     }
 
+    /// The last check of the store found masters it does not trust (restarted empty,
+    /// restarted from a file, promoted) that no reconcile has vouched for yet.
+    pub fn masters_untrusted(&self) -> bool {
+        matches!(&Self::lock(&self.store).unconfirmed, Some(u) if !u.is_empty())
+    }
+
     /// A check has found every master trusted since this instance started.
     pub fn confirmed_once(&self) -> bool {
         self.confirmed_once.load(Ordering::Acquire)

@@ -15,7 +15,7 @@
 //! | `sk:{S#b}:xout` | hash | transfer id → `dest|count`: units withdrawn from bucket b, deposit not yet acknowledged |
 //! | `sk:{S#b}:xin` | hash | transfer id → count: transfers deposited into bucket b (a replayed deposit is a no-op) |
 //! | `sk:epoch` | string | set with the first sale; gone only if Redis lost its data |
-//! | `sk:trust` | hash | run id → `ms addr`: Redis processes known to hold every acknowledged order |
+//! | `{sk:epoch}:trust` | hash | run id → `ms addr`: Redis processes known to hold every acknowledged order (the epoch's slot: lost only with it) |
 //! | `sk:switches:{C}` | hash | degradation switches of gateway cluster `C` (JSON values) |
 //! | `sk:audit:{C}` | stream | every operator change through cluster `C` (same slot as its switches) |
 
@@ -26,8 +26,10 @@ use rand::RngCore;
 pub const EPOCH: &str = "sk:epoch";
 
 /// Run ids of the Redis processes known to hold every acknowledged order
-/// (hash: run id → `<ms> <addr>`; see `trust`).
-pub const TRUST: &str = "sk:trust";
+/// (hash: run id → `<ms> <addr>`; see `trust`). In the epoch's slot (hash tag
+/// `{sk:epoch}`): a master that restarts empty and loses the trust map loses the epoch
+/// with it, which every gateway sees as the store's data lost — never as a fresh start.
+pub const TRUST: &str = "{sk:epoch}:trust";
 
 /// The central degradation switches of one gateway cluster.
 pub fn switches(cluster: &str) -> String {

@@ -6,7 +6,7 @@
 //! loss, yet it could sell the lost units again. Every process has its own `run_id`
 //! (`INFO server`, new on every start; a replica's differs from its master's) and a
 //! replication id (`master_replid`, new when a replica is promoted); a master is known
-//! by the two. The hash `sk:trust` lists the masters known to hold every acknowledged
+//! by the two. The hash `{sk:epoch}:trust` lists the masters known to hold every acknowledged
 //! order: written by the
 //! order-writer after it re-applied what Redis lacked (`Stock::reapply`), by
 //! `rebuild-stock`, and by a gateway when the store has no epoch (nothing to lose yet).
@@ -16,7 +16,7 @@
 //! is a cluster node the store has seen before under another run: a master restarted
 //! empty inside the node timeout keeps its node id (`nodes.conf`) and its slots, and has
 //! lost every key it held, while the epoch on another master survives. The cluster's
-//! own identity tells the two apart: `sk:trust` also maps `node:<node id>` to the run it
+//! own identity tells the two apart: `{sk:epoch}:trust` also maps `node:<node id>` to the run it
 //! last trusted, and a clean run of a known node under a new run id is a loss.
 //! Gateways sell only while every master's run id is trusted.
 
@@ -51,7 +51,7 @@ impl std::fmt::Display for Run {
 /// The `INFO` sections a run is read from.
 const SECTIONS: [&str; 3] = ["server", "persistence", "replication"];
 
-/// Most entries kept in `sk:trust` (each restart or failover adds one per master).
+/// Most entries kept in `{sk:epoch}:trust` (each restart or failover adds one per master).
 const TRUST_MAX: usize = 256;
 
 /// Reads the masters' run ids: on one Redis through the caller's connection; on a
@@ -211,14 +211,14 @@ fn masters_of(v: &redis::Value, asked_host: &str) -> Vec<String> {
         .collect()
 }
 
-/// The field of `sk:trust` naming the run a cluster node was last trusted as.
+/// The field of `{sk:epoch}:trust` naming the run a cluster node was last trusted as.
 fn node_field(id: &str) -> String {
     format!("node:{id}")
 }
 
-/// The runs among `runs` neither born clean nor listed in `sk:trust`, any that is not a
+/// The runs among `runs` neither born clean nor listed in `{sk:epoch}:trust`, any that is not a
 /// master (a node listed as one but demoted meanwhile: the view is stale), and any born
-/// clean under a cluster node id `sk:trust` knows as another run (restarted empty). A
+/// clean under a cluster node id `{sk:epoch}:trust` knows as another run (restarted empty). A
 /// clean node seen for the first time is recorded as it is.
 pub fn untrusted(conn: &mut Conn, runs: &[Run]) -> Result<Vec<Run>, StockError> {
     let mut out: Vec<Run> = runs.iter().filter(|r| !r.master).cloned().collect();
@@ -242,7 +242,7 @@ pub fn untrusted(conn: &mut Conn, runs: &[Run]) -> Result<Vec<Run>, StockError> 
     Ok(out)
 }
 
-/// Born-clean masters whose cluster node `sk:trust` knows under another run: restarted
+/// Born-clean masters whose cluster node `{sk:epoch}:trust` knows under another run: restarted
 /// empty, every key they held lost. A node not known yet is recorded (`HSETNX`).
 fn restarted_empty(conn: &mut Conn, runs: &[Run]) -> Result<Vec<Run>, StockError> {
     let clean: Vec<(&Run, &str)> = runs

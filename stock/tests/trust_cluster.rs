@@ -41,10 +41,10 @@ fn a_master_restarted_empty_inside_the_node_timeout_is_not_trusted_as_born_clean
         "a new cluster's masters are trusted as they are (and recorded)"
     );
 
-    // A master that does not hold `sk:trust` restarts with nothing (no persistence).
+    // A master that does not hold `{sk:epoch}:trust` restarts with nothing (no persistence).
     let holder = c
         .master_of(stock::cluster::slot(stock::keys::TRUST.as_bytes()))
-        .expect("the master of sk:trust");
+        .expect("the master of {sk:epoch}:trust");
     let victim = c
         .masters_now()
         .expect("masters")

@@ -5,7 +5,7 @@
 //!
 //! The shared rig is here (a sale, load, gateways and a writer, the checks at the end);
 //! the drills are grouped by what fails: [`redis`] (1, 2, 7), [`broker`] (3, 9, 10),
-//! [`writer_db`] (4, 5), [`gateway`] (6, 8, 11, 12), [`redis_cluster`] (13) and
+//! [`writer_db`] (4, 5), [`gateway`] (6, 8, 11, 12), [`redis_cluster`] (13, 15) and
 //! [`lost_writes`] (14, and what 13 shares with it).
 
 mod broker;
@@ -27,13 +27,13 @@ use broker::{broker_down, broker_killed, brokers_rolling_restart};
 use gateway::{balancer_gateway_killed, canary_rollback, gateway_killed, overload};
 use lost_writes::redis_aof_tail_lost;
 use redis::{redis_data_lost, redis_paused, redis_slow_then_blackhole};
-use redis_cluster::redis_master_killed;
+use redis_cluster::{redis_master_killed, redis_master_restarted_empty};
 use writer_db::{postgres_down, writer_killed};
 
 pub type DrillFn = fn(&Env, &mut Drill) -> Result<(), ChaosError>;
 
 /// (number, name, what it proves, the drill)
-pub const DRILLS: [(u32, &str, &str, DrillFn); 14] = [
+pub const DRILLS: [(u32, &str, &str, DrillFn); 15] = [
     (1, "redis-paused", "Redis SIGSTOPped 5 s: fast 503s, the breaker opens and closes, no stall", redis_paused),
     (2, "redis-data-lost", "Redis restarted without its data: detected, selling stops, stock rebuilt from PostgreSQL and the topic, resumed", redis_data_lost),
     (3, "cluster-down", "the whole Kafka cluster killed: orders go to the durable spool, replayed when it is back, nothing lost or doubled", broker_down),
@@ -48,6 +48,7 @@ pub const DRILLS: [(u32, &str, &str, DrillFn); 14] = [
     (12, "canary-rollback", "a faulty canary (Redis credentials without script rights) takes 20% of users; stackctl canary rollback stops the failures, nothing lost", canary_rollback),
     (13, "redis-master-killed", "Redis Cluster: the sale's master takes purchases its (stopped) replica never gets, then kill -9: the replica takes over without them, purchases held until the writer re-applies them, nothing resold", redis_master_killed),
     (14, "redis-aof-tail-lost", "Redis (AOF everysec) kill -9 and the AOF's last second lost, restarted: purchases held (503 store_recovering) until the writer re-applies the lost orders, nothing resold", redis_aof_tail_lost),
+    (15, "redis-master-restarted-empty", "Redis Cluster: a master holding buckets of an 8-bucket sale kill -9 and restarted empty inside the node timeout (same node id, its slots, no data): seen as a loss, purchases held, the sale restored whole from PostgreSQL and the topic, nothing resold", redis_master_restarted_empty),
 ];
 
 /// The latency budget a degraded answer must stay within (p99), whatever the fault:
@@ -55,15 +56,31 @@ pub const DRILLS: [(u32, &str, &str, DrillFn); 14] = [
 const P99_BUDGET_MS: f64 = 1000.0;
 
 pub(crate) fn open_sale(d: &Drill, gw: &Proc, units: i64) -> Result<String, ChaosError> {
+    open_bucketed_sale(d, gw, units, 1)
+}
+
+/// A sale whose stock is split over `buckets` stock buckets (1: unbucketed).
+pub(crate) fn open_bucketed_sale(
+    d: &Drill,
+    gw: &Proc,
+    units: i64,
+    buckets: u32,
+) -> Result<String, ChaosError> {
     let sale = format!("chaos_{}_{}", d.name.replace('-', "_"), now_ms());
-    loadtest::buyer::Client::new(&gw.url(), crate::env::SECRET).create_sale(
+    loadtest::buyer::Client::new(&gw.url(), crate::env::SECRET).create_bucketed_sale(
         ADMIN,
         &sale,
         units,
         now_ms() - 1000,
         now_ms() + 3_600_000,
+        buckets,
     )?;
-    d.log(format!("sale {sale} opened with {units} units"));
+    match buckets {
+        1 => d.log(format!("sale {sale} opened with {units} units")),
+        b => d.log(format!(
+            "sale {sale} opened with {units} units in {b} buckets"
+        )),
+    }
     Ok(sale)
 }
 

@@ -1,9 +1,10 @@
-//! Redis Cluster: the sale's master killed after selling alone (13).
+//! Redis Cluster: the sale's master killed after selling alone (13); a master holding
+//! buckets of a sale restarted empty inside the node timeout (15).
 
 use super::lost_writes::{
     distinct, missing_in_redis, recover, resold_check, sample_ids, sell_out, StoreWatch,
 };
-use super::{failed, observe, open_sale, sleep, start_load};
+use super::{failed, observe, open_bucketed_sale, open_sale, sleep, start_load};
 use crate::drill::{wait_for, Drill};
 use crate::env::{Env, Proc};
 use crate::load::{Load, Window};
@@ -295,7 +296,7 @@ fn report_unreplicated(d: &mut Drill, gws: &[Proc], r: &Roles, seen: [f64; 3], p
          counted in seckill_redis_unreplicated_total. A replica promoted without those \
          purchases would sell their units again; the gateways therefore hold purchases after \
          a slot-map change until the writer has re-applied every acknowledged order the new \
-         master lacks and trusted it (sk:trust).",
+         master lacks and trusted it ({sk:epoch}:trust).",
     );
     d.log(format!(
         "seckill_redis_unreplicated_total (both gateways): {unrepl_before} before the fault, \
@@ -311,4 +312,121 @@ fn report_unreplicated(d: &mut Drill, gws: &[Proc], r: &Roles, seen: [f64; 3], p
         ),
         unrepl.is_some() && unrepl_paused > unrepl_before,
     );
+}
+
+/// Drill 15: a master that holds buckets of a bucketed sale (but neither the store epoch
+/// nor the sale's meta) is killed and started again at once, empty, inside the cluster's
+/// node timeout: it keeps its node id and its slots, no replica takes over, and every key
+/// it held is gone — its replica resyncs to the empty data. The cluster's own identity
+/// must make that a loss: purchases held, the sale restored whole, nothing resold.
+pub(super) fn redis_master_restarted_empty(env: &Env, d: &mut Drill) -> Result<(), ChaosError> {
+    let url = env.use_cluster()?;
+    let c = &env.cluster;
+    let gws = (0..2)
+        .map(|i| env.gateway(&format!("d15-gw-{i}"), "d15", Some(url.clone()), &[]))
+        .collect::<Result<Vec<_>, _>>()?;
+    let writer = env.writer("d15-writer")?;
+    let (units, buckets) = (2000, 8);
+    let sale = open_bucketed_sale(d, &gws[0], units, buckets)?;
+    let (victim, lost) = empty_victim(d, c, &sale, buckets)?;
+    let gw_refs: Vec<&Proc> = gws.iter().collect();
+    let mut load = start_load(d, &gw_refs, &sale, 8, 25.0, 80);
+    sleep(5.0);
+    let before = observe(d, &load, "before", 0, load.elapsed_ms());
+    d.check(
+        format!(
+            "selling on the cluster: {} orders accepted, {} failed",
+            before.count("202"),
+            failed(&before)
+        ),
+        before.count("202") > 0,
+    );
+    let mut watch = StoreWatch::start(env, &gws, &writer);
+    let (acked, _) = load.acked();
+    let on_victim = acked
+        .iter()
+        .filter(|(id, _)| {
+            stock::keys::split_order_id(id)
+                .is_some_and(|(_, seq)| lost.contains(&stock::keys::order_bucket(seq, buckets)))
+        })
+        .count();
+    d.log(format!(
+        "FAULT: kill -9 redis-{victim} and start it again at once, empty (no persistence), inside the {} ms node timeout; {on_victim} of {} acknowledged orders so far live in its buckets {lost:?}",
+        c.node_timeout_ms,
+        distinct(&acked)
+    ));
+    let f0 = load.elapsed_ms();
+    c.signal(victim, SIGKILL)?;
+    stackctl::process::wait_until(Duration::from_secs(5), || {
+        !c.node_up(victim) && !stackctl::process::port_open(c.port(victim))
+    });
+    c.start_node(victim)?;
+    let back = load.elapsed_ms();
+    let slot = bucket_slot(&sale, lost[0]);
+    let keys = c.query(c.port(victim), &["DBSIZE"]).unwrap_or_default();
+    d.check(
+        format!(
+            "redis-{victim} is back as the master of slot {slot}, restarted {:.2} s after the kill (no failover), with {} keys",
+            (back - f0) as f64 / 1000.0,
+            keys.trim()
+        ),
+        c.master_of(slot).is_ok_and(|m| m == victim),
+    );
+    // Purchases under way at the kill on the other masters may still be answered; from
+    // a moment after it (the gateways' connections to the victim broke at once), none.
+    recover(d, &load, &gws, &writer, &mut watch, f0 + 250, back, 0);
+    let mut st = stock::Stock::new(stock::connect(&url, Duration::from_secs(2))?);
+    let missing = st.lost_buckets(&sale)?;
+    d.check(
+        format!("the sale is whole again: buckets missing {missing:?}"),
+        missing.is_empty(),
+    );
+    sell_out(d, &url, &sale, units)?;
+    load.stop();
+    resold_check(d, &load, units);
+    invariants(env, d, &sale, &load)
+}
+
+/// The slot of bucket `b`'s keys.
+fn bucket_slot(sale: &str, b: u32) -> u16 {
+    stock::cluster::slot(stock::keys::SaleKeys::bucket(sale, b).meta.as_bytes())
+}
+
+/// The master to restart empty: one holding buckets of the sale but not the store epoch
+/// (whose loss is drill 2's) nor the sale's meta; and the buckets it holds.
+fn empty_victim(
+    d: &Drill,
+    c: &RedisCluster,
+    sale: &str,
+    buckets: u32,
+) -> Result<(usize, Vec<u32>), ChaosError> {
+    let epoch = c.master_of(stock::cluster::slot(stock::keys::EPOCH.as_bytes()))?;
+    let meta = c.master_of(stock::cluster::slot(
+        stock::keys::SaleKeys::new(sale).meta.as_bytes(),
+    ))?;
+    let mut by_master: Vec<(usize, Vec<u32>)> = Vec::new();
+    for b in 0..buckets {
+        let m = c.master_of(bucket_slot(sale, b))?;
+        match by_master.iter_mut().find(|(x, _)| *x == m) {
+            Some((_, v)) => v.push(b),
+            None => by_master.push((m, vec![b])),
+        }
+    }
+    let shares: Vec<String> = by_master
+        .iter()
+        .map(|(m, v)| format!("redis-{m}: buckets {v:?}"))
+        .collect();
+    d.log(format!(
+        "the sale's buckets by master: {}; the store epoch on redis-{epoch}, the sale's meta on redis-{meta}",
+        shares.join(", ")
+    ));
+    by_master
+        .into_iter()
+        .filter(|(m, _)| *m != epoch && *m != meta)
+        .max_by_key(|(_, v)| v.len())
+        .ok_or_else(|| {
+            ChaosError::Setup(
+                "no master holds buckets of the sale without the epoch or the meta".into(),
+            )
+        })
 }

@@ -170,14 +170,24 @@ fn every_202_in_topic(f: &Facts) -> Vec<Check> {
 
 /// 5. Conservation (the sum only: a negative remaining is an oversell, above).
 fn conservation(f: &Facts) -> Vec<Check> {
-    let state = &f.seen.state;
-    vec![verdict(
-        format!(
-            "conservation: remaining {} + held {} + sold {} = initial {}",
-            state.remaining, state.held, state.sold, state.initial
+    let (state, ledger) = (&f.seen.state, &f.seen.ledger);
+    vec![
+        verdict(
+            format!(
+                "conservation: remaining {} + held {} + sold {} = initial {}",
+                state.remaining, state.held, state.sold, state.initial
+            ),
+            state.remaining + state.held + state.sold == state.initial,
         ),
-        state.remaining + state.held + state.sold == state.initial,
-    )]
+        // Each bucket against its own history, every move matched on both sides.
+        verdict(
+            format!(
+                "conservation: stock ledger balanced in every bucket (excess {}, in flight {})",
+                ledger.excess, ledger.in_flight
+            ),
+            ledger.excess == 0,
+        ),
+    ]
 }
 
 /// Every order that should hold stock does, and no more units are held than orders
@@ -341,6 +351,12 @@ mod tests {
                     held: 2,
                     now_ms: 0,
                 },
+                ledger: stock::ledger::Ledger {
+                    initial: 3,
+                    accounted: 3,
+                    in_flight: 0,
+                    excess: 0,
+                },
                 buyers: vec![(1, 1), (2, 1)],
                 topic: Some(vec![msg("s-1", 1), msg("s-2", 2)]),
                 db: vec![row("s-1", 1, "reserved"), row("s-2", 2, "reserved")],
@@ -403,6 +419,7 @@ mod tests {
                 "every 202 is in the order topic: 2 of 2 found (0 sent more than once)",
                 "nothing in the topic that was not acknowledged: 0 unacknowledged",
                 "conservation: remaining 1 + held 2 + sold 0 = initial 3",
+                "conservation: stock ledger balanced in every bucket (excess 0, in flight 0)",
                 "every acknowledged order holds stock: 2 acknowledged, 2 held or sold",
                 "units held without an order: 0",
                 "every 202 is in PostgreSQL exactly once: 2 of 2 found, 0 duplicate rows",
@@ -418,7 +435,7 @@ mod tests {
         c.seen.topic = None;
         let r = c.report();
         assert!(r.ok());
-        assert_eq!(r.checks.len(), 11);
+        assert_eq!(r.checks.len(), 12);
         assert!(!r.checks.iter().any(|c| c.name.contains("topic")));
     }
 
@@ -495,6 +512,10 @@ mod tests {
     #[test]
     fn broken_conservation_fails_only_that_check() {
         fails_only(clean().held(0, 2), "conservation");
+        // Units twice in two buckets whose sum still looks right: the ledger sees them.
+        let mut twice = clean();
+        twice.seen.ledger.excess = 2;
+        fails_only(twice, "conservation");
     }
 
     #[test]

@@ -96,6 +96,8 @@ impl Row {
 pub struct Sources {
     /// Redis: the sale's counters.
     pub state: stock::SaleState,
+    /// Redis: the sale's stock ledger, bucket by bucket, moves matched half to half.
+    pub ledger: stock::ledger::Ledger,
     /// Redis: user → units held or bought.
     pub buyers: Vec<(u64, i64)>,
     /// The order topic's `reserved` events of the sale; `None` when not read.

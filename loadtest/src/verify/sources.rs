@@ -42,6 +42,7 @@ pub fn gather(
     let mut redis = stock::Stock::new(stock::connect(&stack.redis_url, Duration::from_secs(2))?);
     Ok(Sources {
         state: redis.state(sale)?,
+        ledger: redis.ledger(sale)?,
         buyers: redis.buyers(sale)?,
         topic,
         db,
