@@ -3,13 +3,14 @@
 
 use crate::app::App;
 use crate::error::ApiError;
+use crate::redis_pipe::RedisPipe;
 use crate::request::{Incoming, Reply};
 use crate::switches::SwitchValues;
 use seckill_common::now_ms;
 use seckill_common::order::{OrderMessage, SaleDefinition};
 use serde::Deserialize;
 use serde_json::json;
-use stock::SaleSpec;
+use stock::{SaleSpec, Stock};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -76,20 +77,23 @@ impl App {
     /// a store a check found trusted at the pipe's current connections — waited for up to
     /// a second (a gateway just started, a connection just made), refused at once while
     /// the last check found masters untrusted: 503 `store_recovering`.
-    fn store_settled(&self) -> Result<(), ApiError> {
+    fn store_settled(&self, stock: &mut Stock<RedisPipe>) -> Result<(), ApiError> {
         let until = std::time::Instant::now() + std::time::Duration::from_secs(1);
         loop {
-            if self.switches.masters_untrusted() {
-                return Err(ApiError::StoreUnconfirmed);
-            }
-            if self.fenced_generation().is_ok() {
+            if !self.switches.masters_untrusted() && self.fenced_generation().is_ok() {
                 return Ok(());
             }
-            if std::time::Instant::now() >= until {
-                return Err(ApiError::StoreUnconfirmed);
+            if self.switches.masters_untrusted() || std::time::Instant::now() >= until {
+                break;
             }
             may::coroutine::sleep(std::time::Duration::from_millis(20));
         }
+        // A store that never had a sale (no epoch, none seen here) has nothing to lose:
+        // its first sale is what starts it.
+        if self.switches.seen_epoch().is_none() && stock.store_epoch()?.is_none() {
+            return Ok(());
+        }
+        Err(ApiError::StoreUnconfirmed)
     }
 
     pub(crate) fn create_sale(&self, req: &Incoming) -> Result<Reply, ApiError> {
@@ -103,8 +107,8 @@ impl App {
         // Creating a sale on a store that lost its data would set a new epoch, and every
         // gateway would resume selling before `rebuild-stock`: refuse, also when the loss
         // happened since the last poll (the epoch read now is not the one seen).
-        self.store_settled()?;
         let mut stock = self.stock();
+        self.store_settled(&mut stock)?;
         if self.switches.store_lost() {
             return Err(ApiError::StoreLost);
         }

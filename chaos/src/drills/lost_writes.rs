@@ -128,7 +128,18 @@ pub(super) fn missing_in_redis(
     sale: &str,
     acked: &[(String, u64)],
 ) -> Result<Vec<(String, u64)>, ChaosError> {
-    let keys = stock::keys::SaleKeys::new(sale);
+    missing_in_buckets(port, sale, 1, &[0], acked)
+}
+
+/// [`missing_in_redis`] for a sale of `buckets` buckets, over the buckets `on` (those the
+/// node at `port` holds): only orders whose sequence names one of them are looked at.
+pub(super) fn missing_in_buckets(
+    port: u16,
+    sale: &str,
+    buckets: u32,
+    on: &[u32],
+    acked: &[(String, u64)],
+) -> Result<Vec<(String, u64)>, ChaosError> {
     let hash = |key: &str| -> Result<std::collections::HashMap<String, String>, ChaosError> {
         let text = stackctl::redis_cluster::query(port, &["HGETALL", key], Duration::from_secs(5))
             .map_err(|e| ChaosError::Setup(format!("HGETALL {key} on port {port}: {e}")))?;
@@ -139,12 +150,28 @@ pub(super) fn missing_in_redis(
             .map(|c| (c[0].to_string(), c[1].to_string()))
             .collect())
     };
-    let res = hash(&keys.reservations)?;
-    let settled = hash(&keys.settled)?;
+    let (mut res, mut settled) = (
+        std::collections::HashMap::new(),
+        std::collections::HashMap::new(),
+    );
+    for b in on {
+        let keys = match buckets {
+            1 => stock::keys::SaleKeys::new(sale),
+            _ => stock::keys::SaleKeys::bucket(sale, *b),
+        };
+        res.extend(hash(&keys.reservations)?);
+        settled.extend(hash(&keys.settled)?);
+    }
+    let here = |id: &str| {
+        buckets == 1
+            || stock::keys::split_order_id(id)
+                .is_some_and(|(_, seq)| on.contains(&stock::keys::order_bucket(seq, buckets)))
+    };
     let mut seen = std::collections::HashSet::new();
     Ok(acked
         .iter()
         .filter(|(id, u)| seen.insert((id.as_str(), *u)))
+        .filter(|(id, _)| here(id))
         .filter(|(id, u)| {
             let user = u.to_string();
             let held = res.get(id).is_some_and(|x| *x == user);
@@ -157,7 +184,6 @@ pub(super) fn missing_in_redis(
         .collect())
 }
 
-/// Distinct acknowledged orders (a retried purchase is answered with its order again).
 pub(super) fn distinct(acked: &[(String, u64)]) -> usize {
     acked.iter().collect::<std::collections::HashSet<_>>().len()
 }

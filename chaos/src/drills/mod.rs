@@ -67,14 +67,25 @@ pub(crate) fn open_bucketed_sale(
     buckets: u32,
 ) -> Result<String, ChaosError> {
     let sale = format!("chaos_{}_{}", d.name.replace('-', "_"), now_ms());
-    loadtest::buyer::Client::new(&gw.url(), crate::env::SECRET).create_bucketed_sale(
-        ADMIN,
-        &sale,
-        units,
-        now_ms() - 1000,
-        now_ms() + 3_600_000,
-        buckets,
-    )?;
+    let client = loadtest::buyer::Client::new(&gw.url(), crate::env::SECRET);
+    let create = || {
+        let now = now_ms();
+        client.create_bucketed_sale(ADMIN, &sale, units, now - 1000, now + 3_600_000, buckets)
+    };
+    // A store a Redis restart or failover left unconfirmed refuses new sales until the
+    // writer has reconciled it (503 store_recovering): retried, bounded.
+    let mut last = create();
+    wait_for(Duration::from_secs(30), || match &last {
+        Err(loadtest::buyer::LoadError::Unexpected { status: 503, body })
+            if body.contains("store_recovering") =>
+        {
+            std::thread::sleep(Duration::from_millis(200));
+            last = create();
+            false
+        }
+        _ => true,
+    });
+    last?;
     match buckets {
         1 => d.log(format!("sale {sale} opened with {units} units")),
         b => d.log(format!(

@@ -2,9 +2,9 @@
 //! buckets of a sale restarted empty inside the node timeout (15).
 
 use super::lost_writes::{
-    distinct, missing_in_redis, recover, resold_check, sample_ids, sell_out, StoreWatch,
+    distinct, missing_in_buckets, recover, resold_check, sample_ids, sell_out, StoreWatch,
 };
-use super::{failed, observe, open_bucketed_sale, open_sale, sleep, start_load};
+use super::{failed, observe, open_bucketed_sale, sleep, start_load};
 use crate::drill::{wait_for, Drill};
 use crate::env::{Env, Proc};
 use crate::load::{Load, Window};
@@ -42,10 +42,11 @@ pub(super) fn redis_master_killed(env: &Env, d: &mut Drill) -> Result<(), ChaosE
         .map(|i| env.gateway(&format!("d13-gw-{i}"), "d13", Some(url.clone()), &wait))
         .collect::<Result<Vec<_>, _>>()?;
     let writer = env.writer("d13-writer")?;
-    // Small enough to sell out after the failover, so "no oversell" is tested at the edge.
-    let units = 2000;
-    let sale = open_sale(d, &gws[0], units)?;
-    let r = roles(d, c, &sale)?;
+    // Small enough to sell out after the failover, so "no oversell" is tested at the edge;
+    // in 8 buckets over the three masters (moves between them under way throughout).
+    let (units, buckets) = (2000, 8);
+    let sale = open_bucketed_sale(d, &gws[0], units, buckets)?;
+    let r = roles(d, c, &sale, buckets)?;
     let gw_refs: Vec<&Proc> = gws.iter().collect();
     let mut load = start_load(d, &gw_refs, &sale, 8, 25.0, 80);
     sleep(5.0);
@@ -94,18 +95,33 @@ pub(super) fn redis_master_killed(env: &Env, d: &mut Drill) -> Result<(), ChaosE
     invariants(env, d, &sale, &load)
 }
 
-/// The sale's slot, its master (to be killed) and that master's replica.
+/// The master holding most of the sale's buckets (to be killed), one of their slots,
+/// the buckets, and that master's replica.
 struct Roles {
     slot: u16,
     victim: usize,
     replica: usize,
+    buckets: u32,
+    on_victim: Vec<u32>,
 }
 
-/// Find the master of `sale`'s slot and its replica, and say which they are.
-fn roles(d: &Drill, c: &RedisCluster, sale: &str) -> Result<Roles, ChaosError> {
-    let slot = stock::cluster::slot(stock::keys::SaleKeys::new(sale).meta.as_bytes());
+/// Find the master holding most of `sale`'s buckets and its replica, and say which
+/// they are.
+fn roles(d: &Drill, c: &RedisCluster, sale: &str, buckets: u32) -> Result<Roles, ChaosError> {
+    let mut by_master: Vec<(usize, Vec<u32>)> = Vec::new();
+    for b in 0..buckets {
+        let m = c.master_of(bucket_slot(sale, b))?;
+        match by_master.iter_mut().find(|(x, _)| *x == m) {
+            Some((_, v)) => v.push(b),
+            None => by_master.push((m, vec![b])),
+        }
+    }
+    let (victim, on_victim) = by_master
+        .into_iter()
+        .max_by_key(|(_, v)| v.len())
+        .ok_or_else(|| ChaosError::Setup("the sale has no bucket".into()))?;
+    let slot = bucket_slot(sale, on_victim[0]);
     let topo = c.topology()?;
-    let victim = c.master_of(slot)?;
     let victim_id = topo
         .iter()
         .find(|n| n.port == c.port(victim))
@@ -119,7 +135,7 @@ fn roles(d: &Drill, c: &RedisCluster, sale: &str) -> Result<Roles, ChaosError> {
             ChaosError::Setup(format!("redis-{victim} has no replica in CLUSTER NODES"))
         })?;
     d.log(format!(
-        "the sale's keys (hash tag {{{sale}}}) are in slot {slot}: master redis-{victim} (port {}, run_id {}), its replica redis-{replica} (port {}, run_id {})",
+        "buckets {on_victim:?} of the sale (slot {slot} and others): master redis-{victim} (port {}, run_id {}), its replica redis-{replica} (port {}, run_id {})",
         c.port(victim),
         stackctl::redis::run_id(c.port(victim)).unwrap_or("?".into()),
         c.port(replica),
@@ -129,6 +145,8 @@ fn roles(d: &Drill, c: &RedisCluster, sale: &str) -> Result<Roles, ChaosError> {
         slot,
         victim,
         replica,
+        buckets,
+        on_victim,
     })
 }
 
@@ -152,11 +170,7 @@ fn master_sells_alone(
     gws: &[Proc],
     unrepl_before: f64,
 ) -> Result<Alone, ChaosError> {
-    let Roles {
-        slot,
-        victim,
-        replica,
-    } = *r;
+    let (slot, victim, replica) = (r.slot, r.victim, r.replica);
     // Make the loss certain: the replica stops (SIGSTOP) and its link is cut on the master
     // (CLIENT KILL TYPE replica). SIGSTOP alone is not enough: the master keeps writing
     // the replication stream into the socket, the kernel buffers it for the stopped
@@ -247,7 +261,7 @@ fn missing_on_promoted(
     let mut missing = None;
     let mut why = String::new();
     wait_for(Duration::from_secs(3), || {
-        match missing_in_redis(c.port(replica), sale, &acked) {
+        match missing_in_buckets(c.port(replica), sale, r.buckets, &r.on_victim, &acked) {
             Ok(m) => missing = Some(m),
             Err(e) => why = e.to_string(),
         }
