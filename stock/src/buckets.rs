@@ -17,9 +17,9 @@
 //!   `EMPTY`, and the caller moves units in from the fullest other bucket, a batch of
 //!   up to max(1, remaining / B), then retries. A move is a *withdraw* script on the
 //!   source (takes the units and journals `id → dest|count` in the source's slot, one
-//!   step) and a *deposit* script on the destination (records `id` in the destination's
-//!   slot and adds the units, once: a replay is a no-op), then the journal entry is
-//!   dropped. A crash between the two leaves the units journaled (counted in flight);
+//!   step) and a *deposit* script on the destination (records `id → source|count` in the
+//!   destination's slot and adds the units, once: a replay is a no-op), then the journal
+//!   entry moves to the source's `xdone` (both halves stay, for [`crate::ledger`]). A crash between the two leaves the units journaled (counted in flight);
 //!   [`Stock::recover_transfers`] — run by every mover, by the order-writer's sweep
 //!   and by `rebuild-stock` — deposits them, exactly once.
 //! - "Sold out" only when every bucket is empty and no transfer is in flight, seen by
@@ -187,19 +187,20 @@ impl<C: Exec> Stock<C> {
                 keys::MAX_BUCKETS
             )));
         }
-        if buckets == 1 {
-            return self.create_sale(sale, spec);
-        }
         keys::check_sale_id(sale)?;
-        spec.validate()?;
         // A bucket that survived its sale's meta (that master lost its data) must not be
-        // wiped by a create: its sold units would sell again. The reconcile restores it.
-        for b in 0..buckets {
+        // wiped or sold over by a create, whatever bucket count it asks for: its sold
+        // units would sell again. The reconcile restores it.
+        for b in 0..keys::MAX_BUCKETS {
             let meta = SaleKeys::bucket(sale, b).meta;
             if self.conn.exec(redis::cmd("EXISTS").arg(&meta))? == Value::Int(1) {
                 return Err(StockError::SaleExists);
             }
         }
+        if buckets == 1 {
+            return self.create_sale(sale, spec);
+        }
+        spec.validate()?;
         let k = SaleKeys::new(sale);
         let def =
             [spec.stock, spec.per_user_limit, spec.start_ms, spec.end_ms].map(|v| v.to_string());
@@ -386,10 +387,15 @@ impl<C: Exec> Stock<C> {
         paused: bool,
     ) -> Result<(), StockError> {
         let arg = [if paused { "1" } else { "0" }.to_string()];
-        outcome(self.run(&scripts::PAUSE, &[&SaleKeys::new(sale).meta], &arg)?)?;
+        // The buckets first (each script checks only its own meta), skipping one that is
+        // gone (lost with its master): pausing the rest must not stop at it.
         for b in 0..buckets {
-            outcome(self.run(&scripts::PAUSE, &[&SaleKeys::bucket(sale, b).meta], &arg)?)?;
+            match outcome(self.run(&scripts::PAUSE, &[&SaleKeys::bucket(sale, b).meta], &arg)?) {
+                Ok(_) | Err(StockError::NoSale) => {}
+                Err(e) => return Err(e),
+            }
         }
+        outcome(self.run(&scripts::PAUSE, &[&SaleKeys::new(sale).meta], &arg)?)?;
         Ok(())
     }
 

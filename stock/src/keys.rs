@@ -12,8 +12,9 @@
 //! | `sk:{S}:seq` | int | order id sequence |
 //! | `sk:{S}:tok:T` | string | `user|expires_ms|new`, then `…|used|order` or `…|replayed|order` (a retry was answered with the order), with a TTL |
 //! | `sk:{S#b}:…` | | bucket `b` of a sale created with `buckets` > 1: the same names (meta, stock, sold, buyers, res, res_at, settled, seq, tok, utok) under the bucket's own tag; `sk:{S}:meta` holds the definition and `buckets` |
-//! | `sk:{S#b}:xout` | hash | transfer id → `dest|count`: units withdrawn from bucket b, deposit not yet acknowledged |
-//! | `sk:{S#b}:xin` | hash | transfer id → count: transfers deposited into bucket b (a replayed deposit is a no-op) |
+//! | `sk:{S#b}:xout` | hash | transfer id → `dest|count`: units withdrawn from bucket b, in flight (deposit not yet seen) |
+//! | `sk:{S#b}:xdone` | hash | transfer id → `dest|count`: moves out of bucket b whose deposit was seen (kept while the sale lives) |
+//! | `sk:{S#b}:xin` | hash | transfer id → `source|count`: transfers deposited into bucket b (a replayed deposit is a no-op) |
 //! | `sk:epoch` | string | set with the first sale; gone only if Redis lost its data |
 //! | `{sk:epoch}:trust` | hash | run id → `ms addr`: Redis processes known to hold every acknowledged order (the epoch's slot: lost only with it) |
 //! | `sk:switches:{C}` | hash | degradation switches of gateway cluster `C` (JSON values) |

@@ -237,6 +237,11 @@ impl<C: Exec> Stock<C> {
                 };
                 for (id, half) in pairs {
                     let (id, half) = (string_of(&id)?, string_of(&half)?);
+                    // A deposit recorded before deposits named their source (a bare
+                    // count) cannot be matched: left out, never taken for a lost half.
+                    if !half.contains('|') && half.parse::<i64>().is_ok() {
+                        continue;
+                    }
                     let parsed = half
                         .split_once('|')
                         .and_then(|(p, u)| Some((p.parse().ok()?, u.parse().ok()?)));

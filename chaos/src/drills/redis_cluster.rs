@@ -341,8 +341,18 @@ pub(super) fn redis_master_restarted_empty(env: &Env, d: &mut Drill) -> Result<(
         .collect::<Result<Vec<_>, _>>()?;
     let writer = env.writer("d15-writer")?;
     let (units, buckets) = (2000, 8);
-    let sale = open_bucketed_sale(d, &gws[0], units, buckets)?;
-    let (victim, lost) = empty_victim(d, c, &sale, buckets)?;
+    // A sale with buckets on a master that holds neither the epoch nor its meta (a few
+    // tries: where the buckets land depends on the sale's name).
+    let mut tries = 0;
+    let (sale, victim, lost) = loop {
+        tries += 1;
+        let sale = open_bucketed_sale(d, &gws[0], units, buckets)?;
+        match empty_victim(d, c, &sale, buckets) {
+            Ok((victim, lost)) => break (sale, victim, lost),
+            Err(e) if tries >= 5 => return Err(e),
+            Err(_) => sleep(0.01),
+        }
+    };
     let gw_refs: Vec<&Proc> = gws.iter().collect();
     let mut load = start_load(d, &gw_refs, &sale, 8, 25.0, 80);
     sleep(5.0);

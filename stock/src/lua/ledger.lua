@@ -11,7 +11,7 @@ local function total(key)
   local sum = 0
   local vals = redis.call('HVALS', key)
   for i = 1, #vals do
-    sum = sum + (tonumber(string.match(vals[i], '|(%-?%d+)$')) or 0)
+    sum = sum + (tonumber(string.match(vals[i], '(%-?%d+)$')) or 0)
   end
   return sum
 end
