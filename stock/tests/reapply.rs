@@ -256,3 +256,66 @@ fn a_lost_payment_of_a_buyer_who_bought_again_is_paid_from_stock_not_sold_again(
         .unwrap();
     assert_eq!((r.applied, r.conflicts), (0, 1));
 }
+
+/// A token spent in the lost tail comes back from the loss as new. Its order is put back
+/// by the reconcile; the token must not buy a second one (limit 2 leaves room for it):
+/// every token issued before the reconcile is void, a token issued after it buys.
+fn a_token_spent_in_a_lost_tail_is_void(buckets: u32) {
+    let mut s = stock();
+    let sale = testkit::unique("t_void");
+    let now = testkit::now_ms();
+    let spec = stock::SaleSpec {
+        stock: 10,
+        per_user_limit: 2,
+        start_ms: now - 3_600_000,
+        end_ms: now + 3_600_000,
+    };
+    s.create_sale_with_buckets(&sale, &spec, buckets).unwrap();
+    let user = 5u64;
+    let home = if buckets > 1 {
+        SaleKeys::bucket(&sale, stock::keys::home_bucket(user, buckets))
+    } else {
+        SaleKeys::new(&sale)
+    };
+    let spent = s.issue_token(&sale, user, TTL).unwrap().token;
+    let unused = s.issue_token(&sale, user, TTL).unwrap().token;
+    let mut keys = sale_keys(&sale, buckets);
+    keys.push(home.token(&spent));
+    let snap = snapshot(&mut s, &keys);
+    let lost_order = s.purchase(&sale, user, &spent).unwrap().order_id;
+    lose_since(&mut s, &snap);
+
+    let r = s
+        .reapply(&sale, &[order(&lost_order, user, RestoredStatus::Reserved)])
+        .unwrap();
+    assert_eq!((r.applied, r.conflicts), (1, 0));
+    for token in [&spent, &unused] {
+        match s.purchase(&sale, user, token) {
+            Err(StockError::TokenExpired) => {}
+            other => panic!("a token issued before the reconcile bought: {other:?}"),
+        }
+    }
+    let fresh = s.issue_token(&sale, user, TTL).unwrap().token;
+    let second = s.purchase(&sale, user, &fresh).unwrap().order_id;
+    assert_ne!(second, lost_order);
+    match s
+        .issue_token(&sale, user, TTL)
+        .and_then(|t| s.purchase(&sale, user, &t.token))
+    {
+        Err(StockError::AlreadyBought) => {}
+        other => panic!("the buyer went over the limit: {other:?}"),
+    }
+    let st = s.state(&sale).unwrap();
+    assert_eq!((st.remaining, st.held), (8, 2));
+    assert!(st.conserved());
+}
+
+#[test]
+fn a_token_spent_in_a_lost_tail_does_not_buy_again_after_the_reconcile() {
+    a_token_spent_in_a_lost_tail_is_void(1);
+}
+
+#[test]
+fn a_token_spent_in_a_lost_tail_of_a_bucket_does_not_buy_again_after_the_reconcile() {
+    a_token_spent_in_a_lost_tail_is_void(4);
+}
