@@ -87,8 +87,8 @@ pub struct Writer {
     positions: Arc<Mutex<BTreeMap<i32, i64>>>,
     dlq: ThreadedProducer<rdkafka::producer::DefaultProducerContext>,
     metrics: Arc<Metrics>,
-    /// Asked only when a batch collides on one live order per buyer (`settle_collisions`);
-    /// connected on first use.
+    /// Asked only when a batch collides on one live order per buyer (`settle_collisions`)
+    /// or holds orders older than a reconcile (`put_back_late`); connected on first use.
     redis: Mutex<Option<stock::Stock<stock::Conn>>>,
 }
 
@@ -181,6 +181,7 @@ impl Writer {
             match rx.recv_timeout(Duration::from_millis(100)) {
                 Ok(batch) => {
                     self.write(db, &batch, stop)?;
+                    self.put_back_late(db, &batch, stop)?;
                     self.commit(&batch.records);
                 }
                 Err(RecvTimeoutError::Timeout) => {}
@@ -330,6 +331,53 @@ impl Writer {
         Ok(())
     }
 
+    /// Orders of the batch accepted before a reconcile of their sale began (a spool
+    /// replayed late): put back into Redis (`late`) before the offsets are committed.
+    /// Redis or the database failing retries (bounded, growing), like a write.
+    fn put_back_late(
+        &self,
+        db: &mut postgres::Client,
+        batch: &Batch,
+        stop: &AtomicBool,
+    ) -> Result<(), WriterError> {
+        let msgs: Vec<&OrderMessage> = batch.good.iter().map(|(_, m)| m).collect();
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let done = crate::late::late_orders(db, &msgs).and_then(|late| {
+                if late.is_empty() {
+                    return Ok(());
+                }
+                let mut guard = self.redis_conn()?;
+                let Some(redis) = guard.as_mut() else {
+                    return Ok(());
+                };
+                let r = crate::late::put_back(redis, &late)?;
+                self.metrics.late_put_back(r.applied, r.conflicts);
+                Ok(())
+            });
+            match done {
+                Ok(()) => return Ok(()),
+                Err(WriterError::Db(e)) => self.backoff(e, db, stop, &mut backoff)?,
+                Err(e) => self.collision_backoff(e, stop, &mut backoff)?,
+            }
+        }
+    }
+
+    /// The Redis connection (made on first use; dropped after a failure).
+    fn redis_conn(
+        &self,
+    ) -> Result<std::sync::MutexGuard<'_, Option<stock::Stock<stock::Conn>>>, WriterError> {
+        let mut guard = self.redis.lock().unwrap_or_else(|p| p.into_inner());
+        if guard.is_none() {
+            let timeout = Duration::from_millis(self.cfg.redis_timeout_ms.max(1) as u64);
+            *guard = Some(stock::Stock::new(stock::connect(
+                &self.cfg.redis_url,
+                timeout,
+            )?));
+        }
+        Ok(guard)
+    }
+
     /// A batch collided on one live order per buyer: settle in PostgreSQL what Redis
     /// already decided. Each colliding order Redis released is cancelled (a live row) or
     /// written cancelled (an order of the batch); then the batch goes in as usual.
@@ -339,14 +387,7 @@ impl Writer {
         batch: &[&OrderMessage],
     ) -> Result<(), WriterError> {
         let (rows, orders) = db::buyer_conflicts(db, batch)?;
-        let mut guard = self.redis.lock().unwrap_or_else(|p| p.into_inner());
-        if guard.is_none() {
-            let timeout = Duration::from_millis(self.cfg.redis_timeout_ms.max(1) as u64);
-            *guard = Some(stock::Stock::new(stock::connect(
-                &self.cfg.redis_url,
-                timeout,
-            )?));
-        }
+        let mut guard = self.redis_conn()?;
         let Some(redis) = guard.as_mut() else {
             return Ok(());
         };

@@ -15,6 +15,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (2, include_str!("../migrations/002_unsettled.sql")),
     (3, include_str!("../migrations/003_sale_definitions.sql")),
     (4, include_str!("../migrations/004_sale_buckets.sql")),
+    (5, include_str!("../migrations/005_reconciled_at.sql")),
 ];
 
 pub fn connect(url: &str, statement_timeout_ms: i64) -> Result<Client, WriterError> {

@@ -5,6 +5,7 @@
 //! - [`db`]: migrations, the batch write, the payment-window queries.
 //! - [`canceller`]: cancels unpaid orders and returns their stock, exactly once.
 //! - [`rebuild`]: restores sales into Redis after it lost its data.
+//! - [`late`]: puts back into Redis orders that reach the writer after a reconcile.
 //! - [`reconciler`]: runs that by itself when a Redis master restarted or was promoted.
 //! - [`config`]: the settings and their defaults.
 //! - [`metrics`]: lag, batch sizes, write time, rows, dead letters, cancellations.
@@ -13,6 +14,7 @@ pub mod canceller;
 pub mod config;
 pub mod consumer;
 pub mod db;
+pub mod late;
 pub mod metrics;
 pub mod rebuild;
 pub mod reconciler;

@@ -28,6 +28,7 @@ pub struct Metrics {
     reconciled_orders: AtomicU64,
     reconcile_conflicts: AtomicU64,
     reconcile_ms: AtomicU64,
+    late_put_back: AtomicU64,
 }
 
 impl Metrics {
@@ -65,6 +66,13 @@ impl Metrics {
     /// Orders released in Redis that collided with a buyer's live order, written cancelled.
     pub fn collisions_settled(&self, n: u64) {
         self.collisions_settled.fetch_add(n, Ordering::Relaxed);
+    }
+    /// Orders that reached the writer after a reconcile of their sale, put back into
+    /// Redis (`late`); their conflicts count as the reconcile's.
+    pub fn late_put_back(&self, applied: u64, conflicts: u64) {
+        self.late_put_back.fetch_add(applied, Ordering::Relaxed);
+        self.reconcile_conflicts
+            .fetch_add(conflicts, Ordering::Relaxed);
     }
     pub fn expired(&self, e: &crate::db::Expired) {
         self.cancelled.fetch_add(e.cancelled, Ordering::Relaxed);
@@ -205,6 +213,12 @@ impl Metrics {
             "counter",
             "Lost orders whose unit had been sold again before the reconcile (an oversell; must be 0).",
             get(&self.reconcile_conflicts).to_string(),
+        );
+        one(
+            "seckill_writer_late_orders_put_back_total",
+            "counter",
+            "Orders accepted before a reconcile that reached the writer after it (a spool replayed late) and that Redis lacked, put back.",
+            get(&self.late_put_back).to_string(),
         );
         one(
             "seckill_writer_reconcile_last_seconds",

@@ -121,6 +121,19 @@ pub fn run(
         Scope::All(_) => None,
         Scope::EndingAfter(_) => Some(cfg.group_id.as_str()),
     };
+    // Marked before anything is read from the topic: an order that reaches a writer
+    // after this was not necessarily seen here, and the writer puts it back (`late`).
+    let started = seckill_common::now_ms();
+    let in_scope = |s: &String, d: &Option<SaleDefinition>| match scope {
+        Scope::EndingAfter(ms) => d.as_ref().is_none_or(|d| d.end_ms >= ms),
+        Scope::All(only) => only.is_empty() || only.contains(s),
+    };
+    let known: Vec<String> = definitions
+        .iter()
+        .filter(|(s, d)| in_scope(s, d))
+        .map(|(s, _)| s.clone())
+        .collect();
+    crate::late::mark(&mut db, &known, started)?;
     let events = topic_events(cfg, from_group, topic_within)?;
     for m in &events {
         if m.event == OrderEvent::Opened {
@@ -132,16 +145,13 @@ pub fn run(
             definitions.entry(m.sale.clone()).or_insert(None);
         }
     }
-    match scope {
-        Scope::All(only) if !only.is_empty() => definitions.retain(|s, _| only.contains(s)),
-        Scope::All(_) => {}
-        // A sale whose definition was never recorded may still be selling: it is
-        // reconciled too (put back what Redis lacks), never skipped while the masters
-        // are trusted anyway; lost from Redis, it is reported (`NoDefinition`).
-        Scope::EndingAfter(ms) => {
-            definitions.retain(|_, d| d.as_ref().is_none_or(|d| d.end_ms >= ms))
-        }
-    }
+    // A sale whose definition was never recorded may still be selling: it is reconciled
+    // too (put back what Redis lacks), never skipped while the masters are trusted
+    // anyway; lost from Redis, it is reported (`NoDefinition`).
+    definitions.retain(|s, d| in_scope(s, d));
+    // Sales known only from the topic, marked too.
+    let sales: Vec<String> = definitions.keys().cloned().collect();
+    crate::late::mark(&mut db, &sales, started)?;
 
     let mut by_sale: HashMap<&str, Vec<&OrderMessage>> = HashMap::new();
     for m in &events {

@@ -9,7 +9,6 @@ mod harness;
 
 use harness::*;
 use seckill_common::order::{OrderEvent, OrderMessage, SaleDefinition};
-use std::process::{Command, Output};
 use std::time::Duration;
 use stock::keys::{self, SaleKeys};
 use stock::{Conn, Exec, OrderState, SaleSpec, SaleState, Settlement, Stock, StockError};
@@ -105,29 +104,6 @@ fn sold_sale(lane: &Lane, stock: &mut Stock<Conn>, tag: &str) -> Sold {
         before,
         buyers_before,
     }
-}
-
-/// `order-writer rebuild-stock SALE` on the lane.
-fn rebuild_stock(lane: &Lane, sale: &str) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_order-writer"))
-        .args(["rebuild-stock", sale])
-        .env("SECKILL_ORDERS_TOPIC", &lane.topic)
-        .env("SECKILL_DATABASE_URL", &lane.database_url)
-        .env("SECKILL_KAFKA_BROKERS", &lane.stack.kafka_brokers)
-        .env("SECKILL_REDIS_URL", &lane.stack.redis_url)
-        .env("SECKILL_METRICS_LISTEN", "")
-        .env("SECKILL_LOG", "warn")
-        .output()
-        .unwrap()
-}
-
-fn assert_rebuilt(out: &Output) {
-    assert!(
-        out.status.success(),
-        "rebuild-stock: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// Run `cmd`, whatever it answers.

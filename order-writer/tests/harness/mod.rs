@@ -305,3 +305,26 @@ impl Drop for PrivatePg {
         let _ = std::fs::remove_dir_all(&self.server.dir);
     }
 }
+
+/// `order-writer rebuild-stock SALE` on the lane.
+pub fn rebuild_stock(lane: &Lane, sale: &str) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_order-writer"))
+        .args(["rebuild-stock", sale])
+        .env("SECKILL_ORDERS_TOPIC", &lane.topic)
+        .env("SECKILL_DATABASE_URL", &lane.database_url)
+        .env("SECKILL_KAFKA_BROKERS", &lane.stack.kafka_brokers)
+        .env("SECKILL_REDIS_URL", &lane.stack.redis_url)
+        .env("SECKILL_METRICS_LISTEN", "")
+        .env("SECKILL_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
+pub fn assert_rebuilt(out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "rebuild-stock: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
