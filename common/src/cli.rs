@@ -1,7 +1,15 @@
 //! What every binary's `main` does: logs to stderr with `tracing` (filter from
 //! `SECKILL_LOG`, else `default_filter`), runs, and on error prints it and exits 1.
+//! And the one error a command line that does not parse gives ([`ArgError`]).
 
-pub fn main_with(name: &str, default_filter: &str, run: impl FnOnce() -> Result<(), String>) {
+use std::fmt::Display;
+use std::str::FromStr;
+
+pub fn main_with<E: Display>(
+    name: &str,
+    default_filter: &str,
+    run: impl FnOnce() -> Result<(), E>,
+) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SECKILL_LOG")
         .unwrap_or_else(|_| default_filter.into());
     tracing_subscriber::fmt()
@@ -11,5 +19,54 @@ pub fn main_with(name: &str, default_filter: &str, run: impl FnOnce() -> Result<
     if let Err(e) = run() {
         eprintln!("{name}: {e}");
         std::process::exit(1);
+    }
+}
+
+/// A command line that does not parse; the message is what the user is shown.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ArgError {
+    #[error("{0} needs a value")]
+    NoValue(String),
+    #[error("{0} needs a number")]
+    NotANumber(String),
+    #[error("unknown flag {0}")]
+    UnknownFlag(String),
+    #[error("unknown argument {0}")]
+    UnknownArgument(String),
+    /// Anything else, said as it stands (a usage hint, a value out of its range).
+    #[error("{0}")]
+    Usage(String),
+}
+
+/// The value that follows `flag`.
+pub fn value(flag: &str, next: Option<String>) -> Result<String, ArgError> {
+    next.ok_or_else(|| ArgError::NoValue(flag.to_string()))
+}
+
+/// `v`, the value of `flag`, as a number.
+pub fn number<T: FromStr>(flag: &str, v: &str) -> Result<T, ArgError> {
+    v.parse()
+        .map_err(|_| ArgError::NotANumber(flag.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn argument_errors_say_what_the_binaries_said() {
+        assert_eq!(
+            value("--units", None).unwrap_err().to_string(),
+            "--units needs a value"
+        );
+        assert_eq!(
+            number::<u64>("--units", "x").unwrap_err().to_string(),
+            "--units needs a number"
+        );
+        assert_eq!(number::<u64>("--units", "7"), Ok(7));
+        assert_eq!(
+            ArgError::UnknownFlag("--x".into()).to_string(),
+            "unknown flag --x"
+        );
     }
 }

@@ -2,18 +2,31 @@
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use std::sync::Arc;
 use std::time::Duration;
+
+/// Why a topic could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum TopicError {
+    /// The admin client could not be made, or the request not sent.
+    #[error("{0}")]
+    Client(#[from] KafkaError),
+    /// The brokers answered, refusing the topic.
+    #[error("create topic {topic}: {code}")]
+    Refused {
+        topic: String,
+        code: RDKafkaErrorCode,
+    },
+}
 
 /// Create `topic` with `partitions` and the brokers' default replication
 /// (`default.replication.factor`: 1 on one node, 3 on the drills' cluster); an existing
 /// topic is fine.
-pub fn create_topic(brokers: &str, topic: &str, partitions: i32) -> Result<(), String> {
+pub fn create_topic(brokers: &str, topic: &str, partitions: i32) -> Result<(), TopicError> {
     let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", brokers)
-        .create()
-        .map_err(|e| e.to_string())?;
+        .create()?;
     let opts = AdminOptions::new()
         .operation_timeout(Some(Duration::from_secs(10)))
         .request_timeout(Some(Duration::from_secs(10)));
@@ -24,12 +37,11 @@ pub fn create_topic(brokers: &str, topic: &str, partitions: i32) -> Result<(), S
             TopicReplication::Fixed(-1),
         )],
         &opts,
-    ))
-    .map_err(|e| e.to_string())?;
+    ))?;
     for r in results {
         match r {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((t, code)) => return Err(format!("create topic {t}: {code}")),
+            Err((topic, code)) => return Err(TopicError::Refused { topic, code }),
         }
     }
     Ok(())

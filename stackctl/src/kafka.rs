@@ -263,8 +263,7 @@ impl Kafka {
         }
         self.wait_ready(Duration::from_secs(90))?;
         for (name, parts) in topics {
-            seckill_common::kafka::create_topic(&self.bootstrap(), name, *parts)
-                .map_err(StackError::Process)?;
+            seckill_common::kafka::create_topic(&self.bootstrap(), name, *parts)?;
         }
         Ok(())
     }

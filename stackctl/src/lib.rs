@@ -37,6 +37,8 @@ pub enum StackError {
     Start(&'static str, String),
     #[error("{0}")]
     Process(String),
+    #[error("{0}")]
+    Topic(#[from] seckill_common::kafka::TopicError),
 }
 
 /// One service of the stack, as named on the command line.

@@ -14,6 +14,7 @@
 
 use loadtest::buyer::{Client, LoadError};
 use loadtest::verify;
+use seckill_common::cli::{self, ArgError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 struct Args {
@@ -25,7 +26,7 @@ struct Args {
     buckets: Option<u32>,
 }
 
-fn parse_args() -> Result<Args, String> {
+fn parse_args() -> Result<Args, ArgError> {
     let mut a = Args {
         gateway: "http://127.0.0.1:18080".into(),
         units: 500,
@@ -35,18 +36,15 @@ fn parse_args() -> Result<Args, String> {
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
-        let v = it.next().ok_or(format!("{flag} needs a value"))?;
-        let num = || {
-            v.parse::<u64>()
-                .map_err(|_| format!("{flag} needs a number"))
-        };
+        let v = cli::value(&flag, it.next())?;
+        let num = || cli::number::<u64>(&flag, &v);
         match flag.as_str() {
             "--gateway" => a.gateway = v.clone(),
             "--units" => a.units = num()? as i64,
             "--buyers" => a.buyers = num()?,
             "--clients" => a.clients = num()?.max(1),
             "--buckets" => a.buckets = Some(num()?.clamp(1, 64) as u32),
-            _ => return Err(format!("unknown flag {flag}")),
+            _ => return Err(ArgError::UnknownFlag(flag)),
         }
     }
     Ok(a)

@@ -15,6 +15,7 @@ use goose::config::GooseConfiguration;
 use goose::GooseAttack;
 use loadtest::buyer::{Client, LoadError};
 use loadtest::{scenarios, verify};
+use seckill_common::cli::{self, ArgError};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -30,11 +31,11 @@ struct Args {
     goose: Vec<String>,
 }
 
-fn parse() -> Result<Args, String> {
+fn parse() -> Result<Args, ArgError> {
     let mut it = std::env::args().skip(1);
-    let scenario = it
-        .next()
-        .ok_or("name a scenario: rush, click-storm, bots, browse, mix, or verify")?;
+    let scenario = it.next().ok_or_else(|| {
+        ArgError::Usage("name a scenario: rush, click-storm, bots, browse, mix, or verify".into())
+    })?;
     let mut a = Args {
         scenario,
         host: "http://127.0.0.1:18080".into(),
@@ -51,11 +52,8 @@ fn parse() -> Result<Args, String> {
             a.goose = it.by_ref().collect();
             break;
         }
-        let v = it.next().ok_or(format!("{flag} needs a value"))?;
-        let num = || {
-            v.parse::<u64>()
-                .map_err(|_| format!("{flag} needs a number"))
-        };
+        let v = cli::value(&flag, it.next())?;
+        let num = || cli::number::<u64>(&flag, &v);
         match flag.as_str() {
             "--host" => a.host = v.clone(),
             "--units" => a.units = num()? as i64,
@@ -64,20 +62,25 @@ fn parse() -> Result<Args, String> {
             "--sale" => a.sale = Some(v.clone()),
             "--acked" => a.acked = Some(PathBuf::from(&v)),
             "--topic" => a.topic = v.clone(),
-            _ => return Err(format!("unknown flag {flag}")),
+            _ => return Err(ArgError::UnknownFlag(flag)),
         }
     }
     Ok(a)
 }
 
 fn main() {
-    let result = parse().map_err(LoadError::Http).and_then(|a| {
-        if a.scenario == "verify" {
-            verify_only(&a)
-        } else {
-            run(a)
+    let a = match parse() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("seckill-load: {e}");
+            std::process::exit(2);
         }
-    });
+    };
+    let result = if a.scenario == "verify" {
+        verify_only(&a)
+    } else {
+        run(a)
+    };
     match result {
         Ok(true) => {}
         Ok(false) => std::process::exit(1),

@@ -14,13 +14,14 @@
 //! when an invariant fails or a bound is exceeded, 2 when the run could not be made.
 
 use loadtest::soak::{self, Mix, Options};
+use seckill_common::cli::{self, ArgError};
 use std::time::Duration;
 
 fn env_or(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_string())
 }
 
-fn parse() -> Result<Options, String> {
+fn parse() -> Result<Options, ArgError> {
     let gateway = env_or("GATEWAY_URL", "http://127.0.0.1:18080");
     let mut o = Options::new(
         &gateway,
@@ -37,17 +38,13 @@ fn parse() -> Result<Options, String> {
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         if flag == "-h" || flag == "--help" {
-            return Err("see the flags at the top of loadtest/src/bin/seckill-soak.rs".into());
+            return Err(ArgError::Usage(
+                "see the flags at the top of loadtest/src/bin/seckill-soak.rs".into(),
+            ));
         }
-        let v = it.next().ok_or(format!("{flag} needs a value"))?;
-        let num = || {
-            v.parse::<u64>()
-                .map_err(|_| format!("{flag} needs a number"))
-        };
-        let float = || {
-            v.parse::<f64>()
-                .map_err(|_| format!("{flag} needs a number"))
-        };
+        let v = cli::value(&flag, it.next())?;
+        let num = || cli::number::<u64>(&flag, &v);
+        let float = || cli::number::<f64>(&flag, &v);
         match flag.as_str() {
             "--gateway" => o.gateway = v.trim_end_matches('/').to_string(),
             "--gateway-pid" => o.gateway_pid = Some(num()? as i32),
@@ -67,7 +64,7 @@ fn parse() -> Result<Options, String> {
             "--p99-slack-ms" => o.bounds.p99_slack_ms = num()?,
             "--timeout-ms" => o.bounds.timeout_ms = num()?,
             "--timeout-grace-ms" => o.bounds.timeout_grace_ms = num()?,
-            _ => return Err(format!("unknown flag {flag}")),
+            _ => return Err(ArgError::UnknownFlag(flag)),
         }
     }
     let n = hostile.unwrap_or(3000);

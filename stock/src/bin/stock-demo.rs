@@ -4,6 +4,7 @@
 //!
 //! `stock-demo [--units N] [--buyers N] [--clients N] [--cancel-percent P]`
 
+use seckill_common::cli::ArgError;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -16,7 +17,7 @@ struct Args {
     cancel_percent: u64,
 }
 
-fn parse_args() -> Result<Args, String> {
+fn parse_args() -> Result<Args, ArgError> {
     let mut a = Args {
         units: 1_000,
         buyers: 5_000,
@@ -28,14 +29,14 @@ fn parse_args() -> Result<Args, String> {
         let mut value = || {
             it.next()
                 .and_then(|v| v.parse::<u64>().ok())
-                .ok_or(format!("{flag} needs a number"))
+                .ok_or_else(|| ArgError::NotANumber(flag.clone()))
         };
         match flag.as_str() {
             "--units" => a.units = value()? as i64,
             "--buyers" => a.buyers = value()?,
             "--clients" => a.clients = value()?.max(1),
             "--cancel-percent" => a.cancel_percent = value()?.min(100),
-            _ => return Err(format!("unknown flag {flag}")),
+            _ => return Err(ArgError::UnknownFlag(flag)),
         }
     }
     Ok(a)
