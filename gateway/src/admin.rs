@@ -58,9 +58,8 @@ fn switch_body(req: &Incoming) -> Result<SwitchValues, ApiError> {
             return bad(format!("rates has no field {k:?}: expected {RATES:?}"));
         }
     }
-    let v: SwitchValues = serde_json::from_value(raw)
-        .map_err(|e| ApiError::BadRequest(format!("body is not the expected JSON: {e}")))?;
-    v.validate().map_err(ApiError::BadRequest)?;
+    let v: SwitchValues = serde_json::from_value(raw).map_err(ApiError::BadJson)?;
+    v.validate()?;
     Ok(v)
 }
 

@@ -17,6 +17,33 @@ use crate::switches::NAMES;
 use serde_json::{json, Value};
 use std::time::Duration;
 
+/// Why an admin command did not do what it was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("{url}: {source}")]
+    Request {
+        url: String,
+        #[source]
+        source: ureq::Error,
+    },
+    #[error("{0}")]
+    Read(#[source] ureq::Error),
+    /// The gateway answered with a refusal (its JSON body, or its text).
+    #[error("{method} {path}: HTTP {status}: {body}")]
+    Refused {
+        method: String,
+        path: String,
+        status: u16,
+        body: Value,
+    },
+    #[error("no switch {0}; switches: {NAMES:?}")]
+    NoSwitch(String),
+    #[error("unexpected {0:?}")]
+    Unexpected(Vec<String>),
+    #[error("usage: gateway switch list | get NAME | set NAME VALUE [--local] | clear-local | audit; gateway sale pause|resume SALE")]
+    Usage,
+}
+
 pub struct Target {
     pub url: String,
     pub token: String,
@@ -28,7 +55,7 @@ fn signed<B>(r: ureq::RequestBuilder<B>, auth: &str, actor: &str) -> ureq::Reque
     r.header("Authorization", auth).header("X-Actor", actor)
 }
 
-fn call(t: &Target, method: &str, path: &str, body: Option<&Value>) -> Result<Value, String> {
+fn call(t: &Target, method: &str, path: &str, body: Option<&Value>) -> Result<Value, CliError> {
     let agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(5)))
@@ -43,12 +70,17 @@ fn call(t: &Target, method: &str, path: &str, body: Option<&Value>) -> Result<Va
         (_, Some(b)) => signed(agent.post(&url), &auth, a).send_json(b),
         (_, None) => signed(agent.post(&url), &auth, a).send_empty(),
     };
-    let mut r = r.map_err(|e| format!("{url}: {e}"))?;
+    let mut r = r.map_err(|source| CliError::Request { url, source })?;
     let status = r.status().as_u16();
-    let text = r.body_mut().read_to_string().map_err(|e| e.to_string())?;
+    let text = r.body_mut().read_to_string().map_err(CliError::Read)?;
     let v: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
     if status >= 300 {
-        return Err(format!("{method} {path}: HTTP {status}: {v}"));
+        return Err(CliError::Refused {
+            method: method.into(),
+            path: path.into(),
+            status,
+            body: v,
+        });
     }
     Ok(v)
 }
@@ -58,29 +90,41 @@ pub fn parse_value(raw: &str) -> Value {
     serde_json::from_str(raw).unwrap_or_else(|_| Value::String(raw.to_string()))
 }
 
-pub fn run(t: &Target, args: &[String]) -> Result<(), String> {
+pub fn run(t: &Target, args: &[String]) -> Result<(), CliError> {
     let a: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = match a.as_slice() {
         ["switch", "list"] | ["switch"] => call(t, "GET", "/admin/switches", None)?,
         ["switch", "get", name] => {
             let v = call(t, "GET", "/admin/switches", None)?;
-            v.get("effective").and_then(|e| e.get(*name)).cloned().ok_or(format!("no switch {name}; switches: {NAMES:?}"))?
+            v.get("effective")
+                .and_then(|e| e.get(*name))
+                .cloned()
+                .ok_or_else(|| CliError::NoSwitch(name.to_string()))?
         }
         ["switch", "set", name, value, rest @ ..] => {
             if !NAMES.contains(name) {
-                return Err(format!("no switch {name}; switches: {NAMES:?}"));
+                return Err(CliError::NoSwitch(name.to_string()));
             }
             let path = match rest {
                 [] => "/admin/switches",
                 ["--local"] => "/admin/switches/local",
-                _ => return Err(format!("unexpected {rest:?}")),
+                _ => {
+                    return Err(CliError::Unexpected(
+                        rest.iter().map(|r| r.to_string()).collect(),
+                    ))
+                }
             };
             call(t, "POST", path, Some(&json!({ *name: parse_value(value) })))?
         }
         ["switch", "clear-local"] => call(t, "DELETE", "/admin/switches/local", None)?,
         ["switch", "audit"] => call(t, "GET", "/admin/audit", None)?,
-        ["sale", verb @ ("pause" | "resume"), sale] => call(t, "POST", &format!("/admin/sales/{sale}/pause"), Some(&json!({"paused": *verb == "pause"})))?,
-        _ => return Err("usage: gateway switch list | get NAME | set NAME VALUE [--local] | clear-local | audit; gateway sale pause|resume SALE".into()),
+        ["sale", verb @ ("pause" | "resume"), sale] => call(
+            t,
+            "POST",
+            &format!("/admin/sales/{sale}/pause"),
+            Some(&json!({"paused": *verb == "pause"})),
+        )?,
+        _ => return Err(CliError::Usage),
     };
     println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
     Ok(())
@@ -96,5 +140,16 @@ mod tests {
         assert_eq!(parse_value("0.5"), json!(0.5));
         assert_eq!(parse_value("spool"), json!("spool"));
         assert_eq!(parse_value(r#"{"a":1}"#), json!({"a": 1}));
+    }
+
+    #[test]
+    fn refusals_read_as_before() {
+        let e = CliError::NoSwitch("nope".into()).to_string();
+        assert!(
+            e.starts_with("no switch nope; switches: [\"pause_all\", "),
+            "{e}"
+        );
+        let e = CliError::Unexpected(vec!["--x".into()]).to_string();
+        assert_eq!(e, r#"unexpected ["--x"]"#);
     }
 }

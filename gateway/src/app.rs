@@ -8,8 +8,8 @@
 
 use crate::breaker::Breaker;
 use crate::caches::Caches;
-use crate::config::Config;
-use crate::error::ApiError;
+use crate::config::{BadConfig, Config};
+use crate::error::{ApiError, ControlError};
 use crate::limits::Limits;
 use crate::metrics::{Metrics, Route};
 use crate::order_sink::OrderSink;
@@ -59,13 +59,9 @@ impl App {
         breaker: Arc<Breaker>,
         pipe: RedisPipe,
         sink: OrderSink,
-    ) -> Result<App, String> {
-        let order_sink: SinkMode = serde_json::from_value(json!(cfg.order_sink)).map_err(|_| {
-            format!(
-                "order_sink {:?}: expected auto, kafka or spool",
-                cfg.order_sink
-            )
-        })?;
+    ) -> Result<App, BadConfig> {
+        let order_sink: SinkMode = serde_json::from_value(json!(cfg.order_sink))
+            .map_err(|_| BadConfig::OrderSink(cfg.order_sink.clone()))?;
         let base = SwitchValues {
             pause_all: Some(false),
             admission_ratio: Some(1.0),
@@ -293,15 +289,14 @@ impl App {
         std::thread::Builder::new()
             .name("control".into())
             .spawn(move || {
-                let r = stock::connect(&url, Duration::from_millis(500))
-                    .map_err(|e| e.to_string())
-                    .and_then(|mut c| run(&mut c).map_err(|e| e.to_string()));
+                let r =
+                    stock::connect(&url, Duration::from_millis(500)).and_then(|mut c| run(&mut c));
                 let _ = tx.send(r);
             })
-            .map_err(|e| ApiError::SwitchStore(e.to_string()))?;
+            .map_err(|e| ApiError::SwitchStore(ControlError::Thread(e)))?;
         match rx.recv_timeout(Duration::from_secs(3)) {
-            Ok(r) => r.map_err(ApiError::SwitchStore),
-            Err(_) => Err(ApiError::SwitchStore("no answer within 3 s".into())),
+            Ok(r) => r.map_err(|e| ApiError::SwitchStore(ControlError::Store(e))),
+            Err(_) => Err(ApiError::SwitchStore(ControlError::NoAnswer)),
         }
     }
 

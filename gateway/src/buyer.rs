@@ -51,7 +51,7 @@ impl App {
         // Sink `kafka` with no broker: refuse before reserving anything.
         self.sink
             .accepting(mode)
-            .map_err(|e| ApiError::SinkUnavailable(e.to_string()))?;
+            .map_err(ApiError::SinkUnavailable)?;
         // None counts if the generation moved while it ran (it may have reached a Redis
         // process no check confirmed).
         let gen = self.fenced_generation()?;
@@ -122,7 +122,7 @@ impl App {
                 tracing::error!(order = %p.order_id, error = %e, "order not stored; releasing its reservation");
                 if self.release_unacknowledged(&mut stock, &p, &body.token) {
                     self.metrics.released_on_sink_failure();
-                    return Err(ApiError::SinkUnavailable(e.to_string()));
+                    return Err(ApiError::SinkUnavailable(e));
                 }
                 // Not released (it failed, or a retry of the token was answered with the
                 // order meanwhile and may have acknowledged it): the order may stand.

@@ -185,6 +185,25 @@ impl Default for Config {
     }
 }
 
+/// A configuration the gateway does not start with.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadConfig {
+    /// Secrets too weak to serve with (each named with why), `dev_insecure` not set.
+    #[error(
+        "{}: set it (SECKILL_<KEY> or the config file) to at least {} random bytes, \
+         or set dev_insecure (SECKILL_DEV_INSECURE=1) for development only",
+        .0.join("; "),
+        MIN_SECRET_BYTES
+    )]
+    WeakSecrets(Vec<String>),
+    /// An entry of `trusted_proxies` that is not an address or CIDR range (in the
+    /// parser's words: it gives no error type of its own).
+    #[error("trusted_proxies: {0}")]
+    TrustedProxy(String),
+    #[error("order_sink {0:?}: expected auto, kafka or spool")]
+    OrderSink(String),
+}
+
 impl Config {
     /// Why each secret is unfit for production (empty, the shipped default, or short).
     pub fn weak_secrets(&self) -> Vec<String> {
@@ -210,16 +229,12 @@ impl Config {
 
     /// Refuse weak secrets, unless `dev_insecure`: then they are returned, to be warned
     /// about.
-    pub fn check_secrets(&self) -> Result<Vec<String>, String> {
+    pub fn check_secrets(&self) -> Result<Vec<String>, BadConfig> {
         let weak = self.weak_secrets();
         if weak.is_empty() || self.dev_insecure {
             return Ok(weak);
         }
-        Err(format!(
-            "{}: set it (SECKILL_<KEY> or the config file) to at least {MIN_SECRET_BYTES} random bytes, \
-             or set dev_insecure (SECKILL_DEV_INSECURE=1) for development only",
-            weak.join("; ")
-        ))
+        Err(BadConfig::WeakSecrets(weak))
     }
 
     /// The HTTP edge's bounds, for may_minihttp.
@@ -250,11 +265,11 @@ impl Config {
     }
 
     /// `trusted_proxies` parsed; an entry that is not an address or CIDR range is an error.
-    pub fn trusted_proxy_nets(&self) -> Result<Vec<may_minihttp::TrustedNet>, String> {
+    pub fn trusted_proxy_nets(&self) -> Result<Vec<may_minihttp::TrustedNet>, BadConfig> {
         self.trusted_proxies
             .split(|c: char| c == ',' || c.is_whitespace())
             .filter(|s| !s.is_empty())
-            .map(|s| s.parse().map_err(|e| format!("trusted_proxies: {e}")))
+            .map(|s| s.parse().map_err(BadConfig::TrustedProxy))
             .collect()
     }
 
@@ -307,12 +322,12 @@ mod tests {
             ),
         ];
         for (cfg, why) in cases {
-            let err = cfg.check_secrets().unwrap_err();
+            let err = cfg.check_secrets().unwrap_err().to_string();
             assert!(err.contains(why), "{err}");
             assert!(err.contains("SECKILL_DEV_INSECURE=1"), "{err}");
         }
         // Both defaults: both named.
-        let err = Config::default().check_secrets().unwrap_err();
+        let err = Config::default().check_secrets().unwrap_err().to_string();
         assert!(
             err.contains("ticket_secret") && err.contains("admin_token"),
             "{err}"

@@ -2,6 +2,8 @@
 //! Retry-After — in one place.
 
 use crate::metrics::Limit;
+use crate::order_sink::SinkError;
+use crate::switches::InvalidSwitch;
 use may_minihttp::Refusal;
 use seckill_common::ticket::TicketError;
 use stock::StockError;
@@ -14,16 +16,20 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("bad request: {0}")]
     BadRequest(String),
+    #[error("bad request: body is not the expected JSON: {0}")]
+    BadJson(#[source] serde_json::Error),
+    #[error("bad request: {0}")]
+    InvalidSwitch(#[from] InvalidSwitch),
     #[error("request body larger than {0} bytes")]
     TooLarge(usize),
     #[error("missing ticket (send `Authorization: Ticket <ticket>`)")]
     NoTicket,
     #[error("ticket rejected: {0}")]
-    Ticket(TicketError),
+    Ticket(#[source] TicketError),
     #[error("admin endpoints need `Authorization: Bearer <admin token>`")]
     Unauthorized,
     #[error("{0}")]
-    Stock(StockError),
+    Stock(#[from] StockError),
     #[error("rate limited ({0:?})")]
     Limited(Limit, u64),
     #[error("sale is sold out")]
@@ -35,7 +41,7 @@ pub enum ApiError {
     #[error("order status reads are switched off")]
     StatusReadsOff,
     #[error("the order could not be handed to the broker; the unit was returned to the sale: {0}")]
-    SinkUnavailable(String),
+    SinkUnavailable(#[source] SinkError),
     /// The order was reserved but whether its message reached the broker or the spool is
     /// not known (a spool write that hung, a replay whose resend failed). The order may
     /// stand: the buyer queries it, or retries with the same token (which resends it).
@@ -50,13 +56,25 @@ pub enum ApiError {
     #[error("order status reads are served from cache only, and this order is not cached")]
     StatusCacheMiss,
     #[error("the central switch store is unreachable: {0} (a local override still works: /admin/switches/local)")]
-    SwitchStore(String),
+    SwitchStore(#[source] ControlError),
     /// Refused at the HTTP edge (framing, bounds, timeouts); the connection is closed.
     #[error("{}", refusal_message(*.0))]
     Refused(Refusal),
     /// `/readyz` while a dependency it needs is down: the body is the readiness object.
     #[error("not ready")]
     NotReady(serde_json::Value),
+}
+
+/// Why the control store (switches, sale pauses, audit) did not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("{0}")]
+    Store(#[from] StockError),
+    /// Its thread could not be started.
+    #[error("{0}")]
+    Thread(#[source] std::io::Error),
+    #[error("no answer within 3 s")]
+    NoAnswer,
 }
 
 fn refusal_message(r: Refusal) -> &'static str {
@@ -76,19 +94,13 @@ fn refusal_message(r: Refusal) -> &'static str {
     }
 }
 
-impl From<StockError> for ApiError {
-    fn from(e: StockError) -> Self {
-        ApiError::Stock(e)
-    }
-}
-
 impl ApiError {
     pub fn status(&self) -> u16 {
         use StockError as S;
         match self {
             ApiError::NotFound => 404,
             ApiError::MethodNotAllowed => 405,
-            ApiError::BadRequest(_) => 400,
+            ApiError::BadRequest(_) | ApiError::BadJson(_) | ApiError::InvalidSwitch(_) => 400,
             ApiError::TooLarge(_) => 413,
             ApiError::NoTicket | ApiError::Ticket(_) | ApiError::Unauthorized => 401,
             ApiError::Limited(..) => 429,
@@ -139,6 +151,7 @@ impl ApiError {
             ApiError::NotFound => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::BadRequest(_) => "bad_request",
+            ApiError::BadJson(_) | ApiError::InvalidSwitch(_) => "bad_request",
             ApiError::TooLarge(_) => "body_too_large",
             ApiError::NoTicket => "ticket_missing",
             ApiError::Ticket(TicketError::Expired) => "ticket_expired",

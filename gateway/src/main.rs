@@ -5,13 +5,27 @@
 //! switches and per-sale pause through a gateway's admin API (see `admin_cli`).
 
 use gateway::config::Config;
+use seckill_common::cli::{self, ArgError};
 use std::path::PathBuf;
 
 fn main() {
     seckill_common::cli::main_with("gateway", "info,may=warn", run);
 }
 
-fn run() -> Result<(), String> {
+/// What `gateway` stops with (said as the part says it).
+#[derive(Debug, thiserror::Error)]
+enum MainError {
+    #[error("{0}")]
+    Args(#[from] ArgError),
+    #[error("{0}")]
+    Config(#[from] seckill_common::ConfigError),
+    #[error("{0}")]
+    Admin(#[from] gateway::admin_cli::CliError),
+    #[error("{0}")]
+    Serve(#[from] gateway::server::StartError),
+}
+
+fn run() -> Result<(), MainError> {
     let mut args = std::env::args().skip(1).peekable();
     let cmd = match args.peek().map(String::as_str) {
         Some("serve") | Some("mint") | Some("switch") | Some("sale") => {
@@ -22,23 +36,23 @@ fn run() -> Result<(), String> {
     let (mut config, mut user, mut ttl) = (None::<PathBuf>, None::<u64>, 3600u64);
     let (mut url, mut token, mut rest) = (None::<String>, None::<String>, vec![cmd.clone()]);
     while let Some(a) = args.next() {
-        let mut val = || args.next().ok_or(format!("{a} needs a value"));
+        let mut val = || cli::value(&a, args.next());
         match a.as_str() {
             "--config" => config = Some(PathBuf::from(val()?)),
             "--url" => url = Some(val()?),
             "--token" => token = Some(val()?),
             "--local" if cmd == "switch" => rest.push(a),
             word if (cmd == "switch" || cmd == "sale") && !word.starts_with("--") => rest.push(a),
-            "--user" => user = Some(val()?.parse().map_err(|_| "--user needs a number")?),
-            "--ttl-secs" => ttl = val()?.parse().map_err(|_| "--ttl-secs needs a number")?,
+            "--user" => user = Some(cli::number(&a, &val()?)?),
+            "--ttl-secs" => ttl = cli::number(&a, &val()?)?,
             "-h" | "--help" => {
                 println!("usage: gateway [serve] [--config FILE]\n       gateway mint --user ID [--ttl-secs S] [--config FILE]\n       gateway switch list | get NAME | set NAME VALUE [--local] | clear-local | audit [--url U] [--token T]\n       gateway sale pause|resume SALE [--url U] [--token T]");
                 return Ok(());
             }
-            other => return Err(format!("unknown argument {other}")),
+            _ => return Err(ArgError::UnknownArgument(a).into()),
         }
     }
-    let cfg: Config = seckill_common::load_config(config.as_deref()).map_err(|e| e.to_string())?;
+    let cfg: Config = seckill_common::load_config(config.as_deref())?;
     match cmd.as_str() {
         "switch" | "sale" => {
             let actor = format!(
@@ -53,10 +67,10 @@ fn run() -> Result<(), String> {
                 token: token.unwrap_or(cfg.admin_token.clone()),
                 actor,
             };
-            gateway::admin_cli::run(&t, &rest)
+            Ok(gateway::admin_cli::run(&t, &rest)?)
         }
         "mint" => {
-            let user = user.ok_or("mint needs --user ID")?;
+            let user = user.ok_or_else(|| ArgError::Usage("mint needs --user ID".into()))?;
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs())
@@ -67,6 +81,6 @@ fn run() -> Result<(), String> {
             );
             Ok(())
         }
-        _ => gateway::server::run(cfg).map_err(|e| e.to_string()),
+        _ => Ok(gateway::server::run(cfg)?),
     }
 }

@@ -65,7 +65,6 @@ pub struct Incoming<'a> {
 
 impl Incoming<'_> {
     pub fn json<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
-        serde_json::from_slice(&self.body)
-            .map_err(|e| ApiError::BadRequest(format!("body is not the expected JSON: {e}")))
+        serde_json::from_slice(&self.body).map_err(ApiError::BadJson)
     }
 }

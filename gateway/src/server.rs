@@ -23,7 +23,7 @@ pub enum StartError {
     #[error("cannot listen on {0}: {1}")]
     Listen(String, std::io::Error),
     #[error("configuration: {0}")]
-    Config(String),
+    Config(#[from] crate::config::BadConfig),
 }
 
 fn rates(c: &Config) -> Rates {
@@ -41,7 +41,7 @@ fn rates(c: &Config) -> Rates {
 /// Serve until SIGTERM/SIGINT, then drain and flush.
 pub fn run(cfg: Config) -> Result<(), StartError> {
     // Before anything starts: a gateway with a guessable secret must not serve.
-    for weak in cfg.check_secrets().map_err(StartError::Config)? {
+    for weak in cfg.check_secrets()? {
         tracing::warn!(
             "INSECURE: {weak}; starting only because dev_insecure (SECKILL_DEV_INSECURE) is set. \
              Never run like this in production"
@@ -99,8 +99,7 @@ pub fn run(cfg: Config) -> Result<(), StartError> {
         cfg.metrics_ip_burst.clamp(1, u32::MAX as i64) as u32,
     );
     let listen = cfg.listen.clone();
-    let app =
-        Arc::new(App::new(cfg, metrics, limits, breaker, pipe, sink).map_err(StartError::Config)?);
+    let app = Arc::new(App::new(cfg, metrics, limits, breaker, pipe, sink)?);
     spawn("switches", follow_switches(app.clone()));
     spawn("spool-replay", replay_spool(app.clone()));
     spawn(

@@ -82,6 +82,17 @@ pub const NAMES: [&str; 6] = [
     "status_reads",
 ];
 
+/// A switch value out of its range (what `SwitchValues::validate` refuses).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidSwitch {
+    #[error("admission_ratio must be within 0..=1")]
+    AdmissionRatio,
+    #[error("redis_breaker must be auto, open or closed")]
+    BreakerMode,
+    #[error("every rate and burst must be at least 1")]
+    ZeroRate,
+}
+
 impl SwitchValues {
     /// `self` with every value `top` sets replacing ours.
     pub fn overlay(&self, top: &SwitchValues) -> SwitchValues {
@@ -98,14 +109,14 @@ impl SwitchValues {
         }
     }
 
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), InvalidSwitch> {
         if let Some(r) = self.admission_ratio {
             if !(0.0..=1.0).contains(&r) {
-                return Err("admission_ratio must be within 0..=1".into());
+                return Err(InvalidSwitch::AdmissionRatio);
             }
         }
         if let Some(m) = &self.redis_breaker {
-            Mode::parse(m).ok_or("redis_breaker must be auto, open or closed")?;
+            Mode::parse(m).ok_or(InvalidSwitch::BreakerMode)?;
         }
         if let Some(r) = &self.rates {
             if [
@@ -118,7 +129,7 @@ impl SwitchValues {
             ]
             .contains(&0)
             {
-                return Err("every rate and burst must be at least 1".into());
+                return Err(InvalidSwitch::ZeroRate);
             }
         }
         Ok(())

@@ -15,8 +15,10 @@
 mod harness;
 
 use gateway::app::App;
-use gateway::error::ApiError;
+use gateway::error::{ApiError, ControlError};
 use gateway::metrics::{Limit, Route, ROUTES};
+use gateway::order_sink::SinkError;
+use gateway::switches::InvalidSwitch;
 use harness::{now_ms, unique, Gateway, Resp};
 use may_minihttp::Refusal;
 use seckill_common::ticket::TicketError;
@@ -304,6 +306,8 @@ fn every_refusal_is_documented() {
         ApiError::NotFound,
         ApiError::MethodNotAllowed,
         ApiError::BadRequest("x".into()),
+        ApiError::BadJson(serde_json::from_str::<Value>("{").unwrap_err()),
+        ApiError::InvalidSwitch(InvalidSwitch::ZeroRate),
         ApiError::TooLarge(1),
         ApiError::NoTicket,
         ApiError::Ticket(TicketError::Malformed),
@@ -315,7 +319,7 @@ fn every_refusal_is_documented() {
         ApiError::PausedAll,
         ApiError::AdmissionShed,
         ApiError::StatusReadsOff,
-        ApiError::SinkUnavailable("x".into()),
+        ApiError::SinkUnavailable(SinkError::Unavailable),
         ApiError::OutcomeUnknown {
             order_id: "s-1".into(),
             reason: "x".into(),
@@ -324,7 +328,7 @@ fn every_refusal_is_documented() {
         ApiError::StoreLost,
         ApiError::StoreUnconfirmed,
         ApiError::StatusCacheMiss,
-        ApiError::SwitchStore("x".into()),
+        ApiError::SwitchStore(ControlError::NoAnswer),
     ];
     errors.extend(stock.into_iter().map(ApiError::Stock));
     errors.extend(Refusal::ALL.into_iter().map(ApiError::Refused));

@@ -32,10 +32,11 @@ use crate::metrics::Metrics;
 use crate::switches::SinkMode;
 use may::sync::mpsc;
 use rdkafka::config::ClientConfig;
+use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::ClientContext;
 use seckill_common::order::OrderMessage;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -44,7 +45,8 @@ mod spool;
 
 use spool::{acked_path, read_acked, read_lines, sidecar, spool_files, Spool};
 
-type Waiter = mpsc::Sender<Result<(), String>>;
+/// Where a produce's delivery report is sent (the message's opaque).
+type Waiter = mpsc::Sender<Result<(), KafkaError>>;
 
 pub struct Delivery;
 
@@ -53,24 +55,39 @@ impl ClientContext for Delivery {}
 impl ProducerContext for Delivery {
     type DeliveryOpaque = Box<Waiter>;
     fn delivery(&self, result: &DeliveryResult<'_>, waiter: Box<Waiter>) {
-        let _ = waiter.send(result.as_ref().map(|_| ()).map_err(|(e, _)| e.to_string()));
+        let _ = waiter.send(result.as_ref().map(|_| ()).map_err(|(e, _)| e.clone()));
     }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
     #[error("cannot create the Kafka producer: {0}")]
-    Create(String),
+    Create(#[source] KafkaError),
+    #[error("cannot create the Kafka producer: kafka_extra entry {0:?} is not key=value")]
+    BadExtra(String),
     #[error("order not encodable: {0}")]
-    Encode(String),
+    Encode(#[source] serde_json::Error),
     #[error("broker refused the order: {0}")]
-    Refused(String),
+    Refused(#[source] KafkaError),
     #[error("the broker is down and the order sink is `kafka`")]
     Unavailable,
     #[error("no delivery report in time")]
     Timeout,
+    /// The spool cannot take orders (no cause beyond what it says: its writer stopped or
+    /// did not answer, another gateway holds its directory).
     #[error("spool: {0}")]
     Spool(String),
+    /// A spool file or directory could not be `what` (open, create, read, remove).
+    #[error("spool: {what} {}: {source}", .path.display())]
+    SpoolFile {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The spool's disk failed (the writer's batch, a read, its thread's start): shared
+    /// by every order of the batch, hence the `Arc`.
+    #[error("spool: {0}")]
+    SpoolIo(#[source] Arc<std::io::Error>),
     #[error("the spool holds {0} orders, its bound (`spool_max_orders`); the broker must drain it first")]
     SpoolFull(u64),
 }
@@ -116,14 +133,14 @@ impl OrderSink {
             .set("socket.nagle.disable", "true")
             .set("queue.buffering.max.messages", "200000");
         for kv in extra.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-            let (k, v) = kv.split_once('=').ok_or_else(|| {
-                SinkError::Create(format!("kafka_extra entry {kv:?} is not key=value"))
-            })?;
+            let (k, v) = kv
+                .split_once('=')
+                .ok_or_else(|| SinkError::BadExtra(kv.to_string()))?;
             cfg.set(k.trim(), v.trim());
         }
         let producer = cfg
             .create_with_context(Delivery)
-            .map_err(|e| SinkError::Create(e.to_string()))?;
+            .map_err(SinkError::Create)?;
         let spool = Spool::open(spool_dir, spool_max_orders, metrics.clone())?;
         Ok(OrderSink {
             producer,
@@ -149,7 +166,7 @@ impl OrderSink {
     /// Hand the order over as `mode` says; `Ok` means it is durable (broker log or disk),
     /// `Err` that it certainly is not (see the module docs).
     pub fn send(&self, order: &OrderMessage, mode: SinkMode) -> Result<Via, SinkError> {
-        let payload = serde_json::to_vec(order).map_err(|e| SinkError::Encode(e.to_string()))?;
+        let payload = serde_json::to_vec(order).map_err(SinkError::Encode)?;
         let use_kafka = match mode {
             SinkMode::Kafka => true,
             SinkMode::Spool => false,
@@ -194,7 +211,7 @@ impl OrderSink {
             .payload(payload);
         self.producer
             .send(record)
-            .map_err(|(e, _)| SinkError::Refused(e.to_string()))?;
+            .map_err(|(e, _)| SinkError::Refused(e))?;
         match rx.recv_timeout(self.wait) {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => {
@@ -267,8 +284,11 @@ impl OrderSink {
             // (harmless duplicates), never a stale checkpoint that skips lines.
             let _ = std::fs::remove_file(&checkpoint);
             let _ = std::fs::remove_file(sidecar(&file, "valid"));
-            std::fs::remove_file(&file)
-                .map_err(|e| SinkError::Spool(format!("remove {}: {e}", file.display())))?;
+            std::fs::remove_file(&file).map_err(|source| SinkError::SpoolFile {
+                what: "remove",
+                path: file.clone(),
+                source,
+            })?;
             tracing::info!(file = %file.display(), orders = lines.len(), "spool file replayed into Kafka");
         }
         Ok(replayed)
@@ -297,7 +317,7 @@ impl OrderSink {
                     {
                         std::thread::sleep(Duration::from_millis(20));
                     }
-                    Err((e, _)) => return Err(SinkError::Refused(e.to_string())),
+                    Err((e, _)) => return Err(SinkError::Refused(e)),
                 }
             }
         }

@@ -2,7 +2,7 @@
 //! files of at most `SPOOL_FILE_LINES` lines, the directory lock, and the `.acked`
 //! checkpoints a replay leaves beside a file.
 
-use super::{SinkError, Waiter};
+use super::SinkError;
 use crate::metrics::Metrics;
 use may::sync::mpsc;
 use seckill_common::order::OrderMessage;
@@ -36,11 +36,16 @@ pub(super) fn read_acked(checkpoint: &Path) -> usize {
         .unwrap_or(0)
 }
 
+/// `SinkError::SpoolFile` for `what` (open, create, read, remove) on `path`.
+fn file_error(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> SinkError {
+    let path = path.to_path_buf();
+    move |source| SinkError::SpoolFile { what, path, source }
+}
+
 /// The orders of a spool file, each with its partition key.
 pub(super) fn read_lines(path: &Path) -> Result<Vec<(String, Vec<u8>)>, SinkError> {
     use std::io::Read;
-    let f = std::fs::File::open(path)
-        .map_err(|e| SinkError::Spool(format!("open {}: {e}", path.display())))?;
+    let f = std::fs::File::open(path).map_err(file_error("open", path))?;
     // A file whose failed append could not be cut back is read only up to its last
     // good length (`<file>.valid`): the lines after it belong to refused orders.
     let valid = std::fs::read_to_string(sidecar(path, "valid"))
@@ -49,7 +54,7 @@ pub(super) fn read_lines(path: &Path) -> Result<Vec<(String, Vec<u8>)>, SinkErro
         .unwrap_or(u64::MAX);
     let mut out = Vec::new();
     for line in std::io::BufReader::new(f.take(valid)).split(b'\n') {
-        let line = line.map_err(|e| SinkError::Spool(e.to_string()))?;
+        let line = line.map_err(|e| SinkError::SpoolIo(Arc::new(e)))?;
         // A torn last line (a crash mid-append, never acknowledged) is not an order.
         if let Ok(m) = serde_json::from_slice::<OrderMessage>(&line) {
             out.push((m.key(), line));
@@ -65,10 +70,22 @@ const PENDING: u8 = 0;
 const TAKEN: u8 = 1;
 const ABANDONED: u8 = 2;
 
+/// Why a batch is not certainly in the spool, told to each of its orders.
+#[derive(Debug, Clone)]
+enum BatchFailed {
+    /// The write failed and its lines could not be undone: they may be in the file.
+    Unknown,
+    /// Not written (the file was cut back to its length before the batch).
+    Io(Arc<std::io::Error>),
+}
+
+/// Where the spool writer answers an order whose line it took.
+type SpoolWaiter = mpsc::Sender<Result<(), BatchFailed>>;
+
 enum SpoolCmd {
-    Append(Vec<u8>, Arc<AtomicU8>, Waiter),
+    Append(Vec<u8>, Arc<AtomicU8>, SpoolWaiter),
     /// Close the active file; answer with every closed file, oldest first.
-    Seal(std::sync::mpsc::Sender<Result<Vec<PathBuf>, String>>),
+    Seal(std::sync::mpsc::Sender<Result<Vec<PathBuf>, SinkError>>),
 }
 
 /// The durable local spool: one writer thread, group commit.
@@ -95,7 +112,7 @@ fn lock_dir(dir: &Path) -> Result<std::fs::File, SinkError> {
         .read(true)
         .write(true)
         .open(&path)
-        .map_err(|e| SinkError::Spool(format!("open {}: {e}", path.display())))?;
+        .map_err(file_error("open", &path))?;
     // SAFETY: flock on a descriptor we own; released when the file closes (or we die).
     if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
         return Err(SinkError::Spool(format!(
@@ -112,8 +129,7 @@ impl Spool {
         max_pending: u64,
         metrics: Arc<Metrics>,
     ) -> Result<Spool, SinkError> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| SinkError::Spool(format!("create {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir).map_err(file_error("create", dir))?;
         let lock = lock_dir(dir)?;
         let pending = Arc::new(AtomicU64::new(0));
         // Files left by an earlier run are replayed like any other.
@@ -128,7 +144,7 @@ impl Spool {
         std::thread::Builder::new()
             .name("spool".into())
             .spawn(move || spool_writer(d, rx, p))
-            .map_err(|e| SinkError::Spool(e.to_string()))?;
+            .map_err(|e| SinkError::SpoolIo(Arc::new(e)))?;
         Ok(Spool {
             dir: dir.to_path_buf(),
             tx,
@@ -176,8 +192,8 @@ impl Spool {
                 self.metrics.spooled();
                 Ok(())
             }
-            Err(e) if e == SPOOL_UNKNOWN => Err(SinkError::Timeout),
-            Err(e) => Err(SinkError::Spool(e)),
+            Err(BatchFailed::Unknown) => Err(SinkError::Timeout),
+            Err(BatchFailed::Io(e)) => Err(SinkError::SpoolIo(e)),
         }
     }
 
@@ -188,19 +204,15 @@ impl Spool {
             .map_err(|_| SinkError::Spool("spool writer did not answer".into()))?;
         rx.recv_timeout(Duration::from_secs(5))
             .map_err(|_| SinkError::Spool("spool writer did not answer".into()))?
-            .map_err(SinkError::Spool)
     }
 }
-
-/// What the spool writer answers when a batch's lines may or may not be in the file.
-const SPOOL_UNKNOWN: &str = "spool write failed and its lines could not be undone";
 
 /// How long an order waits for the spool writer to take it.
 const SPOOL_WAIT: Duration = Duration::from_secs(5);
 
 pub(super) fn spool_files(dir: &Path) -> Result<Vec<PathBuf>, SinkError> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| SinkError::Spool(format!("read {}: {e}", dir.display())))?
+        .map_err(file_error("read", dir))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
         .collect();
@@ -238,11 +250,11 @@ fn spool_writer(dir: PathBuf, rx: std::sync::mpsc::Receiver<SpoolCmd>, pending: 
             if result.is_ok() {
                 pending.fetch_add(batch.len() as u64, Ordering::Relaxed);
             }
-            let answer = result.as_ref().map(|_| ()).map_err(|e| {
+            let answer = result.map_err(|e| {
                 if e.kind() == std::io::ErrorKind::TimedOut {
-                    SPOOL_UNKNOWN.to_string()
+                    BatchFailed::Unknown
                 } else {
-                    e.to_string()
+                    BatchFailed::Io(Arc::new(e))
                 }
             });
             for (_, w) in batch {
@@ -251,7 +263,7 @@ fn spool_writer(dir: PathBuf, rx: std::sync::mpsc::Receiver<SpoolCmd>, pending: 
         }
         for s in seals {
             active = None;
-            let _ = s.send(spool_files(&dir).map_err(|e| e.to_string()));
+            let _ = s.send(spool_files(&dir));
         }
     }
 }
@@ -265,7 +277,7 @@ fn append_batch(
     dir: &Path,
     active: &mut Option<(std::fs::File, PathBuf, u64)>,
     n: &mut u64,
-    batch: &[(Vec<u8>, Waiter)],
+    batch: &[(Vec<u8>, SpoolWaiter)],
 ) -> std::io::Result<()> {
     if active
         .as_ref()
@@ -399,7 +411,7 @@ mod tests {
         let mut active = None;
         let mut n = 0;
         let (w, _r) = mpsc::channel();
-        let batch: Vec<(Vec<u8>, Waiter)> = (0..1000).map(|i| (line(i), w.clone())).collect();
+        let batch: Vec<(Vec<u8>, SpoolWaiter)> = (0..1000).map(|i| (line(i), w.clone())).collect();
         for _ in 0..(SPOOL_FILE_LINES / 1000 + 1) {
             append_batch(&dir, &mut active, &mut n, &batch).unwrap();
         }

@@ -314,34 +314,47 @@ impl Cluster {
     }
 }
 
+/// Why a node gave no slot map.
+#[derive(Debug, thiserror::Error)]
+enum SlotsError {
+    #[error("bad address {0}")]
+    BadAddress(String),
+    #[error("{0}: no address")]
+    NoAddress(String),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Reply(#[from] redis::RedisError),
+    #[error("{0:?}")]
+    Refused(redis::ServerError),
+    #[error("no reply to CLUSTER SLOTS")]
+    NoReply,
+}
+
 /// `CLUSTER SLOTS` of the node at `addr`: (first, last, master `host:port`).
 fn fetch_slots(
     addr: &str,
     hello: &Handshake,
     timeout: Duration,
-) -> Result<Vec<(u16, u16, String)>, String> {
-    let (host, port) = split_addr(addr).ok_or_else(|| format!("bad address {addr}"))?;
+) -> Result<Vec<(u16, u16, String)>, SlotsError> {
+    let (host, port) = split_addr(addr).ok_or_else(|| SlotsError::BadAddress(addr.into()))?;
     let sa = (host.as_str(), port)
-        .to_socket_addrs()
-        .map_err(|e| e.to_string())?
+        .to_socket_addrs()?
         .next()
-        .ok_or_else(|| format!("{addr}: no address"))?;
-    let mut s = std::net::TcpStream::connect_timeout(&sa, timeout).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(timeout))
-        .map_err(|e| e.to_string())?;
-    s.set_write_timeout(Some(timeout))
-        .map_err(|e| e.to_string())?;
+        .ok_or_else(|| SlotsError::NoAddress(addr.into()))?;
+    let mut s = std::net::TcpStream::connect_timeout(&sa, timeout)?;
+    s.set_read_timeout(Some(timeout))?;
+    s.set_write_timeout(Some(timeout))?;
     let mut p = redis::Parser::new();
     for cmd in hello
         .commands()
         .into_iter()
         .chain([redis::cmd("CLUSTER").arg("SLOTS").clone()])
     {
-        s.write_all(&cmd.get_packed_command())
-            .map_err(|e| e.to_string())?;
-        let v = p.parse_value(&mut s).map_err(|e| e.to_string())?;
-        if let Value::ServerError(e) = &v {
-            return Err(format!("{e:?}"));
+        s.write_all(&cmd.get_packed_command())?;
+        let v = p.parse_value(&mut s)?;
+        if let Value::ServerError(e) = v {
+            return Err(SlotsError::Refused(e));
         }
         if let Value::Array(items) = v {
             return Ok(items
@@ -364,7 +377,7 @@ fn fetch_slots(
                 .collect());
         }
     }
-    Err("no reply to CLUSTER SLOTS".into())
+    Err(SlotsError::NoReply)
 }
 
 fn int(v: &Value) -> Option<i64> {
