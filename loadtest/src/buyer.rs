@@ -4,16 +4,46 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
+    /// A request that got no answer (connect, timeout, a body cut short).
     #[error("http: {0}")]
-    Http(String),
+    Http(#[from] ureq::Error),
     #[error("unexpected answer {status}: {body}")]
     Unexpected { status: u16, body: String },
     #[error("redis: {0}")]
     Redis(#[from] stock::StockError),
     #[error("kafka: {0}")]
-    Kafka(String),
+    Kafka(#[from] rdkafka::error::KafkaError),
+    /// A topic not read up to its high watermarks in time.
+    #[error(
+        "kafka: {topic}: {left} messages below the high watermarks not read within {within:?}"
+    )]
+    TopicUnread {
+        topic: String,
+        left: i64,
+        within: Duration,
+    },
     #[error("database: {0}")]
-    Db(String),
+    Db(#[from] postgres::Error),
+    #[error("goose: {0}")]
+    Goose(#[source] goose::GooseError),
+    /// A file, a thread or a runtime that could not be had (`what` says which).
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The run cannot go ahead as asked (nothing caused it but what it says).
+    #[error("{0}")]
+    Setup(String),
+}
+
+impl LoadError {
+    /// `LoadError::Io` for `what` (a path, a thread's name).
+    pub fn io(what: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> LoadError {
+        let what = what.to_string();
+        move |source| LoadError::Io { what, source }
+    }
 }
 
 /// An answer: status and JSON body (Null when the body is not JSON).
@@ -78,12 +108,9 @@ impl Client {
                 .header("Authorization", auth)
                 .send_empty(),
         };
-        let mut r = r.map_err(|e| LoadError::Http(e.to_string()))?;
+        let mut r = r?;
         let status = r.status().as_u16();
-        let text = r
-            .body_mut()
-            .read_to_string()
-            .map_err(|e| LoadError::Http(e.to_string()))?;
+        let text = r.body_mut().read_to_string()?;
         Ok(Answer {
             status,
             body: serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),

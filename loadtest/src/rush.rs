@@ -78,7 +78,7 @@ pub fn rush(
     }
     for w in workers {
         w.join()
-            .map_err(|_| LoadError::Http("a buyer thread panicked".into()))??;
+            .map_err(|_| LoadError::Setup("a buyer thread panicked".into()))??;
     }
     let mut r = std::mem::take(&mut *record.lock().unwrap_or_else(|p| p.into_inner()));
     r.took = t0.elapsed();

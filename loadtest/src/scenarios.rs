@@ -11,6 +11,7 @@
 //! - `browse`: sale-state and order-status polling.
 //! - `mix`: the four, weighted 5 : 2 : 1 : 2.
 
+use crate::buyer::LoadError;
 use goose::prelude::*;
 use hdrhistogram::Histogram;
 use std::collections::{BTreeMap, HashMap};
@@ -316,9 +317,9 @@ pub async fn browse(user: &mut GooseUser) -> TransactionResult {
 }
 
 /// The scenarios of a run, by name.
-pub fn scenarios(name: &str) -> Result<Vec<Scenario>, String> {
+pub fn scenarios(name: &str) -> Result<Vec<Scenario>, LoadError> {
     let one = |n: &str, t: Transaction| scenario!(n).register_transaction(t);
-    let weighted = |sc: Scenario, w: usize| sc.set_weight(w).map_err(|e| e.to_string());
+    let weighted = |sc: Scenario, w: usize| sc.set_weight(w).map_err(LoadError::Goose);
     Ok(match name {
         "rush" => vec![one("rush", transaction!(rush))],
         "click-storm" => vec![one("click-storm", transaction!(click_storm))],
@@ -331,9 +332,9 @@ pub fn scenarios(name: &str) -> Result<Vec<Scenario>, String> {
             weighted(one("browse", transaction!(browse)), 2)?,
         ],
         other => {
-            return Err(format!(
+            return Err(LoadError::Setup(format!(
                 "unknown scenario {other} (rush, click-storm, bots, browse, mix)"
-            ))
+            )))
         }
     })
 }

@@ -107,9 +107,8 @@ fn run(a: Args) -> Result<bool, LoadError> {
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from(format!(".run/load/{}-{now}", a.scenario)));
-    std::fs::create_dir_all(&out)
-        .map_err(|e| LoadError::Http(format!("{}: {e}", out.display())))?;
-    let scenarios = scenarios::scenarios(&a.scenario).map_err(LoadError::Http)?;
+    std::fs::create_dir_all(&out).map_err(LoadError::io(out.display()))?;
+    let scenarios = scenarios::scenarios(&a.scenario)?;
     Client::new(&a.host, &secret).create_sale(
         &admin,
         &sale,
@@ -148,12 +147,11 @@ fn run(a: Args) -> Result<bool, LoadError> {
             out.join(format!("report.{ext}")).display().to_string(),
         ]);
     }
-    let config = GooseConfiguration::parse_args_default(&goose_args)
-        .map_err(|e| LoadError::Http(format!("goose flags: {e}")))?;
+    let config = GooseConfiguration::parse_args_default(&goose_args).map_err(LoadError::Goose)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(|e| LoadError::Http(e.to_string()))?;
+        .map_err(LoadError::io("the tokio runtime"))?;
     runtime
         .block_on(async move {
             let mut attack = GooseAttack::initialize_with_config(config)?;
@@ -162,7 +160,7 @@ fn run(a: Args) -> Result<bool, LoadError> {
             }
             attack.execute().await
         })
-        .map_err(|e| LoadError::Http(format!("goose: {e}")))?;
+        .map_err(LoadError::Goose)?;
 
     let s = scenarios::shared();
     let acked = s.acked.lock().unwrap_or_else(|p| p.into_inner()).clone();
@@ -208,13 +206,12 @@ fn verify_only(a: &Args) -> Result<bool, LoadError> {
     let sale = a
         .sale
         .clone()
-        .ok_or(LoadError::Http("verify needs --sale".into()))?;
+        .ok_or_else(|| LoadError::Setup("verify needs --sale".into()))?;
     let path = a
         .acked
         .clone()
-        .ok_or(LoadError::Http("verify needs --acked FILE".into()))?;
-    let text = std::fs::read_to_string(&path)
-        .map_err(|e| LoadError::Http(format!("{}: {e}", path.display())))?;
+        .ok_or_else(|| LoadError::Setup("verify needs --acked FILE".into()))?;
+    let text = std::fs::read_to_string(&path).map_err(LoadError::io(path.display()))?;
     let rows: Vec<Vec<&str>> = text
         .lines()
         .skip(1)
@@ -257,7 +254,7 @@ fn check(
 }
 
 fn write(path: &Path, text: &str) -> Result<(), LoadError> {
-    std::fs::write(path, text).map_err(|e| LoadError::Http(format!("{}: {e}", path.display())))
+    std::fs::write(path, text).map_err(LoadError::io(path.display()))
 }
 
 fn write_acked(path: &Path, acked: &[(String, u64)], tokens: &[String]) -> Result<(), LoadError> {

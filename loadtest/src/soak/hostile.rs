@@ -201,7 +201,7 @@ impl Hostile {
     /// Start the driver; refuses a non-loopback address.
     pub fn start(opts: HostileOptions) -> Result<Hostile, LoadError> {
         if !opts.addr.ip().is_loopback() {
-            return Err(LoadError::Http(format!(
+            return Err(LoadError::Setup(format!(
                 "hostile connections go only to a loopback address, not {}",
                 opts.addr
             )));
@@ -214,7 +214,7 @@ impl Hostile {
         let handle = std::thread::Builder::new()
             .name("hostile".into())
             .spawn(move || drive(opts, s, o, n))
-            .map_err(|e| LoadError::Http(e.to_string()))?;
+            .map_err(LoadError::io("start the hostile driver"))?;
         Ok(Hostile {
             stop,
             open,

@@ -415,7 +415,7 @@ fn addr_of(base: &str) -> Result<SocketAddr, LoadError> {
                 .and_then(|mut a| a.next())
                 .ok_or(())
         })
-        .map_err(|_| LoadError::Http(format!("cannot resolve the gateway address in {base}")))
+        .map_err(|_| LoadError::Setup(format!("cannot resolve the gateway address in {base}")))
 }
 
 /// Run the soak (see the module docs) against a running gateway whose order-writer
@@ -561,7 +561,7 @@ fn rush_under_hostile_load(
 fn gateway_process(opts: &Options) -> Result<(SocketAddr, i32), LoadError> {
     let addr = addr_of(&opts.gateway)?;
     if !addr.ip().is_loopback() {
-        return Err(LoadError::Http(format!(
+        return Err(LoadError::Setup(format!(
             "the soak runs against a loopback gateway only, not {addr}"
         )));
     }
@@ -569,12 +569,12 @@ fn gateway_process(opts: &Options) -> Result<(SocketAddr, i32), LoadError> {
         .gateway_pid
         .or_else(|| pid_listening_on(addr.port()))
         .ok_or_else(|| {
-            LoadError::Http(format!(
+            LoadError::Setup(format!(
                 "no process found listening on port {} (give --gateway-pid)",
                 addr.port()
             ))
         })?;
-    vm_rss_kib(pid).ok_or_else(|| LoadError::Http(format!("cannot read /proc/{pid}/status")))?;
+    vm_rss_kib(pid).ok_or_else(|| LoadError::Setup(format!("cannot read /proc/{pid}/status")))?;
     Ok((addr, pid))
 }
 

@@ -83,7 +83,7 @@ pub fn timed_rush(
     for w in workers {
         let (rec, th, oh) = w
             .join()
-            .map_err(|_| LoadError::Http("a buyer thread panicked".into()))??;
+            .map_err(|_| LoadError::Setup("a buyer thread panicked".into()))??;
         out.record.acked.extend(rec.acked);
         out.record.tokens.extend(rec.tokens);
         for (k, v) in rec.answers {

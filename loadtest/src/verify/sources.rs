@@ -64,10 +64,8 @@ pub fn orders_in_topic(
         .set("group.id", &group)
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
-        .create()
-        .map_err(|e| LoadError::Kafka(e.to_string()))?;
-    c.subscribe(&[topic])
-        .map_err(|e| LoadError::Kafka(e.to_string()))?;
+        .create()?;
+    c.subscribe(&[topic])?;
     let mut out = Vec::new();
     let end = Instant::now() + within;
     let mut grace_end: Option<Instant> = None;
@@ -86,7 +84,7 @@ pub fn orders_in_topic(
                     }
                 }
             }
-            Some(Err(e)) => return Err(LoadError::Kafka(e.to_string())),
+            Some(Err(e)) => return Err(e.into()),
             None => {}
         }
         if out.len() >= expect && grace_end.is_none() {
@@ -101,27 +99,20 @@ pub fn orders_in_topic(
 /// does not exist yet has no messages.
 pub fn read_topic(brokers: &str, topic: &str, within: Duration) -> Result<Vec<Vec<u8>>, LoadError> {
     use rdkafka::{Offset, TopicPartitionList};
-    let kafka = |e: rdkafka::error::KafkaError| LoadError::Kafka(e.to_string());
     let c: BaseConsumer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", format!("read-{topic}-{}", std::process::id()))
         .set("enable.auto.commit", "false")
-        .create()
-        .map_err(kafka)?;
-    let meta = c
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .map_err(kafka)?;
+        .create()?;
+    let meta = c.fetch_metadata(Some(topic), Duration::from_secs(10))?;
     let mut want = TopicPartitionList::new();
     let mut left = 0i64;
     let mut high = HashMap::new();
     for t in meta.topics().iter().filter(|t| t.name() == topic) {
         for p in t.partitions() {
-            let (lo, hi) = c
-                .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
-                .map_err(kafka)?;
+            let (lo, hi) = c.fetch_watermarks(topic, p.id(), Duration::from_secs(10))?;
             if hi > lo {
-                want.add_partition_offset(topic, p.id(), Offset::Offset(lo))
-                    .map_err(kafka)?;
+                want.add_partition_offset(topic, p.id(), Offset::Offset(lo))?;
                 left += hi - lo;
                 high.insert(p.id(), hi);
             }
@@ -131,7 +122,7 @@ pub fn read_topic(brokers: &str, topic: &str, within: Duration) -> Result<Vec<Ve
     if left == 0 {
         return Ok(out);
     }
-    c.assign(&want).map_err(kafka)?;
+    c.assign(&want)?;
     let end = Instant::now() + within;
     while left > 0 && Instant::now() < end {
         match c.poll(Duration::from_millis(200)) {
@@ -139,14 +130,16 @@ pub fn read_topic(brokers: &str, topic: &str, within: Duration) -> Result<Vec<Ve
                 left -= 1;
                 out.push(m.payload().unwrap_or_default().to_vec());
             }
-            Some(Err(e)) => return Err(kafka(e)),
+            Some(Err(e)) => return Err(e.into()),
             Some(Ok(_)) | None => {}
         }
     }
     if left > 0 {
-        return Err(LoadError::Kafka(format!(
-            "{topic}: {left} messages below the high watermarks not read within {within:?}"
-        )));
+        return Err(LoadError::TopicUnread {
+            topic: topic.to_string(),
+            left,
+            within,
+        });
     }
     Ok(out)
 }
@@ -169,7 +162,7 @@ pub fn orders_in_db(
         let read = match db.as_mut() {
             Some(c) => query_orders(c, sale),
             None => postgres::Client::connect(database_url, postgres::NoTls)
-                .map_err(|e| LoadError::Db(e.to_string()))
+                .map_err(LoadError::from)
                 .and_then(|mut c| {
                     let r = query_orders(&mut c, sale);
                     db = Some(c);
@@ -208,8 +201,7 @@ fn query_orders(db: &mut postgres::Client, sale: &str) -> Result<Vec<Row>, LoadE
         .query(
             "SELECT order_id, user_id, units, status FROM orders WHERE sale = $1",
             &[&sale],
-        )
-        .map_err(|e| LoadError::Db(e.to_string()))?
+        )?
         .iter()
         .map(|r| Row {
             order_id: r.get(0),
