@@ -297,10 +297,14 @@ pub fn run(env: &Env, seed: u64, minutes: f64) -> Result<Outcome, ChaosError> {
     env.up()?;
     env.fresh_topic(&name)?;
     let redis = env.use_aof_redis()?;
-    seckill_common::kafka::create_topic(&env.brokers(), &dlq_topic(env), 1)
-        .map_err(|e| ChaosError::Setup(format!("create the dead-letter topic: {e}")))?;
+    seckill_common::kafka::create_topic(&env.brokers(), &dlq_topic(env), 1).map_err(|source| {
+        ChaosError::Topic {
+            what: "create the dead-letter topic".into(),
+            source,
+        }
+    })?;
     let upstream: std::net::SocketAddr = ([127, 0, 0, 1], env.aof_redis.port).into();
-    let proxy = Proxy::start(upstream).map_err(|e| ChaosError::Setup(e.to_string()))?;
+    let proxy = Proxy::start(upstream).map_err(ChaosError::Proxy)?;
     d.log(format!(
         "seed {seed}: Redis {redis} (append-only file) behind the fault proxy 127.0.0.1:{}, {GATEWAYS} gateways, one writer (payment window 5 s, cancel scan 200 ms, sweep 1 s after 2 s grace), dead letters to {}",
         proxy.port,

@@ -50,12 +50,6 @@ fn port_from(var: &str, default: u16) -> u16 {
         .unwrap_or(default)
 }
 
-impl From<stackctl::StackError> for ChaosError {
-    fn from(e: stackctl::StackError) -> ChaosError {
-        ChaosError::Setup(e.to_string())
-    }
-}
-
 impl Env {
     /// Bring the drill stack up (idempotent).
     pub fn open() -> Result<Env, ChaosError> {
@@ -104,8 +98,12 @@ impl Env {
         self.on_aof
             .store(false, std::sync::atomic::Ordering::SeqCst);
         let name = format!("orders_{}_{}", drill.replace('-', "_"), std::process::id());
-        seckill_common::kafka::create_topic(&self.brokers(), &name, 4)
-            .map_err(|e| ChaosError::Setup(format!("create topic {name}: {e}")))?;
+        seckill_common::kafka::create_topic(&self.brokers(), &name, 4).map_err(|source| {
+            ChaosError::Topic {
+                what: format!("create topic {name}"),
+                source,
+            }
+        })?;
         *self.topic.lock().unwrap_or_else(|p| p.into_inner()) =
             (name.clone(), format!("writers_{name}"));
         Ok(name)
@@ -287,7 +285,7 @@ impl Env {
 
 /// A finished command's standard output, or its standard error as the failure.
 fn stdout_of(out: std::io::Result<std::process::Output>, what: &str) -> Result<String, ChaosError> {
-    let out = out.map_err(|e| ChaosError::Setup(format!("{what}: {e}")))?;
+    let out = out.map_err(ChaosError::io(what))?;
     if !out.status.success() {
         return Err(ChaosError::Setup(format!(
             "{what} failed: {}",

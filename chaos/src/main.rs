@@ -9,13 +9,30 @@
 use chaos::drill::Drill;
 use chaos::drills::DRILLS;
 use chaos::env::Env;
+use chaos::ChaosError;
+use seckill_common::cli::{self, ArgError};
 use std::time::Instant;
 
 fn main() {
     seckill_common::cli::main_with("chaos", "warn", run);
 }
 
-fn run() -> Result<(), String> {
+/// What `chaos` stops with.
+#[derive(Debug, thiserror::Error)]
+enum MainError {
+    #[error("{0}")]
+    Args(#[from] ArgError),
+    #[error("{0}")]
+    Chaos(#[from] ChaosError),
+    #[error("some drills failed")]
+    DrillsFailed,
+    #[error("campaign seed {0}: some checks failed")]
+    CampaignFailed(u64),
+    #[error("campaign seed {seed} did not run to the end: {source}")]
+    CampaignBroke { seed: u64, source: ChaosError },
+}
+
+fn run() -> Result<(), MainError> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("campaign") {
         return campaign(&args[1..]);
@@ -43,16 +60,16 @@ fn run() -> Result<(), String> {
                 a.parse::<u32>()
                     .ok()
                     .or_else(|| DRILLS.iter().find(|d| d.1 == *a).map(|d| d.0))
-                    .ok_or(format!("no drill {a}"))
+                    .ok_or_else(|| ArgError::Usage(format!("no drill {a}")))
             })
             .collect::<Result<_, _>>()?,
     };
-    let env = Env::open().map_err(|e| e.to_string())?;
+    let env = Env::open()?;
     let t0 = Instant::now();
     let mut summary = Vec::new();
     for n in picked {
         let Some((_, name, what, f)) = DRILLS.iter().find(|d| d.0 == n) else {
-            return Err(format!("no drill {n}"));
+            return Err(ArgError::Usage(format!("no drill {n}")).into());
         };
         let mut d = Drill::new(&format!("{n}-{name}"), what);
         if let Err(e) = env.up().and_then(|_| env.fresh_topic(name)) {
@@ -89,29 +106,33 @@ fn run() -> Result<(), String> {
     if summary.iter().all(|(p, _)| *p) {
         Ok(())
     } else {
-        Err("some drills failed".into())
+        Err(MainError::DrillsFailed)
     }
 }
 
 /// `campaign [--seed S] [--minutes M]` (seed 1, 2 minutes by default).
-fn campaign(args: &[String]) -> Result<(), String> {
+fn campaign(args: &[String]) -> Result<(), MainError> {
     let (mut seed, mut minutes) = (1u64, 2.0f64);
     let mut it = args.iter();
     while let Some(a) = it.next() {
-        let v = it.next().ok_or(format!("{a} needs a value"))?;
+        let v = cli::value(a, it.next().cloned())?;
         match a.as_str() {
-            "--seed" => seed = v.parse().map_err(|_| format!("bad seed {v}"))?,
+            "--seed" => {
+                seed = v
+                    .parse()
+                    .map_err(|_| ArgError::Usage(format!("bad seed {v}")))?
+            }
             "--minutes" => {
                 minutes = v
                     .parse()
                     .ok()
                     .filter(|m: &f64| *m > 0.0 && *m <= 120.0)
-                    .ok_or(format!("bad minutes {v} (0 to 120)"))?
+                    .ok_or_else(|| ArgError::Usage(format!("bad minutes {v} (0 to 120)")))?
             }
-            _ => return Err(format!("unknown argument {a}")),
+            _ => return Err(ArgError::UnknownArgument(a.clone()).into()),
         }
     }
-    let env = Env::open().map_err(|e| e.to_string())?;
+    let env = Env::open()?;
     let out = chaos::campaign::run(&env, seed, minutes);
     if let Err(e) = env.up() {
         eprintln!("chaos: could not bring the drill stack back up: {e}");
@@ -121,7 +142,7 @@ fn campaign(args: &[String]) -> Result<(), String> {
     }
     match out {
         Ok(o) if o.passed => Ok(()),
-        Ok(_) => Err(format!("campaign seed {seed}: some checks failed")),
-        Err(e) => Err(format!("campaign seed {seed} did not run to the end: {e}")),
+        Ok(_) => Err(MainError::CampaignFailed(seed)),
+        Err(source) => Err(MainError::CampaignBroke { seed, source }),
     }
 }

@@ -303,7 +303,7 @@ fn canary_command(env: &Env, name: &str, args: &[&str]) -> Result<String, ChaosE
         .args(["--name", name])
         .env("SECKILL_RUN_DIR", &env.stack.run)
         .output()
-        .map_err(|e| ChaosError::Setup(format!("stackctl canary: {e}")))?;
+        .map_err(ChaosError::io("stackctl canary"))?;
     if !out.status.success() {
         return Err(ChaosError::Setup(format!(
             "stackctl canary {args:?} failed: {}",
@@ -331,7 +331,7 @@ pub(super) fn canary_rollback(env: &Env, d: &mut Drill) -> Result<(), ChaosError
         .arg(format!(">{pass}"))
         .args(["~*", "&*", "+@all", "-evalsha", "-eval"])
         .output()
-        .map_err(|e| ChaosError::Setup(format!("redis-cli: {e}")))?;
+        .map_err(ChaosError::io("redis-cli"))?;
     if !String::from_utf8_lossy(&acl.stdout).contains("OK") {
         return Err(ChaosError::Setup(format!("ACL SETUSER: {:?}", acl)));
     }

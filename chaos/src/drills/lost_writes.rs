@@ -142,7 +142,7 @@ pub(super) fn missing_in_buckets(
 ) -> Result<Vec<(String, u64)>, ChaosError> {
     let hash = |key: &str| -> Result<std::collections::HashMap<String, String>, ChaosError> {
         let text = stackctl::redis_cluster::query(port, &["HGETALL", key], Duration::from_secs(5))
-            .map_err(|e| ChaosError::Setup(format!("HGETALL {key} on port {port}: {e}")))?;
+            .map_err(ChaosError::io(format!("HGETALL {key} on port {port}")))?;
         let lines: Vec<&str> = text.lines().collect();
         Ok(lines
             .chunks(2)
@@ -437,17 +437,16 @@ pub(super) fn redis_aof_tail_lost(env: &Env, d: &mut Drill) -> Result<(), ChaosE
     // What the restarted Redis knows, read at once (the writer's reconcile waits its grace
     // period before putting anything back).
     let (acked, _) = load.acked();
-    let mut missing = None;
-    let mut why = String::new();
+    let mut read = Err(ChaosError::Setup("not read yet".into()));
     wait_for(Duration::from_secs(5), || {
-        match missing_in_redis(r.port, &sale, &acked) {
-            Ok(m) => missing = Some(m),
-            Err(e) => why = e.to_string(), // LOADING while it replays the file
-        }
-        missing.is_some()
+        // An error: LOADING while it replays the file.
+        read = missing_in_redis(r.port, &sale, &acked);
+        read.is_ok()
     });
-    let missing = missing
-        .ok_or_else(|| ChaosError::Setup(format!("could not read the restarted Redis: {why}")))?;
+    let missing = read.map_err(|e| ChaosError::GaveUp {
+        what: "could not read the restarted Redis",
+        source: Box::new(e),
+    })?;
     let state = stock::Stock::new(stock::connect(&url, Duration::from_secs(2))?).state(&sale)?;
     d.log(format!(
         "REMOVED: Redis restarted from what is left of its AOF, {} ms after the kill; run_id {old_run} → {}; it holds {} reserved or sold, remaining {}",

@@ -106,7 +106,7 @@ pub(super) fn redis_data_lost(env: &Env, d: &mut Drill) -> Result<(), ChaosError
 
 pub(super) fn redis_slow_then_blackhole(env: &Env, d: &mut Drill) -> Result<(), ChaosError> {
     let upstream: std::net::SocketAddr = ([127, 0, 0, 1], env.stack.redis.port).into();
-    let proxy = Proxy::start(upstream).map_err(|e| ChaosError::Setup(e.to_string()))?;
+    let proxy = Proxy::start(upstream).map_err(ChaosError::Proxy)?;
     d.log(format!(
         "proxy 127.0.0.1:{} → Redis {}",
         proxy.port, env.stack.redis.port
