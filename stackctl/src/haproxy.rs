@@ -161,11 +161,11 @@ impl Balancer {
 
     /// The plan last written (by `start`, `reload` or `set_canary`).
     pub fn plan(&self) -> Result<Plan, StackError> {
-        let text = std::fs::read_to_string(self.state_path()).map_err(|e| {
-            StackError::Process(format!(
-                "no balancer under {} ({e}): start one first",
-                self.dir.display()
-            ))
+        let text = std::fs::read_to_string(self.state_path()).map_err(|source| {
+            StackError::NoBalancer {
+                dir: self.dir.clone(),
+                source,
+            }
         })?;
         Plan::from_state(&text)
     }
@@ -298,9 +298,7 @@ backend canary
             .stdout(log.try_clone()?)
             .stderr(log);
         process::detach(&mut cmd);
-        let child = cmd
-            .spawn()
-            .map_err(|e| StackError::Process(format!("start haproxy: {e}")))?;
+        let child = cmd.spawn().map_err(StackError::failed("start haproxy"))?;
         let pid = child.id() as i32;
         std::fs::write(self.pid_path(), pid.to_string())?;
         process::reap(child);
@@ -382,12 +380,9 @@ backend canary
 
     /// One command over the admin socket; its answer.
     pub fn command(&self, cmd: &str) -> Result<String, StackError> {
-        let mut s = std::os::unix::net::UnixStream::connect(self.socket_path()).map_err(|e| {
-            StackError::Process(format!(
-                "admin socket {}: {e}",
-                self.socket_path().display()
-            ))
-        })?;
+        let mut s = std::os::unix::net::UnixStream::connect(self.socket_path()).map_err(
+            StackError::failed(format!("admin socket {}", self.socket_path().display())),
+        )?;
         s.set_read_timeout(Some(Duration::from_secs(3)))?;
         s.set_write_timeout(Some(Duration::from_secs(3)))?;
         s.write_all(format!("{cmd}\n").as_bytes())?;

@@ -85,7 +85,7 @@ impl Kafka {
             .arg("-DincludeScope=runtime")
             .stdin(Stdio::null())
             .output()
-            .map_err(|e| StackError::Missing(format!("mvn ({e}); run ./dev setup")))?;
+            .map_err(StackError::tool("mvn"))?;
         if !out.status.success() {
             return Err(StackError::Fetch(format!(
                 "mvn dependency:copy-dependencies failed:\n{}{}",
@@ -201,13 +201,11 @@ impl Kafka {
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
                 .spawn()
-                .map_err(|e| StackError::Missing(format!("java ({e}); run ./dev setup")))?;
+                .map_err(StackError::tool("java"))?;
             formatting.push((node, child));
         }
         for (node, child) in formatting {
-            let out = child
-                .wait_with_output()
-                .map_err(|e| StackError::Process(e.to_string()))?;
+            let out = child.wait_with_output()?;
             if !out.status.success() {
                 return Err(StackError::Process(format!(
                     "format Kafka node {node}: {}{}",
@@ -247,7 +245,7 @@ impl Kafka {
             .stderr(out);
         let child = process::detach(&mut cmd)
             .spawn()
-            .map_err(|e| StackError::Missing(format!("java ({e}); run ./dev setup")))?;
+            .map_err(StackError::tool("java"))?;
         std::fs::write(self.pidfile(node), child.id().to_string())?;
         process::reap(child);
         Ok(())

@@ -29,6 +29,26 @@ pub enum StackError {
     Io(#[from] std::io::Error),
     #[error("missing: {0}")]
     Missing(String),
+    /// A program of the stack that would not run (not installed, most likely).
+    #[error("missing: {tool} ({source}); run ./dev setup")]
+    Tool {
+        tool: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    /// `what` could not be done.
+    #[error("{what}: {source}")]
+    Failed {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("no balancer under {} ({source}): start one first", .dir.display())]
+    NoBalancer {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("fetching Kafka from Maven Central failed: {0}")]
     Fetch(String),
     #[error("port {0} is taken by a process this stack did not start (wanted for {1})")]
@@ -39,6 +59,19 @@ pub enum StackError {
     Process(String),
     #[error("{0}")]
     Topic(#[from] seckill_common::kafka::TopicError),
+}
+
+impl StackError {
+    /// `StackError::Failed` for `what`.
+    pub fn failed(what: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> StackError {
+        let what = what.to_string();
+        move |source| StackError::Failed { what, source }
+    }
+
+    /// `StackError::Tool` for a program that would not run.
+    pub fn tool(tool: &'static str) -> impl FnOnce(std::io::Error) -> StackError {
+        move |source| StackError::Tool { tool, source }
+    }
 }
 
 /// One service of the stack, as named on the command line.

@@ -18,6 +18,7 @@
 //! Ports, run directory, Kafka node count and topics come from `SECKILL_*` variables
 //! (see README, "The local stack").
 
+use seckill_common::cli::ArgError;
 use stackctl::{Service, Stack};
 use std::time::Duration;
 
@@ -25,19 +26,35 @@ fn main() {
     seckill_common::cli::main_with("stackctl", "info", run);
 }
 
-fn run() -> Result<(), String> {
+/// What `stackctl` stops with.
+#[derive(Debug, thiserror::Error)]
+enum MainError {
+    #[error("{0}")]
+    Stack(#[from] stackctl::StackError),
+    #[error("{0}")]
+    Args(#[from] ArgError),
+    #[error("some services are down")]
+    ServicesDown,
+}
+
+/// A usage error, said as it stands.
+fn usage(text: &str) -> MainError {
+    ArgError::Usage(text.into()).into()
+}
+
+fn run() -> Result<(), MainError> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let stack = Stack::from_env().map_err(|e| e.to_string())?;
-    let service = |i: usize| -> Result<Service, String> {
+    let stack = Stack::from_env()?;
+    let service = |i: usize| -> Result<Service, MainError> {
         args.get(i)
-            .ok_or("which service? redis, postgres, kafka-N, redis-N")?
-            .parse()
-            .map_err(|e: stackctl::StackError| e.to_string())
+            .ok_or_else(|| usage("which service? redis, postgres, kafka-N, redis-N"))?
+            .parse::<Service>()
+            .map_err(MainError::from)
     };
     match args.first().map(String::as_str) {
         Some("up") => {
             let t0 = std::time::Instant::now();
-            stack.up().map_err(|e| e.to_string())?;
+            stack.up()?;
             eprintln!(
                 "[stackctl] stack up in {:.1} s ({}):",
                 t0.elapsed().as_secs_f64(),
@@ -48,7 +65,7 @@ fn run() -> Result<(), String> {
         Some("down") => stack.down(),
         Some("status") => {
             if !print_status(&stack) {
-                return Err("some services are down".into());
+                return Err(MainError::ServicesDown);
             }
         }
         Some("env") => {
@@ -59,8 +76,8 @@ fn run() -> Result<(), String> {
         }
         Some("stop") => stack.stop(service(1)?),
         Some("start") => match service(1)? {
-            Service::Kafka(n) => stack.kafka.restart_node(n).map_err(|e| e.to_string())?,
-            _ => stack.up().map_err(|e| e.to_string())?,
+            Service::Kafka(n) => stack.kafka.restart_node(n)?,
+            _ => stack.up()?,
         },
         Some(sig @ ("kill" | "pause" | "resume")) => {
             let sig = match sig {
@@ -68,7 +85,7 @@ fn run() -> Result<(), String> {
                 "pause" => libc::SIGSTOP,
                 _ => libc::SIGCONT,
             };
-            stack.signal(service(1)?, sig).map_err(|e| e.to_string())?
+            stack.signal(service(1)?, sig)?
         }
         Some("balancer") => balancer_cmd(&stack, &args[1..])?,
         Some("canary") => canary_cmd(&stack, &args[1..])?,
@@ -83,13 +100,12 @@ fn run() -> Result<(), String> {
                 with_cluster_services(&stack, &cmd)
             } else {
                 with_services(&stack, &cmd)
-            }
-            .map_err(|e| e.to_string())?;
+            }?;
             std::process::exit(code);
         }
         _ => {
             println!("usage: stackctl up | down | status | env | stop|start|kill|pause|resume SERVICE | with-services [--cluster] -- CMD… | balancer start|reload|stop|status … | canary set SHARE|promote|rollback|status");
-            return Err("no command".into());
+            return Err(usage("no command"));
         }
     }
     Ok(())
@@ -290,8 +306,8 @@ fn balancer_of(stack: &Stack, args: &[String]) -> stackctl::haproxy::Balancer {
     stackctl::haproxy::Balancer::new(&stack.run, flag(args, "--name").unwrap_or("lb"))
 }
 
-fn print_balancer(b: &stackctl::haproxy::Balancer) -> Result<(), String> {
-    let plan = b.plan().map_err(|e| e.to_string())?;
+fn print_balancer(b: &stackctl::haproxy::Balancer) -> Result<(), MainError> {
+    let plan = b.plan()?;
     println!(
         "balancer {} {} (127.0.0.1:{}): canary share {}% ({} per mille), X-Canary header {}",
         b.dir.display(),
@@ -302,7 +318,7 @@ fn print_balancer(b: &stackctl::haproxy::Balancer) -> Result<(), String> {
         if plan.canary_header { "on" } else { "off" }
     );
     if b.is_up() {
-        for s in b.servers().map_err(|e| e.to_string())? {
+        for s in b.servers()? {
             println!(
                 "  {:<7} {:<9} {:<22} {}",
                 s.pool, s.name, s.address, s.status
@@ -313,16 +329,16 @@ fn print_balancer(b: &stackctl::haproxy::Balancer) -> Result<(), String> {
 }
 
 /// `stackctl balancer start|reload|stop|status`.
-fn balancer_cmd(stack: &Stack, args: &[String]) -> Result<(), String> {
+fn balancer_cmd(stack: &Stack, args: &[String]) -> Result<(), MainError> {
     let b = balancer_of(stack, args);
     match args.first().map(String::as_str) {
         Some("start") => {
             let port = flag(args, "--port")
                 .and_then(|p| p.parse().ok())
-                .ok_or("balancer start: --port P")?;
+                .ok_or_else(|| usage("balancer start: --port P"))?;
             let stable = list(flag(args, "--stable"));
             if stable.is_empty() {
-                return Err("balancer start: --stable HOST:PORT,… (the gateways)".into());
+                return Err(usage("balancer start: --stable HOST:PORT,… (the gateways)"));
             }
             let plan = stackctl::haproxy::Plan {
                 port,
@@ -331,50 +347,53 @@ fn balancer_cmd(stack: &Stack, args: &[String]) -> Result<(), String> {
                 canary_permille: 0,
                 canary_header: false,
             };
-            b.start(&plan, true).map_err(|e| e.to_string())?;
+            b.start(&plan, true)?;
             print_balancer(&b)?;
         }
         Some("reload") => {
-            let mut plan = b.plan().map_err(|e| e.to_string())?;
+            let mut plan = b.plan()?;
             if let Some(s) = flag(args, "--stable") {
                 plan.stable = list(Some(s));
             }
             if let Some(c) = flag(args, "--canary") {
                 plan.canary = list(Some(c));
             }
-            b.reload(&plan).map_err(|e| e.to_string())?;
+            b.reload(&plan)?;
             println!("reloaded (graceful)");
         }
         Some("stop") => b.stop(),
         Some("status") | None => print_balancer(&b)?,
-        Some(other) => return Err(format!("balancer {other}? start, reload, stop, status")),
+        Some(other) => {
+            return Err(usage(&format!(
+                "balancer {other}? start, reload, stop, status"
+            )))
+        }
     }
     Ok(())
 }
 
 /// `stackctl canary set SHARE | promote | rollback | status`: the balancer's canary
 /// switch, applied at once over HAProxy's admin socket and kept in its map file.
-fn canary_cmd(stack: &Stack, args: &[String]) -> Result<(), String> {
+fn canary_cmd(stack: &Stack, args: &[String]) -> Result<(), MainError> {
     let b = balancer_of(stack, args);
     let (permille, header) = match args.first().map(String::as_str) {
         Some("set") => {
-            let share = args.get(1).ok_or("canary set SHARE (0..1 or N%)")?;
+            let share = args
+                .get(1)
+                .ok_or_else(|| usage("canary set SHARE (0..1 or N%)"))?;
             let header = flag(args, "--header").is_none_or(|h| h != "off");
-            (
-                stackctl::haproxy::parse_share(share).map_err(|e| e.to_string())?,
-                header,
-            )
+            (stackctl::haproxy::parse_share(share)?, header)
         }
         Some("promote") => (1000, true),
         Some("rollback") => (0, false),
         Some("status") | None => return print_balancer(&b),
         Some(other) => {
-            return Err(format!(
+            return Err(usage(&format!(
                 "canary {other}? set SHARE, promote, rollback, status"
-            ))
+            )))
         }
     };
-    let plan = b.set_canary(permille, header).map_err(|e| e.to_string())?;
+    let plan = b.set_canary(permille, header)?;
     eprintln!(
         "[stackctl] canary share now {} per mille, X-Canary header {}",
         plan.canary_permille,

@@ -57,7 +57,7 @@ impl Postgres {
             .args(args)
             .stdin(Stdio::null())
             .output()
-            .map_err(|e| StackError::Process(format!("{name}: {e}")))?;
+            .map_err(StackError::failed(name))?;
         if !out.status.success() {
             tracing::debug!("{name}: {}", String::from_utf8_lossy(&out.stderr));
         }
@@ -129,7 +129,7 @@ impl Postgres {
                 ])
                 .args(["-d", "postgres", "-tAc", sql])
                 .output()
-                .map_err(|e| StackError::Missing(format!("psql ({e}); run ./dev setup")))
+                .map_err(StackError::tool("psql"))
         };
         let have = psql(&format!(
             "SELECT 1 FROM pg_database WHERE datname = '{name}'"

@@ -120,7 +120,7 @@ impl Proc {
     pub fn spawn(name: &str, mut cmd: Command, port: u16, log: &Path) -> Result<Proc, StackError> {
         let child = cmd
             .spawn()
-            .map_err(|e| StackError::Process(format!("start {name}: {e}")))?;
+            .map_err(StackError::failed(format!("start {name}")))?;
         let mut p = Proc {
             name: name.into(),
             port,

@@ -115,7 +115,7 @@ impl Redis {
             .arg(self.log())
             .stdout(Stdio::null())
             .status()
-            .map_err(|e| StackError::Missing(format!("redis-server ({e}); run ./dev setup")))?;
+            .map_err(StackError::tool("redis-server"))?;
         if !status.success() || !wait_until(Duration::from_secs(10), || self.is_up()) {
             return Err(StackError::Start("redis", self.log().display().to_string()));
         }

@@ -164,7 +164,7 @@ impl RedisCluster {
             let out = cmd
                 .stdin(Stdio::null())
                 .output()
-                .map_err(|e| StackError::Missing(format!("redis-cli ({e}); run ./dev setup")))?;
+                .map_err(StackError::tool("redis-cli"))?;
             if !out.status.success() {
                 return Err(StackError::Process(format!(
                     "redis-cli --cluster create failed: {}{}",
@@ -188,7 +188,7 @@ impl RedisCluster {
     /// follows master m once it knows it.
     fn form_by_hand(&self) -> Result<(), StackError> {
         let fail = |what: &str, e: std::io::Error| {
-            StackError::Process(format!("forming the cluster: {what}: {e}"))
+            StackError::failed(format!("forming the cluster: {what}"))(e)
         };
         for i in 0..self.nodes() {
             // Refused once a node has an epoch (a retried formation): harmless.
@@ -268,7 +268,7 @@ impl RedisCluster {
             .arg(self.log(node))
             .stdout(Stdio::null())
             .status()
-            .map_err(|e| StackError::Missing(format!("redis-server ({e}); run ./dev setup")))?;
+            .map_err(StackError::tool("redis-server"))?;
         if !status.success() || !wait_until(Duration::from_secs(10), || self.node_up(node)) {
             return Err(StackError::Start(
                 "redis cluster node",
