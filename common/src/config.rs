@@ -26,8 +26,12 @@ pub enum ConfigError {
         value: String,
         expected: &'static str,
     },
+    /// The defaults do not make a table (a type whose `Default` does not serialize).
     #[error("invalid configuration: {0}")]
-    Invalid(String),
+    Defaults(#[source] toml::ser::Error),
+    /// The layered table does not make the configuration type.
+    #[error("invalid configuration: {0}")]
+    Invalid(#[source] toml::de::Error),
 }
 
 /// Load `T` from its defaults, overridden by the file at `path` (if given), overridden
@@ -45,8 +49,7 @@ pub fn load_config_from<T>(path: Option<&Path>, env: &[(String, String)]) -> Res
 where
     T: Serialize + DeserializeOwned + Default,
 {
-    let mut table =
-        toml::Table::try_from(T::default()).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+    let mut table = toml::Table::try_from(T::default()).map_err(ConfigError::Defaults)?;
     if let Some(path) = path {
         let shown = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -92,9 +95,7 @@ where
         };
         table.insert(key, value);
     }
-    table
-        .try_into()
-        .map_err(|e: toml::de::Error| ConfigError::Invalid(e.to_string()))
+    table.try_into().map_err(ConfigError::Invalid)
 }
 
 #[cfg(test)]

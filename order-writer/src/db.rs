@@ -19,9 +19,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
 ];
 
 pub fn connect(url: &str, statement_timeout_ms: i64) -> Result<Client, WriterError> {
-    let mut cfg: postgres::Config = url
-        .parse()
-        .map_err(|e: postgres::Error| WriterError::Config(e.to_string()))?;
+    let mut cfg: postgres::Config = url.parse().map_err(WriterError::DatabaseUrl)?;
     cfg.connect_timeout(Duration::from_secs(3));
     cfg.options(&format!("-c statement_timeout={statement_timeout_ms}"));
     cfg.application_name("order-writer");

@@ -23,6 +23,9 @@ pub mod reconciler;
 pub enum WriterError {
     #[error("configuration: {0}")]
     Config(String),
+    /// `database_url` does not parse.
+    #[error("configuration: {0}")]
+    DatabaseUrl(#[source] postgres::Error),
     #[error("database: {0}")]
     Db(#[from] postgres::Error),
     #[error("kafka: {0}")]

@@ -8,6 +8,8 @@
 
 use order_writer::config::Config;
 use order_writer::metrics::Metrics;
+use order_writer::WriterError;
+use seckill_common::cli::ArgError;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -15,16 +17,38 @@ fn main() {
     seckill_common::cli::main_with("order-writer", "info", run);
 }
 
-fn run() -> Result<(), String> {
+/// What `order-writer` stops with.
+#[derive(Debug, thiserror::Error)]
+enum MainError {
+    #[error("{0}")]
+    Args(#[from] ArgError),
+    #[error("{0}")]
+    Config(#[from] seckill_common::ConfigError),
+    #[error("{0}")]
+    Writer(#[from] WriterError),
+    #[error("metrics on {listen}: {source}")]
+    Metrics {
+        listen: String,
+        source: std::io::Error,
+    },
+    #[error("{0} sale(s) not reconciled (paused or not restored): see above")]
+    NotReconciled(usize),
+    /// A signal handler or a thread that could not be set up.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+fn run() -> Result<(), MainError> {
     let mut args = std::env::args().skip(1);
     let mut config = None;
     let mut rebuild: Option<Vec<String>> = None;
     while let Some(a) = args.next() {
         match a.as_str() {
             "--config" => {
-                config = Some(std::path::PathBuf::from(
-                    args.next().ok_or("--config needs a file")?,
-                ))
+                config =
+                    Some(std::path::PathBuf::from(args.next().ok_or_else(|| {
+                        ArgError::Usage("--config needs a file".into())
+                    })?))
             }
             "-h" | "--help" => {
                 println!("usage: order-writer [--config FILE] [rebuild-stock [SALE...]]");
@@ -34,13 +58,12 @@ fn run() -> Result<(), String> {
             sale if rebuild.is_some() => {
                 rebuild.get_or_insert_with(Vec::new).push(sale.to_string())
             }
-            other => return Err(format!("unknown argument {other}")),
+            _ => return Err(ArgError::UnknownArgument(a).into()),
         }
     }
-    let cfg: Config = seckill_common::load_config(config.as_deref()).map_err(|e| e.to_string())?;
+    let cfg: Config = seckill_common::load_config(config.as_deref())?;
     if let Some(only) = rebuild {
-        let done = order_writer::rebuild::rebuild(&cfg, &only, std::time::Duration::from_secs(60))
-            .map_err(|e| e.to_string())?;
+        let done = order_writer::rebuild::rebuild(&cfg, &only, std::time::Duration::from_secs(60))?;
         let mut failed = 0;
         for (sale, outcome) in &done {
             println!("{sale}: {outcome:?}");
@@ -51,22 +74,22 @@ fn run() -> Result<(), String> {
             ) as usize;
         }
         if failed > 0 {
-            return Err(format!(
-                "{failed} sale(s) not reconciled (paused or not restored): see above"
-            ));
+            return Err(MainError::NotReconciled(failed));
         }
         return Ok(());
     }
     let metrics = Arc::new(Metrics::default());
     if !cfg.metrics_listen.is_empty() {
-        order_writer::metrics::serve(&cfg.metrics_listen, metrics.clone())
-            .map_err(|e| format!("metrics on {}: {e}", cfg.metrics_listen))?;
+        order_writer::metrics::serve(&cfg.metrics_listen, metrics.clone()).map_err(|source| {
+            MainError::Metrics {
+                listen: cfg.metrics_listen.clone(),
+                source,
+            }
+        })?;
     }
     let stop = Arc::new(AtomicBool::new(false));
-    signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())
-        .map_err(|e| e.to_string())?;
-    signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())
-        .map_err(|e| e.to_string())?;
+    signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;
+    signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())?;
     // Set while a Redis master is not trusted or cannot be read: the canceller settles
     // nothing meanwhile. Held from the start until the reconciler's first read (if on).
     let held = Arc::new(AtomicBool::new(cfg.reconcile_poll_ms > 0));
@@ -74,21 +97,19 @@ fn run() -> Result<(), String> {
         let (cfg, metrics, stop, held) = (cfg.clone(), metrics.clone(), stop.clone(), held.clone());
         std::thread::Builder::new()
             .name("canceller".into())
-            .spawn(move || order_writer::canceller::run(cfg, metrics, stop, held))
-            .map_err(|e| e.to_string())?
+            .spawn(move || order_writer::canceller::run(cfg, metrics, stop, held))?
     };
     let reconciler = {
         let (cfg, metrics, stop) = (cfg.clone(), metrics.clone(), stop.clone());
         std::thread::Builder::new()
             .name("reconciler".into())
-            .spawn(move || order_writer::reconciler::run(cfg, metrics, stop, held))
-            .map_err(|e| e.to_string())?
+            .spawn(move || order_writer::reconciler::run(cfg, metrics, stop, held))?
     };
-    let writer = order_writer::consumer::Writer::new(cfg, metrics).map_err(|e| e.to_string())?;
+    let writer = order_writer::consumer::Writer::new(cfg, metrics)?;
     tracing::info!("order-writer running");
     let result = writer.run(&stop);
     stop.store(true, Ordering::Relaxed);
     let _ = canceller.join();
     let _ = reconciler.join();
-    result.map_err(|e| e.to_string())
+    Ok(result?)
 }
