@@ -1,5 +1,22 @@
 //! The metric names that the alert rules and the dashboard (`runbooks/alerts.yml`,
-//! `runbooks/dashboard.json`) use, so that tests can check each one is really exported.
+//! `runbooks/dashboard.json`) use, so that tests can check each one is really exported;
+//! and the writing of one unlabelled metric in the Prometheus text format.
+
+/// One metric of `kind` (counter, gauge) with no labels: its HELP and TYPE lines and
+/// its one sample.
+pub fn write_metric(
+    out: &mut String,
+    name: &str,
+    kind: &str,
+    help: &str,
+    value: impl std::fmt::Display,
+) {
+    use std::fmt::Write;
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+    );
+}
 
 /// Every distinct `seckill_…` metric name in `text`.
 pub fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
@@ -52,5 +69,15 @@ mod tests {
         ];
         assert_eq!(missing(&want, text), vec!["seckill_c".to_string()]);
         assert!(metric_names(DASHBOARD).len() > 10 && metric_names(ALERTS).len() > 5);
+    }
+
+    #[test]
+    fn a_metric_is_written_with_its_help_and_type() {
+        let mut out = String::new();
+        write_metric(&mut out, "seckill_x_total", "counter", "Xs.", 3);
+        assert_eq!(
+            out,
+            "# HELP seckill_x_total Xs.\n# TYPE seckill_x_total counter\nseckill_x_total 3\n"
+        );
     }
 }

@@ -3,6 +3,7 @@
 
 use crate::error::ApiError;
 use may_minihttp::{Hangup, Refusal};
+use seckill_common::observability::write_metric;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
@@ -297,6 +298,14 @@ impl Metrics {
 
     /// Counters and histograms; the caller appends gauges it owns.
     pub fn render(&self, out: &mut String) {
+        self.render_requests(out);
+        self.render_redis(out);
+        self.render_orders(out);
+        self.render_edge(out);
+    }
+
+    /// Requests by route and status, and their latency by route.
+    fn render_requests(&self, out: &mut String) {
         out.push_str("# HELP seckill_http_requests_total HTTP requests by route and status.\n# TYPE seckill_http_requests_total counter\n");
         for (r, route) in ROUTES.iter().enumerate() {
             for (s, status) in STATUSES.iter().enumerate() {
@@ -323,15 +332,14 @@ impl Metrics {
                 &format!("route=\"{}\"", route.label()),
             );
         }
+    }
+
+    /// The Redis calls: latency, failures, unreplicated answers, topology changes,
+    /// connections.
+    fn render_redis(&self, out: &mut String) {
         out.push_str("# HELP seckill_redis_call_duration_seconds Redis call latency.\n# TYPE seckill_redis_call_duration_seconds histogram\n");
         self.redis_latency
             .render(out, "seckill_redis_call_duration_seconds", "");
-        let counter = |out: &mut String, name: &str, help: &str, v: u64| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
-            );
-        };
         counter(
             out,
             "seckill_redis_errors_total",
@@ -350,11 +358,17 @@ impl Metrics {
             "Pipelined Redis connections lost and cluster slot-map changes; each holds purchases until the store's Redis processes are known to hold every acknowledged order.",
             self.redis_topology_changes.load(Ordering::Relaxed),
         );
-        let _ = writeln!(
+        write_metric(
             out,
-            "# HELP seckill_redis_connections Open pipelined Redis connections.\n# TYPE seckill_redis_connections gauge\nseckill_redis_connections {}",
-            self.redis_connections.load(Ordering::Relaxed)
+            "seckill_redis_connections",
+            "gauge",
+            "Open pipelined Redis connections.",
+            self.redis_connections.load(Ordering::Relaxed),
         );
+    }
+
+    /// The orders' hand-off (Kafka, the spool), the limits and the sheds, per sale.
+    fn render_orders(&self, out: &mut String) {
         out.push_str("# HELP seckill_kafka_produce_duration_seconds Time from produce to delivery report.\n# TYPE seckill_kafka_produce_duration_seconds histogram\n");
         self.kafka_latency
             .render(out, "seckill_kafka_produce_duration_seconds", "");
@@ -434,6 +448,10 @@ impl Metrics {
             "Spooled orders replayed into Kafka.",
             self.spool_replayed.load(Ordering::Relaxed),
         );
+    }
+
+    /// The HTTP edge: refusals and dropped connections by reason, open connections.
+    fn render_edge(&self, out: &mut String) {
         out.push_str("# HELP seckill_http_refused_total Requests and connections refused at the HTTP edge (framing, bounds, timeouts), by reason.\n# TYPE seckill_http_refused_total counter\n");
         for (i, r) in Refusal::ALL.iter().enumerate() {
             let _ = writeln!(
@@ -452,12 +470,19 @@ impl Metrics {
                 self.dropped[i].load(Ordering::Relaxed)
             );
         }
-        let _ = writeln!(
+        write_metric(
             out,
-            "# HELP seckill_http_connections Open client connections (those being refused included).\n# TYPE seckill_http_connections gauge\nseckill_http_connections {}",
-            self.connections.load(Ordering::Relaxed)
+            "seckill_http_connections",
+            "gauge",
+            "Open client connections (those being refused included).",
+            self.connections.load(Ordering::Relaxed),
         );
     }
+}
+
+/// One counter with no labels.
+fn counter(out: &mut String, name: &str, help: &str, v: u64) {
+    write_metric(out, name, "counter", help, v);
 }
 
 /// A Prometheus label value: backslash, double quote and newline escaped.

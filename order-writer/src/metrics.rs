@@ -1,6 +1,6 @@
 //! The writer's Prometheus metrics, served on `metrics_listen` by a tiny HTTP loop.
 
-use std::fmt::Write as _;
+use seckill_common::observability::write_metric;
 use std::io::{Read, Write};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -93,140 +93,177 @@ impl Metrics {
 
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let mut one = |name: &str, kind: &str, help: &str, v: String| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
-            );
-        };
-        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        one(
+        self.render_state(&mut out);
+        self.render_writes(&mut out);
+        self.render_window(&mut out);
+        self.render_reconciles(&mut out);
+        out
+    }
+
+    /// The writer's state: consumer lag, partitions, settlements held, oversold sales.
+    fn render_state(&self, out: &mut String) {
+        write_metric(
+            out,
             "seckill_writer_consumer_lag",
             "gauge",
             "Messages of the order topic not yet written, over assigned partitions.",
-            self.lag.load(Ordering::Relaxed).to_string(),
+            self.lag.load(Ordering::Relaxed),
         );
-        one(
+        write_metric(
+            out,
             "seckill_writer_assigned_partitions",
             "gauge",
             "Partitions of the order topic assigned to this writer by the consumer group.",
-            self.assigned.load(Ordering::Relaxed).to_string(),
+            self.assigned.load(Ordering::Relaxed),
         );
-        one(
+        write_metric(
+            out,
             "seckill_writer_settlements_held",
             "gauge",
             "1 while the payment window and the reservation sweep settle nothing: a Redis master is not trusted yet, or the masters cannot be read.",
-            self.held.load(Ordering::Relaxed).to_string(),
+            self.held.load(Ordering::Relaxed),
         );
-        one(
+        write_metric(
+            out,
             "seckill_writer_oversold_sales",
             "gauge",
             "Sales with more live orders in PostgreSQL than their initial stock (must be 0; checked every 30 s).",
-            self.oversold.load(Ordering::Relaxed).to_string(),
+            self.oversold.load(Ordering::Relaxed),
         );
-        one(
-            "seckill_writer_reservations_swept_total",
-            "counter",
-            "Reservations released by the Redis sweep after the payment window (orders without a row included).",
-            get(&self.swept).to_string(),
-        );
-        one(
+    }
+
+    /// The batch writes: batches, their sizes, rows, time, failures, dead letters, collisions.
+    fn render_writes(&self, out: &mut String) {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        write_metric(
+            out,
             "seckill_writer_batches_total",
             "counter",
             "Batches written.",
-            get(&self.batches).to_string(),
+            get(&self.batches),
         );
-        one(
+        write_metric(
+            out,
             "seckill_writer_batch_messages_total",
             "counter",
             "Messages in written batches (divide by batches for the mean size).",
-            get(&self.batch_messages).to_string(),
+            get(&self.batch_messages),
         );
-        one(
+        write_metric(
+            out,
             "seckill_writer_batch_max_messages",
             "gauge",
             "Largest batch so far.",
-            get(&self.batch_max).to_string(),
+            get(&self.batch_max),
         );
-        one(
+        write_metric(
+            out,
             "seckill_writer_rows_written_total",
             "counter",
             "Order rows inserted (redeliveries insert nothing).",
-            get(&self.rows_written).to_string(),
+            get(&self.rows_written),
         );
-        one(
+        write_metric(
+            out,
             "seckill_writer_write_seconds_total",
             "counter",
             "Time spent writing batches, including retries.",
-            format!("{}", get(&self.write_us) as f64 / 1e6),
+            get(&self.write_us) as f64 / 1e6,
         );
-        one(
+        write_metric(
+            out,
             "seckill_writer_db_errors_total",
             "counter",
             "Database failures (each retried).",
-            get(&self.db_errors).to_string(),
+            get(&self.db_errors),
         );
-        one(
+        write_metric(
+            out,
             "seckill_writer_dead_letters_total",
             "counter",
             "Messages sent to the dead-letter topic.",
-            get(&self.dead_letters).to_string(),
+            get(&self.dead_letters),
         );
-        one(
+        write_metric(
+            out,
             "seckill_writer_collisions_settled_total",
             "counter",
             "Orders Redis had released that collided with a buyer's live order, written cancelled instead of dead-lettered.",
-            get(&self.collisions_settled).to_string(),
+            get(&self.collisions_settled),
         );
-        one(
+    }
+
+    /// The payment window: reservations swept, orders cancelled, paid, set aside.
+    fn render_window(&self, out: &mut String) {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        write_metric(
+            out,
+            "seckill_writer_reservations_swept_total",
+            "counter",
+            "Reservations released by the Redis sweep after the payment window (orders without a row included).",
+            get(&self.swept),
+        );
+        write_metric(
+            out,
             "seckill_writer_cancelled_total",
             "counter",
             "Unpaid orders cancelled after the payment window, stock returned.",
-            get(&self.cancelled).to_string(),
+            get(&self.cancelled),
         );
-        one(
+        write_metric(
+            out,
             "seckill_writer_paid_by_scan_total",
             "counter",
             "Orders the payment-window scan found paid in Redis.",
-            get(&self.paid_by_scan).to_string(),
+            get(&self.paid_by_scan),
         );
-        one(
+        write_metric(
+            out,
             "seckill_writer_unsettled_total",
             "counter",
             "Expired orders Redis did not know, set aside for reconciliation.",
-            get(&self.unsettled).to_string(),
+            get(&self.unsettled),
         );
-        one(
+    }
+
+    /// The reconciles after a Redis process lost orders.
+    fn render_reconciles(&self, out: &mut String) {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        write_metric(
+            out,
             "seckill_writer_reconciles_total",
             "counter",
             "Reconciles run because a Redis master was a process the store did not trust yet (restarted or promoted).",
-            get(&self.reconciles).to_string(),
+            get(&self.reconciles),
         );
-        one(
+        write_metric(
+            out,
             "seckill_writer_reconciled_orders_total",
             "counter",
             "Orders (or their settlement) a Redis process had lost, put back from PostgreSQL and the topic.",
-            get(&self.reconciled_orders).to_string(),
+            get(&self.reconciled_orders),
         );
-        one(
+        write_metric(
+            out,
             "seckill_writer_reconcile_conflicts_total",
             "counter",
             "Lost orders whose unit had been sold again before the reconcile (an oversell; must be 0).",
-            get(&self.reconcile_conflicts).to_string(),
+            get(&self.reconcile_conflicts),
         );
-        one(
+        write_metric(
+            out,
             "seckill_writer_late_orders_put_back_total",
             "counter",
             "Orders accepted before a reconcile that reached the writer after it (a spool replayed late) and that Redis lacked, put back.",
-            get(&self.late_put_back).to_string(),
+            get(&self.late_put_back),
         );
-        one(
+        write_metric(
+            out,
             "seckill_writer_reconcile_last_seconds",
             "gauge",
             "How long the last reconcile took.",
-            format!("{}", get(&self.reconcile_ms) as f64 / 1e3),
+            get(&self.reconcile_ms) as f64 / 1e3,
         );
-        out
     }
 }
 
