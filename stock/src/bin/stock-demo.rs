@@ -84,40 +84,30 @@ fn run(args: Args) -> Result<(), StockError> {
         "sale {sale}: {} units, {} buyers on {} clients, redis {}",
         args.units, args.buyers, args.clients, stack.redis_url
     );
+    let (tally, rush_took) = rush(&args, &sale, connect)?;
+    let mut s = connect()?;
+    let resold = cancel_resell_and_pay(&mut s, &args, &sale, &tally)?;
+    check(&mut s, &args, &sale, &tally, &resold, rush_took)
+}
 
+/// Every buyer, on `args.clients` threads of their own connection: a token, then one
+/// purchase (two for one buyer in four, who double-clicks). What sold and what was
+/// refused, and how long it took.
+fn rush(
+    args: &Args,
+    sale: &str,
+    connect: impl Fn() -> Result<Stock<stock::Conn>, StockError>,
+) -> Result<(Tally, Duration), StockError> {
     let tally = Arc::new(Mutex::new(Tally::default()));
     let t0 = Instant::now();
     let handles: Vec<_> = (0..args.clients)
         .map(|c| {
-            let (sale, tally, mut s) = (sale.clone(), tally.clone(), connect());
+            let (sale, tally, mut s) = (sale.to_string(), tally.clone(), connect());
             let (buyers, clients) = (args.buyers, args.clients);
             std::thread::spawn(move || -> Result<(), StockError> {
                 let s = s.as_mut().map_err(|e| e.clone())?;
                 for user in (c + 1..=buyers).step_by(clients as usize) {
-                    // One in four buyers double-clicks: the same token twice.
-                    let clicks = if user % 4 == 0 { 2 } else { 1 };
-                    let token = match s.issue_token(&sale, user, Duration::from_secs(1800)) {
-                        Ok(t) => t.token,
-                        Err(e) if e.is_fault() => return Err(e),
-                        Err(e) => {
-                            *tally
-                                .lock()
-                                .unwrap_or_else(|p| p.into_inner())
-                                .rejected
-                                .entry(format!("token: {e}"))
-                                .or_default() += 1;
-                            continue;
-                        }
-                    };
-                    for _ in 0..clicks {
-                        let r = s.purchase(&sale, user, &token);
-                        let mut t = tally.lock().unwrap_or_else(|p| p.into_inner());
-                        match r {
-                            Ok(p) => t.orders.push((p.order_id, user)),
-                            Err(e) if e.is_fault() => return Err(e),
-                            Err(e) => *t.rejected.entry(format!("order: {e}")).or_default() += 1,
-                        }
-                    }
+                    buy(s, &sale, user, &tally)?;
                 }
                 Ok(())
             })
@@ -127,19 +117,62 @@ fn run(args: Args) -> Result<(), StockError> {
         h.join()
             .map_err(|_| StockError::BadReply("a client thread panicked".into()))??;
     }
-    let rush = t0.elapsed();
+    let took = t0.elapsed();
     let tally = std::mem::take(&mut *tally.lock().unwrap_or_else(|p| p.into_inner()));
     println!(
         "rush: {} orders accepted in {:.2?}",
         tally.orders.len(),
-        rush
+        took
     );
     for (why, n) in &tally.rejected {
         println!("  rejected {n:>6}  {why}");
     }
+    Ok((tally, took))
+}
 
-    // Some buyers never pay: their reservations are released and sell again.
-    let mut s = connect()?;
+/// One buyer: a token, then one purchase, or two with the same token (one buyer in
+/// four double-clicks). Refusals are counted; a fault ends the rush.
+fn buy(
+    s: &mut Stock<stock::Conn>,
+    sale: &str,
+    user: u64,
+    tally: &Mutex<Tally>,
+) -> Result<(), StockError> {
+    let clicks = if user.is_multiple_of(4) { 2 } else { 1 };
+    let token = match s.issue_token(sale, user, Duration::from_secs(1800)) {
+        Ok(t) => t.token,
+        Err(e) if e.is_fault() => return Err(e),
+        Err(e) => {
+            *tally
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .rejected
+                .entry(format!("token: {e}"))
+                .or_default() += 1;
+            return Ok(());
+        }
+    };
+    for _ in 0..clicks {
+        let r = s.purchase(sale, user, &token);
+        let mut t = tally.lock().unwrap_or_else(|p| p.into_inner());
+        match r {
+            Ok(p) => t.orders.push((p.order_id, user)),
+            Err(e) if e.is_fault() => return Err(e),
+            Err(e) => *t.rejected.entry(format!("order: {e}")).or_default() += 1,
+        }
+    }
+    Ok(())
+}
+
+/// Some buyers never pay (`cancel_percent`): their reservations are released and sell
+/// again to late buyers; every other order, and the resold ones, are paid. The resold
+/// orders.
+fn cancel_resell_and_pay(
+    s: &mut Stock<stock::Conn>,
+    args: &Args,
+    sale: &str,
+    tally: &Tally,
+) -> Result<Vec<(String, u64)>, StockError> {
     let mut released = 0u64;
     for (order, _) in tally
         .orders
@@ -151,8 +184,8 @@ fn run(args: Args) -> Result<(), StockError> {
     }
     let mut resold = Vec::new();
     for user in args.buyers + 1..=args.buyers + released {
-        let t = s.issue_token(&sale, user, Duration::from_secs(60))?;
-        resold.push((s.purchase(&sale, user, &t.token)?.order_id, user));
+        let t = s.issue_token(sale, user, Duration::from_secs(60))?;
+        resold.push((s.purchase(sale, user, &t.token)?.order_id, user));
     }
     let mut paid = 0u64;
     for (order, _) in tally
@@ -168,10 +201,21 @@ fn run(args: Args) -> Result<(), StockError> {
         "cancelled {released} unpaid orders, resold {} units to late buyers, {paid} orders paid",
         resold.len()
     );
+    Ok(resold)
+}
 
-    let st = s.state(&sale)?;
-    let buyers = s.buyers(&sale)?;
-    let all_orders: HashSet<&String> = tally.orders.iter().chain(&resold).map(|(o, _)| o).collect();
+/// The invariants against the sale's state in Redis, printed; an error if one failed.
+fn check(
+    s: &mut Stock<stock::Conn>,
+    args: &Args,
+    sale: &str,
+    tally: &Tally,
+    resold: &[(String, u64)],
+    rush: Duration,
+) -> Result<(), StockError> {
+    let st = s.state(sale)?;
+    let buyers = s.buyers(sale)?;
+    let all_orders: HashSet<&String> = tally.orders.iter().chain(resold).map(|(o, _)| o).collect();
     let checks = [
         (
             "no oversell (sold + held <= initial)",
