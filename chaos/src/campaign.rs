@@ -119,6 +119,85 @@ struct Rig<'a> {
     writer: Proc,
 }
 
+impl<'a> Rig<'a> {
+    /// The campaign's stack: the AOF Redis behind the fault proxy, a fresh order topic
+    /// and its dead-letter topic, the writer and the gateways, healthy.
+    fn up(env: &'a Env, d: &mut Drill, seed: u64, name: &str) -> Result<Rig<'a>, ChaosError> {
+        env.up()?;
+        env.fresh_topic(name)?;
+        let redis = env.use_aof_redis()?;
+        seckill_common::kafka::create_topic(&env.brokers(), &dlq_topic(env), 1).map_err(
+            |source| ChaosError::Topic {
+                what: "create the dead-letter topic".into(),
+                source,
+            },
+        )?;
+        let upstream: std::net::SocketAddr = ([127, 0, 0, 1], env.aof_redis.port).into();
+        let proxy = Proxy::start(upstream).map_err(ChaosError::Proxy)?;
+        d.log(format!(
+            "seed {seed}: Redis {redis} (append-only file) behind the fault proxy 127.0.0.1:{}, {GATEWAYS} gateways, one writer (payment window 5 s, cancel scan 200 ms, sweep 1 s after 2 s grace), dead letters to {}",
+            proxy.port,
+            dlq_topic(env)
+        ));
+        let mut rig = Rig {
+            env,
+            proxy,
+            gws: Vec::new(),
+            writer: Rig::writer(env)?,
+        };
+        for i in 0..GATEWAYS {
+            let g = rig.gateway(i)?;
+            rig.gws.push(g);
+        }
+        if !wait_for(Duration::from_secs(30), || rig.healthy()) {
+            return Err(ChaosError::Setup("the stack never became healthy".into()));
+        }
+        Ok(rig)
+    }
+
+    /// Fault `k` as planned: injected, lasting, healed, and the stack checked healthy
+    /// again (within 90 s).
+    fn fault_and_heal(
+        &mut self,
+        d: &mut Drill,
+        load: &Load,
+        k: usize,
+        p: Planned,
+    ) -> Result<Done, ChaosError> {
+        let what = self.inject(&p)?;
+        let start_s = d.elapsed().as_secs_f64();
+        d.log(format!(
+            "FAULT {k} {} for {:.1} s: {what}",
+            p.fault.name(),
+            p.lasts.as_secs_f64()
+        ));
+        std::thread::sleep(p.lasts);
+        let healed = self.heal(&p, load)?;
+        let heal_s = d.elapsed().as_secs_f64();
+        d.log(format!("HEALED {k} {}: {healed}", p.fault.name()));
+        let healthy = wait_for(Duration::from_secs(90), || self.healthy());
+        let healthy_s = healthy.then(|| d.elapsed().as_secs_f64());
+        d.check(
+            format!(
+                "after fault {k} ({}): the stack is healthy again ({})",
+                p.fault.name(),
+                healthy_s.map_or("not within 90 s".into(), |t| format!(
+                    "{:.1} s after the heal",
+                    t - heal_s
+                ))
+            ),
+            healthy,
+        );
+        Ok(Done {
+            plan: p,
+            what,
+            start_s,
+            heal_s,
+            healthy_s,
+        })
+    }
+}
+
 impl Rig<'_> {
     fn gateway(&self, i: usize) -> Result<Proc, ChaosError> {
         self.env.gateway(
@@ -294,35 +373,7 @@ pub fn run(env: &Env, seed: u64, minutes: f64) -> Result<Outcome, ChaosError> {
         &name,
         &format!("seeded fault campaign, seed {seed}, {minutes} min"),
     );
-    env.up()?;
-    env.fresh_topic(&name)?;
-    let redis = env.use_aof_redis()?;
-    seckill_common::kafka::create_topic(&env.brokers(), &dlq_topic(env), 1).map_err(|source| {
-        ChaosError::Topic {
-            what: "create the dead-letter topic".into(),
-            source,
-        }
-    })?;
-    let upstream: std::net::SocketAddr = ([127, 0, 0, 1], env.aof_redis.port).into();
-    let proxy = Proxy::start(upstream).map_err(ChaosError::Proxy)?;
-    d.log(format!(
-        "seed {seed}: Redis {redis} (append-only file) behind the fault proxy 127.0.0.1:{}, {GATEWAYS} gateways, one writer (payment window 5 s, cancel scan 200 ms, sweep 1 s after 2 s grace), dead letters to {}",
-        proxy.port,
-        dlq_topic(env)
-    ));
-    let mut rig = Rig {
-        env,
-        proxy,
-        gws: Vec::new(),
-        writer: Rig::writer(env)?,
-    };
-    for i in 0..GATEWAYS {
-        let g = rig.gateway(i)?;
-        rig.gws.push(g);
-    }
-    if !wait_for(Duration::from_secs(30), || rig.healthy()) {
-        return Err(ChaosError::Setup("the stack never became healthy".into()));
-    }
+    let mut rig = Rig::up(env, &mut d, seed, &name)?;
     let budget = Duration::from_secs_f64(minutes * 60.0);
     let mut sales = vec![crate::drills::open_sale(&d, &rig.gws[0], UNITS)?];
     let load = Load::start(Spec {
@@ -346,37 +397,8 @@ pub fn run(env: &Env, seed: u64, minutes: f64) -> Result<Outcome, ChaosError> {
         }
         std::thread::sleep(p.gap);
         let k = done.len() + 1;
-        let what = rig.inject(&p)?;
-        let start_s = d.elapsed().as_secs_f64();
-        d.log(format!(
-            "FAULT {k} {} for {:.1} s: {what}",
-            p.fault.name(),
-            p.lasts.as_secs_f64()
-        ));
-        std::thread::sleep(p.lasts);
-        let healed = rig.heal(&p, &load)?;
-        let heal_s = d.elapsed().as_secs_f64();
-        d.log(format!("HEALED {k} {}: {healed}", p.fault.name()));
-        let healthy = wait_for(Duration::from_secs(90), || rig.healthy());
-        let healthy_s = healthy.then(|| d.elapsed().as_secs_f64());
-        d.check(
-            format!(
-                "after fault {k} ({}): the stack is healthy again ({})",
-                p.fault.name(),
-                healthy_s.map_or("not within 90 s".into(), |t| format!(
-                    "{:.1} s after the heal",
-                    t - heal_s
-                ))
-            ),
-            healthy,
-        );
-        done.push(Done {
-            plan: p,
-            what,
-            start_s,
-            heal_s,
-            healthy_s,
-        });
+        let fault = p.fault;
+        done.push(rig.fault_and_heal(&mut d, &load, k, p)?);
         // The buyers move to a new sale; the last one drains and is checked.
         let old = sales.last().cloned().unwrap_or_default();
         match crate::drills::open_sale(&d, &rig.gws[0], UNITS) {
@@ -394,7 +416,7 @@ pub fn run(env: &Env, seed: u64, minutes: f64) -> Result<Outcome, ChaosError> {
             &mut d,
             &load,
             &old,
-            &format!("[sale {k}, fault {}] ", p.fault.name()),
+            &format!("[sale {k}, fault {}] ", fault.name()),
         )?;
         verify_dead_letters(env, &mut d, &load, &format!("[after fault {k}] "));
     }

@@ -229,6 +229,142 @@ fn draw(rng: &mut StdRng) -> Act {
     }
 }
 
+/// One worker's share of the load: its number of `workers`, `rate` buyers per second
+/// until `max`, users from `first`, and the campaign's mix if any.
+struct Pace {
+    w: u64,
+    workers: u64,
+    rate: f64,
+    max: Duration,
+    first: u64,
+    mix: Option<Mix>,
+}
+
+/// What a worker keeps from one buyer to the next.
+struct Memory {
+    rng: StdRng,
+    /// Payments due: (when, order id, user).
+    pays: VecDeque<(Instant, String, u64)>,
+    /// This sale's earlier buyers (user, token), for replays.
+    history: Vec<(u64, String)>,
+}
+
+impl Worker {
+    /// Buyers one after another, paced, until `stop` or the pace's end.
+    fn run(mut self, p: Pace, stop: &AtomicBool) {
+        let every = Duration::from_secs_f64(1.0 / p.rate.max(0.1));
+        let mut mem = Memory {
+            rng: StdRng::seed_from_u64(
+                p.mix.map_or(0, |m| m.seed) ^ (p.w + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            ),
+            pays: VecDeque::new(),
+            history: Vec::new(),
+        };
+        let mut next = Instant::now();
+        let mut n = 0u64;
+        while !stop.load(Ordering::Relaxed) && self.t0.elapsed() < p.max {
+            let now = Instant::now();
+            if next > now {
+                std::thread::sleep(next - now);
+            }
+            next += every;
+            let before = self.sale.clone();
+            self.refresh();
+            if self.sale != before {
+                mem.history.clear();
+            }
+            let user = p.first + p.w + n * p.workers;
+            let client = &self.clients[(n as usize) % self.clients.len()];
+            n += 1;
+            let (out, acked) = self.buyer(client, user, p.mix, &mut mem);
+            self.record(out, acked);
+        }
+    }
+
+    /// One buyer (`user`) on `client`, after the payments that are due: what it does is
+    /// drawn from the mix (without one: a token and an order). Its samples and 202s.
+    fn buyer(
+        &self,
+        client: &Client,
+        user: u64,
+        mix: Option<Mix>,
+        mem: &mut Memory,
+    ) -> (Vec<Sample>, Vec<(String, u64, String)>) {
+        let mut out = Vec::new();
+        let mut acked = Vec::new();
+        // Payments that are due (for the sale they were bought in).
+        while mem.pays.front().is_some_and(|p| p.0 <= Instant::now()) {
+            if let Some((_, id, u)) = mem.pays.pop_front() {
+                out.push(self.pay(client, &id, u));
+            }
+        }
+        let act = match mix {
+            None => Act::Abandon,
+            Some(_) => draw(&mut mem.rng),
+        };
+        if act == Act::Replay {
+            if let Some((u, token)) = (!mem.history.is_empty())
+                .then(|| mem.history[mem.rng.random_range(0..mem.history.len())].clone())
+            {
+                let (s, id) = self.order(client, u, &token);
+                out.push(s);
+                acked.extend(id.map(|id| (id, u, token)));
+                return (out, acked);
+            }
+        }
+        let Some(token) = self.token(client, user, &mut out) else {
+            return (out, acked);
+        };
+        let ids = self.orders(client, user, &token, act == Act::DoubleClick, &mut out);
+        let first_id = ids.iter().flatten().next().cloned();
+        for id in ids.into_iter().flatten() {
+            acked.push((id, user, token.clone()));
+        }
+        if let Some(id) = first_id {
+            if mix.is_some() {
+                mem.history.push((user, token.clone()));
+            }
+            match act {
+                Act::BuyAndPay => out.push(self.pay(client, &id, user)),
+                Act::PayLater => mem.pays.push_back((
+                    Instant::now() + Duration::from_millis(mem.rng.random_range(0..8000)),
+                    id,
+                    user,
+                )),
+                _ => {}
+            }
+        }
+        (out, acked)
+    }
+
+    /// One order with `token`, or two at once (a double-click); the 202s' order ids.
+    fn orders(
+        &self,
+        client: &Client,
+        user: u64,
+        token: &str,
+        double_click: bool,
+        out: &mut Vec<Sample>,
+    ) -> Vec<Option<String>> {
+        if !double_click {
+            let (s, id) = self.order(client, user, token);
+            out.push(s);
+            return vec![id];
+        }
+        let (a, b) = std::thread::scope(|s| {
+            let other = s.spawn(|| self.order(client, user, token));
+            let mine = self.order(client, user, token);
+            (mine, other.join())
+        });
+        let mut ids = Vec::new();
+        for (s, id) in std::iter::once(a).chain(b.ok()) {
+            out.push(s);
+            ids.push(id);
+        }
+        ids
+    }
+}
+
 impl Load {
     pub fn start(spec: Spec) -> Load {
         let t0 = Instant::now();
@@ -243,7 +379,7 @@ impl Load {
         let workers = (0..spec.workers.max(1))
             .map(|w| {
                 let stop = stop.clone();
-                let mut me = Worker {
+                let me = Worker {
                     t0,
                     shared: shared.clone(),
                     target: target.clone(),
@@ -252,104 +388,15 @@ impl Load {
                     clients: Vec::new(),
                     sale: spec.sale.into(),
                 };
-                let (workers, rate, max, first, mix) = (
-                    spec.workers.max(1),
-                    spec.rate,
-                    spec.max,
-                    spec.first_user,
-                    spec.mix,
-                );
-                std::thread::spawn(move || {
-                    let every = Duration::from_secs_f64(1.0 / rate.max(0.1));
-                    let mut rng = StdRng::seed_from_u64(
-                        mix.map_or(0, |m| m.seed) ^ (w + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15),
-                    );
-                    // Payments due: (when, order id, user).
-                    let mut pays: VecDeque<(Instant, String, u64)> = VecDeque::new();
-                    // This sale's earlier buyers (user, token), for replays.
-                    let mut history: Vec<(u64, String)> = Vec::new();
-                    let mut next = Instant::now();
-                    let mut n = 0u64;
-                    while !stop.load(Ordering::Relaxed) && t0.elapsed() < max {
-                        let now = Instant::now();
-                        if next > now {
-                            std::thread::sleep(next - now);
-                        }
-                        next += every;
-                        let before = me.sale.clone();
-                        me.refresh();
-                        if me.sale != before {
-                            history.clear();
-                        }
-                        let user = first + w + n * workers;
-                        let client = &me.clients[(n as usize) % me.clients.len()];
-                        n += 1;
-                        let mut out = Vec::new();
-                        let mut acked = Vec::new();
-                        // Payments that are due (for the sale they were bought in).
-                        while pays.front().is_some_and(|p| p.0 <= Instant::now()) {
-                            if let Some((_, id, u)) = pays.pop_front() {
-                                out.push(me.pay(client, &id, u));
-                            }
-                        }
-                        let act = match mix {
-                            None => Act::Abandon,
-                            Some(_) => draw(&mut rng),
-                        };
-                        if act == Act::Replay {
-                            if let Some((u, token)) = (!history.is_empty())
-                                .then(|| history[rng.random_range(0..history.len())].clone())
-                            {
-                                let (s, id) = me.order(client, u, &token);
-                                out.push(s);
-                                acked.extend(id.map(|id| (id, u, token)));
-                                me.record(out, acked);
-                                continue;
-                            }
-                        }
-                        let Some(token) = me.token(client, user, &mut out) else {
-                            me.record(out, acked);
-                            continue;
-                        };
-                        let ids: Vec<Option<String>> = if act == Act::DoubleClick {
-                            let (a, b) = std::thread::scope(|s| {
-                                let other = s.spawn(|| me.order(client, user, &token));
-                                let mine = me.order(client, user, &token);
-                                (mine, other.join())
-                            });
-                            let mut ids = Vec::new();
-                            for (s, id) in std::iter::once(a).chain(b.ok()) {
-                                out.push(s);
-                                ids.push(id);
-                            }
-                            ids
-                        } else {
-                            let (s, id) = me.order(client, user, &token);
-                            out.push(s);
-                            vec![id]
-                        };
-                        let first_id = ids.iter().flatten().next().cloned();
-                        for id in ids.into_iter().flatten() {
-                            acked.push((id, user, token.clone()));
-                        }
-                        if let Some(id) = first_id {
-                            if mix.is_some() {
-                                history.push((user, token.clone()));
-                            }
-                            match act {
-                                Act::BuyAndPay => out.push(me.pay(client, &id, user)),
-                                Act::PayLater => pays.push_back((
-                                    Instant::now()
-                                        + Duration::from_millis(rng.random_range(0..8000)),
-                                    id,
-                                    user,
-                                )),
-                                _ => {}
-                            }
-                        }
-                        me.record(out, acked);
-                    }
-                })
+                let pace = Pace {
+                    w,
+                    workers: spec.workers.max(1),
+                    rate: spec.rate,
+                    max: spec.max,
+                    first: spec.first_user,
+                    mix: spec.mix,
+                };
+                std::thread::spawn(move || me.run(pace, &stop))
             })
             .collect();
         Load {
