@@ -170,22 +170,10 @@ struct Measured {
     client_cpu_us: f64,
 }
 
-fn measure(url: &str, s: &Setup) -> Res<Measured> {
-    let n = s.n;
-    let mut admin = Stock::new(stock::connect(url, Duration::from_secs(5))?);
-    let sale = format!("pbench_{}", now_ms());
-    admin.create_sale_with_buckets(
-        &sale,
-        &SaleSpec {
-            stock: 2 * n as i64,
-            per_user_limit: 1,
-            start_ms: now_ms() - 1000,
-            end_ms: now_ms() + 3_600_000,
-        },
-        s.buckets,
-    )?;
-    // The pipe as the gateway builds it from its default configuration (server.rs):
-    // timeout, in-flight bound, breaker, and WAIT 1 after purchases on a cluster.
+/// The pipe as the gateway builds it from its default configuration (server.rs):
+/// timeout, in-flight bound, breaker, and WAIT after purchases (1 on a cluster unless
+/// `--wait` says); the replicas it waits for.
+fn gateway_pipe(url: &str, s: &Setup) -> Res<(RedisPipe, u32)> {
     let cfg = gateway::config::Config::default();
     let timeout = Duration::from_millis(cfg.redis_timeout_ms.max(1) as u64);
     let replicas = match (s.wait, cfg.redis_wait_replicas) {
@@ -211,39 +199,42 @@ fn measure(url: &str, s: &Setup) -> Res<Measured> {
         )),
         Arc::new(Metrics::default()),
     )?;
-    std::thread::sleep(Duration::from_millis(300));
+    Ok((pipe, replicas))
+}
 
-    // `work(i)` for i in 0..n by `coroutines` coroutines; how many failed.
-    let run = |work: Work| {
-        let (next, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-        let handles: Vec<_> = (0..s.coroutines)
-            .map(|_| {
-                let (next, failed, pipe, work) =
-                    (next.clone(), failed.clone(), pipe.clone(), work.clone());
-                may::go!(move || {
-                    let mut s = Stock::new(pipe);
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        if i >= n {
-                            break;
-                        }
-                        if !work(&mut s, i) {
-                            failed.fetch_add(1, Ordering::Relaxed);
-                        }
+/// `work(i)` for i in 0..n by `coroutines` coroutines on `pipe`; how many failed.
+fn run_all(pipe: &RedisPipe, coroutines: usize, n: usize, work: Work) -> usize {
+    let (next, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let handles: Vec<_> = (0..coroutines)
+        .map(|_| {
+            let (next, failed, pipe, work) =
+                (next.clone(), failed.clone(), pipe.clone(), work.clone());
+            may::go!(move || {
+                let mut s = Stock::new(pipe);
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= n {
+                        break;
                     }
-                })
+                    if !work(&mut s, i) {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
             })
-            .collect();
-        for h in handles {
-            let _ = h.join();
-        }
-        failed.load(Ordering::Relaxed)
-    };
-    // n buyers with a token each (issued through the pipe too: setup, not measured).
-    let tokens: Arc<Vec<std::sync::OnceLock<String>>> =
-        Arc::new((0..n).map(|_| std::sync::OnceLock::new()).collect());
+        })
+        .collect();
+    for h in handles {
+        let _ = h.join();
+    }
+    failed.load(Ordering::Relaxed)
+}
+
+/// Buyers 1..=n of `sale` with a token each, issued through the pipe too (setup, not
+/// measured); a token call that timed out is tried again (a busy machine).
+fn issue_tokens(pipe: &RedisPipe, s: &Setup, sale: &str) -> Res<Tokens> {
+    let tokens: Tokens = Arc::new((0..s.n).map(|_| std::sync::OnceLock::new()).collect());
     let issue = {
-        let (tokens, sale) = (tokens.clone(), sale.clone());
+        let (tokens, sale) = (tokens.clone(), sale.to_string());
         Arc::new(move |s: &mut Stock<RedisPipe>, i: usize| {
             if tokens[i].get().is_some() {
                 return true;
@@ -254,9 +245,8 @@ fn measure(url: &str, s: &Setup) -> Res<Measured> {
             }
         })
     };
-    // A token call that timed out is tried again (setup on a busy machine).
     for _ in 0..3 {
-        run(issue.clone());
+        run_all(pipe, s.coroutines, s.n, issue.clone());
         if tokens.iter().all(|t| t.get().is_some()) {
             break;
         }
@@ -265,6 +255,29 @@ fn measure(url: &str, s: &Setup) -> Res<Measured> {
     if missing > 0 {
         return Err(format!("{missing} tokens could not be issued").into());
     }
+    Ok(tokens)
+}
+
+/// Each buyer's token, set once.
+type Tokens = Arc<Vec<std::sync::OnceLock<String>>>;
+
+fn measure(url: &str, s: &Setup) -> Res<Measured> {
+    let n = s.n;
+    let mut admin = Stock::new(stock::connect(url, Duration::from_secs(5))?);
+    let sale = format!("pbench_{}", now_ms());
+    admin.create_sale_with_buckets(
+        &sale,
+        &SaleSpec {
+            stock: 2 * n as i64,
+            per_user_limit: 1,
+            start_ms: now_ms() - 1000,
+            end_ms: now_ms() + 3_600_000,
+        },
+        s.buckets,
+    )?;
+    let (pipe, replicas) = gateway_pipe(url, s)?;
+    std::thread::sleep(Duration::from_millis(300));
+    let tokens = issue_tokens(&pipe, s, &sale)?;
 
     let (masters, replica_nodes) = nodes(url)?;
     let stats =
@@ -279,7 +292,7 @@ fn measure(url: &str, s: &Setup) -> Res<Measured> {
     };
     eprintln!("measuring");
     let (t0, cpu0) = (Instant::now(), own_cpu_s());
-    let failed = run(buy);
+    let failed = run_all(&pipe, s.coroutines, n, buy);
     let secs = t0.elapsed().as_secs_f64();
     let client_cpu_us = (own_cpu_s() - cpu0) * 1e6 / n as f64;
     let (after, rafter) = (stats(&masters)?, stats(&replica_nodes)?);
