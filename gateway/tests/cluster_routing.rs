@@ -8,6 +8,7 @@ mod harness;
 
 use harness::{Gateway, Options};
 use stackctl::redis_cluster::RedisCluster;
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 // Below 22768: the cluster bus (port + 10000) must stay out of the ephemeral range.
@@ -23,15 +24,10 @@ fn meta_slot(sale: &str) -> u16 {
     stock::cluster::slot(stock::keys::SaleKeys::new(sale).meta.as_bytes())
 }
 
+/// `sale`, open since a second ago for an hour.
 fn create(gw: &Gateway, sale: &str, units: i64) {
     let now = harness::now_ms();
-    let body = format!(
-        r#"{{"sale":"{sale}","stock":{units},"start_ms":{},"end_ms":{}}}"#,
-        now - 1000,
-        now + 3_600_000
-    );
-    let r = gw.post("/admin/sales", Some(&Gateway::admin_auth()), Some(&body));
-    assert_eq!(r.status, 201, "create {sale}: {}", r.body);
+    gw.create_sale(sale, units, now - 1000, now + 3_600_000);
 }
 
 /// Token then order for `user`; the order's answer.
@@ -51,20 +47,10 @@ fn node_id(c: &RedisCluster, node: usize) -> String {
     q(c, node, &["CLUSTER", "MYID"])
 }
 
-#[test]
-fn gateway_routes_follows_ask_and_moved_and_waits_for_a_replica_on_a_cluster() {
-    let fresh = fresh_cluster(BASE_PORT);
-    let c = &fresh.0;
-    let gw = Gateway::start_with(Options {
-        redis_url: Some(c.url()),
-        env: vec![("SECKILL_REDIS_WAIT_TIMEOUT_MS", "50".into())],
-        ..Options::default()
-    });
-    let masters = c.masters_now().unwrap();
-    assert_eq!(masters.len(), 3);
-
-    // 1. A sale on each master: tokens and purchases through the gateway.
-    let mut on_master = std::collections::HashMap::new();
+/// Step 1: a sale on each master, tokens and purchases through the gateway. The
+/// sales, by master.
+fn a_sale_on_each_master(gw: &Gateway, c: &RedisCluster) -> HashMap<usize, String> {
+    let mut on_master = HashMap::new();
     for i in 0.. {
         let sale = harness::unique(&format!("m{i}"));
         on_master
@@ -75,9 +61,9 @@ fn gateway_routes_follows_ask_and_moved_and_waits_for_a_replica_on_a_cluster() {
         }
     }
     for (master, sale) in &on_master {
-        create(&gw, sale, 10);
+        create(gw, sale, 10);
         for user in 1..=3 {
-            let r = buy(&gw, sale, user);
+            let r = buy(gw, sale, user);
             assert_eq!(r.status, 202, "sale on node {master}: {}", r.body);
         }
         let stock_key = stock::keys::SaleKeys::new(sale).stock;
@@ -88,30 +74,13 @@ fn gateway_routes_follows_ask_and_moved_and_waits_for_a_replica_on_a_cluster() {
         );
     }
     assert_eq!(gw.metric("seckill_redis_unreplicated_total "), 0.0);
+    on_master
+}
 
-    // 2. ASK: the slot of a sale migrates from its master to another, every key moved
-    // with MIGRATE (Redis refuses a multi-key script on an importing node unless all its
-    // keys are there: TRYAGAIN). The source answers ASK; the gateway sends ASKING and
-    // the script to the target.
-    let sale = harness::unique("ask");
-    create(&gw, &sale, 5);
-    // Every key the purchase script touches exists: one order held (reservations),
-    // one paid (settled).
-    let held = buy(&gw, &sale, 1);
-    assert_eq!(held.status, 202, "{}", held.body);
-    let paid = buy(&gw, &sale, 4);
-    assert_eq!(paid.status, 202, "{}", paid.body);
-    let mut st = stock::Stock::new(stock::connect(&c.url(), Duration::from_secs(2)).unwrap());
-    st.settle(
-        paid.json()["order_id"].as_str().unwrap(),
-        stock::Settlement::Paid,
-    )
-    .unwrap();
-    let t = gw.token(&sale, 2);
-    let token2 = t.json()["token"].as_str().unwrap().to_string();
-    let slot = meta_slot(&sale);
-    let src = c.master_of(slot).unwrap();
-    let dst = *masters.iter().find(|m| **m != src).unwrap();
+/// Start moving `slot` from `src` to `dst`: IMPORTING on the target, MIGRATING on the
+/// source, every key moved with MIGRATE (Redis refuses a multi-key script on an
+/// importing node unless all its keys are there: TRYAGAIN). The number of keys moved.
+fn migrate_slot(c: &RedisCluster, slot: u16, src: usize, dst: usize) -> usize {
     let (src_id, dst_id) = (node_id(c, src), node_id(c, dst));
     let s = slot.to_string();
     assert_eq!(
@@ -137,6 +106,35 @@ fn gateway_routes_follows_ask_and_moved_and_waits_for_a_replica_on_a_cluster() {
     ];
     migrate.extend(keys.iter().copied());
     assert_eq!(q(c, src, &migrate), "OK");
+    keys.len()
+}
+
+/// Step 2, ASK: the slot of a sale migrates from its master to another; the source
+/// answers ASK and the gateway sends ASKING and the script to the target. Step 3,
+/// MOVED: the migration completes (every master learns the new owner); the gateway's
+/// map still says the source, which answers MOVED; the purchase follows it.
+fn ask_then_moved(gw: &Gateway, c: &RedisCluster, masters: &[usize]) {
+    let sale = harness::unique("ask");
+    create(gw, &sale, 5);
+    // Every key the purchase script touches exists: one order held (reservations),
+    // one paid (settled).
+    let held = buy(gw, &sale, 1);
+    assert_eq!(held.status, 202, "{}", held.body);
+    let paid = buy(gw, &sale, 4);
+    assert_eq!(paid.status, 202, "{}", paid.body);
+    let mut st = stock::Stock::new(stock::connect(&c.url(), Duration::from_secs(2)).unwrap());
+    st.settle(
+        paid.json()["order_id"].as_str().unwrap(),
+        stock::Settlement::Paid,
+    )
+    .unwrap();
+    let t = gw.token(&sale, 2);
+    let token2 = t.json()["token"].as_str().unwrap().to_string();
+    let slot = meta_slot(&sale);
+    let src = c.master_of(slot).unwrap();
+    let dst = *masters.iter().find(|m| **m != src).unwrap();
+    let keys = migrate_slot(c, slot, src, dst);
+    let s = slot.to_string();
     let r = gw.order(&sale, 2, &token2);
     assert_eq!(
         r.status, 202,
@@ -153,17 +151,16 @@ fn gateway_routes_follows_ask_and_moved_and_waits_for_a_replica_on_a_cluster() {
         .parse()
         .unwrap();
     assert!(
-        on_dst + 1 >= keys.len(),
+        on_dst + 1 >= keys,
         "the sale's keys are on the target: {on_dst}"
     );
 
-    // 3. MOVED: the migration completes (every master learns the new owner); the
-    // gateway's map still says `src`, which answers MOVED; the purchase follows it.
-    for m in &masters {
+    let dst_id = node_id(c, dst);
+    for m in masters {
         assert_eq!(q(c, *m, &["CLUSTER", "SETSLOT", &s, "NODE", &dst_id]), "OK");
     }
     let t0 = Instant::now();
-    let r = buy(&gw, &sale, 3);
+    let r = buy(gw, &sale, 3);
     assert_eq!(r.status, 202, "purchase after the slot moved: {}", r.body);
     eprintln!("purchase after MOVED answered in {:?}", t0.elapsed());
     assert_eq!(
@@ -173,9 +170,15 @@ fn gateway_routes_follows_ask_and_moved_and_waits_for_a_replica_on_a_cluster() {
     );
     let state = gw.get(&format!("/v1/sales/{sale}"), None);
     assert_eq!(state.status, 200, "{}", state.body);
+}
 
-    // 4. WAIT: a purchase whose master's replica is paused is still answered (the
-    // order is in Kafka), after the WAIT timeout, and counted as unreplicated.
+/// Step 4, WAIT: a purchase whose master's replica is paused is still answered (the
+/// order is in Kafka), after the WAIT timeout, and counted as unreplicated.
+fn wait_outlasted_by_a_paused_replica(
+    gw: &Gateway,
+    c: &RedisCluster,
+    on_master: &HashMap<usize, String>,
+) {
     let (master, sale) = on_master
         .iter()
         .next()
@@ -204,7 +207,23 @@ fn gateway_routes_follows_ask_and_moved_and_waits_for_a_replica_on_a_cluster() {
     assert_eq!(gw.metric("seckill_redis_unreplicated_total "), 1.0);
     // Replica back: purchases are acknowledged again, nothing more counted.
     std::thread::sleep(Duration::from_millis(300));
-    let r = buy(&gw, &sale, 51);
+    let r = buy(gw, &sale, 51);
     assert_eq!(r.status, 202, "{}", r.body);
     assert_eq!(gw.metric("seckill_redis_unreplicated_total "), 1.0);
+}
+
+#[test]
+fn gateway_routes_follows_ask_and_moved_and_waits_for_a_replica_on_a_cluster() {
+    let fresh = fresh_cluster(BASE_PORT);
+    let c = &fresh.0;
+    let gw = Gateway::start_with(Options {
+        redis_url: Some(c.url()),
+        env: vec![("SECKILL_REDIS_WAIT_TIMEOUT_MS", "50".into())],
+        ..Options::default()
+    });
+    let masters = c.masters_now().unwrap();
+    assert_eq!(masters.len(), 3);
+    let on_master = a_sale_on_each_master(&gw, c);
+    ask_then_moved(&gw, c, &masters);
+    wait_outlasted_by_a_paused_replica(&gw, c, &on_master);
 }

@@ -67,6 +67,106 @@ fn buy(c: &Client, sale: &str, user: u64) -> (u16, String, Option<String>, Strin
     )
 }
 
+/// Every 202 so far: (order id, user), and the token behind each.
+#[derive(Default)]
+struct Acked {
+    orders: Vec<(String, u64)>,
+    tokens: Vec<String>,
+}
+
+impl Acked {
+    /// Keep `user`'s purchase `r` if it was a 202; its status.
+    fn take(&mut self, user: u64, r: (u16, String, Option<String>, String)) -> u16 {
+        if r.0 == 202 {
+            self.orders.push((r.2.unwrap(), user));
+            self.tokens.push(r.3);
+        }
+        r.0
+    }
+}
+
+/// The machine dies: the disk kept `aof` as it was at `kept` bytes. Redis is killed,
+/// the file cut back, Redis restarted from it; the new server and when it restarted.
+fn lose_the_last_writes(
+    server: &stackctl::redis::Redis,
+    aof: &Path,
+    kept: u64,
+) -> (stackctl::redis::Redis, Instant) {
+    let pid = server.pid().expect("redis running");
+    stackctl::process::signal(pid, stackctl::process::SIGKILL).unwrap();
+    assert!(stackctl::process::wait_until(
+        Duration::from_secs(5),
+        || !stackctl::process::alive(pid)
+    ));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(aof)
+        .unwrap()
+        .set_len(kept)
+        .unwrap();
+    let restarted = Instant::now();
+    (redis(server.port, &server.dir), restarted)
+}
+
+/// No sale is created on a store not yet reconciled: one a master lost must come back
+/// with its orders, never again with its whole stock. (The gateway may first meet the
+/// lost connection: 503 redis_unavailable, then the fence.)
+fn no_new_sale_before_the_reconcile(c: &Client, sale: &str, now: i64) {
+    let mut create = 0;
+    loop {
+        create += 1;
+        match c.create_sale(ADMIN, &format!("{sale}_new"), 5, now - 1000, now + 600_000) {
+            Err(loadtest::buyer::LoadError::Unexpected { status: 503, body })
+                if body.contains("redis_unavailable") && create < 50 =>
+            {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            Err(loadtest::buyer::LoadError::Unexpected { status: 503, body })
+                if body.contains("store_recovering") =>
+            {
+                break
+            }
+            other => panic!("a sale created before the reconcile: {other:?}"),
+        }
+    }
+}
+
+/// Buyers keep coming: held (503 store_recovering) until the reconcile, then served
+/// until the sale is sold out. How many were held, and when the first 202 came.
+fn buy_until_sold_out(
+    c: &Client,
+    sale: &str,
+    acked: &mut Acked,
+    restarted: Instant,
+) -> (u32, Option<Duration>) {
+    let (mut recovering, mut first_202) = (0, None);
+    let mut user = 21;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while acked.orders.len() < UNITS as usize {
+        assert!(
+            Instant::now() < deadline,
+            "not sold out in time: {} acked",
+            acked.orders.len()
+        );
+        // A fresh buyer each time (a held buyer would soon meet its own rate limit).
+        let r = buy(c, sale, user);
+        user += 1;
+        match (r.0, r.1.as_str()) {
+            (202, _) => {
+                first_202.get_or_insert(restarted.elapsed());
+                acked.take(user - 1, r);
+            }
+            (503, "store_recovering") => {
+                recovering += 1;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            (503, _) | (429, _) => std::thread::sleep(Duration::from_millis(50)),
+            other => panic!("user {}: unexpected {other:?}", user - 1),
+        }
+    }
+    (recovering, first_202)
+}
+
 #[test]
 fn lost_writes_hold_purchases_until_the_orders_are_back() {
     let port = port();
@@ -96,50 +196,24 @@ fn lost_writes_hold_purchases_until_the_orders_are_back() {
     c.create_sale(ADMIN, &sale, UNITS as i64, now - 1000, now + 600_000)
         .unwrap();
 
-    let mut acked: Vec<(String, u64)> = Vec::new();
-    let mut tokens: Vec<String> = Vec::new();
-    let take = |acked: &mut Vec<(String, u64)>,
-                tokens: &mut Vec<String>,
-                user: u64,
-                r: (u16, String, Option<String>, String)|
-     -> u16 {
-        if r.0 == 202 {
-            acked.push((r.2.unwrap(), user));
-            tokens.push(r.3);
-        }
-        r.0
-    };
+    let mut acked = Acked::default();
     // The wait for readiness lets the gateway confirm the store; then ten orders.
     for user in 1..=10 {
         let r = buy(&c, &sale, user);
-        assert_eq!(take(&mut acked, &mut tokens, user, r.clone()), 202, "{r:?}");
+        assert_eq!(acked.take(user, r.clone()), 202, "{r:?}");
     }
     let aof = stackctl::redis::newest_incr_aof(&server.aof_dir()).expect("an incremental AOF file");
     let kept = std::fs::metadata(&aof).unwrap().len();
     for user in 11..=20 {
         let r = buy(&c, &sale, user);
-        assert_eq!(take(&mut acked, &mut tokens, user, r.clone()), 202, "{r:?}");
+        assert_eq!(acked.take(user, r.clone()), 202, "{r:?}");
     }
     assert!(
         std::fs::metadata(&aof).unwrap().len() > kept,
         "the last ten were written"
     );
 
-    // The machine dies: the disk kept the file as it was before the last ten orders.
-    let pid = server.pid().expect("redis running");
-    stackctl::process::signal(pid, stackctl::process::SIGKILL).unwrap();
-    assert!(stackctl::process::wait_until(
-        Duration::from_secs(5),
-        || !stackctl::process::alive(pid)
-    ));
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&aof)
-        .unwrap()
-        .set_len(kept)
-        .unwrap();
-    let restarted = Instant::now();
-    let server = redis(port, &dir);
+    let (server, restarted) = lose_the_last_writes(&server, &aof, kept);
     let st = stock::Stock::new(stock::connect(&url, Duration::from_secs(2)).unwrap())
         .state(&sale)
         .unwrap();
@@ -148,54 +222,8 @@ fn lost_writes_hold_purchases_until_the_orders_are_back() {
         (10, 20),
         "Redis restarted with only the first ten orders"
     );
-    // No sale is created on a store not yet reconciled: one a master lost must come
-    // back with its orders, never again with its whole stock. (The gateway may first
-    // meet the lost connection: 503 redis_unavailable, then the fence.)
-    let mut create = 0;
-    loop {
-        create += 1;
-        match c.create_sale(ADMIN, &format!("{sale}_new"), 5, now - 1000, now + 600_000) {
-            Err(loadtest::buyer::LoadError::Unexpected { status: 503, body })
-                if body.contains("redis_unavailable") && create < 50 =>
-            {
-                std::thread::sleep(Duration::from_millis(20))
-            }
-            Err(loadtest::buyer::LoadError::Unexpected { status: 503, body })
-                if body.contains("store_recovering") =>
-            {
-                break
-            }
-            other => panic!("a sale created before the reconcile: {other:?}"),
-        }
-    }
-
-    // Buyers keep coming: held (503 store_recovering) until the reconcile, then served
-    // until the sale is sold out.
-    let (mut recovering, mut first_202) = (0, None);
-    let mut user = 21;
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while acked.len() < UNITS as usize {
-        assert!(
-            Instant::now() < deadline,
-            "not sold out in time: {} acked",
-            acked.len()
-        );
-        // A fresh buyer each time (a held buyer would soon meet its own rate limit).
-        let r = buy(&c, &sale, user);
-        user += 1;
-        match (r.0, r.1.as_str()) {
-            (202, _) => {
-                first_202.get_or_insert(restarted.elapsed());
-                take(&mut acked, &mut tokens, user - 1, r);
-            }
-            (503, "store_recovering") => {
-                recovering += 1;
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            (503, _) | (429, _) => std::thread::sleep(Duration::from_millis(50)),
-            other => panic!("user {}: unexpected {other:?}", user - 1),
-        }
-    }
+    no_new_sale_before_the_reconcile(&c, &sale, now);
+    let (recovering, first_202) = buy_until_sold_out(&c, &sale, &mut acked, restarted);
     // One more: the sale is sold out (a resold unit would have left one over).
     let last = buy(&c, &sale, 10_000);
     assert_eq!(last.0, 410, "{last:?}");
@@ -211,9 +239,10 @@ fn lost_writes_hold_purchases_until_the_orders_are_back() {
     let mut stack = svc.stack.clone();
     stack.redis_url = url.clone();
     stack.database_url = db.clone();
-    let report = loadtest::verify::verify_sale(&stack, &svc.topic, &sale, &acked, &tokens)
-        .unwrap()
-        .report;
+    let report =
+        loadtest::verify::verify_sale(&stack, &svc.topic, &sale, &acked.orders, &acked.tokens)
+            .unwrap()
+            .report;
     report.print();
     assert!(report.ok());
     server.down();

@@ -84,18 +84,14 @@ fn seq_of(order_id: &str) -> u64 {
     keys::split_order_id(order_id).unwrap().1
 }
 
-#[test]
-fn a_lost_bucketed_sale_is_restored_from_its_orders() {
-    let sale = sale_id("full");
-    let mut s = connect();
-    s.create_sale_with_buckets(&sale, &open_spec(40, 1), B)
-        .unwrap();
+/// The sale's orders, by id: 24 buyers, of whom a third pay, a third are released and
+/// a third hold; four of the released buy again (one order paid, three live).
+type Orders = BTreeMap<String, (u64, RestoredStatus)>;
 
-    // 24 buyers: a third pay, a third are released, a third hold. Four of the released
-    // buy again (one order cancelled, one live).
-    let mut orders: BTreeMap<String, (u64, RestoredStatus)> = BTreeMap::new();
+fn sell_paid_released_and_held(s: &mut Stock<Conn>, sale: &str) -> Orders {
+    let mut orders: Orders = BTreeMap::new();
     for user in 1..=24u64 {
-        let o = buy(&mut s, &sale, user).unwrap();
+        let o = buy(s, sale, user).unwrap();
         let status = match user % 3 {
             0 => {
                 s.settle(&o, Settlement::Paid).unwrap();
@@ -110,7 +106,7 @@ fn a_lost_bucketed_sale_is_restored_from_its_orders() {
         orders.insert(o, (user, status));
     }
     for user in [1u64, 4, 7, 10] {
-        let o = buy(&mut s, &sale, user).unwrap();
+        let o = buy(s, sale, user).unwrap();
         let status = if user == 1 {
             s.settle(&o, Settlement::Paid).unwrap();
             RestoredStatus::Paid
@@ -119,6 +115,124 @@ fn a_lost_bucketed_sale_is_restored_from_its_orders() {
         };
         orders.insert(o, (user, status));
     }
+    orders
+}
+
+/// The restored sale reads as `before`: the sale, each bucket's held and sold, the
+/// buyers, the remaining spread evenly, every order's state.
+fn assert_as_before(
+    s: &mut Stock<Conn>,
+    sale: &str,
+    before: &stock::SaleState,
+    buyers_before: &[(u64, i64)],
+    buckets_before: &[(i64, i64)],
+    orders: &Orders,
+) {
+    let after = s.state(sale).unwrap();
+    assert_eq!(
+        (
+            after.remaining,
+            after.held,
+            after.sold,
+            after.initial,
+            after.per_user_limit,
+            after.start_ms,
+            after.end_ms,
+            after.paused
+        ),
+        (
+            before.remaining,
+            before.held,
+            before.sold,
+            before.initial,
+            before.per_user_limit,
+            before.start_ms,
+            before.end_ms,
+            before.paused
+        )
+    );
+    assert!(after.conserved());
+    assert_eq!(s.buckets_of(sale).unwrap(), B);
+    assert_eq!(per_bucket(s, sale), buckets_before);
+    assert_eq!(sorted_buyers(s, sale), buyers_before);
+    let shares: Vec<i64> = (0..B)
+        .map(|b| s.bucket_view(sale, b).unwrap().stock)
+        .collect();
+    assert_eq!(shares, vec![5, 5, 5, 5], "the remaining spread evenly");
+    for (o, (user, status)) in orders {
+        let want = match status {
+            RestoredStatus::Reserved => OrderState::Reserved,
+            RestoredStatus::Paid => OrderState::Paid,
+            RestoredStatus::Cancelled => OrderState::Released,
+        };
+        assert_eq!(s.order(o).unwrap(), (want, *user), "{o}");
+    }
+}
+
+/// After the restore: every buyer with a live order is at the limit, the others may buy;
+/// a restored reservation settles in its bucket; new buyers sell every remaining unit,
+/// with ids past `max_seq` that name their buyer's home bucket.
+fn limits_hold_and_it_sells_out(s: &mut Stock<Conn>, sale: &str, orders: &Orders, max_seq: u64) {
+    // Every buyer with a live order is at the limit; the one whose only order was
+    // released may buy again.
+    let live: HashSet<u64> = orders
+        .values()
+        .filter(|(_, st)| *st != RestoredStatus::Cancelled)
+        .map(|(u, _)| *u)
+        .collect();
+    for &user in &live {
+        let t = s.issue_token(sale, user, Duration::from_secs(60));
+        assert!(matches!(t, Err(StockError::AlreadyBought)), "{user}: {t:?}");
+    }
+    let mut known: HashSet<String> = orders.keys().cloned().collect();
+    let again = buy(s, sale, 13).unwrap();
+    assert!(!live.contains(&13));
+    let mut fresh = vec![(again, 13u64)];
+    // A restored reservation settles in its bucket: released, its buyer buys again.
+    let held_by_2 = orders
+        .iter()
+        .find(|(_, (u, st))| *u == 2 && *st == RestoredStatus::Reserved)
+        .map(|(o, _)| o.clone())
+        .unwrap();
+    assert_eq!(s.settle(&held_by_2, Settlement::Released).unwrap(), 2);
+    fresh.push((buy(s, sale, 2).unwrap(), 2));
+
+    // Sell out with new buyers: every remaining unit sells, across the buckets.
+    let left = s.state(sale).unwrap().remaining;
+    assert_eq!(left, 19);
+    let mut sold_out = false;
+    for user in 1000..1100u64 {
+        match buy(s, sale, user) {
+            Ok(o) => fresh.push((o, user)),
+            Err(StockError::SoldOut) => {
+                sold_out = true;
+                assert_eq!(s.state(sale).unwrap().remaining, 0, "phantom sold out");
+                break;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(sold_out);
+    assert_eq!(fresh.len() as i64, 2 + left, "no stranded units");
+    for (o, user) in &fresh {
+        assert!(known.insert(o.clone()), "order id {o} repeated");
+        let seq = seq_of(o);
+        assert!(seq > max_seq, "{o} not past {max_seq}");
+        assert_eq!(keys::order_bucket(seq, B), keys::home_bucket(*user, B));
+        assert_eq!(s.order(o).unwrap(), (OrderState::Reserved, *user));
+    }
+    let end = s.state(sale).unwrap();
+    assert!(end.conserved() && end.remaining == 0, "{end:?}");
+    assert_eq!(end.held + end.sold, 40);
+}
+
+#[test]
+fn a_lost_bucketed_sale_is_restored_from_its_orders() {
+    let sale = sale_id("full");
+    let mut s = connect();
+    s.create_sale_with_buckets(&sale, &open_spec(40, 1), B)
+        .unwrap();
+    let orders = sell_paid_released_and_held(&mut s, &sale);
     let before = s.state(&sale).unwrap();
     assert_eq!(
         (before.remaining, before.held, before.sold, before.initial),
@@ -158,104 +272,21 @@ fn a_lost_bucketed_sale_is_restored_from_its_orders() {
     assert_eq!((r.remaining, r.held, r.sold), (20, 11, 9));
     assert!(r.next_seq > max_seq);
 
-    // As before: the sale, each bucket's held and sold, the buyers.
-    let after = s.state(&sale).unwrap();
-    assert_eq!(
-        (
-            after.remaining,
-            after.held,
-            after.sold,
-            after.initial,
-            after.per_user_limit,
-            after.start_ms,
-            after.end_ms,
-            after.paused
-        ),
-        (
-            before.remaining,
-            before.held,
-            before.sold,
-            before.initial,
-            before.per_user_limit,
-            before.start_ms,
-            before.end_ms,
-            before.paused
-        )
+    assert_as_before(
+        &mut s,
+        &sale,
+        &before,
+        &buyers_before,
+        &buckets_before,
+        &orders,
     );
-    assert!(after.conserved());
-    assert_eq!(s.buckets_of(&sale).unwrap(), B);
-    assert_eq!(per_bucket(&mut s, &sale), buckets_before);
-    assert_eq!(sorted_buyers(&mut s, &sale), buyers_before);
-    let shares: Vec<i64> = (0..B)
-        .map(|b| s.bucket_view(&sale, b).unwrap().stock)
-        .collect();
-    assert_eq!(shares, vec![5, 5, 5, 5], "the remaining spread evenly");
-    for (o, (user, status)) in &orders {
-        let want = match status {
-            RestoredStatus::Reserved => OrderState::Reserved,
-            RestoredStatus::Paid => OrderState::Paid,
-            RestoredStatus::Cancelled => OrderState::Released,
-        };
-        assert_eq!(s.order(o).unwrap(), (want, *user), "{o}");
-    }
-
     // A second restore is refused: the sale exists.
     assert!(matches!(
         s.restore_sale_with_buckets(&sale, &spec, B, false, &restored_orders),
         Err(StockError::SaleExists)
     ));
 
-    // Every buyer with a live order is at the limit; the one whose only order was
-    // released may buy again.
-    let live: HashSet<u64> = orders
-        .values()
-        .filter(|(_, st)| *st != RestoredStatus::Cancelled)
-        .map(|(u, _)| *u)
-        .collect();
-    for &user in &live {
-        let t = s.issue_token(&sale, user, Duration::from_secs(60));
-        assert!(matches!(t, Err(StockError::AlreadyBought)), "{user}: {t:?}");
-    }
-    let mut known: HashSet<String> = orders.keys().cloned().collect();
-    let again = buy(&mut s, &sale, 13).unwrap();
-    assert!(!live.contains(&13));
-    let mut fresh = vec![(again, 13u64)];
-    // A restored reservation settles in its bucket: released, its buyer buys again.
-    let held_by_2 = orders
-        .iter()
-        .find(|(_, (u, st))| *u == 2 && *st == RestoredStatus::Reserved)
-        .map(|(o, _)| o.clone())
-        .unwrap();
-    assert_eq!(s.settle(&held_by_2, Settlement::Released).unwrap(), 2);
-    fresh.push((buy(&mut s, &sale, 2).unwrap(), 2));
-
-    // Sell out with new buyers: every remaining unit sells, across the buckets.
-    let left = s.state(&sale).unwrap().remaining;
-    assert_eq!(left, 19);
-    let mut sold_out = false;
-    for user in 1000..1100u64 {
-        match buy(&mut s, &sale, user) {
-            Ok(o) => fresh.push((o, user)),
-            Err(StockError::SoldOut) => {
-                sold_out = true;
-                assert_eq!(s.state(&sale).unwrap().remaining, 0, "phantom sold out");
-                break;
-            }
-            Err(e) => panic!("{e}"),
-        }
-    }
-    assert!(sold_out);
-    assert_eq!(fresh.len() as i64, 2 + left, "no stranded units");
-    for (o, user) in &fresh {
-        assert!(known.insert(o.clone()), "order id {o} repeated");
-        let seq = seq_of(o);
-        assert!(seq > max_seq, "{o} not past {max_seq}");
-        assert_eq!(keys::order_bucket(seq, B), keys::home_bucket(*user, B));
-        assert_eq!(s.order(o).unwrap(), (OrderState::Reserved, *user));
-    }
-    let end = s.state(&sale).unwrap();
-    assert!(end.conserved() && end.remaining == 0, "{end:?}");
-    assert_eq!(end.held + end.sold, 40);
+    limits_hold_and_it_sells_out(&mut s, &sale, &orders, max_seq);
 }
 
 #[test]

@@ -217,17 +217,23 @@ impl Gateway {
         format!("Bearer {ADMIN}")
     }
 
-    /// Create a sale through the admin API; returns its id.
+    /// Create a sale (`unique(tag)`) through the admin API; returns its id.
     pub fn sale(&self, tag: &str, units: i64, start_ms: i64, end_ms: i64) -> String {
         let sale = unique(tag);
+        self.create_sale(&sale, units, start_ms, end_ms);
+        sale
+    }
+
+    /// Create the sale `sale` through the admin API.
+    pub fn create_sale(&self, sale: &str, units: i64, start_ms: i64, end_ms: i64) {
         let body = format!(
             r#"{{"sale":"{sale}","stock":{units},"start_ms":{start_ms},"end_ms":{end_ms}}}"#
         );
         let r = self.post("/admin/sales", Some(&Gateway::admin_auth()), Some(&body));
-        assert_eq!(r.status, 201, "{}", r.body);
-        sale
+        assert_eq!(r.status, 201, "create {sale}: {}", r.body);
     }
 
+    /// A sale (`unique(tag)`) open since a second ago for an hour; returns its id.
     pub fn open_sale(&self, tag: &str, units: i64) -> String {
         self.sale(tag, units, now_ms() - 1000, now_ms() + 3_600_000)
     }
