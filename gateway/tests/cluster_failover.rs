@@ -165,8 +165,7 @@ fn purchases_resume_after_a_master_is_killed_and_its_replica_promoted() {
 
     // The killed node comes back as a replica.
     c.start_node(victim).unwrap();
-    assert!(
-        stackctl::process::wait_until(Duration::from_secs(20), || c.ready()),
-        "cluster healthy again"
-    );
+    testkit::wait_for("the cluster healthy again", Duration::from_secs(20), || {
+        c.ready()
+    });
 }

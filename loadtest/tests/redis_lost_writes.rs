@@ -94,10 +94,9 @@ fn lose_the_last_writes(
 ) -> (stackctl::redis::Redis, Instant) {
     let pid = server.pid().expect("redis running");
     stackctl::process::signal(pid, stackctl::process::SIGKILL).unwrap();
-    assert!(stackctl::process::wait_until(
-        Duration::from_secs(5),
-        || !stackctl::process::alive(pid)
-    ));
+    testkit::wait_for("the killed Redis gone", Duration::from_secs(5), || {
+        !stackctl::process::alive(pid)
+    });
     std::fs::OpenOptions::new()
         .write(true)
         .open(aof)

@@ -5,7 +5,6 @@
 use loadtest::buyer::Client;
 use loadtest::verify;
 use std::process::Command;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 mod common;
 use common::{binary, Services};
@@ -22,10 +21,7 @@ fn a_sale_through_the_gateway_ends_in_postgres_exactly_once() {
     let svc = start();
     let (stack, topic, base, tag) = (&svc.stack, &svc.topic, &svc.base, &svc.tag);
     let client = Client::new(base, SECRET);
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64;
+    let now = common::now_ms();
     let sale = format!("e2e_{tag}");
     client
         .create_sale(ADMIN, &sale, 200, now - 1000, now + 600_000)

@@ -34,7 +34,7 @@ fn soak_against_gateway(
     adjust: impl FnOnce(&mut Options),
 ) -> Summary {
     let timeouts = TIMEOUT_MS.to_string();
-    let tag = common::unique_tag();
+    let tag = common::unique("soak");
     let svc = common::Services::start(
         name,
         SECRET,

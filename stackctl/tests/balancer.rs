@@ -10,6 +10,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use testkit::wait_for;
 
 struct Fake {
     addr: SocketAddr,
@@ -126,7 +127,7 @@ fn balancer_health_checks_proxy_header_and_sticky_canary() {
         eprintln!("skipped: haproxy is not installed (./dev setup)");
         return;
     }
-    let run = std::env::temp_dir().join(format!("stackctl-balancer-{}", std::process::id()));
+    let run = std::env::temp_dir().join(testkit::unique("stackctl-balancer"));
     let mut b = Balancer::new(&run, "t");
     b.stop_on_drop = true;
     let (a, bb, c) = (fake("a"), fake("b"), fake("c"));
@@ -185,29 +186,26 @@ fn balancer_health_checks_proxy_header_and_sticky_canary() {
     // The canary fails its health check: its users go to stable.
     let canary_user = users.iter().copied().find(|u| bucket(*u) < 300).unwrap();
     c.ready.store(false, Ordering::SeqCst);
-    assert!(
-        stackctl::process::wait_until(Duration::from_secs(5), || {
-            get(port, "127.0.0.1", &ticket(canary_user)).0 == "stable"
-        }),
-        "a canary pool with no server up sends its users to stable"
+    wait_for(
+        "a canary pool with no server up to send its users to stable",
+        Duration::from_secs(5),
+        || get(port, "127.0.0.1", &ticket(canary_user)).0 == "stable",
     );
     c.ready.store(true, Ordering::SeqCst);
-    assert!(stackctl::process::wait_until(
+    wait_for(
+        "the canary user back on the canary",
         Duration::from_secs(5),
-        || { get(port, "127.0.0.1", &ticket(canary_user)).0 == "canary" }
-    ));
+        || get(port, "127.0.0.1", &ticket(canary_user)).0 == "canary",
+    );
 
     // A stable gateway fails: the other one takes everything.
     a.ready.store(false, Ordering::SeqCst);
-    assert!(stackctl::process::wait_until(
-        Duration::from_secs(5),
-        || {
-            b.servers()
-                .unwrap()
-                .iter()
-                .any(|s| s.name == "gw0" && !s.up)
-        }
-    ));
+    wait_for("gw0 down", Duration::from_secs(5), || {
+        b.servers()
+            .unwrap()
+            .iter()
+            .any(|s| s.name == "gw0" && !s.up)
+    });
     for u in users.iter().filter(|u| bucket(**u) >= 300).take(6) {
         let (_, body) = get(port, "127.0.0.1", &ticket(*u));
         assert_eq!(body, "b 127.0.0.1");
@@ -228,17 +226,13 @@ fn balancer_health_checks_proxy_header_and_sticky_canary() {
     let mut p2 = b.plan().unwrap();
     p2.stable = vec![bb.addr.to_string()];
     b.reload(&p2).unwrap();
-    assert!(stackctl::process::wait_until(
-        Duration::from_secs(10),
-        || {
-            b.servers()
-                .is_ok_and(|s| s.iter().filter(|s| s.pool == "stable").count() == 1)
-        }
-    ));
-    assert!(stackctl::process::wait_until(
-        Duration::from_secs(5),
-        || { (0..4).all(|_| get(port, "127.0.0.1", "").1 == "b 127.0.0.1") }
-    ));
+    wait_for("one stable server", Duration::from_secs(10), || {
+        b.servers()
+            .is_ok_and(|s| s.iter().filter(|s| s.pool == "stable").count() == 1)
+    });
+    wait_for("every answer from b", Duration::from_secs(5), || {
+        (0..4).all(|_| get(port, "127.0.0.1", "").1 == "b 127.0.0.1")
+    });
     b.stop();
     assert!(!b.is_up());
     let _ = std::fs::remove_dir_all(&run);

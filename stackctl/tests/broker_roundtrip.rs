@@ -87,11 +87,7 @@ fn consume(brokers: &str, topic: &str, group: &str, want: usize) -> Vec<String> 
 fn idempotent_producer_and_committing_group_round_trip() {
     let stack = stackctl::ensure_up();
     let brokers = stack.kafka_brokers.as_str();
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let topic = format!("roundtrip-{}-{nanos}", std::process::id());
+    let topic = testkit::unique("roundtrip");
     seckill_common::kafka::create_topic(brokers, &topic, 3).expect("create topic");
 
     produce(brokers, &topic, 0..300);

@@ -4,7 +4,7 @@
 
 use std::collections::HashSet;
 use std::sync::{Arc, Barrier, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use stock::{SaleSpec, Stock, StockError};
 
 const CLIENTS: usize = 64;
@@ -17,15 +17,8 @@ fn concurrent_buyers_never_oversell_nor_buy_twice() {
     let stack = stackctl::ensure_up();
     let connect =
         || Stock::new(stock::connect(&stack.redis_url, Duration::from_secs(5)).expect("redis"));
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64;
-    let sale = format!(
-        "race_{}_{}",
-        std::process::id(),
-        &stock::keys::new_token()[..8]
-    );
+    let now = testkit::now_ms();
+    let sale = testkit::unique("race");
     connect()
         .create_sale(
             &sale,

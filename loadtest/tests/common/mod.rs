@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// A workspace binary, built beside this test by `cargo test --workspace` / nextest.
 pub fn binary(name: &str) -> PathBuf {
@@ -18,22 +18,8 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
-/// Unique per run and per test (tests of one binary start in the same millisecond).
-pub fn unique_tag() -> String {
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    format!(
-        "{}_{}_{}",
-        std::process::id(),
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_millis(),
-        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-    )
-}
-
 #[allow(unused_imports)]
-pub use testkit::now_ms;
+pub use testkit::{now_ms, unique};
 
 /// A gateway and an order-writer started for one test.
 pub struct Services {
@@ -57,7 +43,7 @@ impl Services {
     ) -> Services {
         let stack = stackctl::ensure_up();
         let ctl = stackctl::Stack::from_env().unwrap();
-        let tag = unique_tag();
+        let tag = unique("run");
         let topic = format!("orders_{name}_{tag}");
         seckill_common::kafka::create_topic(&stack.kafka_brokers, &topic, 4).unwrap();
         let common = [
@@ -98,14 +84,13 @@ impl Services {
             )
             .unwrap();
         let base = gateway.url();
-        let ready = stackctl::process::wait_until(Duration::from_secs(20), || {
+        testkit::wait_for("the gateway to start", Duration::from_secs(20), || {
             loadtest::buyer::Client::new(&base, secret)
                 .sale("x")
                 .map(|a| a.status)
                 .unwrap_or(0)
                 != 0
         });
-        assert!(ready, "gateway did not start");
         Services {
             stack,
             topic,
