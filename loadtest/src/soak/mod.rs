@@ -23,7 +23,8 @@
 //! `reopen_after`, while fewer than `max_opened` connections were opened in all.
 
 //!
-//! Files: [`hostile`] (the hostile connections), [`process`] (the gateway's pid, RSS and
+//! Files: [`hostile`] (the hostile connections: kinds, mix, stats, and in
+//! `hostile/driver.rs` their poll loop), [`process`] (the gateway's pid, RSS and
 //! metrics), [`timed_rush`] (the rush, every request timed); this file runs the soak.
 
 mod hostile;
