@@ -1,0 +1,168 @@
+//! The document and the checks of an answer against it.
+
+use crate::harness::{Gateway, Resp};
+use serde_json::{json, Value};
+
+pub fn doc() -> Value {
+    serde_json::from_str(include_str!("../../openapi.json")).expect("openapi.json is JSON")
+}
+
+/// `v`, or what its `$ref` points at.
+pub fn deref<'a>(doc: &'a Value, v: &'a Value) -> &'a Value {
+    match v["$ref"].as_str() {
+        Some(r) => deref(doc, doc.pointer(r.trim_start_matches('#')).expect(r)),
+        None => v,
+    }
+}
+
+/// The subset of JSON Schema (OpenAPI 3.0) that openapi.json uses, minus `pattern`.
+pub fn conforms(doc: &Value, schema: &Value, v: &Value, at: &str) -> Result<(), String> {
+    let s = deref(doc, schema);
+    if v.is_null() && s["nullable"] == true {
+        return Ok(());
+    }
+    if let Some(all) = s["allOf"].as_array() {
+        for sub in all {
+            conforms(doc, sub, v, at)?;
+        }
+    }
+    if let Some(any) = s["anyOf"].as_array() {
+        let errs: Vec<String> = any
+            .iter()
+            .filter_map(|sub| conforms(doc, sub, v, at).err())
+            .collect();
+        if errs.len() == any.len() {
+            return Err(format!("{at}: matches none of anyOf: {errs:?}"));
+        }
+    }
+    let fail = |why: String| Err(format!("{at}: {why} (value {v})"));
+    let ok_type = match s["type"].as_str() {
+        None => true,
+        Some("object") => v.is_object(),
+        Some("array") => v.is_array(),
+        Some("string") => v.is_string(),
+        Some("boolean") => v.is_boolean(),
+        Some("integer") => v.is_i64() || v.is_u64(),
+        Some("number") => v.is_number(),
+        Some(t) => return fail(format!("unknown type {t}")),
+    };
+    if !ok_type {
+        return fail(format!("not of type {}", s["type"]));
+    }
+    if let Some(e) = s["enum"].as_array() {
+        if !e.contains(v) {
+            return fail(format!("not one of {e:?}"));
+        }
+    }
+    if let (Some(min), Some(x)) = (s["minimum"].as_f64(), v.as_f64()) {
+        if x < min {
+            return fail(format!("below {min}"));
+        }
+    }
+    if let (Some(max), Some(x)) = (s["maximum"].as_f64(), v.as_f64()) {
+        if x > max {
+            return fail(format!("above {max}"));
+        }
+    }
+    if let Some(o) = v.as_object() {
+        let props = s["properties"].as_object();
+        for r in s["required"].as_array().into_iter().flatten() {
+            if !o.contains_key(r.as_str().unwrap()) {
+                return fail(format!("missing required {r}"));
+            }
+        }
+        if let Some(n) = s["minProperties"].as_u64() {
+            if (o.len() as u64) < n {
+                return fail(format!("fewer than {n} properties"));
+            }
+        }
+        for (k, x) in o {
+            match props.and_then(|p| p.get(k)) {
+                Some(ps) => conforms(doc, ps, x, &format!("{at}.{k}"))?,
+                None => match &s["additionalProperties"] {
+                    Value::Bool(false) => return fail(format!("undeclared property {k:?}")),
+                    extra @ Value::Object(_) => conforms(doc, extra, x, &format!("{at}.{k}"))?,
+                    _ => {}
+                },
+            }
+        }
+    }
+    if let Some(a) = v.as_array() {
+        if let Some(n) = s["maxItems"].as_u64() {
+            if a.len() as u64 > n {
+                return fail(format!("more than {n} items"));
+            }
+        }
+        for (i, x) in a.iter().enumerate() {
+            conforms(doc, &s["items"], x, &format!("{at}[{i}]"))?;
+        }
+    }
+    Ok(())
+}
+
+/// The answer is documented for `op`: its status, content type, required headers, body.
+pub fn answers_as_documented(doc: &Value, what: &str, op: &Value, r: &Resp) {
+    let Some(resp) = op["responses"].get(r.status.to_string()) else {
+        let documented: Vec<&String> = op["responses"].as_object().unwrap().keys().collect();
+        panic!(
+            "{what} answered {} ({}), not documented ({documented:?})",
+            r.status, r.body
+        );
+    };
+    check_response(doc, what, deref(doc, resp), r);
+}
+
+pub fn check_response(doc: &Value, what: &str, resp: &Value, r: &Resp) {
+    for (name, h) in resp["headers"].as_object().into_iter().flatten() {
+        let h = deref(doc, h);
+        if h["required"] == true {
+            let got = r
+                .header(name)
+                .unwrap_or_else(|| panic!("{what} {}: documented header {name} missing", r.status));
+            if h["schema"]["type"] == "integer" {
+                let n: Value = json!(got
+                    .parse::<i64>()
+                    .unwrap_or_else(|_| panic!("{what}: {name}: {got:?} is no integer")));
+                conforms(doc, &h["schema"], &n, name).unwrap_or_else(|e| panic!("{what}: {e}"));
+            }
+        }
+    }
+    let (media, content) = resp["content"]
+        .as_object()
+        .and_then(|c| c.iter().next())
+        .unwrap_or_else(|| panic!("{what} {}: no content documented", r.status));
+    let got = r.header("content-type").unwrap_or("");
+    assert!(
+        got.split(';').next() == Some(media.as_str()),
+        "{what} {}: Content-Type {got:?}, documented {media}",
+        r.status
+    );
+    if media == "application/json" {
+        conforms(doc, &content["schema"], &r.json(), "body")
+            .unwrap_or_else(|e| panic!("{what} {}: {e}\n{}", r.status, r.body));
+    }
+}
+
+/// Each documented operation: (path template, method, operation).
+pub fn operations(doc: &Value) -> Vec<(String, String, Value)> {
+    let mut out = vec![];
+    for (template, ops) in doc["paths"].as_object().unwrap() {
+        for (method, op) in ops.as_object().unwrap() {
+            out.push((template.clone(), method.to_uppercase(), op.clone()));
+        }
+    }
+    out
+}
+
+pub fn auth_for(gw: &Gateway, op: &Value, user: u64) -> Option<String> {
+    match op["security"][0]
+        .as_object()
+        .and_then(|o| o.keys().next().cloned())
+        .as_deref()
+    {
+        Some("Ticket") => Some(gw.ticket(user)),
+        Some("Bearer") => Some(Gateway::admin_auth()),
+        Some(other) => panic!("unknown security scheme {other}"),
+        None => None,
+    }
+}
