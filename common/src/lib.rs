@@ -1,6 +1,7 @@
 //! What the seckill crates truly share, and nothing else:
 //!
-//! - [`cli`]: the shared `main` wrapper (logging, exit status).
+//! - [`cli`]: the shared `main` wrapper (logging, exit status) and the binaries'
+//!   argument errors.
 //! - [`config`]: load a flat configuration struct from defaults, a TOML file and
 //!   `SECKILL_*` environment variables, in that order.
 //! - [`stack`]: the addresses of the project-local stack (`./dev up`), which are the
@@ -8,7 +9,8 @@
 //! - [`kafka`]: topic creation and a tiny `block_on` for rdkafka's admin API.
 //! - [`order`]: the order message on the `orders` topic.
 //! - [`ticket`]: HMAC-signed user tickets (mint and verify).
-//! - [`observability`]: the metric names the alerts and the dashboard use (for tests).
+//! - [`observability`]: the metric names the alerts and the dashboard use (for tests),
+//!   and the writing of one unlabelled metric.
 //! - [`now_ms`]: wall-clock milliseconds since the Unix epoch.
 
 pub mod cli;
