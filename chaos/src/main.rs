@@ -10,24 +10,20 @@ use chaos::drill::Drill;
 use chaos::drills::DRILLS;
 use chaos::env::Env;
 use chaos::ChaosError;
-use seckill_common::cli::{self, ArgError};
+use seckill_common::cli::{self, ArgError, MainError};
 use std::time::Instant;
 
 fn main() {
     seckill_common::cli::main_with("chaos", "warn", run);
 }
 
-/// What `chaos` stops with.
+/// The runs that did not pass (the rest is the drills' and arguments' own errors).
 #[derive(Debug, thiserror::Error)]
-enum MainError {
-    #[error("{0}")]
-    Args(#[from] ArgError),
-    #[error("{0}")]
-    Chaos(#[from] ChaosError),
+enum Failed {
     #[error("some drills failed")]
-    DrillsFailed,
+    Drills,
     #[error("campaign seed {0}: some checks failed")]
-    CampaignFailed(u64),
+    Campaign(u64),
     #[error("campaign seed {seed} did not run to the end: {source}")]
     CampaignBroke { seed: u64, source: ChaosError },
 }
@@ -106,7 +102,7 @@ fn run() -> Result<(), MainError> {
     if summary.iter().all(|(p, _)| *p) {
         Ok(())
     } else {
-        Err(MainError::DrillsFailed)
+        Err(Failed::Drills.into())
     }
 }
 
@@ -142,7 +138,7 @@ fn campaign(args: &[String]) -> Result<(), MainError> {
     }
     match out {
         Ok(o) if o.passed => Ok(()),
-        Ok(_) => Err(MainError::CampaignFailed(seed)),
-        Err(source) => Err(MainError::CampaignBroke { seed, source }),
+        Ok(_) => Err(Failed::Campaign(seed).into()),
+        Err(source) => Err(Failed::CampaignBroke { seed, source }.into()),
     }
 }

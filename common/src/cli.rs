@@ -5,6 +5,10 @@
 use std::fmt::Display;
 use std::str::FromStr;
 
+/// What a binary's `run` stops with: any of the typed errors it meets, kept whole
+/// (`main_with` prints its `Display`).
+pub type MainError = Box<dyn std::error::Error>;
+
 pub fn main_with<E: Display>(
     name: &str,
     default_filter: &str,
@@ -36,6 +40,19 @@ pub enum ArgError {
     /// Anything else, said as it stands (a usage hint, a value out of its range).
     #[error("{0}")]
     Usage(String),
+}
+
+/// The parsed command line; or its error printed as `name: error` (then `usage: …`
+/// when `usage` is given) and exit status 2.
+pub fn parsed_or_exit<A>(name: &str, usage: &str, parsed: Result<A, ArgError>) -> A {
+    parsed.unwrap_or_else(|e| {
+        if usage.is_empty() {
+            eprintln!("{name}: {e}");
+        } else {
+            eprintln!("{name}: {e}\nusage: {usage}");
+        }
+        std::process::exit(2)
+    })
 }
 
 /// The value that follows `flag`.

@@ -12,20 +12,7 @@ fn main() {
     seckill_common::cli::main_with("gateway", "info,may=warn", run);
 }
 
-/// What `gateway` stops with (said as the part says it).
-#[derive(Debug, thiserror::Error)]
-enum MainError {
-    #[error("{0}")]
-    Args(#[from] ArgError),
-    #[error("{0}")]
-    Config(#[from] seckill_common::ConfigError),
-    #[error("{0}")]
-    Admin(#[from] gateway::admin_cli::CliError),
-    #[error("{0}")]
-    Serve(#[from] gateway::server::StartError),
-}
-
-fn run() -> Result<(), MainError> {
+fn run() -> Result<(), cli::MainError> {
     let mut args = std::env::args().skip(1).peekable();
     let cmd = match args.peek().map(String::as_str) {
         Some("serve") | Some("mint") | Some("switch") | Some("sale") => {

@@ -8,8 +8,7 @@
 
 use order_writer::config::Config;
 use order_writer::metrics::Metrics;
-use order_writer::WriterError;
-use seckill_common::cli::ArgError;
+use seckill_common::cli::{ArgError, MainError};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -17,15 +16,10 @@ fn main() {
     seckill_common::cli::main_with("order-writer", "info", run);
 }
 
-/// What `order-writer` stops with.
+/// What the writer's own start-up and `rebuild-stock` stop with (the rest is the
+/// parts' own errors).
 #[derive(Debug, thiserror::Error)]
-enum MainError {
-    #[error("{0}")]
-    Args(#[from] ArgError),
-    #[error("{0}")]
-    Config(#[from] seckill_common::ConfigError),
-    #[error("{0}")]
-    Writer(#[from] WriterError),
+enum Stopped {
     #[error("metrics on {listen}: {source}")]
     Metrics {
         listen: String,
@@ -33,9 +27,6 @@ enum MainError {
     },
     #[error("{0} sale(s) not reconciled (paused or not restored): see above")]
     NotReconciled(usize),
-    /// A signal handler or a thread that could not be set up.
-    #[error("{0}")]
-    Io(#[from] std::io::Error),
 }
 
 fn run() -> Result<(), MainError> {
@@ -74,14 +65,14 @@ fn run() -> Result<(), MainError> {
             ) as usize;
         }
         if failed > 0 {
-            return Err(MainError::NotReconciled(failed));
+            return Err(Stopped::NotReconciled(failed).into());
         }
         return Ok(());
     }
     let metrics = Arc::new(Metrics::default());
     if !cfg.metrics_listen.is_empty() {
         order_writer::metrics::serve(&cfg.metrics_listen, metrics.clone()).map_err(|source| {
-            MainError::Metrics {
+            Stopped::Metrics {
                 listen: cfg.metrics_listen.clone(),
                 source,
             }

@@ -18,7 +18,7 @@
 //! Ports, run directory, Kafka node count and topics come from `SECKILL_*` variables
 //! (see README, "The local stack").
 
-use seckill_common::cli::ArgError;
+use seckill_common::cli::{ArgError, MainError};
 use stackctl::{Service, Stack};
 use std::time::Duration;
 
@@ -26,16 +26,10 @@ fn main() {
     seckill_common::cli::main_with("stackctl", "info", run);
 }
 
-/// What `stackctl` stops with.
+/// `stackctl status` found a service down.
 #[derive(Debug, thiserror::Error)]
-enum MainError {
-    #[error("{0}")]
-    Stack(#[from] stackctl::StackError),
-    #[error("{0}")]
-    Args(#[from] ArgError),
-    #[error("some services are down")]
-    ServicesDown,
-}
+#[error("some services are down")]
+struct ServicesDown;
 
 /// A usage error, said as it stands.
 fn usage(text: &str) -> MainError {
@@ -65,7 +59,7 @@ fn run() -> Result<(), MainError> {
         Some("down") => stack.down(),
         Some("status") => {
             if !print_status(&stack) {
-                return Err(MainError::ServicesDown);
+                return Err(ServicesDown.into());
             }
         }
         Some("env") => {

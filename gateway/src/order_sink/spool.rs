@@ -286,10 +286,7 @@ fn append_batch(
         *active = None;
     }
     if active.is_none() {
-        let ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis())
-            .unwrap_or(0);
+        let ms = seckill_common::now_ms();
         *n += 1;
         let path = dir.join(format!("spool-{ms:015}-{n:06}.jsonl"));
         let f = std::fs::OpenOptions::new()

@@ -15,7 +15,6 @@
 use loadtest::buyer::{Client, LoadError};
 use loadtest::verify;
 use seckill_common::cli::{self, ArgError};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 struct Args {
     gateway: String,
@@ -55,13 +54,11 @@ fn env_or(name: &str, default: &str) -> String {
 }
 
 fn main() {
-    let args = match parse_args() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("seckill-demo: {e}\nusage: seckill-demo [--gateway URL] [--units N] [--buyers N] [--clients N] [--buckets B]");
-            std::process::exit(2);
-        }
-    };
+    let args = cli::parsed_or_exit(
+        "seckill-demo",
+        "seckill-demo [--gateway URL] [--units N] [--buyers N] [--clients N] [--buckets B]",
+        parse_args(),
+    );
     match run(args) {
         Ok(true) => {}
         Ok(false) => std::process::exit(1),
@@ -162,10 +159,7 @@ fn run(args: Args) -> Result<bool, LoadError> {
     let secret = env_or("SECKILL_TICKET_SECRET", "dev-ticket-secret-change-me");
     let admin = env_or("SECKILL_ADMIN_TOKEN", "dev-admin-token-change-me");
     let topic = env_or("SECKILL_ORDERS_TOPIC", "orders");
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0);
+    let now = seckill_common::now_ms();
     let sale = format!("demo_{now}");
     let client = Client::new(&args.gateway, &secret);
     let cluster = stock::cluster::is_cluster_url(&stack.redis_url);

@@ -17,7 +17,6 @@ use loadtest::buyer::{Client, LoadError};
 use loadtest::{scenarios, verify};
 use seckill_common::cli::{self, ArgError};
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 struct Args {
     scenario: String,
@@ -69,13 +68,7 @@ fn parse() -> Result<Args, ArgError> {
 }
 
 fn main() {
-    let a = match parse() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("seckill-load: {e}");
-            std::process::exit(2);
-        }
-    };
+    let a = cli::parsed_or_exit("seckill-load", "", parse());
     let result = if a.scenario == "verify" {
         verify_only(&a)
     } else {
@@ -98,10 +91,7 @@ fn env_or(name: &str, default: &str) -> String {
 fn run(a: Args) -> Result<bool, LoadError> {
     let secret = env_or("SECKILL_TICKET_SECRET", "dev-ticket-secret-change-me");
     let admin = env_or("SECKILL_ADMIN_TOKEN", "dev-admin-token-change-me");
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0);
+    let now = seckill_common::now_ms();
     let sale = format!("load_{}_{now}", a.scenario.replace('-', "_"));
     let out = a
         .out

@@ -78,13 +78,7 @@ fn parse() -> Result<Options, ArgError> {
 }
 
 fn main() {
-    let opts = match parse() {
-        Ok(o) => o,
-        Err(e) => {
-            eprintln!("seckill-soak: {e}");
-            std::process::exit(2);
-        }
-    };
+    let opts = cli::parsed_or_exit("seckill-soak", "", parse());
     eprintln!(
         "[soak] gateway {}; {} buyers ({} units) on {} clients; hostile mix {:?} ({} in all), held {} s",
         opts.gateway,

@@ -41,9 +41,10 @@ pub use timed_rush::{timed_rush, TimedRush};
 use crate::buyer::{Client, LoadError};
 use crate::rush::Record;
 use crate::verify;
+use seckill_common::now_ms;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 /// Limits the run is held to, each relative to what the same run measured.
 #[derive(Clone, Debug)]
@@ -391,13 +392,6 @@ pub fn lost_replies(r: &Record) -> u64 {
         .iter()
         .map(|a| r.answers.get(*a).copied().unwrap_or(0))
         .sum()
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 fn addr_of(base: &str) -> Result<SocketAddr, LoadError> {

@@ -4,10 +4,10 @@
 //!
 //! `stock-demo [--units N] [--buyers N] [--clients N] [--cancel-percent P]`
 
-use seckill_common::cli::ArgError;
+use seckill_common::cli::{self, ArgError};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use stock::{SaleSpec, Settlement, Stock, StockError};
 
 struct Args {
@@ -49,13 +49,11 @@ struct Tally {
 }
 
 fn main() {
-    let args = match parse_args() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("stock-demo: {e}\nusage: stock-demo [--units N] [--buyers N] [--clients N] [--cancel-percent P]");
-            std::process::exit(2);
-        }
-    };
+    let args = cli::parsed_or_exit(
+        "stock-demo",
+        "stock-demo [--units N] [--buyers N] [--clients N] [--cancel-percent P]",
+        parse_args(),
+    );
     if let Err(e) = run(args) {
         eprintln!("stock-demo: {e}");
         std::process::exit(1);
@@ -66,10 +64,7 @@ fn run(args: Args) -> Result<(), StockError> {
     // The local stack must be up (`./dev up`); its addresses come from stack.env.
     let stack = seckill_common::stack::Stack::discover();
     let connect = || stock::connect(&stack.redis_url, Duration::from_secs(2)).map(Stock::new);
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0);
+    let now = seckill_common::now_ms();
     let sale = format!("demo_{}", now);
     connect()?.create_sale(
         &sale,
