@@ -243,7 +243,7 @@ mod tests {
 
     #[test]
     fn every_refusal_has_its_status_and_code() {
-        let cases: Vec<(ApiError, u16, &str)> = vec![
+        let mut cases: Vec<(ApiError, u16, &str)> = vec![
             (ApiError::Ticket(TicketError::Forged), 401, "ticket_invalid"),
             (
                 ApiError::Ticket(TicketError::Expired),
@@ -276,44 +276,24 @@ mod tests {
             ),
             (ApiError::StoreUnconfirmed, 503, "store_recovering"),
             (ApiError::StatusCacheMiss, 503, "status_not_cached"),
-            (ApiError::Refused(Refusal::HeadTimeout), 408, "head_timeout"),
-            (ApiError::Refused(Refusal::BodyTimeout), 408, "body_timeout"),
+        ];
+        use Refusal as R;
+        let edge = [
+            (R::HeadTimeout, 408, "head_timeout"),
+            (R::BodyTimeout, 408, "body_timeout"),
+            (R::TooManyHeaders, 431, "too_many_headers"),
+            (R::HeadTooLarge, 431, "head_too_large"),
+            (R::BadTarget, 400, "bad_request_target"),
+            (R::ConflictingLength, 400, "conflicting_content_length"),
+            (R::TransferEncoding, 501, "transfer_encoding_unsupported"),
+            (R::TooManyConnections, 503, "too_many_connections"),
             (
-                ApiError::Refused(Refusal::TooManyHeaders),
-                431,
-                "too_many_headers",
-            ),
-            (
-                ApiError::Refused(Refusal::HeadTooLarge),
-                431,
-                "head_too_large",
-            ),
-            (
-                ApiError::Refused(Refusal::BadTarget),
-                400,
-                "bad_request_target",
-            ),
-            (
-                ApiError::Refused(Refusal::ConflictingLength),
-                400,
-                "conflicting_content_length",
-            ),
-            (
-                ApiError::Refused(Refusal::TransferEncoding),
-                501,
-                "transfer_encoding_unsupported",
-            ),
-            (
-                ApiError::Refused(Refusal::TooManyConnections),
-                503,
-                "too_many_connections",
-            ),
-            (
-                ApiError::Refused(Refusal::TooManyConnectionsPerIp),
+                R::TooManyConnectionsPerIp,
                 429,
                 "too_many_connections_per_ip",
             ),
         ];
+        cases.extend(edge.map(|(r, status, code)| (ApiError::Refused(r), status, code)));
         for (e, status, code) in cases {
             assert_eq!((e.status(), e.code()), (status, code), "{e}");
             assert_eq!(

@@ -358,10 +358,9 @@ impl Metrics {
             "Pipelined Redis connections lost and cluster slot-map changes; each holds purchases until the store's Redis processes are known to hold every acknowledged order.",
             self.redis_topology_changes.load(Ordering::Relaxed),
         );
-        write_metric(
+        gauge(
             out,
             "seckill_redis_connections",
-            "gauge",
             "Open pipelined Redis connections.",
             self.redis_connections.load(Ordering::Relaxed),
         );
@@ -470,10 +469,9 @@ impl Metrics {
                 self.dropped[i].load(Ordering::Relaxed)
             );
         }
-        write_metric(
+        gauge(
             out,
             "seckill_http_connections",
-            "gauge",
             "Open client connections (those being refused included).",
             self.connections.load(Ordering::Relaxed),
         );
@@ -483,6 +481,11 @@ impl Metrics {
 /// One counter with no labels.
 fn counter(out: &mut String, name: &str, help: &str, v: u64) {
     write_metric(out, name, "counter", help, v);
+}
+
+/// One gauge with no labels.
+fn gauge(out: &mut String, name: &str, help: &str, v: impl std::fmt::Display) {
+    write_metric(out, name, "gauge", help, v);
 }
 
 /// A Prometheus label value: backslash, double quote and newline escaped.

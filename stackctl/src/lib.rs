@@ -346,27 +346,26 @@ impl Stack {
     ) -> Result<Proc, StackError> {
         let port = process::free_port();
         let a = self.addresses();
-        let (log, f) = self.log_file(name)?;
-        let mut cmd = Command::new(bin);
-        cmd.current_dir(&self.run)
-            .env("SECKILL_LISTEN", format!("127.0.0.1:{port}"))
-            .env("SECKILL_REDIS_URL", &a.redis_url)
-            .env("SECKILL_KAFKA_BROKERS", &a.kafka_brokers)
-            .env(
+        let own = [
+            ("SECKILL_LISTEN", format!("127.0.0.1:{port}")),
+            ("SECKILL_REDIS_URL", a.redis_url),
+            ("SECKILL_KAFKA_BROKERS", a.kafka_brokers),
+            (
                 "SECKILL_AUDIT_LOG",
-                self.run.join(format!("logs/{name}-audit.jsonl")),
-            )
-            .env("SECKILL_SPOOL_DIR", self.run.join(format!("spool/{name}")))
+                self.run
+                    .join(format!("logs/{name}-audit.jsonl"))
+                    .display()
+                    .to_string(),
+            ),
+            (
+                "SECKILL_SPOOL_DIR",
+                self.run.join(format!("spool/{name}")).display().to_string(),
+            ),
             // Local stacks run with the development secrets; production refuses them.
-            .env("SECKILL_DEV_INSECURE", "1")
-            .env("SECKILL_LOG", "info,may=warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(f);
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        Proc::spawn(name, cmd, port, &log)
+            ("SECKILL_DEV_INSECURE", "1".into()),
+            ("SECKILL_LOG", "info,may=warn".into()),
+        ];
+        self.spawn(bin, name, port, &own, env)
     }
 
     /// An order-writer named `name` on this stack, its metrics on a free port.
@@ -378,18 +377,34 @@ impl Stack {
     ) -> Result<Proc, StackError> {
         let port = process::free_port();
         let a = self.addresses();
+        let own = [
+            ("SECKILL_DATABASE_URL", a.database_url),
+            ("SECKILL_KAFKA_BROKERS", a.kafka_brokers),
+            ("SECKILL_REDIS_URL", a.redis_url),
+            ("SECKILL_METRICS_LISTEN", format!("127.0.0.1:{port}")),
+            ("SECKILL_LOG", "info".into()),
+        ];
+        self.spawn(bin, name, port, &own, env)
+    }
+
+    /// `bin` started as `name` in the run directory with `own` settings, then `env`
+    /// (which may override them), its output in its log; waits until it listens on
+    /// `port`.
+    fn spawn(
+        &self,
+        bin: &Path,
+        name: &str,
+        port: u16,
+        own: &[(&str, String)],
+        env: &[(&str, String)],
+    ) -> Result<Proc, StackError> {
         let (log, f) = self.log_file(name)?;
         let mut cmd = Command::new(bin);
         cmd.current_dir(&self.run)
-            .env("SECKILL_DATABASE_URL", &a.database_url)
-            .env("SECKILL_KAFKA_BROKERS", &a.kafka_brokers)
-            .env("SECKILL_REDIS_URL", &a.redis_url)
-            .env("SECKILL_METRICS_LISTEN", format!("127.0.0.1:{port}"))
-            .env("SECKILL_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(f);
-        for (k, v) in env {
+        for (k, v) in own.iter().chain(env) {
             cmd.env(k, v);
         }
         Proc::spawn(name, cmd, port, &log)
