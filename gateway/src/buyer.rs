@@ -2,7 +2,7 @@
 //! order's status, and paying for it.
 
 use crate::app::App;
-use crate::error::ApiError;
+use crate::error::{ApiError, Unknown};
 use crate::metrics::Limit;
 use crate::order_sink::{SinkError, Via};
 use crate::redis_pipe::RedisPipe;
@@ -66,9 +66,7 @@ impl App {
             }
             return Err(ApiError::OutcomeUnknown {
                 order_id: p.order_id,
-                reason:
-                    "the Redis topology changed during the purchase and its release did not happen"
-                        .into(),
+                reason: Unknown::TopologyChanged,
             });
         }
         if p.remaining <= 0 {
@@ -107,14 +105,14 @@ impl App {
                 tracing::error!(order = %p.order_id, error = %e, "order hand-off outcome unknown; reservation kept");
                 return Err(ApiError::OutcomeUnknown {
                     order_id: p.order_id,
-                    reason: e.to_string(),
+                    reason: Unknown::Sink(e),
                 });
             }
             Err(e) if p.replayed => {
                 // The order stands from an earlier attempt; only this resend failed.
                 return Err(ApiError::OutcomeUnknown {
                     order_id: p.order_id,
-                    reason: e.to_string(),
+                    reason: Unknown::Sink(e),
                 });
             }
             Err(e) => {
@@ -128,7 +126,7 @@ impl App {
                 // order meanwhile and may have acknowledged it): the order may stand.
                 return Err(ApiError::OutcomeUnknown {
                     order_id: p.order_id,
-                    reason: format!("{e}; the unit was not returned"),
+                    reason: Unknown::NotReleased(e),
                 });
             }
         };

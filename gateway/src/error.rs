@@ -46,7 +46,11 @@ pub enum ApiError {
     /// not known (a spool write that hung, a replay whose resend failed). The order may
     /// stand: the buyer queries it, or retries with the same token (which resends it).
     #[error("order {order_id} was reserved, but whether it was stored is not known ({reason}); query GET /v1/orders/{order_id}, or retry with the same token")]
-    OutcomeUnknown { order_id: String, reason: String },
+    OutcomeUnknown {
+        order_id: String,
+        #[source]
+        reason: Unknown,
+    },
     #[error("the gateway is shutting down")]
     Draining,
     #[error("Redis lost its data; selling is stopped until the stock is rebuilt")]
@@ -63,6 +67,20 @@ pub enum ApiError {
     /// `/readyz` while a dependency it needs is down: the body is the readiness object.
     #[error("not ready")]
     NotReady(serde_json::Value),
+}
+
+/// Why an order's outcome is not known (`ApiError::OutcomeUnknown`).
+#[derive(Debug, thiserror::Error)]
+pub enum Unknown {
+    #[error("the Redis topology changed during the purchase and its release did not happen")]
+    TopologyChanged,
+    /// The hand-off's own outcome is not known, or the resend of an order that stands
+    /// from an earlier attempt failed.
+    #[error("{0}")]
+    Sink(#[source] SinkError),
+    /// The hand-off failed and the unit could not be given back.
+    #[error("{0}; the unit was not returned")]
+    NotReleased(#[source] SinkError),
 }
 
 /// Why the control store (switches, sale pauses, audit) did not answer.
@@ -269,7 +287,7 @@ mod tests {
             (
                 ApiError::OutcomeUnknown {
                     order_id: "s-1".into(),
-                    reason: "spool write hung".into(),
+                    reason: Unknown::Sink(SinkError::Timeout),
                 },
                 503,
                 "order_outcome_unknown",

@@ -2,7 +2,7 @@
 //! Retry-After.
 
 use crate::schema::{deref, doc, operations};
-use gateway::error::{ApiError, ControlError};
+use gateway::error::{ApiError, ControlError, Unknown};
 use gateway::metrics::Limit;
 use gateway::order_sink::SinkError;
 use gateway::switches::InvalidSwitch;
@@ -58,7 +58,7 @@ fn every_refusal() -> Vec<ApiError> {
         ApiError::SinkUnavailable(SinkError::Unavailable),
         ApiError::OutcomeUnknown {
             order_id: "s-1".into(),
-            reason: "x".into(),
+            reason: Unknown::TopologyChanged,
         },
         ApiError::Draining,
         ApiError::StoreLost,
