@@ -42,7 +42,7 @@ pub enum ChaosError {
     /// `what` failed on every try until its deadline; the last failure.
     #[error("setup: {what}: {source}")]
     GaveUp {
-        what: &'static str,
+        what: String,
         #[source]
         source: Box<ChaosError>,
     },

@@ -379,6 +379,32 @@ pub(super) fn resold_check(d: &mut Drill, load: &Load, units: i64) {
     );
 }
 
+/// The end drills 13 and 14 share: orders accepted again after the recovery, then the
+/// load stopped, nothing resold and the invariants.
+pub(super) fn sold_again_then_checked(
+    env: &Env,
+    d: &mut Drill,
+    sale: &str,
+    mut load: Load,
+    rec: &Recovered,
+    units: i64,
+) -> Result<(), ChaosError> {
+    let after = observe(
+        d,
+        &load,
+        "after the recovery",
+        rec.first_ok.unwrap_or(u64::MAX),
+        u64::MAX,
+    );
+    d.check(
+        format!("after the recovery: {} orders accepted", after.count("202")),
+        after.count("202") > 0,
+    );
+    load.stop();
+    resold_check(d, &load, units);
+    invariants(env, d, sale, &load)
+}
+
 pub(super) fn redis_aof_tail_lost(env: &Env, d: &mut Drill) -> Result<(), ChaosError> {
     use stackctl::redis::{AofSampler, Persistence};
     let url = env.use_aof_redis()?;
@@ -404,7 +430,7 @@ pub(super) fn redis_aof_tail_lost(env: &Env, d: &mut Drill) -> Result<(), ChaosE
         Duration::from_secs(300),
     );
     let gw_refs: Vec<&Proc> = gws.iter().collect();
-    let mut load = start_load(d, &gw_refs, &sale, 8, 25.0, 80);
+    let load = start_load(d, &gw_refs, &sale, 8, 25.0, 80);
     sleep(5.0);
     let before = observe(d, &load, "before", 0, load.elapsed_ms());
     d.check(
@@ -444,7 +470,7 @@ pub(super) fn redis_aof_tail_lost(env: &Env, d: &mut Drill) -> Result<(), ChaosE
         read.is_ok()
     });
     let missing = read.map_err(|e| ChaosError::GaveUp {
-        what: "could not read the restarted Redis",
+        what: "could not read the restarted Redis".into(),
         source: Box::new(e),
     })?;
     let state = stock::Stock::new(stock::connect(&url, Duration::from_secs(2))?).state(&sale)?;
@@ -466,20 +492,7 @@ pub(super) fn redis_aof_tail_lost(env: &Env, d: &mut Drill) -> Result<(), ChaosE
     );
     let rec = recover(d, &load, &gws, &writer, &mut watch, f0, back, missing.len());
     sell_out(d, &url, &sale, units)?;
-    let after = observe(
-        d,
-        &load,
-        "after the recovery",
-        rec.first_ok.unwrap_or(u64::MAX),
-        u64::MAX,
-    );
-    d.check(
-        format!("after the recovery: {} orders accepted", after.count("202")),
-        after.count("202") > 0,
-    );
-    load.stop();
-    resold_check(d, &load, units);
-    invariants(env, d, &sale, &load)
+    sold_again_then_checked(env, d, &sale, load, &rec, units)
 }
 
 /// Start of the first 50 ms slice from `from_ms` on (ms since the load's start) in which
