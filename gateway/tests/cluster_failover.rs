@@ -23,7 +23,7 @@ fn tokens(gw: &Gateway, sale: &str, users: &[u64]) -> Vec<String> {
         .map(|u| {
             let t = gw.token(sale, *u);
             assert_eq!(t.status, 201, "{}", t.body);
-            t.json()["token"].as_str().unwrap().to_string()
+            t.field("token")
         })
         .collect()
 }
@@ -102,7 +102,7 @@ fn buy_through_the_failover(
             409 if r.code() == "token_used" => {
                 let t = gw.token(sale, users[next]);
                 assert_eq!(t.status, 201, "{}", t.body);
-                tokens[next] = t.json()["token"].as_str().unwrap().to_string();
+                tokens[next] = t.field("token");
             }
             other => panic!("unexpected answer {other}: {}", r.body),
         }

@@ -34,7 +34,7 @@ fn create(gw: &Gateway, sale: &str, units: i64) {
 fn buy(gw: &Gateway, sale: &str, user: u64) -> harness::Resp {
     let t = gw.token(sale, user);
     assert_eq!(t.status, 201, "token {sale}/{user}: {}", t.body);
-    let token = t.json()["token"].as_str().unwrap().to_string();
+    let token = t.field("token");
     gw.order(sale, user, &token)
 }
 
@@ -129,7 +129,7 @@ fn ask_then_moved(gw: &Gateway, c: &RedisCluster, masters: &[usize]) {
     )
     .unwrap();
     let t = gw.token(&sale, 2);
-    let token2 = t.json()["token"].as_str().unwrap().to_string();
+    let token2 = t.field("token");
     let slot = meta_slot(&sale);
     let src = c.master_of(slot).unwrap();
     let dst = *masters.iter().find(|m| **m != src).unwrap();
@@ -193,7 +193,7 @@ fn wait_outlasted_by_a_paused_replica(
         .map(|n| (n.port - c.base_port) as usize)
         .expect("the master has a replica");
     let t = gw.token(&sale, 50);
-    let token = t.json()["token"].as_str().unwrap().to_string();
+    let token = t.field("token");
     c.signal(replica, stackctl::process::SIGSTOP).unwrap();
     let t0 = Instant::now();
     let r = gw.order(&sale, 50, &token);

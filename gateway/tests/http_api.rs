@@ -15,10 +15,10 @@ fn happy_path_ticket_token_order_lands_in_kafka() {
     let sale = gw.open_sale("happy", 10);
     let t = gw.token(&sale, 42);
     assert_eq!(t.status, 201, "{}", t.body);
-    let token = t.json()["token"].as_str().unwrap().to_string();
+    let token = t.field("token");
     let o = gw.order(&sale, 42, &token);
     assert_eq!(o.status, 202, "{}", o.body);
-    let order_id = o.json()["order_id"].as_str().unwrap().to_string();
+    let order_id = o.field("order_id");
     assert_eq!(o.json()["status"], "reserved");
 
     let msgs = consume(&gw.brokers, &gw.topic, 1, Duration::from_secs(20));
@@ -70,12 +70,7 @@ fn each_refusal_has_its_status_and_json_code() {
         ..Default::default()
     });
     let sale = gw.open_sale("errors", 2);
-    let tok = |u| {
-        gw.token(&sale, u).json()["token"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    };
+    let tok = |u| gw.token(&sale, u).field("token");
     let check = |r: harness::Resp, status: u16, code: &str| {
         assert_eq!((r.status, r.code().as_str()), (status, code), "{}", r.body);
         if status == 429 || status == 503 {
@@ -185,10 +180,7 @@ fn duplicate_click_storm_buys_exactly_once() {
     let sale = gw.open_sale("storm", 100);
     let user = 77;
     // 50 parallel clicks with the same token.
-    let token = gw.token(&sale, user).json()["token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let token = gw.token(&sale, user).field("token");
     // Every click learns the one order the token made.
     let same: Vec<(u16, String)> = parallel(
         50,
@@ -205,12 +197,7 @@ fn duplicate_click_storm_buys_exactly_once() {
     // 10 parallel clicks (the live-token cap), each with a fresh token, from a second user.
     let user2 = 78;
     let tokens: Vec<String> = (0..10)
-        .map(|_| {
-            gw.token(&sale, user2).json()["token"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
+        .map(|_| gw.token(&sale, user2).field("token"))
         .collect();
     let fresh: Vec<u16> = parallel(10, |i| gw.order(&sale, user2, &tokens[i]).status, &gw);
     assert_eq!(fresh.iter().filter(|s| **s == 202).count(), 1, "{fresh:?}");
@@ -229,10 +216,7 @@ fn duplicate_click_storm_buys_exactly_once() {
 fn replaying_a_spent_token_does_not_produce_its_order_again() {
     let gw = Gateway::start();
     let sale = gw.open_sale("replay_flood", 10);
-    let token = gw.token(&sale, 5).json()["token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let token = gw.token(&sale, 5).field("token");
     let first = gw.order(&sale, 5, &token);
     assert_eq!(first.status, 202, "{}", first.body);
     for _ in 0..40 {
@@ -271,10 +255,7 @@ fn a_sold_out_sale_sheds_token_requests_from_memory_without_redis() {
         ..Default::default()
     });
     let sale = gw.open_sale("shed", 1);
-    let t = gw.token(&sale, 1).json()["token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let t = gw.token(&sale, 1).field("token");
     let o = gw.order(&sale, 1, &t);
     assert_eq!(o.json()["remaining"], 0);
     let evals_before = redis.calls("evalsha");
@@ -300,10 +281,7 @@ fn a_sold_out_sale_sheds_token_requests_from_memory_without_redis() {
 fn a_buyer_retrying_their_purchase_after_sell_out_gets_their_order_back() {
     let gw = Gateway::start();
     let sale = gw.open_sale("retry_after_sold_out", 1);
-    let t = gw.token(&sale, 1).json()["token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let t = gw.token(&sale, 1).field("token");
     let first = gw.order(&sale, 1, &t);
     assert_eq!(first.status, 202);
     assert_eq!(first.json()["remaining"], 0);
@@ -319,10 +297,7 @@ fn a_buyer_retrying_their_purchase_after_sell_out_gets_their_order_back() {
 fn a_malformed_order_body_is_400_whatever_the_sale_state() {
     let gw = Gateway::start();
     let sale = gw.open_sale("malformed_after_sold_out", 1);
-    let t = gw.token(&sale, 1).json()["token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let t = gw.token(&sale, 1).field("token");
     assert_eq!(gw.order(&sale, 1, &t).status, 202);
     assert_eq!(gw.token(&sale, 2).code(), "sold_out");
     for body in ["", "{", "[]", "{\"token\": 5}", "{\"tokn\": \"x\"}"] {
@@ -347,13 +322,10 @@ fn every_orders_id_is_unique_across_two_gateways() {
     let mut ids = HashSet::new();
     for u in 0..100u64 {
         let gw = if u % 2 == 0 { &a } else { &b };
-        let t = gw.token(&sale, u).json()["token"]
-            .as_str()
-            .unwrap()
-            .to_string();
+        let t = gw.token(&sale, u).field("token");
         let o = gw.order(&sale, u, &t);
         assert_eq!(o.status, 202);
-        assert!(ids.insert(o.json()["order_id"].as_str().unwrap().to_string()));
+        assert!(ids.insert(o.field("order_id")));
     }
 }
 

@@ -27,10 +27,7 @@ fn with_the_sink_on_kafka_and_no_broker_an_order_is_refused_before_anything_is_r
         "not ready without a broker"
     );
     let sale = gw.open_sale("nobroker", 1);
-    let t = gw.token(&sale, 5).json()["token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let t = gw.token(&sale, 5).field("token");
     // The health loop has seen the broker missing (it asks every second).
     std::thread::sleep(Duration::from_millis(2500));
     let r = gw.order(&sale, 5, &t);
@@ -189,7 +186,7 @@ fn without_a_broker_orders_go_to_the_durable_spool() {
     let r = gw.buy(&sale, 5);
     assert_eq!(r.status, 202, "{}", r.body);
     assert_eq!(r.json()["spooled"], true);
-    let id = r.json()["order_id"].as_str().unwrap().to_string();
+    let id = r.field("order_id");
     let spool = gw.audit.parent().unwrap().join("spool");
     let on_disk: String = std::fs::read_dir(&spool)
         .unwrap()

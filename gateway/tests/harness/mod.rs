@@ -292,6 +292,13 @@ impl Resp {
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
     }
+    /// A string field of the JSON body (panics, showing the body, when there is none).
+    pub fn field(&self, name: &str) -> String {
+        match self.json()[name].as_str() {
+            Some(v) => v.to_string(),
+            None => panic!("no string {name:?} in {}", self.body),
+        }
+    }
     pub fn code(&self) -> String {
         self.json()["error"].as_str().unwrap_or("").to_string()
     }

@@ -14,14 +14,8 @@ fn every_documented_route_answers_as_documented() {
     let gw = Gateway::start();
     let sale = gw.open_sale("openapi", 10);
     let user = 5;
-    let token = gw.token(&sale, user).json()["token"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let order = gw.order(&sale, user, &token).json()["order_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let token = gw.token(&sale, user).field("token");
+    let order = gw.order(&sale, user, &token).field("order_id");
 
     let mut served = HashSet::new();
     for (template, method, op) in operations(&doc) {
@@ -42,10 +36,7 @@ fn every_documented_route_answers_as_documented() {
         let auth = auth_for(&gw, &op, buyer);
         let body = match (method.as_str(), template.as_str()) {
             ("POST", "/v1/sales/{sale}/orders") => {
-                let fresh = gw.token(&sale, buyer).json()["token"]
-                    .as_str()
-                    .unwrap()
-                    .to_string();
+                let fresh = gw.token(&sale, buyer).field("token");
                 Some(format!(r#"{{"token":"{fresh}"}}"#))
             }
             ("POST", "/admin/sales") => Some(format!(
@@ -147,22 +138,13 @@ fn order_status_checks_the_ticket_before_the_switch() {
         Some(r#"{"status_reads":"off"}"#),
     );
     assert_eq!(r.status, 200, "{}", r.body);
-    let r = gw.get("/v1/orders/s1-1", None);
-    assert_eq!(
-        (r.status, r.code()),
-        (401, "ticket_missing".into()),
-        "{}",
-        r.body
-    );
-    answers_as_documented(&doc, "GET /v1/orders/{id}", op, &r);
-    let r = gw.get("/v1/orders/s1-1", Some(&gw.ticket(3)));
-    assert_eq!(
-        (r.status, r.code()),
-        (503, "status_reads_off".into()),
-        "{}",
-        r.body
-    );
-    answers_as_documented(&doc, "GET /v1/orders/{id}", op, &r);
+    let refused = |auth: Option<&str>, status: u16, code: &str| {
+        let r = gw.get("/v1/orders/s1-1", auth);
+        assert_eq!((r.status, r.code().as_str()), (status, code), "{}", r.body);
+        answers_as_documented(&doc, "GET /v1/orders/{id}", op, &r);
+    };
+    refused(None, 401, "ticket_missing");
+    refused(Some(&gw.ticket(3)), 503, "status_reads_off");
 }
 
 /// Under every degradation an operator can switch on (limits at their lowest, admission
@@ -174,14 +156,8 @@ fn degraded_answers_are_documented() {
     let gw = Gateway::start();
     let admin = Gateway::admin_auth();
     let sale = gw.open_sale("degraded", 10);
-    let token = gw.token(&sale, 9).json()["token"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let order = gw.order(&sale, 9, &token).json()["order_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let token = gw.token(&sale, 9).field("token");
+    let order = gw.order(&sale, 9, &token).field("order_id");
     let rates =
         r#"{"global_rps":1,"global_burst":1,"user_rps":1,"user_burst":1,"ip_rps":1,"ip_burst":1}"#;
     let states = [
