@@ -48,18 +48,7 @@ pub(super) fn redis_master_killed(env: &Env, d: &mut Drill) -> Result<(), ChaosE
     let (units, buckets) = (2000, 8);
     let sale = open_bucketed_sale(d, &gws[0], units, buckets)?;
     let r = roles(d, c, &sale, buckets)?;
-    let gw_refs: Vec<&Proc> = gws.iter().collect();
-    let load = start_load(d, &gw_refs, &sale, 8, 25.0, 80);
-    sleep(5.0);
-    let before = observe(d, &load, "before", 0, load.elapsed_ms());
-    d.check(
-        format!(
-            "selling on the cluster: {} orders accepted, {} failed",
-            before.count("202"),
-            failed(&before)
-        ),
-        before.count("202") > 0,
-    );
+    let load = selling(d, &gws, &sale);
     let unrepl_before = unreplicated(&gws).unwrap_or(-1.0);
     let mut watch = StoreWatch::start(env, &gws, &writer);
     let alone = master_sells_alone(d, c, &r, &load, &gws, unrepl_before)?;
@@ -81,6 +70,23 @@ pub(super) fn redis_master_killed(env: &Env, d: &mut Drill) -> Result<(), ChaosE
     let unrepl = [unrepl_before, alone.unrepl, unrepl_alone];
     report_unreplicated(d, &gws, &r, unrepl, &alone.paused);
     sold_again_then_checked(env, d, &sale, load, &rec, units)
+}
+
+/// Load on every gateway for five seconds, checked to be selling on the cluster.
+fn selling(d: &mut Drill, gws: &[Proc], sale: &str) -> Load {
+    let gw_refs: Vec<&Proc> = gws.iter().collect();
+    let load = start_load(d, &gw_refs, sale, 8, 25.0, 80);
+    sleep(5.0);
+    let before = observe(d, &load, "before", 0, load.elapsed_ms());
+    d.check(
+        format!(
+            "selling on the cluster: {} orders accepted, {} failed",
+            before.count("202"),
+            failed(&before)
+        ),
+        before.count("202") > 0,
+    );
+    load
 }
 
 /// The master holding most of the sale's buckets (to be killed), one of their slots,
@@ -331,18 +337,7 @@ pub(super) fn redis_master_restarted_empty(env: &Env, d: &mut Drill) -> Result<(
             Err(_) => sleep(0.01),
         }
     };
-    let gw_refs: Vec<&Proc> = gws.iter().collect();
-    let mut load = start_load(d, &gw_refs, &sale, 8, 25.0, 80);
-    sleep(5.0);
-    let before = observe(d, &load, "before", 0, load.elapsed_ms());
-    d.check(
-        format!(
-            "selling on the cluster: {} orders accepted, {} failed",
-            before.count("202"),
-            failed(&before)
-        ),
-        before.count("202") > 0,
-    );
+    let mut load = selling(d, &gws, &sale);
     let mut watch = StoreWatch::start(env, &gws, &writer);
     let (acked, _) = load.acked();
     let on_victim = acked
