@@ -87,34 +87,7 @@ pub fn run(
     // Held until `db` is dropped at the end of the run.
     db.execute("SELECT pg_advisory_lock($1)", &[&RECONCILE_LOCK])?;
 
-    let mut definitions: BTreeMap<String, Option<SaleDefinition>> = BTreeMap::new();
-    for row in db.query(
-        "SELECT sale, initial_stock, per_user_limit, start_ms, end_ms, buckets FROM sales",
-        &[],
-    )? {
-        let sale: String = row.get(0);
-        let def = match (
-            row.get::<_, Option<i64>>(1),
-            row.get::<_, Option<i64>>(2),
-            row.get::<_, Option<i64>>(3),
-            row.get::<_, Option<i64>>(4),
-        ) {
-            (Some(stock), Some(per_user_limit), Some(start_ms), Some(end_ms)) => {
-                Some(SaleDefinition {
-                    stock,
-                    per_user_limit,
-                    start_ms,
-                    end_ms,
-                    buckets: row
-                        .get::<_, i32>(5)
-                        .clamp(1, stock::keys::MAX_BUCKETS as i32)
-                        as u32,
-                })
-            }
-            _ => None,
-        };
-        definitions.insert(sale, def);
-    }
+    let mut definitions = recorded_definitions(&mut db)?;
     // The reconciler needs only what PostgreSQL may not hold yet: from the writers'
     // committed offsets (committed only after the rows). rebuild-stock reads it all.
     let from_group = match scope {
@@ -180,6 +153,41 @@ pub fn run(
     stock.mark_store()?;
     stock::trust::trust(stock.conn_mut(), &runs)?;
     Ok(out)
+}
+
+/// Every sale PostgreSQL knows, with its definition where one was recorded.
+fn recorded_definitions(
+    db: &mut postgres::Client,
+) -> Result<BTreeMap<String, Option<SaleDefinition>>, WriterError> {
+    let mut definitions: BTreeMap<String, Option<SaleDefinition>> = BTreeMap::new();
+    for row in db.query(
+        "SELECT sale, initial_stock, per_user_limit, start_ms, end_ms, buckets FROM sales",
+        &[],
+    )? {
+        let sale: String = row.get(0);
+        let def = match (
+            row.get::<_, Option<i64>>(1),
+            row.get::<_, Option<i64>>(2),
+            row.get::<_, Option<i64>>(3),
+            row.get::<_, Option<i64>>(4),
+        ) {
+            (Some(stock), Some(per_user_limit), Some(start_ms), Some(end_ms)) => {
+                Some(SaleDefinition {
+                    stock,
+                    per_user_limit,
+                    start_ms,
+                    end_ms,
+                    buckets: row
+                        .get::<_, i32>(5)
+                        .clamp(1, stock::keys::MAX_BUCKETS as i32)
+                        as u32,
+                })
+            }
+            _ => None,
+        };
+        definitions.insert(sale, def);
+    }
+    Ok(definitions)
 }
 
 /// Restore `sale` if Redis lost it, else put back what Redis lacks.
