@@ -15,7 +15,7 @@ use crate::WriterError;
 use seckill_common::order::OrderMessage;
 use std::collections::{BTreeMap, BTreeSet};
 use stock::reconcile::Reapplied;
-use stock::{RestoredOrder, RestoredStatus, Stock, StockError};
+use stock::{RestoredOrder, Stock, StockError};
 
 /// Gateways' and writers' clocks may differ by this much: an order accepted up to this
 /// long after a mark (by its gateway's clock) is checked too (idempotent, so only a cost).
@@ -71,11 +71,7 @@ pub fn late_orders(
         "SELECT order_id, sale, user_id, status FROM orders WHERE order_id = ANY($1)",
         &[&ids],
     )? {
-        let status = match row.get::<_, &str>(3) {
-            "paid" => RestoredStatus::Paid,
-            "cancelled" => RestoredStatus::Cancelled,
-            _ => RestoredStatus::Reserved,
-        };
+        let status = crate::rebuild::restored_status(row.get(3));
         out.entry(row.get(1)).or_default().push(RestoredOrder {
             order_id: row.get(0),
             user: row.get::<_, i64>(2) as u64,

@@ -155,6 +155,15 @@ pub fn run(
     Ok(out)
 }
 
+/// What an order row's status means for Redis (a live order holds its unit).
+pub(crate) fn restored_status(status: &str) -> RestoredStatus {
+    match status {
+        "paid" => RestoredStatus::Paid,
+        "cancelled" => RestoredStatus::Cancelled,
+        _ => RestoredStatus::Reserved,
+    }
+}
+
 /// Every sale PostgreSQL knows, with its definition where one was recorded.
 fn recorded_definitions(
     db: &mut postgres::Client,
@@ -219,11 +228,7 @@ fn one_sale(
         "SELECT order_id, user_id, status FROM orders WHERE sale = $1",
         &[&sale],
     )? {
-        let status = match row.get::<_, &str>(2) {
-            "paid" => RestoredStatus::Paid,
-            "cancelled" => RestoredStatus::Cancelled,
-            _ => RestoredStatus::Reserved,
-        };
+        let status = restored_status(row.get(2));
         facts.push(Fact::Row {
             order_id: row.get(0),
             user: row.get::<_, i64>(1) as u64,
