@@ -2,7 +2,7 @@
 //!
 //! | key | type | holds |
 //! |---|---|---|
-//! | `sk:{S}:meta` | hash | initial, limit, start_ms, end_ms, paused, created_ms, void_before (set by a reconcile that put back lost orders: tokens issued before it are void) |
+//! | `sk:{S}:meta` | hash | initial, limit, start_ms, end_ms, paused, created_ms, void_before (µs; set by a reconcile that put back lost orders: tokens issued before it are void) |
 //! | `sk:{S}:stock` | int | units still for sale |
 //! | `sk:{S}:sold` | int | units paid for |
 //! | `sk:{S}:buyers` | hash | user → units held or bought |

@@ -41,7 +41,7 @@ if not tv then return {'TOKEN_INVALID'} end
 if owner ~= ARGV[1] then return {'TOKEN_NOT_YOURS'} end
 if state ~= 'new' then return {'TOKEN_USED'} end
 if now >= tonumber(exp) then return {'TOKEN_EXPIRED'} end
-if meta[5] and (tonumber(prior) or 0) < tonumber(meta[5]) then return {'TOKEN_EXPIRED'} end
+if meta[5] and (tonumber(prior) or 0) <= tonumber(meta[5]) then return {'TOKEN_EXPIRED'} end
 if tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or '0') >= tonumber(meta[1]) then
   return {'ALREADY_BOUGHT'}
 end

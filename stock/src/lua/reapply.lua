@@ -83,7 +83,7 @@ for i = 3, #ARGV, 4 do
 end
 -- A token this Redis lost as spent (its order put back above) would buy again: every
 -- token issued before now is void (purchase.lua); a buyer asks for a new one.
-if applied > 0 then redis.call('HSET', KEYS[1], 'void_before', now) end
+if applied > 0 then redis.call('HSET', KEYS[1], 'void_before', now_us()) end
 local nb, b = tonumber(ARGV[1]), tonumber(ARGV[2])
 local floor = now * 1000
 floor = floor - (floor % nb) + b

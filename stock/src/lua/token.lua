@@ -20,9 +20,9 @@ if cap > 0 then
   if redis.call('ZCARD', KEYS[5]) >= cap then return {'TOO_MANY_TOKENS'} end
 end
 -- The key outlives the token by a minute so that "expired" and "reused" stay
--- distinguishable from "never issued". It records when it was issued (`user|exp|new|issued`):
+-- distinguishable from "never issued". It records when it was issued, in µs (`user|exp|new|issued`):
 -- a reconcile that put back lost orders voids every token issued before it (reapply.lua).
-if not redis.call('SET', KEYS[4], ARGV[1] .. '|' .. exp .. '|new|' .. now, 'PX', ttl + 60000, 'NX') then
+if not redis.call('SET', KEYS[4], ARGV[1] .. '|' .. exp .. '|new|' .. now_us(), 'PX', ttl + 60000, 'NX') then
   return {'TOKEN_COLLISION'}
 end
 if cap > 0 then
