@@ -9,6 +9,12 @@
 //! black hole between the gateways and Redis (the fault proxy) — for a seeded few
 //! seconds, then heals it and waits for the stack to be healthy again.
 //!
+//! `--cluster` runs it on the Redis Cluster profile (three masters, three replicas,
+//! sales in eight stock buckets over the masters, `WAIT 1`), where the Redis faults are
+//! a master paused past the node timeout (its replica takes over), a master `kill -9`d
+//! (failover, then it rejoins as a replica) and a master restarted empty inside the node
+//! timeout (its buckets lost: restored whole by the reconcile, drill 15).
+//!
 //! Each fault gets a sale of its own: when the stack is healthy again the buyers move to
 //! a new sale, and the previous one — no longer bought from, its unpaid orders expired
 //! and released — is checked by the drills' verifier ([`crate::verify`]: no oversell,
@@ -43,6 +49,9 @@ const WRITER: [(&str, &str); 4] = [
 /// Units per sale: far more than a fault's worth of buyers, so no sale sells out.
 const UNITS: i64 = 100_000;
 const GATEWAYS: usize = 2;
+/// Stock buckets per sale on the cluster profile: spread over the three masters, moves
+/// between them under way throughout.
+const CLUSTER_BUCKETS: u32 = 8;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Fault {
@@ -53,6 +62,17 @@ pub enum Fault {
     PostgresStop,
     GatewayKill,
     NetBlackhole,
+    /// The cluster profile's: a master paused (SIGSTOP) — past the node timeout its
+    /// replica takes over, and the old master, resumed, rejoins as a replica and drops
+    /// what it had not replicated.
+    MasterPause,
+    /// A master `kill -9`; its replica takes over; the old one is started again (empty,
+    /// no persistence) once it has, and rejoins as a replica.
+    MasterKill,
+    /// A master `kill -9` and started again at once, empty, inside the node timeout: no
+    /// failover, its slots' keys are gone (drill 15). Never the epoch's master (a total
+    /// loss is the operator's, drill 2).
+    MasterEmptyRestart,
 }
 
 impl Fault {
@@ -65,6 +85,16 @@ impl Fault {
         Fault::GatewayKill,
         Fault::NetBlackhole,
     ];
+    /// The cluster profile's faults (no fault proxy: the gateways talk to every node).
+    const CLUSTER: [Fault; 7] = [
+        Fault::MasterPause,
+        Fault::MasterKill,
+        Fault::BrokerKill,
+        Fault::WriterKill,
+        Fault::PostgresStop,
+        Fault::GatewayKill,
+        Fault::MasterEmptyRestart,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -75,6 +105,9 @@ impl Fault {
             Fault::PostgresStop => "postgres-stop",
             Fault::GatewayKill => "gateway-kill",
             Fault::NetBlackhole => "net-blackhole",
+            Fault::MasterPause => "master-pause",
+            Fault::MasterKill => "master-kill",
+            Fault::MasterEmptyRestart => "master-empty-restart",
         }
     }
 }
@@ -89,13 +122,19 @@ pub struct Planned {
     pub target: usize,
 }
 
-/// The seed's schedule: its first `n` faults (a campaign runs as many as its time allows).
-pub fn schedule(seed: u64, n: usize) -> Vec<Planned> {
+/// The seed's schedule: its first `n` faults (a campaign runs as many as its time allows),
+/// drawn from the profile's faults.
+pub fn schedule(seed: u64, n: usize, cluster: bool) -> Vec<Planned> {
+    let kinds: &[Fault] = if cluster {
+        &Fault::CLUSTER
+    } else {
+        &Fault::ALL
+    };
     let mut rng = StdRng::seed_from_u64(seed);
     (0..n)
         .map(|_| Planned {
             gap: Duration::from_millis(rng.random_range(2000..6000)),
-            fault: Fault::ALL[rng.random_range(0..Fault::ALL.len())],
+            fault: kinds[rng.random_range(0..kinds.len())],
             lasts: Duration::from_millis(rng.random_range(2000..7000)),
             target: rng.random_range(0..64),
         })
@@ -114,34 +153,68 @@ struct Done {
 /// The processes the campaign runs on the drill stack.
 struct Rig<'a> {
     env: &'a Env,
-    proxy: Proxy,
+    /// The fault proxy in front of the single Redis; none on the cluster profile.
+    proxy: Option<Proxy>,
+    /// The gateways' Redis URL.
+    redis: String,
+    /// Stock buckets per sale: 8 on the cluster (spread over the masters), else 1.
+    buckets: u32,
+    /// The cluster node the running fault hit.
+    victim: Option<usize>,
     gws: Vec<Proc>,
     writer: Proc,
 }
 
 impl<'a> Rig<'a> {
-    /// The campaign's stack: the AOF Redis behind the fault proxy, a fresh order topic
-    /// and its dead-letter topic, the writer and the gateways, healthy.
-    fn up(env: &'a Env, d: &mut Drill, seed: u64, name: &str) -> Result<Rig<'a>, ChaosError> {
+    /// The campaign's stack: the AOF Redis behind the fault proxy (or the Redis Cluster,
+    /// three masters and three replicas), a fresh order topic and its dead-letter topic,
+    /// the writer and the gateways, healthy.
+    fn up(
+        env: &'a Env,
+        d: &mut Drill,
+        seed: u64,
+        name: &str,
+        cluster: bool,
+    ) -> Result<Rig<'a>, ChaosError> {
         env.up()?;
         env.fresh_topic(name)?;
-        let redis = env.use_aof_redis()?;
+        let (proxy, redis, buckets, what) = if cluster {
+            let url = env.use_cluster()?;
+            let c = &env.cluster;
+            let what = format!(
+                "Redis Cluster {url} (3 masters + 3 replicas on {}..{}, node timeout {} ms, WAIT 1), sales in {CLUSTER_BUCKETS} stock buckets",
+                c.port(0),
+                c.port(c.nodes() - 1),
+                c.node_timeout_ms
+            );
+            (None, url, CLUSTER_BUCKETS, what)
+        } else {
+            let redis = env.use_aof_redis()?;
+            let upstream: std::net::SocketAddr = ([127, 0, 0, 1], env.aof_redis.port).into();
+            let proxy = Proxy::start(upstream).map_err(ChaosError::Proxy)?;
+            let what = format!(
+                "Redis {redis} (append-only file) behind the fault proxy 127.0.0.1:{}",
+                proxy.port
+            );
+            let url = format!("redis://127.0.0.1:{}", proxy.port);
+            (Some(proxy), url, 1, what)
+        };
         seckill_common::kafka::create_topic(&env.brokers(), &dlq_topic(env), 1).map_err(
             |source| ChaosError::Topic {
                 what: "create the dead-letter topic".into(),
                 source,
             },
         )?;
-        let upstream: std::net::SocketAddr = ([127, 0, 0, 1], env.aof_redis.port).into();
-        let proxy = Proxy::start(upstream).map_err(ChaosError::Proxy)?;
         d.log(format!(
-            "seed {seed}: Redis {redis} (append-only file) behind the fault proxy 127.0.0.1:{}, {GATEWAYS} gateways, one writer (payment window 5 s, cancel scan 200 ms, sweep 1 s after 2 s grace), dead letters to {}",
-            proxy.port,
+            "seed {seed}: {what}, {GATEWAYS} gateways, one writer (payment window 5 s, cancel scan 200 ms, sweep 1 s after 2 s grace), dead letters to {}",
             dlq_topic(env)
         ));
         let mut rig = Rig {
             env,
             proxy,
+            redis,
+            buckets,
+            victim: None,
             gws: Vec::new(),
             writer: Rig::writer(env)?,
         };
@@ -203,7 +276,7 @@ impl Rig<'_> {
         self.env.gateway(
             &format!("campaign-gw-{i}"),
             "campaign",
-            Some(format!("redis://127.0.0.1:{}", self.proxy.port)),
+            Some(self.redis.clone()),
             &[],
         )
     }
@@ -247,10 +320,65 @@ impl Rig<'_> {
                 format!("kill -9 gateway {i}")
             }
             Fault::NetBlackhole => {
-                self.proxy.set(Toxic::Blackhole);
+                self.toxic(Toxic::Blackhole)?;
                 "black hole between the gateways and Redis".into()
             }
+            Fault::MasterPause => {
+                let m = self.pick_master(p.target, false)?;
+                env.cluster.signal(m, SIGSTOP)?;
+                format!("kill -STOP redis-{m} (a master)")
+            }
+            Fault::MasterKill => {
+                let m = self.pick_master(p.target, false)?;
+                env.cluster.signal(m, SIGKILL)?;
+                wait_for(Duration::from_secs(5), || !env.cluster.node_up(m));
+                format!("kill -9 redis-{m} (a master)")
+            }
+            Fault::MasterEmptyRestart => {
+                let m = self.pick_master(p.target, true)?;
+                let c = &env.cluster;
+                c.signal(m, SIGKILL)?;
+                stackctl::process::wait_until(Duration::from_secs(5), || {
+                    !c.node_up(m) && !stackctl::process::port_open(c.port(m))
+                });
+                c.start_node(m)?;
+                format!(
+                    "kill -9 redis-{m} (a master) and started again at once, empty, inside the {} ms node timeout",
+                    c.node_timeout_ms
+                )
+            }
         })
+    }
+
+    fn toxic(&self, t: Toxic) -> Result<(), ChaosError> {
+        self.proxy
+            .as_ref()
+            .ok_or_else(|| ChaosError::Setup("no fault proxy on the cluster profile".into()))?
+            .set(t);
+        Ok(())
+    }
+
+    /// The master the fault hits (`target` modulo the masters now), remembered for the
+    /// heal; with `spare_epoch`, never the one holding the store epoch (and trust map).
+    fn pick_master(&mut self, target: usize, spare_epoch: bool) -> Result<usize, ChaosError> {
+        let c = &self.env.cluster;
+        let epoch = c.master_of(stock::cluster::slot(stock::keys::EPOCH.as_bytes()))?;
+        let masters: Vec<usize> = c
+            .masters_now()?
+            .into_iter()
+            .filter(|m| !spare_epoch || *m != epoch)
+            .collect();
+        if masters.is_empty() {
+            return Err(ChaosError::Setup("no master to hit".into()));
+        }
+        let m = masters[target % masters.len()];
+        self.victim = Some(m);
+        Ok(m)
+    }
+
+    fn victim(&self) -> Result<usize, ChaosError> {
+        self.victim
+            .ok_or_else(|| ChaosError::Setup("no cluster node was hit".into()))
     }
 
     /// Undo `p`'s fault; returns what was done.
@@ -288,8 +416,31 @@ impl Rig<'_> {
                 )
             }
             Fault::NetBlackhole => {
-                self.proxy.set(Toxic::Pass);
+                self.toxic(Toxic::Pass)?;
                 "the proxy passes again".into()
+            }
+            Fault::MasterPause => {
+                let m = self.victim()?;
+                env.cluster.signal(m, SIGCONT)?;
+                format!("kill -CONT redis-{m}")
+            }
+            Fault::MasterKill => {
+                // Started again once a replica has its slots (bounded): a node started
+                // before that would be an empty master (the next fault's kind).
+                let m = self.victim()?;
+                let c = &env.cluster;
+                let promoted = wait_for(Duration::from_secs(20), || {
+                    c.masters_now()
+                        .is_ok_and(|ms| ms.len() == 3 && !ms.contains(&m))
+                });
+                c.start_node(m)?;
+                format!(
+                    "redis-{m} started again {} a replica took over; it rejoins as a replica",
+                    if promoted { "after" } else { "(20 s passed and no" }
+                )
+            }
+            Fault::MasterEmptyRestart => {
+                format!("redis-{} was started again at once", self.victim()?)
             }
         })
     }
@@ -299,7 +450,12 @@ impl Rig<'_> {
     /// confirmed, the writer holding partitions, every broker in the metadata.
     fn healthy(&self) -> bool {
         let env = self.env;
-        env.aof_redis.is_up()
+        let redis_up = if self.proxy.is_some() {
+            env.aof_redis.is_up()
+        } else {
+            (0..env.cluster.nodes()).all(|i| env.cluster.node_up(i)) && env.cluster.ready()
+        };
+        redis_up
             && env.stack.postgres.is_up()
             && env.stack.kafka.brokers_listed() == env.stack.kafka.nodes
             && self
@@ -366,16 +522,26 @@ pub struct Outcome {
     pub passed: bool,
 }
 
-/// Run the campaign; prints the timeline, fault counts and every check.
-pub fn run(env: &Env, seed: u64, minutes: f64) -> Result<Outcome, ChaosError> {
-    let name = format!("campaign-s{seed}");
+/// Run the campaign (on the single Redis, or with `cluster` on the Redis Cluster);
+/// prints the timeline, fault counts and every check.
+pub fn run(env: &Env, seed: u64, minutes: f64, cluster: bool) -> Result<Outcome, ChaosError> {
+    let name = format!("campaign-s{seed}{}", if cluster { "c" } else { "" });
     let mut d = Drill::new(
         &name,
-        &format!("seeded fault campaign, seed {seed}, {minutes} min"),
+        &format!(
+            "seeded fault campaign, seed {seed}, {minutes} min{}",
+            if cluster { ", Redis Cluster" } else { "" }
+        ),
     );
-    let mut rig = Rig::up(env, &mut d, seed, &name)?;
+    let mut rig = Rig::up(env, &mut d, seed, &name, cluster)?;
     let budget = Duration::from_secs_f64(minutes * 60.0);
-    let mut sales = vec![crate::drills::open_sale(&d, &rig.gws[0], UNITS)?];
+    let buckets = rig.buckets;
+    let mut sales = vec![crate::drills::open_bucketed_sale(
+        &d,
+        &rig.gws[0],
+        UNITS,
+        buckets,
+    )?];
     let load = Load::start(Spec {
         gateways: rig.gws.iter().map(Proc::url).collect(),
         sale: &sales[0],
@@ -390,7 +556,7 @@ pub fn run(env: &Env, seed: u64, minutes: f64) -> Result<Outcome, ChaosError> {
     let start = Instant::now();
     let mut done: Vec<Done> = Vec::new();
     // Enough for any campaign: a fault takes at least its gap and duration (4 s).
-    let plan = schedule(seed, (budget.as_secs() / 4 + 1) as usize);
+    let plan = schedule(seed, (budget.as_secs() / 4 + 1) as usize, cluster);
     for p in plan {
         if start.elapsed() + p.gap + p.lasts >= budget {
             break;
@@ -401,7 +567,7 @@ pub fn run(env: &Env, seed: u64, minutes: f64) -> Result<Outcome, ChaosError> {
         done.push(rig.fault_and_heal(&mut d, &load, k, p)?);
         // The buyers move to a new sale; the last one drains and is checked.
         let old = sales.last().cloned().unwrap_or_default();
-        match crate::drills::open_sale(&d, &rig.gws[0], UNITS) {
+        match crate::drills::open_bucketed_sale(&d, &rig.gws[0], UNITS, buckets) {
             Ok(s) => {
                 load.switch_sale(&s);
                 sales.push(s);
@@ -433,7 +599,7 @@ pub fn run(env: &Env, seed: u64, minutes: f64) -> Result<Outcome, ChaosError> {
         verify_sale(env, &mut d, &load, sale, &format!("[end, sale {}] ", k + 1))?;
     }
     verify_dead_letters(env, &mut d, &load, "[end] ");
-    report(&d, seed, minutes, &done);
+    report(&d, seed, minutes, cluster, &done);
     Ok(Outcome { passed: d.passed() })
 }
 
@@ -507,9 +673,10 @@ fn verify_dead_letters(env: &Env, d: &mut Drill, load: &Load, label: &str) {
     }
 }
 
-fn report(d: &Drill, seed: u64, minutes: f64, done: &[Done]) {
+fn report(d: &Drill, seed: u64, minutes: f64, cluster: bool, done: &[Done]) {
+    let flag = if cluster { " --cluster" } else { "" };
     println!(
-        "\n=== campaign seed {seed}, {minutes} min: {} faults",
+        "\n=== campaign seed {seed}, {minutes} min{flag}: {} faults",
         done.len()
     );
     for (k, f) in done.iter().enumerate() {
@@ -541,7 +708,7 @@ fn report(d: &Drill, seed: u64, minutes: f64, done: &[Done]) {
         println!("  FAIL {f}");
     }
     println!(
-        "  {} (reproduce: chaos campaign --seed {seed} --minutes {minutes})",
+        "  {} (reproduce: chaos campaign --seed {seed} --minutes {minutes}{flag})",
         if d.passed() { "PASS" } else { "FAIL" }
     );
 }

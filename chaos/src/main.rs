@@ -41,7 +41,7 @@ fn run() -> Result<(), MainError> {
     {
         [] | ["-h"] | ["--help"] | ["list"] => {
             println!("usage: chaos list | all | ci | N [N…] | NAME");
-            println!("       chaos campaign [--seed S] [--minutes M]\n");
+            println!("       chaos campaign [--seed S] [--minutes M] [--cluster]\n");
             for (n, name, what, _) in DRILLS {
                 println!("  {n}  {name:<26} {what}");
             }
@@ -106,11 +106,15 @@ fn run() -> Result<(), MainError> {
     }
 }
 
-/// `campaign [--seed S] [--minutes M]` (seed 1, 2 minutes by default).
+/// `campaign [--seed S] [--minutes M] [--cluster]` (seed 1, 2 minutes by default).
 fn campaign(args: &[String]) -> Result<(), MainError> {
-    let (mut seed, mut minutes) = (1u64, 2.0f64);
+    let (mut seed, mut minutes, mut cluster) = (1u64, 2.0f64, false);
     let mut it = args.iter();
     while let Some(a) = it.next() {
+        if a == "--cluster" {
+            cluster = true;
+            continue;
+        }
         let v = cli::value(a, it.next().cloned())?;
         match a.as_str() {
             "--seed" => {
@@ -129,7 +133,7 @@ fn campaign(args: &[String]) -> Result<(), MainError> {
         }
     }
     let env = Env::open()?;
-    let out = chaos::campaign::run(&env, seed, minutes);
+    let out = chaos::campaign::run(&env, seed, minutes, cluster);
     if let Err(e) = env.up() {
         eprintln!("chaos: could not bring the drill stack back up: {e}");
     }
