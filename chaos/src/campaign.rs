@@ -434,10 +434,11 @@ impl Rig<'_> {
                         .is_ok_and(|ms| ms.len() == 3 && !ms.contains(&m))
                 });
                 c.start_node(m)?;
-                format!(
-                    "redis-{m} started again {} a replica took over; it rejoins as a replica",
-                    if promoted { "after" } else { "(20 s passed and no" }
-                )
+                if promoted {
+                    format!("redis-{m} started again after a replica took over; it rejoins as a replica")
+                } else {
+                    format!("redis-{m} started again; no replica took over within 20 s")
+                }
             }
             Fault::MasterEmptyRestart => {
                 format!("redis-{} was started again at once", self.victim()?)
