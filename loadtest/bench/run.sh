@@ -2,6 +2,9 @@
 # One bench run on this machine: references and the project measured back to back,
 # reported as ratios (timings here are noisy; ratios from one run are what compare).
 #   loadtest/bench/run.sh [seconds=5]
+#   loadtest/bench/run.sh --smoke   every step at a tiny size (1 s, 2,000 purchases), so that
+#                                   a step that broke shows at once; exits 1 if any step
+#                                   was not measured (the numbers mean nothing)
 #   loadtest/bench/run.sh scaleout [purchases=100000]   (step 5 alone: scaleout.sh)
 # Writes .run/bench/<time>/summary.md and summary.json (and each step's raw output).
 #  1. sold-out path vs a hello-world may_minihttp server, both under wrk -t1 -c64;
@@ -30,7 +33,14 @@ ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 if [ "${1:-}" = scaleout ]; then
   exec "$ROOT/loadtest/bench/scaleout.sh" "${2:-100000}"
 fi
+SMOKE=0 N=100000
+if [ "${1:-}" = --smoke ]; then
+  SMOKE=1 N=2000
+  shift
+fi
 SECS="${1:-5}"
+[ "$SMOKE" = 1 ] && SECS=1
+case "$SECS" in ''|*[!0-9]*) echo "[bench] error: seconds must be a whole number, got '$SECS'" >&2; exit 2 ;; esac
 cd "$ROOT"
 for tool in wrk redis-benchmark redis-cli python3 curl; do
   command -v "$tool" >/dev/null || {
@@ -103,16 +113,16 @@ curl -s "localhost:$GW_PORT/metrics" >"$OUT/gateway_metrics.txt" 2>/dev/null
 kill $GW $WR 2>/dev/null; wait $GW $WR 2>/dev/null
 
 log "3/5 order-writer vs COPY"
-target/release/examples/write_vs_copy 100000 "" 3 >"$OUT/writer.txt" 2>"$OUT/writer.err"
+target/release/examples/write_vs_copy "$N" "" 3 >"$OUT/writer.txt" 2>"$OUT/writer.err"
 cat "$OUT/writer.txt" >&2
 
 log "4/5 purchase path vs redis-benchmark"
-target/release/examples/purchase_bench 100000 >"$OUT/purchase.txt" 2>&1
-target/release/examples/purchase_reference 100000 >"$OUT/purchase_reference.txt" 2>&1
+target/release/examples/purchase_bench "$N" >"$OUT/purchase.txt" 2>&1
+target/release/examples/purchase_reference "$N" >"$OUT/purchase_reference.txt" 2>&1
 cat "$OUT/purchase.txt" "$OUT/purchase_reference.txt" >&2
 
 log "5/5 scale-out: one hot sale on 1, 2, 3 Redis Cluster masters"
-loadtest/bench/scaleout.sh 100000 "$OUT" >/dev/null
+loadtest/bench/scaleout.sh "$N" "$OUT" >/dev/null
 
 cut -d' ' -f1-3 /proc/loadavg >"$OUT/load_end.txt"
 python3 - "$OUT" "$SECS" <<'PY'
@@ -266,3 +276,9 @@ open(f"{out}/summary.md", "w").write(md)
 print(md)
 PY
 log "written to $OUT"
+if [ "$SMOKE" = 1 ] && grep -qi "not measured" "$OUT/summary.md"; then
+  log "smoke: FAIL — a step was not measured (see 'Not measured' in $OUT/summary.md)"
+  exit 1
+fi
+[ "$SMOKE" = 1 ] && log "smoke: every step measured"
+exit 0

@@ -89,7 +89,8 @@ fn run(
         &sale,
         &SaleSpec {
             stock: n as i64 * 10,
-            per_user_limit: i64::MAX / 2,
+            // One buyer makes every purchase: the largest limit a sale may have.
+            per_user_limit: stock::MAX_UNITS,
             start_ms: now_ms() - 1000,
             end_ms: now_ms() + 3_600_000,
         },
