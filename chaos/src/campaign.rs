@@ -52,6 +52,9 @@ const GATEWAYS: usize = 2;
 /// Stock buckets per sale on the cluster profile: spread over the three masters, moves
 /// between them under way throughout.
 const CLUSTER_BUCKETS: u32 = 8;
+/// A master paused at least this long: past the 2 s node timeout and the election, so its
+/// replica takes over.
+const MASTER_PAUSE_MIN: Duration = Duration::from_millis(5000);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Fault {
@@ -132,11 +135,18 @@ pub fn schedule(seed: u64, n: usize, cluster: bool) -> Vec<Planned> {
     };
     let mut rng = StdRng::seed_from_u64(seed);
     (0..n)
-        .map(|_| Planned {
-            gap: Duration::from_millis(rng.random_range(2000..6000)),
-            fault: kinds[rng.random_range(0..kinds.len())],
-            lasts: Duration::from_millis(rng.random_range(2000..7000)),
-            target: rng.random_range(0..64),
+        .map(|_| {
+            let mut p = Planned {
+                gap: Duration::from_millis(rng.random_range(2000..6000)),
+                fault: kinds[rng.random_range(0..kinds.len())],
+                lasts: Duration::from_millis(rng.random_range(2000..7000)),
+                target: rng.random_range(0..64),
+            };
+            // A pause shorter than the node timeout and an election is no failover.
+            if p.fault == Fault::MasterPause {
+                p.lasts = p.lasts.max(MASTER_PAUSE_MIN);
+            }
+            p
         })
         .collect()
 }
@@ -161,6 +171,8 @@ struct Rig<'a> {
     buckets: u32,
     /// The cluster node the running fault hit.
     victim: Option<usize>,
+    /// A heal that did not go as planned (checked as failed).
+    heal_problem: Option<String>,
     gws: Vec<Proc>,
     writer: Proc,
 }
@@ -215,6 +227,7 @@ impl<'a> Rig<'a> {
             redis,
             buckets,
             victim: None,
+            heal_problem: None,
             gws: Vec::new(),
             writer: Rig::writer(env)?,
         };
@@ -248,6 +261,9 @@ impl<'a> Rig<'a> {
         let healed = self.heal(&p, load)?;
         let heal_s = d.elapsed().as_secs_f64();
         d.log(format!("HEALED {k} {}: {healed}", p.fault.name()));
+        if let Some(problem) = self.heal_problem.take() {
+            d.check(format!("fault {k}: {problem}"), false);
+        }
         let healthy = wait_for(Duration::from_secs(90), || self.healthy());
         let healthy_s = healthy.then(|| d.elapsed().as_secs_f64());
         d.check(
@@ -429,10 +445,20 @@ impl Rig<'_> {
                 // before that would be an empty master (the next fault's kind).
                 let m = self.victim()?;
                 let c = &env.cluster;
-                let promoted = wait_for(Duration::from_secs(20), || {
+                let taken_over = || {
                     c.masters_now()
                         .is_ok_and(|ms| ms.len() == 3 && !ms.contains(&m))
-                });
+                };
+                let mut promoted = wait_for(Duration::from_secs(20), taken_over);
+                if !promoted {
+                    // Started now, the node would come back an empty master: force its
+                    // replica to take over first, and say so.
+                    self.heal_problem = Some(format!(
+                        "redis-{m}'s replica did not take over within 20 s of the kill (forced with CLUSTER FAILOVER TAKEOVER)"
+                    ));
+                    takeover(c, m);
+                    promoted = wait_for(Duration::from_secs(10), taken_over);
+                }
                 c.start_node(m)?;
                 if promoted {
                     format!("redis-{m} started again after a replica took over; it rejoins as a replica")
@@ -468,6 +494,25 @@ impl Rig<'_> {
                     && g.metric("seckill_spool_pending") == Some(0.0)
                     && g.metric("seckill_redis_store_unconfirmed").unwrap_or(0.0) == 0.0
             })
+    }
+}
+
+/// `CLUSTER FAILOVER TAKEOVER` on the replicas of node `m` (down): they promote
+/// themselves without the other masters' agreement.
+fn takeover(c: &stackctl::redis_cluster::RedisCluster, m: usize) {
+    let Ok(nodes) = c.topology() else { return };
+    let Some(id) = nodes
+        .iter()
+        .find(|n| n.port == c.port(m))
+        .map(|n| n.id.clone())
+    else {
+        return;
+    };
+    for r in nodes
+        .iter()
+        .filter(|n| n.master_id.as_deref() == Some(id.as_str()))
+    {
+        let _ = c.query(r.port, &["CLUSTER", "FAILOVER", "TAKEOVER"]);
     }
 }
 

@@ -25,6 +25,8 @@ use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+const COLLISION_RETRY: &str = "could not settle colliding orders with Redis; retrying the batch";
+
 /// One consumed message, owned.
 struct Record {
     partition: i32,
@@ -267,7 +269,7 @@ impl Writer {
                         }
                         Err(WriterError::Db(e)) => e,
                         Err(e) => {
-                            self.collision_backoff(e, stop, &mut backoff)?;
+                            self.redis_backoff(COLLISION_RETRY, e, stop, &mut backoff)?;
                             continue 'retry;
                         }
                     }
@@ -310,7 +312,7 @@ impl Writer {
                                 continue 'retry;
                             }
                             Err(e) => {
-                                self.collision_backoff(e, stop, &mut backoff)?;
+                                self.redis_backoff(COLLISION_RETRY, e, stop, &mut backoff)?;
                                 continue 'retry;
                             }
                         }
@@ -351,14 +353,19 @@ impl Writer {
                 let Some(redis) = guard.as_mut() else {
                     return Ok(());
                 };
-                let r = crate::late::put_back(redis, &late)?;
+                let r = crate::late::put_back(db, redis, &late)?;
                 self.metrics.late_put_back(r.applied, r.conflicts);
                 Ok(())
             });
             match done {
                 Ok(()) => return Ok(()),
                 Err(WriterError::Db(e)) => self.backoff(e, db, stop, &mut backoff)?,
-                Err(e) => self.collision_backoff(e, stop, &mut backoff)?,
+                Err(e) => self.redis_backoff(
+                    "could not put late orders back into Redis; the whole batch waits (offsets not committed)",
+                    e,
+                    stop,
+                    &mut backoff,
+                )?,
             }
         }
     }
@@ -425,16 +432,18 @@ impl Writer {
         Ok(())
     }
 
-    /// Settling colliding orders failed (Redis or the database unreachable): drop the
-    /// Redis connection, wait (bounded, growing); the batch is then written again. Gives
-    /// up only when asked to stop (nothing committed: the batch replays).
-    fn collision_backoff(
+    /// A step of the batch that needs Redis failed (settling colliding orders, putting
+    /// late orders back): say `what`, drop the Redis connection, wait (bounded, growing);
+    /// the step is then retried. Gives up only when asked to stop (nothing committed: the
+    /// batch replays).
+    fn redis_backoff(
         &self,
+        what: &str,
         e: WriterError,
         stop: &AtomicBool,
         backoff: &mut Duration,
     ) -> Result<(), WriterError> {
-        tracing::warn!(error = %e, "could not settle colliding orders with Redis; retrying the batch");
+        tracing::warn!(error = %e, "{what}");
         *self.redis.lock().unwrap_or_else(|p| p.into_inner()) = None;
         self.metrics.db_error();
         std::thread::sleep(*backoff);

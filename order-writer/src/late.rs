@@ -6,10 +6,11 @@
 //! (`sales.reconciled_at_ms`, written before it reads anything); the writer, after
 //! writing a batch and before committing its offsets, puts back into Redis
 //! (`Stock::reapply`, idempotent) every order of the batch accepted before its sale's
-//! mark (within `CLOCK_MARGIN`), as PostgreSQL now has it.
+//! mark (within `CLOCK_MARGIN_MS`), as PostgreSQL now has it.
 //!
-//! Race-free: an order the writer writes before the mark exists was on the topic before
-//! the reconcile read it, so the reconcile saw it; one written after is checked here.
+//! Race-free: an order whose row the writer commits before the mark is committed is in
+//! PostgreSQL when the reconcile reads the sale's orders (after marking), so the
+//! reconcile sees it; a batch written after the mark reads it and is checked here.
 
 use crate::WriterError;
 use seckill_common::order::OrderMessage;
@@ -81,16 +82,34 @@ pub fn late_orders(
     Ok(out)
 }
 
-/// Put `late` back into Redis. A sale Redis does not have is left to the reconciler (a
-/// lost sale is restored whole, with its orders).
+/// Put `late` back into Redis; rows the payment-window scan set aside meanwhile (it
+/// found them unknown to Redis) go back to it. A sale Redis does not have is left to the
+/// reconciler (a lost sale is restored whole, with its orders); an order id Redis could
+/// not have handed out for its sale is skipped, not the rest of the sale's.
 pub fn put_back(
+    db: &mut postgres::Client,
     stock: &mut Stock<stock::Conn>,
     late: &BTreeMap<String, Vec<RestoredOrder>>,
 ) -> Result<Reapplied, WriterError> {
     let mut total = Reapplied::default();
     for (sale, orders) in late {
-        match stock.reapply(sale, orders) {
+        let (good, bad): (Vec<RestoredOrder>, Vec<RestoredOrder>) =
+            orders.iter().cloned().partition(|o| {
+                stock::keys::seq_in_sale(sale, &o.order_id).is_ok_and(|seq| seq < 1 << 53)
+            });
+        if !bad.is_empty() {
+            tracing::warn!(%sale, orders = bad.len(), first = %bad[0].order_id, "late orders not put back: ids Redis could not have handed out for this sale");
+        }
+        if good.is_empty() {
+            continue;
+        }
+        match stock.reapply(sale, &good) {
             Ok(r) => {
+                let ids: Vec<&str> = good.iter().map(|o| o.order_id.as_str()).collect();
+                db.execute(
+                    "UPDATE orders SET unsettled_reason = NULL WHERE order_id = ANY($1) AND status = 'reserved' AND unsettled_reason IS NOT NULL",
+                    &[&ids],
+                )?;
                 if r.applied > 0 || r.conflicts > 0 {
                     tracing::warn!(%sale, applied = r.applied, conflicts = r.conflicts, "orders that reached the writer after the reconcile put back into Redis");
                 }
@@ -100,8 +119,10 @@ pub fn put_back(
                 total.applied += r.applied;
                 total.conflicts += r.conflicts;
             }
-            // A malformed sale or order id was never sold by Redis: nothing to put back.
-            Err(StockError::NoSale) => {}
+            Err(StockError::NoSale) => {
+                tracing::warn!(%sale, orders = good.len(), "late orders of a sale Redis does not hold: left to the reconciler, which restores a lost sale with its orders");
+            }
+            // A malformed sale id was never sold by Redis: nothing to put back.
             Err(StockError::Invalid(e)) => {
                 tracing::warn!(%sale, error = %e, "late orders not put back: not a sale or order Redis could hold")
             }

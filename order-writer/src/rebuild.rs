@@ -259,6 +259,9 @@ fn one_sale(
         if moved.rewithdrawn > 0 || moved.shortfall > 0 {
             tracing::warn!(%sale, rewithdrawn = moved.rewithdrawn, shortfall = moved.shortfall, deposited = moved.deposited, "moves between buckets half lost with a master, redone");
         }
+        // Every token issued so far is void: one spent in the lost tail came back new,
+        // and its order may reach this reconcile only later (a spool, a slow delivery).
+        stock.void_tokens(sale)?;
         let reapplied = stock.reapply(sale, &orders)?;
         // Rows set aside as unknown to Redis go back to the scan, which settles them
         // with Redis as it is now (set aside again if Redis still lacks them).

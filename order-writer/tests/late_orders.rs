@@ -26,7 +26,17 @@ fn an_order_replayed_from_a_spool_after_the_reconcile_holds_its_unit_again() {
     // sequence number now); its message waited in a spool through the reconcile.
     let mut lost = order(&format!("{sale}-1000000"), &sale, 3, OrderEvent::Reserved);
     lost.at_ms -= 2_000;
+    // A token issued before the reconcile (it could have been spent in the lost tail, its
+    // order still in the spool): void after it, though the reconcile put nothing back.
+    let early = stock
+        .issue_token(&sale, 5, Duration::from_secs(600))
+        .unwrap()
+        .token;
     assert_rebuilt(&rebuild_stock(&lane, &sale));
+    match stock.purchase(&sale, 5, &early) {
+        Err(stock::StockError::TokenExpired) => {}
+        other => panic!("a token issued before the reconcile bought: {other:?}"),
+    }
     let before = stock.state(&sale).unwrap();
     assert_eq!((before.remaining, before.held), (8, 2));
 
@@ -42,6 +52,20 @@ fn an_order_replayed_from_a_spool_after_the_reconcile_holds_its_unit_again() {
     );
     let after = stock.state(&sale).unwrap();
     assert_eq!((after.remaining, after.held), (7, 3));
+    // A token issued after it buys.
+    let fresh = stock
+        .issue_token(&sale, 5, Duration::from_secs(600))
+        .unwrap()
+        .token;
+    let bought = stock.purchase(&sale, 5, &fresh).unwrap();
+    lane.produce(
+        &producer,
+        &[order(&bought.order_id, &sale, 5, OrderEvent::Reserved)],
+    );
+    assert_eq!(
+        wait_rows(&mut db, &sale, 4, Duration::from_secs(60)).len(),
+        4
+    );
     assert!(after.conserved());
     // An order accepted after the reconcile is not the writer's to put back: a message
     // Redis never sold (forged, or a bug) takes no unit.
@@ -49,8 +73,8 @@ fn an_order_replayed_from_a_spool_after_the_reconcile_holds_its_unit_again() {
     stray.at_ms += 60_000;
     lane.produce(&producer, std::slice::from_ref(&stray));
     assert_eq!(
-        wait_rows(&mut db, &sale, 4, Duration::from_secs(60)).len(),
-        4
+        wait_rows(&mut db, &sale, 5, Duration::from_secs(60)).len(),
+        5
     );
-    assert_eq!(stock.state(&sale).unwrap().held, 3);
+    assert_eq!(stock.state(&sale).unwrap().held, 4);
 }

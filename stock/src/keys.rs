@@ -2,7 +2,7 @@
 //!
 //! | key | type | holds |
 //! |---|---|---|
-//! | `sk:{S}:meta` | hash | initial, limit, start_ms, end_ms, paused, created_ms, void_before (µs; set by a reconcile that put back lost orders: tokens issued before it are void) |
+//! | `sk:{S}:meta` | hash | initial, limit, start_ms, end_ms, paused, created_ms, void_before (µs; set by a reconcile after a loss, a restore, a late order's put-back: tokens issued until then are void) |
 //! | `sk:{S}:stock` | int | units still for sale |
 //! | `sk:{S}:sold` | int | units paid for |
 //! | `sk:{S}:buyers` | hash | user → units held or bought |
@@ -10,7 +10,7 @@
 //! | `sk:{S}:res_at` | hash | order id → when it was reserved (ms), for the same reservations |
 //! | `sk:{S}:settled` | hash | order id → `paid|user` or `released|user` |
 //! | `sk:{S}:seq` | int | order id sequence |
-//! | `sk:{S}:tok:T` | string | `user|expires_ms|new|issued_ms`, then `…|used|order` or `…|replayed|order` (a retry was answered with the order), with a TTL |
+//! | `sk:{S}:tok:T` | string | `user|expires_ms|new|issued_us`, then `…|used|order` or `…|replayed|order` (a retry was answered with the order), with a TTL |
 //! | `sk:{S#b}:…` | | bucket `b` of a sale created with `buckets` > 1: the same names (meta, stock, sold, buyers, res, res_at, settled, seq, tok, utok) under the bucket's own tag; `sk:{S}:meta` holds the definition and `buckets` |
 //! | `sk:{S#b}:xout` | hash | transfer id → `dest|count`: units withdrawn from bucket b, in flight (deposit not yet seen) |
 //! | `sk:{S#b}:xdone` | hash | transfer id → `dest|count`: moves out of bucket b whose deposit was seen (kept while the sale lives) |

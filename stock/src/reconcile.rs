@@ -119,6 +119,30 @@ pub struct Reapplied {
 const REAPPLY_BATCH: usize = 1000;
 
 impl<C: Exec> Stock<C> {
+    /// Void every token of `sale` issued until now, in every bucket (see `lua/void.lua`):
+    /// a reconcile after a loss does it before putting anything back, whatever it finds,
+    /// since a token spent in the lost tail came back new. `NoSale` if the sale is gone.
+    pub fn void_tokens(&mut self, sale: &str) -> Result<(), StockError> {
+        keys::check_sale_id(sale)?;
+        let buckets = self.buckets_of(sale)?;
+        let mut metas = vec![SaleKeys::new(sale).meta];
+        if buckets > 1 {
+            metas.extend((0..buckets).map(|b| SaleKeys::bucket(sale, b).meta));
+        }
+        for (i, meta) in metas.iter().enumerate() {
+            match self
+                .run(&scripts::VOID, &[meta.as_str()], &[] as &[String])
+                .and_then(outcome)
+            {
+                Ok(_) => {}
+                // A bucket lost with its master: restored (and voided) by the reconcile.
+                Err(StockError::NoSale) if i > 0 => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
     /// Bring a sale that survived a partial loss in line with `orders` (every order known
     /// outside Redis, merged by [`merge`]): redo what Redis lost, leave what it kept (see
     /// `lua/reapply.lua`). Idempotent; on a bucketed sale each order goes to the bucket

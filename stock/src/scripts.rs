@@ -38,6 +38,7 @@ script!(PAUSE, "lua/pause.lua");
 script!(ORDER, "lua/order.lua");
 script!(RESTORE, "lua/restore.lua");
 script!(REAPPLY, "lua/reapply.lua");
+script!(VOID, "lua/void.lua");
 script!(EXPIRED, "lua/expired.lua");
 
 // Bucketed sales (`buckets` > 1; see `buckets.rs`). Token, purchase, settle, order,

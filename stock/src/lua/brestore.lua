@@ -38,5 +38,5 @@ redis.call('SET', KEYS[7], ARGV[8])
 local units = tonumber(ARGV[1])
 redis.call('HSET', KEYS[1], 'initial', tostring(units + held + sold), 'limit', ARGV[2],
   'start_ms', ARGV[3], 'end_ms', ARGV[4], 'paused', ARGV[5], 'created_ms', tostring(now),
-  'restored_ms', tostring(now), 'bucket', ARGV[6], 'buckets', ARGV[7])
+  'restored_ms', tostring(now), 'bucket', ARGV[6], 'buckets', ARGV[7], 'void_before', now_us())
 return {'OK', units, held, sold}

@@ -11,9 +11,10 @@
 -- sale's state (sold out, ended, paused): the buyer's own order is not news to refuse.
 -- The token is marked replayed (`owner|exp|replayed|order`): this retry may acknowledge
 -- the order, so the first attempt may no longer release it as unacknowledged.
--- A new token issued before the sale's `void_before` (set by a reconcile that put back
--- orders Redis had lost, whose tokens it may have lost as spent) is refused as expired:
--- a token spent in a lost tail must not buy a second time.
+-- A new token issued at or before the sale's `void_before` (set by a reconcile after a
+-- loss, a restore, a put-back of orders Redis had lost: their tokens may have come back
+-- new) is refused as expired, and leaves the buyer's live-token count: a token spent in
+-- a lost tail must not buy a second time.
 -- Otherwise, in order: sale open -> token valid for this user -> under the per-user
 -- limit -> stock left -> deduct, record buyer and reservation, consume the token
 -- (which remembers its order).
@@ -41,7 +42,10 @@ if not tv then return {'TOKEN_INVALID'} end
 if owner ~= ARGV[1] then return {'TOKEN_NOT_YOURS'} end
 if state ~= 'new' then return {'TOKEN_USED'} end
 if now >= tonumber(exp) then return {'TOKEN_EXPIRED'} end
-if meta[5] and (tonumber(prior) or 0) <= tonumber(meta[5]) then return {'TOKEN_EXPIRED'} end
+if meta[5] and (tonumber(prior) or 0) <= tonumber(meta[5]) then
+  redis.call('ZREM', KEYS[9], KEYS[5])
+  return {'TOKEN_EXPIRED'}
+end
 if tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or '0') >= tonumber(meta[1]) then
   return {'ALREADY_BOUGHT'}
 end

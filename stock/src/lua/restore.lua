@@ -37,5 +37,6 @@ redis.call('SET', KEYS[3], sold)
 local next_seq = math.max(tonumber(ARGV[6]), now * 1000)
 redis.call('SET', KEYS[7], string.format('%d', next_seq))
 redis.call('HSET', KEYS[1], 'initial', ARGV[1], 'limit', ARGV[2], 'start_ms', ARGV[3],
-  'end_ms', ARGV[4], 'paused', ARGV[5], 'created_ms', tostring(now_ms()), 'restored_ms', tostring(now_ms()))
+  'end_ms', ARGV[4], 'paused', ARGV[5], 'created_ms', tostring(now_ms()), 'restored_ms', tostring(now_ms()),
+  'void_before', now_us())
 return {'OK', initial - held - sold, held, sold, next_seq + 1}
