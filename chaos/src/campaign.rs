@@ -235,8 +235,11 @@ impl<'a> Rig<'a> {
             let g = rig.gateway(i)?;
             rig.gws.push(g);
         }
-        if !wait_for(Duration::from_secs(30), || rig.healthy()) {
-            return Err(ChaosError::Setup("the stack never became healthy".into()));
+        if !wait_for(Duration::from_secs(90), || rig.healthy()) {
+            return Err(ChaosError::Setup(format!(
+                "the stack never became healthy within 90 s: {}",
+                rig.unhealthy().unwrap_or_default()
+            )));
         }
         Ok(rig)
     }
@@ -270,10 +273,10 @@ impl<'a> Rig<'a> {
             format!(
                 "after fault {k} ({}): the stack is healthy again ({})",
                 p.fault.name(),
-                healthy_s.map_or("not within 90 s".into(), |t| format!(
-                    "{:.1} s after the heal",
-                    t - heal_s
-                ))
+                healthy_s.map_or_else(
+                    || format!("not within 90 s: {}", self.unhealthy().unwrap_or_default()),
+                    |t| format!("{:.1} s after the heal", t - heal_s)
+                )
             ),
             healthy,
         );
@@ -476,24 +479,44 @@ impl Rig<'_> {
     /// reachable, breaker closed, store confirmed) with its spool empty and its store
     /// confirmed, the writer holding partitions, every broker in the metadata.
     fn healthy(&self) -> bool {
+        self.unhealthy().is_none()
+    }
+
+    /// The first part of the stack that is not healthy yet, named (none: healthy).
+    fn unhealthy(&self) -> Option<String> {
         let env = self.env;
         let redis_up = if self.proxy.is_some() {
             env.aof_redis.is_up()
         } else {
             (0..env.cluster.nodes()).all(|i| env.cluster.node_up(i)) && env.cluster.ready()
         };
-        redis_up
-            && env.stack.postgres.is_up()
-            && env.stack.kafka.brokers_listed() == env.stack.kafka.nodes
-            && self
-                .writer
-                .metric("seckill_writer_assigned_partitions")
-                .is_some_and(|n| n > 0.0)
-            && self.gws.iter().all(|g| {
-                ready(g)
-                    && g.metric("seckill_spool_pending") == Some(0.0)
-                    && g.metric("seckill_redis_store_unconfirmed").unwrap_or(0.0) == 0.0
-            })
+        if !redis_up {
+            return Some("Redis".into());
+        }
+        if !env.stack.postgres.is_up() {
+            return Some("PostgreSQL".into());
+        }
+        if env.stack.kafka.brokers_listed() != env.stack.kafka.nodes {
+            return Some("a broker missing from the metadata".into());
+        }
+        if !self
+            .writer
+            .metric("seckill_writer_assigned_partitions")
+            .is_some_and(|n| n > 0.0)
+        {
+            return Some("the writer holds no partition".into());
+        }
+        self.gws.iter().enumerate().find_map(|(i, g)| {
+            if !ready(g) {
+                Some(format!("gateway {i} not ready"))
+            } else if g.metric("seckill_spool_pending") != Some(0.0) {
+                Some(format!("gateway {i}'s spool not empty"))
+            } else if g.metric("seckill_redis_store_unconfirmed").unwrap_or(0.0) != 0.0 {
+                Some(format!("gateway {i}'s store unconfirmed"))
+            } else {
+                None
+            }
+        })
     }
 }
 
