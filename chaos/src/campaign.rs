@@ -191,7 +191,7 @@ impl<'a> Rig<'a> {
         env.up()?;
         env.fresh_topic(name)?;
         let (proxy, redis, buckets, what) = if cluster {
-            let url = env.use_cluster()?;
+            let url = env.use_fresh_cluster()?;
             let c = &env.cluster;
             let what = format!(
                 "Redis Cluster {url} (3 masters + 3 replicas on {}..{}, node timeout {} ms, WAIT 1), sales in {CLUSTER_BUCKETS} stock buckets",

@@ -164,6 +164,24 @@ impl Env {
         Ok(self.cluster.url())
     }
 
+    /// [`Env::use_cluster`] on a cluster made afresh (stopped, its directory removed,
+    /// created again): a campaign starts from a store that never had a sale, whatever an
+    /// earlier run left in it.
+    pub fn use_fresh_cluster(&self) -> Result<String, ChaosError> {
+        self.cluster.down();
+        match std::fs::remove_dir_all(&self.cluster.dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(ChaosError::Setup(format!(
+                    "{}: {e}",
+                    self.cluster.dir.display()
+                )))
+            }
+        }
+        self.use_cluster()
+    }
+
     /// Stop one service cleanly.
     pub fn stop(&self, service: Service) {
         self.stack.stop(service)
