@@ -134,16 +134,7 @@ impl Env {
     /// `rebuild-stock` and the invariants use it. Returns its URL.
     pub fn use_aof_redis(&self) -> Result<String, ChaosError> {
         self.aof_redis.down();
-        match std::fs::remove_dir_all(&self.aof_redis.dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => {
-                return Err(ChaosError::Setup(format!(
-                    "{}: {e}",
-                    self.aof_redis.dir.display()
-                )))
-            }
-        }
+        remove_dir(&self.aof_redis.dir)?;
         self.aof_started
             .store(true, std::sync::atomic::Ordering::SeqCst);
         self.aof_redis
@@ -169,16 +160,7 @@ impl Env {
     /// earlier run left in it.
     pub fn use_fresh_cluster(&self) -> Result<String, ChaosError> {
         self.cluster.down();
-        match std::fs::remove_dir_all(&self.cluster.dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => {
-                return Err(ChaosError::Setup(format!(
-                    "{}: {e}",
-                    self.cluster.dir.display()
-                )))
-            }
-        }
+        remove_dir(&self.cluster.dir)?;
         self.use_cluster()
     }
 
@@ -311,4 +293,13 @@ fn stdout_of(out: std::io::Result<std::process::Output>, what: &str) -> Result<S
         )));
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Remove `dir` and everything in it (nothing there is fine).
+fn remove_dir(dir: &std::path::Path) -> Result<(), ChaosError> {
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(ChaosError::Setup(format!("{}: {e}", dir.display()))),
+    }
 }
