@@ -34,18 +34,24 @@ fn tokens(gw: &Gateway, sale: &str, users: &[u64]) -> Vec<String> {
 /// master as it would, once the promoted node says it is a master (a stale view may
 /// list it as one before, and a non-master is never trusted) and `sale` holds `held`
 /// units. Whether it was vouched for.
+/// Mid-failover the cluster's view may still list the killed master: a connection or a
+/// read that fails is "not yet", asked again.
 fn vouch_for_the_promoted(c: &RedisCluster, sale: &str, held: i64) -> bool {
-    let mut conn = stock::connect(&c.url(), Duration::from_secs(2)).unwrap();
+    let Ok(mut conn) = stock::connect(&c.url(), Duration::from_secs(2)) else {
+        return false;
+    };
     let Ok(runs) = stock::trust::RunWatch::new(&c.url(), Duration::from_secs(2))
-        .unwrap()
-        .runs(&mut conn)
+        .and_then(|mut w| w.runs(&mut conn))
     else {
         return false;
     };
-    let untrusted = stock::trust::untrusted(&mut conn, &runs).unwrap();
-    let held_now = stock::Stock::new(stock::connect(&c.url(), Duration::from_secs(2)).unwrap())
-        .state(sale)
-        .map(|s| s.held);
+    let Ok(untrusted) = stock::trust::untrusted(&mut conn, &runs) else {
+        return false;
+    };
+    let Ok(state_conn) = stock::connect(&c.url(), Duration::from_secs(2)) else {
+        return false;
+    };
+    let held_now = stock::Stock::new(state_conn).state(sale).map(|s| s.held);
     if !untrusted.is_empty() && untrusted.iter().all(|r| r.master) && held_now.ok() == Some(held) {
         stock::trust::trust(&mut conn, &untrusted).unwrap();
         return true;
