@@ -135,6 +135,13 @@ pub fn run(
         let events = by_sale.get(sale.as_str()).map_or(&[][..], Vec::as_slice);
         let outcome = match one_sale(&mut stock, &mut db, events, &sale, def) {
             Ok(o) => o,
+            // PostgreSQL, the broker or Redis away for a moment says nothing about the
+            // sale: the whole pass gives up (nothing is trusted; the reconciler tries again)
+            // rather than leave a sound sale paused for an operator.
+            Err(e) if transient(&e) => {
+                tracing::warn!(%sale, error = %e, "reconcile pass interrupted; nothing trusted, tried again");
+                return Err(e);
+            }
             Err(e) => {
                 tracing::error!(%sale, error = %e, "sale could not be reconciled; pausing it");
                 match stock.set_paused(&sale, true) {
@@ -197,6 +204,18 @@ fn recorded_definitions(
         definitions.insert(sale, def);
     }
     Ok(definitions)
+}
+
+/// A fault of a dependency, not of the sale: PostgreSQL, the broker, or a Redis call
+/// that failed or timed out.
+fn transient(e: &WriterError) -> bool {
+    matches!(
+        e,
+        WriterError::Db(_)
+            | WriterError::Kafka(_)
+            | WriterError::Io(_)
+            | WriterError::Stock(StockError::Redis(_) | StockError::Timeout)
+    )
 }
 
 /// Restore `sale` if Redis lost it, else put back what Redis lacks.
@@ -395,4 +414,24 @@ fn committed_offsets(cfg: &Config, group: &str) -> Result<HashMap<i32, i64>, Wri
             _ => None,
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dependency_fault_interrupts_the_pass_and_a_fault_of_the_sale_pauses_it() {
+        assert!(transient(&WriterError::Stock(StockError::Timeout)));
+        assert!(transient(&WriterError::Stock(StockError::Redis(
+            "connection refused".into()
+        ))));
+        assert!(transient(&WriterError::Io(std::io::Error::other("x"))));
+        assert!(!transient(&WriterError::Unreconciled(
+            "not conserved".into()
+        )));
+        assert!(!transient(&WriterError::Stock(StockError::Invalid(
+            "bad".into()
+        ))));
+    }
 }
