@@ -12,8 +12,11 @@
 //! `--cluster` runs it on the Redis Cluster profile (three masters, three replicas,
 //! sales in eight stock buckets over the masters, `WAIT 1`), where the Redis faults are
 //! a master paused past the node timeout (its replica takes over), a master `kill -9`d
-//! (failover, then it rejoins as a replica) and a master restarted empty inside the node
-//! timeout (its buckets lost: restored whole by the reconcile, drill 15).
+//! (failover, then it rejoins as a replica), a master restarted empty inside the node
+//! timeout (its buckets lost: restored whole by the reconcile, drill 15) and a master
+//! restarted inside the node timeout from a snapshot taken as the previous fault began
+//! (its buckets back from before that fault's reconcile, which may have rewritten the
+//! others: the ledger cannot balance, and the reconcile restores the sale whole).
 //!
 //! Each fault gets a sale of its own: when the stack is healthy again the buyers move to
 //! a new sale, and the previous one — no longer bought from, its unpaid orders expired
@@ -76,6 +79,12 @@ pub enum Fault {
     /// failover, its slots' keys are gone (drill 15). Never the epoch's master (a total
     /// loss is the operator's, drill 2).
     MasterEmptyRestart,
+    /// A master `kill -9` and started again at once from its last snapshot (RDB), inside
+    /// the node timeout: its slots' keys as they were when the previous fault began —
+    /// before that fault's reconcile, which may have restored a sale whole and rewritten
+    /// its buckets on the other masters. Every node is snapshotted as each other fault
+    /// begins. Never the epoch's master.
+    MasterSnapshotRestart,
 }
 
 impl Fault {
@@ -89,7 +98,7 @@ impl Fault {
         Fault::NetBlackhole,
     ];
     /// The cluster profile's faults (no fault proxy: the gateways talk to every node).
-    const CLUSTER: [Fault; 7] = [
+    const CLUSTER: [Fault; 8] = [
         Fault::MasterPause,
         Fault::MasterKill,
         Fault::BrokerKill,
@@ -97,6 +106,7 @@ impl Fault {
         Fault::PostgresStop,
         Fault::GatewayKill,
         Fault::MasterEmptyRestart,
+        Fault::MasterSnapshotRestart,
     ];
 
     pub fn name(self) -> &'static str {
@@ -111,6 +121,7 @@ impl Fault {
             Fault::MasterPause => "master-pause",
             Fault::MasterKill => "master-kill",
             Fault::MasterEmptyRestart => "master-empty-restart",
+            Fault::MasterSnapshotRestart => "master-snapshot-restart",
         }
     }
 }
@@ -253,6 +264,13 @@ impl<'a> Rig<'a> {
         k: usize,
         p: Planned,
     ) -> Result<Done, ChaosError> {
+        if self.proxy.is_none() && p.fault != Fault::MasterSnapshotRestart {
+            // The snapshot a later master-snapshot-restart starts from (best effort: a
+            // node down or saving already keeps its last one).
+            for i in 0..self.env.cluster.nodes() {
+                let _ = self.env.cluster.snapshot(i);
+            }
+        }
         let what = self.inject(&p)?;
         let start_s = d.elapsed().as_secs_f64();
         d.log(format!(
@@ -353,16 +371,22 @@ impl Rig<'_> {
                 wait_for(Duration::from_secs(5), || !env.cluster.node_up(m));
                 format!("kill -9 redis-{m} (a master)")
             }
-            Fault::MasterEmptyRestart => {
+            Fault::MasterEmptyRestart | Fault::MasterSnapshotRestart => {
                 let m = self.pick_master(p.target, true)?;
                 let c = &env.cluster;
                 c.signal(m, SIGKILL)?;
                 stackctl::process::wait_until(Duration::from_secs(5), || {
                     !c.node_up(m) && !stackctl::process::port_open(c.port(m))
                 });
-                c.start_node(m)?;
+                let from = if p.fault == Fault::MasterEmptyRestart {
+                    c.start_node(m)?;
+                    "empty"
+                } else {
+                    c.start_from_snapshot(m)?;
+                    "from its snapshot of the previous fault's start"
+                };
                 format!(
-                    "kill -9 redis-{m} (a master) and started again at once, empty, inside the {} ms node timeout",
+                    "kill -9 redis-{m} (a master) and started again at once, {from}, inside the {} ms node timeout",
                     c.node_timeout_ms
                 )
             }
@@ -469,7 +493,7 @@ impl Rig<'_> {
                     format!("redis-{m} started again; no replica took over within 20 s")
                 }
             }
-            Fault::MasterEmptyRestart => {
+            Fault::MasterEmptyRestart | Fault::MasterSnapshotRestart => {
                 format!("redis-{} was started again at once", self.victim()?)
             }
         })

@@ -65,17 +65,20 @@ pub fn rebuild(
     only: &[String],
     topic_within: Duration,
 ) -> Result<Vec<(String, Outcome)>, WriterError> {
-    run(cfg, Scope::All(only), topic_within)
+    run(cfg, Scope::All(only), topic_within, false)
 }
 
 /// Bring the sales of `scope` in line with PostgreSQL and the topic, then trust the
 /// masters' processes. A sale that fails is paused and the run goes on; if one cannot
 /// even be paused, nothing is trusted (the gateways keep holding purchases) and the
-/// error is returned.
+/// error is returned. `fenced`: the masters are untrusted, so nothing buys, pays or
+/// settles during the run, and a kept sale whose ledger does not balance is restored
+/// whole (otherwise only a paused one is).
 pub fn run(
     cfg: &Config,
     scope: Scope,
     topic_within: Duration,
+    fenced: bool,
 ) -> Result<Vec<(String, Outcome)>, WriterError> {
     let timeout = Duration::from_millis(cfg.redis_timeout_ms.max(1) as u64);
     let mut stock = Stock::new(stock::connect(&cfg.redis_url, timeout)?);
@@ -133,7 +136,7 @@ pub fn run(
     let mut out = Vec::new();
     for (sale, def) in definitions {
         let events = by_sale.get(sale.as_str()).map_or(&[][..], Vec::as_slice);
-        let outcome = match one_sale(&mut stock, &mut db, events, &sale, def) {
+        let outcome = match one_sale(&mut stock, &mut db, events, &sale, def, fenced) {
             Ok(o) => o,
             // PostgreSQL, the broker or Redis away for a moment says nothing about the
             // sale: the whole pass gives up (nothing is trusted; the reconciler tries again)
@@ -218,19 +221,21 @@ fn transient(e: &WriterError) -> bool {
     )
 }
 
-/// Restore `sale` if Redis lost it, else put back what Redis lacks.
+/// Restore `sale` if Redis lost it, else put back what Redis lacks; restore it whole if
+/// its ledger still does not balance and nothing buys in it (`fenced`, or paused).
 fn one_sale(
     stock: &mut Stock<stock::Conn>,
     db: &mut postgres::Client,
     events: &[&OrderMessage],
     sale: &str,
     def: Option<SaleDefinition>,
+    fenced: bool,
 ) -> Result<Outcome, WriterError> {
     // A bucket lost with a master restarted empty, the sale's meta kept: restored whole.
     let lost_buckets = stock.lost_buckets(sale)?;
-    let present = match stock.state(sale) {
-        Ok(_) => true,
-        Err(StockError::NoSale) => false,
+    let (present, paused) = match stock.state(sale) {
+        Ok(st) => (true, st.paused),
+        Err(StockError::NoSale) => (false, false),
         Err(e) => return Err(e.into()),
     };
     if !present && def.is_none() {
@@ -292,16 +297,23 @@ fn one_sale(
             tracing::error!(%sale, conflicts = reapplied.conflicts, "lost orders whose unit was sold again: the sale is oversold");
         }
         let ledger = stock.ledger(sale)?;
-        if ledger.excess > 0 {
+        if ledger.excess == 0 {
+            return Ok(Outcome::Present { reapplied });
+        }
+        // Buckets from different moments (a master restarted from an old snapshot kept
+        // buckets a later restore rewrote on the others), or a loss nothing above explains:
+        // rebuilt whole from the orders when nothing buys in the sale meanwhile.
+        if def.is_some() && (fenced || paused) {
+            tracing::error!(%sale, excess = ledger.excess, accounted = ledger.accounted, initial = ledger.initial, "stock not conserved once lost orders and moves were put back: the sale is restored whole");
+        } else if ledger.excess > 0 {
             return Err(WriterError::Unreconciled(format!(
                 "stock not conserved: {} units more than the sale's {} (accounted {}, in flight {})",
                 ledger.excess, ledger.initial, ledger.accounted, ledger.in_flight
             )));
+        } else {
+            tracing::error!(%sale, missing = -ledger.excess, "stock not conserved: units missing (they will not sell until the sale is restored whole: pause it, then `order-writer rebuild-stock SALE`)");
+            return Ok(Outcome::Present { reapplied });
         }
-        if ledger.excess < 0 {
-            tracing::error!(%sale, missing = -ledger.excess, "stock not conserved: units missing (they will not sell)");
-        }
-        return Ok(Outcome::Present { reapplied });
     }
     let Some(def) = def else {
         return Ok(Outcome::NoDefinition);
@@ -312,11 +324,13 @@ fn one_sale(
         start_ms: def.start_ms,
         end_ms: def.end_ms,
     };
-    let restored = if lost_buckets.is_empty() {
+    let restored = if !present && lost_buckets.is_empty() {
         stock.restore_sale_with_buckets(sale, &spec, def.buckets, false, &orders)?
     } else {
-        tracing::warn!(%sale, buckets = ?lost_buckets, "buckets lost with a master: the sale is restored whole");
-        stock.restore_lost_buckets(sale, &spec, def.buckets, &orders)?
+        if !lost_buckets.is_empty() {
+            tracing::warn!(%sale, buckets = ?lost_buckets, "buckets lost with a master: the sale is restored whole");
+        }
+        stock.restore_whole(sale, &spec, def.buckets, &orders)?
     };
     db.execute(unset, &[&sale])?;
     tracing::info!(%sale, remaining = restored.remaining, held = restored.held, sold = restored.sold, "sale restored");

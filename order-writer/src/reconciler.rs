@@ -124,11 +124,13 @@ struct Pass {
     took: Duration,
 }
 
-/// One reconcile of the sales in scope, then trust (`rebuild::run`); recorded in the
-/// metrics when `always`, or when it put something back or met a conflict.
+/// One reconcile of the sales in scope, then trust (`rebuild::run`); `always` for the
+/// pass over untrusted masters (fenced: nothing buys, pays or settles meanwhile), which
+/// is always recorded in the metrics; the late pass only when it put something back or
+/// met a conflict.
 fn pass(cfg: &Config, metrics: &Metrics, always: bool) -> Result<Pass, WriterError> {
     let started = Instant::now();
-    let done = rebuild::run(cfg, scope(cfg), TOPIC_WITHIN)?;
+    let done = rebuild::run(cfg, scope(cfg), TOPIC_WITHIN, always)?;
     let (applied, conflicts) = tally(&done);
     let p = Pass {
         sales: done.len(),

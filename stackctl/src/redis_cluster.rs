@@ -240,8 +240,29 @@ impl RedisCluster {
     }
 
     /// Start node `node` unless it runs (again after a kill: it rejoins from its
-    /// `nodes.conf`, as a replica if its replica took over meanwhile).
+    /// `nodes.conf`, as a replica if its replica took over meanwhile). Empty: the nodes
+    /// have no persistence, and the RDB file a replica's full sync or a [`Self::snapshot`]
+    /// left behind is removed first, never loaded.
     pub fn start_node(&self, node: usize) -> Result<(), StackError> {
+        if self.node_up(node) {
+            return Ok(());
+        }
+        match std::fs::remove_file(self.node_dir(node).join(SNAPSHOT)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+            _ => {}
+        }
+        self.start_from_snapshot(node)
+    }
+
+    /// `BGSAVE` on node `node`: its keys as of now in its RDB file, for
+    /// [`Self::start_from_snapshot`] (a master whose persistence is a periodic snapshot).
+    pub fn snapshot(&self, node: usize) -> std::io::Result<String> {
+        self.query(self.port(node), &["BGSAVE"])
+    }
+
+    /// Start node `node` unless it runs, loading its last RDB file if it has one (a
+    /// [`Self::snapshot`], or a replica's last full sync): back with its keys as of then.
+    pub fn start_from_snapshot(&self, node: usize) -> Result<(), StackError> {
         if self.node_up(node) {
             return Ok(());
         }
@@ -393,6 +414,9 @@ impl RedisCluster {
         query(port, args, Duration::from_secs(2))
     }
 }
+
+/// A node's RDB file (in its directory).
+const SNAPSHOT: &str = "dump.rdb";
 
 /// Hash slots of a Redis Cluster.
 const SLOTS: usize = 16384;

@@ -192,10 +192,8 @@ impl<C: Exec> Stock<C> {
     }
 
     /// Restore a bucketed sale some of whose buckets were lost (their master restarted
-    /// empty) while its meta survived: every bucket is rebuilt from `orders`, as for a
-    /// sale lost whole, and the sale keeps its paused flag. The meta goes first, so the
-    /// sale is absent (sells nothing) until the restore writes it again, last; a restore
-    /// cut short is completed by running it again. Refused when no bucket is lost.
+    /// empty) while its meta survived: [`Stock::restore_whole`]. Refused when no bucket
+    /// is lost.
     pub fn restore_lost_buckets(
         &mut self,
         sale: &str,
@@ -206,6 +204,25 @@ impl<C: Exec> Stock<C> {
         if self.lost_buckets(sale)?.is_empty() {
             return Err(StockError::SaleExists);
         }
+        self.restore_whole(sale, spec, buckets, orders)
+    }
+
+    /// Rebuild a sale that Redis still holds, every bucket from `orders`, as for a sale
+    /// lost whole, keeping its paused flag: for buckets lost with a master, or buckets
+    /// from different moments (a master restarted from an old snapshot kept buckets that
+    /// a later restore had rewritten on the others), whose ledger cannot balance. The
+    /// meta goes first, so the sale is absent (sells nothing) until the restore writes it
+    /// again, last; a restore cut short is completed by running it again. Only while
+    /// nothing buys in the sale (paused, or the masters untrusted): a purchase between
+    /// the caller's read of the orders and a bucket's rewrite would be lost.
+    pub fn restore_whole(
+        &mut self,
+        sale: &str,
+        spec: &SaleSpec,
+        buckets: u32,
+        orders: &[RestoredOrder],
+    ) -> Result<Restored, StockError> {
+        keys::check_sale_id(sale)?;
         let top = SaleKeys::new(sale);
         let paused = self
             .conn
