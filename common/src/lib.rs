@@ -9,6 +9,7 @@
 //! - [`kafka`]: topic creation and a tiny `block_on` for rdkafka's admin API.
 //! - [`order`]: the order message on the `orders` topic.
 //! - [`ticket`]: HMAC-signed user tickets (mint and verify).
+//! - [`payment`]: payment intents and the provider's signed callbacks.
 //! - [`observability`]: the metric names the alerts and the dashboard use (for tests),
 //!   and the writing of one unlabelled metric.
 //! - [`now_ms`]: wall-clock milliseconds since the Unix epoch.
@@ -18,6 +19,7 @@ pub mod config;
 pub mod kafka;
 pub mod observability;
 pub mod order;
+pub mod payment;
 pub mod stack;
 pub mod ticket;
 

@@ -25,6 +25,8 @@ pub const MAX_BUCKETS: u32 = 64;
 /// `buckets` (the stock buckets it was created with) is left out of the JSON when it is 1,
 /// so a single-bucket sale's event is what it always was and an older writer (which, like
 /// this one, refuses unknown fields) still takes it; an event without it reads as 1.
+/// `price_cents` (what a payment for one unit must carry) is left out when unset, for the
+/// same reason: upgrade the writers before the gateways that send it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SaleDefinition {
@@ -34,6 +36,8 @@ pub struct SaleDefinition {
     pub end_ms: i64,
     #[serde(default = "one_bucket", skip_serializing_if = "is_one_bucket")]
     pub buckets: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price_cents: Option<i64>,
 }
 
 fn one_bucket() -> u32 {
@@ -94,6 +98,7 @@ impl OrderMessage {
                     if d.stock >= 0
                         && d.per_user_limit > 0
                         && (1..=MAX_BUCKETS).contains(&d.buckets)
+                        && d.price_cents.is_none_or(|p| p > 0)
                         && !self.sale.is_empty() =>
                 {
                     Ok(())
@@ -119,6 +124,7 @@ mod tests {
             start_ms: 5,
             end_ms: 9,
             buckets,
+            price_cents: None,
         }
     }
 
@@ -150,5 +156,13 @@ mod tests {
         assert!(OrderMessage::opened("s", def(64), 0).validate().is_ok());
         assert!(OrderMessage::opened("s", def(0), 0).validate().is_err());
         assert!(OrderMessage::opened("s", def(65), 0).validate().is_err());
+        let priced = |p| SaleDefinition {
+            price_cents: Some(p),
+            ..def(1)
+        };
+        assert!(OrderMessage::opened("s", priced(1), 0).validate().is_ok());
+        assert!(OrderMessage::opened("s", priced(0), 0).validate().is_err());
+        let json = serde_json::to_string(&OrderMessage::opened("s", priced(1999), 0)).unwrap();
+        assert!(json.contains(r#""price_cents":1999"#), "{json}");
     }
 }

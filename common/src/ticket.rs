@@ -21,13 +21,8 @@ pub enum TicketError {
 /// Mint a ticket for `user`, valid until `expires_unix_s`.
 pub fn mint(secret: &[u8], user: u64, expires_unix_s: u64) -> String {
     let claim = format!("{user}.{expires_unix_s}");
-    let sig = sign(secret, claim.as_bytes()).finalize().into_bytes();
-    let mut out = claim;
-    out.push('.');
-    for b in sig {
-        out.push_str(&format!("{b:02x}"));
-    }
-    out
+    let sig = hex(&sign(secret, claim.as_bytes()).finalize().into_bytes());
+    format!("{claim}.{sig}")
 }
 
 /// Verify a ticket at time `now_unix_s`; returns the user id. The signature compare is
@@ -47,14 +42,20 @@ pub fn verify(secret: &[u8], ticket: &str, now_unix_s: u64) -> Result<u64, Ticke
     Ok(user)
 }
 
-fn sign(secret: &[u8], msg: &[u8]) -> HmacSha256 {
+pub(crate) fn sign(secret: &[u8], msg: &[u8]) -> HmacSha256 {
     // HMAC accepts keys of any length, so this cannot fail.
     let mut mac = <HmacSha256 as Mac>::new_from_slice(secret).unwrap_or_else(|_| unreachable!());
     mac.update(msg);
     mac
 }
 
-fn decode_hex(s: &str) -> Option<Vec<u8>> {
+/// Lower-case hex.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// 64 hex digits (an HMAC-SHA256), decoded.
+pub(crate) fn decode_hex(s: &str) -> Option<Vec<u8>> {
     if s.len() != 64 {
         return None;
     }

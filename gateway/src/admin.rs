@@ -24,6 +24,16 @@ struct CreateSale {
     /// Stock buckets (1..=64, default 1: the plain layout).
     #[serde(default = "one")]
     buckets: i64,
+    /// What a payment for one unit must carry, in cents (default: the gateway's
+    /// `default_price_cents`).
+    #[serde(default, deserialize_with = "present")]
+    price_cents: Option<i64>,
+}
+
+/// An optional field that, when present, must be a number (null is refused, as for the
+/// other fields).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    i64::deserialize(d).map(Some)
 }
 
 fn one() -> i64 {
@@ -120,9 +130,10 @@ impl App {
         if !(1..=max).contains(&c.buckets) {
             return Err(ApiError::BadRequest(format!("buckets must be 1..={max}")));
         }
-        stock.create_sale_with_buckets(&c.sale, &spec, c.buckets as u32)?;
+        let price = c.price_cents.unwrap_or(self.cfg.default_price_cents);
+        stock.create_priced_sale(&c.sale, &spec, c.buckets as u32, Some(price))?;
         self.caches.found(&c.sale);
-        self.audit(req, "create_sale", json!({"sale": c.sale, "stock": c.stock, "per_user_limit": c.per_user_limit, "start_ms": c.start_ms, "end_ms": c.end_ms, "buckets": c.buckets}));
+        self.audit(req, "create_sale", json!({"sale": c.sale, "stock": c.stock, "per_user_limit": c.per_user_limit, "start_ms": c.start_ms, "end_ms": c.end_ms, "buckets": c.buckets, "price_cents": price}));
         // The definition goes to PostgreSQL through the order topic: what rebuilding the
         // sale needs if Redis ever loses it.
         let def = SaleDefinition {
@@ -131,6 +142,7 @@ impl App {
             start_ms: c.start_ms,
             end_ms: c.end_ms,
             buckets: c.buckets as u32,
+            price_cents: Some(price),
         };
         let recorded = match self.sink.send(
             &OrderMessage::opened(&c.sale, def, now_ms()),
@@ -144,7 +156,7 @@ impl App {
         };
         Ok(Reply::json(
             201,
-            &json!({"sale": c.sale, "created": true, "definition_recorded": recorded}),
+            &json!({"sale": c.sale, "created": true, "price_cents": price, "definition_recorded": recorded}),
         ))
     }
 

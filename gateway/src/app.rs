@@ -3,7 +3,8 @@
 //! sales (memory only) → limits → admission → Redis (one Lua script) → order hand-off.
 //!
 //! The handlers live by concern: [`crate::buyer`] (token, order, sale state, order
-//! status, pay), [`crate::admin`] (sales and switches), [`crate::audit`] (who changed
+//! status), [`crate::payments`] (a payment started by the buyer, paid by the provider's
+//! signed callback), [`crate::admin`] (sales and switches), [`crate::audit`] (who changed
 //! what); [`crate::caches`] holds what is remembered between requests.
 
 use crate::breaker::Breaker;
@@ -120,6 +121,7 @@ impl App {
             ["v1", "sales", _] => Route::Sale,
             ["v1", "orders", _] => Route::OrderStatus,
             ["v1", "orders", _, "pay"] => Route::Pay,
+            ["payments", "webhook"] => Route::PaymentCallback,
             ["admin", "sales"] | ["admin", "sales", _, "pause"] => Route::AdminSales,
             ["admin", "switches"] | ["admin", "switches", "local"] | ["admin", "audit"] => {
                 Route::AdminSwitches
@@ -145,7 +147,8 @@ impl App {
             Route::Order => want("POST").and_then(|_| self.order(seg[2], req)),
             Route::Sale => want("GET").and_then(|_| self.sale(seg[2], req)),
             Route::OrderStatus => want("GET").and_then(|_| self.order_status(seg[2], req)),
-            Route::Pay => want("POST").and_then(|_| self.pay(seg[2], req)),
+            Route::Pay => want("POST").and_then(|_| self.start_payment(seg[2], req)),
+            Route::PaymentCallback => want("POST").and_then(|_| self.payment_callback(req)),
             Route::AdminSales => {
                 want("POST")?;
                 self.admin(req)?;
@@ -360,6 +363,7 @@ mod tests {
         assert_eq!(App::route_of("/v1/sales/s1"), Route::Sale);
         assert_eq!(App::route_of("/v1/orders/s1-3"), Route::OrderStatus);
         assert_eq!(App::route_of("/v1/orders/s1-3/pay"), Route::Pay);
+        assert_eq!(App::route_of("/payments/webhook"), Route::PaymentCallback);
         assert_eq!(App::route_of("/admin/sales/s1/pause"), Route::AdminSales);
         assert_eq!(App::route_of("/v1/sales/s1/tokens/x"), Route::Other);
     }

@@ -13,7 +13,7 @@ use seckill_common::order::{OrderEvent, OrderMessage};
 use serde::Deserialize;
 use serde_json::json;
 use std::time::Duration;
-use stock::{Settlement, Stock, StockError};
+use stock::{Stock, StockError};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -217,46 +217,6 @@ impl App {
             Ok(gen)
         } else {
             Err(ApiError::StoreUnconfirmed)
-        }
-    }
-
-    pub(crate) fn pay(&self, order_id: &str, req: &Incoming) -> Result<Reply, ApiError> {
-        let (_, buyer, mut stock) = self.owned_order(order_id, req)?;
-        // Fenced like a purchase: a Redis that lost writes may have lost this order's
-        // release too, and a payment cannot be taken back.
-        self.fenced_generation()?;
-        match stock.settle(order_id, Settlement::Paid) {
-            Ok(_) => {
-                // Redis decided; the event brings PostgreSQL along. If it is lost, the
-                // writer's payment-window scan finds the order paid in Redis instead.
-                let sale = stock::keys::split_order_id(order_id)
-                    .map(|(s, _)| s.to_string())
-                    .unwrap_or_default();
-                self.caches
-                    .put_status(order_id, buyer, stock::OrderState::Paid);
-                let paid = OrderMessage {
-                    event: OrderEvent::Paid,
-                    order_id: order_id.to_string(),
-                    sale,
-                    user: buyer,
-                    units: 1,
-                    per_user_limit: 0,
-                    at_ms: now_ms(),
-                    definition: None,
-                };
-                if let Err(e) = self.sink.send(&paid, self.switches.order_sink()) {
-                    tracing::warn!(order = order_id, error = %e, "paid event not delivered; the payment-window scan will reconcile");
-                }
-                Ok(Reply::json(
-                    200,
-                    &json!({"order_id": order_id, "status": "paid"}),
-                ))
-            }
-            Err(StockError::AlreadyPaid) => Ok(Reply::json(
-                200,
-                &json!({"order_id": order_id, "status": "paid"}),
-            )),
-            Err(e) => Err(e.into()),
         }
     }
 }

@@ -38,6 +38,18 @@ pub struct Config {
     pub ticket_secret: String,
     /// Bearer token of the admin endpoints.
     pub admin_token: String,
+    /// Shared secret the payment provider signs its callbacks with (`Seckill-Signature`,
+    /// HMAC-SHA256 over timestamp and body, as Stripe's webhooks), and the payment intent
+    /// ids are derived from.
+    pub payment_webhook_secret: String,
+    /// How far a callback's signed timestamp may be from now, either way: an older
+    /// callback (captured and sent again) is refused.
+    pub payment_tolerance_secs: i64,
+    /// The currency every payment must be in (ISO 4217 code).
+    pub payment_currency: String,
+    /// Price of a unit of a sale created without `price_cents` (and of sales created
+    /// before prices), in cents.
+    pub default_price_cents: i64,
     /// JSON-lines audit log of every admin change.
     pub audit_log: String,
     /// Purchase token lifetime.
@@ -122,6 +134,7 @@ pub struct Config {
 /// The secrets the README shows; a gateway must not run with them.
 pub const DEFAULT_TICKET_SECRET: &str = "dev-ticket-secret-change-me";
 pub const DEFAULT_ADMIN_TOKEN: &str = "dev-admin-token-change-me";
+pub const DEFAULT_WEBHOOK_SECRET: &str = "dev-webhook-secret-change-me";
 /// Shortest secret accepted (an HMAC-SHA256 key should carry 256 bits).
 pub const MIN_SECRET_BYTES: usize = 32;
 
@@ -145,6 +158,10 @@ impl Default for Config {
             kafka_extra: String::new(),
             ticket_secret: DEFAULT_TICKET_SECRET.into(),
             admin_token: DEFAULT_ADMIN_TOKEN.into(),
+            payment_webhook_secret: DEFAULT_WEBHOOK_SECRET.into(),
+            payment_tolerance_secs: 300,
+            payment_currency: "EUR".into(),
+            default_price_cents: 100,
             audit_log: ".run/gateway-audit.jsonl".into(),
             token_ttl_secs: 1800,
             max_live_tokens: 10,
@@ -202,6 +219,9 @@ pub enum BadConfig {
     TrustedProxy(String),
     #[error("order_sink {0:?}: expected auto, kafka or spool")]
     OrderSink(String),
+    /// A payment setting out of its range (the key, the value, the range).
+    #[error("{0} = {1}: expected {2}")]
+    Payment(&'static str, String, &'static str),
 }
 
 impl Config {
@@ -210,6 +230,11 @@ impl Config {
         [
             ("ticket_secret", &self.ticket_secret, DEFAULT_TICKET_SECRET),
             ("admin_token", &self.admin_token, DEFAULT_ADMIN_TOKEN),
+            (
+                "payment_webhook_secret",
+                &self.payment_webhook_secret,
+                DEFAULT_WEBHOOK_SECRET,
+            ),
         ]
         .into_iter()
         .filter_map(|(key, value, shipped)| {
@@ -235,6 +260,34 @@ impl Config {
             return Ok(weak);
         }
         Err(BadConfig::WeakSecrets(weak))
+    }
+
+    /// The payment settings in range: a tolerance of 1 s to 1 h, a three-letter
+    /// currency code, a default price of 1 cent to `stock::MAX_PRICE_CENTS`.
+    pub fn check_payments(&self) -> Result<(), BadConfig> {
+        if !(1..=3600).contains(&self.payment_tolerance_secs) {
+            return Err(BadConfig::Payment(
+                "payment_tolerance_secs",
+                self.payment_tolerance_secs.to_string(),
+                "1..=3600",
+            ));
+        }
+        let c = &self.payment_currency;
+        if c.len() != 3 || !c.bytes().all(|b| b.is_ascii_uppercase()) {
+            return Err(BadConfig::Payment(
+                "payment_currency",
+                format!("{c:?}"),
+                "an ISO 4217 code, three capital letters",
+            ));
+        }
+        if stock::check_price(self.default_price_cents).is_err() {
+            return Err(BadConfig::Payment(
+                "default_price_cents",
+                self.default_price_cents.to_string(),
+                "1..=1000000000",
+            ));
+        }
+        Ok(())
     }
 
     /// The HTTP edge's bounds, for may_minihttp.
@@ -290,6 +343,7 @@ mod tests {
         Config {
             ticket_secret: "t".repeat(MIN_SECRET_BYTES),
             admin_token: "a".repeat(MIN_SECRET_BYTES),
+            payment_webhook_secret: "w".repeat(MIN_SECRET_BYTES),
             ..Config::default()
         }
     }
@@ -335,6 +389,33 @@ mod tests {
     }
 
     #[test]
+    fn payment_settings_out_of_range_are_refused_by_name() {
+        assert_eq!(Config::default().check_payments(), Ok(()));
+        let cases = [
+            Config {
+                payment_tolerance_secs: 0,
+                ..Config::default()
+            },
+            Config {
+                payment_currency: "eur".into(),
+                ..Config::default()
+            },
+            Config {
+                default_price_cents: 0,
+                ..Config::default()
+            },
+        ];
+        for (cfg, key) in cases.into_iter().zip([
+            "payment_tolerance_secs",
+            "payment_currency",
+            "default_price_cents",
+        ]) {
+            let err = cfg.check_payments().unwrap_err().to_string();
+            assert!(err.starts_with(key), "{err}");
+        }
+    }
+
+    #[test]
     fn the_edge_defaults_are_the_servers_documented_ones() {
         let ours = Config::default().http_limits();
         let theirs = may_minihttp::Limits::default();
@@ -370,7 +451,7 @@ mod tests {
             ..Config::default()
         };
         let weak = cfg.check_secrets().unwrap();
-        assert_eq!(weak.len(), 2, "{weak:?}");
+        assert_eq!(weak.len(), 3, "{weak:?}");
     }
 
     #[test]

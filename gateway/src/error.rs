@@ -5,6 +5,7 @@ use crate::metrics::Limit;
 use crate::order_sink::SinkError;
 use crate::switches::InvalidSwitch;
 use may_minihttp::Refusal;
+use seckill_common::payment::SignatureError;
 use seckill_common::ticket::TicketError;
 use stock::StockError;
 
@@ -28,6 +29,12 @@ pub enum ApiError {
     Ticket(#[source] TicketError),
     #[error("admin endpoints need `Authorization: Bearer <admin token>`")]
     Unauthorized,
+    /// A payment callback whose `Seckill-Signature` is missing, forged or stale.
+    #[error("payment callback refused: {0}")]
+    Signature(#[source] SignatureError),
+    /// A signed payment callback that does not fit its order (the field, and how).
+    #[error("payment callback refused: {0} does not match: {1}")]
+    PaymentMismatch(&'static str, String),
     #[error("{0}")]
     Stock(#[from] StockError),
     #[error("rate limited ({0:?})")]
@@ -120,7 +127,11 @@ impl ApiError {
             ApiError::MethodNotAllowed => 405,
             ApiError::BadRequest(_) | ApiError::BadJson(_) | ApiError::InvalidSwitch(_) => 400,
             ApiError::TooLarge(_) => 413,
-            ApiError::NoTicket | ApiError::Ticket(_) | ApiError::Unauthorized => 401,
+            ApiError::NoTicket
+            | ApiError::Ticket(_)
+            | ApiError::Unauthorized
+            | ApiError::Signature(_) => 401,
+            ApiError::PaymentMismatch(..) => 422,
             ApiError::Limited(..) => 429,
             ApiError::SoldOutShed => 410,
             ApiError::PausedAll
@@ -175,6 +186,10 @@ impl ApiError {
             ApiError::Ticket(TicketError::Expired) => "ticket_expired",
             ApiError::Ticket(_) => "ticket_invalid",
             ApiError::Unauthorized => "unauthorized",
+            ApiError::Signature(e) => crate::payments::signature_code(*e),
+            ApiError::PaymentMismatch("amount_cents", _) => "amount_mismatch",
+            ApiError::PaymentMismatch("currency", _) => "currency_mismatch",
+            ApiError::PaymentMismatch(..) => "intent_mismatch",
             ApiError::Limited(..) => "rate_limited",
             ApiError::SoldOutShed => "sold_out",
             ApiError::PausedAll => "sale_paused",
@@ -294,6 +309,26 @@ mod tests {
             ),
             (ApiError::StoreUnconfirmed, 503, "store_recovering"),
             (ApiError::StatusCacheMiss, 503, "status_not_cached"),
+            (
+                ApiError::Signature(SignatureError::Stale),
+                401,
+                "signature_expired",
+            ),
+            (
+                ApiError::Signature(SignatureError::Mismatch),
+                401,
+                "signature_invalid",
+            ),
+            (
+                ApiError::PaymentMismatch("amount_cents", "1 paid, 2 due".into()),
+                422,
+                "amount_mismatch",
+            ),
+            (
+                ApiError::PaymentMismatch("intent_id", String::new()),
+                422,
+                "intent_mismatch",
+            ),
         ];
         use Refusal as R;
         let edge = [

@@ -88,6 +88,7 @@ impl Conn {
         };
         let authorization = header("authorization").map(str::to_string);
         let actor = header("x-actor").map(|s| s.chars().take(64).collect::<String>());
+        let signature = header(seckill_common::payment::SIGNATURE_HEADER).map(str::to_string);
         let limit = self.app.cfg.max_body_bytes.max(0) as usize;
         let body = match req.content_length() {
             // The body's end is unknown: answer and hang up (RFC 9112 §6.3), never read
@@ -117,6 +118,7 @@ impl Conn {
             path: &path,
             authorization: authorization.as_deref(),
             actor: actor.as_deref(),
+            signature: signature.as_deref(),
             peer: self.peer,
             body,
         };
@@ -135,7 +137,9 @@ impl Conn {
 /// beside `App::handle`'s method checks; `allow_matches_the_routes` pins both.
 fn allow(route: Route, path: &str) -> Option<&'static str> {
     Some(match route {
-        Route::Token | Route::Order | Route::Pay | Route::AdminSales => "Allow: POST",
+        Route::Token | Route::Order | Route::Pay | Route::PaymentCallback | Route::AdminSales => {
+            "Allow: POST"
+        }
         Route::Sale | Route::OrderStatus | Route::Metrics | Route::Health | Route::Ready => {
             "Allow: GET"
         }

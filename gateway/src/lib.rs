@@ -3,7 +3,8 @@
 //! - [`http`]: the may glue — connections, the edge's bounds and refusals, body reading.
 //! - [`request`]: what a handler sees ([`request::Incoming`]) and answers ([`request::Reply`]).
 //! - [`app`]: state, routing, admission, readiness; handlers by concern in [`buyer`]
-//!   (token, order, sale state, status, pay), [`admin`] (sales, switches) and [`audit`];
+//!   (token, order, sale state, status), [`payments`] (a payment started by the buyer,
+//!   paid only by the provider's signed callback), [`admin`] (sales, switches) and [`audit`];
 //!   [`caches`] holds what is remembered between requests.
 //! - [`error`]: the one error type and its HTTP mapping (status, code, Retry-After).
 //! - [`redis_pipe`]: shared pipelined Redis connections that never block a worker.
@@ -28,6 +29,7 @@ pub mod http;
 pub mod limits;
 pub mod metrics;
 pub mod order_sink;
+pub mod payments;
 pub mod redis_pipe;
 pub mod releases;
 pub mod request;

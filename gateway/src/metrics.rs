@@ -15,6 +15,7 @@ pub enum Route {
     Order,
     OrderStatus,
     Pay,
+    PaymentCallback,
     Sale,
     AdminSales,
     AdminSwitches,
@@ -24,11 +25,12 @@ pub enum Route {
     Other,
 }
 
-pub const ROUTES: [Route; 11] = [
+pub const ROUTES: [Route; 12] = [
     Route::Token,
     Route::Order,
     Route::OrderStatus,
     Route::Pay,
+    Route::PaymentCallback,
     Route::Sale,
     Route::AdminSales,
     Route::AdminSwitches,
@@ -45,6 +47,7 @@ impl Route {
             Route::Order => "order",
             Route::OrderStatus => "order_status",
             Route::Pay => "pay",
+            Route::PaymentCallback => "payment_callback",
             Route::Sale => "sale",
             Route::AdminSales => "admin_sales",
             Route::AdminSwitches => "admin_switches",
@@ -56,8 +59,9 @@ impl Route {
     }
 }
 
-const STATUSES: [u16; 19] = [
-    200, 201, 202, 400, 401, 404, 405, 408, 409, 410, 413, 415, 425, 429, 431, 500, 501, 503, 0,
+const STATUSES: [u16; 20] = [
+    200, 201, 202, 400, 401, 404, 405, 408, 409, 410, 413, 415, 422, 425, 429, 431, 500, 501, 503,
+    0,
 ];
 
 /// Latency buckets, seconds.
@@ -141,6 +145,8 @@ pub struct Metrics {
     kafka_errors: AtomicU64,
     limited: [AtomicU64; 4],
     sold_out_shed: AtomicU64,
+    /// Payment callbacks by outcome (`CallbackOutcome::ALL` order).
+    payment_callbacks: [AtomicU64; 5],
     orders_accepted: AtomicU64,
     orders_replayed: AtomicU64,
     stock_released_on_sink_failure: AtomicU64,
@@ -218,6 +224,15 @@ impl Metrics {
 
     pub fn sold_out_shed(&self) {
         self.sold_out_shed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn payment_callback(&self, o: crate::payments::CallbackOutcome) {
+        if let Some(i) = crate::payments::CallbackOutcome::ALL
+            .iter()
+            .position(|x| *x == o)
+        {
+            self.payment_callbacks[i].fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     pub fn order_accepted(&self) {
@@ -302,6 +317,7 @@ impl Metrics {
         self.render_redis(out);
         self.render_orders(out);
         self.render_edge(out);
+        self.render_payments(out);
     }
 
     /// Requests by route and status, and their latency by route.
@@ -450,6 +466,18 @@ impl Metrics {
     }
 
     /// The HTTP edge: refusals and dropped connections by reason, open connections.
+    fn render_payments(&self, out: &mut String) {
+        out.push_str("# HELP seckill_payment_callbacks_total The payment provider's callbacks by outcome: paid, duplicate (already paid), refund_due (the order was cancelled first: the money is owed back), ignored (another event type), refused (signature, body or mismatch).\n# TYPE seckill_payment_callbacks_total counter\n");
+        for (i, o) in crate::payments::CallbackOutcome::ALL.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "seckill_payment_callbacks_total{{outcome=\"{}\"}} {}",
+                o.label(),
+                self.payment_callbacks[i].load(Ordering::Relaxed)
+            );
+        }
+    }
+
     fn render_edge(&self, out: &mut String) {
         out.push_str("# HELP seckill_http_refused_total Requests and connections refused at the HTTP edge (framing, bounds, timeouts), by reason.\n# TYPE seckill_http_refused_total counter\n");
         for (i, r) in Refusal::ALL.iter().enumerate() {

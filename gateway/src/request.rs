@@ -59,6 +59,8 @@ pub struct Incoming<'a> {
     pub authorization: Option<&'a str>,
     /// Who an admin change is by (`X-Actor` header), for the audit log.
     pub actor: Option<&'a str>,
+    /// The payment provider's `Seckill-Signature` header.
+    pub signature: Option<&'a str>,
     pub peer: Option<IpAddr>,
     pub body: Vec<u8>,
 }

@@ -40,7 +40,9 @@ fn rates(c: &Config) -> Rates {
 
 /// Serve until SIGTERM/SIGINT, then drain and flush.
 pub fn run(cfg: Config) -> Result<(), StartError> {
-    // Before anything starts: a gateway with a guessable secret must not serve.
+    // Before anything starts: a gateway with a guessable secret, or a payment setting out
+    // of range, must not serve.
+    cfg.check_payments()?;
     for weak in cfg.check_secrets()? {
         tracing::warn!(
             "INSECURE: {weak}; starting only because dev_insecure (SECKILL_DEV_INSECURE) is set. \

@@ -49,6 +49,7 @@ fn command(env: &[(&str, &str)]) -> (Command, u16) {
         )
         .env("SECKILL_AUDIT_LOG", dir.join("audit.jsonl"))
         .env("SECKILL_SPOOL_DIR", dir.join("spool"))
+        .env("SECKILL_PAYMENT_WEBHOOK_SECRET", STRONG)
         .env("SECKILL_LOG", "warn,rdkafka=off,gateway::redis_pipe=off")
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
@@ -155,8 +156,19 @@ fn rss_kib(pid: u32) -> u64 {
 
 #[test]
 fn weak_secrets_stop_the_start_naming_the_key() {
-    let cases: [(&[(&str, &str)], &str); 3] = [
+    let cases: [(&[(&str, &str)], &str); 4] = [
         (&[], "ticket_secret is the default"),
+        (
+            &[
+                ("SECKILL_TICKET_SECRET", STRONG),
+                ("SECKILL_ADMIN_TOKEN", STRONG),
+                (
+                    "SECKILL_PAYMENT_WEBHOOK_SECRET",
+                    "dev-webhook-secret-change-me",
+                ),
+            ],
+            "payment_webhook_secret is the default",
+        ),
         (
             &[
                 ("SECKILL_TICKET_SECRET", STRONG),

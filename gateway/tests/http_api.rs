@@ -43,14 +43,12 @@ fn happy_path_ticket_token_order_lands_in_kafka() {
         404,
         "not someone else's"
     );
-    let paid = gw.post(
-        &format!("/v1/orders/{order_id}/pay"),
-        Some(&gw.ticket(42)),
-        None,
-    );
+    let paid = gw.pay(&order_id, 42);
     assert_eq!(
         (paid.status, paid.json()["status"].as_str()),
-        (200, Some("paid"))
+        (200, Some("paid")),
+        "{}",
+        paid.body
     );
     let s = gw.get(&format!("/v1/sales/{sale}"), None);
     assert_eq!(

@@ -66,7 +66,14 @@ pub struct Client {
     agent: ureq::Agent,
     base: String,
     secret: Vec<u8>,
+    /// The payment provider's webhook secret (`SECKILL_PAYMENT_WEBHOOK_SECRET`, or the
+    /// development default the local gateways run with): [`Client::pay`] plays the
+    /// provider too.
+    webhook_secret: Vec<u8>,
 }
+
+/// The development webhook secret (the gateway's default).
+pub const DEV_WEBHOOK_SECRET: &str = "dev-webhook-secret-change-me";
 
 impl Client {
     pub fn new(base: &str, secret: &str) -> Client {
@@ -76,11 +83,20 @@ impl Client {
             .max_idle_connections_per_host(4)
             .build()
             .new_agent();
+        let webhook_secret = std::env::var("SECKILL_PAYMENT_WEBHOOK_SECRET")
+            .unwrap_or_else(|_| DEV_WEBHOOK_SECRET.to_string());
         Client {
             agent,
             base: base.trim_end_matches('/').to_string(),
             secret: secret.as_bytes().to_vec(),
+            webhook_secret: webhook_secret.into_bytes(),
         }
+    }
+
+    /// The same client with the provider's webhook secret `secret`.
+    pub fn with_webhook_secret(mut self, secret: &str) -> Client {
+        self.webhook_secret = secret.as_bytes().to_vec();
+        self
     }
 
     pub fn ticket(&self, user: u64) -> String {
@@ -144,13 +160,63 @@ impl Client {
         )
     }
 
+    /// The buyer starts the payment (`POST /v1/orders/{id}/pay`: the intent), and the
+    /// provider — simulated here — pays it at once with its signed callback. The
+    /// callback's answer (200 `paid` or `refund_due`, or a refusal), or the start's when
+    /// there is nothing to pay (already paid, cancelled, not the buyer's).
     pub fn pay(&self, order_id: &str, user: u64) -> Result<Answer, LoadError> {
-        self.send(
+        let started = self.send(
             "POST",
             &format!("/v1/orders/{order_id}/pay"),
             &self.ticket(user),
             None,
-        )
+        )?;
+        let intent = &started.body["payment"];
+        if started.status != 200 || started.str("status") != Some("awaiting_payment") {
+            return Ok(started);
+        }
+        let payment = seckill_common::payment::Payment {
+            // One payment per order: a retried callback is the same payment.
+            payment_id: format!("pay_{order_id}"),
+            intent_id: intent["intent_id"].as_str().unwrap_or_default().to_string(),
+            order_id: order_id.to_string(),
+            amount_cents: intent["amount_cents"].as_i64().unwrap_or_default(),
+            currency: intent["currency"].as_str().unwrap_or_default().to_string(),
+        };
+        self.provider_callback(&seckill_common::payment::Callback {
+            id: format!("evt_{order_id}"),
+            kind: seckill_common::payment::SUCCEEDED.to_string(),
+            data: payment,
+        })
+    }
+
+    /// The payment provider's callback `cb`, signed now with the webhook secret.
+    pub fn provider_callback(
+        &self,
+        cb: &seckill_common::payment::Callback,
+    ) -> Result<Answer, LoadError> {
+        let body = serde_json::to_vec(cb).unwrap_or_default();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let sig = seckill_common::payment::signature(&self.webhook_secret, now, &body);
+        self.send_signed("/payments/webhook", &sig, &body)
+    }
+
+    /// POST `body` (JSON) to `path` with the provider's signature header `sig`.
+    pub fn send_signed(&self, path: &str, sig: &str, body: &[u8]) -> Result<Answer, LoadError> {
+        let mut r = self
+            .agent
+            .post(&format!("{}{path}", self.base))
+            .header(seckill_common::payment::SIGNATURE_HEADER, sig)
+            .header("Content-Type", "application/json")
+            .send(body)?;
+        let status = r.status().as_u16();
+        let text = r.body_mut().read_to_string()?;
+        Ok(Answer {
+            status,
+            body: serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+        })
     }
 
     pub fn sale(&self, sale: &str) -> Result<Answer, LoadError> {

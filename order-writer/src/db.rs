@@ -16,6 +16,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (3, include_str!("../migrations/003_sale_definitions.sql")),
     (4, include_str!("../migrations/004_sale_buckets.sql")),
     (5, include_str!("../migrations/005_reconciled_at.sql")),
+    (6, include_str!("../migrations/006_sale_price.sql")),
 ];
 
 pub fn connect(url: &str, statement_timeout_ms: i64) -> Result<Client, WriterError> {
@@ -97,11 +98,11 @@ fn write_batch_with(
     for m in batch.iter().filter(|m| m.event == OrderEvent::Opened) {
         let Some(d) = &m.definition else { continue };
         tx.execute(
-            "INSERT INTO sales (sale, initial_stock, per_user_limit, start_ms, end_ms, buckets) VALUES ($1, $2, $3, $4, $5, $6)
+            "INSERT INTO sales (sale, initial_stock, per_user_limit, start_ms, end_ms, buckets, price_cents) VALUES ($1, $2, $3, $4, $5, $6, $7)
              ON CONFLICT (sale) DO UPDATE SET initial_stock = EXCLUDED.initial_stock, per_user_limit = EXCLUDED.per_user_limit,
-               start_ms = EXCLUDED.start_ms, end_ms = EXCLUDED.end_ms, buckets = EXCLUDED.buckets
+               start_ms = EXCLUDED.start_ms, end_ms = EXCLUDED.end_ms, buckets = EXCLUDED.buckets, price_cents = EXCLUDED.price_cents
              WHERE sales.initial_stock IS NULL",
-            &[&m.sale, &d.stock, &d.per_user_limit, &d.start_ms, &d.end_ms, &(d.buckets as i32)],
+            &[&m.sale, &d.stock, &d.per_user_limit, &d.start_ms, &d.end_ms, &(d.buckets as i32), &d.price_cents],
         )?;
     }
     let mut inserted = 0;

@@ -180,7 +180,7 @@ fn recorded_definitions(
 ) -> Result<BTreeMap<String, Option<SaleDefinition>>, WriterError> {
     let mut definitions: BTreeMap<String, Option<SaleDefinition>> = BTreeMap::new();
     for row in db.query(
-        "SELECT sale, initial_stock, per_user_limit, start_ms, end_ms, buckets FROM sales",
+        "SELECT sale, initial_stock, per_user_limit, start_ms, end_ms, buckets, price_cents FROM sales",
         &[],
     )? {
         let sale: String = row.get(0);
@@ -200,6 +200,7 @@ fn recorded_definitions(
                         .get::<_, i32>(5)
                         .clamp(1, stock::keys::MAX_BUCKETS as i32)
                         as u32,
+                    price_cents: row.get(6),
                 })
             }
             _ => None,
@@ -332,6 +333,10 @@ fn one_sale(
         }
         stock.restore_whole(sale, &spec, def.buckets, &orders)?
     };
+    // Its price too (written before the masters are trusted: no payment starts without it).
+    if let Some(p) = def.price_cents {
+        stock.set_price(sale, p)?;
+    }
     db.execute(unset, &[&sale])?;
     tracing::info!(%sale, remaining = restored.remaining, held = restored.held, sold = restored.sold, "sale restored");
     Ok(Outcome::Restored {

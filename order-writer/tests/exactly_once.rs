@@ -20,6 +20,7 @@ fn every_produced_order_is_written_once_and_nothing_else() {
         start_ms: 5,
         end_ms: 9,
         buckets: 4,
+        price_cents: None,
     };
     lane.produce(&p, &[OrderMessage::opened(&sale, def(300), now_ms())]);
     lane.produce(&p, &msgs);

@@ -157,6 +157,7 @@ fn a_reservation_with_no_order_anywhere_is_released_after_the_window() {
         start_ms: now_ms() - 1000,
         end_ms: now_ms() + 3_600_000,
         buckets: 1,
+        price_cents: None,
     };
     let mut events = vec![seckill_common::order::OrderMessage::opened(
         &sale,

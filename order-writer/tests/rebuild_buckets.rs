@@ -34,13 +34,16 @@ fn sold_sale(lane: &Lane, stock: &mut Stock<Conn>, tag: &str) -> Sold {
         start_ms: now_ms() - 1000,
         end_ms: now_ms() + 3_600_000,
     };
-    stock.create_sale_with_buckets(&sale, &spec, B).unwrap();
+    stock
+        .create_priced_sale(&sale, &spec, B, Some(1999))
+        .unwrap();
     let def = SaleDefinition {
         stock: spec.stock,
         per_user_limit: spec.per_user_limit,
         start_ms: spec.start_ms,
         end_ms: spec.end_ms,
         buckets: B,
+        price_cents: Some(1999),
     };
     let mut msgs = vec![OrderMessage::opened(&sale, def, now_ms())];
     let mut ids = vec![];
@@ -186,6 +189,11 @@ fn a_lost_bucketed_sale_is_rebuilt_in_its_buckets() {
     assert!(matches!(stock.state(sale), Err(StockError::NoSale)));
     assert_rebuilt(&rebuild_stock(&lane, sale));
     assert_restored(&mut stock, &sold);
+    assert_eq!(
+        stock.price(sale).unwrap(),
+        Some(1999),
+        "its price comes back too"
+    );
 }
 
 #[test]

@@ -181,6 +181,21 @@ impl<C: Exec> Stock<C> {
         spec: &SaleSpec,
         buckets: u32,
     ) -> Result<(), StockError> {
+        self.create_priced_sale(sale, spec, buckets, None)
+    }
+
+    /// [`Stock::create_sale_with_buckets`], with the price its payments must carry
+    /// (cents, in the sale's meta: [`Stock::price`]), written with the sale.
+    pub fn create_priced_sale(
+        &mut self,
+        sale: &str,
+        spec: &SaleSpec,
+        buckets: u32,
+        price_cents: Option<i64>,
+    ) -> Result<(), StockError> {
+        if let Some(p) = price_cents {
+            crate::check_price(p)?;
+        }
         if !(1..=keys::MAX_BUCKETS).contains(&buckets) {
             return Err(StockError::Invalid(format!(
                 "buckets must be 1..={}",
@@ -198,7 +213,7 @@ impl<C: Exec> Stock<C> {
             }
         }
         if buckets == 1 {
-            return self.create_sale(sale, spec);
+            return self.create_plain_sale(sale, spec, price_cents);
         }
         spec.validate()?;
         let k = SaleKeys::new(sale);
@@ -206,6 +221,7 @@ impl<C: Exec> Stock<C> {
             [spec.stock, spec.per_user_limit, spec.start_ms, spec.end_ms].map(|v| v.to_string());
         let mut args = def.to_vec();
         args.push(buckets.to_string());
+        args.extend(price_cents.map(|p| p.to_string()));
         let rest = outcome(self.run(&scripts::BCREATE, &[&k.meta], &args)?)?;
         let base: u64 = string_of(
             rest.first()

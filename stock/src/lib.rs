@@ -58,14 +58,57 @@ impl<C: Exec> Stock<C> {
     }
 
     pub fn create_sale(&mut self, sale: &str, spec: &SaleSpec) -> Result<(), StockError> {
+        self.create_plain_sale(sale, spec, None)
+    }
+
+    pub(crate) fn create_plain_sale(
+        &mut self,
+        sale: &str,
+        spec: &SaleSpec,
+        price_cents: Option<i64>,
+    ) -> Result<(), StockError> {
         keys::check_sale_id(sale)?;
         spec.validate()?;
         let k = keys::SaleKeys::new(sale);
-        let args =
-            [spec.stock, spec.per_user_limit, spec.start_ms, spec.end_ms].map(|v| v.to_string());
+        let mut args: Vec<String> = [spec.stock, spec.per_user_limit, spec.start_ms, spec.end_ms]
+            .map(|v| v.to_string())
+            .to_vec();
+        args.extend(price_cents.map(|p| p.to_string()));
         let reply = self.run(&scripts::CREATE, &k.all(), &args)?;
         outcome(reply)?;
         self.mark_store()
+    }
+
+    /// The price a payment for one unit of `sale` must carry (cents), if one was set
+    /// (`create_priced_sale`, or [`Stock::set_price`] after a restore). `NoSale` if the
+    /// sale is not in Redis.
+    pub fn price(&mut self, sale: &str) -> Result<Option<i64>, StockError> {
+        keys::check_sale_id(sale)?;
+        let meta = keys::SaleKeys::new(sale).meta;
+        match self
+            .conn
+            .exec(redis::cmd("HMGET").arg(&meta).arg("initial").arg("price"))?
+        {
+            Value::Array(v) if v.len() == 2 => match (&v[0], &v[1]) {
+                (Value::Nil, _) => Err(StockError::NoSale),
+                (_, Value::Nil) => Ok(None),
+                (_, p) => Ok(Some(int_of(p)?)),
+            },
+            v => Err(StockError::BadReply(format!("HMGET price: {v:?}"))),
+        }
+    }
+
+    /// Set `sale`'s price (cents): a restore writes it again from the sale's definition.
+    pub fn set_price(&mut self, sale: &str, price_cents: i64) -> Result<(), StockError> {
+        keys::check_sale_id(sale)?;
+        check_price(price_cents)?;
+        let meta = keys::SaleKeys::new(sale).meta;
+        outcome(self.run(
+            &scripts::PRICE,
+            &[meta.as_str()],
+            &[price_cents.to_string()],
+        )?)?;
+        Ok(())
     }
 
     /// One round trip (the gateway's health probe).

@@ -35,6 +35,7 @@ script!(PURCHASE, "lua/purchase.lua");
 script!(SETTLE, "lua/settle.lua");
 script!(STATE, "lua/state.lua");
 script!(PAUSE, "lua/pause.lua");
+script!(PRICE, "lua/price.lua");
 script!(ORDER, "lua/order.lua");
 script!(RESTORE, "lua/restore.lua");
 script!(REAPPLY, "lua/reapply.lua");

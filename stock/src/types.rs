@@ -18,6 +18,20 @@ pub const MAX_UNITS: i64 = 1_000_000_000;
 /// Latest start or end accepted (ms since the epoch; the year 5138).
 pub const MAX_TIME_MS: i64 = 100_000_000_000_000;
 
+/// Highest price accepted, in cents (ten million in the currency's units).
+pub const MAX_PRICE_CENTS: i64 = 1_000_000_000;
+
+/// A price must be 1..=MAX_PRICE_CENTS cents: a sale is never given away by a payment of 0.
+pub fn check_price(cents: i64) -> Result<(), StockError> {
+    if (1..=MAX_PRICE_CENTS).contains(&cents) {
+        Ok(())
+    } else {
+        Err(StockError::Invalid(format!(
+            "price_cents must be 1..={MAX_PRICE_CENTS}"
+        )))
+    }
+}
+
 impl SaleSpec {
     /// Stock 0..=MAX_UNITS, per-user limit 1..=MAX_UNITS, 0 <= start < end <= MAX_TIME_MS.
     pub fn validate(&self) -> Result<(), StockError> {

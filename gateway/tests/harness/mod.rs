@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 pub const SECRET: &str = "test-ticket-secret";
 pub const ADMIN: &str = "test-admin-token";
+/// The payment provider's webhook secret the test gateways run with.
+pub const WEBHOOK: &str = "test-webhook-secret";
 
 pub use stackctl::process::free_port;
 #[allow(unused_imports)]
@@ -131,6 +133,7 @@ impl Gateway {
             ("SECKILL_USER_RPS", "1000".to_string()),
             ("SECKILL_USER_BURST", "1000".to_string()),
             ("SECKILL_LOG", "warn".to_string()),
+            ("SECKILL_PAYMENT_WEBHOOK_SECRET", WEBHOOK.to_string()),
         ];
         env.extend(o.env);
         let proc = ctl
@@ -181,13 +184,55 @@ impl Gateway {
         auth: Option<&str>,
         body: Option<&str>,
     ) -> Resp {
+        let auth = auth.map(|a| ("Authorization", a));
+        self.request_with(method, path, auth.as_slice(), body)
+    }
+
+    /// A request with these header fields.
+    pub fn request_with(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&str>,
+    ) -> Resp {
         let mut raw = format!("{method} {path} HTTP/1.1\r\nHost: t\r\n");
-        if let Some(a) = auth {
-            raw.push_str(&format!("Authorization: {a}\r\n"));
+        for (k, v) in headers {
+            raw.push_str(&format!("{k}: {v}\r\n"));
         }
         let body = body.unwrap_or("");
         raw.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
         self.raw(raw.as_bytes())
+    }
+
+    /// The payment provider's callback: `body` signed with `secret` at `t_unix_s`.
+    pub fn callback_signed(&self, body: &str, secret: &str, t_unix_s: u64) -> Resp {
+        let sig = seckill_common::payment::signature(secret.as_bytes(), t_unix_s, body.as_bytes());
+        self.request_with(
+            "POST",
+            "/payments/webhook",
+            &[("Seckill-Signature", &sig)],
+            Some(body),
+        )
+    }
+
+    /// The buyer starts paying `order_id` (the intent), and the provider pays exactly
+    /// that, signed now: the callback's answer.
+    pub fn pay(&self, order_id: &str, user: u64) -> Resp {
+        let start = self.post(
+            &format!("/v1/orders/{order_id}/pay"),
+            Some(&self.ticket(user)),
+            None,
+        );
+        assert_eq!(start.status, 200, "start paying {order_id}: {}", start.body);
+        let p = &start.json()["payment"];
+        let body = payment_body(
+            order_id,
+            p["intent_id"].as_str().unwrap(),
+            p["amount_cents"].as_i64().unwrap(),
+            p["currency"].as_str().unwrap(),
+        );
+        self.callback_signed(&body, WEBHOOK, (now_ms() / 1000) as u64)
     }
 
     pub fn get(&self, path: &str, auth: Option<&str>) -> Resp {
@@ -279,6 +324,22 @@ impl Drop for Gateway {
     fn drop(&mut self) {
         self.proc.kill9();
     }
+}
+
+/// A `payment.succeeded` callback body for `order_id`.
+pub fn payment_body(order_id: &str, intent: &str, amount_cents: i64, currency: &str) -> String {
+    serde_json::json!({
+        "id": format!("evt_{order_id}"),
+        "type": "payment.succeeded",
+        "data": {
+            "payment_id": format!("pay_{order_id}"),
+            "intent_id": intent,
+            "order_id": order_id,
+            "amount_cents": amount_cents,
+            "currency": currency,
+        },
+    })
+    .to_string()
 }
 
 #[derive(Debug)]

@@ -7,6 +7,7 @@ use gateway::metrics::Limit;
 use gateway::order_sink::SinkError;
 use gateway::switches::InvalidSwitch;
 use may_minihttp::Refusal;
+use seckill_common::payment::SignatureError;
 use seckill_common::ticket::TicketError;
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -50,6 +51,12 @@ fn every_refusal() -> Vec<ApiError> {
         ApiError::Ticket(TicketError::Forged),
         ApiError::Ticket(TicketError::Expired),
         ApiError::Unauthorized,
+        ApiError::Signature(SignatureError::Malformed),
+        ApiError::Signature(SignatureError::Mismatch),
+        ApiError::Signature(SignatureError::Stale),
+        ApiError::PaymentMismatch("amount_cents", "x".into()),
+        ApiError::PaymentMismatch("currency", "x".into()),
+        ApiError::PaymentMismatch("intent_id", "x".into()),
         ApiError::Limited(Limit::User, 3),
         ApiError::SoldOutShed,
         ApiError::PausedAll,

@@ -2,7 +2,9 @@
 //! methods on its path, status reads switched off, every degradation.
 
 use crate::harness::{now_ms, unique, Gateway};
-use crate::schema::{answers_as_documented, auth_for, check_response, deref, doc, operations};
+use crate::schema::{
+    answers_as_documented, auth_for, check_response, deref, doc, operations, send, signed_headers,
+};
 use gateway::app::App;
 use gateway::metrics::{Route, ROUTES};
 use serde_json::json;
@@ -49,10 +51,17 @@ fn every_documented_route_answers_as_documented() {
             ("POST", "/admin/switches") | ("POST", "/admin/switches/local") => {
                 Some(r#"{"status_reads":"normal"}"#.to_string())
             }
+            // The provider pays the order at the default price.
+            ("POST", "/payments/webhook") => Some(crate::harness::payment_body(
+                &order,
+                &seckill_common::payment::intent_id(crate::harness::WEBHOOK.as_bytes(), &order),
+                100,
+                "EUR",
+            )),
             _ => None,
         };
         let what = format!("{method} {template}");
-        let r = gw.request(&method, &path, auth.as_deref(), body.as_deref());
+        let r = send(&gw, &op, &method, &path, auth.as_deref(), body.as_deref());
         answers_as_documented(&doc, &what, &op, &r);
         let success = op["responses"]
             .as_object()
@@ -63,15 +72,16 @@ fn every_documented_route_answers_as_documented() {
             .unwrap();
         assert_eq!(r.status, success, "{what} with valid input: {}", r.body);
 
-        // Without credentials: 401, as documented.
-        if auth.is_some() {
+        // Without credentials (a ticket, the admin token, the provider's signature): 401,
+        // as documented.
+        if auth.is_some() || !signed_headers(&op, body.as_deref()).is_empty() {
             let r = gw.request(&method, &path, None, body.as_deref());
             assert_eq!(r.status, 401, "{what} without credentials: {}", r.body);
             answers_as_documented(&doc, &what, &op, &r);
         }
         // A body over max_body_bytes (4096) on any operation: 413, as documented.
         let big = format!(r#"{{"pad":"{}"}}"#, "x".repeat(5000));
-        let r = gw.request(&method, &path, auth.as_deref(), Some(&big));
+        let r = send(&gw, &op, &method, &path, auth.as_deref(), Some(&big));
         assert_eq!(r.status, 413, "{what} with a large body: {}", r.body);
         answers_as_documented(&doc, &what, &op, &r);
     }

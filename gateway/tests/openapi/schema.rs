@@ -154,6 +154,40 @@ pub fn operations(doc: &Value) -> Vec<(String, String, Value)> {
     out
 }
 
+/// The request header fields `op` needs for `body`: the provider's signature over it,
+/// for the operations the `Signature` scheme secures.
+pub fn signed_headers(op: &Value, body: Option<&str>) -> Vec<(&'static str, String)> {
+    if op["security"][0]["Signature"].is_array() {
+        let now = (crate::harness::now_ms() / 1000) as u64;
+        let sig = seckill_common::payment::signature(
+            crate::harness::WEBHOOK.as_bytes(),
+            now,
+            body.unwrap_or("").as_bytes(),
+        );
+        vec![("Seckill-Signature", sig)]
+    } else {
+        vec![]
+    }
+}
+
+/// Send `body` to `path` as `op` needs it: its credentials (the user's ticket or the
+/// admin token, `auth`) and, for the provider's callback, its signature.
+pub fn send(
+    gw: &Gateway,
+    op: &Value,
+    method: &str,
+    path: &str,
+    auth: Option<&str>,
+    body: Option<&str>,
+) -> crate::harness::Resp {
+    let signed = signed_headers(op, body);
+    let mut headers: Vec<(&str, &str)> = signed.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    if let Some(a) = auth {
+        headers.push(("Authorization", a));
+    }
+    gw.request_with(method, path, &headers, body)
+}
+
 pub fn auth_for(gw: &Gateway, op: &Value, user: u64) -> Option<String> {
     match op["security"][0]
         .as_object()
@@ -162,6 +196,8 @@ pub fn auth_for(gw: &Gateway, op: &Value, user: u64) -> Option<String> {
     {
         Some("Ticket") => Some(gw.ticket(user)),
         Some("Bearer") => Some(Gateway::admin_auth()),
+        // The payment provider's signature covers the body: see `signed_headers`.
+        Some("Signature") => None,
         Some(other) => panic!("unknown security scheme {other}"),
         None => None,
     }

@@ -1,0 +1,235 @@
+//! Payments, from the payment provider only (`seckill_common::payment`).
+//!
+//! - `POST /v1/orders/{id}/pay` (the buyer's ticket) **starts** a payment: it answers the
+//!   intent a client pays with the provider (intent id, amount, currency) and changes
+//!   nothing. No route lets a buyer mark an order paid.
+//! - `POST /payments/webhook` (the provider, signed) pays it: the signature and its
+//!   timestamp first, then the intent must be its order's and the amount and currency the
+//!   sale's, then Redis decides (`settle`, atomic against the expiry's release): paid, or
+//!   already paid (a duplicate: answered the same), or already released — then the money
+//!   is owed back: recorded as **refund due** (audit log and stream, a counter, the log),
+//!   never turned into a sale.
+
+use crate::app::App;
+use crate::error::ApiError;
+use crate::request::{Incoming, Reply};
+use seckill_common::now_ms;
+use seckill_common::order::{OrderEvent, OrderMessage};
+use seckill_common::payment::{self, Callback, SignatureError};
+use serde_json::json;
+use stock::{OrderState, Settlement, StockError};
+
+/// What a verified callback came to (a label of `seckill_payment_callbacks_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallbackOutcome {
+    Paid,
+    Duplicate,
+    RefundDue,
+    Ignored,
+    Refused,
+}
+
+impl CallbackOutcome {
+    pub const ALL: [CallbackOutcome; 5] = [
+        CallbackOutcome::Paid,
+        CallbackOutcome::Duplicate,
+        CallbackOutcome::RefundDue,
+        CallbackOutcome::Ignored,
+        CallbackOutcome::Refused,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            CallbackOutcome::Paid => "paid",
+            CallbackOutcome::Duplicate => "duplicate",
+            CallbackOutcome::RefundDue => "refund_due",
+            CallbackOutcome::Ignored => "ignored",
+            CallbackOutcome::Refused => "refused",
+        }
+    }
+}
+
+impl App {
+    /// The price of one unit of `sale`, in cents: its own, or the default for a sale
+    /// created without one.
+    fn price_of(&self, sale: &str) -> Result<i64, ApiError> {
+        Ok(self
+            .stock()
+            .price(sale)?
+            .unwrap_or(self.cfg.default_price_cents))
+    }
+
+    /// `POST /v1/orders/{id}/pay`: the intent the buyer pays with the provider.
+    pub(crate) fn start_payment(&self, order_id: &str, req: &Incoming) -> Result<Reply, ApiError> {
+        let (state, _, _) = self.owned_order(order_id, req)?;
+        match state {
+            OrderState::Paid => Ok(Reply::json(
+                200,
+                &json!({"order_id": order_id, "status": "paid"}),
+            )),
+            OrderState::Released => Err(StockError::AlreadyReleased.into()),
+            OrderState::Reserved => {
+                let (sale, _) = stock::keys::split_order_id(order_id).ok_or(StockError::NoOrder)?;
+                let amount = self.price_of(sale)?;
+                let intent =
+                    payment::intent_id(self.cfg.payment_webhook_secret.as_bytes(), order_id);
+                Ok(Reply::json(
+                    200,
+                    &json!({
+                        "order_id": order_id,
+                        "status": "awaiting_payment",
+                        "payment": {
+                            "intent_id": intent,
+                            "amount_cents": amount,
+                            "currency": self.cfg.payment_currency,
+                        },
+                    }),
+                ))
+            }
+        }
+    }
+
+    /// `POST /payments/webhook`: the provider says a payment succeeded.
+    pub(crate) fn payment_callback(&self, req: &Incoming) -> Result<Reply, ApiError> {
+        let r = self.settle_callback(req);
+        let outcome = match &r {
+            Ok((o, _)) => *o,
+            // A fault of ours (Redis, the fence): the provider retries; not a refusal.
+            Err(e) if e.status() >= 500 => return r.map(|(_, reply)| reply),
+            Err(_) => CallbackOutcome::Refused,
+        };
+        self.metrics.payment_callback(outcome);
+        r.map(|(_, reply)| reply)
+    }
+
+    fn settle_callback(&self, req: &Incoming) -> Result<(CallbackOutcome, Reply), ApiError> {
+        let secret = self.cfg.payment_webhook_secret.as_bytes();
+        payment::verify(
+            secret,
+            req.signature,
+            &req.body,
+            (now_ms() / 1000).max(0) as u64,
+            self.cfg.payment_tolerance_secs.max(1) as u64,
+        )
+        .map_err(ApiError::Signature)?;
+        let cb: Callback = req.json()?;
+        check_callback(&cb).map_err(ApiError::BadRequest)?;
+        if cb.kind != payment::SUCCEEDED {
+            let body = json!({"event": cb.id, "status": "ignored", "type": cb.kind});
+            return Ok((CallbackOutcome::Ignored, Reply::json(200, &body)));
+        }
+        let p = &cb.data;
+        let (sale, _) = stock::keys::split_order_id(&p.order_id).ok_or(StockError::NoOrder)?;
+        if p.intent_id != payment::intent_id(secret, &p.order_id) {
+            return Err(ApiError::PaymentMismatch(
+                "intent_id",
+                "not this order's intent".into(),
+            ));
+        }
+        if p.currency != self.cfg.payment_currency {
+            return Err(ApiError::PaymentMismatch(
+                "currency",
+                format!("{} paid, {} due", p.currency, self.cfg.payment_currency),
+            ));
+        }
+        let due = self.price_of(sale)?;
+        if p.amount_cents != due {
+            return Err(ApiError::PaymentMismatch(
+                "amount_cents",
+                format!("{} paid, {due} due", p.amount_cents),
+            ));
+        }
+        // Fenced like a purchase: a Redis that lost writes may have lost this order's
+        // release, and a payment recorded on it could not be taken back.
+        self.fenced_generation()?;
+        let mut stock = self.stock();
+        let settled = stock.settle(&p.order_id, Settlement::Paid);
+        let (outcome, status) = match settled {
+            Ok(buyer) => {
+                self.paid_event(&p.order_id, sale, buyer);
+                self.caches.put_status(&p.order_id, buyer, OrderState::Paid);
+                (CallbackOutcome::Paid, "paid")
+            }
+            Err(StockError::AlreadyPaid) => (CallbackOutcome::Duplicate, "paid"),
+            Err(StockError::AlreadyReleased) => {
+                tracing::warn!(order = %p.order_id, payment = %p.payment_id, amount_cents = p.amount_cents, "payment for an order already cancelled: refund due");
+                self.audit(
+                    req,
+                    "refund_due",
+                    json!({"order_id": p.order_id, "payment_id": p.payment_id, "event": cb.id, "amount_cents": p.amount_cents, "currency": p.currency}),
+                );
+                (CallbackOutcome::RefundDue, "refund_due")
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let body = json!({"order_id": p.order_id, "payment_id": p.payment_id, "status": status});
+        Ok((outcome, Reply::json(200, &body)))
+    }
+
+    /// The `paid` event that brings PostgreSQL along. If it is lost, the writer's
+    /// payment-window scan finds the order paid in Redis instead.
+    fn paid_event(&self, order_id: &str, sale: &str, buyer: u64) {
+        let paid = OrderMessage {
+            event: OrderEvent::Paid,
+            order_id: order_id.to_string(),
+            sale: sale.to_string(),
+            user: buyer,
+            units: 1,
+            per_user_limit: 0,
+            at_ms: now_ms(),
+            definition: None,
+        };
+        if let Err(e) = self.sink.send(&paid, self.switches.order_sink()) {
+            tracing::warn!(order = order_id, error = %e, "paid event not delivered; the payment-window scan will reconcile");
+        }
+    }
+}
+
+/// A callback's fields in their ranges (what `openapi.json` declares): ids 1..=128
+/// bytes, an order id `<sale>-<sequence>`, an amount of 1 cent to
+/// `stock::MAX_PRICE_CENTS`, a three-letter currency code.
+fn check_callback(cb: &Callback) -> Result<(), String> {
+    let p = &cb.data;
+    for (name, v) in [
+        ("id", &cb.id),
+        ("type", &cb.kind),
+        ("payment_id", &p.payment_id),
+        ("intent_id", &p.intent_id),
+    ] {
+        if v.is_empty() || v.len() > payment::MAX_ID {
+            return Err(format!("{name} must be 1..={} bytes", payment::MAX_ID));
+        }
+    }
+    if !order_id_shaped(&p.order_id) {
+        return Err("order_id must be <sale>-<sequence>".into());
+    }
+    if stock::check_price(p.amount_cents).is_err() {
+        return Err(format!(
+            "amount_cents must be 1..={}",
+            stock::MAX_PRICE_CENTS
+        ));
+    }
+    if p.currency.len() != 3 || !p.currency.bytes().all(|b| b.is_ascii_uppercase()) {
+        return Err("currency must be three capital letters (ISO 4217)".into());
+    }
+    Ok(())
+}
+
+/// `<sale>-<sequence>` as `openapi.json`'s pattern says: a sale id (`[A-Za-z0-9_]`,
+/// 1..=64) and 1..=20 digits (an id of that shape that names no order is a 404).
+fn order_id_shaped(id: &str) -> bool {
+    id.rsplit_once('-').is_some_and(|(sale, seq)| {
+        stock::keys::check_sale_id(sale).is_ok()
+            && (1..=20).contains(&seq.len())
+            && seq.bytes().all(|b| b.is_ascii_digit())
+    })
+}
+
+/// The code of a refused signature.
+pub(crate) fn signature_code(e: SignatureError) -> &'static str {
+    match e {
+        SignatureError::Malformed => "signature_missing",
+        SignatureError::Mismatch => "signature_invalid",
+        SignatureError::Stale => "signature_expired",
+    }
+}
