@@ -34,6 +34,45 @@ pub enum ConfigError {
     Invalid(#[source] toml::de::Error),
 }
 
+/// A numeric setting outside its range: refused at start, never clamped.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key} = {value} is out of range: expected {min}..={max}")]
+pub struct OutOfRange {
+    pub key: &'static str,
+    pub value: i64,
+    pub min: i64,
+    pub max: i64,
+}
+
+/// One integer setting: its key, its value and the values allowed.
+pub type Setting = (&'static str, i64, std::ops::RangeInclusive<i64>);
+
+/// Every setting in its range, or the first that is not, named with its value and range.
+pub fn check_ranges(settings: &[Setting]) -> Result<(), OutOfRange> {
+    match settings.iter().find(|(_, v, r)| !r.contains(v)) {
+        Some((key, value, r)) => Err(OutOfRange {
+            key,
+            value: *value,
+            min: *r.start(),
+            max: *r.end(),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// The integer settings of `T` (from its defaults), so a test can check that a range
+/// list leaves none out.
+pub fn integer_keys<T: Serialize + Default>() -> Vec<String> {
+    toml::Table::try_from(T::default())
+        .map(|t| {
+            t.into_iter()
+                .filter(|(_, v)| v.is_integer())
+                .map(|(k, _)| k)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Load `T` from its defaults, overridden by the file at `path` (if given), overridden
 /// by environment variables named `SECKILL_` + the field name in upper case.
 pub fn load_config<T>(path: Option<&Path>) -> Result<T, ConfigError>
@@ -120,6 +159,14 @@ mod tests {
                 strict: false,
             }
         }
+    }
+
+    #[test]
+    fn a_setting_out_of_range_is_named_with_its_range() {
+        assert_eq!(check_ranges(&[("a", 1, 0..=2), ("b", 5, 5..=5)]), Ok(()));
+        let e = check_ranges(&[("a", 1, 0..=2), ("b", 6, 1..=5), ("c", -1, 0..=1)]).unwrap_err();
+        assert_eq!(e.to_string(), "b = 6 is out of range: expected 1..=5");
+        assert_eq!(integer_keys::<Demo>(), vec!["workers".to_string()]);
     }
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {

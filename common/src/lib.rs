@@ -23,7 +23,7 @@ pub mod payment;
 pub mod stack;
 pub mod ticket;
 
-pub use config::{load_config, ConfigError};
+pub use config::{check_ranges, load_config, ConfigError, OutOfRange, Setting};
 
 /// Wall-clock milliseconds since the Unix epoch (0 if the clock is before it).
 pub fn now_ms() -> i64 {

@@ -219,9 +219,10 @@ pub enum BadConfig {
     TrustedProxy(String),
     #[error("order_sink {0:?}: expected auto, kafka or spool")]
     OrderSink(String),
-    /// A payment setting out of its range (the key, the value, the range).
-    #[error("{0} = {1}: expected {2}")]
-    Payment(&'static str, String, &'static str),
+    #[error(transparent)]
+    OutOfRange(#[from] seckill_common::OutOfRange),
+    #[error("payment_currency = {0:?}: expected an ISO 4217 code, three capital letters")]
+    Currency(String),
 }
 
 impl Config {
@@ -262,31 +263,73 @@ impl Config {
         Err(BadConfig::WeakSecrets(weak))
     }
 
-    /// The payment settings in range: a tolerance of 1 s to 1 h, a three-letter
-    /// currency code, a default price of 1 cent to `stock::MAX_PRICE_CENTS`.
-    pub fn check_payments(&self) -> Result<(), BadConfig> {
-        if !(1..=3600).contains(&self.payment_tolerance_secs) {
-            return Err(BadConfig::Payment(
-                "payment_tolerance_secs",
-                self.payment_tolerance_secs.to_string(),
-                "1..=3600",
-            ));
-        }
+    /// Every integer setting with the values it may take: one out of range stops the
+    /// start, named with its value and range (`validate`), instead of being clamped.
+    pub fn ranges(&self) -> Vec<seckill_common::Setting> {
+        const DAY_MS: i64 = 86_400_000;
+        const U32: i64 = u32::MAX as i64;
+        vec![
+            ("workers", self.workers, 0..=1024),
+            ("stack_kib", self.stack_kib, 64..=65_536),
+            ("redis_connections", self.redis_connections, 1..=256),
+            ("redis_timeout_ms", self.redis_timeout_ms, 1..=60_000),
+            ("redis_max_in_flight", self.redis_max_in_flight, 1..=1_000_000),
+            ("redis_wait_replicas", self.redis_wait_replicas, -1..=16),
+            ("redis_wait_timeout_ms", self.redis_wait_timeout_ms, 1..=60_000),
+            ("breaker_threshold", self.breaker_threshold, 1..=1_000_000),
+            ("breaker_cool_off_ms", self.breaker_cool_off_ms, 1..=DAY_MS),
+            ("kafka_timeout_ms", self.kafka_timeout_ms, 1..=DAY_MS),
+            ("token_ttl_secs", self.token_ttl_secs, 1..=30 * 86_400),
+            ("max_live_tokens", self.max_live_tokens, 0..=1_000_000),
+            ("metrics_ip_rps", self.metrics_ip_rps, 1..=U32),
+            ("metrics_ip_burst", self.metrics_ip_burst, 1..=U32),
+            ("max_body_bytes", self.max_body_bytes, 1..=16 << 20),
+            ("global_rps", self.global_rps, 1..=U32),
+            ("global_burst", self.global_burst, 1..=U32),
+            ("user_rps", self.user_rps, 1..=U32),
+            ("user_burst", self.user_burst, 1..=U32),
+            ("ip_rps", self.ip_rps, 1..=U32),
+            ("ip_burst", self.ip_burst, 1..=U32),
+            ("sold_out_recheck_ms", self.sold_out_recheck_ms, 0..=DAY_MS),
+            ("sale_cache_ms", self.sale_cache_ms, 0..=DAY_MS),
+            ("drain_secs", self.drain_secs, 0..=3600),
+            ("spool_max_orders", self.spool_max_orders, 1..=1_000_000_000),
+            ("switch_poll_ms", self.switch_poll_ms, 1..=DAY_MS),
+            ("status_cache_max", self.status_cache_max, 0..=100_000_000),
+            ("delivered_orders_max", self.delivered_orders_max, 0..=100_000_000),
+            ("max_connections", self.max_connections, 1..=10_000_000),
+            ("max_connections_per_ip", self.max_connections_per_ip, 0..=10_000_000),
+            (
+                "max_pending_output_bytes",
+                self.max_pending_output_bytes,
+                1..=1 << 30,
+            ),
+            ("max_headers", self.max_headers, 1..=1024),
+            ("max_head_bytes", self.max_head_bytes, 1..=1 << 20),
+            ("head_timeout_ms", self.head_timeout_ms, 1..=DAY_MS),
+            ("body_timeout_ms", self.body_timeout_ms, 1..=DAY_MS),
+            ("idle_timeout_ms", self.idle_timeout_ms, 1..=DAY_MS),
+            ("write_timeout_ms", self.write_timeout_ms, 1..=DAY_MS),
+            ("min_send_rate", self.min_send_rate, 0..=1 << 30),
+            ("send_window_ms", self.send_window_ms, 100..=DAY_MS),
+            ("payment_tolerance_secs", self.payment_tolerance_secs, 1..=3600),
+            (
+                "default_price_cents",
+                self.default_price_cents,
+                1..=stock::MAX_PRICE_CENTS,
+            ),
+        ]
+    }
+
+    /// The settings a gateway starts with: every integer in its range, a currency code,
+    /// `trusted_proxies` that parse. Each refusal names the key.
+    pub fn validate(&self) -> Result<(), BadConfig> {
+        seckill_common::check_ranges(&self.ranges())?;
         let c = &self.payment_currency;
         if c.len() != 3 || !c.bytes().all(|b| b.is_ascii_uppercase()) {
-            return Err(BadConfig::Payment(
-                "payment_currency",
-                format!("{c:?}"),
-                "an ISO 4217 code, three capital letters",
-            ));
+            return Err(BadConfig::Currency(c.clone()));
         }
-        if stock::check_price(self.default_price_cents).is_err() {
-            return Err(BadConfig::Payment(
-                "default_price_cents",
-                self.default_price_cents.to_string(),
-                "1..=1000000000",
-            ));
-        }
+        self.trusted_proxy_nets()?;
         Ok(())
     }
 
@@ -389,29 +432,56 @@ mod tests {
     }
 
     #[test]
-    fn payment_settings_out_of_range_are_refused_by_name() {
-        assert_eq!(Config::default().check_payments(), Ok(()));
+    fn settings_out_of_range_are_refused_by_name_never_clamped() {
+        assert_eq!(Config::default().validate(), Ok(()));
         let cases = [
-            Config {
-                payment_tolerance_secs: 0,
-                ..Config::default()
-            },
-            Config {
-                payment_currency: "eur".into(),
-                ..Config::default()
-            },
-            Config {
-                default_price_cents: 0,
-                ..Config::default()
-            },
+            (
+                Config {
+                    payment_tolerance_secs: 0,
+                    ..Config::default()
+                },
+                "payment_tolerance_secs = 0 is out of range: expected 1..=3600",
+            ),
+            (
+                Config {
+                    redis_timeout_ms: -5,
+                    ..Config::default()
+                },
+                "redis_timeout_ms = -5",
+            ),
+            (
+                Config {
+                    send_window_ms: 50,
+                    ..Config::default()
+                },
+                "send_window_ms = 50",
+            ),
+            (
+                Config {
+                    payment_currency: "eur".into(),
+                    ..Config::default()
+                },
+                "payment_currency",
+            ),
+            (
+                Config {
+                    trusted_proxies: "10.0.0.0/33".into(),
+                    ..Config::default()
+                },
+                "trusted_proxies",
+            ),
         ];
-        for (cfg, key) in cases.into_iter().zip([
-            "payment_tolerance_secs",
-            "payment_currency",
-            "default_price_cents",
-        ]) {
-            let err = cfg.check_payments().unwrap_err().to_string();
-            assert!(err.starts_with(key), "{err}");
+        for (cfg, want) in cases {
+            let err = cfg.validate().unwrap_err().to_string();
+            assert!(err.starts_with(want), "{err}");
+        }
+    }
+
+    #[test]
+    fn every_integer_setting_has_a_range() {
+        let covered: Vec<&str> = Config::default().ranges().iter().map(|r| r.0).collect();
+        for key in seckill_common::config::integer_keys::<Config>() {
+            assert!(covered.contains(&key.as_str()), "{key} has no range");
         }
     }
 

@@ -42,7 +42,7 @@ fn rates(c: &Config) -> Rates {
 pub fn run(cfg: Config) -> Result<(), StartError> {
     // Before anything starts: a gateway with a guessable secret, or a payment setting out
     // of range, must not serve.
-    cfg.check_payments()?;
+    cfg.validate()?;
     for weak in cfg.check_secrets()? {
         tracing::warn!(
             "INSECURE: {weak}; starting only because dev_insecure (SECKILL_DEV_INSECURE) is set. \

@@ -209,6 +209,36 @@ fn weak_secrets_stop_the_start_naming_the_key() {
 }
 
 #[test]
+fn a_setting_out_of_range_stops_the_start_naming_it() {
+    let cases: [(&str, &str, &str); 4] = [
+        (
+            "SECKILL_REDIS_TIMEOUT_MS",
+            "0",
+            "redis_timeout_ms = 0 is out of range: expected 1..=60000",
+        ),
+        (
+            "SECKILL_MAX_HEADERS",
+            "-1",
+            "max_headers = -1 is out of range",
+        ),
+        ("SECKILL_PAYMENT_CURRENCY", "euro", "payment_currency"),
+        ("SECKILL_TRUSTED_PROXIES", "not-an-address", "trusted_proxies"),
+    ];
+    for (var, value, why) in cases {
+        let (mut cmd, port) = command(&[
+            ("SECKILL_TICKET_SECRET", STRONG),
+            ("SECKILL_ADMIN_TOKEN", STRONG),
+            (var, value),
+        ]);
+        let out = cmd.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "started with {var}={value}");
+        assert!(stderr.contains(why), "{var}={value}: {stderr}");
+        assert!(TcpStream::connect(("127.0.0.1", port)).is_err());
+    }
+}
+
+#[test]
 fn refusals_are_answered_in_json_counted_and_405_lists_the_methods() {
     let gw = start(&[
         ("SECKILL_TICKET_SECRET", STRONG),

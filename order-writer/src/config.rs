@@ -80,3 +80,56 @@ impl Default for Config {
         }
     }
 }
+
+impl Config {
+    /// Every integer setting with the values it may take: one out of range stops the
+    /// start, named with its value and range, instead of being clamped.
+    pub fn ranges(&self) -> Vec<seckill_common::Setting> {
+        const DAY_MS: i64 = 86_400_000;
+        vec![
+            ("max_poll_interval_ms", self.max_poll_interval_ms, 1..=DAY_MS),
+            ("session_timeout_ms", self.session_timeout_ms, 1..=DAY_MS),
+            ("batch_max", self.batch_max, 1..=1_000_000),
+            ("batch_wait_ms", self.batch_wait_ms, 0..=DAY_MS),
+            ("db_retry_max_ms", self.db_retry_max_ms, 1..=DAY_MS),
+            ("db_statement_timeout_ms", self.db_statement_timeout_ms, 1..=DAY_MS),
+            ("redis_timeout_ms", self.redis_timeout_ms, 1..=60_000),
+            ("payment_window_secs", self.payment_window_secs, 1..=30 * 86_400),
+            ("cancel_scan_ms", self.cancel_scan_ms, 1..=DAY_MS),
+            ("cancel_batch", self.cancel_batch, 1..=1_000_000),
+            ("reservation_sweep_ms", self.reservation_sweep_ms, 1..=DAY_MS),
+            ("reservation_grace_secs", self.reservation_grace_secs, 0..=30 * 86_400),
+            ("reconcile_poll_ms", self.reconcile_poll_ms, 0..=DAY_MS),
+            ("reconcile_grace_ms", self.reconcile_grace_ms, 0..=DAY_MS),
+            ("reconcile_late_pass_ms", self.reconcile_late_pass_ms, 0..=DAY_MS),
+        ]
+    }
+
+    /// Every integer setting in its range (the first that is not, named).
+    pub fn validate(&self) -> Result<(), seckill_common::OutOfRange> {
+        seckill_common::check_ranges(&self.ranges())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_integer_setting_has_a_range_and_the_defaults_are_in_it() {
+        let cfg = Config::default();
+        assert_eq!(cfg.validate(), Ok(()));
+        let covered: Vec<&str> = cfg.ranges().iter().map(|r| r.0).collect();
+        for key in seckill_common::config::integer_keys::<Config>() {
+            assert!(covered.contains(&key.as_str()), "{key} has no range");
+        }
+        let bad = Config {
+            cancel_batch: 0,
+            ..Config::default()
+        };
+        assert_eq!(
+            bad.validate().unwrap_err().to_string(),
+            "cancel_batch = 0 is out of range: expected 1..=1000000"
+        );
+    }
+}

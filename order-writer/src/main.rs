@@ -53,6 +53,8 @@ fn run() -> Result<(), MainError> {
         }
     }
     let cfg: Config = seckill_common::load_config(config.as_deref())?;
+    cfg.validate()
+        .map_err(|e| order_writer::WriterError::Config(e.to_string()))?;
     if let Some(only) = rebuild {
         let done = order_writer::rebuild::rebuild(&cfg, &only, std::time::Duration::from_secs(60))?;
         let mut failed = 0;
