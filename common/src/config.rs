@@ -73,6 +73,25 @@ pub fn integer_keys<T: Serialize + Default>() -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// `cfg` as TOML, for `<component> config`: the `secrets` shown as `<redacted>` (unless
+/// empty), and the password of every URL (`user:password@host`) as `***`.
+pub fn redacted<T: Serialize>(cfg: &T, secrets: &[&str]) -> Result<String, ConfigError> {
+    let mut table = toml::Table::try_from(cfg).map_err(ConfigError::Defaults)?;
+    for (k, v) in table.iter_mut() {
+        let Some(text) = v.as_str() else { continue };
+        if secrets.contains(&k.as_str()) && !text.is_empty() {
+            *v = toml::Value::String("<redacted>".into());
+        } else if let Some((scheme, rest)) = text.split_once("://") {
+            if let Some((auth, host)) = rest.split_once('@') {
+                if let Some((user, _)) = auth.split_once(':') {
+                    *v = toml::Value::String(format!("{scheme}://{user}:***@{host}"));
+                }
+            }
+        }
+    }
+    toml::to_string(&table).map_err(ConfigError::Defaults)
+}
+
 /// Load `T` from its defaults, overridden by the file at `path` (if given), overridden
 /// by environment variables named `SECKILL_` + the field name in upper case.
 pub fn load_config<T>(path: Option<&Path>) -> Result<T, ConfigError>
@@ -159,6 +178,35 @@ mod tests {
                 strict: false,
             }
         }
+    }
+
+    #[test]
+    fn secrets_and_url_passwords_are_redacted() {
+        #[derive(Serialize)]
+        struct C {
+            token: String,
+            empty: String,
+            url: String,
+            plain: String,
+        }
+        let text = redacted(
+            &C {
+                token: "s3cret".into(),
+                empty: String::new(),
+                url: "postgres://writer:pw@db:5432/seckill".into(),
+                plain: "redis://127.0.0.1:6379".into(),
+            },
+            &["token", "empty"],
+        )
+        .unwrap();
+        assert!(!text.contains("s3cret") && !text.contains(":pw@"), "{text}");
+        assert!(text.contains("token = \"<redacted>\""), "{text}");
+        assert!(text.contains("empty = \"\""), "{text}");
+        assert!(
+            text.contains("postgres://writer:***@db:5432/seckill"),
+            "{text}"
+        );
+        assert!(text.contains("redis://127.0.0.1:6379"), "{text}");
     }
 
     #[test]

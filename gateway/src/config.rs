@@ -273,9 +273,17 @@ impl Config {
             ("stack_kib", self.stack_kib, 64..=65_536),
             ("redis_connections", self.redis_connections, 1..=256),
             ("redis_timeout_ms", self.redis_timeout_ms, 1..=60_000),
-            ("redis_max_in_flight", self.redis_max_in_flight, 1..=1_000_000),
+            (
+                "redis_max_in_flight",
+                self.redis_max_in_flight,
+                1..=1_000_000,
+            ),
             ("redis_wait_replicas", self.redis_wait_replicas, -1..=16),
-            ("redis_wait_timeout_ms", self.redis_wait_timeout_ms, 1..=60_000),
+            (
+                "redis_wait_timeout_ms",
+                self.redis_wait_timeout_ms,
+                1..=60_000,
+            ),
             ("breaker_threshold", self.breaker_threshold, 1..=1_000_000),
             ("breaker_cool_off_ms", self.breaker_cool_off_ms, 1..=DAY_MS),
             ("kafka_timeout_ms", self.kafka_timeout_ms, 1..=DAY_MS),
@@ -296,9 +304,17 @@ impl Config {
             ("spool_max_orders", self.spool_max_orders, 1..=1_000_000_000),
             ("switch_poll_ms", self.switch_poll_ms, 1..=DAY_MS),
             ("status_cache_max", self.status_cache_max, 0..=100_000_000),
-            ("delivered_orders_max", self.delivered_orders_max, 0..=100_000_000),
+            (
+                "delivered_orders_max",
+                self.delivered_orders_max,
+                0..=100_000_000,
+            ),
             ("max_connections", self.max_connections, 1..=10_000_000),
-            ("max_connections_per_ip", self.max_connections_per_ip, 0..=10_000_000),
+            (
+                "max_connections_per_ip",
+                self.max_connections_per_ip,
+                0..=10_000_000,
+            ),
             (
                 "max_pending_output_bytes",
                 self.max_pending_output_bytes,
@@ -312,7 +328,11 @@ impl Config {
             ("write_timeout_ms", self.write_timeout_ms, 1..=DAY_MS),
             ("min_send_rate", self.min_send_rate, 0..=1 << 30),
             ("send_window_ms", self.send_window_ms, 100..=DAY_MS),
-            ("payment_tolerance_secs", self.payment_tolerance_secs, 1..=3600),
+            (
+                "payment_tolerance_secs",
+                self.payment_tolerance_secs,
+                1..=3600,
+            ),
             (
                 "default_price_cents",
                 self.default_price_cents,

@@ -1,6 +1,8 @@
 //! `gateway [serve] [--config FILE]` — run the gateway.
 //! `gateway mint --user ID [--ttl-secs S] [--config FILE]` — print a ticket signed with
 //! the configured `ticket_secret`, for demos and load runs.
+//! `gateway config [--config FILE]` — check the effective configuration (defaults, file,
+//! environment) and print it, secrets redacted.
 //! `gateway switch …` / `gateway sale pause|resume SALE` `[--url U] [--token T]` — the
 //! switches and per-sale pause through a gateway's admin API (see `admin_cli`).
 
@@ -15,7 +17,7 @@ fn main() {
 fn run() -> Result<(), cli::MainError> {
     let mut args = std::env::args().skip(1).peekable();
     let cmd = match args.peek().map(String::as_str) {
-        Some("serve") | Some("mint") | Some("switch") | Some("sale") => {
+        Some("serve") | Some("mint") | Some("switch") | Some("sale") | Some("config") => {
             args.next().unwrap_or_default()
         }
         _ => "serve".to_string(),
@@ -33,7 +35,7 @@ fn run() -> Result<(), cli::MainError> {
             "--user" => user = Some(cli::number(&a, &val()?)?),
             "--ttl-secs" => ttl = cli::number(&a, &val()?)?,
             "-h" | "--help" => {
-                println!("usage: gateway [serve] [--config FILE]\n       gateway mint --user ID [--ttl-secs S] [--config FILE]\n       gateway switch list | get NAME | set NAME VALUE [--local] | clear-local | audit [--url U] [--token T]\n       gateway sale pause|resume SALE [--url U] [--token T]");
+                println!("usage: gateway [serve] [--config FILE]\n       gateway mint --user ID [--ttl-secs S] [--config FILE]\n       gateway config [--config FILE]\n       gateway switch list | get NAME | set NAME VALUE [--local] | clear-local | audit [--url U] [--token T]\n       gateway sale pause|resume SALE [--url U] [--token T]");
                 return Ok(());
             }
             _ => return Err(ArgError::UnknownArgument(a).into()),
@@ -41,6 +43,12 @@ fn run() -> Result<(), cli::MainError> {
     }
     let cfg: Config = seckill_common::load_config(config.as_deref())?;
     match cmd.as_str() {
+        "config" => {
+            cfg.validate()?;
+            let secrets = ["ticket_secret", "admin_token", "payment_webhook_secret"];
+            print!("{}", seckill_common::config::redacted(&cfg, &secrets)?);
+            Ok(())
+        }
         "switch" | "sale" => {
             let actor = format!(
                 "{}@{}",

@@ -222,7 +222,11 @@ fn a_setting_out_of_range_stops_the_start_naming_it() {
             "max_headers = -1 is out of range",
         ),
         ("SECKILL_PAYMENT_CURRENCY", "euro", "payment_currency"),
-        ("SECKILL_TRUSTED_PROXIES", "not-an-address", "trusted_proxies"),
+        (
+            "SECKILL_TRUSTED_PROXIES",
+            "not-an-address",
+            "trusted_proxies",
+        ),
     ];
     for (var, value, why) in cases {
         let (mut cmd, port) = command(&[

@@ -87,21 +87,45 @@ impl Config {
     pub fn ranges(&self) -> Vec<seckill_common::Setting> {
         const DAY_MS: i64 = 86_400_000;
         vec![
-            ("max_poll_interval_ms", self.max_poll_interval_ms, 1..=DAY_MS),
+            (
+                "max_poll_interval_ms",
+                self.max_poll_interval_ms,
+                1..=DAY_MS,
+            ),
             ("session_timeout_ms", self.session_timeout_ms, 1..=DAY_MS),
             ("batch_max", self.batch_max, 1..=1_000_000),
             ("batch_wait_ms", self.batch_wait_ms, 0..=DAY_MS),
             ("db_retry_max_ms", self.db_retry_max_ms, 1..=DAY_MS),
-            ("db_statement_timeout_ms", self.db_statement_timeout_ms, 1..=DAY_MS),
+            (
+                "db_statement_timeout_ms",
+                self.db_statement_timeout_ms,
+                1..=DAY_MS,
+            ),
             ("redis_timeout_ms", self.redis_timeout_ms, 1..=60_000),
-            ("payment_window_secs", self.payment_window_secs, 1..=30 * 86_400),
+            (
+                "payment_window_secs",
+                self.payment_window_secs,
+                1..=30 * 86_400,
+            ),
             ("cancel_scan_ms", self.cancel_scan_ms, 1..=DAY_MS),
             ("cancel_batch", self.cancel_batch, 1..=1_000_000),
-            ("reservation_sweep_ms", self.reservation_sweep_ms, 1..=DAY_MS),
-            ("reservation_grace_secs", self.reservation_grace_secs, 0..=30 * 86_400),
+            (
+                "reservation_sweep_ms",
+                self.reservation_sweep_ms,
+                1..=DAY_MS,
+            ),
+            (
+                "reservation_grace_secs",
+                self.reservation_grace_secs,
+                0..=30 * 86_400,
+            ),
             ("reconcile_poll_ms", self.reconcile_poll_ms, 0..=DAY_MS),
             ("reconcile_grace_ms", self.reconcile_grace_ms, 0..=DAY_MS),
-            ("reconcile_late_pass_ms", self.reconcile_late_pass_ms, 0..=DAY_MS),
+            (
+                "reconcile_late_pass_ms",
+                self.reconcile_late_pass_ms,
+                0..=DAY_MS,
+            ),
         ]
     }
 

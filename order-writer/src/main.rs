@@ -5,6 +5,8 @@
 //! kept ones lack, from PostgreSQL and the topic; trust the Redis processes; print what
 //! was done, and exit. The running writer's reconciler does the same by itself when a
 //! Redis master restarted or was replaced while the store kept its epoch.
+//! `order-writer [--config FILE] config` — check the effective configuration and print
+//! it (a database URL's password redacted).
 
 use order_writer::config::Config;
 use order_writer::metrics::Metrics;
@@ -33,6 +35,7 @@ fn run() -> Result<(), MainError> {
     let mut args = std::env::args().skip(1);
     let mut config = None;
     let mut rebuild: Option<Vec<String>> = None;
+    let mut show = false;
     while let Some(a) = args.next() {
         match a.as_str() {
             "--config" => {
@@ -42,10 +45,11 @@ fn run() -> Result<(), MainError> {
                     })?))
             }
             "-h" | "--help" => {
-                println!("usage: order-writer [--config FILE] [rebuild-stock [SALE...]]");
+                println!("usage: order-writer [--config FILE] [rebuild-stock [SALE...] | config]");
                 return Ok(());
             }
             "rebuild-stock" => rebuild = Some(Vec::new()),
+            "config" if rebuild.is_none() => show = true,
             sale if rebuild.is_some() => {
                 rebuild.get_or_insert_with(Vec::new).push(sale.to_string())
             }
@@ -55,6 +59,11 @@ fn run() -> Result<(), MainError> {
     let cfg: Config = seckill_common::load_config(config.as_deref())?;
     cfg.validate()
         .map_err(|e| order_writer::WriterError::Config(e.to_string()))?;
+    if show {
+        // The database URL's password, if any, is redacted.
+        print!("{}", seckill_common::config::redacted(&cfg, &[])?);
+        return Ok(());
+    }
     if let Some(only) = rebuild {
         let done = order_writer::rebuild::rebuild(&cfg, &only, std::time::Duration::from_secs(60))?;
         let mut failed = 0;
