@@ -42,6 +42,8 @@ pub struct App {
     pub(crate) audit_log: Mutex<Option<std::fs::File>>,
     /// Releases of unacknowledged orders that failed, retried in the background.
     pub releases: Arc<crate::releases::PendingReleases>,
+    /// Who may use `/admin/*`, each with a token (`Config::operators`).
+    operators: Vec<crate::config::Operator>,
 }
 
 /// Counts a request as in flight while alive.
@@ -82,7 +84,9 @@ impl App {
             .open(audit)
             .ok();
         let caches = Caches::new(&cfg);
+        let operators = cfg.operators()?;
         Ok(App {
+            operators,
             caches,
             cfg,
             metrics,
@@ -197,15 +201,24 @@ impl App {
     }
 
     pub(crate) fn admin(&self, req: &Incoming) -> Result<(), ApiError> {
+        self.operator(req).map(|_| ()).ok_or(ApiError::Unauthorized)
+    }
+
+    /// The operator whose bearer token `req` carries (every token compared, each in
+    /// constant time): who an admin change is by, from the credential alone.
+    pub(crate) fn operator(&self, req: &Incoming) -> Option<&str> {
         let given = req
-            .authorization
-            .and_then(|a| a.strip_prefix("Bearer "))
-            .ok_or(ApiError::Unauthorized)?;
-        if constant_time_eq(given.trim().as_bytes(), self.cfg.admin_token.as_bytes()) {
-            Ok(())
-        } else {
-            Err(ApiError::Unauthorized)
+            .authorization?
+            .strip_prefix("Bearer ")?
+            .trim()
+            .as_bytes();
+        let mut found = None;
+        for o in &self.operators {
+            if constant_time_eq(given, &o.token) {
+                found = Some(o.name.as_str());
+            }
         }
+        found
     }
 
     /// The checks shared by the token and order endpoints, cheapest first.

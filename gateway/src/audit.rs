@@ -43,13 +43,32 @@ impl App {
             self.cfg.cluster.clone(),
             OwnedAudit {
                 ts_ms: now_ms(),
-                actor: req.actor.unwrap_or("unknown").to_string(),
+                actor: self.actor(req).to_string(),
                 peer: req.peer.map(|p| p.to_string()).unwrap_or_default(),
                 instance: self.cfg.listen.clone(),
                 action: action.to_string(),
-                detail: detail.to_string(),
+                detail: Self::with_claim(req, detail.clone()).to_string(),
             },
         )
+    }
+
+    /// Who `req` is by: the operator its bearer token proves, the payment provider for a
+    /// signed callback, else `unknown`. Never a header's say-so.
+    fn actor<'r>(&'r self, req: &Incoming) -> &'r str {
+        match self.operator(req) {
+            Some(name) => name,
+            None if req.signature.is_some() => "payment-provider",
+            None => "unknown",
+        }
+    }
+
+    /// `detail` with what the client claims about itself (`X-Actor`, the CLI's
+    /// `user@host`), kept apart from the actor.
+    fn with_claim(req: &Incoming, mut detail: serde_json::Value) -> serde_json::Value {
+        if let (Some(claim), Some(obj)) = (req.actor, detail.as_object_mut()) {
+            obj.insert("claimed_actor".into(), json!(claim));
+        }
+        detail
     }
 
     /// Audit an admin action: the local file always, the central stream when reachable.
@@ -63,7 +82,8 @@ impl App {
     }
 
     pub(crate) fn audit_file(&self, req: &Incoming, action: &str, detail: serde_json::Value) {
-        let line = json!({"ts_ms": now_ms(), "actor": req.actor, "peer": req.peer.map(|p| p.to_string()), "action": action, "detail": detail});
+        let detail = Self::with_claim(req, detail);
+        let line = json!({"ts_ms": now_ms(), "actor": self.actor(req), "peer": req.peer.map(|p| p.to_string()), "action": action, "detail": detail});
         tracing::info!(target: "audit", %line);
         if let Some(f) = self
             .audit_log

@@ -36,8 +36,12 @@ pub struct Config {
     pub kafka_extra: String,
     /// Shared secret of the HMAC tickets (the login layer signs with it).
     pub ticket_secret: String,
-    /// Bearer token of the admin endpoints.
+    /// Bearer token of the admin endpoints: the operator named `admin` (may be empty when
+    /// `admin_tokens_file` names the operators).
     pub admin_token: String,
+    /// Named operators, one per line: `<name> <token>` (`#` starts a comment). The audit
+    /// log records the operator whose token a change came with ("" = only `admin_token`).
+    pub admin_tokens_file: String,
     /// Shared secret the payment provider signs its callbacks with (`Seckill-Signature`,
     /// HMAC-SHA256 over timestamp and body, as Stripe's webhooks), and the payment intent
     /// ids are derived from.
@@ -158,6 +162,7 @@ impl Default for Config {
             kafka_extra: String::new(),
             ticket_secret: DEFAULT_TICKET_SECRET.into(),
             admin_token: DEFAULT_ADMIN_TOKEN.into(),
+            admin_tokens_file: String::new(),
             payment_webhook_secret: DEFAULT_WEBHOOK_SECRET.into(),
             payment_tolerance_secs: 300,
             payment_currency: "EUR".into(),
@@ -202,6 +207,19 @@ impl Default for Config {
     }
 }
 
+/// An operator of the admin endpoints: a name, and the bearer token that proves it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Operator {
+    pub name: String,
+    pub token: Vec<u8>,
+}
+
+impl std::fmt::Debug for Operator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Operator({})", self.name)
+    }
+}
+
 /// A configuration the gateway does not start with.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BadConfig {
@@ -223,6 +241,10 @@ pub enum BadConfig {
     OutOfRange(#[from] seckill_common::OutOfRange),
     #[error("payment_currency = {0:?}: expected an ISO 4217 code, three capital letters")]
     Currency(String),
+    /// `admin_tokens_file` unreadable, or a line that is not `<name> <token>` (the
+    /// file, and what is wrong where).
+    #[error("admin_tokens_file {0}: {1}")]
+    AdminTokens(String, String),
 }
 
 impl Config {
@@ -239,6 +261,10 @@ impl Config {
         ]
         .into_iter()
         .filter_map(|(key, value, shipped)| {
+            // Named operators instead of the shared token.
+            if key == "admin_token" && value.is_empty() && !self.admin_tokens_file.is_empty() {
+                return None;
+            }
             let why = if value.is_empty() {
                 "is empty"
             } else if value == shipped {
@@ -351,6 +377,65 @@ impl Config {
         }
         self.trusted_proxy_nets()?;
         Ok(())
+    }
+
+    /// The operators allowed on `/admin/*`: `admin` with `admin_token` (unless empty),
+    /// and every one `admin_tokens_file` names. Names are 1..=64 of `[A-Za-z0-9_.@-]`,
+    /// each once; tokens at least 32 bytes unless `dev_insecure`.
+    pub fn operators(&self) -> Result<Vec<Operator>, BadConfig> {
+        let mut out = Vec::new();
+        if !self.admin_token.is_empty() {
+            out.push(Operator {
+                name: "admin".into(),
+                token: self.admin_token.clone().into_bytes(),
+            });
+        }
+        if self.admin_tokens_file.is_empty() {
+            return Ok(out);
+        }
+        let path = &self.admin_tokens_file;
+        let bad = |why: String| BadConfig::AdminTokens(path.clone(), why);
+        let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+        for (n, line) in text.lines().enumerate() {
+            let line = line.split('#').next().unwrap_or("").trim();
+            if line.is_empty() {
+                continue;
+            }
+            let mut parts = line.split_whitespace();
+            let (Some(name), Some(token), None) = (parts.next(), parts.next(), parts.next()) else {
+                return Err(bad(format!("line {}: expected `<name> <token>`", n + 1)));
+            };
+            let name_ok = (1..=64).contains(&name.len())
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_.@-".contains(&b));
+            if !name_ok {
+                return Err(bad(format!(
+                    "line {}: an operator name is 1..=64 of A-Z a-z 0-9 _ . @ -",
+                    n + 1
+                )));
+            }
+            if token.len() < MIN_SECRET_BYTES && !self.dev_insecure {
+                return Err(bad(format!(
+                    "line {}: {name}'s token is shorter than {MIN_SECRET_BYTES} bytes",
+                    n + 1
+                )));
+            }
+            if out
+                .iter()
+                .any(|o| o.name == name || o.token == token.as_bytes())
+            {
+                return Err(bad(format!(
+                    "line {}: {name}, or its token, appears twice",
+                    n + 1
+                )));
+            }
+            out.push(Operator {
+                name: name.into(),
+                token: token.as_bytes().to_vec(),
+            });
+        }
+        Ok(out)
     }
 
     /// The HTTP edge's bounds, for may_minihttp.
@@ -495,6 +580,61 @@ mod tests {
             let err = cfg.validate().unwrap_err().to_string();
             assert!(err.starts_with(want), "{err}");
         }
+    }
+
+    #[test]
+    fn operators_come_from_the_tokens_file_each_once() {
+        let dir = std::env::temp_dir().join(format!("seckill-ops-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("ops");
+        let t = |c: char| c.to_string().repeat(MIN_SECRET_BYTES);
+        let with = |text: &str| {
+            std::fs::write(&file, text).unwrap();
+            Config {
+                admin_token: String::new(),
+                admin_tokens_file: file.display().to_string(),
+                ..strong()
+            }
+            .operators()
+        };
+        let ops = with(&format!(
+            "# who\nalice {}\n\n bob  {} # on call\n",
+            t('a'),
+            t('b')
+        ))
+        .unwrap();
+        let names: Vec<&str> = ops.iter().map(|o| o.name.as_str()).collect();
+        assert_eq!(names, ["alice", "bob"]);
+        for (text, why) in [
+            (format!("alice {}\nalice {}\n", t('a'), t('b')), "twice"),
+            (format!("alice {}\nbob {}\n", t('a'), t('a')), "twice"),
+            ("alice short\n".to_string(), "shorter than 32 bytes"),
+            (
+                format!("alice {} extra\n", t('a')),
+                "expected `<name> <token>`",
+            ),
+            (format!("al/ice {}\n", t('a')), "operator name"),
+        ] {
+            let err = with(&text).unwrap_err().to_string();
+            assert!(err.contains(why), "{err}");
+        }
+        let missing = Config {
+            admin_tokens_file: dir.join("nope").display().to_string(),
+            ..strong()
+        };
+        assert!(missing
+            .operators()
+            .unwrap_err()
+            .to_string()
+            .contains("nope"));
+        // The shared token is the operator `admin`; with a file it may be left empty.
+        assert_eq!(strong().operators().unwrap()[0].name, "admin");
+        let no_shared = Config {
+            admin_token: String::new(),
+            admin_tokens_file: "ops".into(),
+            ..strong()
+        };
+        assert_eq!(no_shared.check_secrets(), Ok(vec![]));
     }
 
     #[test]

@@ -57,7 +57,9 @@ pub struct Incoming<'a> {
     pub method: &'a str,
     pub path: &'a str,
     pub authorization: Option<&'a str>,
-    /// Who an admin change is by (`X-Actor` header), for the audit log.
+    /// Who the client says it is (`X-Actor` header: the CLI sends `user@host`), kept in
+    /// the audit detail as `claimed_actor` only: the actor is the operator the bearer
+    /// token proves.
     pub actor: Option<&'a str>,
     /// The payment provider's `Seckill-Signature` header.
     pub signature: Option<&'a str>,

@@ -210,7 +210,7 @@ fn weak_secrets_stop_the_start_naming_the_key() {
 
 #[test]
 fn a_setting_out_of_range_stops_the_start_naming_it() {
-    let cases: [(&str, &str, &str); 4] = [
+    let cases: [(&str, &str, &str); 5] = [
         (
             "SECKILL_REDIS_TIMEOUT_MS",
             "0",
@@ -226,6 +226,11 @@ fn a_setting_out_of_range_stops_the_start_naming_it() {
             "SECKILL_TRUSTED_PROXIES",
             "not-an-address",
             "trusted_proxies",
+        ),
+        (
+            "SECKILL_ADMIN_TOKENS_FILE",
+            "/nonexistent/operators",
+            "admin_tokens_file /nonexistent/operators",
         ),
     ];
     for (var, value, why) in cases {
