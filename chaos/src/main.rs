@@ -14,7 +14,7 @@ use seckill_common::cli::{self, ArgError, MainError};
 use std::time::Instant;
 
 fn main() {
-    seckill_common::cli::main_with("chaos", "warn", run);
+    seckill_common::cli::main_with("chaos", env!("CARGO_PKG_VERSION"), "warn", run);
 }
 
 /// The runs that did not pass (the rest is the drills' and arguments' own errors).

@@ -1,19 +1,24 @@
-//! What every binary's `main` does: logs to stderr with `tracing` (filter from
-//! `SECKILL_LOG`, else `default_filter`), runs, and on error prints it and exits 1.
+//! What every binary's `main` does: answers `--version`, logs to stderr with `tracing`
+//! (filter from `SECKILL_LOG`, else `default_filter`), runs, and on error prints it and
+//! exits 2 for a command line that does not parse, 1 for anything else.
 //! And the one error a command line that does not parse gives ([`ArgError`]).
 
-use std::fmt::Display;
 use std::str::FromStr;
 
 /// What a binary's `run` stops with: any of the typed errors it meets, kept whole
 /// (`main_with` prints its `Display`).
 pub type MainError = Box<dyn std::error::Error>;
 
-pub fn main_with<E: Display>(
+pub fn main_with(
     name: &str,
+    version: &str,
     default_filter: &str,
-    run: impl FnOnce() -> Result<(), E>,
+    run: impl FnOnce() -> Result<(), MainError>,
 ) {
+    if matches!(std::env::args().nth(1).as_deref(), Some("--version" | "-V")) {
+        println!("{name} {version}");
+        return;
+    }
     let filter = tracing_subscriber::EnvFilter::try_from_env("SECKILL_LOG")
         .unwrap_or_else(|_| default_filter.into());
     tracing_subscriber::fmt()
@@ -22,6 +27,12 @@ pub fn main_with<E: Display>(
         .init();
     if let Err(e) = run() {
         eprintln!("{name}: {e}");
+        // A command line that does not parse is a usage error (2), as with every
+        // standard tool; anything else that stops the run is 1.
+        if e.downcast_ref::<ArgError>().is_some() {
+            eprintln!("(see `{name} --help`)");
+            std::process::exit(2);
+        }
         std::process::exit(1);
     }
 }

@@ -11,7 +11,7 @@ use seckill_common::cli::{self, ArgError};
 use std::path::PathBuf;
 
 fn main() {
-    seckill_common::cli::main_with("gateway", "info,may=warn", run);
+    seckill_common::cli::main_with("gateway", env!("CARGO_PKG_VERSION"), "info,may=warn", run);
 }
 
 fn run() -> Result<(), cli::MainError> {

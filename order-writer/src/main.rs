@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 fn main() {
-    seckill_common::cli::main_with("order-writer", "info", run);
+    seckill_common::cli::main_with("order-writer", env!("CARGO_PKG_VERSION"), "info", run);
 }
 
 /// What the writer's own start-up and `rebuild-stock` stop with (the rest is the

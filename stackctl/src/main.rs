@@ -23,7 +23,7 @@ use stackctl::{Service, Stack};
 use std::time::Duration;
 
 fn main() {
-    seckill_common::cli::main_with("stackctl", "info", run);
+    seckill_common::cli::main_with("stackctl", env!("CARGO_PKG_VERSION"), "info", run);
 }
 
 /// `stackctl status` found a service down.
