@@ -32,6 +32,8 @@ pub enum Outcome {
         restored: Restored,
         from_db: usize,
         from_topic: usize,
+        /// Orders put back before the sale was found unbalanced, or after its restore.
+        reapplied: Reapplied,
     },
     /// Redis still has it; what it had lost (if anything) was put back.
     Present { reapplied: Reapplied },
@@ -72,8 +74,9 @@ pub fn rebuild(
 /// masters' processes. A sale that fails is paused and the run goes on; if one cannot
 /// even be paused, nothing is trusted (the gateways keep holding purchases) and the
 /// error is returned. `fenced`: the masters are untrusted, so nothing buys, pays or
-/// settles during the run, and a kept sale whose ledger does not balance is restored
-/// whole (otherwise only a paused one is).
+/// settles during the run (the gateways and the canceller hold), and a kept sale whose
+/// ledger does not balance is restored whole; outside the fence it is paused instead
+/// (units beyond the sale) or reported (units missing).
 pub fn run(
     cfg: &Config,
     scope: Scope,
@@ -89,6 +92,10 @@ pub fn run(
     db::migrate(&mut db)?;
     // Held until `db` is dropped at the end of the run.
     db.execute("SELECT pg_advisory_lock($1)", &[&RECONCILE_LOCK])?;
+    // Another writer's reconcile may have run (and trusted the masters, so the gateways
+    // sell again) while this one waited for the lock: fenced only if a master read at the
+    // start is still untrusted now.
+    let fenced = fenced && !stock::trust::untrusted(stock.conn_mut(), &runs)?.is_empty();
 
     let mut definitions = recorded_definitions(&mut db)?;
     // The reconciler needs only what PostgreSQL may not hold yet: from the writers'
@@ -223,7 +230,7 @@ fn transient(e: &WriterError) -> bool {
 }
 
 /// Restore `sale` if Redis lost it, else put back what Redis lacks; restore it whole if
-/// its ledger still does not balance and nothing buys in it (`fenced`, or paused).
+/// its ledger still does not balance and nothing buys, pays or settles in it (`fenced`).
 fn one_sale(
     stock: &mut Stock<stock::Conn>,
     db: &mut postgres::Client,
@@ -234,9 +241,9 @@ fn one_sale(
 ) -> Result<Outcome, WriterError> {
     // A bucket lost with a master restarted empty, the sale's meta kept: restored whole.
     let lost_buckets = stock.lost_buckets(sale)?;
-    let (present, paused) = match stock.state(sale) {
-        Ok(st) => (true, st.paused),
-        Err(StockError::NoSale) => (false, false),
+    let present = match stock.state(sale) {
+        Ok(_) => true,
+        Err(StockError::NoSale) => false,
         Err(e) => return Err(e.into()),
     };
     if !present && def.is_none() {
@@ -275,7 +282,8 @@ fn one_sale(
         }
     }
     let from_topic = facts.len() - from_db;
-    let orders = merge(facts);
+    let mut orders = merge(facts.clone());
+    let mut carried = Reapplied::default();
     let unset = "UPDATE orders SET unsettled_reason = NULL WHERE sale = $1 AND status = 'reserved' AND unsettled_reason IS NOT NULL";
     if present && lost_buckets.is_empty() {
         // A bucketed sale's moves first (in flight, or half lost with a master), then what
@@ -299,20 +307,28 @@ fn one_sale(
         }
         let ledger = stock.ledger(sale)?;
         if ledger.excess == 0 {
+            if let Some(p) = def.as_ref().and_then(|d| d.price_cents) {
+                // A restore cut short after its meta, before its price, left none.
+                if stock.price(sale)?.is_none() {
+                    stock.set_price(sale, p)?;
+                }
+            }
             return Ok(Outcome::Present { reapplied });
         }
         // Buckets from different moments (a master restarted from an old snapshot kept
         // buckets a later restore rewrote on the others), or a loss nothing above explains:
-        // rebuilt whole from the orders when nothing buys in the sale meanwhile.
-        if def.is_some() && (fenced || paused) {
+        // rebuilt whole from the orders, inside the fence only (nothing buys, pays or
+        // settles meanwhile).
+        if def.is_some() && fenced {
             tracing::error!(%sale, excess = ledger.excess, accounted = ledger.accounted, initial = ledger.initial, "stock not conserved once lost orders and moves were put back: the sale is restored whole");
+            carried = reapplied;
         } else if ledger.excess > 0 {
             return Err(WriterError::Unreconciled(format!(
                 "stock not conserved: {} units more than the sale's {} (accounted {}, in flight {})",
                 ledger.excess, ledger.initial, ledger.accounted, ledger.in_flight
             )));
         } else {
-            tracing::error!(%sale, missing = -ledger.excess, "stock not conserved: units missing (they will not sell until the sale is restored whole: pause it, then `order-writer rebuild-stock SALE`)");
+            tracing::error!(%sale, missing = -ledger.excess, "stock not conserved: units missing (they will not sell until a reconcile under the fence restores the sale whole)");
             return Ok(Outcome::Present { reapplied });
         }
     }
@@ -325,8 +341,18 @@ fn one_sale(
         start_ms: def.start_ms,
         end_ms: def.end_ms,
     };
+    if present || !lost_buckets.is_empty() {
+        // What only Redis knows survives a whole restore too: a payment whose `paid`
+        // event was not delivered, a reservation still in a spool. Read before anything
+        // is rewritten; PostgreSQL's final states still win (`merge`).
+        facts.extend(stock.redis_facts(sale)?);
+        orders = merge(facts);
+    }
     let restored = if !present && lost_buckets.is_empty() {
-        stock.restore_sale_with_buckets(sale, &spec, def.buckets, false, &orders)?
+        // A restore of a kept sale cut short after it removed the meta keeps the pause
+        // its buckets recorded.
+        let paused = stock.any_bucket_paused(sale, def.buckets)?;
+        stock.restore_sale_with_buckets(sale, &spec, def.buckets, paused, &orders)?
     } else {
         if !lost_buckets.is_empty() {
             tracing::warn!(%sale, buckets = ?lost_buckets, "buckets lost with a master: the sale is restored whole");
@@ -337,12 +363,29 @@ fn one_sale(
     if let Some(p) = def.price_cents {
         stock.set_price(sale, p)?;
     }
+    // Orders a writer wrote while the sale was being rewritten (a late one's put-back
+    // found no sale then): put back now, still inside the fence.
+    let mut rows = Vec::new();
+    for row in db.query(
+        "SELECT order_id, user_id, status FROM orders WHERE sale = $1",
+        &[&sale],
+    )? {
+        rows.push(Fact::Row {
+            order_id: row.get(0),
+            user: row.get::<_, i64>(1) as u64,
+            status: restored_status(row.get(2)),
+        });
+    }
+    let again = stock.reapply(sale, &merge(rows))?;
+    carried.applied += again.applied;
+    carried.conflicts += again.conflicts;
     db.execute(unset, &[&sale])?;
     tracing::info!(%sale, remaining = restored.remaining, held = restored.held, sold = restored.sold, "sale restored");
     Ok(Outcome::Restored {
         restored,
         from_db,
         from_topic,
+        reapplied: carried,
     })
 }
 

@@ -149,7 +149,7 @@ fn tally(done: &[(String, Outcome)]) -> (u64, u64) {
     let (mut applied, mut conflicts) = (0, 0);
     for (sale, o) in done {
         match o {
-            Outcome::Present { reapplied } => {
+            Outcome::Present { reapplied } | Outcome::Restored { reapplied, .. } => {
                 applied += reapplied.applied;
                 conflicts += reapplied.conflicts;
             }

@@ -119,6 +119,83 @@ pub struct Reapplied {
 const REAPPLY_BATCH: usize = 1000;
 
 impl<C: Exec> Stock<C> {
+    /// What Redis itself records of `sale`'s orders, bucket by bucket: reservations held
+    /// (`res`), and orders settled paid or released (`settled`). A whole restore takes
+    /// them with PostgreSQL's and the topic's facts (a payment whose event was never
+    /// delivered is known only here); `merge` lets the final states win.
+    pub fn redis_facts(&mut self, sale: &str) -> Result<Vec<Fact>, StockError> {
+        keys::check_sale_id(sale)?;
+        let n = self.buckets_of(sale)?;
+        let parts: Vec<SaleKeys> = if n > 1 {
+            (0..n).map(|b| SaleKeys::bucket(sale, b)).collect()
+        } else {
+            vec![SaleKeys::new(sale)]
+        };
+        let mut out = Vec::new();
+        for k in parts {
+            for (order_id, user) in self.hash_pairs(&k.reservations)? {
+                if let Ok(user) = user.parse() {
+                    out.push(Fact::Reserved { order_id, user });
+                }
+            }
+            for (order_id, v) in self.hash_pairs(&k.settled)? {
+                let Some((how, user)) = v.split_once('|') else {
+                    continue;
+                };
+                let Ok(user) = user.parse() else { continue };
+                out.push(match how {
+                    "paid" => Fact::Paid { order_id, user },
+                    _ => Fact::Row {
+                        order_id,
+                        user,
+                        status: RestoredStatus::Cancelled,
+                    },
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every field and value of the hash at `key`.
+    fn hash_pairs(&mut self, key: &str) -> Result<Vec<(String, String)>, StockError> {
+        let v = self.conn.exec(redis::cmd("HGETALL").arg(key))?;
+        let items: Vec<String> = match v {
+            redis::Value::Array(items) => items
+                .iter()
+                .map(crate::string_of)
+                .collect::<Result<_, _>>()?,
+            redis::Value::Map(pairs) => pairs
+                .iter()
+                .flat_map(|(a, b)| [crate::string_of(a), crate::string_of(b)])
+                .collect::<Result<_, _>>()?,
+            redis::Value::Nil => Vec::new(),
+            v => return Err(StockError::BadReply(format!("HGETALL: {v:?}"))),
+        };
+        Ok(items
+            .chunks(2)
+            .filter_map(|c| Some((c.first()?.clone(), c.get(1)?.clone())))
+            .collect())
+    }
+
+    /// Whether any bucket of `sale` (of `buckets`) records the sale paused: a whole
+    /// restore cut short after it removed the sale's own meta keeps the pause.
+    pub fn any_bucket_paused(&mut self, sale: &str, buckets: u32) -> Result<bool, StockError> {
+        if buckets <= 1 {
+            return Ok(false);
+        }
+        for b in 0..buckets {
+            let meta = SaleKeys::bucket(sale, b).meta;
+            if self
+                .conn
+                .exec(redis::cmd("HGET").arg(&meta).arg("paused"))?
+                == redis::Value::BulkString(b"1".to_vec())
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// Void every token of `sale` issued until now, in every bucket (see `lua/void.lua`):
     /// a reconcile after a loss does it before putting anything back, whatever it finds,
     /// since a token spent in the lost tail came back new. `NoSale` if the sale is gone.

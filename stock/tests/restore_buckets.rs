@@ -436,3 +436,26 @@ fn a_restore_that_would_oversell_writes_nothing_and_one_bucket_is_the_plain_rest
         Err(StockError::Invalid(_))
     ));
 }
+
+#[test]
+fn restoring_a_kept_sale_whole_with_more_orders_than_stock_leaves_it_as_it_was() {
+    let mut s = connect();
+    let sale = sale_id("wholeover");
+    let spec = open_spec(2, 1);
+    s.create_sale_with_buckets(&sale, &spec, B).unwrap();
+    let orders: Vec<RestoredOrder> = (0..3u64)
+        .map(|i| RestoredOrder {
+            order_id: format!("{sale}-{}", 1_000_000 + i),
+            user: i + 1,
+            status: RestoredStatus::Reserved,
+        })
+        .collect();
+    let before = s.state(&sale).unwrap();
+    assert!(matches!(
+        s.restore_whole(&sale, &spec, B, &orders),
+        Err(StockError::WouldOversell { held: 3, sold: 0 })
+    ));
+    // Nothing was removed: the sale is there, unchanged, and can be paused.
+    assert_eq!(s.state(&sale).unwrap(), before);
+    s.set_paused(&sale, true).unwrap();
+}

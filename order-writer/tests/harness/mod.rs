@@ -308,12 +308,17 @@ impl Drop for PrivatePg {
 
 /// `order-writer rebuild-stock SALE` on the lane.
 pub fn rebuild_stock(lane: &Lane, sale: &str) -> std::process::Output {
+    rebuild_stock_on(lane, sale, &lane.stack.redis_url)
+}
+
+/// `order-writer rebuild-stock SALE` on the lane, with the Redis at `redis_url`.
+pub fn rebuild_stock_on(lane: &Lane, sale: &str, redis_url: &str) -> std::process::Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_order-writer"))
         .args(["rebuild-stock", sale])
         .env("SECKILL_ORDERS_TOPIC", &lane.topic)
         .env("SECKILL_DATABASE_URL", &lane.database_url)
         .env("SECKILL_KAFKA_BROKERS", &lane.stack.kafka_brokers)
-        .env("SECKILL_REDIS_URL", &lane.stack.redis_url)
+        .env("SECKILL_REDIS_URL", redis_url)
         .env("SECKILL_METRICS_LISTEN", "")
         .env("SECKILL_LOG", "warn")
         .output()

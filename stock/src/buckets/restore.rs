@@ -223,6 +223,13 @@ impl<C: Exec> Stock<C> {
         orders: &[RestoredOrder],
     ) -> Result<Restored, StockError> {
         keys::check_sale_id(sale)?;
+        // An oversold restore is refused before anything is removed: the sale stays as it
+        // is (to be paused), never absent.
+        let live = |s: RestoredStatus| orders.iter().filter(|o| o.status == s).count() as i64;
+        let (held, sold) = (live(RestoredStatus::Reserved), live(RestoredStatus::Paid));
+        if held + sold > spec.stock {
+            return Err(StockError::WouldOversell { held, sold });
+        }
         let top = SaleKeys::new(sale);
         let paused = self
             .conn
