@@ -146,7 +146,7 @@ pub struct Metrics {
     limited: [AtomicU64; 4],
     sold_out_shed: AtomicU64,
     /// Payment callbacks by outcome (`CallbackOutcome::ALL` order).
-    payment_callbacks: [AtomicU64; 5],
+    payment_callbacks: [AtomicU64; 6],
     orders_accepted: AtomicU64,
     orders_replayed: AtomicU64,
     stock_released_on_sink_failure: AtomicU64,
@@ -467,7 +467,7 @@ impl Metrics {
 
     /// The HTTP edge: refusals and dropped connections by reason, open connections.
     fn render_payments(&self, out: &mut String) {
-        out.push_str("# HELP seckill_payment_callbacks_total The payment provider's callbacks by outcome: paid, duplicate (already paid), refund_due (the order was cancelled first: the money is owed back), ignored (another event type), refused (signature, body or mismatch).\n# TYPE seckill_payment_callbacks_total counter\n");
+        out.push_str("# HELP seckill_payment_callbacks_total The payment provider's callbacks by outcome: paid, duplicate (already paid), refund_due (the order was cancelled first, or paid by another payment, or the payment does not fit it: the money is owed back), ignored (another event type), refused (signed, but a bad body or not fitting its order), unauthenticated (no valid signature).\n# TYPE seckill_payment_callbacks_total counter\n");
         for (i, o) in crate::payments::CallbackOutcome::ALL.iter().enumerate() {
             let _ = writeln!(
                 out,

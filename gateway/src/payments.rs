@@ -6,18 +6,20 @@
 //! - `POST /payments/webhook` (the provider, signed) pays it: the signature and its
 //!   timestamp first, then the intent must be its order's and the amount and currency the
 //!   sale's, then Redis decides (`settle`, atomic against the expiry's release): paid, or
-//!   already paid (a duplicate: answered the same), or already released — then the money
-//!   is owed back: recorded as **refund due** (audit log and stream, a counter, the log),
-//!   never turned into a sale.
+//!   already paid by this payment (the provider's retry: answered the same), or paid by
+//!   another payment, or already released, or signed but not fitting its order — then the
+//!   money is owed back: recorded once per payment id as **refund due** (audit log and
+//!   stream, a counter, the log), never turned into a sale.
 
 use crate::app::App;
 use crate::error::ApiError;
+use crate::redis_pipe::RedisPipe;
 use crate::request::{Incoming, Reply};
 use seckill_common::now_ms;
 use seckill_common::order::{OrderEvent, OrderMessage};
 use seckill_common::payment::{self, Callback, SignatureError};
 use serde_json::json;
-use stock::{OrderState, Settlement, StockError};
+use stock::{OrderState, Settlement, Stock, StockError};
 
 /// What a verified callback came to (a label of `seckill_payment_callbacks_total`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,16 +28,20 @@ pub enum CallbackOutcome {
     Duplicate,
     RefundDue,
     Ignored,
+    /// Signed, and refused (the body, or it does not fit its order).
     Refused,
+    /// No valid signature (forged, stale, missing): anyone can send one.
+    Unauthenticated,
 }
 
 impl CallbackOutcome {
-    pub const ALL: [CallbackOutcome; 5] = [
+    pub const ALL: [CallbackOutcome; 6] = [
         CallbackOutcome::Paid,
         CallbackOutcome::Duplicate,
         CallbackOutcome::RefundDue,
         CallbackOutcome::Ignored,
         CallbackOutcome::Refused,
+        CallbackOutcome::Unauthenticated,
     ];
 
     pub fn label(self) -> &'static str {
@@ -45,6 +51,7 @@ impl CallbackOutcome {
             CallbackOutcome::RefundDue => "refund_due",
             CallbackOutcome::Ignored => "ignored",
             CallbackOutcome::Refused => "refused",
+            CallbackOutcome::Unauthenticated => "unauthenticated",
         }
     }
 }
@@ -62,6 +69,8 @@ impl App {
     /// `POST /v1/orders/{id}/pay`: the intent the buyer pays with the provider.
     pub(crate) fn start_payment(&self, order_id: &str, req: &Incoming) -> Result<Reply, ApiError> {
         let (state, _, _) = self.owned_order(order_id, req)?;
+        // While a reconcile may be rewriting the sale (its price too): 503, retried.
+        self.fenced_generation()?;
         match state {
             OrderState::Paid => Ok(Reply::json(
                 200,
@@ -96,6 +105,8 @@ impl App {
             Ok((o, _)) => *o,
             // A fault of ours (Redis, the fence): the provider retries; not a refusal.
             Err(e) if e.status() >= 500 => return r.map(|(_, reply)| reply),
+            // Anyone can send an unsigned request: counted apart from signed refusals.
+            Err(ApiError::Signature(_)) => CallbackOutcome::Unauthenticated,
             Err(_) => CallbackOutcome::Refused,
         };
         self.metrics.payment_callback(outcome);
@@ -112,58 +123,101 @@ impl App {
             self.cfg.payment_tolerance_secs.max(1) as u64,
         )
         .map_err(ApiError::Signature)?;
-        let cb: Callback = req.json()?;
-        check_callback(&cb).map_err(ApiError::BadRequest)?;
-        if cb.kind != payment::SUCCEEDED {
-            let body = json!({"event": cb.id, "status": "ignored", "type": cb.kind});
+        // The event type first: other events are acknowledged whatever their shape.
+        let raw: serde_json::Value = req.json()?;
+        let kind = raw["type"].as_str().unwrap_or_default();
+        let event = raw["id"].as_str().unwrap_or_default();
+        let sized = |v: &str| (1..=payment::MAX_ID).contains(&v.len());
+        if !sized(kind) || !sized(event) || !raw["data"].is_object() {
+            return Err(ApiError::BadRequest(format!(
+                "id and type are strings of 1..={} bytes, data an object",
+                payment::MAX_ID
+            )));
+        }
+        if kind != payment::SUCCEEDED {
+            let body = json!({"event": event, "status": "ignored", "type": kind});
             return Ok((CallbackOutcome::Ignored, Reply::json(200, &body)));
         }
+        let cb: Callback = serde_json::from_value(raw).map_err(ApiError::BadJson)?;
+        check_callback(&cb).map_err(ApiError::BadRequest)?;
         let p = &cb.data;
         let (sale, _) = stock::keys::split_order_id(&p.order_id).ok_or(StockError::NoOrder)?;
-        if p.intent_id != payment::intent_id(secret, &p.order_id) {
-            return Err(ApiError::PaymentMismatch(
-                "intent_id",
-                "not this order's intent".into(),
-            ));
+        // Redis lost or recovering: 503 before anything is read from it (the provider
+        // retries), never a 404 or a mismatch read from a store being rebuilt.
+        if self.switches.store_lost() {
+            return Err(ApiError::StoreLost);
         }
-        if p.currency != self.cfg.payment_currency {
-            return Err(ApiError::PaymentMismatch(
-                "currency",
-                format!("{} paid, {} due", p.currency, self.cfg.payment_currency),
-            ));
-        }
+        self.fenced_generation()?;
         let due = self.price_of(sale)?;
-        if p.amount_cents != due {
-            return Err(ApiError::PaymentMismatch(
+        let mismatch = if p.intent_id != payment::intent_id(secret, &p.order_id) {
+            Some(("intent_id", "not this order's intent".to_string()))
+        } else if p.currency != self.cfg.payment_currency {
+            let want = &self.cfg.payment_currency;
+            Some(("currency", format!("{} paid, {want} due", p.currency)))
+        } else if p.amount_cents != due {
+            Some((
                 "amount_cents",
                 format!("{} paid, {due} due", p.amount_cents),
-            ));
-        }
-        // Fenced like a purchase: a Redis that lost writes may have lost this order's
-        // release, and a payment recorded on it could not be taken back.
-        self.fenced_generation()?;
+            ))
+        } else {
+            None
+        };
         let mut stock = self.stock();
-        let settled = stock.settle(&p.order_id, Settlement::Paid);
-        let (outcome, status) = match settled {
+        if let Some((field, why)) = mismatch {
+            // Signed: the provider took this money. It pays nothing here and is owed back.
+            self.refund_due(req, &mut stock, &cb, &format!("{field}: {why}"));
+            return Err(ApiError::PaymentMismatch(field, why));
+        }
+        let (outcome, status) = match stock.settle(&p.order_id, Settlement::Paid) {
             Ok(buyer) => {
+                stock.record_payment(&p.order_id, &p.payment_id)?;
                 self.paid_event(&p.order_id, sale, buyer);
                 self.caches.put_status(&p.order_id, buyer, OrderState::Paid);
                 (CallbackOutcome::Paid, "paid")
             }
-            Err(StockError::AlreadyPaid) => (CallbackOutcome::Duplicate, "paid"),
+            // The provider's retry of the payment recorded: answered the same. Another
+            // payment for an order already paid (two tabs, two charges) is owed back.
+            Err(StockError::AlreadyPaid) => {
+                if stock.record_payment(&p.order_id, &p.payment_id)? {
+                    (CallbackOutcome::Duplicate, "paid")
+                } else {
+                    self.refund_due(
+                        req,
+                        &mut stock,
+                        &cb,
+                        "the order was paid by another payment",
+                    );
+                    (CallbackOutcome::RefundDue, "refund_due")
+                }
+            }
             Err(StockError::AlreadyReleased) => {
-                tracing::warn!(order = %p.order_id, payment = %p.payment_id, amount_cents = p.amount_cents, "payment for an order already cancelled: refund due");
-                self.audit(
-                    req,
-                    "refund_due",
-                    json!({"order_id": p.order_id, "payment_id": p.payment_id, "event": cb.id, "amount_cents": p.amount_cents, "currency": p.currency}),
-                );
+                self.refund_due(req, &mut stock, &cb, "the order was cancelled first");
                 (CallbackOutcome::RefundDue, "refund_due")
             }
             Err(e) => return Err(e.into()),
         };
         let body = json!({"order_id": p.order_id, "payment_id": p.payment_id, "status": status});
         Ok((outcome, Reply::json(200, &body)))
+    }
+
+    /// A payment the provider took that pays nothing here: recorded once per payment id
+    /// (audit log and stream, the log) for an operator to refund; a retried callback is
+    /// not recorded twice.
+    fn refund_due(&self, req: &Incoming, stock: &mut Stock<RedisPipe>, cb: &Callback, why: &str) {
+        let p = &cb.data;
+        let first = stock.record_refund(&p.order_id, &p.payment_id);
+        if matches!(first, Ok(false)) {
+            return;
+        }
+        if let Err(e) = &first {
+            tracing::warn!(order = %p.order_id, error = %e, "refund due not deduplicated (Redis); audited anyway");
+        }
+        tracing::warn!(order = %p.order_id, payment = %p.payment_id, amount_cents = p.amount_cents, why, "payment that pays nothing here: refund due");
+        self.audit(
+            req,
+            "refund_due",
+            json!({"order_id": p.order_id, "payment_id": p.payment_id, "event": cb.id, "amount_cents": p.amount_cents, "currency": p.currency, "why": why}),
+        );
     }
 
     /// The `paid` event that brings PostgreSQL along. If it is lost, the writer's
@@ -190,12 +244,7 @@ impl App {
 /// `stock::MAX_PRICE_CENTS`, a three-letter currency code.
 fn check_callback(cb: &Callback) -> Result<(), String> {
     let p = &cb.data;
-    for (name, v) in [
-        ("id", &cb.id),
-        ("type", &cb.kind),
-        ("payment_id", &p.payment_id),
-        ("intent_id", &p.intent_id),
-    ] {
+    for (name, v) in [("payment_id", &p.payment_id), ("intent_id", &p.intent_id)] {
         if v.is_empty() || v.len() > payment::MAX_ID {
             return Err(format!("{name} must be 1..={} bytes", payment::MAX_ID));
         }

@@ -108,6 +108,21 @@ fn a_buyer_only_starts_a_payment_and_the_providers_signed_callback_pays_it_once(
         gw.metric("seckill_payment_callbacks_total{outcome=\"duplicate\"}"),
         1.0
     );
+    // A second, different payment for the paid order (two tabs, two charges) is owed
+    // back, recorded once however often the provider retries it.
+    let other = body.replace(&format!("pay_{order_id}"), "pay_second_tab");
+    for _ in 0..2 {
+        let r = gw.callback_signed(&other, WEBHOOK, now_s());
+        assert_eq!(
+            (r.status, r.json()["status"].as_str()),
+            (200, Some("refund_due")),
+            "{}",
+            r.body
+        );
+    }
+    let audit = std::fs::read_to_string(&gw.audit).unwrap_or_default();
+    assert_eq!(audit.matches("pay_second_tab").count(), 1, "{audit}");
+    assert_eq!(status(&gw, &order_id, 7), "paid");
     // A paid order's start says so.
     let done = gw.post(
         &format!("/v1/orders/{order_id}/pay"),
@@ -193,16 +208,29 @@ fn forged_stale_and_mismatched_callbacks_are_refused_and_pay_nothing() {
         "bad_request",
     );
     assert_eq!(status(&gw, &order_id, 7), "reserved", "nothing was paid");
+    // Unsigned requests (anyone can send them) are counted apart from signed refusals.
+    assert_eq!(
+        gw.metric("seckill_payment_callbacks_total{outcome=\"unauthenticated\"}"),
+        4.0
+    );
     assert_eq!(
         gw.metric("seckill_payment_callbacks_total{outcome=\"refused\"}"),
-        9.0
+        5.0
     );
-    // Another event type is acknowledged and changes nothing.
-    let refunded = good.replace("payment.succeeded", "payment.refunded");
-    let r = gw.callback_signed(&refunded, WEBHOOK, now_s());
+    // A signed payment that does not fit its order took the buyer's money: owed back.
+    let audit = std::fs::read_to_string(&gw.audit).unwrap_or_default();
+    assert!(
+        audit.contains("refund_due") && audit.contains("amount_cents: 1000 paid, 1999 due"),
+        "{audit}"
+    );
+    // Another event type is acknowledged and changes nothing, whatever its shape.
+    let refunded = r#"{"id":"evt_r","type":"charge.refunded","data":{"charge":"ch_1"}}"#;
+    let r = gw.callback_signed(refunded, WEBHOOK, now_s());
     assert_eq!(
         (r.status, r.json()["status"].as_str()),
-        (200, Some("ignored"))
+        (200, Some("ignored")),
+        "{}",
+        r.body
     );
     assert_eq!(status(&gw, &order_id, 7), "reserved");
     // The buyer's old route marks nothing paid, with any body.

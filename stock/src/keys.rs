@@ -11,6 +11,8 @@
 //! | `sk:{S}:settled` | hash | order id → `paid|user` or `released|user` |
 //! | `sk:{S}:seq` | int | order id sequence |
 //! | `sk:{S}:tok:T` | string | `user|expires_ms|new|issued_us`, then `…|used|order` or `…|replayed|order` (a retry was answered with the order), with a TTL |
+//! | `sk:{S}:pay` | hash | order id → the payment provider's payment id that paid it |
+//! | `sk:{S}:refund` | hash | payment id → order id: payments recorded as refunds due (each once) |
 //! | `sk:{S#b}:…` | | bucket `b` of a sale created with `buckets` > 1: the same names (meta, stock, sold, buyers, res, res_at, settled, seq, tok, utok) under the bucket's own tag; `sk:{S}:meta` holds the definition and `buckets` |
 //! | `sk:{S#b}:xout` | hash | transfer id → `dest|count`: units withdrawn from bucket b, in flight (deposit not yet seen) |
 //! | `sk:{S#b}:xdone` | hash | transfer id → `dest|count`: moves out of bucket b whose deposit was seen (kept while the sale lives) |
@@ -124,6 +126,17 @@ impl SaleKeys {
     /// expires with the newest token.
     pub fn user_tokens(&self, user: u64) -> String {
         format!("{}utok:{user}", self.prefix)
+    }
+
+    /// The provider's payment that paid each order (hash: order id → payment id): a
+    /// different payment for a paid order is a refund due, the same one a duplicate.
+    pub fn payments(&self) -> String {
+        format!("{}pay", self.prefix)
+    }
+
+    /// Payments recorded as refunds due (hash: payment id → order id), each once.
+    pub fn refunds(&self) -> String {
+        format!("{}refund", self.prefix)
     }
 
     /// A bucket's journal of units withdrawn for another bucket and not yet known to be

@@ -436,6 +436,37 @@ impl<C: Exec> Stock<C> {
         Ok((state, user))
     }
 
+    /// Record that payment `payment_id` paid `order_id` (after `settle` said paid, or
+    /// already paid): true when it is that order's payment — the first recorded, or the
+    /// same again (a provider's retry) — false when another payment paid it first (this
+    /// one is owed back).
+    pub fn record_payment(&mut self, order_id: &str, payment_id: &str) -> Result<bool, StockError> {
+        let (sale, seq) = keys::split_order_id(order_id).ok_or(StockError::NoOrder)?;
+        let key = self.order_keys(sale, seq)?.payments();
+        if int_of(
+            &self
+                .conn
+                .exec(redis::cmd("HSETNX").arg(&key).arg(order_id).arg(payment_id))?,
+        )? == 1
+        {
+            return Ok(true);
+        }
+        let first = self.conn.exec(redis::cmd("HGET").arg(&key).arg(order_id))?;
+        Ok(first == Value::BulkString(payment_id.as_bytes().to_vec()))
+    }
+
+    /// Record payment `payment_id` for `order_id` as a refund due: true the first time
+    /// (the caller audits it), false when it was recorded already (a retried callback).
+    pub fn record_refund(&mut self, order_id: &str, payment_id: &str) -> Result<bool, StockError> {
+        let (sale, seq) = keys::split_order_id(order_id).ok_or(StockError::NoOrder)?;
+        let key = self.order_keys(sale, seq)?.refunds();
+        Ok(int_of(
+            &self
+                .conn
+                .exec(redis::cmd("HSETNX").arg(&key).arg(payment_id).arg(order_id))?,
+        )? == 1)
+    }
+
     /// For a bucketed sale: the buckets summed (remaining includes units in flight
     /// between buckets), read bucket by bucket.
     pub fn state(&mut self, sale: &str) -> Result<SaleState, StockError> {
