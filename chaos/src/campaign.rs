@@ -267,9 +267,18 @@ impl<'a> Rig<'a> {
         if self.proxy.is_none() && p.fault != Fault::MasterSnapshotRestart {
             // The snapshot a later master-snapshot-restart starts from (best effort: a
             // node down or saving already keeps its last one).
-            for i in 0..self.env.cluster.nodes() {
-                let _ = self.env.cluster.snapshot(i);
+            let c = &self.env.cluster;
+            for i in 0..c.nodes() {
+                let _ = c.snapshot(i);
             }
+            // Written before the fault: an empty restart must not meet a save finishing
+            // after it removed the file.
+            wait_for(Duration::from_secs(10), || {
+                (0..c.nodes()).all(|i| {
+                    c.query(c.port(i), &["INFO", "persistence"])
+                        .map_or(true, |info| !info.contains("rdb_bgsave_in_progress:1"))
+                })
+            });
         }
         let what = self.inject(&p)?;
         let start_s = d.elapsed().as_secs_f64();

@@ -62,15 +62,13 @@ pub fn check_ranges(settings: &[Setting]) -> Result<(), OutOfRange> {
 
 /// The integer settings of `T` (from its defaults), so a test can check that a range
 /// list leaves none out.
-pub fn integer_keys<T: Serialize + Default>() -> Vec<String> {
-    toml::Table::try_from(T::default())
-        .map(|t| {
-            t.into_iter()
-                .filter(|(_, v)| v.is_integer())
-                .map(|(k, _)| k)
-                .collect()
-        })
-        .unwrap_or_default()
+pub fn integer_keys<T: Serialize + Default>() -> Result<Vec<String>, ConfigError> {
+    Ok(toml::Table::try_from(T::default())
+        .map_err(ConfigError::Defaults)?
+        .into_iter()
+        .filter(|(_, v)| v.is_integer())
+        .map(|(k, _)| k)
+        .collect())
 }
 
 /// `cfg` as TOML, for `<component> config`: the `secrets` shown as `<redacted>` (unless
@@ -81,6 +79,24 @@ pub fn redacted<T: Serialize>(cfg: &T, secrets: &[&str]) -> Result<String, Confi
         let Some(text) = v.as_str() else { continue };
         if secrets.contains(&k.as_str()) && !text.is_empty() {
             *v = toml::Value::String("<redacted>".into());
+        } else if text.contains('=') && !text.contains("://") {
+            // `k=v,k=v` or `k=v k=v` settings (librdkafka's, a libpq connection string):
+            // the value of every key that names a secret.
+            let shown: Vec<String> = text
+                .split_inclusive([',', ' '])
+                .map(|part| match part.split_once('=') {
+                    Some((key, value)) if secret_key(key) => {
+                        let sep = if value.ends_with([',', ' ']) {
+                            &value[value.len() - 1..]
+                        } else {
+                            ""
+                        };
+                        format!("{key}=***{sep}")
+                    }
+                    _ => part.to_string(),
+                })
+                .collect();
+            *v = toml::Value::String(shown.concat());
         } else if let Some((scheme, rest)) = text.split_once("://") {
             if let Some((auth, host)) = rest.split_once('@') {
                 if let Some((user, _)) = auth.split_once(':') {
@@ -90,6 +106,14 @@ pub fn redacted<T: Serialize>(cfg: &T, secrets: &[&str]) -> Result<String, Confi
         }
     }
     toml::to_string(&table).map_err(ConfigError::Defaults)
+}
+
+/// A setting's key that names a secret (`sasl.password`, `ssl.key.password`, `password`).
+fn secret_key(key: &str) -> bool {
+    let k = key.trim().to_ascii_lowercase();
+    ["password", "secret", "token"]
+        .iter()
+        .any(|w| k.contains(w))
 }
 
 /// Load `T` from its defaults, overridden by the file at `path` (if given), overridden
@@ -188,6 +212,8 @@ mod tests {
             empty: String,
             url: String,
             plain: String,
+            extra: String,
+            conninfo: String,
         }
         let text = redacted(
             &C {
@@ -195,6 +221,8 @@ mod tests {
                 empty: String::new(),
                 url: "postgres://writer:pw@db:5432/seckill".into(),
                 plain: "redis://127.0.0.1:6379".into(),
+                extra: "security.protocol=SASL_SSL,sasl.username=w,sasl.password=hunter2".into(),
+                conninfo: "host=db user=w password=hunter3 sslmode=require".into(),
             },
             &["token", "empty"],
         )
@@ -207,6 +235,15 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("redis://127.0.0.1:6379"), "{text}");
+        assert!(
+            !text.contains("hunter2") && !text.contains("hunter3"),
+            "{text}"
+        );
+        assert!(text.contains("sasl.username=w,sasl.password=***"), "{text}");
+        assert!(
+            text.contains("user=w password=*** sslmode=require"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -214,7 +251,7 @@ mod tests {
         assert_eq!(check_ranges(&[("a", 1, 0..=2), ("b", 5, 5..=5)]), Ok(()));
         let e = check_ranges(&[("a", 1, 0..=2), ("b", 6, 1..=5), ("c", -1, 0..=1)]).unwrap_err();
         assert_eq!(e.to_string(), "b = 6 is out of range: expected 1..=5");
-        assert_eq!(integer_keys::<Demo>(), vec!["workers".to_string()]);
+        assert_eq!(integer_keys::<Demo>().unwrap(), vec!["workers".to_string()]);
     }
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {

@@ -207,6 +207,9 @@ impl Default for Config {
     }
 }
 
+/// The audit log's names for callers who are not operators.
+pub const RESERVED_ACTORS: [&str; 2] = ["payment-provider", "unknown"];
+
 /// An operator of the admin endpoints: a name, and the bearer token that proves it.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Operator {
@@ -397,7 +400,13 @@ impl Config {
         let bad = |why: String| BadConfig::AdminTokens(path.clone(), why);
         let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
         for (n, line) in text.lines().enumerate() {
-            let line = line.split('#').next().unwrap_or("").trim();
+            // A comment starts a line or follows a space: a `#` inside a token is the token's.
+            let line = line.trim();
+            let line = match line.find(" #").or(line.find("\t#")) {
+                _ if line.starts_with('#') => "",
+                Some(i) => line[..i].trim(),
+                None => line,
+            };
             if line.is_empty() {
                 continue;
             }
@@ -412,6 +421,12 @@ impl Config {
             if !name_ok {
                 return Err(bad(format!(
                     "line {}: an operator name is 1..=64 of A-Z a-z 0-9 _ . @ -",
+                    n + 1
+                )));
+            }
+            if RESERVED_ACTORS.contains(&name) {
+                return Err(bad(format!(
+                    "line {}: {name} is what the audit log calls others",
                     n + 1
                 )));
             }
@@ -434,6 +449,9 @@ impl Config {
                 name: name.into(),
                 token: token.as_bytes().to_vec(),
             });
+        }
+        if out.is_empty() {
+            return Err(bad("names no operator, and admin_token is empty".into()));
         }
         Ok(out)
     }
@@ -614,6 +632,11 @@ mod tests {
                 "expected `<name> <token>`",
             ),
             (format!("al/ice {}\n", t('a')), "operator name"),
+            (
+                format!("unknown {}\n", t('a')),
+                "what the audit log calls others",
+            ),
+            ("# nobody\n".to_string(), "names no operator"),
         ] {
             let err = with(&text).unwrap_err().to_string();
             assert!(err.contains(why), "{err}");
@@ -640,7 +663,7 @@ mod tests {
     #[test]
     fn every_integer_setting_has_a_range() {
         let covered: Vec<&str> = Config::default().ranges().iter().map(|r| r.0).collect();
-        for key in seckill_common::config::integer_keys::<Config>() {
+        for key in seckill_common::config::integer_keys::<Config>().unwrap() {
             assert!(covered.contains(&key.as_str()), "{key} has no range");
         }
     }

@@ -44,7 +44,10 @@ fn run() -> Result<(), cli::MainError> {
     let cfg: Config = seckill_common::load_config(config.as_deref())?;
     match cmd.as_str() {
         "config" => {
+            // What `serve` would refuse, refused here too.
             cfg.validate()?;
+            cfg.check_secrets()?;
+            cfg.operators()?;
             let secrets = ["ticket_secret", "admin_token", "payment_webhook_secret"];
             print!("{}", seckill_common::config::redacted(&cfg, &secrets)?);
             Ok(())

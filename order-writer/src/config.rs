@@ -144,7 +144,7 @@ mod tests {
         let cfg = Config::default();
         assert_eq!(cfg.validate(), Ok(()));
         let covered: Vec<&str> = cfg.ranges().iter().map(|r| r.0).collect();
-        for key in seckill_common::config::integer_keys::<Config>() {
+        for key in seckill_common::config::integer_keys::<Config>().unwrap() {
             assert!(covered.contains(&key.as_str()), "{key} has no range");
         }
         let bad = Config {
