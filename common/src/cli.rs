@@ -1,5 +1,6 @@
 //! What every binary's `main` does: answers `--version`, logs to stderr with `tracing`
-//! (filter from `SECKILL_LOG`, else `default_filter`), runs, and on error prints it and
+//! (filter from `SECKILL_LOG`, else `default_filter`; plain text, or JSON lines with
+//! `SECKILL_LOG_FORMAT=json`), runs, and on error prints it and
 //! exits 2 for a command line that does not parse, 1 for anything else.
 //! And the one error a command line that does not parse gives ([`ArgError`]).
 
@@ -21,10 +22,19 @@ pub fn main_with(
     }
     let filter = tracing_subscriber::EnvFilter::try_from_env("SECKILL_LOG")
         .unwrap_or_else(|_| default_filter.into());
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match std::env::var("SECKILL_LOG_FORMAT").as_deref() {
+        // One JSON object a line (timestamp, level, target, fields with the message, the
+        // current span), for a log pipeline.
+        Ok("json") => logs.json().with_current_span(true).init(),
+        Ok("" | "text") | Err(_) => logs.init(),
+        Ok(other) => {
+            eprintln!("{name}: SECKILL_LOG_FORMAT={other:?}: expected text or json");
+            std::process::exit(2);
+        }
+    }
     if let Err(e) = run() {
         eprintln!("{name}: {e}");
         // A command line that does not parse is a usage error (2), as with every

@@ -527,3 +527,31 @@ fn the_cli_says_its_version_and_a_usage_error_exits_2() {
         assert!(err.contains("gateway --help"), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn json_logs_are_one_object_a_line() {
+    let mut gw = start(&[
+        ("SECKILL_DEV_INSECURE", "1"),
+        ("SECKILL_LOG_FORMAT", "json"),
+    ]);
+    let _ = gw.child.kill();
+    let mut stderr = String::new();
+    gw.child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(!lines.is_empty(), "it logged nothing");
+    for l in &lines {
+        let v: serde_json::Value =
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
+        assert!(v["timestamp"].is_string() && v["level"].is_string(), "{l}");
+        assert!(v["target"].is_string() && v["fields"].is_object(), "{l}");
+    }
+    assert!(
+        lines.iter().any(|l| l.contains("INSECURE: ticket_secret")),
+        "{stderr}"
+    );
+}
