@@ -72,38 +72,43 @@ pub fn integer_keys<T: Serialize + Default>() -> Result<Vec<String>, ConfigError
 }
 
 /// `cfg` as TOML, for `<component> config`: the `secrets` shown as `<redacted>` (unless
-/// empty), and the password of every URL (`user:password@host`) as `***`.
+/// empty), the value of every secret-named key in `k=v` settings (librdkafka's, a libpq
+/// connection string, a URL's query) as `***`, and the password of every URL
+/// (`user:password@host`) as `***`.
 pub fn redacted<T: Serialize>(cfg: &T, secrets: &[&str]) -> Result<String, ConfigError> {
     let mut table = toml::Table::try_from(cfg).map_err(ConfigError::Defaults)?;
     for (k, v) in table.iter_mut() {
         let Some(text) = v.as_str() else { continue };
         if secrets.contains(&k.as_str()) && !text.is_empty() {
             *v = toml::Value::String("<redacted>".into());
-        } else if text.contains('=') && !text.contains("://") {
-            // `k=v,k=v` or `k=v k=v` settings (librdkafka's, a libpq connection string):
-            // the value of every key that names a secret.
-            let shown: Vec<String> = text
-                .split_inclusive([',', ' '])
+            continue;
+        }
+        let mut shown = if text.contains('=') {
+            text.split_inclusive([',', ' ', '&', '?'])
                 .map(|part| match part.split_once('=') {
                     Some((key, value)) if secret_key(key) => {
-                        let sep = if value.ends_with([',', ' ']) {
-                            &value[value.len() - 1..]
-                        } else {
-                            ""
-                        };
+                        let sep = value
+                            .chars()
+                            .last()
+                            .filter(|c| [',', ' ', '&', '?'].contains(c))
+                            .map(String::from)
+                            .unwrap_or_default();
                         format!("{key}=***{sep}")
                     }
                     _ => part.to_string(),
                 })
-                .collect();
-            *v = toml::Value::String(shown.concat());
-        } else if let Some((scheme, rest)) = text.split_once("://") {
+                .collect::<String>()
+        } else {
+            text.to_string()
+        };
+        if let Some((scheme, rest)) = shown.split_once("://") {
             if let Some((auth, host)) = rest.split_once('@') {
                 if let Some((user, _)) = auth.split_once(':') {
-                    *v = toml::Value::String(format!("{scheme}://{user}:***@{host}"));
+                    shown = format!("{scheme}://{user}:***@{host}");
                 }
             }
         }
+        *v = toml::Value::String(shown);
     }
     toml::to_string(&table).map_err(ConfigError::Defaults)
 }
@@ -214,6 +219,7 @@ mod tests {
             plain: String,
             extra: String,
             conninfo: String,
+            query: String,
         }
         let text = redacted(
             &C {
@@ -223,6 +229,7 @@ mod tests {
                 plain: "redis://127.0.0.1:6379".into(),
                 extra: "security.protocol=SASL_SSL,sasl.username=w,sasl.password=hunter2".into(),
                 conninfo: "host=db user=w password=hunter3 sslmode=require".into(),
+                query: "postgres://w:pw2@db/s?sslmode=require&password=hunter4".into(),
             },
             &["token", "empty"],
         )

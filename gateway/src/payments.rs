@@ -107,6 +107,8 @@ impl App {
             Err(e) if e.status() >= 500 => return r.map(|(_, reply)| reply),
             // Anyone can send an unsigned request: counted apart from signed refusals.
             Err(ApiError::Signature(_)) => CallbackOutcome::Unauthenticated,
+            // Signed: the provider took the money, and it is owed back.
+            Err(ApiError::PaymentMismatch(..)) => CallbackOutcome::RefundDue,
             Err(_) => CallbackOutcome::Refused,
         };
         self.metrics.payment_callback(outcome);
@@ -147,8 +149,18 @@ impl App {
         if self.switches.store_lost() {
             return Err(ApiError::StoreLost);
         }
-        self.fenced_generation()?;
-        let due = self.price_of(sale)?;
+        let gen = self.fenced_generation()?;
+        // A master that restarted while this callback read Redis may have answered from
+        // what it lost: 503 (the provider retries), never a 404, a mismatch or a refund.
+        let moved = |e: ApiError| {
+            if self.switches.store_confirmed(gen) {
+                e
+            } else {
+                tracing::warn!(error = %e, "payment callback met a store that changed: retried");
+                ApiError::StoreUnconfirmed
+            }
+        };
+        let due = self.price_of(sale).map_err(moved)?;
         let mismatch = if p.intent_id != payment::intent_id(secret, &p.order_id) {
             Some(("intent_id", "not this order's intent".to_string()))
         } else if p.currency != self.cfg.payment_currency {
@@ -164,21 +176,29 @@ impl App {
         };
         let mut stock = self.stock();
         if let Some((field, why)) = mismatch {
+            if !self.switches.store_confirmed(gen) {
+                return Err(ApiError::StoreUnconfirmed);
+            }
             // Signed: the provider took this money. It pays nothing here and is owed back.
             self.refund_due(req, &mut stock, &cb, &format!("{field}: {why}"));
             return Err(ApiError::PaymentMismatch(field, why));
         }
         let (outcome, status) = match stock.settle(&p.order_id, Settlement::Paid) {
             Ok(buyer) => {
-                stock.record_payment(&p.order_id, &p.payment_id)?;
+                // The event first: PostgreSQL must learn of the payment whatever follows.
                 self.paid_event(&p.order_id, sale, buyer);
                 self.caches.put_status(&p.order_id, buyer, OrderState::Paid);
+                self.note_payment(&mut stock, &p.order_id, &p.payment_id);
                 (CallbackOutcome::Paid, "paid")
             }
-            // The provider's retry of the payment recorded: answered the same. Another
-            // payment for an order already paid (two tabs, two charges) is owed back.
+            // The provider's retry of the payment recorded: answered the same (and its
+            // event sent again: the writer keeps one). Another payment for an order
+            // already paid (two tabs, two charges) is owed back.
             Err(StockError::AlreadyPaid) => {
-                if stock.record_payment(&p.order_id, &p.payment_id)? {
+                if self.note_payment(&mut stock, &p.order_id, &p.payment_id) {
+                    if let Ok((_, buyer)) = stock.order(&p.order_id) {
+                        self.paid_event(&p.order_id, sale, buyer);
+                    }
                     (CallbackOutcome::Duplicate, "paid")
                 } else {
                     self.refund_due(
@@ -191,13 +211,26 @@ impl App {
                 }
             }
             Err(StockError::AlreadyReleased) => {
+                if !self.switches.store_confirmed(gen) {
+                    return Err(ApiError::StoreUnconfirmed);
+                }
                 self.refund_due(req, &mut stock, &cb, "the order was cancelled first");
                 (CallbackOutcome::RefundDue, "refund_due")
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(moved(e.into())),
         };
         let body = json!({"order_id": p.order_id, "payment_id": p.payment_id, "status": status});
         Ok((outcome, Reply::json(200, &body)))
+    }
+
+    /// Record `payment_id` as the one that paid `order_id`: true when it is (the first
+    /// recorded, or the same again), false when another payment paid it. A record that
+    /// cannot be written (Redis away a moment) counts as this payment's: it paid.
+    fn note_payment(&self, stock: &mut Stock<RedisPipe>, order_id: &str, payment_id: &str) -> bool {
+        stock.record_payment(order_id, payment_id).unwrap_or_else(|e| {
+            tracing::warn!(order = order_id, payment = payment_id, error = %e, "payment id not recorded");
+            true
+        })
     }
 
     /// A payment the provider took that pays nothing here: recorded once per payment id

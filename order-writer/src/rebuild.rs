@@ -32,7 +32,7 @@ pub enum Outcome {
         restored: Restored,
         from_db: usize,
         from_topic: usize,
-        /// Orders put back before the sale was found unbalanced, or after its restore.
+        /// Orders PostgreSQL gained while the sale was rewritten, put back after it.
         reapplied: Reapplied,
     },
     /// Redis still has it; what it had lost (if anything) was put back.
@@ -67,7 +67,9 @@ pub fn rebuild(
     only: &[String],
     topic_within: Duration,
 ) -> Result<Vec<(String, Outcome)>, WriterError> {
-    run(cfg, Scope::All(only), topic_within, false)
+    // Fenced when a master is untrusted (purchases held: the runbook's case for running
+    // it by hand), as the reconciler's own pass.
+    run(cfg, Scope::All(only), topic_within, true)
 }
 
 /// Bring the sales of `scope` in line with PostgreSQL and the topic, then trust the
@@ -85,16 +87,16 @@ pub fn run(
 ) -> Result<Vec<(String, Outcome)>, WriterError> {
     let timeout = Duration::from_millis(cfg.redis_timeout_ms.max(1) as u64);
     let mut stock = Stock::new(stock::connect(&cfg.redis_url, timeout)?);
-    // The processes this run vouches for: read before anything else, so a process
-    // that starts later is not trusted on the strength of this run.
-    let runs = stock::trust::RunWatch::new(&cfg.redis_url, timeout)?.runs(stock.conn_mut())?;
     let mut db = db::connect(&cfg.database_url, cfg.db_statement_timeout_ms)?;
     db::migrate(&mut db)?;
     // Held until `db` is dropped at the end of the run.
     db.execute("SELECT pg_advisory_lock($1)", &[&RECONCILE_LOCK])?;
-    // Another writer's reconcile may have run (and trusted the masters, so the gateways
-    // sell again) while this one waited for the lock: fenced only if a master read at the
-    // start is still untrusted now.
+    // The processes this run vouches for: read once the lock is held (another writer's
+    // reconcile may have trusted the masters meanwhile) and before anything else, so a
+    // process that starts later is not trusted on the strength of this run.
+    let runs = stock::trust::RunWatch::new(&cfg.redis_url, timeout)?.runs(stock.conn_mut())?;
+    // Fenced only while one of them is untrusted: the gateways hold purchases and
+    // payments, the canceller settlements, until this run trusts them.
     let fenced = fenced && !stock::trust::untrusted(stock.conn_mut(), &runs)?.is_empty();
 
     let mut definitions = recorded_definitions(&mut db)?;
@@ -283,7 +285,6 @@ fn one_sale(
     }
     let from_topic = facts.len() - from_db;
     let mut orders = merge(facts.clone());
-    let mut carried = Reapplied::default();
     let unset = "UPDATE orders SET unsettled_reason = NULL WHERE sale = $1 AND status = 'reserved' AND unsettled_reason IS NOT NULL";
     if present && lost_buckets.is_empty() {
         // A bucketed sale's moves first (in flight, or half lost with a master), then what
@@ -320,8 +321,7 @@ fn one_sale(
         // rebuilt whole from the orders, inside the fence only (nothing buys, pays or
         // settles meanwhile).
         if def.is_some() && fenced {
-            tracing::error!(%sale, excess = ledger.excess, accounted = ledger.accounted, initial = ledger.initial, "stock not conserved once lost orders and moves were put back: the sale is restored whole");
-            carried = reapplied;
+            tracing::error!(%sale, excess = ledger.excess, accounted = ledger.accounted, initial = ledger.initial, applied = reapplied.applied, conflicts = reapplied.conflicts, "stock not conserved once lost orders and moves were put back: the sale is restored whole");
         } else if ledger.excess > 0 {
             return Err(WriterError::Unreconciled(format!(
                 "stock not conserved: {} units more than the sale's {} (accounted {}, in flight {})",
@@ -341,13 +341,11 @@ fn one_sale(
         start_ms: def.start_ms,
         end_ms: def.end_ms,
     };
-    if present || !lost_buckets.is_empty() {
-        // What only Redis knows survives a whole restore too: a payment whose `paid`
-        // event was not delivered, a reservation still in a spool. Read before anything
-        // is rewritten; PostgreSQL's final states still win (`merge`).
-        facts.extend(stock.redis_facts(sale)?);
-        orders = merge(facts);
-    }
+    // What only Redis knows survives a whole restore too: a payment whose `paid` event
+    // was not delivered. Read before anything is rewritten, from the buckets the sale was
+    // defined with (a restore cut short left them without the sale's own meta).
+    facts.extend(stock.redis_payments(sale, def.buckets)?);
+    orders = merge(facts);
     let restored = if !present && lost_buckets.is_empty() {
         // A restore of a kept sale cut short after it removed the meta keeps the pause
         // its buckets recorded.
@@ -376,9 +374,7 @@ fn one_sale(
             status: restored_status(row.get(2)),
         });
     }
-    let again = stock.reapply(sale, &merge(rows))?;
-    carried.applied += again.applied;
-    carried.conflicts += again.conflicts;
+    let carried = stock.reapply(sale, &merge(rows))?;
     db.execute(unset, &[&sale])?;
     tracing::info!(%sale, remaining = restored.remaining, held = restored.held, sold = restored.sold, "sale restored");
     Ok(Outcome::Restored {

@@ -154,7 +154,7 @@ fn tally(done: &[(String, Outcome)]) -> (u64, u64) {
                 conflicts += reapplied.conflicts;
             }
             Outcome::Paused(e) | Outcome::NotRestored(e) => {
-                tracing::error!(%sale, error = %e, "could not be reconciled: it sells nothing until an operator runs `order-writer rebuild-stock SALE` (runbooks/redis-store-unconfirmed.md)")
+                tracing::error!(%sale, error = %e, "could not be reconciled: paused, it sells nothing until an operator looks (runbooks/redis-store-unconfirmed.md)")
             }
             _ => {}
         }

@@ -13,7 +13,7 @@
 //! | `sk:{S}:tok:T` | string | `user|expires_ms|new|issued_us`, then `…|used|order` or `…|replayed|order` (a retry was answered with the order), with a TTL |
 //! | `sk:{S}:pay` | hash | order id → the payment provider's payment id that paid it |
 //! | `sk:{S}:refund` | hash | payment id → order id: payments recorded as refunds due (each once) |
-//! | `sk:{S#b}:…` | | bucket `b` of a sale created with `buckets` > 1: the same names (meta, stock, sold, buyers, res, res_at, settled, seq, tok, utok) under the bucket's own tag; `sk:{S}:meta` holds the definition and `buckets` |
+//! | `sk:{S#b}:…` | | bucket `b` of a sale created with `buckets` > 1: the same names (meta, stock, sold, buyers, res, res_at, settled, seq, tok, utok, pay, refund: an order's in the bucket its sequence names) under the bucket's own tag; `sk:{S}:meta` holds the definition and `buckets` |
 //! | `sk:{S#b}:xout` | hash | transfer id → `dest|count`: units withdrawn from bucket b, in flight (deposit not yet seen) |
 //! | `sk:{S#b}:xdone` | hash | transfer id → `dest|count`: moves out of bucket b whose deposit was seen (kept while the sale lives) |
 //! | `sk:{S#b}:xin` | hash | transfer id → `source|count`: transfers deposited into bucket b (a replayed deposit is a no-op) |

@@ -119,62 +119,64 @@ pub struct Reapplied {
 const REAPPLY_BATCH: usize = 1000;
 
 impl<C: Exec> Stock<C> {
-    /// What Redis itself records of `sale`'s orders, bucket by bucket: reservations held
-    /// (`res`), and orders settled paid or released (`settled`). A whole restore takes
-    /// them with PostgreSQL's and the topic's facts (a payment whose event was never
-    /// delivered is known only here); `merge` lets the final states win.
-    pub fn redis_facts(&mut self, sale: &str) -> Result<Vec<Fact>, StockError> {
+    /// The payments Redis itself records for `sale` (`settled` = `paid|user`), in each of
+    /// its `buckets` (1: the plain layout): a whole restore keeps them with PostgreSQL's
+    /// and the topic's facts, since a payment whose `paid` event was never delivered is
+    /// known only here, and a payment is final. Reservations and releases are not taken:
+    /// a bucket back from an old snapshot holds reservations released since, and a
+    /// release must not hide a payment (`merge`).
+    pub fn redis_payments(&mut self, sale: &str, buckets: u32) -> Result<Vec<Fact>, StockError> {
         keys::check_sale_id(sale)?;
-        let n = self.buckets_of(sale)?;
-        let parts: Vec<SaleKeys> = if n > 1 {
-            (0..n).map(|b| SaleKeys::bucket(sale, b)).collect()
+        let parts: Vec<SaleKeys> = if buckets > 1 {
+            (0..buckets).map(|b| SaleKeys::bucket(sale, b)).collect()
         } else {
             vec![SaleKeys::new(sale)]
         };
         let mut out = Vec::new();
         for k in parts {
-            for (order_id, user) in self.hash_pairs(&k.reservations)? {
-                if let Ok(user) = user.parse() {
-                    out.push(Fact::Reserved { order_id, user });
-                }
-            }
             for (order_id, v) in self.hash_pairs(&k.settled)? {
-                let Some((how, user)) = v.split_once('|') else {
-                    continue;
-                };
-                let Ok(user) = user.parse() else { continue };
-                out.push(match how {
-                    "paid" => Fact::Paid { order_id, user },
-                    _ => Fact::Row {
-                        order_id,
-                        user,
-                        status: RestoredStatus::Cancelled,
-                    },
-                });
+                if let Some(user) = v.strip_prefix("paid|").and_then(|u| u.parse().ok()) {
+                    out.push(Fact::Paid { order_id, user });
+                }
             }
         }
         Ok(out)
     }
 
-    /// Every field and value of the hash at `key`.
+    /// Every field and value of the hash at `key`, a page at a time (`HSCAN`): a hash of
+    /// every order ever settled never blocks Redis, nor outlasts one call's timeout.
     fn hash_pairs(&mut self, key: &str) -> Result<Vec<(String, String)>, StockError> {
-        let v = self.conn.exec(redis::cmd("HGETALL").arg(key))?;
-        let items: Vec<String> = match v {
-            redis::Value::Array(items) => items
+        let mut out = Vec::new();
+        let mut cursor = "0".to_string();
+        loop {
+            let v = self.conn.exec(
+                redis::cmd("HSCAN")
+                    .arg(key)
+                    .arg(&cursor)
+                    .arg("COUNT")
+                    .arg(1000),
+            )?;
+            let redis::Value::Array(parts) = v else {
+                return Err(StockError::BadReply(format!("HSCAN: {v:?}")));
+            };
+            let (Some(next), Some(redis::Value::Array(items))) = (parts.first(), parts.get(1))
+            else {
+                return Err(StockError::BadReply("HSCAN: short reply".into()));
+            };
+            let items: Vec<String> = items
                 .iter()
                 .map(crate::string_of)
-                .collect::<Result<_, _>>()?,
-            redis::Value::Map(pairs) => pairs
-                .iter()
-                .flat_map(|(a, b)| [crate::string_of(a), crate::string_of(b)])
-                .collect::<Result<_, _>>()?,
-            redis::Value::Nil => Vec::new(),
-            v => return Err(StockError::BadReply(format!("HGETALL: {v:?}"))),
-        };
-        Ok(items
-            .chunks(2)
-            .filter_map(|c| Some((c.first()?.clone(), c.get(1)?.clone())))
-            .collect())
+                .collect::<Result<_, _>>()?;
+            out.extend(
+                items
+                    .chunks(2)
+                    .filter_map(|c| Some((c.first()?.clone(), c.get(1)?.clone()))),
+            );
+            cursor = crate::string_of(next)?;
+            if cursor == "0" {
+                return Ok(out);
+            }
+        }
     }
 
     /// Whether any bucket of `sale` (of `buckets`) records the sale paused: a whole

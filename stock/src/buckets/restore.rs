@@ -230,6 +230,11 @@ impl<C: Exec> Stock<C> {
         if held + sold > spec.stock {
             return Err(StockError::WouldOversell { held, sold });
         }
+        if buckets > 1 {
+            // Every order must fit the plan (ids of this sale, each once) before anything
+            // is removed.
+            plan(sale, spec.stock, buckets, orders, 0)?;
+        }
         let top = SaleKeys::new(sale);
         let paused = self
             .conn
