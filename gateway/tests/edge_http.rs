@@ -59,6 +59,19 @@ fn command(env: &[(&str, &str)]) -> (Command, u16) {
     (cmd, port)
 }
 
+/// Kill `gw` and read what it wrote to stderr.
+fn killed_stderr(gw: &mut Gw) -> String {
+    let _ = gw.child.kill();
+    let mut stderr = String::new();
+    gw.child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    stderr
+}
+
 fn start(env: &[(&str, &str)]) -> Gw {
     let (mut cmd, port) = command(env);
     let mut gw = Gw {
@@ -194,14 +207,7 @@ fn weak_secrets_stop_the_start_naming_the_key() {
     }
     // The development flag starts it, loudly.
     let mut gw = start(&[("SECKILL_DEV_INSECURE", "1")]);
-    let _ = gw.child.kill();
-    let mut stderr = String::new();
-    gw.child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
+    let stderr = killed_stderr(&mut gw);
     assert!(
         stderr.contains("INSECURE: ticket_secret") && stderr.contains("INSECURE: admin_token"),
         "{stderr}"
@@ -534,14 +540,7 @@ fn json_logs_are_one_object_a_line() {
         ("SECKILL_DEV_INSECURE", "1"),
         ("SECKILL_LOG_FORMAT", "json"),
     ]);
-    let _ = gw.child.kill();
-    let mut stderr = String::new();
-    gw.child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
+    let stderr = killed_stderr(&mut gw);
     let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
     assert!(!lines.is_empty(), "it logged nothing");
     for l in &lines {

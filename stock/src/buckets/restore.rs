@@ -213,8 +213,10 @@ impl<C: Exec> Stock<C> {
     /// a later restore had rewritten on the others), whose ledger cannot balance. The
     /// meta goes first, so the sale is absent (sells nothing) until the restore writes it
     /// again, last; a restore cut short is completed by running it again. Only while
-    /// nothing buys in the sale (paused, or the masters untrusted): a purchase between
-    /// the caller's read of the orders and a bucket's rewrite would be lost.
+    /// nothing buys, pays or settles in the sale (the masters untrusted: the gateways and
+    /// the canceller hold): a purchase or payment between the caller's read of the orders
+    /// and a bucket's rewrite would be lost. An oversold restore, or an order that is not
+    /// the sale's, is refused before anything is removed.
     pub fn restore_whole(
         &mut self,
         sale: &str,
