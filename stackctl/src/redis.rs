@@ -119,6 +119,11 @@ impl Redis {
         if !status.success() || !wait_until(Duration::from_secs(10), || self.is_up()) {
             return Err(StackError::Start("redis", self.log().display().to_string()));
         }
+        // Up once it answers: a Redis loading its append-only file listens already but
+        // answers `LOADING` until the data is in memory.
+        if !wait_until(Duration::from_secs(30), || answers(self.port)) {
+            return Err(StackError::Start("redis", self.log().display().to_string()));
+        }
         Ok(())
     }
 
@@ -164,6 +169,11 @@ impl Redis {
 }
 
 /// `run_id` from `INFO server` of the Redis at `port`.
+/// The Redis on `port` answers `PING` (not `LOADING`, not an error).
+pub fn answers(port: u16) -> bool {
+    crate::redis_cluster::query(port, &["PING"], Duration::from_secs(1)).is_ok_and(|r| r == "PONG")
+}
+
 pub fn run_id(port: u16) -> Option<String> {
     let info =
         crate::redis_cluster::query(port, &["INFO", "server"], Duration::from_secs(2)).ok()?;

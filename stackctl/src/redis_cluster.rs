@@ -290,7 +290,11 @@ impl RedisCluster {
             .stdout(Stdio::null())
             .status()
             .map_err(StackError::tool("redis-server"))?;
-        if !status.success() || !wait_until(Duration::from_secs(10), || self.node_up(node)) {
+        // Up once it answers (a node loading its snapshot answers `LOADING` until then).
+        if !status.success()
+            || !wait_until(Duration::from_secs(10), || self.node_up(node))
+            || !wait_until(Duration::from_secs(30), || crate::redis::answers(port))
+        {
             return Err(StackError::Start(
                 "redis cluster node",
                 self.log(node).display().to_string(),
