@@ -219,6 +219,22 @@ fn recorded_definitions(
     Ok(definitions)
 }
 
+/// Every order PostgreSQL holds for `sale`, as facts.
+fn rows_of(db: &mut postgres::Client, sale: &str) -> Result<Vec<Fact>, WriterError> {
+    Ok(db
+        .query(
+            "SELECT order_id, user_id, status FROM orders WHERE sale = $1",
+            &[&sale],
+        )?
+        .iter()
+        .map(|row| Fact::Row {
+            order_id: row.get(0),
+            user: row.get::<_, i64>(1) as u64,
+            status: restored_status(row.get(2)),
+        })
+        .collect())
+}
+
 /// A fault of a dependency, not of the sale: PostgreSQL, the broker, or a Redis call
 /// that failed or timed out.
 fn transient(e: &WriterError) -> bool {
@@ -257,18 +273,7 @@ fn one_sale(
             "buckets {lost_buckets:?} lost and no definition known to restore them from"
         )));
     }
-    let mut facts = Vec::new();
-    for row in db.query(
-        "SELECT order_id, user_id, status FROM orders WHERE sale = $1",
-        &[&sale],
-    )? {
-        let status = restored_status(row.get(2));
-        facts.push(Fact::Row {
-            order_id: row.get(0),
-            user: row.get::<_, i64>(1) as u64,
-            status,
-        });
-    }
+    let mut facts = rows_of(db, sale)?;
     let from_db = facts.len();
     for m in events {
         match m.event {
@@ -363,18 +368,7 @@ fn one_sale(
     }
     // Orders a writer wrote while the sale was being rewritten (a late one's put-back
     // found no sale then): put back now, still inside the fence.
-    let mut rows = Vec::new();
-    for row in db.query(
-        "SELECT order_id, user_id, status FROM orders WHERE sale = $1",
-        &[&sale],
-    )? {
-        rows.push(Fact::Row {
-            order_id: row.get(0),
-            user: row.get::<_, i64>(1) as u64,
-            status: restored_status(row.get(2)),
-        });
-    }
-    let carried = stock.reapply(sale, &merge(rows))?;
+    let carried = stock.reapply(sale, &merge(rows_of(db, sale)?))?;
     db.execute(unset, &[&sale])?;
     tracing::info!(%sale, remaining = restored.remaining, held = restored.held, sold = restored.sold, "sale restored");
     Ok(Outcome::Restored {
