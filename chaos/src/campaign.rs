@@ -742,7 +742,7 @@ fn verify_sale(
 fn verify_dead_letters(env: &Env, d: &mut Drill, load: &Load, label: &str) {
     let (acked, _) = load.acked();
     let acked: HashSet<&str> = acked.iter().map(|(o, _)| o.as_str()).collect();
-    match loadtest::verify::read_topic(&env.brokers(), &dlq_topic(env), Duration::from_secs(30)) {
+    match loadtest::verify::read_topic(&env.stack(), &dlq_topic(env), Duration::from_secs(30)) {
         Ok(letters) => {
             let ids: Vec<String> = letters
                 .iter()

@@ -75,6 +75,7 @@ impl Env {
             kafka_port: port_from("CHAOS_KAFKA_PORT", 17092),
             kafka_nodes: 3,
             topics: vec![],
+            tls: false,
         })?;
         let env = Env {
             topic: std::sync::Mutex::new(("orders".into(), "order-writer".into())),

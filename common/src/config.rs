@@ -32,6 +32,34 @@ pub enum ConfigError {
     /// The layered table does not make the configuration type.
     #[error("invalid configuration: {0}")]
     Invalid(#[source] toml::de::Error),
+    /// `<key>_file` names a file that cannot be read.
+    #[error("{key}_file = {path:?}: cannot read it: {source}")]
+    SecretFile {
+        key: String,
+        path: String,
+        source: std::io::Error,
+    },
+    /// A key given both as itself and as `<key>_file` in the same layer.
+    #[error("{0} is given twice (as {0} and as {0}_file): keep one")]
+    Twice(String),
+}
+
+/// The value `<key>_file` points at: the file's text without its trailing line end (a
+/// secret written with `echo` into a file, or mounted from a secret store).
+fn read_value_file(key: &str, path: &str) -> Result<String, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::SecretFile {
+        key: key.to_string(),
+        path: path.to_string(),
+        source,
+    })?;
+    Ok(text.trim_end_matches(['\n', '\r']).to_string())
+}
+
+/// The string key whose value `<key>_file` holds, if `name` is one (`ticket_secret_file`
+/// for `ticket_secret`); keys that are file paths themselves have no `_file` form.
+fn file_form<'a>(table: &toml::Table, name: &'a str) -> Option<&'a str> {
+    let key = name.strip_suffix("_file")?;
+    (!key.ends_with("_file") && table.get(key).is_some_and(toml::Value::is_str)).then_some(key)
 }
 
 /// A numeric setting outside its range: refused at start, never clamped.
@@ -122,7 +150,10 @@ fn secret_key(key: &str) -> bool {
 }
 
 /// Load `T` from its defaults, overridden by the file at `path` (if given), overridden
-/// by environment variables named `SECKILL_` + the field name in upper case.
+/// by environment variables named `SECKILL_` + the field name in upper case. Every
+/// string setting may instead come from a file: `<key>_file = "path"` in the TOML file,
+/// or `SECKILL_<KEY>_FILE=path` (secrets kept out of the environment and the config);
+/// a key given both ways in one layer is refused.
 pub fn load_config<T>(path: Option<&Path>) -> Result<T, ConfigError>
 where
     T: Serialize + DeserializeOwned + Default,
@@ -147,19 +178,39 @@ where
             path: shown,
             source,
         })?;
-        for (k, v) in file {
-            if !table.contains_key(&k) {
-                return Err(ConfigError::Unknown(k));
+        for (k, v) in &file {
+            if let Some(key) = file_form(&table, k) {
+                if file.contains_key(key) {
+                    return Err(ConfigError::Twice(key.to_string()));
+                }
+                let path = v.as_str().ok_or_else(|| ConfigError::Unknown(k.clone()))?;
+                let value = read_value_file(key, path)?;
+                table.insert(key.to_string(), toml::Value::String(value));
+                continue;
             }
-            table.insert(k, v);
+            if !table.contains_key(k) {
+                return Err(ConfigError::Unknown(k.clone()));
+            }
+            table.insert(k.clone(), v.clone());
         }
     }
     let keys: Vec<String> = table.keys().cloned().collect();
     for key in keys {
         let var = format!("SECKILL_{}", key.to_uppercase());
+        let from_file = env
+            .iter()
+            .find(|(k, _)| *k == format!("{var}_FILE"))
+            .filter(|_| file_form(&table, &format!("{key}_file")).is_some());
         let Some((_, raw)) = env.iter().find(|(k, _)| *k == var) else {
+            if let Some((_, path)) = from_file {
+                let value = read_value_file(&key, path)?;
+                table.insert(key, toml::Value::String(value));
+            }
             continue;
         };
+        if from_file.is_some() {
+            return Err(ConfigError::Twice(key));
+        }
         let current = &table[&key];
         let bad = |expected| ConfigError::BadEnv {
             var: var.clone(),
@@ -288,6 +339,43 @@ mod tests {
                 strict: true
             }
         );
+    }
+
+    #[test]
+    fn a_string_setting_comes_from_its_file_in_either_layer() {
+        let dir = std::env::temp_dir().join(format!("seckill-cfg3-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (secret, file) = (dir.join("listen.txt"), dir.join("c.toml"));
+        std::fs::write(&secret, "10.0.0.1:80\n").unwrap();
+        std::fs::write(
+            &file,
+            format!("listen_file = {:?}\n", secret.display().to_string()),
+        )
+        .unwrap();
+        let c: Demo = load_config_from(Some(&file), &[]).unwrap();
+        assert_eq!(c.listen, "10.0.0.1:80");
+        let path = secret.display().to_string();
+        let c: Demo = load_config_from(None, &env(&[("SECKILL_LISTEN_FILE", &path)])).unwrap();
+        assert_eq!(c.listen, "10.0.0.1:80");
+        // Both ways in one layer: which one was meant is unknown.
+        let both = env(&[("SECKILL_LISTEN_FILE", &path), ("SECKILL_LISTEN", "x")]);
+        assert!(
+            matches!(load_config_from::<Demo>(None, &both), Err(ConfigError::Twice(k)) if k == "listen")
+        );
+        // A file that cannot be read names its key and path.
+        let e = load_config_from::<Demo>(None, &env(&[("SECKILL_LISTEN_FILE", "/nonexistent/x")]))
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("listen_file = \"/nonexistent/x\": cannot read it"),
+            "{e}"
+        );
+        // Numbers have no file form.
+        std::fs::write(&file, "workers_file = \"/x\"\n").unwrap();
+        assert!(
+            matches!(load_config_from::<Demo>(Some(&file), &[]), Err(ConfigError::Unknown(k)) if k == "workers_file")
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

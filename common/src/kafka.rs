@@ -3,6 +3,7 @@
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::ClientConfig;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,13 +21,44 @@ pub enum TopicError {
     },
 }
 
+/// A `kafka_extra` entry that is not `key=value`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("kafka_extra entry {0:?} is not key=value")]
+pub struct BadExtra(pub String);
+
+/// How every client reaches the brokers: `bootstrap.servers`, then `extra`
+/// (`key=value,key=value` librdkafka settings: security such as
+/// `security.protocol=SASL_SSL`, `ssl.ca.location=…`), then `sasl.password` from its own
+/// secret setting (`kafka_password`, or `kafka_password_file`) when not empty.
+pub fn client_config(brokers: &str, extra: &str, password: &str) -> Result<ClientConfig, BadExtra> {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", brokers);
+    for kv in extra.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (k, v) = kv.split_once('=').ok_or_else(|| BadExtra(kv.to_string()))?;
+        c.set(k.trim(), v.trim());
+    }
+    if !password.is_empty() {
+        c.set("sasl.password", password);
+    }
+    Ok(c)
+}
+
 /// Create `topic` with `partitions` and the brokers' default replication
 /// (`default.replication.factor`: 1 on one node, 3 on the drills' cluster); an existing
 /// topic is fine.
 pub fn create_topic(brokers: &str, topic: &str, partitions: i32) -> Result<(), TopicError> {
-    let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()?;
+    let mut client = ClientConfig::new();
+    client.set("bootstrap.servers", brokers);
+    create_topic_on(&client, topic, partitions)
+}
+
+/// [`create_topic`] through a client configured by [`client_config`] (a secured cluster).
+pub fn create_topic_on(
+    client: &ClientConfig,
+    topic: &str,
+    partitions: i32,
+) -> Result<(), TopicError> {
+    let admin: AdminClient<DefaultClientContext> = client.create()?;
     let opts = AdminOptions::new()
         .operation_timeout(Some(Duration::from_secs(10)))
         .request_timeout(Some(Duration::from_secs(10)));

@@ -6,7 +6,10 @@
 //!   `SECKILL_*` environment variables, in that order.
 //! - [`stack`]: the addresses of the project-local stack (`./dev up`), which are the
 //!   defaults every component points at.
-//! - [`kafka`]: topic creation and a tiny `block_on` for rdkafka's admin API.
+//! - [`kafka`]: the clients' settings (brokers, security), topic creation and a tiny
+//!   `block_on` for rdkafka's admin API.
+//! - [`tls`]: TLS client settings (rustls) from PEM files, and PostgreSQL connections
+//!   plain or over TLS (feature `postgres`).
 //! - [`order`]: the order message on the `orders` topic.
 //! - [`ticket`]: HMAC-signed user tickets (mint and verify).
 //! - [`payment`]: payment intents and the provider's signed callbacks.
@@ -22,6 +25,7 @@ pub mod order;
 pub mod payment;
 pub mod stack;
 pub mod ticket;
+pub mod tls;
 
 pub use config::{check_ranges, load_config, ConfigError, OutOfRange, Setting};
 

@@ -11,12 +11,21 @@ pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:16379";
 pub const DEFAULT_KAFKA_BROKERS: &str = "127.0.0.1:19092";
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:15432/seckill";
 
-/// The three service addresses of a stack.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The three service addresses of a stack, and how to reach them when they are secured
+/// (the TLS profile, `SECKILL_STACK_TLS=1`; empty otherwise): the PEM files of Redis's
+/// TLS, librdkafka's security settings, PostgreSQL's CA. The credentials of the
+/// addresses are the stack's administrator's (for tools and tests; the components get
+/// their own).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Stack {
     pub redis_url: String,
     pub kafka_brokers: String,
     pub database_url: String,
+    pub redis_ca_file: String,
+    pub redis_cert_file: String,
+    pub redis_key_file: String,
+    pub kafka_extra: String,
+    pub database_ca_file: String,
 }
 
 impl Stack {
@@ -39,6 +48,45 @@ impl Stack {
             redis_url: pick("SECKILL_REDIS_URL", DEFAULT_REDIS_URL),
             kafka_brokers: pick("SECKILL_KAFKA_BROKERS", DEFAULT_KAFKA_BROKERS),
             database_url: pick("SECKILL_DATABASE_URL", DEFAULT_DATABASE_URL),
+            redis_ca_file: pick("SECKILL_REDIS_CA_FILE", ""),
+            redis_cert_file: pick("SECKILL_REDIS_CERT_FILE", ""),
+            redis_key_file: pick("SECKILL_REDIS_KEY_FILE", ""),
+            kafka_extra: pick("SECKILL_KAFKA_EXTRA", ""),
+            database_ca_file: pick("SECKILL_DATABASE_CA_FILE", ""),
+        }
+    }
+
+    /// The `stack.env` lines of this stack (the secured settings only when set).
+    pub fn env_file(&self) -> String {
+        let mut text = format!(
+            "SECKILL_REDIS_URL={}\nSECKILL_KAFKA_BROKERS={}\nSECKILL_DATABASE_URL={}\n",
+            self.redis_url, self.kafka_brokers, self.database_url
+        );
+        for (k, v) in [
+            ("SECKILL_REDIS_CA_FILE", &self.redis_ca_file),
+            ("SECKILL_REDIS_CERT_FILE", &self.redis_cert_file),
+            ("SECKILL_REDIS_KEY_FILE", &self.redis_key_file),
+            ("SECKILL_KAFKA_EXTRA", &self.kafka_extra),
+            ("SECKILL_DATABASE_CA_FILE", &self.database_ca_file),
+        ] {
+            if !v.is_empty() {
+                text.push_str(&format!("{k}={v}\n"));
+            }
+        }
+        text
+    }
+
+    /// A Kafka client of this stack (its brokers, with its security settings).
+    pub fn kafka_client(&self) -> Result<rdkafka::ClientConfig, crate::kafka::BadExtra> {
+        crate::kafka::client_config(&self.kafka_brokers, &self.kafka_extra, "")
+    }
+
+    /// The TLS files of this stack's PostgreSQL.
+    pub fn database_tls(&self) -> crate::tls::TlsFiles {
+        crate::tls::TlsFiles {
+            name: "database".into(),
+            ca: self.database_ca_file.clone(),
+            ..Default::default()
         }
     }
 }

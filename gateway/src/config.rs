@@ -12,7 +12,17 @@ pub struct Config {
     pub workers: i64,
     /// Coroutine stack size in KiB (may's 4 KiB default overflows into a segfault).
     pub stack_kib: i64,
+    /// Redis: `redis://[user@]host:port[/db]`, `rediss://…` for TLS, or
+    /// `redis+cluster://host:port,…`.
     pub redis_url: String,
+    /// Redis password (of the URL's ACL user), in place of the URL's; or
+    /// `redis_password_file`.
+    pub redis_password: String,
+    /// PEM CA of Redis's TLS ("" = the system's roots); client certificate and key for
+    /// mutual TLS.
+    pub redis_ca_file: String,
+    pub redis_cert_file: String,
+    pub redis_key_file: String,
     /// Pipelined Redis connections shared by all requests.
     pub redis_connections: i64,
     pub redis_timeout_ms: i64,
@@ -32,8 +42,12 @@ pub struct Config {
     pub orders_topic: String,
     /// librdkafka message.timeout.ms: the delivery report always arrives within it.
     pub kafka_timeout_ms: i64,
-    /// Extra librdkafka producer settings, `key=value,key=value` (e.g. security for a real cluster).
+    /// Extra librdkafka producer settings, `key=value,key=value` (security for a real
+    /// cluster: `security.protocol=SASL_SSL,sasl.mechanisms=SCRAM-SHA-512,sasl.username=…,ssl.ca.location=…`).
     pub kafka_extra: String,
+    /// The SASL password (librdkafka's `sasl.password`), kept out of `kafka_extra`; or
+    /// `kafka_password_file`.
+    pub kafka_password: String,
     /// Shared secret of the HMAC tickets (the login layer signs with it).
     pub ticket_secret: String,
     /// Bearer token of the admin endpoints: the operator named `admin` (may be empty when
@@ -149,6 +163,10 @@ impl Default for Config {
             workers: 0,
             stack_kib: 128,
             redis_url: seckill_common::stack::DEFAULT_REDIS_URL.into(),
+            redis_password: String::new(),
+            redis_ca_file: String::new(),
+            redis_cert_file: String::new(),
+            redis_key_file: String::new(),
             redis_connections: 4,
             redis_timeout_ms: 200,
             redis_max_in_flight: 4096,
@@ -160,6 +178,7 @@ impl Default for Config {
             orders_topic: "orders".into(),
             kafka_timeout_ms: 5000,
             kafka_extra: String::new(),
+            kafka_password: String::new(),
             ticket_secret: DEFAULT_TICKET_SECRET.into(),
             admin_token: DEFAULT_ADMIN_TOKEN.into(),
             admin_tokens_file: String::new(),
@@ -248,7 +267,20 @@ pub enum BadConfig {
     /// file, and what is wrong where).
     #[error("admin_tokens_file {0}: {1}")]
     AdminTokens(String, String),
+    /// TLS material missing, unreadable or not PEM (the setting named), or a Kafka
+    /// setting that does not parse.
+    #[error("{0}")]
+    Tls(String),
 }
+
+/// The settings `gateway config` redacts.
+pub const SECRETS: &[&str] = &[
+    "ticket_secret",
+    "admin_token",
+    "payment_webhook_secret",
+    "redis_password",
+    "kafka_password",
+];
 
 impl Config {
     /// Why each secret is unfit for production (empty, the shipped default, or short).
@@ -379,7 +411,27 @@ impl Config {
             return Err(BadConfig::Currency(c.clone()));
         }
         self.trusted_proxy_nets()?;
+        self.redis_tls()
+            .check()
+            .map_err(|e| BadConfig::Tls(e.to_string()))?;
+        seckill_common::kafka::client_config(&self.kafka_brokers, &self.kafka_extra, "")
+            .map_err(|e| BadConfig::Tls(e.to_string()))?;
         Ok(())
+    }
+
+    /// Redis's TLS files.
+    pub fn redis_tls(&self) -> seckill_common::tls::TlsFiles {
+        seckill_common::tls::TlsFiles {
+            name: "redis".into(),
+            ca: self.redis_ca_file.clone(),
+            cert: self.redis_cert_file.clone(),
+            key: self.redis_key_file.clone(),
+        }
+    }
+
+    /// The Redis URL with the password setting in it.
+    pub fn redis_url(&self) -> String {
+        stock::tls::url_with_password(&self.redis_url, &self.redis_password)
     }
 
     /// The operators allowed on `/admin/*`: `admin` with `admin_token` (unless empty),

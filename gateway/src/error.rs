@@ -168,7 +168,7 @@ impl ApiError {
                 S::NotStarted { .. } => 425,
                 S::TooManyTokens => 429,
                 S::Invalid(_) | S::WouldOversell { .. } => 400,
-                S::Paused | S::Redis(_) | S::Timeout | S::BadReply(_) => 503,
+                S::Paused | S::Redis(_) | S::Timeout | S::BadReply(_) | S::Tls(_) => 503,
             },
         }
     }
@@ -233,7 +233,7 @@ impl ApiError {
                 S::AlreadyPaid => "order_paid",
                 S::Replayed => "order_outcome_unknown",
                 S::Invalid(_) | S::WouldOversell { .. } => "bad_request",
-                S::Redis(_) | S::Timeout | S::BadReply(_) => "redis_unavailable",
+                S::Redis(_) | S::Timeout | S::BadReply(_) | S::Tls(_) => "redis_unavailable",
             },
         }
     }

@@ -48,8 +48,10 @@ fn run() -> Result<(), cli::MainError> {
             cfg.validate()?;
             cfg.check_secrets()?;
             cfg.operators()?;
-            let secrets = ["ticket_secret", "admin_token", "payment_webhook_secret"];
-            print!("{}", seckill_common::config::redacted(&cfg, &secrets)?);
+            print!(
+                "{}",
+                seckill_common::config::redacted(&cfg, gateway::config::SECRETS)?
+            );
             Ok(())
         }
         "switch" | "sale" => {

@@ -39,10 +39,14 @@ fn rates(c: &Config) -> Rates {
 }
 
 /// Serve until SIGTERM/SIGINT, then drain and flush.
-pub fn run(cfg: Config) -> Result<(), StartError> {
-    // Before anything starts: a gateway with a guessable secret, or a payment setting out
-    // of range, must not serve.
+pub fn run(mut cfg: Config) -> Result<(), StartError> {
+    // Before anything starts: a gateway with a guessable secret, a payment setting out
+    // of range, or TLS material it cannot read, must not serve.
     cfg.validate()?;
+    cfg.redis_url = cfg.redis_url();
+    if stock::tls::is_tls_url(&cfg.redis_url) || !cfg.redis_ca_file.is_empty() {
+        stock::tls::use_tls(&cfg.redis_tls())?;
+    }
     for weak in cfg.check_secrets()? {
         tracing::warn!(
             "INSECURE: {weak}; starting only because dev_insecure (SECKILL_DEV_INSECURE) is set. \
@@ -91,6 +95,7 @@ pub fn run(cfg: Config) -> Result<(), StartError> {
         &cfg.orders_topic,
         cfg.kafka_timeout_ms.max(100) as u64,
         &cfg.kafka_extra,
+        &cfg.kafka_password,
         &cfg.spool_path(),
         cfg.spool_max_orders.max(1) as u64,
         metrics.clone(),

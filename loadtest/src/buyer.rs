@@ -24,6 +24,12 @@ pub enum LoadError {
     },
     #[error("database: {0}")]
     Db(#[from] postgres::Error),
+    /// Connecting to the database (its URL or TLS).
+    #[error("database: {0}")]
+    DbConnect(#[from] seckill_common::tls::PostgresConnectError),
+    /// The stack's `kafka_extra` does not parse.
+    #[error("kafka: {0}")]
+    KafkaSettings(#[from] seckill_common::kafka::BadExtra),
     #[error("goose: {0}")]
     Goose(#[source] goose::GooseError),
     /// A file, a thread or a runtime that could not be had (`what` says which).

@@ -140,10 +140,7 @@ pub fn run(cfg: Config, metrics: Arc<Metrics>, stop: Arc<AtomicBool>, held: Arc<
     let mut swept: Option<std::time::Instant> = None;
     while !stop.load(Ordering::Relaxed) {
         if conns.is_none() {
-            conns = match (
-                db::connect(&cfg.database_url, cfg.db_statement_timeout_ms),
-                stock::connect(&cfg.redis_url, timeout),
-            ) {
+            conns = match (db::connect(&cfg), stock::connect(&cfg.redis_url, timeout)) {
                 (Ok(d), Ok(r)) => Some((d, Stock::new(r))),
                 (Err(e), _) => {
                     tracing::warn!(error = %e, "canceller: database unreachable");

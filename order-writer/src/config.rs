@@ -1,12 +1,27 @@
 //! order-writer configuration: these defaults, then `--config FILE` (TOML), then
 //! `SECKILL_<KEY>` environment variables.
 
+use crate::WriterError;
+use seckill_common::tls::TlsFiles;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Config {
+    /// PostgreSQL (`postgres://user@host:port/db`; `?sslmode=require` or `verify-full`
+    /// for TLS, which always checks the certificate chain and the host name).
     pub database_url: String,
+    /// The database password, in place of the URL's (or `database_password_file`).
+    pub database_password: String,
+    /// PEM CA of the database's TLS ("" = the system's roots); a client certificate and
+    /// key for mutual TLS. A CA given means TLS, whatever the URL says.
+    pub database_ca_file: String,
+    pub database_cert_file: String,
+    pub database_key_file: String,
+    /// Apply the schema migrations at start. Off for a role that may not change the
+    /// schema: then `order-writer migrate` (as the schema's owner) does it first, and the
+    /// writer refuses to start on a schema older than it needs.
+    pub migrate: bool,
     pub kafka_brokers: String,
     pub orders_topic: String,
     pub dlq_topic: String,
@@ -23,7 +38,14 @@ pub struct Config {
     pub db_retry_max_ms: i64,
     /// PostgreSQL statement timeout.
     pub db_statement_timeout_ms: i64,
+    /// Redis (`redis://`, `rediss://` for TLS, `redis+cluster://`).
     pub redis_url: String,
+    /// Redis password (ACL user from the URL), in place of the URL's (or `redis_password_file`).
+    pub redis_password: String,
+    /// PEM CA of Redis's TLS ("" = the system's roots); client certificate and key.
+    pub redis_ca_file: String,
+    pub redis_cert_file: String,
+    pub redis_key_file: String,
     pub redis_timeout_ms: i64,
     /// Unpaid orders older than this are cancelled and their stock returned.
     pub payment_window_secs: i64,
@@ -47,14 +69,26 @@ pub struct Config {
     pub reconcile_late_pass_ms: i64,
     /// Prometheus metrics listen address ("" = off).
     pub metrics_listen: String,
-    /// Extra librdkafka settings for both consumer and producer, `k=v,k=v`.
+    /// Extra librdkafka settings for both consumer and producer, `k=v,k=v` (security:
+    /// `security.protocol=SASL_SSL,sasl.mechanisms=SCRAM-SHA-512,sasl.username=…,ssl.ca.location=…`).
     pub kafka_extra: String,
+    /// The SASL password (librdkafka's `sasl.password`), kept out of `kafka_extra` (or
+    /// `kafka_password_file`).
+    pub kafka_password: String,
 }
+
+/// The settings `order-writer config` redacts.
+pub const SECRETS: &[&str] = &["database_password", "redis_password", "kafka_password"];
 
 impl Default for Config {
     fn default() -> Self {
         Config {
             database_url: seckill_common::stack::DEFAULT_DATABASE_URL.into(),
+            database_password: String::new(),
+            database_ca_file: String::new(),
+            database_cert_file: String::new(),
+            database_key_file: String::new(),
+            migrate: true,
             kafka_brokers: seckill_common::stack::DEFAULT_KAFKA_BROKERS.into(),
             orders_topic: "orders".into(),
             dlq_topic: "orders-dlq".into(),
@@ -66,6 +100,10 @@ impl Default for Config {
             db_retry_max_ms: 2000,
             db_statement_timeout_ms: 5000,
             redis_url: seckill_common::stack::DEFAULT_REDIS_URL.into(),
+            redis_password: String::new(),
+            redis_ca_file: String::new(),
+            redis_cert_file: String::new(),
+            redis_key_file: String::new(),
             redis_timeout_ms: 1000,
             payment_window_secs: 900,
             cancel_scan_ms: 1000,
@@ -77,6 +115,7 @@ impl Default for Config {
             reconcile_late_pass_ms: 10_000,
             metrics_listen: "127.0.0.1:9101".into(),
             kafka_extra: String::new(),
+            kafka_password: String::new(),
         }
     }
 }
@@ -132,6 +171,43 @@ impl Config {
     /// Every integer setting in its range (the first that is not, named).
     pub fn validate(&self) -> Result<(), seckill_common::OutOfRange> {
         seckill_common::check_ranges(&self.ranges())
+    }
+
+    /// The database's TLS files.
+    pub fn database_tls(&self) -> TlsFiles {
+        TlsFiles {
+            name: "database".into(),
+            ca: self.database_ca_file.clone(),
+            cert: self.database_cert_file.clone(),
+            key: self.database_key_file.clone(),
+        }
+    }
+
+    /// Redis's TLS files.
+    pub fn redis_tls(&self) -> TlsFiles {
+        TlsFiles {
+            name: "redis".into(),
+            ca: self.redis_ca_file.clone(),
+            cert: self.redis_cert_file.clone(),
+            key: self.redis_key_file.clone(),
+        }
+    }
+
+    /// What every command checks before it starts: ranges, the TLS material (readable,
+    /// PEM), Kafka's settings; then the Redis password put into `redis_url` and Redis's
+    /// TLS material made the process's. An error names the setting to fix.
+    pub fn prepare(&mut self) -> Result<(), WriterError> {
+        let bad = |e: &dyn std::fmt::Display| WriterError::Config(e.to_string());
+        self.validate().map_err(|e| bad(&e))?;
+        self.database_tls().check().map_err(|e| bad(&e))?;
+        seckill_common::kafka::client_config(&self.kafka_brokers, &self.kafka_extra, "")
+            .map_err(|e| bad(&e))?;
+        self.redis_url = stock::tls::url_with_password(&self.redis_url, &self.redis_password);
+        let tls = self.redis_tls();
+        if stock::tls::is_tls_url(&self.redis_url) || !tls.ca.is_empty() {
+            stock::tls::use_tls(&tls).map_err(|e| bad(&e))?;
+        }
+        Ok(())
     }
 }
 

@@ -64,22 +64,11 @@ impl Batch {
     }
 }
 
-/// The broker list and `kafka_extra`, shared by every client the writer makes.
+/// The broker list, `kafka_extra` and `kafka_password`, shared by every client the
+/// writer makes.
 pub(crate) fn client_config(cfg: &Config) -> Result<ClientConfig, WriterError> {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", &cfg.kafka_brokers);
-    for kv in cfg
-        .kafka_extra
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-    {
-        let (k, v) = kv.split_once('=').ok_or_else(|| {
-            WriterError::Config(format!("kafka_extra entry {kv:?} is not key=value"))
-        })?;
-        c.set(k.trim(), v.trim());
-    }
-    Ok(c)
+    seckill_common::kafka::client_config(&cfg.kafka_brokers, &cfg.kafka_extra, &cfg.kafka_password)
+        .map_err(|e| WriterError::Config(e.to_string()))
 }
 
 pub struct Writer {
@@ -135,7 +124,7 @@ impl Writer {
     /// polled but not yet written is dropped uncommitted and replays).
     pub fn run(&self, stop: &AtomicBool) -> Result<(), WriterError> {
         let mut db = self.connect_with_retry(stop)?;
-        db::migrate(&mut db)?;
+        db::migrate_or_check(&self.cfg, &mut db)?;
         // Capacity one: one batch waiting while one is written and the next is filled.
         let (tx, rx) = sync_channel::<Batch>(1);
         std::thread::scope(|s| {
@@ -196,7 +185,7 @@ impl Writer {
     fn connect_with_retry(&self, stop: &AtomicBool) -> Result<postgres::Client, WriterError> {
         let mut backoff = Duration::from_millis(100);
         loop {
-            match db::connect(&self.cfg.database_url, self.cfg.db_statement_timeout_ms) {
+            match db::connect(&self.cfg) {
                 Ok(c) => return Ok(c),
                 Err(e) if !stop.load(Ordering::Relaxed) => {
                     tracing::warn!(error = %e, "database unreachable; retrying");

@@ -1,10 +1,11 @@
 //! PostgreSQL: embedded migrations, the one-transaction batch write, and the
 //! payment-window queries. Only this crate writes orders.
 
+use crate::config::Config;
 use crate::WriterError;
 use postgres::binary_copy::BinaryCopyInWriter;
 use postgres::types::Type;
-use postgres::{Client, NoTls, Transaction};
+use postgres::{Client, Transaction};
 use seckill_common::order::{OrderEvent, OrderMessage};
 use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -19,12 +20,47 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (6, include_str!("../migrations/006_sale_price.sql")),
 ];
 
-pub fn connect(url: &str, statement_timeout_ms: i64) -> Result<Client, WriterError> {
-    let mut cfg: postgres::Config = url.parse().map_err(WriterError::DatabaseUrl)?;
-    cfg.connect_timeout(Duration::from_secs(3));
-    cfg.options(&format!("-c statement_timeout={statement_timeout_ms}"));
-    cfg.application_name("order-writer");
-    Ok(cfg.connect(NoTls)?)
+/// A connection with the writer's settings: over TLS when asked (`sslmode` or a CA),
+/// the password setting in place of the URL's, statements bounded.
+pub fn connect(cfg: &Config) -> Result<Client, WriterError> {
+    let timeout = cfg.db_statement_timeout_ms;
+    seckill_common::tls::connect_postgres(
+        &cfg.database_url,
+        &cfg.database_password,
+        &cfg.database_tls(),
+        |c| {
+            c.connect_timeout(Duration::from_secs(3));
+            c.options(&format!("-c statement_timeout={timeout}"));
+            c.application_name("order-writer");
+        },
+    )
+    .map_err(|e| match e {
+        seckill_common::tls::PostgresConnectError::Postgres(e) => WriterError::Db(e),
+        seckill_common::tls::PostgresConnectError::Tls(e) => WriterError::Config(e.to_string()),
+        seckill_common::tls::PostgresConnectError::Url(e) => WriterError::DatabaseUrl(e),
+    })
+}
+
+/// Migrate when the writer is to (`migrate`), else check that the schema has every
+/// migration this writer needs (its role may not apply them).
+pub fn migrate_or_check(cfg: &Config, db: &mut Client) -> Result<(), WriterError> {
+    if cfg.migrate {
+        return migrate(db);
+    }
+    let applied: i64 = db
+        .query_one(
+            "SELECT count(*) FROM schema_migrations WHERE version = ANY($1)",
+            &[&MIGRATIONS.iter().map(|(v, _)| *v).collect::<Vec<i32>>()],
+        )
+        .map_err(|e| WriterError::Config(format!("migrate = false, but the schema cannot be read ({e}): run `order-writer migrate` as the schema's owner")))?
+        .get(0);
+    if applied as usize != MIGRATIONS.len() {
+        return Err(WriterError::Config(format!(
+            "migrate = false, and the schema has {applied} of the {} migrations this writer needs: run `order-writer migrate` as the schema's owner",
+            MIGRATIONS.len()
+        )));
+    }
+    Ok(())
 }
 
 /// Apply pending migrations under an advisory lock, so several writers starting at

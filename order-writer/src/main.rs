@@ -7,6 +7,8 @@
 //! Redis master restarted or was replaced while the store kept its epoch.
 //! `order-writer [--config FILE] config` — check the effective configuration and print
 //! it (a database URL's password redacted).
+//! `order-writer [--config FILE] migrate` — apply the schema migrations and exit (as the
+//! schema's owner, when the writer's own role may not: `migrate = false`).
 
 use order_writer::config::Config;
 use order_writer::metrics::Metrics;
@@ -36,6 +38,7 @@ fn run() -> Result<(), MainError> {
     let mut config = None;
     let mut rebuild: Option<Vec<String>> = None;
     let mut show = false;
+    let mut migrate_only = false;
     while let Some(a) = args.next() {
         match a.as_str() {
             "--config" => {
@@ -45,23 +48,35 @@ fn run() -> Result<(), MainError> {
                     })?))
             }
             "-h" | "--help" => {
-                println!("usage: order-writer [--config FILE] [rebuild-stock [SALE...] | config]");
+                println!("usage: order-writer [--config FILE] [rebuild-stock [SALE...] | config | migrate]");
                 return Ok(());
             }
             "rebuild-stock" => rebuild = Some(Vec::new()),
             "config" if rebuild.is_none() => show = true,
+            "migrate" if rebuild.is_none() => migrate_only = true,
             sale if rebuild.is_some() => {
                 rebuild.get_or_insert_with(Vec::new).push(sale.to_string())
             }
             _ => return Err(ArgError::UnknownArgument(a).into()),
         }
     }
-    let cfg: Config = seckill_common::load_config(config.as_deref())?;
-    cfg.validate()
-        .map_err(|e| order_writer::WriterError::Config(e.to_string()))?;
+    let mut cfg: Config = seckill_common::load_config(config.as_deref())?;
     if show {
-        // The database URL's password, if any, is redacted.
-        print!("{}", seckill_common::config::redacted(&cfg, &[])?);
+        cfg.validate()
+            .map_err(|e| order_writer::WriterError::Config(e.to_string()))?;
+        // The passwords (settings and URLs') are redacted.
+        print!(
+            "{}",
+            seckill_common::config::redacted(&cfg, order_writer::config::SECRETS)?
+        );
+        cfg.prepare()?;
+        return Ok(());
+    }
+    cfg.prepare()?;
+    if migrate_only {
+        let mut db = order_writer::db::connect(&cfg)?;
+        order_writer::db::migrate(&mut db)?;
+        println!("schema up to date");
         return Ok(());
     }
     if let Some(only) = rebuild {

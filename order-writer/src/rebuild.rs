@@ -87,8 +87,8 @@ pub fn run(
 ) -> Result<Vec<(String, Outcome)>, WriterError> {
     let timeout = Duration::from_millis(cfg.redis_timeout_ms.max(1) as u64);
     let mut stock = Stock::new(stock::connect(&cfg.redis_url, timeout)?);
-    let mut db = db::connect(&cfg.database_url, cfg.db_statement_timeout_ms)?;
-    db::migrate(&mut db)?;
+    let mut db = db::connect(cfg)?;
+    db::migrate_or_check(cfg, &mut db)?;
     // Held until `db` is dropped at the end of the run.
     db.execute("SELECT pg_advisory_lock($1)", &[&RECONCILE_LOCK])?;
     // The processes this run vouches for: read once the lock is held (another writer's

@@ -8,6 +8,7 @@
 //! `min.insync.replicas=2`) for drills that kill a broker.
 
 use crate::process::{self, port_open, wait_until};
+use crate::secure::Secure;
 use crate::StackError;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use std::path::{Path, PathBuf};
@@ -24,6 +25,9 @@ pub struct Kafka {
     pub cache: PathBuf,
     pub port: u16,
     pub nodes: usize,
+    /// The TLS profile: a SASL_SSL listener (SCRAM-SHA-512, client certificates
+    /// required) instead of PLAINTEXT.
+    pub secure: Option<Secure>,
 }
 
 impl Kafka {
@@ -33,6 +37,16 @@ impl Kafka {
             .map(|i| format!("127.0.0.1:{}", self.broker_port(i)))
             .collect::<Vec<_>>()
             .join(",")
+    }
+
+    /// A client of the stack's administrator (the security settings of the profile).
+    pub fn client(&self) -> Result<rdkafka::ClientConfig, StackError> {
+        let extra = match &self.secure {
+            Some(s) => s.kafka_extra(crate::secure::ADMIN, true)?,
+            None => String::new(),
+        };
+        seckill_common::kafka::client_config(&self.bootstrap(), &extra, "")
+            .map_err(|e| StackError::Process(e.to_string()))
     }
 
     pub fn broker_port(&self, node: usize) -> u16 {
@@ -107,16 +121,21 @@ impl Kafka {
         let rf = self.replication();
         let min_isr = if rf >= 3 { 2 } else { 1 };
         let data = self.node_dir(node).join("data");
+        let (protocol, security) = match &self.secure {
+            None => ("PLAINTEXT", String::new()),
+            Some(s) => ("SASL_SSL", Self::security(s)),
+        };
         format!(
             "# Written by stackctl on every start; edit stackctl/src/kafka.rs instead.\n\
              process.roles=broker,controller\n\
              node.id={id}\n\
              controller.quorum.voters={voters}\n\
-             listeners=PLAINTEXT://127.0.0.1:{bp},CONTROLLER://127.0.0.1:{cp}\n\
-             advertised.listeners=PLAINTEXT://127.0.0.1:{bp}\n\
+             listeners={protocol}://127.0.0.1:{bp},CONTROLLER://127.0.0.1:{cp}\n\
+             advertised.listeners={protocol}://127.0.0.1:{bp}\n\
              controller.listener.names=CONTROLLER\n\
-             listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT\n\
-             inter.broker.listener.name=PLAINTEXT\n\
+             listener.security.protocol.map={protocol}:{protocol},CONTROLLER:PLAINTEXT\n\
+             inter.broker.listener.name={protocol}\n\
+             {security}\
              log.dirs={data}\n\
              num.partitions=8\n\
              default.replication.factor={rf}\n\
@@ -133,10 +152,30 @@ impl Kafka {
              broker.session.timeout.ms=4000\n\
              log.retention.hours=24\n\
              log.segment.bytes=67108864\n",
+            security = security,
             id = node + 1,
             bp = self.broker_port(node),
             cp = self.controller_port(node),
             data = data.display(),
+        )
+    }
+
+    /// The SASL_SSL listener's settings: SCRAM-SHA-512 (between brokers too, as the
+    /// administrator), the PEM key store and trust store, client certificates required.
+    fn security(s: &Secure) -> String {
+        let admin = crate::secure::ADMIN;
+        let pw = s.password(admin).unwrap_or_default();
+        format!(
+            "sasl.enabled.mechanisms=SCRAM-SHA-512\n\
+             sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512\n\
+             listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username=\"{admin}\" password=\"{pw}\";\n\
+             ssl.keystore.type=PEM\n\
+             ssl.keystore.location={keystore}\n\
+             ssl.truststore.type=PEM\n\
+             ssl.truststore.location={ca}\n\
+             ssl.client.auth=required\n",
+            keystore = s.server_keystore().display(),
+            ca = s.ca().display(),
         )
     }
 
@@ -184,7 +223,8 @@ impl Kafka {
             if d.join("data/meta.properties").is_file() {
                 continue;
             }
-            let child = Self::java(lib)
+            let mut format = Self::java(lib);
+            format
                 .arg(format!(
                     "-Dlog4j2.configurationFile={}",
                     d.join("log4j2.yaml").display()
@@ -197,7 +237,17 @@ impl Kafka {
                     &id,
                     "-c",
                 ])
-                .arg(d.join("server.properties"))
+                .arg(d.join("server.properties"));
+            // The profile's SCRAM users exist from the start (KRaft's bootstrap records).
+            if let Some(s) = &self.secure {
+                for user in crate::secure::USERS {
+                    format.args([
+                        "--add-scram".to_string(),
+                        format!("SCRAM-SHA-512=[name={user},password={}]", s.password(user)?),
+                    ]);
+                }
+            }
+            let child = format
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
                 .spawn()
@@ -261,7 +311,7 @@ impl Kafka {
         }
         self.wait_ready(Duration::from_secs(90))?;
         for (name, parts) in topics {
-            seckill_common::kafka::create_topic(&self.bootstrap(), name, *parts)?;
+            seckill_common::kafka::create_topic_on(&self.client()?, name, *parts)?;
         }
         Ok(())
     }
@@ -310,8 +360,10 @@ impl Kafka {
 
     /// How many brokers a metadata request (to any node) lists; 0 when none answers.
     pub fn brokers_listed(&self) -> usize {
-        let client: Result<BaseConsumer, _> = rdkafka::ClientConfig::new()
-            .set("bootstrap.servers", self.bootstrap())
+        let Ok(mut client) = self.client() else {
+            return 0;
+        };
+        let client: Result<BaseConsumer, _> = client
             .set("socket.connection.setup.timeout.ms", "1000")
             .set_log_level(rdkafka::config::RDKafkaLogLevel::Emerg)
             .create();
@@ -325,8 +377,10 @@ impl Kafka {
     /// The leader (node index, 0-based) of each partition of `topic`; `None` for a
     /// partition without a leader. Empty when no broker answers.
     pub fn leaders(&self, topic: &str) -> Vec<Option<usize>> {
-        let client: Result<BaseConsumer, _> = rdkafka::ClientConfig::new()
-            .set("bootstrap.servers", self.bootstrap())
+        let Ok(mut client) = self.client() else {
+            return vec![];
+        };
+        let client: Result<BaseConsumer, _> = client
             .set_log_level(rdkafka::config::RDKafkaLogLevel::Emerg)
             .create();
         let Some(md) = client
@@ -443,6 +497,7 @@ mod tests {
             cache: "/c".into(),
             port: 9092,
             nodes: 3,
+            secure: None,
         };
         let p = k.properties(1);
         assert!(p.contains("node.id=2\n"));

@@ -10,6 +10,9 @@
 //! - [`ensure_up`]: what a test calls first.
 //! - [`redis_cluster`]: the Redis Cluster profile (`SECKILL_REDIS_CLUSTER=1`: three
 //!   masters, three replicas; the stack's Redis URL becomes `redis+cluster://…`).
+//! - [`secure`]: the TLS profile (`SECKILL_STACK_TLS=1`): a throwaway CA, Redis over
+//!   TLS with ACL users, PostgreSQL over TLS with an owner and a writer role, Kafka
+//!   over SASL_SSL with SCRAM users and client certificates.
 //! - [`haproxy`]: the load balancer (HAProxy) in front of gateways, with a canary pool.
 
 pub mod haproxy;
@@ -18,6 +21,7 @@ pub mod postgres;
 pub mod process;
 pub mod redis;
 pub mod redis_cluster;
+pub mod secure;
 
 use process::Proc;
 use std::path::{Path, PathBuf};
@@ -120,6 +124,8 @@ pub struct Stack {
     pub kafka: kafka::Kafka,
     /// Topics created on `up`: (name, partitions).
     pub topics: Vec<(String, i32)>,
+    /// The TLS profile (`SECKILL_STACK_TLS=1`).
+    pub secure: Option<secure::Secure>,
 }
 
 /// Where the stack lives and on which ports.
@@ -130,6 +136,8 @@ pub struct Spec {
     pub kafka_port: u16,
     pub kafka_nodes: usize,
     pub topics: Vec<(String, i32)>,
+    /// The TLS profile.
+    pub tls: bool,
 }
 
 fn var<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -156,16 +164,21 @@ impl Spec {
     /// The local stack's documented defaults, overridden by `SECKILL_RUN_DIR`,
     /// `SECKILL_REDIS_PORT`, `SECKILL_PG_PORT`, `SECKILL_KAFKA_PORT`,
     /// `SECKILL_KAFKA_NODES` and `SECKILL_TOPICS` ("orders:8 orders-dlq:1").
+    /// `SECKILL_STACK_TLS=1`: the TLS profile, by default in `.run/tls` on ports of its
+    /// own (16380, 15433, 19192), so that it runs beside the plain stack.
     pub fn from_env() -> Result<Spec, StackError> {
         let root = root()?;
         let topics = std::env::var("SECKILL_TOPICS").unwrap_or("orders:8 orders-dlq:1".into());
+        let tls = std::env::var("SECKILL_STACK_TLS").is_ok_and(|v| v == "1" || v == "true");
+        let shift = if tls { 1 } else { 0 };
         Ok(Spec {
             run: std::env::var_os("SECKILL_RUN_DIR")
                 .map(PathBuf::from)
-                .unwrap_or_else(|| root.join(".run")),
-            redis_port: var("SECKILL_REDIS_PORT", 16379),
-            pg_port: var("SECKILL_PG_PORT", 15432),
-            kafka_port: var("SECKILL_KAFKA_PORT", 19092),
+                .unwrap_or_else(|| root.join(if tls { ".run/tls" } else { ".run" })),
+            redis_port: var("SECKILL_REDIS_PORT", 16379 + shift),
+            pg_port: var("SECKILL_PG_PORT", 15432 + shift),
+            kafka_port: var("SECKILL_KAFKA_PORT", 19092 + 100 * shift),
+            tls,
             kafka_nodes: var("SECKILL_KAFKA_NODES", 1usize).clamp(1, 9),
             topics: topics
                 .split_whitespace()
@@ -184,6 +197,9 @@ impl Stack {
         let cache = std::env::var_os("SECKILL_CACHE_DIR")
             .map(PathBuf::from)
             .unwrap_or_else(|| root.join(".run/cache"));
+        let secure = spec.tls.then(|| secure::Secure {
+            dir: spec.run.join("secure"),
+        });
         Ok(Stack {
             redis: redis::Redis {
                 dir: spec.run.join("redis"),
@@ -199,7 +215,9 @@ impl Stack {
                 cache,
                 port: spec.kafka_port,
                 nodes: spec.kafka_nodes,
+                secure: secure.clone(),
             },
+            secure,
             topics: spec.topics,
             run: spec.run,
             root,
@@ -210,16 +228,74 @@ impl Stack {
         Stack::new(Spec::from_env()?)
     }
 
-    /// The addresses every component is pointed at.
+    /// The addresses every component is pointed at; on the TLS profile, with the
+    /// administrator's credentials and the TLS settings (for tools and tests).
     pub fn addresses(&self) -> seckill_common::stack::Stack {
-        seckill_common::stack::Stack {
+        let plain = seckill_common::stack::Stack {
             redis_url: match &self.redis_cluster {
                 Some(c) => c.url(),
                 None => self.redis.url(),
             },
             kafka_brokers: self.kafka.bootstrap(),
             database_url: self.postgres.url("seckill"),
+            ..Default::default()
+        };
+        match &self.secure {
+            None => plain,
+            Some(s) => {
+                let pw = s.password(secure::ADMIN).unwrap_or_default();
+                seckill_common::stack::Stack {
+                    redis_url: format!(
+                        "rediss://{}:{pw}@127.0.0.1:{}",
+                        secure::ADMIN,
+                        self.redis.port
+                    ),
+                    database_url: self
+                        .postgres
+                        .secure_url(s, secure::ADMIN, "seckill")
+                        .unwrap_or_default(),
+                    redis_ca_file: s.ca().display().to_string(),
+                    kafka_extra: s.kafka_extra(secure::ADMIN, true).unwrap_or_default(),
+                    database_ca_file: s.ca().display().to_string(),
+                    ..plain
+                }
+            }
         }
+    }
+
+    /// The settings a component (`user`: [`secure::GATEWAY`] or [`secure::WRITER`])
+    /// gets on the TLS profile: its own users and password files, the CA; nothing on
+    /// the plain stack.
+    pub fn component_env(&self, user: &str) -> Result<Vec<(&'static str, String)>, StackError> {
+        let Some(s) = &self.secure else {
+            return Ok(vec![]);
+        };
+        let file = |u: &str| s.password_file(u).display().to_string();
+        let mut env = vec![
+            (
+                "SECKILL_REDIS_URL",
+                format!("rediss://{user}@127.0.0.1:{}", self.redis.port),
+            ),
+            ("SECKILL_REDIS_PASSWORD_FILE", file(user)),
+            ("SECKILL_REDIS_CA_FILE", s.ca().display().to_string()),
+            ("SECKILL_KAFKA_EXTRA", s.kafka_extra(user, false)?),
+            ("SECKILL_KAFKA_PASSWORD_FILE", file(user)),
+        ];
+        if user == secure::WRITER {
+            let url = format!(
+                "postgres://{user}@127.0.0.1:{}/seckill?sslmode=verify-full",
+                self.postgres.port
+            );
+            env.extend([
+                ("SECKILL_DATABASE_URL", url),
+                ("SECKILL_DATABASE_PASSWORD_FILE", file(user)),
+                ("SECKILL_DATABASE_CA_FILE", s.ca().display().to_string()),
+                // Its role cannot change the schema: `order-writer migrate` does, as
+                // the administrator, before it starts (see `Stack::writer`).
+                ("SECKILL_MIGRATE", "false".into()),
+            ]);
+        }
+        Ok(env)
     }
 
     /// Start whatever is down, wait until each answers, write `<run>/stack.env`.
@@ -227,20 +303,20 @@ impl Stack {
     pub fn up(&self) -> Result<(), StackError> {
         std::fs::create_dir_all(&self.run)?;
         let _lock = Lock::take(&self.run.join("stack.lock"))?;
-        self.redis.up_with(redis::Persistence::from_env())?;
+        if let Some(s) = &self.secure {
+            s.ensure()?;
+        }
+        self.redis
+            .up_secured(redis::Persistence::from_env(), self.secure.as_ref())?;
         if let Some(c) = &self.redis_cluster {
             c.up()?;
         }
-        self.postgres.up()?;
+        self.postgres.up_secured(self.secure.as_ref())?;
         self.kafka.up(&self.topics)?;
-        let a = self.addresses();
-        std::fs::write(
-            self.run.join("stack.env"),
-            format!(
-                "SECKILL_REDIS_URL={}\nSECKILL_KAFKA_BROKERS={}\nSECKILL_DATABASE_URL={}\n",
-                a.redis_url, a.kafka_brokers, a.database_url
-            ),
-        )?;
+        let env = self.run.join("stack.env");
+        std::fs::write(&env, self.addresses().env_file())?;
+        // The TLS profile's holds the administrator's passwords.
+        secure::set_mode(&env, 0o600)?;
         Ok(())
     }
 
@@ -365,6 +441,8 @@ impl Stack {
             ("SECKILL_DEV_INSECURE", "1".into()),
             ("SECKILL_LOG", "info,may=warn".into()),
         ];
+        let mut own = own.to_vec();
+        own.extend(self.component_env(secure::GATEWAY)?);
         self.spawn(bin, name, port, &own, env)
     }
 
@@ -384,7 +462,37 @@ impl Stack {
             ("SECKILL_METRICS_LISTEN", format!("127.0.0.1:{port}")),
             ("SECKILL_LOG", "info".into()),
         ];
+        let mut own = own.to_vec();
+        own.extend(self.component_env(secure::WRITER)?);
+        if self.secure.is_some() {
+            self.migrate(bin, name)?;
+        }
         self.spawn(bin, name, port, &own, env)
+    }
+
+    /// `order-writer migrate` as the administrator (the TLS profile's writer role may not
+    /// change the schema), waited for.
+    fn migrate(&self, bin: &Path, name: &str) -> Result<(), StackError> {
+        let (log, f) = self.log_file(name)?;
+        let a = self.addresses();
+        let status = Command::new(bin)
+            .arg("migrate")
+            .current_dir(&self.run)
+            .env("SECKILL_DATABASE_URL", a.database_url)
+            .env("SECKILL_DATABASE_CA_FILE", a.database_ca_file)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(f)
+            .status()
+            .map_err(StackError::failed(format!("{} migrate", bin.display())))?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(StackError::Start(
+                "order-writer migrate",
+                log.display().to_string(),
+            ))
+        }
     }
 
     /// `bin` started as `name` in the run directory with `own` settings, then `env`

@@ -2,6 +2,7 @@
 //! to run as root, so its tools run as the `postgres` user when we are root.
 
 use crate::process::port_open;
+use crate::secure::Secure;
 use crate::StackError;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -70,6 +71,13 @@ impl Postgres {
 
     /// initdb once, start unless up, create the `seckill` database.
     pub fn up(&self) -> Result<(), StackError> {
+        self.up_secured(None)
+    }
+
+    /// [`Postgres::up`]; with `secure`, TLS only (`hostssl` lines, SCRAM passwords), the
+    /// database owned by the profile's administrator and the writer's role allowed rows
+    /// only.
+    pub fn up_secured(&self, secure: Option<&Secure>) -> Result<(), StackError> {
         let sock = self.dir.join("sock");
         std::fs::create_dir_all(&sock)?;
         if is_root() {
@@ -95,15 +103,21 @@ impl Postgres {
         {
             return Err(StackError::Start("postgres initdb", data));
         }
+        if let Some(secure) = secure {
+            self.secure_files(secure)?;
+        }
         if !self.is_up() {
             if port_open(self.port) {
                 return Err(StackError::PortTaken(self.port, "postgres"));
             }
-            let opts = format!(
+            let mut opts = format!(
                 "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} -c max_connections=200 -c fsync=on",
                 self.port,
                 sock.display()
             );
+            if secure.is_some() {
+                opts.push_str(" -c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key -c password_encryption=scram-sha-256");
+            }
             if !self.tool(
                 "pg_ctl",
                 &[
@@ -113,7 +127,104 @@ impl Postgres {
                 return Err(StackError::Start("postgres", log));
             }
         }
-        self.create_db("seckill")
+        match secure {
+            None => self.create_db("seckill"),
+            Some(secure) => self.secure_roles(secure),
+        }
+    }
+
+    /// `sql` run by the superuser on database `db` through the server's own socket (the
+    /// TLS profile has no plaintext TCP line).
+    fn psql(&self, db: &str, sql: &str) -> Result<std::process::Output, StackError> {
+        Command::new("psql")
+            .arg("-h")
+            .arg(self.dir.join("sock"))
+            .args(["-p", &self.port.to_string(), "-U", "postgres"])
+            .args(["-d", db, "-v", "ON_ERROR_STOP=1", "-tAc", sql])
+            .output()
+            .map_err(StackError::tool("psql"))
+    }
+
+    /// The server's certificate and key (owned by `postgres`, 0600, as PostgreSQL
+    /// demands) and the TLS-only `pg_hba.conf`: the superuser through the socket, every
+    /// TCP client over TLS with a SCRAM password.
+    fn secure_files(&self, secure: &Secure) -> Result<(), StackError> {
+        let data = self.data();
+        std::fs::copy(secure.server_cert(), data.join("server.crt"))?;
+        std::fs::copy(secure.server_key(), data.join("server.key"))?;
+        crate::secure::set_mode(&data.join("server.key"), 0o600)?;
+        std::fs::write(
+            data.join("pg_hba.conf"),
+            "# Written by stackctl (the TLS profile); edit stackctl/src/postgres.rs instead.\n\
+             local all postgres trust\n\
+             hostssl all all 127.0.0.1/32 scram-sha-256\n\
+             hostssl all all ::1/128 scram-sha-256\n",
+        )?;
+        if is_root() {
+            Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(&data)
+                .status()
+                .map_err(StackError::tool("chown"))?;
+        }
+        Ok(())
+    }
+
+    /// The profile's roles (passwords kept in step with their files), the `seckill`
+    /// database owned by the administrator, and the writer's grants: rows of every
+    /// table the administrator makes (migrations), nothing else.
+    fn secure_roles(&self, secure: &Secure) -> Result<(), StackError> {
+        use crate::secure::{ADMIN, WRITER};
+        let mut sql = String::new();
+        for role in [ADMIN, WRITER] {
+            let pw = secure.password(role)?;
+            sql.push_str(&format!(
+                "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{role}') THEN CREATE ROLE {role} LOGIN; END IF; END $$; ALTER ROLE {role} LOGIN PASSWORD '{pw}'; "
+            ));
+        }
+        let run = |db: &str, sql: &str| -> Result<(), StackError> {
+            let out = self.psql(db, sql)?;
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(StackError::Process(format!(
+                    "postgres roles: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )))
+            }
+        };
+        run("postgres", &sql)?;
+        let have = self.psql(
+            "postgres",
+            "SELECT 1 FROM pg_database WHERE datname = 'seckill'",
+        )?;
+        if String::from_utf8_lossy(&have.stdout).trim() != "1" {
+            run(
+                "postgres",
+                &format!("CREATE DATABASE seckill OWNER {ADMIN}"),
+            )?;
+        }
+        run(
+            "seckill",
+            &format!(
+                "REVOKE ALL ON DATABASE seckill FROM PUBLIC; \
+                 GRANT CONNECT, TEMPORARY ON DATABASE seckill TO {WRITER}; \
+                 GRANT USAGE ON SCHEMA public TO {WRITER}; \
+                 ALTER DEFAULT PRIVILEGES FOR ROLE {ADMIN} IN SCHEMA public GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {WRITER}; \
+                 ALTER DEFAULT PRIVILEGES FOR ROLE {ADMIN} IN SCHEMA public GRANT USAGE, SELECT ON SEQUENCES TO {WRITER}; \
+                 GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {WRITER}; \
+                 GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {WRITER};"
+            ),
+        )
+    }
+
+    /// The URL of database `db` for `user` over TLS (the profile's), with its password.
+    pub fn secure_url(&self, secure: &Secure, user: &str, db: &str) -> Result<String, StackError> {
+        Ok(format!(
+            "postgres://{user}:{}@127.0.0.1:{}/{db}?sslmode=verify-full",
+            secure.password(user)?,
+            self.port
+        ))
     }
 
     fn create_db(&self, name: &str) -> Result<(), StackError> {

@@ -10,6 +10,7 @@
 //! to writes still in the page cache under `appendfsync everysec`.
 
 use crate::process::{self, port_open, wait_until};
+use crate::secure::Secure;
 use crate::StackError;
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -93,6 +94,15 @@ impl Redis {
 
     /// [`Redis::up`] with the given persistence (a Redis already up is left as it is).
     pub fn up_with(&self, persistence: Persistence) -> Result<(), StackError> {
+        self.up_secured(persistence, None)
+    }
+
+    /// [`Redis::up_with`], over TLS only with the profile's ACL users when `secure`.
+    pub fn up_secured(
+        &self,
+        persistence: Persistence,
+        secure: Option<&Secure>,
+    ) -> Result<(), StackError> {
         if self.is_up() {
             return Ok(());
         }
@@ -102,8 +112,28 @@ impl Redis {
             return Err(StackError::PortTaken(self.port, "redis"));
         }
         std::fs::create_dir_all(&self.dir)?;
-        let status = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+        let mut cmd = Command::new("redis-server");
+        match secure {
+            None => cmd.args(["--port", &self.port.to_string()]),
+            Some(s) => {
+                let acl = self.dir.join("users.acl");
+                std::fs::write(&acl, s.redis_acl()?)?;
+                crate::secure::set_mode(&acl, 0o600)?;
+                cmd.args(["--port", "0", "--tls-port", &self.port.to_string()])
+                    .arg("--tls-cert-file")
+                    .arg(s.server_cert())
+                    .arg("--tls-key-file")
+                    .arg(s.server_key())
+                    .arg("--tls-ca-cert-file")
+                    .arg(s.ca())
+                    // A client certificate is not required (the password is).
+                    .args(["--tls-auth-clients", "optional"])
+                    .arg("--aclfile")
+                    .arg(acl)
+            }
+        };
+        let status = cmd
+            .args(["--bind", "127.0.0.1"])
             .args(persistence.args())
             .args(["--daemonize", "yes"])
             .args(["--maxclients", "10000"])
@@ -121,7 +151,11 @@ impl Redis {
         }
         // Up once it answers: a Redis loading its append-only file listens already but
         // answers `LOADING` until the data is in memory.
-        if !wait_until(Duration::from_secs(30), || answers(self.port)) {
+        let answering = || match secure {
+            None => answers(self.port),
+            Some(s) => answers_tls(self.port, s),
+        };
+        if !wait_until(Duration::from_secs(30), answering) {
             return Err(StackError::Start("redis", self.log().display().to_string()));
         }
         Ok(())
@@ -172,6 +206,29 @@ impl Redis {
 /// The Redis on `port` answers `PING` (not `LOADING`, not an error).
 pub fn answers(port: u16) -> bool {
     crate::redis_cluster::query(port, &["PING"], Duration::from_secs(1)).is_ok_and(|r| r == "PONG")
+}
+
+/// The TLS profile's Redis on `port` answers `PING` to its administrator (`redis-cli`
+/// over TLS).
+pub fn answers_tls(port: u16, secure: &Secure) -> bool {
+    let Ok(password) = secure.password(crate::secure::ADMIN) else {
+        return false;
+    };
+    Command::new("redis-cli")
+        .args(["--tls", "--cacert"])
+        .arg(secure.ca())
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "--user",
+            crate::secure::ADMIN,
+        ])
+        .args(["--no-auth-warning", "PING"])
+        .env("REDISCLI_AUTH", password)
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "PONG")
 }
 
 pub fn run_id(port: u16) -> Option<String> {

@@ -128,9 +128,15 @@ pub fn connect(url: &str, timeout: Duration) -> Result<Conn, StockError> {
     connect_single(url, timeout).map(Conn::Single)
 }
 
-/// A blocking connection to one Redis (`redis://…`).
+/// A blocking connection to one Redis (`redis://…`, or `rediss://…` over TLS with the
+/// process's [`crate::tls`] material).
 pub fn connect_single(url: &str, timeout: Duration) -> Result<redis::Connection, StockError> {
-    let client = redis::Client::open(url).map_err(map_redis_error)?;
+    let client = if crate::tls::is_tls_url(url) {
+        redis::Client::build_with_tls(url, crate::tls::tls()?.certificates())
+    } else {
+        redis::Client::open(url)
+    }
+    .map_err(map_redis_error)?;
     let conn = client
         .get_connection_with_timeout(timeout)
         .map_err(map_redis_error)?;

@@ -47,6 +47,9 @@ pub enum StockError {
     Timeout,
     #[error("unexpected reply from redis: {0}")]
     BadReply(String),
+    /// The TLS material of `rediss://` connections is missing or unusable.
+    #[error("redis TLS: {0}")]
+    Tls(String),
 }
 
 impl StockError {
@@ -55,7 +58,10 @@ impl StockError {
     pub fn is_fault(&self) -> bool {
         matches!(
             self,
-            StockError::Redis(_) | StockError::Timeout | StockError::BadReply(_)
+            StockError::Redis(_)
+                | StockError::Timeout
+                | StockError::BadReply(_)
+                | StockError::Tls(_)
         )
     }
 }

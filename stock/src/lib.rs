@@ -17,6 +17,8 @@
 //!   buckets whose half a master lost, redone.
 //! - [`reconcile`]: orders from PostgreSQL and the topic merged, put back into a Redis
 //!   that lost them.
+//! - [`tls`]: `rediss://` (the TLS material of the process's connections) and the
+//!   password setting put into a URL.
 //! - [`trust`]: which Redis masters are known to hold every acknowledged order.
 //! - [`error`]: [`StockError`]; [`conn`]: the transport and connecting; [`types`]: the
 //!   domain types; [`replies`]: reading script replies.
@@ -31,6 +33,7 @@ pub mod ledger;
 pub mod reconcile;
 mod replies;
 pub mod scripts;
+pub mod tls;
 pub mod trust;
 mod types;
 

@@ -2,6 +2,7 @@
 //! may workers, then AUTH/SELECT), serves until the socket breaks, fails what is
 //! pending, and reconnects with capped backoff.
 
+use super::link::Link;
 use super::reply::Reply;
 use super::serve::serve;
 use super::WaitPolicy;
@@ -64,12 +65,13 @@ impl Node {
     }
 }
 
-/// What a new connection says before serving: AUTH (from the URL's user and password)
-/// and SELECT (its database).
+/// What a new connection does before serving: TLS (`rediss://`), then AUTH (from the
+/// URL's user and password) and SELECT (its database).
 pub(super) struct Handshake {
     pub(super) username: Option<String>,
     pub(super) password: Option<String>,
     pub(super) db: i64,
+    pub(super) tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Handshake {
@@ -173,15 +175,20 @@ fn resolve(host: &str, port: u16, timeout: Duration) -> std::io::Result<SocketAd
     }
 }
 
-fn connect(
-    host: &str,
-    port: u16,
-    hello: &Handshake,
-    timeout: Duration,
-) -> std::io::Result<may::net::TcpStream> {
+fn connect(host: &str, port: u16, hello: &Handshake, timeout: Duration) -> std::io::Result<Link> {
     let addr = resolve(host, port, timeout)?;
-    let mut s = may::net::TcpStream::connect_timeout(&addr, timeout)?;
+    let s = may::net::TcpStream::connect_timeout(&addr, timeout)?;
     s.set_nodelay(true)?;
+    let mut s = match &hello.tls {
+        None => Link::Plain(s),
+        Some(config) => {
+            s.set_read_timeout(Some(timeout))?;
+            s.set_write_timeout(Some(timeout))?;
+            let link = Link::tls(s, host, config.clone())?;
+            link.set_read_timeout(None)?;
+            link
+        }
+    };
     let cmds = hello.commands();
     if !cmds.is_empty() {
         s.set_read_timeout(Some(timeout))?;

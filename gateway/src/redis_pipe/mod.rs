@@ -45,6 +45,7 @@
 
 mod cluster;
 mod connection;
+mod link;
 mod reply;
 mod serve;
 
@@ -132,6 +133,7 @@ impl RedisPipe {
                 username: u.username.clone(),
                 password: u.password.clone(),
                 db: 0,
+                tls: None,
             });
             Target::Cluster(Cluster::start(
                 u,
@@ -146,11 +148,14 @@ impl RedisPipe {
                 .map_err(stock::map_redis_error)?
                 .get_connection_info()
                 .clone();
-            let (host, port) = match info.addr() {
-                redis::ConnectionAddr::Tcp(h, p) => (h.clone(), *p),
+            let (host, port, tls) = match info.addr() {
+                redis::ConnectionAddr::Tcp(h, p) => (h.clone(), *p, None),
+                redis::ConnectionAddr::TcpTls { host, port, .. } => {
+                    (host.clone(), *port, Some(stock::tls::tls()?.config.clone()))
+                }
                 other => {
                     return Err(StockError::Invalid(format!(
-                        "only plain TCP redis is supported, got {other:?}"
+                        "only TCP redis (redis://, rediss://) is supported, got {other:?}"
                     )))
                 }
             };
@@ -159,6 +164,7 @@ impl RedisPipe {
                 username: settings.username().map(str::to_string),
                 password: settings.password().map(str::to_string),
                 db: settings.db(),
+                tls,
             });
             Target::Single(Node::start(
                 &host,

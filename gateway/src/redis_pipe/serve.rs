@@ -2,6 +2,7 @@
 //! reader completes the reply slots in order as replies arrive.
 
 use super::connection::Job;
+use super::link::{Link, LinkReader, LinkWriter};
 use super::reply::Reply;
 use super::WaitPolicy;
 use crate::metrics::Metrics;
@@ -35,15 +36,16 @@ fn reserved(v: &[Value]) -> bool {
 
 /// Run one connection until it breaks (`Err`) or every sender is gone (`Ok`).
 pub(super) fn serve(
-    stream: may::net::TcpStream,
+    link: Link,
     rx: &mpsc::Receiver<Job>,
     timeout: Duration,
     wait: Option<WaitPolicy>,
     metrics: &Arc<Metrics>,
 ) -> std::io::Result<()> {
-    let mut writer = stream.try_clone()?;
-    let stream_in = stream;
-    stream_in.set_read_timeout(Some(timeout.max(Duration::from_millis(100))))?;
+    let mut writer = link.writer()?;
+    let socket = link.shutdown_handle()?;
+    link.set_read_timeout(Some(timeout.max(Duration::from_millis(100))))?;
+    let stream_in = link.reader();
     // The writer hands the reader each write's reply slots in one message, in order,
     // before the write (one channel message per write, not per command).
     let (pending_tx, pending_rx) = mpsc::channel::<Vec<Pending>>();
@@ -52,7 +54,7 @@ pub(super) fn serve(
     let outstanding = Arc::new(AtomicUsize::new(0));
     let reader_task = {
         let broken = broken.clone();
-        let shutdown = stream_in.try_clone()?;
+        let shutdown = socket.try_clone()?;
         let mut reader = Reader::new(pending_rx, outstanding.clone(), wait, metrics.clone());
         may::go!(move || {
             reader.run(stream_in);
@@ -62,7 +64,7 @@ pub(super) fn serve(
         })
     };
     let result = write_loop(&mut writer, rx, &pending_tx, &outstanding, &broken, wait);
-    let _ = writer.shutdown(std::net::Shutdown::Both);
+    let _ = socket.shutdown(std::net::Shutdown::Both);
     drop(pending_tx);
     let _ = reader_task.join();
     result
@@ -71,7 +73,7 @@ pub(super) fn serve(
 /// The writer: take every queued job (up to [`BATCH`]) into one write, until the socket
 /// or the reader breaks (`Err`) or every sender is gone (`Ok`).
 fn write_loop(
-    writer: &mut may::net::TcpStream,
+    writer: &mut LinkWriter,
     rx: &mpsc::Receiver<Job>,
     pending_tx: &mpsc::Sender<Vec<Pending>>,
     outstanding: &AtomicUsize,
@@ -206,7 +208,7 @@ impl Reader {
 
     /// Read and answer until the socket fails, a reply is overdue, or the writer is
     /// gone.
-    fn run(&mut self, mut stream: may::net::TcpStream) {
+    fn run(&mut self, mut stream: LinkReader) {
         while let Some(value) = self.next_value(&mut stream) {
             if !self.answer(value) {
                 break;
@@ -215,7 +217,7 @@ impl Reader {
     }
 
     /// The next reply; `None` when the socket failed or a reply is overdue.
-    fn next_value(&mut self, stream: &mut may::net::TcpStream) -> Option<Value> {
+    fn next_value(&mut self, stream: &mut LinkReader) -> Option<Value> {
         loop {
             match self.parser.parse_value(&mut *stream) {
                 Ok(v) => {

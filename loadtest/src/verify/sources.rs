@@ -28,10 +28,10 @@ pub fn gather(
     acked: &[(String, u64)],
     wait: Wait,
 ) -> Result<Sources, LoadError> {
-    let db = orders_in_db(&stack.database_url, sale, acked, wait)?;
+    let db = orders_in_db(stack, sale, acked, wait)?;
     let topic = match topic {
         Some(t) => Some(orders_in_topic(
-            &stack.kafka_brokers,
+            stack,
             t,
             sale,
             acked.len(),
@@ -52,15 +52,15 @@ pub fn gather(
 /// Reserved-order events of `sale` in `topic`, read from the beginning with a fresh group until
 /// `expect` arrived (then a short grace to catch duplicates) or `within` passed.
 pub fn orders_in_topic(
-    brokers: &str,
+    stack: &Stack,
     topic: &str,
     sale: &str,
     expect: usize,
     within: Duration,
 ) -> Result<Vec<OrderMessage>, LoadError> {
     let group = format!("verify-{sale}-{}", std::process::id());
-    let c: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    let c: BaseConsumer = stack
+        .kafka_client()?
         .set("group.id", &group)
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
@@ -97,10 +97,10 @@ pub fn orders_in_topic(
 /// Every message of `topic` (a dead-letter topic, say), read from the beginning up to the
 /// high watermarks taken when the read starts, or what came within `within`. A topic that
 /// does not exist yet has no messages.
-pub fn read_topic(brokers: &str, topic: &str, within: Duration) -> Result<Vec<Vec<u8>>, LoadError> {
+pub fn read_topic(stack: &Stack, topic: &str, within: Duration) -> Result<Vec<Vec<u8>>, LoadError> {
     use rdkafka::{Offset, TopicPartitionList};
-    let c: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    let c: BaseConsumer = stack
+        .kafka_client()?
         .set("group.id", format!("read-{topic}-{}", std::process::id()))
         .set("enable.auto.commit", "false")
         .create()?;
@@ -149,7 +149,7 @@ pub fn read_topic(brokers: &str, topic: &str, within: Duration) -> Result<Vec<Ve
 /// what is there when `wait.within` passed. Connection and query errors are retried until
 /// then (a drill may just have restarted PostgreSQL).
 pub fn orders_in_db(
-    database_url: &str,
+    stack: &Stack,
     sale: &str,
     acked: &[(String, u64)],
     wait: Wait,
@@ -161,13 +161,18 @@ pub fn orders_in_db(
     loop {
         let read = match db.as_mut() {
             Some(c) => query_orders(c, sale),
-            None => postgres::Client::connect(database_url, postgres::NoTls)
-                .map_err(LoadError::from)
-                .and_then(|mut c| {
-                    let r = query_orders(&mut c, sale);
-                    db = Some(c);
-                    r
-                }),
+            None => seckill_common::tls::connect_postgres(
+                &stack.database_url,
+                "",
+                &stack.database_tls(),
+                |_| {},
+            )
+            .map_err(LoadError::from)
+            .and_then(|mut c| {
+                let r = query_orders(&mut c, sale);
+                db = Some(c);
+                r
+            }),
         };
         match read {
             Ok(now) => {
