@@ -34,6 +34,9 @@ pub enum TlsError {
     Contradiction(String),
 }
 
+/// A client certificate chain and its key, PEM.
+pub type ClientPem = (Vec<u8>, Vec<u8>);
+
 /// The PEM files of one dependency's TLS, named by their settings (`redis_ca_file` …)
 /// so that an error says which one to fix. Empty paths: not given.
 #[derive(Debug, Clone, Default)]
@@ -68,7 +71,7 @@ impl TlsFiles {
     }
 
     /// The client certificate chain and key (PEM bytes), when mutual TLS is configured.
-    pub fn client_pem(&self) -> Result<Option<(Vec<u8>, Vec<u8>)>, TlsError> {
+    pub fn client_pem(&self) -> Result<Option<ClientPem>, TlsError> {
         match (self.cert.is_empty(), self.key.is_empty()) {
             (true, true) => Ok(None),
             (false, true) => Err(TlsError::Half(self.setting("cert"), self.setting("key"))),

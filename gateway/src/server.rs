@@ -90,12 +90,16 @@ pub fn run(mut cfg: Config) -> Result<(), StartError> {
         breaker.clone(),
         metrics.clone(),
     )?;
-    let sink = OrderSink::new(
+    let brokers = seckill_common::kafka::client_config(
         &cfg.kafka_brokers,
-        &cfg.orders_topic,
-        cfg.kafka_timeout_ms.max(100) as u64,
         &cfg.kafka_extra,
         &cfg.kafka_password,
+    )
+    .map_err(|e| crate::order_sink::SinkError::BadExtra(e.0))?;
+    let sink = OrderSink::new(
+        brokers,
+        &cfg.orders_topic,
+        cfg.kafka_timeout_ms.max(100) as u64,
         &cfg.spool_path(),
         cfg.spool_max_orders.max(1) as u64,
         metrics.clone(),

@@ -258,7 +258,11 @@ fn main() -> Res<()> {
         .duration_since(std::time::UNIX_EPOCH)?
         .as_millis()
         .to_string();
-    let mut admin = order_writer::db::connect(&stack.database_url, 60_000)?;
+    let mut admin = order_writer::db::connect(&order_writer::config::Config {
+        database_url: stack.database_url.clone(),
+        db_statement_timeout_ms: 60_000,
+        ..Default::default()
+    })?;
     let name = format!("bench_writer_{tag}");
     admin.batch_execute(&format!("CREATE DATABASE {name}"))?;
     let (base, _) = stack
@@ -266,7 +270,11 @@ fn main() -> Res<()> {
         .rsplit_once('/')
         .ok_or("database URL without a database name")?;
     stack.database_url = format!("{base}/{name}");
-    let mut db = order_writer::db::connect(&stack.database_url, 60_000)?;
+    let mut db = order_writer::db::connect(&order_writer::config::Config {
+        database_url: stack.database_url.clone(),
+        db_statement_timeout_ms: 60_000,
+        ..Default::default()
+    })?;
     order_writer::db::migrate(&mut db)?;
     let mut b = Bench {
         stack,

@@ -9,8 +9,9 @@ use std::sync::{Arc, RwLock};
 
 /// The PEM material of `rediss://` connections, read and checked once.
 pub struct RedisTls {
-    /// For the redis crate's own connections.
-    certificates: (Option<Vec<u8>>, Option<(Vec<u8>, Vec<u8>)>),
+    /// For the redis crate's own connections: the CA, the client certificate and key.
+    ca: Option<Vec<u8>>,
+    client: Option<seckill_common::tls::ClientPem>,
     /// For connections made by hand (the gateway's pipe).
     pub config: Arc<rustls::ClientConfig>,
 }
@@ -21,10 +22,8 @@ impl RedisTls {
     fn read(files: &TlsFiles) -> Result<RedisTls, StockError> {
         let tls = |e: seckill_common::tls::TlsError| StockError::Tls(e.to_string());
         Ok(RedisTls {
-            certificates: (
-                files.ca_pem().map_err(tls)?,
-                files.client_pem().map_err(tls)?,
-            ),
+            ca: files.ca_pem().map_err(tls)?,
+            client: files.client_pem().map_err(tls)?,
             config: Arc::new(files.client_config().map_err(tls)?),
         })
     }
@@ -33,14 +32,13 @@ impl RedisTls {
     pub(crate) fn certificates(&self) -> redis::TlsCertificates {
         redis::TlsCertificates {
             client_tls: self
-                .certificates
-                .1
+                .client
                 .as_ref()
                 .map(|(cert, key)| redis::ClientTlsConfig {
                     client_cert: cert.clone(),
                     client_key: key.clone(),
                 }),
-            root_cert: self.certificates.0.clone(),
+            root_cert: self.ca.clone(),
         }
     }
 }

@@ -111,20 +111,19 @@ pub struct OrderSink {
 }
 
 impl OrderSink {
+    /// A sink producing to `topic` through a client of `brokers` (the brokers and the
+    /// operator's settings: [`seckill_common::kafka::client_config`]).
     pub fn new(
-        brokers: &str,
+        brokers: rdkafka::ClientConfig,
         topic: &str,
         timeout_ms: u64,
-        extra: &str,
-        password: &str,
         spool_dir: &Path,
         spool_max_orders: u64,
         metrics: Arc<Metrics>,
     ) -> Result<OrderSink, SinkError> {
         // The brokers and the operator's settings, then the producer's own where the
         // operator set nothing.
-        let mut cfg = seckill_common::kafka::client_config(brokers, extra, password)
-            .map_err(|e| SinkError::BadExtra(e.0))?;
+        let mut cfg = brokers;
         let timeout = timeout_ms.to_string();
         for (k, v) in [
             ("enable.idempotence", "true"),

@@ -158,7 +158,12 @@ pub fn private_lane(partitions: i32) -> (PrivatePg, Lane) {
 
 /// The schema, before a test queries it (writers migrate too; the lock makes it safe).
 pub fn migrate(url: &str) {
-    let mut db = order_writer::db::connect(url, 10_000).expect("connect to PostgreSQL");
+    let mut db = order_writer::db::connect(&order_writer::config::Config {
+        database_url: url.into(),
+        db_statement_timeout_ms: 10_000,
+        ..Default::default()
+    })
+    .expect("connect to PostgreSQL");
     order_writer::db::migrate(&mut db).expect("migrate");
 }
 
