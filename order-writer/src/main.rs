@@ -7,15 +7,45 @@
 //! Redis master restarted or was replaced while the store kept its epoch.
 //! `order-writer [--config FILE] config` — check the effective configuration and print
 //! it (a database URL's password redacted).
+//!
+//! `--config` may also come from `SECKILL_CONFIG`; `order-writer --help` describes it all.
 
+use clap::{Parser, Subcommand};
 use order_writer::config::Config;
 use order_writer::metrics::Metrics;
-use seckill_common::cli::{ArgError, MainError};
+use seckill_common::cli::MainError;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+/// Consumes the order topic into PostgreSQL exactly once and cancels orders left unpaid
+/// past the payment window, until SIGTERM/SIGINT (with no command).
+#[derive(Debug, Parser)]
+#[command(name = "order-writer", version, args_override_self = true)]
+struct Cli {
+    /// TOML configuration file, read over the defaults; SECKILL_* variables override it [default: none]
+    #[arg(long, global = true, value_name = "FILE", env = "SECKILL_CONFIG")]
+    config: Option<std::path::PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Restore the sales Redis lost, and the orders the kept ones lack, from PostgreSQL and the topic; then exit
+    RebuildStock {
+        /// Only these sales [default: every sale]
+        #[arg(value_name = "SALE")]
+        sales: Vec<String>,
+    },
+    /// Check the effective configuration (defaults, file, environment) and print it, passwords redacted
+    Config,
+}
+
 fn main() {
-    seckill_common::cli::main_with("order-writer", env!("CARGO_PKG_VERSION"), "info", run);
+    let cli = Cli::parse();
+    seckill_common::cli::main_with("order-writer", env!("CARGO_PKG_VERSION"), "info", || {
+        run(cli)
+    });
 }
 
 /// What the writer's own start-up and `rebuild-stock` stop with (the rest is the
@@ -31,55 +61,43 @@ enum Stopped {
     NotReconciled(usize),
 }
 
-fn run() -> Result<(), MainError> {
-    let mut args = std::env::args().skip(1);
-    let mut config = None;
-    let mut rebuild: Option<Vec<String>> = None;
-    let mut show = false;
-    while let Some(a) = args.next() {
-        match a.as_str() {
-            "--config" => {
-                config =
-                    Some(std::path::PathBuf::from(args.next().ok_or_else(|| {
-                        ArgError::Usage("--config needs a file".into())
-                    })?))
-            }
-            "-h" | "--help" => {
-                println!("usage: order-writer [--config FILE] [rebuild-stock [SALE...] | config]");
-                return Ok(());
-            }
-            "rebuild-stock" => rebuild = Some(Vec::new()),
-            "config" if rebuild.is_none() => show = true,
-            sale if rebuild.is_some() => {
-                rebuild.get_or_insert_with(Vec::new).push(sale.to_string())
-            }
-            _ => return Err(ArgError::UnknownArgument(a).into()),
-        }
-    }
-    let cfg: Config = seckill_common::load_config(config.as_deref())?;
+fn run(cli: Cli) -> Result<(), MainError> {
+    let cfg: Config = seckill_common::load_config(cli.config.as_deref())?;
     cfg.validate()
         .map_err(|e| order_writer::WriterError::Config(e.to_string()))?;
-    if show {
-        // The database URL's password, if any, is redacted.
-        print!("{}", seckill_common::config::redacted(&cfg, &[])?);
-        return Ok(());
-    }
-    if let Some(only) = rebuild {
-        let done = order_writer::rebuild::rebuild(&cfg, &only, std::time::Duration::from_secs(60))?;
-        let mut failed = 0;
-        for (sale, outcome) in &done {
-            println!("{sale}: {outcome:?}");
-            failed += matches!(
-                outcome,
-                order_writer::rebuild::Outcome::Paused(_)
-                    | order_writer::rebuild::Outcome::NotRestored(_)
-            ) as usize;
+    match cli.command {
+        None => write(cfg),
+        Some(Command::Config) => {
+            // The database URL's password, if any, is redacted.
+            print!("{}", seckill_common::config::redacted(&cfg, &[])?);
+            Ok(())
         }
-        if failed > 0 {
-            return Err(Stopped::NotReconciled(failed).into());
-        }
-        return Ok(());
+        Some(Command::RebuildStock { sales }) => rebuild_stock(&cfg, &sales),
     }
+}
+
+/// `rebuild-stock`: what was done to each sale; an error if one is left paused or not
+/// restored.
+fn rebuild_stock(cfg: &Config, only: &[String]) -> Result<(), MainError> {
+    let done = order_writer::rebuild::rebuild(cfg, only, std::time::Duration::from_secs(60))?;
+    let mut failed = 0;
+    for (sale, outcome) in &done {
+        println!("{sale}: {outcome:?}");
+        failed += matches!(
+            outcome,
+            order_writer::rebuild::Outcome::Paused(_)
+                | order_writer::rebuild::Outcome::NotRestored(_)
+        ) as usize;
+    }
+    if failed > 0 {
+        return Err(Stopped::NotReconciled(failed).into());
+    }
+    Ok(())
+}
+
+/// Consume the order topic into PostgreSQL, with the canceller and the reconciler
+/// beside it, until SIGTERM/SIGINT.
+fn write(cfg: Config) -> Result<(), MainError> {
     let metrics = Arc::new(Metrics::default());
     if !cfg.metrics_listen.is_empty() {
         order_writer::metrics::serve(&cfg.metrics_listen, metrics.clone()).map_err(|source| {
