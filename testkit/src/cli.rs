@@ -48,7 +48,7 @@ pub fn assert_help(bin: &str, args: &[&str], words: &[&str]) {
     );
     for w in words {
         let whole = stdout
-            .split(|c: char| c.is_whitespace() || ",[]<>()".contains(c))
+            .split(|c: char| c.is_whitespace() || ",[]<>():=".contains(c))
             .any(|t| t == *w);
         assert!(whole, "{args:?} does not mention {w}:\n{stdout}");
     }
