@@ -72,7 +72,7 @@ fn minutes(v: &str) -> Result<f64, String> {
 
 fn main() {
     let cli = Cli::parse();
-    seckill_common::cli::main_with("chaos", env!("CARGO_PKG_VERSION"), "warn", || run(cli));
+    seckill_common::cli::main_with("chaos", "warn", || run(cli));
 }
 
 /// The runs that did not pass (the rest is the drills' own errors).

@@ -77,12 +77,7 @@ struct AdminArgs {
 
 fn main() {
     let cli = Cli::parse();
-    cli::main_with(
-        "gateway",
-        env!("CARGO_PKG_VERSION"),
-        "info,may=warn",
-        || run(cli),
-    );
+    cli::main_with("gateway", "info,may=warn", || run(cli));
 }
 
 fn run(cli: Cli) -> Result<(), cli::MainError> {

@@ -43,9 +43,7 @@ enum Command {
 
 fn main() {
     let cli = Cli::parse();
-    seckill_common::cli::main_with("order-writer", env!("CARGO_PKG_VERSION"), "info", || {
-        run(cli)
-    });
+    seckill_common::cli::main_with("order-writer", "info", || run(cli));
 }
 
 /// What the writer's own start-up and `rebuild-stock` stop with (the rest is the

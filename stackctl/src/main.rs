@@ -176,9 +176,7 @@ fn some_hosts(text: &str) -> Result<Hosts, &'static str> {
 
 fn main() {
     let cli = Cli::parse();
-    seckill_common::cli::main_with("stackctl", env!("CARGO_PKG_VERSION"), "info", || {
-        run(cli.command)
-    });
+    seckill_common::cli::main_with("stackctl", "info", || run(cli.command));
 }
 
 /// `stackctl status` found a service down.
