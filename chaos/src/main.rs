@@ -1,23 +1,81 @@
 //! `chaos list | all | ci | N [N…] | NAME` — run drills against the drill stack
 //! (`.run/chaos`, ports 17379/17432/17092, or `CHAOS_*_PORT`). Prints each drill's
 //! timeline and checks, then a summary; exits 1 if any check failed. The drill stack
-//! is stopped at the end (`CHAOS_KEEP=1` keeps it up).
+//! is stopped at the end (`CHAOS_KEEP=1` keeps it up). No argument means `list`.
 //!
-//! `chaos campaign --seed S --minutes M` — the seeded fault campaign
-//! ([`chaos::campaign`]) on the same stack.
+//! `chaos campaign --seed S --minutes M [--cluster]` — the seeded fault campaign
+//! ([`chaos::campaign`]) on the same stack. `chaos --help` describes it all.
 
 use chaos::drill::Drill;
 use chaos::drills::DRILLS;
 use chaos::env::Env;
 use chaos::ChaosError;
-use seckill_common::cli::{self, ArgError, MainError};
+use clap::{Parser, Subcommand};
+use seckill_common::cli::MainError;
 use std::time::Instant;
 
-fn main() {
-    seckill_common::cli::main_with("chaos", env!("CARGO_PKG_VERSION"), "warn", run);
+/// Chaos drills on a stack of their own (.run/chaos): load, a fault, the degradation
+/// expected, recovery, and every invariant; exit status 1 if a check failed
+#[derive(Debug, Parser)]
+#[command(
+    name = "chaos",
+    version,
+    args_override_self = true,
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    /// Drills to run, by number or name (`chaos list` names them)
+    #[arg(value_name = "DRILL", value_parser = drill)]
+    drills: Vec<u32>,
+    #[command(subcommand)]
+    command: Option<Command>,
 }
 
-/// The runs that did not pass (the rest is the drills' and arguments' own errors).
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Name the drills and say what each proves (the default)
+    List,
+    /// Run every drill, one after the other
+    All,
+    /// Run the CI subset: drills 1, 2, 3, 4 and 9
+    Ci,
+    /// The seeded fault campaign: random faults one at a time under paced buyers, checked after each heal
+    Campaign {
+        /// The fault schedule's seed (the same seed, the same faults)
+        #[arg(long, value_name = "S", default_value_t = 1)]
+        seed: u64,
+        /// How long the faults go on, in minutes (over 0, at most 120)
+        #[arg(long, value_name = "M", default_value_t = 2.0, value_parser = minutes)]
+        minutes: f64,
+        /// On the Redis Cluster profile (three masters, three replicas)
+        #[arg(long)]
+        cluster: bool,
+    },
+}
+
+/// A drill by number or name, as its number.
+fn drill(a: &str) -> Result<u32, String> {
+    DRILLS
+        .iter()
+        .find(|d| a.parse() == Ok(d.0) || d.1 == a)
+        .map(|d| d.0)
+        .ok_or_else(|| format!("no drill {a} (`chaos list` names them)"))
+}
+
+/// A campaign's length: a number of minutes over 0, at most 120 (a run is bounded).
+fn minutes(v: &str) -> Result<f64, String> {
+    v.parse()
+        .ok()
+        .filter(|m: &f64| *m > 0.0 && *m <= 120.0)
+        .ok_or_else(|| format!("bad minutes {v} (0 to 120)"))
+}
+
+fn main() {
+    let cli = Cli::parse();
+    seckill_common::cli::main_with("chaos", "warn", || run(cli));
+}
+
+/// The runs that did not pass (the rest is the drills' own errors).
 #[derive(Debug, thiserror::Error)]
 enum Failed {
     #[error("some drills failed")]
@@ -28,45 +86,28 @@ enum Failed {
     CampaignBroke { seed: u64, source: ChaosError },
 }
 
-fn run() -> Result<(), MainError> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.first().map(String::as_str) == Some("campaign") {
-        return campaign(&args[1..]);
-    }
-    let picked: Vec<u32> = match args
-        .iter()
-        .map(String::as_str)
-        .collect::<Vec<_>>()
-        .as_slice()
-    {
-        [] | ["-h"] | ["--help"] | ["list"] => {
-            println!("usage: chaos list | all | ci | N [N…] | NAME");
-            println!("       chaos campaign [--seed S] [--minutes M] [--cluster]\n");
-            for (n, name, what, _) in DRILLS {
-                println!("  {n}  {name:<26} {what}");
-            }
-            println!("\n  ci = drills 1, 2, 3, 4 and 9");
+fn run(cli: Cli) -> Result<(), MainError> {
+    let picked: Vec<u32> = match cli.command {
+        Some(Command::Campaign {
+            seed,
+            minutes,
+            cluster,
+        }) => return campaign(seed, minutes, cluster),
+        Some(Command::All) => DRILLS.iter().map(|d| d.0).collect(),
+        Some(Command::Ci) => vec![1, 2, 3, 4, 9],
+        None if !cli.drills.is_empty() => cli.drills,
+        Some(Command::List) | None => {
+            list();
             return Ok(());
         }
-        ["all"] => DRILLS.iter().map(|d| d.0).collect(),
-        ["ci"] => vec![1, 2, 3, 4, 9],
-        some => some
-            .iter()
-            .map(|a| {
-                a.parse::<u32>()
-                    .ok()
-                    .or_else(|| DRILLS.iter().find(|d| d.1 == *a).map(|d| d.0))
-                    .ok_or_else(|| ArgError::Usage(format!("no drill {a}")))
-            })
-            .collect::<Result<_, _>>()?,
     };
     let env = Env::open()?;
     let t0 = Instant::now();
     let mut summary = Vec::new();
-    for n in picked {
-        let Some((_, name, what, f)) = DRILLS.iter().find(|d| d.0 == n) else {
-            return Err(ArgError::Usage(format!("no drill {n}")).into());
-        };
+    for (n, name, what, f) in picked
+        .iter()
+        .filter_map(|n| DRILLS.iter().find(|d| d.0 == *n))
+    {
         let mut d = Drill::new(&format!("{n}-{name}"), what);
         if let Err(e) = env.up().and_then(|_| env.fresh_topic(name)) {
             d.check(format!("stack up before the drill: {e}"), false);
@@ -106,32 +147,18 @@ fn run() -> Result<(), MainError> {
     }
 }
 
-/// `campaign [--seed S] [--minutes M] [--cluster]` (seed 1, 2 minutes by default).
-fn campaign(args: &[String]) -> Result<(), MainError> {
-    let (mut seed, mut minutes, mut cluster) = (1u64, 2.0f64, false);
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        if a == "--cluster" {
-            cluster = true;
-            continue;
-        }
-        let v = cli::value(a, it.next().cloned())?;
-        match a.as_str() {
-            "--seed" => {
-                seed = v
-                    .parse()
-                    .map_err(|_| ArgError::Usage(format!("bad seed {v}")))?
-            }
-            "--minutes" => {
-                minutes = v
-                    .parse()
-                    .ok()
-                    .filter(|m: &f64| *m > 0.0 && *m <= 120.0)
-                    .ok_or_else(|| ArgError::Usage(format!("bad minutes {v} (0 to 120)")))?
-            }
-            _ => return Err(ArgError::UnknownArgument(a.clone()).into()),
-        }
+/// `chaos list`: the drills, by number and name, and what each proves.
+fn list() {
+    println!("usage: chaos list | all | ci | N [N…] | NAME");
+    println!("       chaos campaign [--seed S] [--minutes M] [--cluster]\n");
+    for (n, name, what, _) in DRILLS {
+        println!("  {n}  {name:<26} {what}");
     }
+    println!("\n  ci = drills 1, 2, 3, 4 and 9");
+}
+
+/// `campaign [--seed S] [--minutes M] [--cluster]`.
+fn campaign(seed: u64, minutes: f64, cluster: bool) -> Result<(), MainError> {
     let env = Env::open()?;
     let out = chaos::campaign::run(&env, seed, minutes, cluster);
     if let Err(e) = env.up() {
@@ -144,5 +171,40 @@ fn campaign(args: &[String]) -> Result<(), MainError> {
         Ok(o) if o.passed => Ok(()),
         Ok(_) => Err(Failed::Campaign(seed).into()),
         Err(source) => Err(Failed::CampaignBroke { seed, source }.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Cli {
+        Cli::try_parse_from([&["chaos"], args].concat()).unwrap_or_else(|e| panic!("{args:?}: {e}"))
+    }
+
+    /// The command lines `./dev test` and the README give.
+    #[test]
+    fn drills_and_campaigns_parse_as_documented() {
+        assert_eq!(parse(&["3", "redis-paused", "13"]).drills, [3, 1, 13]);
+        assert!(matches!(parse(&["ci"]).command, Some(Command::Ci)));
+        assert!(matches!(parse(&["all"]).command, Some(Command::All)));
+        let Some(Command::Campaign {
+            seed,
+            minutes,
+            cluster,
+        }) = parse(&["campaign", "--seed", "1", "--minutes", "2", "--cluster"]).command
+        else {
+            panic!("campaign")
+        };
+        assert_eq!((seed, minutes, cluster), (1, 2.0, true));
+        let Some(Command::Campaign {
+            seed,
+            minutes,
+            cluster,
+        }) = parse(&["campaign"]).command
+        else {
+            panic!("campaign")
+        };
+        assert_eq!((seed, minutes, cluster), (1, 2.0, false));
     }
 }

@@ -1,7 +1,7 @@
 //! What the seckill crates truly share, and nothing else:
 //!
-//! - [`cli`]: the shared `main` wrapper (logging, exit status) and the binaries'
-//!   argument errors.
+//! - [`cli`]: the shared `main` wrapper (logging, exit status), run once clap has
+//!   parsed a binary's command line.
 //! - [`config`]: load a flat configuration struct from defaults, a TOML file and
 //!   `SECKILL_*` environment variables, in that order.
 //! - [`stack`]: the addresses of the project-local stack (`./dev up`), which are the

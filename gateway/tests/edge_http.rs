@@ -514,27 +514,6 @@ fn a_slow_reader_is_dropped_within_its_send_window_and_others_are_served() {
 }
 
 #[test]
-fn the_cli_says_its_version_and_a_usage_error_exits_2() {
-    let bin = env!("CARGO_BIN_EXE_gateway");
-    let out = Command::new(bin).arg("--version").output().unwrap();
-    assert!(out.status.success());
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        format!("gateway {}", env!("CARGO_PKG_VERSION"))
-    );
-    for args in [
-        &["--no-such-flag"][..],
-        &["mint"][..],
-        &["mint", "--user", "x"][..],
-    ] {
-        let out = Command::new(bin).args(args).output().unwrap();
-        assert_eq!(out.status.code(), Some(2), "{args:?}");
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains("gateway --help"), "{args:?}: {err}");
-    }
-}
-
-#[test]
 fn json_logs_are_one_object_a_line() {
     let mut gw = start(&[
         ("SECKILL_DEV_INSECURE", "1"),

@@ -9,15 +9,45 @@
 //! it (a database URL's password redacted).
 //! `order-writer [--config FILE] migrate` — apply the schema migrations and exit (as the
 //! schema's owner, when the writer's own role may not: `migrate = false`).
+//!
+//! `--config` may also come from `SECKILL_CONFIG`; `order-writer --help` describes it all.
 
+use clap::{Parser, Subcommand};
 use order_writer::config::Config;
 use order_writer::metrics::Metrics;
-use seckill_common::cli::{ArgError, MainError};
+use seckill_common::cli::MainError;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+/// Consumes the order topic into PostgreSQL exactly once and cancels orders left unpaid
+/// past the payment window, until SIGTERM/SIGINT (with no command).
+#[derive(Debug, Parser)]
+#[command(name = "order-writer", version, args_override_self = true)]
+struct Cli {
+    /// TOML configuration file, read over the defaults; SECKILL_* variables override it [default: none]
+    #[arg(long, global = true, value_name = "FILE", env = "SECKILL_CONFIG")]
+    config: Option<std::path::PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Restore the sales Redis lost, and the orders the kept ones lack, from PostgreSQL and the topic; then exit
+    RebuildStock {
+        /// Only these sales [default: every sale]
+        #[arg(value_name = "SALE")]
+        sales: Vec<String>,
+    },
+    /// Check the effective configuration (defaults, file, environment) and print it, passwords redacted
+    Config,
+    /// Apply the schema migrations and exit (as the schema's owner, for a writer whose role may not: migrate = false)
+    Migrate,
+}
+
 fn main() {
-    seckill_common::cli::main_with("order-writer", env!("CARGO_PKG_VERSION"), "info", run);
+    let cli = Cli::parse();
+    seckill_common::cli::main_with("order-writer", "info", || run(cli));
 }
 
 /// What the writer's own start-up and `rebuild-stock` stop with (the rest is the
@@ -33,35 +63,9 @@ enum Stopped {
     NotReconciled(usize),
 }
 
-fn run() -> Result<(), MainError> {
-    let mut args = std::env::args().skip(1);
-    let mut config = None;
-    let mut rebuild: Option<Vec<String>> = None;
-    let mut show = false;
-    let mut migrate_only = false;
-    while let Some(a) = args.next() {
-        match a.as_str() {
-            "--config" => {
-                config =
-                    Some(std::path::PathBuf::from(args.next().ok_or_else(|| {
-                        ArgError::Usage("--config needs a file".into())
-                    })?))
-            }
-            "-h" | "--help" => {
-                println!("usage: order-writer [--config FILE] [rebuild-stock [SALE...] | config | migrate]");
-                return Ok(());
-            }
-            "rebuild-stock" => rebuild = Some(Vec::new()),
-            "config" if rebuild.is_none() => show = true,
-            "migrate" if rebuild.is_none() => migrate_only = true,
-            sale if rebuild.is_some() => {
-                rebuild.get_or_insert_with(Vec::new).push(sale.to_string())
-            }
-            _ => return Err(ArgError::UnknownArgument(a).into()),
-        }
-    }
-    let mut cfg: Config = seckill_common::load_config(config.as_deref())?;
-    if show {
+fn run(cli: Cli) -> Result<(), MainError> {
+    let mut cfg: Config = seckill_common::load_config(cli.config.as_deref())?;
+    if let Some(Command::Config) = cli.command {
         cfg.validate()
             .map_err(|e| order_writer::WriterError::Config(e.to_string()))?;
         // The passwords (settings and URLs') are redacted.
@@ -69,32 +73,46 @@ fn run() -> Result<(), MainError> {
             "{}",
             seckill_common::config::redacted(&cfg, order_writer::config::SECRETS)?
         );
+        // What the other commands would refuse (TLS material), refused here too.
         cfg.prepare()?;
         return Ok(());
     }
     cfg.prepare()?;
-    if migrate_only {
-        let mut db = order_writer::db::connect(&cfg)?;
-        order_writer::db::migrate(&mut db)?;
-        println!("schema up to date");
-        return Ok(());
-    }
-    if let Some(only) = rebuild {
-        let done = order_writer::rebuild::rebuild(&cfg, &only, std::time::Duration::from_secs(60))?;
-        let mut failed = 0;
-        for (sale, outcome) in &done {
-            println!("{sale}: {outcome:?}");
-            failed += matches!(
-                outcome,
-                order_writer::rebuild::Outcome::Paused(_)
-                    | order_writer::rebuild::Outcome::NotRestored(_)
-            ) as usize;
+    match cli.command {
+        None => write(cfg),
+        Some(Command::Config) => Ok(()),
+        Some(Command::Migrate) => {
+            let mut db = order_writer::db::connect(&cfg)?;
+            order_writer::db::migrate(&mut db)?;
+            println!("schema up to date");
+            Ok(())
         }
-        if failed > 0 {
-            return Err(Stopped::NotReconciled(failed).into());
-        }
-        return Ok(());
+        Some(Command::RebuildStock { sales }) => rebuild_stock(&cfg, &sales),
     }
+}
+
+/// `rebuild-stock`: what was done to each sale; an error if one is left paused or not
+/// restored.
+fn rebuild_stock(cfg: &Config, only: &[String]) -> Result<(), MainError> {
+    let done = order_writer::rebuild::rebuild(cfg, only, std::time::Duration::from_secs(60))?;
+    let mut failed = 0;
+    for (sale, outcome) in &done {
+        println!("{sale}: {outcome:?}");
+        failed += matches!(
+            outcome,
+            order_writer::rebuild::Outcome::Paused(_)
+                | order_writer::rebuild::Outcome::NotRestored(_)
+        ) as usize;
+    }
+    if failed > 0 {
+        return Err(Stopped::NotReconciled(failed).into());
+    }
+    Ok(())
+}
+
+/// Consume the order topic into PostgreSQL, with the canceller and the reconciler
+/// beside it, until SIGTERM/SIGINT.
+fn write(cfg: Config) -> Result<(), MainError> {
     let metrics = Arc::new(Metrics::default());
     if !cfg.metrics_listen.is_empty() {
         order_writer::metrics::serve(&cfg.metrics_listen, metrics.clone()).map_err(|source| {

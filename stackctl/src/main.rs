@@ -12,18 +12,171 @@
 //!                                               balancer), stack.env left as it is
 //! stackctl balancer start --port P --stable H:P,… [--canary H:P,…] [--name N]
 //! stackctl balancer reload [--stable …] [--canary …] | stop | status [--name N]
-//! stackctl canary set SHARE | promote | rollback | status [--name N]
+//! stackctl canary set SHARE [--header on|off] | promote | rollback | status [--name N]
 //!                                               HAProxy in front of gateways (haproxy.rs)
 //! ```
 //! Ports, run directory, Kafka node count and topics come from `SECKILL_*` variables
-//! (see README, "The local stack").
+//! (see README, "The local stack"); `stackctl --help` describes every command.
 
-use seckill_common::cli::{ArgError, MainError};
+use clap::{Parser, Subcommand};
+use seckill_common::cli::MainError;
 use stackctl::{Service, Stack};
 use std::time::Duration;
 
+/// The local stack (Redis, PostgreSQL, Apache Kafka; gateways, order-writers and HAProxy
+/// in front of them) as processes under SECKILL_RUN_DIR [default: .run]
+#[derive(Debug, Parser)]
+#[command(
+    name = "stackctl",
+    version,
+    args_override_self = true,
+    arg_required_else_help = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start Redis, PostgreSQL and Kafka (what is not up yet) and write stack.env
+    Up,
+    /// Stop what `up` started, and nothing else
+    Down,
+    /// Say which services are up (exit status 1 if one is down)
+    Status,
+    /// Print the stack's URLs as SECKILL_* assignments
+    Env,
+    /// Stop one service (`start` or `up` starts it again)
+    Stop {
+        /// redis, postgres, kafka-N or redis-N (a Redis Cluster node)
+        service: Service,
+    },
+    /// Start one stopped service again
+    Start {
+        /// redis, postgres, kafka-N or redis-N (a Redis Cluster node)
+        service: Service,
+    },
+    /// Kill one service (SIGKILL)
+    Kill {
+        /// redis, postgres, kafka-N or redis-N (a Redis Cluster node)
+        service: Service,
+    },
+    /// Pause one service (SIGSTOP)
+    Pause {
+        /// redis, postgres, kafka-N or redis-N (a Redis Cluster node)
+        service: Service,
+    },
+    /// Resume a paused service (SIGCONT)
+    Resume {
+        /// redis, postgres, kafka-N or redis-N (a Redis Cluster node)
+        service: Service,
+    },
+    /// Run CMD with a release gateway and order-writer on the stack (GATEWAY_URL, GW, WRITER); exit with its status
+    WithServices {
+        /// Three gateways behind HAProxy on the Redis Cluster profile instead
+        #[arg(long)]
+        cluster: bool,
+        /// The command and its arguments (after `--`)
+        #[arg(
+            required = true,
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "CMD"
+        )]
+        cmd: Vec<String>,
+    },
+    /// HAProxy in front of gateways: start, reload, stop, status (the default)
+    Balancer {
+        /// The balancer's name (its folder under <run>/haproxy)
+        #[arg(long, global = true, default_value = "lb")]
+        name: String,
+        #[command(subcommand)]
+        action: Option<BalancerCmd>,
+    },
+    /// The balancer's canary pool: set SHARE, promote, rollback, status (the default)
+    Canary {
+        /// The balancer's name (its folder under <run>/haproxy)
+        #[arg(long, global = true, default_value = "lb")]
+        name: String,
+        #[command(subcommand)]
+        action: Option<CanaryCmd>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BalancerCmd {
+    /// Start HAProxy on 127.0.0.1:PORT in front of the stable (and canary) gateways
+    Start {
+        /// The port HAProxy listens on
+        #[arg(long, value_name = "P")]
+        port: u16,
+        /// The stable pool: HOST:PORT,… (at least one)
+        #[arg(long, value_name = "H:P,…", value_parser = some_hosts)]
+        stable: Hosts,
+        /// The canary pool: HOST:PORT,… [default: none]
+        #[arg(long, value_name = "H:P,…", value_parser = hosts)]
+        canary: Option<Hosts>,
+    },
+    /// Change the pools, gracefully (a pool not given stays as it is)
+    Reload {
+        /// The stable pool: HOST:PORT,…
+        #[arg(long, value_name = "H:P,…", value_parser = hosts)]
+        stable: Option<Hosts>,
+        /// The canary pool: HOST:PORT,… (empty: none)
+        #[arg(long, value_name = "H:P,…", value_parser = hosts)]
+        canary: Option<Hosts>,
+    },
+    /// Stop HAProxy
+    Stop,
+    /// The canary share and each gateway's health
+    Status,
+}
+
+#[derive(Debug, Subcommand)]
+enum CanaryCmd {
+    /// Send a share of users to the canary pool, at once
+    Set {
+        /// The share: 0..1 or N%
+        #[arg(value_parser = stackctl::haproxy::parse_share)]
+        share: u32,
+        /// Whether requests with `X-Canary: 1` go to the canary too
+        #[arg(long, value_name = "on|off", default_value = "on", value_parser = ["on", "off"])]
+        header: String,
+    },
+    /// Send every user to the canary pool
+    Promote,
+    /// Send every user back to the stable pool
+    Rollback,
+    /// The canary share and each gateway's health
+    Status,
+}
+
+/// A list of gateways, `HOST:PORT,…` (spaces and empty items ignored).
+#[derive(Debug, Clone)]
+struct Hosts(Vec<String>);
+
+fn hosts(text: &str) -> Result<Hosts, std::convert::Infallible> {
+    Ok(Hosts(
+        text.split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect(),
+    ))
+}
+
+/// [`hosts`], at least one: a balancer needs a gateway to send users to.
+fn some_hosts(text: &str) -> Result<Hosts, &'static str> {
+    match hosts(text) {
+        Ok(h) if !h.0.is_empty() => Ok(h),
+        _ => Err("at least one HOST:PORT (the gateways)"),
+    }
+}
+
 fn main() {
-    seckill_common::cli::main_with("stackctl", env!("CARGO_PKG_VERSION"), "info", run);
+    let cli = Cli::parse();
+    seckill_common::cli::main_with("stackctl", "info", || run(cli.command));
 }
 
 /// `stackctl status` found a service down.
@@ -31,22 +184,10 @@ fn main() {
 #[error("some services are down")]
 struct ServicesDown;
 
-/// A usage error, said as it stands.
-fn usage(text: &str) -> MainError {
-    ArgError::Usage(text.into()).into()
-}
-
-fn run() -> Result<(), MainError> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+fn run(command: Command) -> Result<(), MainError> {
     let stack = Stack::from_env()?;
-    let service = |i: usize| -> Result<Service, MainError> {
-        args.get(i)
-            .ok_or_else(|| usage("which service? redis, postgres, kafka-N, redis-N"))?
-            .parse::<Service>()
-            .map_err(MainError::from)
-    };
-    match args.first().map(String::as_str) {
-        Some("up") => {
+    match command {
+        Command::Up => {
             let t0 = std::time::Instant::now();
             stack.up()?;
             eprintln!(
@@ -56,50 +197,39 @@ fn run() -> Result<(), MainError> {
             );
             print_status(&stack);
         }
-        Some("down") => stack.down(),
-        Some("status") => {
+        Command::Down => stack.down(),
+        Command::Status => {
             if !print_status(&stack) {
                 return Err(ServicesDown.into());
             }
         }
-        Some("env") => {
+        Command::Env => {
             let a = stack.addresses();
             println!("SECKILL_REDIS_URL={}", a.redis_url);
             println!("SECKILL_KAFKA_BROKERS={}", a.kafka_brokers);
             println!("SECKILL_DATABASE_URL={}", a.database_url);
         }
-        Some("stop") => stack.stop(service(1)?),
-        Some("start") => match service(1)? {
+        Command::Stop { service } => stack.stop(service),
+        Command::Start { service } => match service {
             Service::Kafka(n) => stack.kafka.restart_node(n)?,
             _ => stack.up()?,
         },
-        Some(sig @ ("kill" | "pause" | "resume")) => {
-            let sig = match sig {
-                "kill" => libc::SIGKILL,
-                "pause" => libc::SIGSTOP,
-                _ => libc::SIGCONT,
-            };
-            stack.signal(service(1)?, sig)?
+        Command::Kill { service } => stack.signal(service, libc::SIGKILL)?,
+        Command::Pause { service } => stack.signal(service, libc::SIGSTOP)?,
+        Command::Resume { service } => stack.signal(service, libc::SIGCONT)?,
+        Command::Balancer { name, action } => {
+            balancer_cmd(&stack, &name, action.unwrap_or(BalancerCmd::Status))?
         }
-        Some("balancer") => balancer_cmd(&stack, &args[1..])?,
-        Some("canary") => canary_cmd(&stack, &args[1..])?,
-        Some("with-services") => {
-            let cluster = args.get(1).is_some_and(|a| a == "--cluster");
-            let cmd: Vec<&String> = args
-                .iter()
-                .skip(1 + cluster as usize)
-                .skip_while(|a| *a == "--")
-                .collect();
+        Command::Canary { name, action } => {
+            canary_cmd(&stack, &name, action.unwrap_or(CanaryCmd::Status))?
+        }
+        Command::WithServices { cluster, cmd } => {
             let code = if cluster {
                 with_cluster_services(&stack, &cmd)
             } else {
                 with_services(&stack, &cmd)
             }?;
             std::process::exit(code);
-        }
-        _ => {
-            println!("usage: stackctl up | down | status | env | stop|start|kill|pause|resume SERVICE | with-services [--cluster] -- CMD… | balancer start|reload|stop|status … | canary set SHARE|promote|rollback|status");
-            return Err(usage("no command"));
         }
     }
     Ok(())
@@ -116,7 +246,7 @@ fn print_status(stack: &Stack) -> bool {
 
 /// Bring the stack up, start a release gateway (per-IP limits lifted, rate and connections: every simulated
 /// buyer comes from 127.0.0.1) and an order-writer, run `cmd`, stop them.
-fn with_services(stack: &Stack, cmd: &[&String]) -> Result<i32, stackctl::StackError> {
+fn with_services(stack: &Stack, cmd: &[String]) -> Result<i32, stackctl::StackError> {
     let (program, rest) = cmd
         .split_first()
         .ok_or_else(|| stackctl::StackError::Process("with-services: no command".into()))?;
@@ -172,7 +302,7 @@ fn with_services(stack: &Stack, cmd: &[&String]) -> Result<i32, stackctl::StackE
 /// cluster and SECKILL_REDIS_CLUSTER_MASTERS = `host:port=first-last …` (who serves which
 /// slots), then stops what it started (the cluster too, unless it was up before or is
 /// the stack's own profile).
-fn with_cluster_services(stack: &Stack, cmd: &[&String]) -> Result<i32, stackctl::StackError> {
+fn with_cluster_services(stack: &Stack, cmd: &[String]) -> Result<i32, stackctl::StackError> {
     use stackctl::redis_cluster::RedisCluster;
     let (program, rest) = cmd
         .split_first()
@@ -279,27 +409,6 @@ fn with_cluster_services(stack: &Stack, cmd: &[&String]) -> Result<i32, stackctl
     Ok(status.code().unwrap_or(1))
 }
 
-/// `--flag value` among `args`.
-fn flag<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .map(String::as_str)
-}
-
-fn list(v: Option<&str>) -> Vec<String> {
-    v.unwrap_or("")
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(String::from)
-        .collect()
-}
-
-fn balancer_of(stack: &Stack, args: &[String]) -> stackctl::haproxy::Balancer {
-    stackctl::haproxy::Balancer::new(&stack.run, flag(args, "--name").unwrap_or("lb"))
-}
-
 fn print_balancer(b: &stackctl::haproxy::Balancer) -> Result<(), MainError> {
     let plan = b.plan()?;
     println!(
@@ -323,69 +432,50 @@ fn print_balancer(b: &stackctl::haproxy::Balancer) -> Result<(), MainError> {
 }
 
 /// `stackctl balancer start|reload|stop|status`.
-fn balancer_cmd(stack: &Stack, args: &[String]) -> Result<(), MainError> {
-    let b = balancer_of(stack, args);
-    match args.first().map(String::as_str) {
-        Some("start") => {
-            let port = flag(args, "--port")
-                .and_then(|p| p.parse().ok())
-                .ok_or_else(|| usage("balancer start: --port P"))?;
-            let stable = list(flag(args, "--stable"));
-            if stable.is_empty() {
-                return Err(usage("balancer start: --stable HOST:PORT,… (the gateways)"));
-            }
+fn balancer_cmd(stack: &Stack, name: &str, action: BalancerCmd) -> Result<(), MainError> {
+    let b = stackctl::haproxy::Balancer::new(&stack.run, name);
+    match action {
+        BalancerCmd::Start {
+            port,
+            stable,
+            canary,
+        } => {
             let plan = stackctl::haproxy::Plan {
                 port,
-                stable,
-                canary: list(flag(args, "--canary")),
+                stable: stable.0,
+                canary: canary.map(|c| c.0).unwrap_or_default(),
                 canary_permille: 0,
                 canary_header: false,
             };
             b.start(&plan, true)?;
             print_balancer(&b)?;
         }
-        Some("reload") => {
+        BalancerCmd::Reload { stable, canary } => {
             let mut plan = b.plan()?;
-            if let Some(s) = flag(args, "--stable") {
-                plan.stable = list(Some(s));
+            if let Some(s) = stable {
+                plan.stable = s.0;
             }
-            if let Some(c) = flag(args, "--canary") {
-                plan.canary = list(Some(c));
+            if let Some(c) = canary {
+                plan.canary = c.0;
             }
             b.reload(&plan)?;
             println!("reloaded (graceful)");
         }
-        Some("stop") => b.stop(),
-        Some("status") | None => print_balancer(&b)?,
-        Some(other) => {
-            return Err(usage(&format!(
-                "balancer {other}? start, reload, stop, status"
-            )))
-        }
+        BalancerCmd::Stop => b.stop(),
+        BalancerCmd::Status => print_balancer(&b)?,
     }
     Ok(())
 }
 
 /// `stackctl canary set SHARE | promote | rollback | status`: the balancer's canary
 /// switch, applied at once over HAProxy's admin socket and kept in its map file.
-fn canary_cmd(stack: &Stack, args: &[String]) -> Result<(), MainError> {
-    let b = balancer_of(stack, args);
-    let (permille, header) = match args.first().map(String::as_str) {
-        Some("set") => {
-            let share = args
-                .get(1)
-                .ok_or_else(|| usage("canary set SHARE (0..1 or N%)"))?;
-            let header = flag(args, "--header").is_none_or(|h| h != "off");
-            (stackctl::haproxy::parse_share(share)?, header)
-        }
-        Some("promote") => (1000, true),
-        Some("rollback") => (0, false),
-        Some("status") | None => return print_balancer(&b),
-        Some(other) => {
-            return Err(usage(&format!(
-                "canary {other}? set SHARE, promote, rollback, status"
-            )))
-        }
+fn canary_cmd(stack: &Stack, name: &str, action: CanaryCmd) -> Result<(), MainError> {
+    let b = stackctl::haproxy::Balancer::new(&stack.run, name);
+    let (permille, header) = match action {
+        CanaryCmd::Set { share, header } => (share, header == "on"),
+        CanaryCmd::Promote => (1000, true),
+        CanaryCmd::Rollback => (0, false),
+        CanaryCmd::Status => return print_balancer(&b),
     };
     let plan = b.set_canary(permille, header)?;
     eprintln!(
@@ -394,4 +484,100 @@ fn canary_cmd(stack: &Stack, args: &[String]) -> Result<(), MainError> {
         if plan.canary_header { "on" } else { "off" }
     );
     print_balancer(&b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Command {
+        Cli::try_parse_from([&["stackctl"], args].concat())
+            .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+            .command
+    }
+
+    /// CMD is everything after `--` (or from the first word on), its own flags included.
+    #[test]
+    fn with_services_runs_the_command_as_given() {
+        let sh = [
+            "sh",
+            "-c",
+            "exec \"$0\" --gateway \"$GATEWAY_URL\" \"$@\"",
+            "demo",
+            "--units",
+            "5",
+        ];
+        for (args, cluster) in [
+            ([&["with-services", "--"][..], &sh].concat(), false),
+            (
+                [&["with-services", "--cluster", "--"][..], &sh].concat(),
+                true,
+            ),
+            ([&["with-services"][..], &sh].concat(), false),
+        ] {
+            let Command::WithServices { cluster: c, cmd } = parse(&args) else {
+                panic!("{args:?}")
+            };
+            assert_eq!(
+                (c, cmd),
+                (cluster, sh.map(String::from).to_vec()),
+                "{args:?}"
+            );
+        }
+        assert!(Cli::try_parse_from(["stackctl", "with-services", "--"]).is_err());
+    }
+
+    /// The balancer and canary commands of the runbooks, `--name` before or after.
+    #[test]
+    fn balancer_and_canary_commands_parse_as_the_runbooks_type_them() {
+        let start = "balancer start --name lb --port 18090 --stable 127.0.0.1:18080,127.0.0.1:18082 --canary 127.0.0.1:18084";
+        let args: Vec<&str> = start.split(' ').collect();
+        let Command::Balancer {
+            name,
+            action:
+                Some(BalancerCmd::Start {
+                    port,
+                    stable,
+                    canary,
+                }),
+        } = parse(&args)
+        else {
+            panic!("{start}")
+        };
+        assert_eq!((name.as_str(), port), ("lb", 18090));
+        assert_eq!(stable.0, ["127.0.0.1:18080", "127.0.0.1:18082"]);
+        assert_eq!(
+            canary.map(|c| c.0),
+            Some(vec!["127.0.0.1:18084".to_string()])
+        );
+        let Command::Balancer { name, action: None } = parse(&["balancer", "--name", "x"]) else {
+            panic!("balancer --name x")
+        };
+        assert_eq!(name, "x");
+        let Command::Canary {
+            name,
+            action: Some(CanaryCmd::Set { share, header }),
+        } = parse(&["canary", "set", "50%", "--name", "d12", "--header", "off"])
+        else {
+            panic!("canary set")
+        };
+        assert_eq!((name.as_str(), share, header.as_str()), ("d12", 500, "off"));
+        let Command::Canary {
+            name,
+            action: Some(CanaryCmd::Rollback),
+        } = parse(&["canary", "rollback", "--name", "d12"])
+        else {
+            panic!("canary rollback")
+        };
+        assert_eq!(name, "d12");
+    }
+
+    #[test]
+    fn services_are_named_as_before() {
+        let Command::Kill { service } = parse(&["kill", "kafka-2"]) else {
+            panic!("kill")
+        };
+        assert_eq!(service, Service::Kafka(2));
+        assert!(Cli::try_parse_from(["stackctl", "stop", "mysql"]).is_err());
+    }
 }

@@ -4,9 +4,13 @@
 //! - waiting on a condition, never on a timing: [`wait_for`];
 //! - the local stack's Redis through the stock API, and an open sale on it:
 //!   [`stack_stock`], [`open_sale`], [`open_spec`];
-//! - a Redis Cluster of the test's own, made afresh and removed after: [`FreshCluster`].
+//! - a Redis Cluster of the test's own, made afresh and removed after: [`FreshCluster`];
+//! - the standard command line every binary has (`--help`, `--version`, exit status 2
+//!   on a usage error): [`cli`].
 //!
 //! A dev-dependency only: nothing here is part of a shipped binary.
+
+pub mod cli;
 
 use std::time::{Duration, Instant};
 use stock::{SaleSpec, Stock};

@@ -4,6 +4,7 @@
 //! (the order-writer must be running).
 //!
 //! `seckill-demo [--gateway URL] [--units N] [--buyers N] [--clients N] [--buckets B]`
+//! (`seckill-demo --help` says what each is and its default).
 //! Secrets and addresses: `SECKILL_TICKET_SECRET`, `SECKILL_ADMIN_TOKEN`, the local
 //! stack's `stack.env` (or `SECKILL_REDIS_URL`, `SECKILL_KAFKA_BROKERS`), `SECKILL_ORDERS_TOPIC`.
 //! On a Redis Cluster (`redis+cluster://…`, e.g. `stackctl with-services --cluster`) the
@@ -12,41 +13,31 @@
 //! (`host:port=first-last+… …`), it prints which master holds which buckets and each
 //! master's share of the units sold.
 
+use clap::Parser;
 use loadtest::buyer::{Client, LoadError};
 use loadtest::verify;
-use seckill_common::cli::{self, ArgError};
 
+/// A demo sale through the gateway's HTTP API: simulated buyers (a quarter of them
+/// double-click), then the invariants against Redis, the order topic and PostgreSQL
+/// (the order-writer must be running); exit status 1 if one fails
+#[derive(Debug, Parser)]
+#[command(name = "seckill-demo", version, args_override_self = true)]
 struct Args {
+    /// The gateway's base URL
+    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:18080")]
     gateway: String,
+    /// Units of the sale
+    #[arg(long, value_name = "N", default_value_t = 500, value_parser = clap::value_parser!(i64).range(0..))]
     units: i64,
+    /// Simulated buyers, each with a ticket of their own
+    #[arg(long, value_name = "N", default_value_t = 3000)]
     buyers: u64,
+    /// Client threads the buyers are spread over (at least 1)
+    #[arg(long, value_name = "N", default_value_t = 32)]
     clients: u64,
-    /// None: 8 on a Redis Cluster, 1 on one Redis.
+    /// Stock buckets of the sale, 1 to 64 [default: 8 on a Redis Cluster, 1 on one Redis]
+    #[arg(long, value_name = "B")]
     buckets: Option<u32>,
-}
-
-fn parse_args() -> Result<Args, ArgError> {
-    let mut a = Args {
-        gateway: "http://127.0.0.1:18080".into(),
-        units: 500,
-        buyers: 3000,
-        clients: 32,
-        buckets: None,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let v = cli::value(&flag, it.next())?;
-        let num = || cli::number::<u64>(&flag, &v);
-        match flag.as_str() {
-            "--gateway" => a.gateway = v.clone(),
-            "--units" => a.units = num()? as i64,
-            "--buyers" => a.buyers = num()?,
-            "--clients" => a.clients = num()?.max(1),
-            "--buckets" => a.buckets = Some(num()?.clamp(1, 64) as u32),
-            _ => return Err(ArgError::UnknownFlag(flag)),
-        }
-    }
-    Ok(a)
 }
 
 fn env_or(name: &str, default: &str) -> String {
@@ -54,11 +45,10 @@ fn env_or(name: &str, default: &str) -> String {
 }
 
 fn main() {
-    let args = cli::parsed_or_exit(
-        "seckill-demo",
-        "seckill-demo [--gateway URL] [--units N] [--buyers N] [--clients N] [--buckets B]",
-        parse_args(),
-    );
+    let mut args = Args::parse();
+    // Out-of-range counts are brought within range, as they always were.
+    args.clients = args.clients.max(1);
+    args.buckets = args.buckets.map(|b| b.clamp(1, 64));
     match run(args) {
         Ok(true) => {}
         Ok(false) => std::process::exit(1),

@@ -2,77 +2,103 @@
 //!
 //! ```text
 //! seckill-load <rush|click-storm|bots|browse|mix> [--host URL] [--units N] [--out DIR]
-//!              [--expected-interval-us N] [-- GOOSE FLAGS…]
+//!              [--expected-interval-us N] [--topic T] [-- GOOSE FLAGS…]
 //! seckill-load verify --sale SALE --acked FILE [--topic T]
 //! ```
 //! Goose flags (after `--`) set users, `--increase-rate`, `--run-time`, `--co-mitigation`…;
 //! without `--run-time`/`--iterations` a run lasts 30 s. The run's folder (default
 //! `.run/load/<scenario>-<time>`) receives Goose's HTML and JSON reports, `acked.csv`
 //! (every 202), `answers.json`, `latency.md` (HdrHistogram per request type) and
-//! `summary.md`. Secrets: `SECKILL_TICKET_SECRET`, `SECKILL_ADMIN_TOKEN`.
+//! `summary.md`. Secrets: `SECKILL_TICKET_SECRET`, `SECKILL_ADMIN_TOKEN`; `--topic` may
+//! also come from `SECKILL_ORDERS_TOPIC`. `seckill-load --help` describes every flag.
 
+use clap::{Args, Parser, Subcommand};
 use goose::config::GooseConfiguration;
 use goose::GooseAttack;
 use loadtest::buyer::{Client, LoadError};
 use loadtest::{scenarios, verify};
-use seckill_common::cli::{self, ArgError};
 use std::path::{Path, PathBuf};
 
-struct Args {
-    scenario: String,
+/// Goose load runs against the gateway, each ending with the invariant check (exit
+/// status 1 if one fails, 2 if the run could not be made)
+#[derive(Debug, Parser)]
+#[command(name = "seckill-load", version, args_override_self = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Each iteration is a new buyer: token, then order
+    Rush(RunArgs),
+    /// Four users share each buyer and click order repeatedly, same token and fresh ones
+    ClickStorm(RunArgs),
+    /// Forged tickets, orders without tokens, replayed and foreign tokens (all must be refused)
+    Bots(RunArgs),
+    /// Sale-state and order-status polling
+    Browse(RunArgs),
+    /// The four, weighted 5 : 2 : 1 : 2
+    Mix(RunArgs),
+    /// Check a past run's invariants again, from its acked.csv
+    Verify(VerifyArgs),
+}
+
+/// A run of one scenario on a sale of its own.
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// The gateway's base URL
+    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:18080")]
     host: String,
+    /// Units of the run's sale
+    #[arg(long, value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(i64).range(0..))]
     units: i64,
+    /// The run's folder [default: .run/load/<scenario>-<time>]
+    #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
+    /// The pacing the latencies are corrected against for coordinated omission, in µs (0: none)
+    #[arg(long, value_name = "N", default_value_t = 0)]
     expected_interval_us: u64,
-    sale: Option<String>,
-    acked: Option<PathBuf>,
+    /// The order topic checked after the run
+    #[arg(
+        long,
+        value_name = "T",
+        env = "SECKILL_ORDERS_TOPIC",
+        default_value = "orders"
+    )]
     topic: String,
+    /// Goose's own flags, after `--` (--users, --increase-rate, --run-time [default: 30s], --iterations, --co-mitigation, …)
+    #[arg(last = true, value_name = "GOOSE FLAGS")]
     goose: Vec<String>,
 }
 
-fn parse() -> Result<Args, ArgError> {
-    let mut it = std::env::args().skip(1);
-    let scenario = it.next().ok_or_else(|| {
-        ArgError::Usage("name a scenario: rush, click-storm, bots, browse, mix, or verify".into())
-    })?;
-    let mut a = Args {
-        scenario,
-        host: "http://127.0.0.1:18080".into(),
-        units: 1000,
-        out: None,
-        expected_interval_us: 0,
-        sale: None,
-        acked: None,
-        topic: std::env::var("SECKILL_ORDERS_TOPIC").unwrap_or_else(|_| "orders".into()),
-        goose: Vec::new(),
-    };
-    while let Some(flag) = it.next() {
-        if flag == "--" {
-            a.goose = it.by_ref().collect();
-            break;
-        }
-        let v = cli::value(&flag, it.next())?;
-        let num = || cli::number::<u64>(&flag, &v);
-        match flag.as_str() {
-            "--host" => a.host = v.clone(),
-            "--units" => a.units = num()? as i64,
-            "--out" => a.out = Some(PathBuf::from(&v)),
-            "--expected-interval-us" => a.expected_interval_us = num()?,
-            "--sale" => a.sale = Some(v.clone()),
-            "--acked" => a.acked = Some(PathBuf::from(&v)),
-            "--topic" => a.topic = v.clone(),
-            _ => return Err(ArgError::UnknownFlag(flag)),
-        }
-    }
-    Ok(a)
+/// What `verify` checks.
+#[derive(Debug, Args)]
+struct VerifyArgs {
+    /// The run's sale
+    #[arg(long)]
+    sale: String,
+    /// The run's acked.csv (order_id,user,token of every 202)
+    #[arg(long, value_name = "FILE")]
+    acked: PathBuf,
+    /// The order topic
+    #[arg(
+        long,
+        value_name = "T",
+        env = "SECKILL_ORDERS_TOPIC",
+        default_value = "orders"
+    )]
+    topic: String,
 }
 
 fn main() {
-    let a = cli::parsed_or_exit("seckill-load", "", parse());
-    let result = if a.scenario == "verify" {
-        verify_only(&a)
-    } else {
-        run(a)
+    let result = match Cli::parse().command {
+        Command::Rush(a) => run("rush", a),
+        Command::ClickStorm(a) => run("click-storm", a),
+        Command::Bots(a) => run("bots", a),
+        Command::Browse(a) => run("browse", a),
+        Command::Mix(a) => run("mix", a),
+        Command::Verify(a) => verify_only(&a),
     };
     match result {
         Ok(true) => {}
@@ -88,17 +114,18 @@ fn env_or(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_string())
 }
 
-fn run(a: Args) -> Result<bool, LoadError> {
+/// A Goose run of `scenario`, then its invariants; whether they all hold.
+fn run(scenario: &str, a: RunArgs) -> Result<bool, LoadError> {
     let secret = env_or("SECKILL_TICKET_SECRET", "dev-ticket-secret-change-me");
     let admin = env_or("SECKILL_ADMIN_TOKEN", "dev-admin-token-change-me");
     let now = seckill_common::now_ms();
-    let sale = format!("load_{}_{now}", a.scenario.replace('-', "_"));
+    let sale = format!("load_{}_{now}", scenario.replace('-', "_"));
     let out = a
         .out
         .clone()
-        .unwrap_or_else(|| PathBuf::from(format!(".run/load/{}-{now}", a.scenario)));
+        .unwrap_or_else(|| PathBuf::from(format!(".run/load/{}-{now}", scenario)));
     std::fs::create_dir_all(&out).map_err(LoadError::io(out.display()))?;
-    let scenarios = scenarios::scenarios(&a.scenario)?;
+    let scenarios = scenarios::scenarios(scenario)?;
     Client::new(&a.host, &secret).create_sale(
         &admin,
         &sale,
@@ -110,7 +137,7 @@ fn run(a: Args) -> Result<bool, LoadError> {
     println!(
         "sale {sale}: {} units; scenario {}; gateway {}; run folder {}",
         a.units,
-        a.scenario,
+        scenario,
         a.host,
         out.display()
     );
@@ -171,7 +198,7 @@ fn run(a: Args) -> Result<bool, LoadError> {
     let report = check(&sale, &acked, &tokens, &a.topic)?;
     let mut summary = format!(
         "# {} run: sale {sale}, {} units\n\n## Answers\n\n",
-        a.scenario, a.units
+        scenario, a.units
     );
     for (k, v) in &answers {
         summary.push_str(&format!("- {k}: {v}\n"));
@@ -192,16 +219,9 @@ fn run(a: Args) -> Result<bool, LoadError> {
     Ok(report.ok())
 }
 
-fn verify_only(a: &Args) -> Result<bool, LoadError> {
-    let sale = a
-        .sale
-        .clone()
-        .ok_or_else(|| LoadError::Setup("verify needs --sale".into()))?;
-    let path = a
-        .acked
-        .clone()
-        .ok_or_else(|| LoadError::Setup("verify needs --acked FILE".into()))?;
-    let text = std::fs::read_to_string(&path).map_err(LoadError::io(path.display()))?;
+fn verify_only(a: &VerifyArgs) -> Result<bool, LoadError> {
+    let (sale, path) = (&a.sale, &a.acked);
+    let text = std::fs::read_to_string(path).map_err(LoadError::io(path.display()))?;
     let rows: Vec<Vec<&str>> = text
         .lines()
         .skip(1)
@@ -215,7 +235,7 @@ fn verify_only(a: &Args) -> Result<bool, LoadError> {
         .iter()
         .filter_map(|r| r.get(2).map(|t| t.to_string()))
         .collect();
-    let report = check(&sale, &acked, &tokens, &a.topic)?;
+    let report = check(sale, &acked, &tokens, &a.topic)?;
     report.print();
     Ok(report.ok())
 }
@@ -253,4 +273,39 @@ fn write_acked(path: &Path, acked: &[(String, u64)], tokens: &[String]) -> Resul
         text.push_str(&format!("{id},{u},{t}\n"));
     }
     write(path, &text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// As `./dev load` and the bench run it: flags before `--`, Goose's after.
+    #[test]
+    fn goose_flags_after_the_separator_are_passed_on_whole() {
+        let cli = Cli::try_parse_from([
+            "seckill-load",
+            "click-storm",
+            "--host",
+            "http://127.0.0.1:1",
+            "--units",
+            "500",
+            "--out",
+            "/tmp/x",
+            "--",
+            "--users",
+            "8",
+            "--run-time",
+            "3s",
+            "--quiet",
+        ])
+        .unwrap();
+        let Command::ClickStorm(a) = cli.command else {
+            panic!("{cli:?}")
+        };
+        assert_eq!((a.host.as_str(), a.units), ("http://127.0.0.1:1", 500));
+        assert_eq!(a.out, Some(PathBuf::from("/tmp/x")));
+        assert_eq!(a.goose, ["--users", "8", "--run-time", "3s", "--quiet"]);
+        assert!(Cli::try_parse_from(["seckill-load", "rush", "--users", "8"]).is_err());
+        assert!(Cli::try_parse_from(["seckill-load", "stampede"]).is_err());
+    }
 }

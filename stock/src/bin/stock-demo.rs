@@ -3,43 +3,32 @@
 //! checked against the invariants.
 //!
 //! `stock-demo [--units N] [--buyers N] [--clients N] [--cancel-percent P]`
+//! (`stock-demo --help` says what each is and its default).
 
-use seckill_common::cli::{self, ArgError};
+use clap::Parser;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use stock::{SaleSpec, Settlement, Stock, StockError};
 
+/// A demo sale straight on the stock engine (the local stack's Redis): a rush from many
+/// clients, double clicks, cancelled orders sold again, then the invariants (exit
+/// status 1 if one fails)
+#[derive(Debug, Parser)]
+#[command(name = "stock-demo", version, args_override_self = true)]
 struct Args {
+    /// Units of the sale
+    #[arg(long, value_name = "N", default_value_t = 1_000, value_parser = clap::value_parser!(i64).range(0..))]
     units: i64,
+    /// Buyers in the rush
+    #[arg(long, value_name = "N", default_value_t = 5_000)]
     buyers: u64,
+    /// Client threads, each with its own connection (at least 1)
+    #[arg(long, value_name = "N", default_value_t = 32)]
     clients: u64,
+    /// Percent of the orders never paid (their units are released and sold again), at most 100
+    #[arg(long, value_name = "P", default_value_t = 5)]
     cancel_percent: u64,
-}
-
-fn parse_args() -> Result<Args, ArgError> {
-    let mut a = Args {
-        units: 1_000,
-        buyers: 5_000,
-        clients: 32,
-        cancel_percent: 5,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut value = || {
-            it.next()
-                .and_then(|v| v.parse::<u64>().ok())
-                .ok_or_else(|| ArgError::NotANumber(flag.clone()))
-        };
-        match flag.as_str() {
-            "--units" => a.units = value()? as i64,
-            "--buyers" => a.buyers = value()?,
-            "--clients" => a.clients = value()?.max(1),
-            "--cancel-percent" => a.cancel_percent = value()?.min(100),
-            _ => return Err(ArgError::UnknownFlag(flag)),
-        }
-    }
-    Ok(a)
 }
 
 #[derive(Default)]
@@ -49,11 +38,10 @@ struct Tally {
 }
 
 fn main() {
-    let args = cli::parsed_or_exit(
-        "stock-demo",
-        "stock-demo [--units N] [--buyers N] [--clients N] [--cancel-percent P]",
-        parse_args(),
-    );
+    let mut args = Args::parse();
+    // Out-of-range counts are brought within range, as they always were.
+    args.clients = args.clients.max(1);
+    args.cancel_percent = args.cancel_percent.min(100);
     if let Err(e) = run(args) {
         eprintln!("stock-demo: {e}");
         std::process::exit(1);
