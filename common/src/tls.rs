@@ -200,13 +200,26 @@ pub fn connect_postgres(
     }
 }
 
+/// An error with its causes (`db error: FATAL: password authentication failed …`):
+/// the client library's own text names only the kind.
+#[cfg(feature = "postgres")]
+pub fn with_sources(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    text
+}
+
 #[cfg(feature = "postgres")]
 #[derive(Debug, thiserror::Error)]
 pub enum PostgresConnectError {
     /// The URL does not parse.
-    #[error("{0}")]
+    #[error("{}", with_sources(.0))]
     Url(#[source] postgres::Error),
-    #[error("{0}")]
+    #[error("{}", with_sources(.0))]
     Postgres(#[from] postgres::Error),
     #[error("{0}")]
     Tls(#[from] TlsError),

@@ -22,7 +22,7 @@ pub enum LoadError {
         left: i64,
         within: Duration,
     },
-    #[error("database: {0}")]
+    #[error("database: {}", seckill_common::tls::with_sources(.0))]
     Db(#[from] postgres::Error),
     /// Connecting to the database (its URL or TLS).
     #[error("database: {0}")]

@@ -26,7 +26,7 @@ pub enum WriterError {
     /// `database_url` does not parse.
     #[error("configuration: {0}")]
     DatabaseUrl(#[source] postgres::Error),
-    #[error("database: {0}")]
+    #[error("database: {}", seckill_common::tls::with_sources(.0))]
     Db(#[from] postgres::Error),
     #[error("kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),

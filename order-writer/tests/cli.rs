@@ -57,3 +57,27 @@ fn config_comes_from_the_flag_anywhere_or_from_seckill_config() {
         );
     }
 }
+
+/// The writer refuses to start (and `config` to print) when its TLS material is
+/// missing, naming the setting and the file.
+#[test]
+fn missing_tls_material_stops_the_start_with_its_setting_named() {
+    for (var, setting) in [
+        ("SECKILL_DATABASE_CA_FILE", "database_ca_file"),
+        ("SECKILL_REDIS_CA_FILE", "redis_ca_file"),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_order-writer"))
+            .arg("config")
+            .env(var, "/nonexistent/ca.pem")
+            .output()
+            .expect("run the writer");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains(&format!(
+                "{setting} = \"/nonexistent/ca.pem\": cannot read it"
+            )),
+            "{err}"
+        );
+    }
+}

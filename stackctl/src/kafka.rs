@@ -173,7 +173,7 @@ impl Kafka {
              ssl.keystore.location={keystore}\n\
              ssl.truststore.type=PEM\n\
              ssl.truststore.location={ca}\n\
-             ssl.client.auth=required\n",
+             listener.name.sasl_ssl.ssl.client.auth=required\n",
             keystore = s.server_keystore().display(),
             ca = s.ca().display(),
         )

@@ -369,13 +369,19 @@ impl Stack {
 
     /// One line per service: name, up or down, address.
     pub fn status(&self) -> Vec<(String, bool, String)> {
-        let mut s = vec![
-            ("redis".into(), self.redis.is_up(), self.redis.url()),
-            (
-                "postgres".into(),
-                self.postgres.is_up(),
-                self.postgres.url("seckill"),
+        let (redis, postgres) = match &self.secure {
+            None => (self.redis.url(), self.postgres.url("seckill")),
+            Some(_) => (
+                format!("rediss://127.0.0.1:{} (TLS, ACL users)", self.redis.port),
+                format!(
+                    "postgres://127.0.0.1:{}/seckill (TLS, SCRAM roles)",
+                    self.postgres.port
+                ),
             ),
+        };
+        let mut s = vec![
+            ("redis".into(), self.redis.is_up(), redis),
+            ("postgres".into(), self.postgres.is_up(), postgres),
         ];
         if let Some(c) = &self.redis_cluster {
             for n in 0..c.nodes() {
