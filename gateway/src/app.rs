@@ -44,6 +44,8 @@ pub struct App {
     pub releases: Arc<crate::releases::PendingReleases>,
     /// Who may use `/admin/*`, each with a token (`Config::operators`).
     operators: Vec<crate::config::Operator>,
+    /// The ticket keys (the signing one and those still accepted).
+    tickets: seckill_common::ticket::Keyring,
 }
 
 /// Counts a request as in flight while alive.
@@ -85,8 +87,10 @@ impl App {
             .ok();
         let caches = Caches::new(&cfg);
         let operators = cfg.operators()?;
+        let tickets = cfg.ticket_keys()?;
         Ok(App {
             operators,
+            tickets,
             caches,
             cfg,
             metrics,
@@ -192,12 +196,9 @@ impl App {
             .authorization
             .and_then(|a| a.strip_prefix("Ticket "))
             .ok_or(ApiError::NoTicket)?;
-        seckill_common::ticket::verify(
-            self.cfg.ticket_secret.as_bytes(),
-            ticket.trim(),
-            (now_ms() / 1000) as u64,
-        )
-        .map_err(ApiError::Ticket)
+        self.tickets
+            .verify(ticket.trim(), (now_ms() / 1000) as u64)
+            .map_err(ApiError::Ticket)
     }
 
     pub(crate) fn admin(&self, req: &Incoming) -> Result<(), ApiError> {

@@ -50,6 +50,12 @@ pub struct Config {
     pub kafka_password: String,
     /// Shared secret of the HMAC tickets (the login layer signs with it).
     pub ticket_secret: String,
+    /// The id of `ticket_secret` ("" = tickets without a key id): tickets carry it, so
+    /// that a new secret can be rolled out while tickets of the old one still verify.
+    pub ticket_key_id: String,
+    /// Other ticket keys still accepted (a rotation's window), one per line:
+    /// `<key id> <secret>`, `-` as the id of tickets without one ("" = none).
+    pub ticket_keys_file: String,
     /// Bearer token of the admin endpoints: the operator named `admin` (may be empty when
     /// `admin_tokens_file` names the operators).
     pub admin_token: String,
@@ -180,6 +186,8 @@ impl Default for Config {
             kafka_extra: String::new(),
             kafka_password: String::new(),
             ticket_secret: DEFAULT_TICKET_SECRET.into(),
+            ticket_key_id: String::new(),
+            ticket_keys_file: String::new(),
             admin_token: DEFAULT_ADMIN_TOKEN.into(),
             admin_tokens_file: String::new(),
             payment_webhook_secret: DEFAULT_WEBHOOK_SECRET.into(),
@@ -267,6 +275,10 @@ pub enum BadConfig {
     /// file, and what is wrong where).
     #[error("admin_tokens_file {0}: {1}")]
     AdminTokens(String, String),
+    /// `ticket_key_id` not a key id, or `ticket_keys_file` unreadable or with a line
+    /// that is not `<key id> <secret>` (or a secret too short).
+    #[error("{0}")]
+    TicketKeys(String),
     /// TLS material missing, unreadable or not PEM (the setting named), or a Kafka
     /// setting that does not parse.
     #[error("{0}")]
@@ -411,12 +423,63 @@ impl Config {
             return Err(BadConfig::Currency(c.clone()));
         }
         self.trusted_proxy_nets()?;
+        self.ticket_keys()?;
         self.redis_tls()
             .check()
             .map_err(|e| BadConfig::Tls(e.to_string()))?;
         seckill_common::kafka::client_config(&self.kafka_brokers, &self.kafka_extra, "")
             .map_err(|e| BadConfig::Tls(e.to_string()))?;
         Ok(())
+    }
+
+    /// The ticket keys: `ticket_secret` (id `ticket_key_id`) signs and verifies, each of
+    /// `ticket_keys_file` verifies too. Secrets shorter than 32 bytes are refused unless
+    /// `dev_insecure`.
+    pub fn ticket_keys(&self) -> Result<seckill_common::ticket::Keyring, BadConfig> {
+        use seckill_common::ticket::{valid_key_id, Keyring};
+        let bad = |why: String| BadConfig::TicketKeys(why);
+        if !self.ticket_key_id.is_empty() && !valid_key_id(&self.ticket_key_id) {
+            return Err(bad(format!(
+                "ticket_key_id = {:?}: expected 1 to 32 of A-Z a-z 0-9 _ -",
+                self.ticket_key_id
+            )));
+        }
+        let mut others = Vec::new();
+        if !self.ticket_keys_file.is_empty() {
+            let path = &self.ticket_keys_file;
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| bad(format!("ticket_keys_file {path}: {e}")))?;
+            for (n, line) in text.lines().enumerate() {
+                let line = line.trim();
+                if line.is_empty() || line.starts_with('#') {
+                    continue;
+                }
+                let at = |why: &str| bad(format!("ticket_keys_file {path}: line {}: {why}", n + 1));
+                let mut parts = line.split_whitespace();
+                let (Some(id), Some(secret), None) = (parts.next(), parts.next(), parts.next())
+                else {
+                    return Err(at(
+                        "expected `<key id> <secret>` (`-` for tickets without an id)",
+                    ));
+                };
+                let id = if id == "-" { "" } else { id };
+                if !id.is_empty() && !valid_key_id(id) {
+                    return Err(at("a key id is 1 to 32 of A-Z a-z 0-9 _ -"));
+                }
+                if secret.len() < MIN_SECRET_BYTES && !self.dev_insecure {
+                    return Err(at("the secret is shorter than 32 bytes"));
+                }
+                if others.iter().any(|(o, _): &(String, Vec<u8>)| o == id) {
+                    return Err(at("this key id is listed twice"));
+                }
+                others.push((id.to_string(), secret.as_bytes().to_vec()));
+            }
+        }
+        Ok(Keyring::new(
+            &self.ticket_key_id,
+            self.ticket_secret.as_bytes(),
+            others,
+        ))
     }
 
     /// Redis's TLS files.
@@ -766,5 +829,47 @@ mod tests {
         assert!(cfg.dev_insecure);
         let cfg: Config = seckill_common::config::load_config_from(None, &[]).unwrap();
         assert!(!cfg.dev_insecure);
+    }
+
+    #[test]
+    fn ticket_keys_come_from_the_file_with_their_ids() {
+        let dir = std::env::temp_dir().join(format!("seckill-ticket-keys-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("keys");
+        let old = "o".repeat(MIN_SECRET_BYTES);
+        std::fs::write(&file, format!("# the old key, no id\n- {old}\n")).unwrap();
+        let cfg = Config {
+            ticket_secret: "n".repeat(MIN_SECRET_BYTES),
+            ticket_key_id: "k2".into(),
+            ticket_keys_file: file.display().to_string(),
+            ..Config::default()
+        };
+        let keys = cfg.ticket_keys().unwrap();
+        let legacy = seckill_common::ticket::mint(old.as_bytes(), 9, 100);
+        assert_eq!(keys.verify(&legacy, 1), Ok(9));
+        assert!(keys.mint(9, 100).contains(".k2."));
+        for (text, why) in [
+            ("k2\n", "expected `<key id> <secret>`"),
+            (
+                "a.b secret-secret-secret-secret-secret\n",
+                "a key id is 1 to 32",
+            ),
+            ("k3 short\n", "shorter than 32 bytes"),
+            (&format!("k3 {old}\nk3 {old}\n")[..], "listed twice"),
+        ] {
+            std::fs::write(&file, text).unwrap();
+            let err = cfg.ticket_keys().unwrap_err().to_string();
+            assert!(err.contains(why) && err.contains("line"), "{text:?}: {err}");
+        }
+        let bad_id = Config {
+            ticket_key_id: "k.2".into(),
+            ..cfg
+        };
+        assert!(bad_id
+            .ticket_keys()
+            .unwrap_err()
+            .to_string()
+            .starts_with("ticket_key_id"));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -30,7 +30,7 @@ struct Cli {
 enum Command {
     /// Run the gateway until SIGTERM/SIGINT (the default command)
     Serve,
-    /// Print a ticket signed with the configured ticket_secret, for demos and load runs
+    /// Print a ticket signed with the configured ticket_secret (and ticket_key_id), for demos and load runs
     Mint {
         /// The user the ticket is for
         #[arg(long, value_name = "ID")]
@@ -100,10 +100,8 @@ fn run(cli: Cli) -> Result<(), cli::MainError> {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs())
                 .unwrap_or(0);
-            println!(
-                "{}",
-                seckill_common::ticket::mint(cfg.ticket_secret.as_bytes(), user, now + ttl_secs)
-            );
+            // Signed with the signing key (and its id), as the login layer would.
+            println!("{}", cfg.ticket_keys()?.mint(user, now + ttl_secs));
             Ok(())
         }
         Command::Switch { target, action } => admin(

@@ -165,7 +165,7 @@ impl Spec {
     /// `SECKILL_REDIS_PORT`, `SECKILL_PG_PORT`, `SECKILL_KAFKA_PORT`,
     /// `SECKILL_KAFKA_NODES` and `SECKILL_TOPICS` ("orders:8 orders-dlq:1").
     /// `SECKILL_STACK_TLS=1`: the TLS profile, by default in `.run/tls` on ports of its
-    /// own (16380, 15433, 19192), so that it runs beside the plain stack.
+    /// own (16380, 15433, 19300), so that it runs beside the plain stack.
     pub fn from_env() -> Result<Spec, StackError> {
         let root = root()?;
         let topics = std::env::var("SECKILL_TOPICS").unwrap_or("orders:8 orders-dlq:1".into());
@@ -177,7 +177,8 @@ impl Spec {
                 .unwrap_or_else(|| root.join(if tls { ".run/tls" } else { ".run" })),
             redis_port: var("SECKILL_REDIS_PORT", 16379 + shift),
             pg_port: var("SECKILL_PG_PORT", 15432 + shift),
-            kafka_port: var("SECKILL_KAFKA_PORT", 19092 + 100 * shift),
+            // Not 19192: the plain stack's controller listens there.
+            kafka_port: var("SECKILL_KAFKA_PORT", if tls { 19300 } else { 19092 }),
             tls,
             kafka_nodes: var("SECKILL_KAFKA_NODES", 1usize).clamp(1, 9),
             topics: topics
