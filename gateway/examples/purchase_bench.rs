@@ -58,8 +58,14 @@ struct RedisStats {
     reads: u64,
 }
 
+/// `addr`: a cluster node's `host:port`, or the one Redis's URL (`rediss://` too).
 fn redis_stats(addr: &str) -> Res<RedisStats> {
-    let mut c = stock::connect_single(&format!("redis://{addr}"), Duration::from_secs(5))?;
+    let url = if addr.contains("://") {
+        addr.to_string()
+    } else {
+        format!("redis://{addr}")
+    };
+    let mut c = stock::connect_single(&url, Duration::from_secs(5))?;
     let info: String = redis::cmd("INFO").arg("all").query(&mut c)?;
     let mut f: HashMap<&str, &str> = HashMap::new();
     for line in info.lines() {
@@ -83,14 +89,11 @@ fn redis_stats(addr: &str) -> Res<RedisStats> {
     })
 }
 
-/// The masters serving slots and the replicas (`host:port` each), or the one Redis.
+/// The masters serving slots and the replicas (`host:port` each), or the one Redis (its
+/// URL, which may be `rediss://` with credentials).
 fn nodes(url: &str) -> Res<(Vec<String>, Vec<String>)> {
     if !stock::cluster::is_cluster_url(url) {
-        let info = redis::Client::open(url)?.get_connection_info().clone();
-        return Ok(match info.addr() {
-            redis::ConnectionAddr::Tcp(h, p) => (vec![format!("{h}:{p}")], Vec::new()),
-            other => return Err(format!("only TCP: {other:?}").into()),
-        });
+        return Ok((vec![url.to_string()], Vec::new()));
     }
     let u = stock::cluster::parse_url(url)?;
     let (h, p) = u.nodes.first().ok_or("no seed")?;
@@ -475,8 +478,16 @@ fn main() -> Res<()> {
         None => stackctl::ensure_up().redis_url,
     };
     let m = measure(&url, &s)?;
+    // The URL without its password (the TLS profile's carries the administrator's).
+    let shown = match url.split_once('@') {
+        Some((auth, host)) => match auth.rsplit_once(':') {
+            Some((user, _)) if user.contains("://") => format!("{user}:***@{host}"),
+            _ => url.clone(),
+        },
+        None => url.clone(),
+    };
     println!(
-        "{} purchases, one run, {} master(s), {} bucket(s), {url}",
+        "{} purchases, one run, {} master(s), {} bucket(s), {shown}",
         s.n, m.masters, s.buckets
     );
     let wait = if m.wait_replicas > 0 {

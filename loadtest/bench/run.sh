@@ -6,6 +6,9 @@
 #                                   a step that broke shows at once; exits 1 if any step
 #                                   was not measured (the numbers mean nothing)
 #   loadtest/bench/run.sh scaleout [purchases=100000]   (step 5 alone: scaleout.sh)
+#   loadtest/bench/run.sh tls [purchases=50000] [rows=50000]   the cost of TLS: the
+#                                   purchase path and the writer on the plain stack and on
+#                                   the TLS profile, as ratios (tls.sh; --smoke runs it small)
 # Writes .run/bench/<time>/summary.md and summary.json (and each step's raw output).
 #  1. sold-out path vs a hello-world may_minihttp server, both under wrk -t1 -c64;
 #  2. order 202 latency at half the purchase peak: a Goose `rush` (token, then order)
@@ -32,6 +35,9 @@ set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 if [ "${1:-}" = scaleout ]; then
   exec "$ROOT/loadtest/bench/scaleout.sh" "${2:-100000}"
+fi
+if [ "${1:-}" = tls ]; then
+  exec "$ROOT/loadtest/bench/tls.sh" "${2:-50000}" "${3:-50000}"
 fi
 SMOKE=0 N=100000
 if [ "${1:-}" = --smoke ]; then
@@ -280,5 +286,10 @@ if [ "$SMOKE" = 1 ] && grep -qi "not measured" "$OUT/summary.md"; then
   log "smoke: FAIL — a step was not measured (see 'Not measured' in $OUT/summary.md)"
   exit 1
 fi
-[ "$SMOKE" = 1 ] && log "smoke: every step measured"
+if [ "$SMOKE" = 1 ]; then
+  log "smoke: the cost of TLS (tls.sh, small)"
+  loadtest/bench/tls.sh 2000 2000 >"$OUT/tls.txt" 2>&1 \
+    || { cat "$OUT/tls.txt" >&2; log "smoke: FAIL — tls.sh did not measure every step"; exit 1; }
+  log "smoke: every step measured"
+fi
 exit 0

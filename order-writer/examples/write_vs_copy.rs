@@ -132,12 +132,9 @@ impl Bench {
     fn writer(&mut self, round: usize) -> Res<f64> {
         self.empty()?;
         let topic = format!("bench_orders_{}_{round}", self.tag);
-        seckill_common::kafka::create_topic(&self.stack.kafka_brokers, &topic, 4)?;
+        seckill_common::kafka::create_topic_on(&self.stack.kafka_client()?, &topic, 4)?;
         let sale = format!("bench_w_{}_{round}", self.tag);
-        let p: ThreadedProducer<_> = rdkafka::ClientConfig::new()
-            .set("bootstrap.servers", &self.stack.kafka_brokers)
-            .set("linger.ms", "5")
-            .create()?;
+        let p: ThreadedProducer<_> = self.stack.kafka_client()?.set("linger.ms", "5").create()?;
         for m in rows(&sale, self.n) {
             let payload = serde_json::to_vec(&m)?;
             while let Err((e, _)) = p.send(BaseRecord::to(&topic).key(&m.key()).payload(&payload)) {
@@ -152,12 +149,14 @@ impl Bench {
         }
         p.flush(Duration::from_secs(120))?;
         let cfg = Config {
-            database_url: self.stack.database_url.clone(),
             kafka_brokers: self.stack.kafka_brokers.clone(),
+            kafka_extra: self.stack.kafka_extra.clone(),
+            redis_url: self.stack.redis_url.clone(),
+            redis_ca_file: self.stack.redis_ca_file.clone(),
             orders_topic: topic,
             group_id: format!("bench_{}_{round}", self.tag),
             batch_max: self.batch as i64,
-            ..Config::default()
+            ..db_config(&self.stack)
         };
         let metrics = Arc::new(Metrics::default());
         let writer = Writer::new(cfg, metrics.clone())?;
@@ -241,6 +240,16 @@ fn measure(b: &mut Bench, rounds: usize) -> Res<Rates> {
     Ok(r)
 }
 
+/// The writer's settings for the stack's database (its TLS too: the TLS profile).
+fn db_config(stack: &seckill_common::stack::Stack) -> Config {
+    Config {
+        database_url: stack.database_url.clone(),
+        database_ca_file: stack.database_ca_file.clone(),
+        db_statement_timeout_ms: 60_000,
+        ..Config::default()
+    }
+}
+
 fn main() -> Res<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -258,23 +267,24 @@ fn main() -> Res<()> {
         .duration_since(std::time::UNIX_EPOCH)?
         .as_millis()
         .to_string();
-    let mut admin = order_writer::db::connect(&order_writer::config::Config {
-        database_url: stack.database_url.clone(),
-        db_statement_timeout_ms: 60_000,
-        ..Default::default()
-    })?;
+    let mut admin = order_writer::db::connect(&db_config(&stack))?;
     let name = format!("bench_writer_{tag}");
     admin.batch_execute(&format!("CREATE DATABASE {name}"))?;
-    let (base, _) = stack
+    // The same URL (credentials, TLS mode) on the new database.
+    let (path, query) = stack
         .database_url
+        .split_once('?')
+        .map_or((stack.database_url.as_str(), ""), |(p, q)| (p, q));
+    let (base, _) = path
         .rsplit_once('/')
         .ok_or("database URL without a database name")?;
-    stack.database_url = format!("{base}/{name}");
-    let mut db = order_writer::db::connect(&order_writer::config::Config {
-        database_url: stack.database_url.clone(),
-        db_statement_timeout_ms: 60_000,
-        ..Default::default()
-    })?;
+    let query = if query.is_empty() {
+        String::new()
+    } else {
+        format!("?{query}")
+    };
+    stack.database_url = format!("{base}/{name}{query}");
+    let mut db = order_writer::db::connect(&db_config(&stack))?;
     order_writer::db::migrate(&mut db)?;
     let mut b = Bench {
         stack,

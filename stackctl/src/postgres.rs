@@ -176,10 +176,11 @@ impl Postgres {
     fn secure_roles(&self, secure: &Secure) -> Result<(), StackError> {
         use crate::secure::{ADMIN, WRITER};
         let mut sql = String::new();
-        for role in [ADMIN, WRITER] {
+        // The administrator may create databases (benches and tests make their own).
+        for (role, may) in [(ADMIN, "CREATEDB"), (WRITER, "NOCREATEDB")] {
             let pw = secure.password(role)?;
             sql.push_str(&format!(
-                "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{role}') THEN CREATE ROLE {role} LOGIN; END IF; END $$; ALTER ROLE {role} LOGIN PASSWORD '{pw}'; "
+                "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{role}') THEN CREATE ROLE {role} LOGIN; END IF; END $$; ALTER ROLE {role} LOGIN {may} PASSWORD '{pw}'; "
             ));
         }
         let run = |db: &str, sql: &str| -> Result<(), StackError> {
