@@ -203,12 +203,8 @@ fn run(command: Command) -> Result<(), MainError> {
                 return Err(ServicesDown.into());
             }
         }
-        Command::Env => {
-            let a = stack.addresses();
-            println!("SECKILL_REDIS_URL={}", a.redis_url);
-            println!("SECKILL_KAFKA_BROKERS={}", a.kafka_brokers);
-            println!("SECKILL_DATABASE_URL={}", a.database_url);
-        }
+        // The same lines as stack.env (the TLS profile's settings too).
+        Command::Env => print!("{}", stack.addresses().env_file()),
         Command::Stop { service } => stack.stop(service),
         Command::Start { service } => match service {
             Service::Kafka(n) => stack.kafka.restart_node(n)?,
