@@ -3,7 +3,9 @@
 //! per request type (corrected for coordinated omission when an expected interval is
 //! given), every answer class is counted, and every 202 is recorded.
 //!
-//! - `rush`: each iteration is a new buyer: token, then order.
+//! - `rush`: each iteration is a new buyer: token, then order; with a simulated payment
+//!   provider ([`set_provider`]), a share of the buyers whose order was accepted pay it
+//!   after a delay: the buyer starts the payment, the provider sends its signed callback.
 //! - `click-storm`: four Goose users share each buyer and click order repeatedly,
 //!   with the same token and with fresh ones.
 //! - `bots`: forged tickets, orders without tokens, replayed and foreign tokens; the
@@ -36,6 +38,33 @@ pub struct Shared {
 }
 
 static SHARED: OnceLock<Shared> = OnceLock::new();
+
+/// The simulated payment provider of a run: who pays, when, and where it calls back.
+#[derive(Debug, Clone)]
+pub struct Provider {
+    /// The gateway's base URL for the provider's callback (its internal listener).
+    pub webhook_base: String,
+    /// The secret the provider signs its callbacks with (`payment_webhook_secret`).
+    pub secret: Vec<u8>,
+    /// Buyers in a thousand who pay their accepted order (chosen by buyer id, so a run
+    /// pays the same buyers every time).
+    pub share_permille: u64,
+    /// How long after the 202 a paying buyer pays.
+    pub delay: std::time::Duration,
+}
+
+static PROVIDER: OnceLock<Provider> = OnceLock::new();
+
+/// Pay a share of the accepted orders in `rush` through `provider`.
+pub fn set_provider(provider: Provider) {
+    let _ = PROVIDER.set(provider);
+}
+
+/// Whether `buyer` is one of the provider's paying share.
+fn pays(p: &Provider, buyer: u64) -> bool {
+    // A multiplicative hash spreads consecutive buyer ids over the thousand.
+    (buyer.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) % 1000 < p.share_permille
+}
 
 pub fn init(
     sale: &str,
@@ -172,7 +201,7 @@ async fn order(
     user: &mut GooseUser,
     buyer: u64,
     token: &str,
-) -> Result<u16, Box<TransactionError>> {
+) -> Result<(u16, Option<String>), Box<TransactionError>> {
     let s = shared();
     let path = format!("/v1/sales/{}/orders", s.sale);
     let body = serde_json::json!({ "token": token });
@@ -186,8 +215,9 @@ async fn order(
         buyer_ok,
     )
     .await?;
+    let id = json["order_id"].as_str().map(str::to_string);
     if status == 202 {
-        if let Some(id) = json["order_id"].as_str() {
+        if let Some(id) = &id {
             // Both under the `acked` lock, so row i of each belongs together.
             let mut acked = lock(&s.acked);
             acked.push((id.to_string(), buyer));
@@ -199,14 +229,94 @@ async fn order(
             }
         }
     }
-    Ok(status)
+    Ok((status, id))
+}
+
+/// The buyer pays `order_id` (after the provider's delay): starts the payment (the
+/// intent: id, amount, currency), then the provider sends its signed callback, which
+/// is what pays the order. A payment that finds the order no longer payable (cancelled,
+/// paid) is answered for what it is; only a server error is a failure.
+async fn pay(
+    user: &mut GooseUser,
+    p: &Provider,
+    buyer: u64,
+    order_id: &str,
+) -> Result<(), Box<TransactionError>> {
+    let s = shared();
+    tokio::time::sleep(p.delay).await;
+    let path = format!("/v1/orders/{order_id}/pay");
+    let (status, json) = call(
+        user,
+        "pay",
+        GooseMethod::Post,
+        &path,
+        &ticket(s, buyer),
+        None,
+        |st| st < 500,
+    )
+    .await?;
+    if status != 200 || json["status"].as_str() != Some("awaiting_payment") {
+        return Ok(());
+    }
+    let intent = &json["payment"];
+    let callback = seckill_common::payment::Callback {
+        id: format!("evt_{order_id}"),
+        kind: seckill_common::payment::SUCCEEDED.to_string(),
+        data: seckill_common::payment::Payment {
+            // One payment per order: a retried callback is the same payment.
+            payment_id: format!("pay_{order_id}"),
+            intent_id: intent["intent_id"].as_str().unwrap_or_default().to_string(),
+            order_id: order_id.to_string(),
+            amount_cents: intent["amount_cents"].as_i64().unwrap_or_default(),
+            currency: intent["currency"].as_str().unwrap_or_default().to_string(),
+        },
+    };
+    let body = serde_json::to_value(&callback).unwrap_or_default();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let raw = serde_json::to_vec(&body).unwrap_or_default();
+    let sig = seckill_common::payment::signature(&p.secret, now, &raw);
+    let url = format!("{}/payments/webhook", p.webhook_base.trim_end_matches('/'));
+    let rb = user
+        .get_request_builder(&GooseMethod::Post, &url)?
+        .header("Seckill-Signature", sig)
+        .header("Content-Type", "application/json")
+        .body(raw);
+    let req = GooseRequest::builder()
+        .method(GooseMethod::Post)
+        .path(url.as_str())
+        .name("payment callback")
+        .set_request_builder(rb)
+        .build();
+    let mut goose = user.request(req).await?;
+    let status = goose.response.as_ref().map_or(0, |r| r.status().as_u16());
+    *lock(&s.answers)
+        .entry(format!("payment callback {status}"))
+        .or_default() += 1;
+    // Paid, or a refund due (the order was cancelled meanwhile): both are answers.
+    if status == 200 {
+        user.set_success(&mut goose.request)?;
+    } else {
+        user.set_failure(
+            &format!("payment callback: unexpected {status}"),
+            &mut goose.request,
+            None,
+            None,
+        )?;
+    }
+    Ok(())
 }
 
 /// rush: a new buyer each iteration.
 pub async fn rush(user: &mut GooseUser) -> TransactionResult {
     let buyer = shared().next_buyer.fetch_add(1, Ordering::Relaxed);
     if let Some(t) = token(user, buyer).await? {
-        order(user, buyer, &t).await?;
+        if let (202, Some(id)) = order(user, buyer, &t).await? {
+            if let Some(p) = PROVIDER.get().filter(|p| pays(p, buyer)) {
+                pay(user, p, buyer, &id).await?;
+            }
+        }
     }
     Ok(())
 }
@@ -358,4 +468,28 @@ pub fn latency_table() -> String {
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod provider_tests {
+    use super::*;
+
+    #[test]
+    fn the_paying_share_is_the_share_asked_for_and_the_same_buyers_every_run() {
+        let p = |share_permille| Provider {
+            webhook_base: String::new(),
+            secret: vec![],
+            share_permille,
+            delay: std::time::Duration::ZERO,
+        };
+        let count = |share| (1..=10_000u64).filter(|b| pays(&p(share), *b)).count();
+        assert_eq!(count(0), 0);
+        assert_eq!(count(1000), 10_000);
+        let quarter = count(250);
+        assert!((2_300..=2_700).contains(&quarter), "{quarter}");
+        // Consecutive buyers are spread, not the first quarter of them.
+        assert!((1..=100u64).any(|b| pays(&p(250), b)));
+        assert!((1..=100u64).any(|b| !pays(&p(250), b)));
+        assert_eq!(pays(&p(250), 77), pays(&p(250), 77));
+    }
 }
