@@ -52,7 +52,8 @@ fn read_value_file(key: &str, path: &str) -> Result<String, ConfigError> {
         path: path.to_string(),
         source,
     })?;
-    Ok(text.trim_end_matches(['\n', '\r']).to_string())
+    let text = text.strip_suffix('\n').unwrap_or(&text);
+    Ok(text.strip_suffix('\r').unwrap_or(text).to_string())
 }
 
 /// The string key whose value `<key>_file` holds, if `name` is one (`ticket_secret_file`
@@ -129,22 +130,29 @@ pub fn redacted<T: Serialize>(cfg: &T, secrets: &[&str]) -> Result<String, Confi
         } else {
             text.to_string()
         };
-        if let Some((scheme, rest)) = shown.split_once("://") {
-            if let Some((auth, host)) = rest.split_once('@') {
-                if let Some((user, _)) = auth.split_once(':') {
-                    shown = format!("{scheme}://{user}:***@{host}");
-                }
-            }
-        }
+        shown = redact_url(&shown);
         *v = toml::Value::String(shown);
     }
     toml::to_string(&table).map_err(ConfigError::Defaults)
 }
 
+/// `url` with the password of its credentials (`user:password@`, up to the last `@`)
+/// shown as `***`; anything else unchanged.
+pub fn redact_url(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://") {
+        if let Some((auth, host)) = rest.rsplit_once('@') {
+            if let Some((user, _)) = auth.split_once(':') {
+                return format!("{scheme}://{user}:***@{host}");
+            }
+        }
+    }
+    url.to_string()
+}
+
 /// A setting's key that names a secret (`sasl.password`, `ssl.key.password`, `password`).
 fn secret_key(key: &str) -> bool {
     let k = key.trim().to_ascii_lowercase();
-    ["password", "secret", "token"]
+    ["password", "secret", "token", "key.pem"]
         .iter()
         .any(|w| k.contains(w))
 }

@@ -21,10 +21,18 @@ pub enum TopicError {
     },
 }
 
-/// A `kafka_extra` entry that is not `key=value`.
+/// A `kafka_extra` entry that is not `key=value`: its position and first characters
+/// (never the whole entry, which may be a password typed with the wrong separator).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("kafka_extra entry {0:?} is not key=value")]
+#[error("kafka_extra entry {0} is not key=value")]
 pub struct BadExtra(pub String);
+
+impl BadExtra {
+    fn of(n: usize, entry: &str) -> BadExtra {
+        let start: String = entry.chars().take(6).collect();
+        BadExtra(format!("#{} ({start:?}…)", n + 1))
+    }
+}
 
 /// How every client reaches the brokers: `bootstrap.servers`, then `extra`
 /// (`key=value,key=value` librdkafka settings: security such as
@@ -33,8 +41,13 @@ pub struct BadExtra(pub String);
 pub fn client_config(brokers: &str, extra: &str, password: &str) -> Result<ClientConfig, BadExtra> {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", brokers);
-    for kv in extra.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        let (k, v) = kv.split_once('=').ok_or_else(|| BadExtra(kv.to_string()))?;
+    for (n, kv) in extra
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .enumerate()
+    {
+        let (k, v) = kv.split_once('=').ok_or_else(|| BadExtra::of(n, kv))?;
         c.set(k.trim(), v.trim());
     }
     if !password.is_empty() {

@@ -24,9 +24,11 @@ pub enum TicketError {
     UnknownKey,
 }
 
-/// A key id: 1..=32 of `[A-Za-z0-9_-]` (it sits between dots in a ticket).
+/// A key id: 1..=32 of `[A-Za-z0-9_-]` (it sits between dots in a ticket), not `-`
+/// alone (which a keys file uses for tickets without an id).
 pub fn valid_key_id(id: &str) -> bool {
-    (1..=32).contains(&id.len())
+    id != "-"
+        && (1..=32).contains(&id.len())
         && id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')

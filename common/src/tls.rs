@@ -53,6 +53,11 @@ impl TlsFiles {
         format!("{}_{what}_file", self.name)
     }
 
+    /// Whether any file is given (TLS is wanted).
+    pub fn any(&self) -> bool {
+        !(self.ca.is_empty() && self.cert.is_empty() && self.key.is_empty())
+    }
+
     /// The CA certificates (PEM) as bytes, `None` when the system's roots are meant.
     pub fn ca_pem(&self) -> Result<Option<Vec<u8>>, TlsError> {
         if self.ca.is_empty() {
@@ -168,8 +173,10 @@ fn libpq_sslmode(url: &str) -> String {
 }
 
 /// Connect to PostgreSQL at `url`: over TLS with `tls` when the URL asks for it
-/// (`sslmode=require`/`verify-full`) or a CA is given, plain otherwise; `password`
-/// (when not empty) replaces the URL's; `configure` adjusts the rest (timeouts).
+/// (`sslmode=require`/`verify-full`) or a TLS file is given (then `sslmode=disable` is
+/// refused as a contradiction), plain otherwise (`prefer`, the default, does not try
+/// TLS here); `password` (when not empty) replaces the URL's; `configure` adjusts the
+/// rest (timeouts).
 #[cfg(feature = "postgres")]
 pub fn connect_postgres(
     url: &str,
@@ -184,11 +191,11 @@ pub fn connect_postgres(
         cfg.password(password);
     }
     configure(&mut cfg);
-    let wants_tls = !tls.ca.is_empty() || cfg.get_ssl_mode() == postgres::config::SslMode::Require;
+    let wants_tls = tls.any() || cfg.get_ssl_mode() == postgres::config::SslMode::Require;
     if wants_tls {
         if cfg.get_ssl_mode() == postgres::config::SslMode::Disable {
             return Err(PostgresConnectError::Tls(TlsError::Contradiction(format!(
-                "{}_ca_file is set but the URL says sslmode=disable",
+                "{}_*_file is set but the URL says sslmode=disable",
                 tls.name
             ))));
         }

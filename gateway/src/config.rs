@@ -424,9 +424,14 @@ impl Config {
         }
         self.trusted_proxy_nets()?;
         self.ticket_keys()?;
-        self.redis_tls()
-            .check()
-            .map_err(|e| BadConfig::Tls(e.to_string()))?;
+        let tls = self.redis_tls();
+        tls.check().map_err(|e| BadConfig::Tls(e.to_string()))?;
+        if !stock::tls::is_tls_url(&self.redis_url) && tls.any() {
+            return Err(BadConfig::Tls(format!(
+                "redis TLS files are set but redis_url is not rediss:// ({}): the password would go in clear",
+                seckill_common::config::redact_url(&self.redis_url)
+            )));
+        }
         seckill_common::kafka::client_config(&self.kafka_brokers, &self.kafka_extra, "")
             .map_err(|e| BadConfig::Tls(e.to_string()))?;
         Ok(())
@@ -471,6 +476,11 @@ impl Config {
                 }
                 if others.iter().any(|(o, _): &(String, Vec<u8>)| o == id) {
                     return Err(at("this key id is listed twice"));
+                }
+                if id == self.ticket_key_id {
+                    return Err(at(
+                        "this is ticket_key_id's own id (the signing key): list only the others",
+                    ));
                 }
                 others.push((id.to_string(), secret.as_bytes().to_vec()));
             }

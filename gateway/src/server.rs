@@ -44,7 +44,7 @@ pub fn run(mut cfg: Config) -> Result<(), StartError> {
     // of range, or TLS material it cannot read, must not serve.
     cfg.validate()?;
     cfg.redis_url = cfg.redis_url();
-    if stock::tls::is_tls_url(&cfg.redis_url) || !cfg.redis_ca_file.is_empty() {
+    if stock::tls::is_tls_url(&cfg.redis_url) {
         stock::tls::use_tls(&cfg.redis_tls())?;
     }
     for weak in cfg.check_secrets()? {

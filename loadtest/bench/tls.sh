@@ -18,6 +18,10 @@ ROWS="${2:-50000}"
 OUT="$ROOT/.run/bench/tls-$(date +%Y%m%d-%H%M%S)"
 mkdir -p "$OUT"
 log() { printf '[bench-tls] %s\n' "$*" >&2; }
+# Each round reads its stack from its stack.env: addresses exported by a caller (run.sh
+# exports the plain stack's) would win over it.
+unset SECKILL_REDIS_URL SECKILL_KAFKA_BROKERS SECKILL_DATABASE_URL SECKILL_REDIS_CA_FILE \
+  SECKILL_KAFKA_EXTRA SECKILL_DATABASE_CA_FILE SECKILL_STACK_TLS
 
 cargo build --release -q -p stackctl -p gateway -p order-writer --bins
 cargo build --release -q -p gateway --example purchase_bench

@@ -14,7 +14,7 @@ pub struct Config {
     /// The database password, in place of the URL's (or `database_password_file`).
     pub database_password: String,
     /// PEM CA of the database's TLS ("" = the system's roots); a client certificate and
-    /// key for mutual TLS. A CA given means TLS, whatever the URL says.
+    /// key for mutual TLS. Any of them given means TLS (`sslmode=disable` is then refused).
     pub database_ca_file: String,
     pub database_cert_file: String,
     pub database_key_file: String,
@@ -200,11 +200,18 @@ impl Config {
         let bad = |e: &dyn std::fmt::Display| WriterError::Config(e.to_string());
         self.validate().map_err(|e| bad(&e))?;
         self.database_tls().check().map_err(|e| bad(&e))?;
+        self.redis_tls().check().map_err(|e| bad(&e))?;
         seckill_common::kafka::client_config(&self.kafka_brokers, &self.kafka_extra, "")
             .map_err(|e| bad(&e))?;
         self.redis_url = stock::tls::url_with_password(&self.redis_url, &self.redis_password);
         let tls = self.redis_tls();
-        if stock::tls::is_tls_url(&self.redis_url) || !tls.ca.is_empty() {
+        if !stock::tls::is_tls_url(&self.redis_url) && tls.any() {
+            return Err(WriterError::Config(format!(
+                "redis TLS files are set but redis_url is not rediss:// ({}): the password would go in clear",
+                seckill_common::config::redact_url(&self.redis_url)
+            )));
+        }
+        if stock::tls::is_tls_url(&self.redis_url) {
             stock::tls::use_tls(&tls).map_err(|e| bad(&e))?;
         }
         Ok(())

@@ -218,7 +218,8 @@ impl Kafka {
         for node in 0..self.nodes {
             let d = self.node_dir(node);
             std::fs::create_dir_all(&d)?;
-            std::fs::write(d.join("server.properties"), self.properties(node))?;
+            // The TLS profile's holds the administrator's SCRAM password.
+            crate::secure::write_private(&d.join("server.properties"), &self.properties(node))?;
             std::fs::write(d.join("log4j2.yaml"), self.log4j(node))?;
             if d.join("data/meta.properties").is_file() {
                 continue;

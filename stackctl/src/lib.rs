@@ -314,10 +314,8 @@ impl Stack {
         }
         self.postgres.up_secured(self.secure.as_ref())?;
         self.kafka.up(&self.topics)?;
-        let env = self.run.join("stack.env");
-        std::fs::write(&env, self.addresses().env_file())?;
         // The TLS profile's holds the administrator's passwords.
-        secure::set_mode(&env, 0o600)?;
+        secure::write_private(&self.run.join("stack.env"), &self.addresses().env_file())?;
         Ok(())
     }
 

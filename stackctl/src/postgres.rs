@@ -116,7 +116,8 @@ impl Postgres {
                 sock.display()
             );
             if secure.is_some() {
-                opts.push_str(" -c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key -c password_encryption=scram-sha-256");
+                // The socket (the superuser's way in, `trust`) for its owner only.
+                opts.push_str(" -c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key -c password_encryption=scram-sha-256 -c unix_socket_permissions=0700");
             }
             if !self.tool(
                 "pg_ctl",
@@ -134,15 +135,24 @@ impl Postgres {
     }
 
     /// `sql` run by the superuser on database `db` through the server's own socket (the
-    /// TLS profile has no plaintext TCP line).
+    /// TLS profile has no plaintext TCP line), given on stdin so that the passwords in
+    /// it never show on a command line.
     fn psql(&self, db: &str, sql: &str) -> Result<std::process::Output, StackError> {
-        Command::new("psql")
+        use std::io::Write;
+        let mut child = Command::new("psql")
             .arg("-h")
             .arg(self.dir.join("sock"))
             .args(["-p", &self.port.to_string(), "-U", "postgres"])
-            .args(["-d", db, "-v", "ON_ERROR_STOP=1", "-tAc", sql])
-            .output()
-            .map_err(StackError::tool("psql"))
+            .args(["-d", db, "-v", "ON_ERROR_STOP=1", "-tA", "-f", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(StackError::tool("psql"))?;
+        if let Some(mut input) = child.stdin.take() {
+            input.write_all(sql.as_bytes())?;
+        }
+        Ok(child.wait_with_output()?)
     }
 
     /// The server's certificate and key (owned by `postgres`, 0600, as PostgreSQL
@@ -209,6 +219,7 @@ impl Postgres {
             "seckill",
             &format!(
                 "REVOKE ALL ON DATABASE seckill FROM PUBLIC; \
+                 REVOKE CREATE ON SCHEMA public FROM PUBLIC; \
                  GRANT CONNECT, TEMPORARY ON DATABASE seckill TO {WRITER}; \
                  GRANT USAGE ON SCHEMA public TO {WRITER}; \
                  ALTER DEFAULT PRIVILEGES FOR ROLE {ADMIN} IN SCHEMA public GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {WRITER}; \

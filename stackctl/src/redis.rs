@@ -117,8 +117,7 @@ impl Redis {
             None => cmd.args(["--port", &self.port.to_string()]),
             Some(s) => {
                 let acl = self.dir.join("users.acl");
-                std::fs::write(&acl, s.redis_acl()?)?;
-                crate::secure::set_mode(&acl, 0o600)?;
+                crate::secure::write_private(&acl, &s.redis_acl()?)?;
                 cmd.args(["--port", "0", "--tls-port", &self.port.to_string()])
                     .arg("--tls-cert-file")
                     .arg(s.server_cert())

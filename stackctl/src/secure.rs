@@ -218,9 +218,17 @@ fn random_hex(bytes: usize) -> Result<String, StackError> {
     Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-/// Write `text` to `path`, readable by its owner only.
-fn write_private(path: &Path, text: &str) -> Result<(), StackError> {
-    std::fs::write(path, text)?;
+/// Write `text` to `path`, readable by its owner only (from its creation on).
+pub(crate) fn write_private(path: &Path, text: &str) -> Result<(), StackError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(text.as_bytes())?;
     set_mode(path, 0o600)
 }
 

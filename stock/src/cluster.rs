@@ -67,9 +67,10 @@ impl ClusterUrl {
 
     /// The `redis://` URL of the node at `addr` (`host:port`), with the credentials.
     pub fn node_url(&self, addr: &str) -> String {
+        let enc = crate::tls::percent_encode;
         let auth = match (&self.username, &self.password) {
-            (Some(u), Some(p)) => format!("{u}:{p}@"),
-            (None, Some(p)) => format!(":{p}@"),
+            (Some(u), Some(p)) => format!("{}:{}@", enc(u), enc(p)),
+            (None, Some(p)) => format!(":{}@", enc(p)),
             _ => String::new(),
         };
         format!("redis://{auth}{addr}")
@@ -91,11 +92,13 @@ pub fn parse_url(url: &str) -> Result<ClusterUrl, StockError> {
         Some((a, l)) => (Some(a), l),
         None => (None, rest),
     };
+    // Credentials as a URL carries them: percent-encoded (`redis_password` is put in so).
+    let dec = crate::tls::percent_decode;
     let (username, password) = match auth {
         None => (None, None),
         Some(a) => match a.split_once(':') {
-            Some((u, p)) => ((!u.is_empty()).then(|| u.to_string()), Some(p.to_string())),
-            None => (None, Some(a.to_string())),
+            Some((u, p)) => ((!u.is_empty()).then(|| dec(u)), Some(dec(p))),
+            None => (None, Some(dec(a))),
         },
     };
     let nodes = list

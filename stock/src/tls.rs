@@ -88,20 +88,47 @@ pub fn url_with_password(url: &str, password: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };
-    let (user, host) = match rest.split_once('@') {
+    // The last `@` ends the credentials, as every parser of these URLs reads them.
+    let (user, host) = match rest.rsplit_once('@') {
         Some((auth, host)) => (auth.split(':').next().unwrap_or(""), host),
         None => ("", rest),
     };
-    let encoded: String = password
-        .bytes()
+    format!("{scheme}://{user}:{}@{host}", percent_encode(password))
+}
+
+/// `text` with every byte but the URL-unreserved ones as `%XX`.
+pub fn percent_encode(text: &str) -> String {
+    text.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
                 (b as char).to_string()
             }
             _ => format!("%{b:02X}"),
         })
-        .collect();
-    format!("{scheme}://{user}:{encoded}@{host}")
+        .collect()
+}
+
+/// `%XX` sequences decoded (a malformed one kept as it is).
+pub fn percent_decode(text: &str) -> String {
+    let b = text.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = b
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok());
+        match (b[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'%', Some(v)) => {
+                out.push(v);
+                i += 3;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
@@ -129,5 +156,13 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(info.redis_settings().password(), Some("a:b@c"));
+        // A cluster URL reads it back whole, and hands it on to each node.
+        let c =
+            crate::cluster::parse_url(&url_with_password("redis+cluster://u@h:1,h:2", "p@s%s:w"))
+                .unwrap();
+        assert_eq!(c.password.as_deref(), Some("p@s%s:w"));
+        let node = redis::IntoConnectionInfo::into_connection_info(c.node_url("h:1")).unwrap();
+        assert_eq!(node.redis_settings().password(), Some("p@s%s:w"));
+        assert_eq!(percent_decode("a%2"), "a%2");
     }
 }

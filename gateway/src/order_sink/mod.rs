@@ -62,7 +62,7 @@ impl ProducerContext for Delivery {
 pub enum SinkError {
     #[error("cannot create the Kafka producer: {0}")]
     Create(#[source] KafkaError),
-    #[error("cannot create the Kafka producer: kafka_extra entry {0:?} is not key=value")]
+    #[error("cannot create the Kafka producer: kafka_extra entry {0} is not key=value")]
     BadExtra(String),
     #[error("order not encodable: {0}")]
     Encode(#[source] serde_json::Error),

@@ -232,20 +232,20 @@ fn read_tls(
             let mut session = shared.session.lock().map_err(|_| session_lost())?;
             let mut records = &raw[..n];
             let mut closed = false;
-            while !records.is_empty() {
-                session.read_tls(&mut records)?;
+            while !records.is_empty() && !closed {
+                // After the peer's close_notify rustls takes nothing more: stop there.
+                if session.read_tls(&mut records)? == 0 {
+                    break;
+                }
                 let state = session
                     .process_new_packets()
                     .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
                 closed |= state.peer_has_closed();
-                let mut chunk = [0u8; 16 * 1024];
-                loop {
-                    match session.reader().read(&mut chunk) {
-                        Ok(0) => break,
-                        Ok(k) => plain.extend_from_slice(&chunk[..k]),
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                        Err(e) => return Err(e),
-                    }
+                // Straight into `plain` (no buffer on the coroutine's small stack).
+                match session.reader().read_to_end(plain) {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Err(e),
                 }
             }
             (session.wants_write(), closed)
