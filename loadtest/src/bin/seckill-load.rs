@@ -1,16 +1,19 @@
 //! Goose load runs against the gateway, each ending with the invariant check.
 //!
 //! ```text
-//! seckill-load <rush|click-storm|bots|browse|mix> [--host URL] [--units N] [--out DIR]
-//!              [--expected-interval-us N] [--topic T] [-- GOOSE FLAGS…]
+//! seckill-load <rush|click-storm|bots|browse|mix> [--host URL] [--admin-url URL]
+//!              [--units N] [--out DIR] [--expected-interval-us N] [--topic T]
+//!              [-- GOOSE FLAGS…]
 //! seckill-load verify --sale SALE --acked FILE [--topic T]
 //! ```
 //! Goose flags (after `--`) set users, `--increase-rate`, `--run-time`, `--co-mitigation`…;
 //! without `--run-time`/`--iterations` a run lasts 30 s. The run's folder (default
 //! `.run/load/<scenario>-<time>`) receives Goose's HTML and JSON reports, `acked.csv`
 //! (every 202), `answers.json`, `latency.md` (HdrHistogram per request type) and
-//! `summary.md`. Secrets: `SECKILL_TICKET_SECRET`, `SECKILL_ADMIN_TOKEN`; `--topic` may
-//! also come from `SECKILL_ORDERS_TOPIC`. `seckill-load --help` describes every flag.
+//! `summary.md`. The run's sale is created through the gateway's internal listener
+//! (`--admin-url`, or `GATEWAY_ADMIN_URL` as `stackctl with-services` sets it). Secrets:
+//! `SECKILL_TICKET_SECRET`, `SECKILL_ADMIN_TOKEN`; `--topic` may also come from
+//! `SECKILL_ORDERS_TOPIC`. `seckill-load --help` describes every flag.
 
 use clap::{Args, Parser, Subcommand};
 use goose::config::GooseConfiguration;
@@ -47,9 +50,17 @@ enum Command {
 /// A run of one scenario on a sale of its own.
 #[derive(Debug, Args)]
 struct RunArgs {
-    /// The gateway's base URL
+    /// The gateway's base URL (its public listener, the buyers')
     #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:18080")]
     host: String,
+    /// The gateway's internal listener, where the run's sale is created
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "GATEWAY_ADMIN_URL",
+        default_value = loadtest::buyer::DEFAULT_INTERNAL_URL
+    )]
+    admin_url: String,
     /// Units of the run's sale
     #[arg(long, value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(i64).range(0..))]
     units: i64,
@@ -126,13 +137,9 @@ fn run(scenario: &str, a: RunArgs) -> Result<bool, LoadError> {
         .unwrap_or_else(|| PathBuf::from(format!(".run/load/{}-{now}", scenario)));
     std::fs::create_dir_all(&out).map_err(LoadError::io(out.display()))?;
     let scenarios = scenarios::scenarios(scenario)?;
-    Client::new(&a.host, &secret).create_sale(
-        &admin,
-        &sale,
-        a.units,
-        now - 1000,
-        now + 24 * 3_600_000,
-    )?;
+    Client::new(&a.host, &secret)
+        .with_internal(&a.admin_url)
+        .create_sale(&admin, &sale, a.units, now - 1000, now + 24 * 3_600_000)?;
     scenarios::init(&sale, &secret, 1, a.expected_interval_us);
     println!(
         "sale {sale}: {} units; scenario {}; gateway {}; run folder {}",

@@ -120,8 +120,12 @@ impl Mix {
 
 #[derive(Clone, Debug)]
 pub struct HostileOptions {
-    /// The gateway; must be a loopback address.
+    /// The gateway's public listener; must be a loopback address.
     pub addr: SocketAddr,
+    /// Where the unread pipelines of `GET /metrics` go: the gateway's internal listener,
+    /// whose metrics page is the largest answer it gives (the same edge limits as the
+    /// public one); must be a loopback address.
+    pub pipeline_addr: SocketAddr,
     pub mix: Mix,
     pub byte_interval: Duration,
     pub pipeline_requests: usize,
@@ -201,10 +205,12 @@ pub struct Hostile {
 impl Hostile {
     /// Start the driver; refuses a non-loopback address.
     pub fn start(opts: HostileOptions) -> Result<Hostile, LoadError> {
-        if !opts.addr.ip().is_loopback() {
+        if let Some(a) = [opts.addr, opts.pipeline_addr]
+            .into_iter()
+            .find(|a| !a.ip().is_loopback())
+        {
             return Err(LoadError::Setup(format!(
-                "hostile connections go only to a loopback address, not {}",
-                opts.addr
+                "hostile connections go only to a loopback address, not {a}"
             )));
         }
         raise_nofile_limit();
