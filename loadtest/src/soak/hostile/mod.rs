@@ -20,8 +20,9 @@ pub enum Kind {
     /// A complete head with `Content-Length: 1000`, the body one byte every
     /// `byte_interval` (→ 408 body_timeout).
     SlowBody,
-    /// `pipeline_requests` pipelined `GET /metrics`, written as fast as the socket takes
-    /// them, never a byte read (→ closed after the write timeout).
+    /// `pipeline_requests` pipelined `GET /metrics` to the internal listener
+    /// (`HostileOptions::pipeline_addr`), written as fast as the socket takes them, never
+    /// a byte read (→ closed after the write timeout).
     Pipeline,
     /// Connect, then `shutdown(Write)` (→ closed at once, quietly).
     HalfClose,
