@@ -30,7 +30,7 @@
 
 use crate::drill::{wait_for, Drill};
 use crate::env::{Env, Proc, Service};
-use crate::load::{Load, Mix, Spec};
+use crate::load::{Endpoint, Load, Mix, Spec};
 use crate::proxy::{Proxy, Toxic};
 use crate::verify::{invariants_of, Answers};
 use crate::ChaosError;
@@ -461,7 +461,7 @@ impl Rig<'_> {
             Fault::GatewayKill => {
                 let i = p.target % self.gws.len();
                 self.gws[i] = self.gateway(i)?;
-                load.set_gateway(i, &self.gws[i].url());
+                load.set_gateway(i, Endpoint::of(&self.gws[i]));
                 format!(
                     "gateway {i} restarted (same spool), on port {}",
                     self.gws[i].port
@@ -645,7 +645,7 @@ pub fn run(env: &Env, seed: u64, minutes: f64, cluster: bool) -> Result<Outcome,
         buckets,
     )?];
     let load = Load::start(Spec {
-        gateways: rig.gws.iter().map(Proc::url).collect(),
+        gateways: rig.gws.iter().map(Endpoint::of).collect(),
         sale: &sales[0],
         workers: 4,
         rate: 8.0,

@@ -273,11 +273,11 @@ impl Env {
         stdout_of(out, "order-writer rebuild-stock")
     }
 
-    /// `gateway switch …` against `gw`, as an operator would type it.
+    /// `gateway switch …` against `gw`'s internal listener, as an operator would type it.
     pub fn switch(&self, gw: &Proc, args: &[&str]) -> Result<String, ChaosError> {
         let out = Command::new(stackctl::bin("gateway")?)
             .args(args)
-            .args(["--url", &gw.url(), "--token", ADMIN])
+            .args(["--url", &gw.internal_url(), "--token", ADMIN])
             .env("USER", "chaos")
             .output();
         stdout_of(out, &format!("gateway {args:?}"))

@@ -7,9 +7,10 @@
 //! By default a buyer takes a token and orders. With a [`Mix`] (the campaign), each
 //! buyer draws what it does from a seeded generator: buy and pay at once, double-click
 //! (one token, two concurrent orders), buy and pay a few seconds later (maybe after the
-//! payment window), abandon (never pay), or replay an earlier buyer's token. The sale
-//! and a gateway's address can change while the load runs ([`Load::switch_sale`],
-//! [`Load::set_gateway`]).
+//! payment window), abandon (never pay), or replay an earlier buyer's token; the buyers
+//! pay through the gateway's internal listener, playing the payment provider
+//! ([`Endpoint`]). The sale and a gateway's address can change while the load runs
+//! ([`Load::switch_sale`], [`Load::set_gateway`]).
 
 use loadtest::buyer::{Answer, Client, LoadError};
 use rand::rngs::StdRng;
@@ -18,6 +19,25 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
+
+/// A gateway as the load reaches it: `url` for the buyers (a gateway's public listener,
+/// or a balancer in front of several), `internal` for the payment provider's callback (a
+/// gateway's internal listener: a balancer fronts the buyers' listeners only).
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub url: String,
+    pub internal: String,
+}
+
+impl Endpoint {
+    /// A gateway process's two listeners.
+    pub fn of(gw: &stackctl::process::Proc) -> Endpoint {
+        Endpoint {
+            url: gw.url(),
+            internal: gw.internal_url(),
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -47,7 +67,7 @@ struct Shared {
 
 /// What the buyers do and what they send it to; changed while they run.
 struct Target {
-    gateways: Vec<String>,
+    gateways: Vec<Endpoint>,
     sale: Arc<str>,
     generation: u64,
 }
@@ -117,7 +137,7 @@ pub struct Mix {
 }
 
 pub struct Spec<'a> {
-    pub gateways: Vec<String>,
+    pub gateways: Vec<Endpoint>,
     pub sale: &'a str,
     pub workers: u64,
     /// Buyers per second per worker.
@@ -148,7 +168,7 @@ impl Worker {
             self.clients = t
                 .gateways
                 .iter()
-                .map(|g| Client::new(g, crate::env::SECRET))
+                .map(|g| Client::new(&g.url, crate::env::SECRET).with_internal(&g.internal))
                 .collect();
             self.sale = t.sale.clone();
         }
@@ -420,11 +440,11 @@ impl Load {
         t.generation += 1;
     }
 
-    /// From now on, the `i`th gateway is at `url` (a restarted gateway's new port).
-    pub fn set_gateway(&self, i: usize, url: &str) {
+    /// From now on, the `i`th gateway is at `at` (a restarted gateway's new ports).
+    pub fn set_gateway(&self, i: usize, at: Endpoint) {
         let mut t = self.target.write().unwrap_or_else(|p| p.into_inner());
         if let Some(g) = t.gateways.get_mut(i) {
-            *g = url.to_string();
+            *g = at;
         }
         t.generation += 1;
     }

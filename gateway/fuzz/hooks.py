@@ -8,8 +8,14 @@ every value, valid or deliberately invalid, as generated.
 
 Half of the valid sales are also made open now, so that the stateful phase (links:
 sale → token → order → status, pay) reaches the purchase path instead of 425 and 410.
+
+The gateway serves two listeners: the paths whose own `servers` do not include the
+document's (`/admin/*`, `/metrics`, the provider's callback) are served on the internal
+one only. `--url` gives every operation the public listener's URL; those operations are
+sent to FUZZ_INTERNAL_URL instead (run.sh sets it from GATEWAY_ADMIN_URL).
 """
 
+import os
 import random
 import time
 
@@ -21,6 +27,21 @@ I64_MIN, I64_MAX = -(2**63), 2**63 - 1
 
 def _i64(v):
     return isinstance(v, int) and not isinstance(v, bool) and I64_MIN <= v <= I64_MAX
+
+
+INTERNAL_URL = os.environ.get("FUZZ_INTERNAL_URL")
+
+
+@schemathesis.hook
+def before_init_operation(ctx, operation):
+    """An operation served on the internal listener only is sent there."""
+    raw = operation.schema.raw_schema
+    public = {s["url"] for s in raw.get("servers", [])}
+    own = raw["paths"].get(operation.path, {}).get("servers")
+    if own and not public.intersection(s["url"] for s in own):
+        if not INTERNAL_URL:
+            raise RuntimeError(f"{operation.path} is served on the internal listener: set FUZZ_INTERNAL_URL")
+        operation.base_url = INTERNAL_URL
 
 
 @schemathesis.hook("map_case").apply_to(method="POST", path="/admin/sales")

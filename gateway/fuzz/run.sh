@@ -5,7 +5,14 @@
 # other than the documented 503s, only documented statuses, content types, headers
 # (Retry-After, Allow) and bodies.
 #
-#   gateway/fuzz/run.sh [GATEWAY_URL]      (default: $GATEWAY_URL, as `stackctl with-services` sets)
+#   gateway/fuzz/run.sh [GATEWAY_URL [GATEWAY_ADMIN_URL]]
+#       (defaults: $GATEWAY_URL and $GATEWAY_ADMIN_URL, as `stackctl with-services` sets them)
+#
+# GATEWAY_URL is the gateway's public listener (the buyers' routes); GATEWAY_ADMIN_URL its
+# internal one (`/admin/*`, `/metrics`, the payment provider's callback). openapi.json
+# says which path is served where (a path's own `servers`); schemathesis's `--url` sets
+# one base URL for every operation, so hooks.py sends the internal-only paths to
+# GATEWAY_ADMIN_URL (FUZZ_INTERNAL_URL).
 #
 # Auth: a ticket minted with `gateway mint` (SECKILL_TICKET_SECRET, or the development
 # default the local gateway runs with) and the admin bearer token (SECKILL_ADMIN_TOKEN,
@@ -25,8 +32,10 @@ set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
-URL="${1:-${GATEWAY_URL:?usage: run.sh GATEWAY_URL}}"
+URL="${1:-${GATEWAY_URL:?usage: run.sh GATEWAY_URL GATEWAY_ADMIN_URL}}"
 URL="${URL%/}"
+INTERNAL_URL="${2:-${GATEWAY_ADMIN_URL:?usage: run.sh GATEWAY_URL GATEWAY_ADMIN_URL}}"
+export FUZZ_INTERNAL_URL="${INTERNAL_URL%/}"
 RUN="${SECKILL_RUN_DIR:-$ROOT/.run}"
 VENV="$RUN/venv"
 EXAMPLES="${FUZZ_EXAMPLES:-40}"
@@ -58,7 +67,7 @@ FUZZ_ADMIN_TOKEN="${SECKILL_ADMIN_TOKEN:-dev-admin-token-change-me}"
 mkdir -p "$OUT"
 cd "$OUT"
 SEED="${FUZZ_SEED:-20261207}"
-log "fuzzing $URL ($EXAMPLES examples per operation, at most ${MAX_TIME}s, seed $SEED)"
+log "fuzzing $URL and $FUZZ_INTERNAL_URL ($EXAMPLES examples per operation, at most ${MAX_TIME}s, seed $SEED)"
 SCHEMATHESIS_HOOKS=hooks PYTHONPATH="$HERE" "$VENV/bin/schemathesis" --config-file "$HERE/schemathesis.toml" run "$ROOT/gateway/openapi.json" \
   --url "$URL" \
   --max-examples "$EXAMPLES" \

@@ -10,7 +10,8 @@
 //! gateway sale pause|resume SALE           per-sale pause (lives with the sale in Redis)
 //! ```
 //! VALUE is JSON (`true`, `0.5`, `"spool"`, `{"global_rps":…}`); a bare word is taken
-//! as a string. `--url` (`SECKILL_ADMIN_URL`; default `http://<listen>`) and `--token`
+//! as a string. `--url` (`SECKILL_ADMIN_URL`; default `http://<internal_listen>`, the
+//! listener that serves `/admin/*`) and `--token`
 //! (`SECKILL_ADMIN_TOKEN`; default the configured `admin_token`) pick the gateway. The
 //! commands are clap subcommands so that `gateway --help` describes them with the rest.
 

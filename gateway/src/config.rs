@@ -6,8 +6,13 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Config {
-    /// HTTP listen address.
+    /// The buyers' HTTP address: `/v1/...`, `/healthz`, `/readyz`.
     pub listen: String,
+    /// The operators' HTTP address: `/admin/*`, `/metrics`, the payment provider's
+    /// `POST /payments/webhook`, and the probes again. Its own address, so that the
+    /// public balancer can never reach the admin API, and it must not overlap `listen`
+    /// (empty is refused too: these routes cannot be switched off).
+    pub internal_listen: String,
     /// may worker threads (0 = one per core).
     pub workers: i64,
     /// Coroutine stack size in KiB (may's 4 KiB default overflows into a segfault).
@@ -166,6 +171,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: "127.0.0.1:8080".into(),
+            internal_listen: "127.0.0.1:9100".into(),
             workers: 0,
             stack_kib: 128,
             redis_url: seckill_common::stack::DEFAULT_REDIS_URL.into(),
@@ -279,6 +285,9 @@ pub enum BadConfig {
     /// that is not `<key id> <secret>` (or a secret too short).
     #[error("{0}")]
     TicketKeys(String),
+    /// `internal_listen` empty, or an address `listen` covers too (why, in words).
+    #[error("internal_listen = {value:?} {why}")]
+    InternalListen { value: String, why: String },
     /// TLS material missing, unreadable or not PEM (the setting named), or a Kafka
     /// setting that does not parse.
     #[error("{0}")]
@@ -424,6 +433,7 @@ impl Config {
         }
         self.trusted_proxy_nets()?;
         self.ticket_keys()?;
+        self.check_listeners()?;
         let tls = self.redis_tls();
         tls.check().map_err(|e| BadConfig::Tls(e.to_string()))?;
         if !stock::tls::is_tls_url(&self.redis_url) && tls.any() {
@@ -490,6 +500,35 @@ impl Config {
             self.ticket_secret.as_bytes(),
             others,
         ))
+    }
+
+    /// `internal_listen` names an address of its own. Empty is refused rather than read
+    /// as "off": the switches, the metrics and the payment provider's callback would have
+    /// nowhere to go. An address `listen` covers too (the same one, or the same port with
+    /// a wildcard address on either side) is refused: it would put the operators' routes
+    /// on the buyers' address, or, with `share_port`, bind twice and split the
+    /// connections between the two listeners.
+    pub fn check_listeners(&self) -> Result<(), BadConfig> {
+        let bad = |why: String| BadConfig::InternalListen {
+            value: self.internal_listen.clone(),
+            why,
+        };
+        let internal = self.internal_listen.trim();
+        if internal.is_empty() {
+            return Err(bad(format!(
+                "is empty: /admin/*, /metrics and /payments/webhook need an address of their \
+                 own, apart from listen (default {})",
+                Config::default().internal_listen
+            )));
+        }
+        if overlaps(self.listen.trim(), internal) {
+            return Err(bad(format!(
+                "overlaps listen = {:?}: the operators' routes would share the buyers' \
+                 address; give internal_listen an address of its own",
+                self.listen
+            )));
+        }
+        Ok(())
     }
 
     /// Redis's TLS files.
@@ -626,6 +665,22 @@ impl Config {
     }
 }
 
+/// Whether two listen addresses would take the same connections: the same port (not
+/// 0, which the system picks) on the same address, or on a wildcard address on either
+/// side (IPv4 or IPv6: `[::]` takes IPv4 connections too). Host names are compared as
+/// written (nothing is resolved at start-up).
+fn overlaps(a: &str, b: &str) -> bool {
+    use std::net::SocketAddr;
+    match (a.parse::<SocketAddr>(), b.parse::<SocketAddr>()) {
+        (Ok(a), Ok(b)) => {
+            a.port() == b.port()
+                && a.port() != 0
+                && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+        }
+        _ => a.eq_ignore_ascii_case(b),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -722,6 +777,31 @@ mod tests {
         for (cfg, want) in cases {
             let err = cfg.validate().unwrap_err().to_string();
             assert!(err.starts_with(want), "{err}");
+        }
+    }
+
+    #[test]
+    fn internal_listen_must_be_an_address_of_its_own() {
+        let with = |listen: &str, internal: &str| Config {
+            listen: listen.into(),
+            internal_listen: internal.into(),
+            ..Config::default()
+        };
+        assert_eq!(with("127.0.0.1:8080", "127.0.0.1:9100").validate(), Ok(()));
+        assert_eq!(with("0.0.0.0:8080", "127.0.0.1:9100").validate(), Ok(()));
+        assert_eq!(with("127.0.0.1:8080", "127.0.0.2:8080").validate(), Ok(()));
+        assert_eq!(with("127.0.0.1:0", "127.0.0.1:0").validate(), Ok(()));
+        for (listen, internal, why) in [
+            ("127.0.0.1:8080", "", "is empty"),
+            ("127.0.0.1:8080", "  ", "is empty"),
+            ("127.0.0.1:8080", "127.0.0.1:8080", "overlaps listen"),
+            ("0.0.0.0:8080", "127.0.0.1:8080", "overlaps listen"),
+            ("127.0.0.1:8080", "[::]:8080", "overlaps listen"),
+            ("localhost:8080", "LOCALHOST:8080", "overlaps listen"),
+        ] {
+            let err = with(listen, internal).validate().unwrap_err().to_string();
+            assert!(err.starts_with("internal_listen = "), "{err}");
+            assert!(err.contains(why), "{listen} / {internal:?}: {err}");
         }
     }
 

@@ -1,11 +1,15 @@
 //! The may_minihttp glue: one service per connection (it knows the peer's IP — the
-//! socket's, or the client's from a trusted balancer's PROXY header), body
-//! reading within the configured limit, the edge's bounds and refusals (see
-//! `Config::http_limits`), and the reply type every handler returns.
+//! socket's, or the client's from a trusted balancer's PROXY header — and the listener
+//! it came in on), body reading within the configured limit, the edge's bounds and
+//! refusals (see `Config::http_limits`), and the reply type every handler returns.
+//!
+//! Both listeners (`listen`, `internal_listen`) are this same service with the same
+//! limits; [`Listener::serves`] says which routes each answers, and a route the other one
+//! serves is an unknown path here (404 `not_found`).
 
 use crate::app::App;
 use crate::error::ApiError;
-use crate::metrics::Route;
+use crate::metrics::{Listener, Route};
 pub use crate::request::{Incoming, Reply};
 use may_minihttp::{Hangup, HttpService, HttpServiceFactory, Limits, Refusal, Request, Response};
 use std::io::{self, Read};
@@ -13,7 +17,11 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
-pub struct Factory(pub Arc<App>);
+/// The service of one listener: the gateway's state, and which routes it serves.
+pub struct Factory {
+    pub app: Arc<App>,
+    pub listener: Listener,
+}
 
 impl HttpServiceFactory for Factory {
     type Service = Conn;
@@ -21,26 +29,29 @@ impl HttpServiceFactory for Factory {
         self.new_service_for_peer(id, None)
     }
     fn new_service_for_peer(&self, _id: usize, peer: Option<SocketAddr>) -> Conn {
-        self.0.metrics.connection(true);
+        self.app.metrics.connection(self.listener, true);
         Conn {
-            app: self.0.clone(),
+            app: self.app.clone(),
+            listener: self.listener,
             peer: peer.map(|p| p.ip()),
         }
     }
+    /// The same bounds on both listeners (each counts its own connections).
     fn limits(&self) -> Limits {
-        self.0.cfg.http_limits()
+        self.app.cfg.http_limits()
     }
 }
 
 /// One client connection (may_minihttp makes one per accepted socket).
 pub struct Conn {
     app: Arc<App>,
+    listener: Listener,
     peer: Option<IpAddr>,
 }
 
 impl Drop for Conn {
     fn drop(&mut self) {
-        self.app.metrics.connection(false);
+        self.app.metrics.connection(self.listener, false);
     }
 }
 
@@ -79,7 +90,11 @@ impl Conn {
         let method = req.method().to_string();
         let full_path = req.path().to_string();
         let path = full_path.split('?').next().unwrap_or("").to_string();
-        let route = App::route_of(&path);
+        // A route of the other listener is an unknown path here (and counted as one).
+        let route = match App::route_of(&path) {
+            r if self.listener.serves(r) => r,
+            _ => Route::Other,
+        };
         let header = |name: &str| {
             req.headers()
                 .iter()

@@ -1,6 +1,8 @@
 //! The flash-sale gateway, on may coroutines and may_minihttp.
 //!
-//! - [`http`]: the may glue — connections, the edge's bounds and refusals, body reading.
+//! - [`http`]: the may glue — connections, the edge's bounds and refusals, body reading,
+//!   and which listener serves which route (the public `listen`: buyers; the internal
+//!   `internal_listen`: `/admin/*`, `/metrics`, the payment provider's callback).
 //! - [`request`]: what a handler sees ([`request::Incoming`]) and answers ([`request::Reply`]).
 //! - [`app`]: state, routing, admission, readiness; handlers by concern in [`buyer`]
 //!   (token, order, sale state, status), [`payments`] (a payment started by the buyer,
@@ -13,8 +15,9 @@
 //! - [`order_sink`]: the Kafka producer and the durable spool; [`releases`]: failed
 //!   releases of unacknowledged orders, retried until Redis answers.
 //! - [`switches`]: degradation switches; [`metrics`]: Prometheus text.
-//! - [`server`]: start-up, health loop and graceful shutdown; [`config`]: the settings
-//!   and their defaults; [`admin_cli`]: the `gateway switch …` / `gateway sale …` CLI.
+//! - [`server`]: start-up (both listeners), health loop and graceful shutdown;
+//!   [`config`]: the settings and their defaults; [`admin_cli`]: the `gateway switch …` /
+//!   `gateway sale …` CLI.
 
 pub mod admin;
 pub mod admin_cli;

@@ -60,7 +60,7 @@ enum Command {
 /// Which gateway an admin command talks to, and with what token.
 #[derive(Debug, Args)]
 struct AdminArgs {
-    /// The gateway's base URL [default: http://<listen> of the configuration]
+    /// The gateway's internal listener, where /admin/* is served [default: http://<internal_listen> of the configuration]
     #[arg(long, global = true, value_name = "URL", env = "SECKILL_ADMIN_URL")]
     url: Option<String>,
     /// The admin bearer token [default: the configured admin_token]
@@ -126,7 +126,7 @@ fn admin(cfg: &Config, target: AdminArgs, cmd: Admin) -> Result<(), cli::MainErr
     let t = admin_cli::Target {
         url: target
             .url
-            .unwrap_or_else(|| format!("http://{}", cfg.listen)),
+            .unwrap_or_else(|| format!("http://{}", cfg.internal_listen)),
         token: target.token.unwrap_or_else(|| cfg.admin_token.clone()),
         actor,
     };

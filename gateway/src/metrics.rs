@@ -59,6 +59,44 @@ impl Route {
     }
 }
 
+/// The gateway's two listeners: `listen` (the buyers) and `internal_listen` (the
+/// operators and the payment provider). Each is its own may_minihttp server with the same
+/// edge limits, counted apart (`max_connections`, `max_connections_per_ip` hold per
+/// listener), so a flood of buyers cannot take the operators' connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    Public,
+    Internal,
+}
+
+pub const LISTENERS: [Listener; 2] = [Listener::Public, Listener::Internal];
+
+impl Listener {
+    pub fn label(self) -> &'static str {
+        match self {
+            Listener::Public => "public",
+            Listener::Internal => "internal",
+        }
+    }
+
+    /// Whether this listener serves `route`: the buying routes only on the public one;
+    /// `/admin/*`, `/metrics` and the provider's callback only on the internal one; the
+    /// probes on both (a balancer or an orchestrator may check either). Elsewhere a route
+    /// is an unknown path (404), so the public address says nothing of the others.
+    pub fn serves(self, route: Route) -> bool {
+        match route {
+            Route::Health | Route::Ready => true,
+            Route::Token | Route::Order | Route::OrderStatus | Route::Pay | Route::Sale => {
+                self == Listener::Public
+            }
+            Route::PaymentCallback | Route::AdminSales | Route::AdminSwitches | Route::Metrics => {
+                self == Listener::Internal
+            }
+            Route::Other => false,
+        }
+    }
+}
+
 const STATUSES: [u16; 20] = [
     200, 201, 202, 400, 401, 404, 405, 408, 409, 410, 413, 415, 422, 425, 429, 431, 500, 501, 503,
     0,
@@ -158,7 +196,8 @@ pub struct Metrics {
     refused: [AtomicU64; Refusal::ALL.len()],
     /// Connections dropped for not taking their output, by `Hangup` (`Hangup::ALL` order).
     dropped: [AtomicU64; Hangup::ALL.len()],
-    connections: AtomicI64,
+    /// Open connections per listener (`LISTENERS` order).
+    connections: [AtomicI64; LISTENERS.len()],
     /// Admitted token and order requests per sale (the first `MAX_SALES` sales seen; the
     /// rest count under `_other`): where a hot sale key shows.
     per_sale: std::sync::RwLock<std::collections::HashMap<String, AtomicU64>>,
@@ -301,10 +340,9 @@ impl Metrics {
         }
     }
 
-    /// A connection opened (`true`) or closed.
-    pub fn connection(&self, open: bool) {
-        self.connections
-            .fetch_add(if open { 1 } else { -1 }, Ordering::Relaxed);
+    /// A connection to `listener` opened (`true`) or closed.
+    pub fn connection(&self, listener: Listener, open: bool) {
+        self.connections[listener as usize].fetch_add(if open { 1 } else { -1 }, Ordering::Relaxed);
     }
 
     pub fn sold_out_shed_total(&self) -> u64 {
@@ -465,7 +503,7 @@ impl Metrics {
         );
     }
 
-    /// The HTTP edge: refusals and dropped connections by reason, open connections.
+    /// The payment provider's callbacks by outcome.
     fn render_payments(&self, out: &mut String) {
         out.push_str("# HELP seckill_payment_callbacks_total The payment provider's callbacks by outcome: paid, duplicate (already paid), refund_due (the order was cancelled first, or paid by another payment, or the payment does not fit it: the money is owed back), ignored (another event type), refused (signed, but a bad body or not fitting its order), unauthenticated (no valid signature).\n# TYPE seckill_payment_callbacks_total counter\n");
         for (i, o) in crate::payments::CallbackOutcome::ALL.iter().enumerate() {
@@ -478,6 +516,8 @@ impl Metrics {
         }
     }
 
+    /// The HTTP edge: refusals and dropped connections by reason, open connections (in
+    /// all, and per listener).
     fn render_edge(&self, out: &mut String) {
         out.push_str("# HELP seckill_http_refused_total Requests and connections refused at the HTTP edge (framing, bounds, timeouts), by reason.\n# TYPE seckill_http_refused_total counter\n");
         for (i, r) in Refusal::ALL.iter().enumerate() {
@@ -497,12 +537,24 @@ impl Metrics {
                 self.dropped[i].load(Ordering::Relaxed)
             );
         }
+        let open = self
+            .connections
+            .each_ref()
+            .map(|c| c.load(Ordering::Relaxed));
         gauge(
             out,
             "seckill_http_connections",
-            "Open client connections (those being refused included).",
-            self.connections.load(Ordering::Relaxed),
+            "Open client connections on both listeners (those being refused included).",
+            open.iter().sum::<i64>(),
         );
+        out.push_str("# HELP seckill_http_listener_connections Open client connections by listener (public: listen, internal: internal_listen); max_connections and max_connections_per_ip hold per listener.\n# TYPE seckill_http_listener_connections gauge\n");
+        for (l, n) in LISTENERS.iter().zip(open) {
+            let _ = writeln!(
+                out,
+                "seckill_http_listener_connections{{listener=\"{}\"}} {n}",
+                l.label()
+            );
+        }
     }
 }
 
@@ -581,9 +633,10 @@ d"#
         m.refused(Refusal::TransferEncoding);
         m.refused(Refusal::TooManyConnectionsPerIp);
         m.dropped(Hangup::MinSendRate);
-        m.connection(true);
-        m.connection(true);
-        m.connection(false);
+        m.connection(Listener::Public, true);
+        m.connection(Listener::Public, true);
+        m.connection(Listener::Public, false);
+        m.connection(Listener::Internal, true);
         let mut s = String::new();
         m.render(&mut s);
         assert!(
@@ -595,6 +648,33 @@ d"#
         );
         assert!(s.contains("seckill_http_dropped_total{reason=\"min_send_rate\"} 1\n"));
         assert!(s.contains("seckill_http_dropped_total{reason=\"write_timeout\"} 0\n"));
-        assert!(s.contains("seckill_http_connections 1\n"));
+        assert!(s.contains("seckill_http_connections 2\n"));
+        assert!(s.contains("seckill_http_listener_connections{listener=\"public\"} 1\n"));
+        assert!(s.contains("seckill_http_listener_connections{listener=\"internal\"} 1\n"));
+    }
+
+    #[test]
+    fn each_route_is_served_where_it_belongs() {
+        use Listener::{Internal, Public};
+        let public = [
+            Route::Token,
+            Route::Order,
+            Route::OrderStatus,
+            Route::Pay,
+            Route::Sale,
+        ];
+        let internal = [
+            Route::PaymentCallback,
+            Route::AdminSales,
+            Route::AdminSwitches,
+            Route::Metrics,
+        ];
+        for r in ROUTES {
+            let want = (
+                public.contains(&r) || matches!(r, Route::Health | Route::Ready),
+                internal.contains(&r) || matches!(r, Route::Health | Route::Ready),
+            );
+            assert_eq!((Public.serves(r), Internal.serves(r)), want, "{r:?}");
+        }
     }
 }

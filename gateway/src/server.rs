@@ -5,7 +5,7 @@ use crate::breaker::Breaker;
 use crate::config::Config;
 use crate::http::Factory;
 use crate::limits::{Limits, Rates};
-use crate::metrics::Metrics;
+use crate::metrics::{Listener, Metrics};
 use crate::order_sink::OrderSink;
 use crate::redis_pipe::RedisPipe;
 use crate::switches::StoreRead;
@@ -20,8 +20,17 @@ pub enum StartError {
     Redis(#[from] stock::StockError),
     #[error("kafka: {0}")]
     Kafka(#[from] crate::order_sink::SinkError),
-    #[error("cannot listen on {0}: {1}")]
-    Listen(String, std::io::Error),
+    /// A listener that could not be bound: the setting (`listen`, `internal_listen`),
+    /// its address, and why.
+    #[error("cannot listen on {addr} ({key}): {source}")]
+    Listen {
+        key: &'static str,
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot watch for SIGTERM/SIGINT: {0}")]
+    Signals(#[source] std::io::Error),
     #[error("configuration: {0}")]
     Config(#[from] crate::config::BadConfig),
 }
@@ -109,7 +118,7 @@ pub fn run(mut cfg: Config) -> Result<(), StartError> {
         cfg.metrics_ip_rps.clamp(1, u32::MAX as i64) as u32,
         cfg.metrics_ip_burst.clamp(1, u32::MAX as i64) as u32,
     );
-    let listen = cfg.listen.clone();
+    let (listen, internal_listen) = (cfg.listen.clone(), cfg.internal_listen.clone());
     let app = Arc::new(App::new(cfg, metrics, limits, breaker, pipe, sink)?);
     spawn("switches", follow_switches(app.clone()));
     spawn("spool-replay", replay_spool(app.clone()));
@@ -118,29 +127,58 @@ pub fn run(mut cfg: Config) -> Result<(), StartError> {
         crate::releases::run(app.releases.clone(), app.pipe.clone(), app.metrics.clone()),
     );
 
-    let server = Factory(app.clone())
-        .start(&listen)
-        .map_err(|e| StartError::Listen(listen.clone(), e))?;
-    tracing::info!(%listen, workers, "gateway listening");
+    // The internal listener first: a gateway that cannot serve its operators stops
+    // before any buyer reaches it. Both listen before the health loop starts, so neither
+    // is missing once `/readyz` says ready.
+    let internal = serve(
+        &app,
+        Listener::Internal,
+        "internal_listen",
+        &internal_listen,
+    )?;
+    let public = serve(&app, Listener::Public, "listen", &listen)?;
+    tracing::info!(%listen, %internal_listen, workers, "gateway listening");
     spawn("health", health_loop(app.clone()));
 
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGTERM,
         signal_hook::consts::SIGINT,
     ])
-    .map_err(|e| StartError::Listen(listen, e))?;
+    .map_err(StartError::Signals)?;
     let sig = signals.forever().next();
     tracing::info!(?sig, "shutting down: draining in-flight requests");
     app.start_draining();
     let deadline = Instant::now() + Duration::from_secs(app.cfg.drain_secs.max(0) as u64);
-    // Requests that arrive now are refused with 503; wait for the ones being served.
+    // Buying requests that arrive now are refused with 503 and `/readyz` says draining
+    // (on both listeners); wait for the requests being served on either.
     while app.in_flight() > 0 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
     let flushed = app.sink.flush(Duration::from_secs(5));
     tracing::info!(in_flight = app.in_flight(), flushed, "gateway stopped");
-    unsafe { server.coroutine().cancel() };
+    for server in [public, internal] {
+        unsafe { server.coroutine().cancel() };
+    }
     Ok(())
+}
+
+/// Start `listener` on `addr` (the setting `key`): the same service and edge limits on
+/// either, only the routes differ (`Listener::serves`).
+fn serve(
+    app: &Arc<App>,
+    listener: Listener,
+    key: &'static str,
+    addr: &str,
+) -> Result<may::coroutine::JoinHandle<()>, StartError> {
+    let factory = Factory {
+        app: app.clone(),
+        listener,
+    };
+    factory.start(addr).map_err(|source| StartError::Listen {
+        key,
+        addr: addr.to_string(),
+        source,
+    })
 }
 
 /// Every half second: PING Redis (also the breaker's probe when idle), ask a broker

@@ -49,7 +49,8 @@ fn ip(s: &str) -> Ipv4Addr {
 /// A gateway whose per-IP budget is 3 requests (then 429 for about 10 s), per-user
 /// limits lifted, trusting `trusted`; and a sale on it.
 /// When 127.0.0.1 itself is trusted, the harness cannot talk to the gateway without a
-/// PROXY header: readiness is left to the caller and the sale is created through one.
+/// PROXY header: readiness is left to the caller and the sale is created through one, on
+/// the internal listener (which trusts the same balancers).
 fn gateway(trusted: &str) -> (Gateway, String) {
     let direct = !trusted.split(',').any(|t| t.trim() == "127.0.0.1");
     let stack = stackctl::ensure_up();
@@ -89,7 +90,7 @@ fn gateway(trusted: &str) -> (Gateway, String) {
             ready,
             "gateway not ready (asked through a PROXY v2 LOCAL header)"
         );
-        let mut s = connect_from(Ipv4Addr::LOCALHOST, gw.port);
+        let mut s = connect_from(Ipv4Addr::LOCALHOST, gw.internal_port);
         s.write_all(&req).unwrap();
         let r = read_response(&mut s);
         assert_eq!(r.status, 201, "{}", r.body);
@@ -158,6 +159,19 @@ fn balancer_trusted_proxy_header_names_the_client() {
     assert_eq!(r.status, 400, "{}", r.body);
     // Its health checks (v2 LOCAL) are served.
     assert_eq!(send(gw.port, lb, &v2_local(), "/healthz", "").status, 200);
+    // The internal listener holds the same rule: a header required from the balancer.
+    let r = send(gw.internal_port, lb, b"", "/healthz", "");
+    assert_eq!(r.status, 400, "internal, no PROXY header: {}", r.body);
+    let r = send(gw.internal_port, lb, &v2_local(), "/metrics", "");
+    assert_eq!(r.status, 200, "internal, v2 LOCAL: {}", r.body);
+    let r = send(
+        gw.internal_port,
+        ip("127.0.0.7"),
+        &v1(ip("127.0.0.8")),
+        "/metrics",
+        "",
+    );
+    assert_eq!(r.status, 400, "internal, untrusted header: {}", r.body);
     // Two buyers behind the balancer: separate budgets, whatever X-Forwarded-For says.
     let a = reads(4, || {
         send(

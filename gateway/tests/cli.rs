@@ -90,7 +90,8 @@ fn mint_prints_a_ticket_for_the_user_that_the_configured_secret_verifies() {
 }
 
 /// The admin commands read `--url`, else `SECKILL_ADMIN_URL`, as typed in the runbooks
-/// (flags after the words); port 1 refuses, so the error names the URL asked.
+/// (flags after the words), else the configured `internal_listen`; port 1 refuses, so
+/// the error names the URL asked.
 #[test]
 fn admin_commands_take_the_url_from_the_flag_or_seckill_admin_url() {
     let flag = "http://127.0.0.1:1";
@@ -120,6 +121,21 @@ fn admin_commands_take_the_url_from_the_flag_or_seckill_admin_url() {
         BIN,
         &["switch", "get", "rates"],
         &[("SECKILL_ADMIN_URL", "http://127.0.0.1:1/")],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        cli::stderr(&out).contains("http://127.0.0.1:1/admin/switches"),
+        "{}",
+        cli::stderr(&out)
+    );
+    // Neither: the configured internal listener (where /admin/* is served), not `listen`.
+    let out = cli::run_with(
+        BIN,
+        &["switch", "list"],
+        &[
+            ("SECKILL_LISTEN", "127.0.0.1:2"),
+            ("SECKILL_INTERNAL_LISTEN", "127.0.0.1:1"),
+        ],
     );
     assert_eq!(out.status.code(), Some(1));
     assert!(

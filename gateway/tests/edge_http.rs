@@ -1,5 +1,7 @@
 //! The gateway's HTTP edge against hostile clients, on the real binary. Needs no Redis
 //! or Kafka: they point at closed ports, and everything here is answered before them.
+//! Both listeners run the same edge: the tests that need a large answer (`/metrics`)
+//! use the internal one, the others the public one, and some check both.
 
 mod harness;
 
@@ -19,10 +21,11 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// A gateway process, killed on drop.
+/// A gateway process, killed on drop: its public and internal listeners' ports.
 struct Gw {
     child: Child,
     port: u16,
+    internal_port: u16,
 }
 
 impl Drop for Gw {
@@ -32,13 +35,21 @@ impl Drop for Gw {
     }
 }
 
-fn command(env: &[(&str, &str)]) -> (Command, u16) {
+/// The gateway's command, listening on two free ports (public, internal), with `env`.
+fn command(env: &[(&str, &str)]) -> (Command, u16, u16) {
     let port = free_port();
+    let internal_port = std::iter::repeat_with(free_port)
+        .find(|p| *p != port)
+        .unwrap();
     let dir = std::env::temp_dir().join(format!("seckill-edge-{}-{port}", std::process::id()));
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_gateway"));
     cmd.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("SECKILL_LISTEN", format!("127.0.0.1:{port}"))
+        .env(
+            "SECKILL_INTERNAL_LISTEN",
+            format!("127.0.0.1:{internal_port}"),
+        )
         .env(
             "SECKILL_REDIS_URL",
             format!("redis://127.0.0.1:{}", free_port()),
@@ -56,7 +67,7 @@ fn command(env: &[(&str, &str)]) -> (Command, u16) {
     for (k, v) in env {
         cmd.env(k, v);
     }
-    (cmd, port)
+    (cmd, port, internal_port)
 }
 
 /// Kill `gw` and read what it wrote to stderr.
@@ -73,13 +84,16 @@ fn killed_stderr(gw: &mut Gw) -> String {
 }
 
 fn start(env: &[(&str, &str)]) -> Gw {
-    let (mut cmd, port) = command(env);
+    let (mut cmd, port, internal_port) = command(env);
     let mut gw = Gw {
         child: cmd.spawn().unwrap(),
         port,
+        internal_port,
     };
     let end = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+    while TcpStream::connect(("127.0.0.1", port)).is_err()
+        || TcpStream::connect(("127.0.0.1", internal_port)).is_err()
+    {
         assert!(gw.child.try_wait().unwrap().is_none(), "gateway exited");
         assert!(Instant::now() < end, "gateway did not listen");
         std::thread::sleep(Duration::from_millis(50));
@@ -154,6 +168,7 @@ fn assert_refused(answer: &str, want: u16, code: &str) {
     assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()));
 }
 
+/// The `/metrics` page of the internal listener on `port`.
 fn metrics(port: u16) -> String {
     exchange(port, b"GET /metrics HTTP/1.1\r\nConnection: close\r\n\r\n")
 }
@@ -198,7 +213,7 @@ fn weak_secrets_stop_the_start_naming_the_key() {
         ),
     ];
     for (env, why) in cases {
-        let (mut cmd, port) = command(env);
+        let (mut cmd, port, _) = command(env);
         let out = cmd.output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "started with {env:?}");
@@ -240,7 +255,7 @@ fn a_setting_out_of_range_stops_the_start_naming_it() {
         ),
     ];
     for (var, value, why) in cases {
-        let (mut cmd, port) = command(&[
+        let (mut cmd, port, _) = command(&[
             ("SECKILL_TICKET_SECRET", STRONG),
             ("SECKILL_ADMIN_TOKEN", STRONG),
             (var, value),
@@ -251,6 +266,41 @@ fn a_setting_out_of_range_stops_the_start_naming_it() {
         assert!(stderr.contains(why), "{var}={value}: {stderr}");
         assert!(TcpStream::connect(("127.0.0.1", port)).is_err());
     }
+}
+
+/// `internal_listen` the same as `listen`, empty, or taken: the gateway refuses to start,
+/// naming the key, and listens on neither address.
+#[test]
+fn internal_listen_must_be_an_address_of_its_own_and_free() {
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = holder.local_addr().unwrap().to_string();
+    let (_, port, _) = command(&[]);
+    let listen = format!("127.0.0.1:{port}");
+    for (internal, why) in [
+        (listen.as_str(), "internal_listen = \""),
+        (listen.as_str(), "overlaps listen"),
+        ("", "internal_listen = \"\" is empty"),
+        (taken.as_str(), "(internal_listen)"),
+    ] {
+        let (mut cmd, _, _) = command(&[
+            ("SECKILL_TICKET_SECRET", STRONG),
+            ("SECKILL_ADMIN_TOKEN", STRONG),
+            ("SECKILL_LISTEN", &listen),
+            ("SECKILL_INTERNAL_LISTEN", internal),
+        ]);
+        let out = cmd.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success(),
+            "started with internal_listen {internal:?}"
+        );
+        assert!(
+            stderr.contains(why),
+            "internal_listen {internal:?}: {stderr}"
+        );
+        assert!(TcpStream::connect(("127.0.0.1", port)).is_err());
+    }
+    drop(holder);
 }
 
 #[test]
@@ -272,7 +322,7 @@ fn refusals_are_answered_in_json_counted_and_405_lists_the_methods() {
     );
     assert!(answer.contains("\r\nAllow: POST\r\n"), "{answer:?}");
     let answer = exchange(
-        port,
+        gw.internal_port,
         format!("DELETE /admin/switches HTTP/1.1\r\nAuthorization: Bearer {STRONG}\r\nConnection: close\r\n\r\n").as_bytes(),
     );
     assert!(answer.contains("\r\nAllow: GET, POST\r\n"), "{answer:?}");
@@ -309,7 +359,7 @@ fn refusals_are_answered_in_json_counted_and_405_lists_the_methods() {
         "body_timeout",
     );
 
-    let m = metrics(port);
+    let m = metrics(gw.internal_port);
     for (reason, n) in [
         ("transfer_encoding_unsupported", 1),
         ("conflicting_content_length", 1),
@@ -326,10 +376,12 @@ fn refusals_are_answered_in_json_counted_and_405_lists_the_methods() {
     testkit::wait_for(
         "every refused connection counted out",
         Duration::from_secs(10),
-        || metrics(port).contains("\nseckill_http_connections 1\n"),
+        || metrics(gw.internal_port).contains("\nseckill_http_connections 1\n"),
     );
 }
 
+/// `max_connections` holds on each listener, counted apart: the public one full does not
+/// take the operators' connections, and the internal one refuses over the cap as well.
 #[test]
 fn connections_over_the_cap_are_answered_503() {
     let gw = start(&[
@@ -337,34 +389,51 @@ fn connections_over_the_cap_are_answered_503() {
         ("SECKILL_ADMIN_TOKEN", STRONG),
         ("SECKILL_MAX_CONNECTIONS", "3"),
     ]);
-    let open: Vec<TcpStream> = (0..3)
-        .map(|_| {
-            let mut s = connect(gw.port);
-            s.write_all(b"GET /healthz HTTP/1.1\r\n\r\n").unwrap();
-            let mut buf = [0u8; 1024];
-            assert!(s.read(&mut buf).unwrap() > 0);
-            s
-        })
-        .collect();
-    let mut over = connect(gw.port);
-    over.write_all(b"GET /healthz HTTP/1.1\r\n\r\n").unwrap();
-    let answer = until_closed(&mut over);
-    assert_refused(&answer, 503, "too_many_connections");
-    assert!(answer.contains("\r\nRetry-After: 1\r\n"), "{answer:?}");
+    let hold = |port: u16| -> Vec<TcpStream> {
+        (0..3)
+            .map(|_| {
+                let mut s = connect(port);
+                s.write_all(b"GET /healthz HTTP/1.1\r\n\r\n").unwrap();
+                let mut buf = [0u8; 1024];
+                let n = s.read(&mut buf).unwrap();
+                assert_eq!(status(&String::from_utf8_lossy(&buf[..n])), 200);
+                s
+            })
+            .collect()
+    };
+    let refused = |port: u16| {
+        let mut over = connect(port);
+        over.write_all(b"GET /healthz HTTP/1.1\r\n\r\n").unwrap();
+        let answer = until_closed(&mut over);
+        assert_refused(&answer, 503, "too_many_connections");
+        assert!(answer.contains("\r\nRetry-After: 1\r\n"), "{answer:?}");
+        over
+    };
+    let open = hold(gw.port);
+    let mut over = refused(gw.port);
     // Closed at once, not kept for the 2 s lingering close of other refusals: the
     // gateway no longer takes what this client sends.
     assert!(
         closed_by_gateway(&mut over, Duration::from_millis(1500)),
         "the refused connection is still open"
     );
+    // The public listener is full; the internal one still serves.
+    assert_eq!(status(&metrics(gw.internal_port)), 200);
     drop(open);
+    // And it has a cap of its own (once that page's connection is counted out).
     std::thread::sleep(Duration::from_millis(300));
-    assert!(metrics(gw.port)
-        .contains("seckill_http_refused_total{reason=\"too_many_connections\"} 1\n"));
+    let internal = hold(gw.internal_port);
+    drop(refused(gw.internal_port));
+    drop(internal);
+    testkit::wait_for("both refusals counted", Duration::from_secs(10), || {
+        metrics(gw.internal_port)
+            .contains("seckill_http_refused_total{reason=\"too_many_connections\"} 2\n")
+    });
 }
 
 /// The attack of issue 12: one connection pipelines 20,000 `GET /metrics` and reads
-/// nothing. It grew the gateway by 430 MB; now what it holds is capped.
+/// nothing. It grew the gateway by 430 MB; now what it holds is capped. (On the internal
+/// listener, which serves the largest answer; the public one runs the same edge.)
 #[test]
 fn a_client_that_does_not_read_cannot_grow_the_gateway() {
     let gw = start(&[
@@ -373,7 +442,7 @@ fn a_client_that_does_not_read_cannot_grow_the_gateway() {
     ]);
     let pid = gw.child.id();
     let before = rss_kib(pid);
-    let mut s = connect(gw.port);
+    let mut s = connect(gw.internal_port);
     s.set_write_timeout(Some(Duration::from_secs(3))).unwrap();
     // The gateway stops reading this connection, so the write may not finish.
     let _ = s.write_all(&b"GET /metrics HTTP/1.1\r\n\r\n".repeat(20_000));
@@ -381,13 +450,14 @@ fn a_client_that_does_not_read_cannot_grow_the_gateway() {
     let grown = rss_kib(pid).saturating_sub(before);
     assert!(grown < 64 * 1024, "RSS grew by {grown} KiB");
     // Others are still served.
-    assert_eq!(status(&metrics(gw.port)), 200);
+    assert_eq!(status(&metrics(gw.internal_port)), 200);
     drop(s);
 }
 
 /// `max_connections_per_ip`: one address cannot take every connection. The 5th from
 /// 127.0.0.1 is answered 429 and closed at once; 127.0.0.2 is still served; a slot
-/// freed is usable again.
+/// freed is usable again. Each listener counts its own: 127.0.0.1's public connections
+/// cost it nothing on the internal listener, which caps it at 4 too.
 #[test]
 fn connections_per_address_are_capped() {
     let gw = start(&[
@@ -397,26 +467,33 @@ fn connections_per_address_are_capped() {
     ]);
     let local = Ipv4Addr::LOCALHOST;
     let other = Ipv4Addr::new(127, 0, 0, 2);
-    let served = |from: Ipv4Addr| {
-        let mut s = connect_from(from, gw.port);
+    let served = |from: Ipv4Addr, port: u16| {
+        let mut s = connect_from(from, port);
         s.write_all(b"GET /healthz HTTP/1.1\r\n\r\n").unwrap();
         let mut buf = [0u8; 1024];
         let n = s.read(&mut buf).unwrap();
         assert_eq!(status(&String::from_utf8_lossy(&buf[..n])), 200);
         s
     };
-    let mut open: Vec<TcpStream> = (0..4).map(|_| served(local)).collect();
-
-    let mut fifth = connect_from(local, gw.port);
-    fifth.write_all(b"GET /healthz HTTP/1.1\r\n\r\n").unwrap();
-    let answer = until_closed(&mut fifth);
-    assert_refused(&answer, 429, "too_many_connections_per_ip");
-    assert!(answer.contains("\r\nRetry-After: 1\r\n"), "{answer:?}");
-    assert!(closed_by_gateway(&mut fifth, Duration::from_millis(1500)));
+    let refused = |from: Ipv4Addr, port: u16| {
+        let mut s = connect_from(from, port);
+        s.write_all(b"GET /healthz HTTP/1.1\r\n\r\n").unwrap();
+        let answer = until_closed(&mut s);
+        assert_refused(&answer, 429, "too_many_connections_per_ip");
+        assert!(answer.contains("\r\nRetry-After: 1\r\n"), "{answer:?}");
+        assert!(closed_by_gateway(&mut s, Duration::from_millis(1500)));
+    };
+    let mut open: Vec<TcpStream> = (0..4).map(|_| served(local, gw.port)).collect();
+    refused(local, gw.port);
 
     // Another address is not charged for 127.0.0.1's connections.
-    let also = (0..4).map(|_| served(other)).collect::<Vec<_>>();
+    let also = (0..4).map(|_| served(other, gw.port)).collect::<Vec<_>>();
     drop(also);
+
+    // The internal listener: 127.0.0.1 has none open there, and is capped at 4 again.
+    let internal: Vec<TcpStream> = (0..4).map(|_| served(local, gw.internal_port)).collect();
+    refused(local, gw.internal_port);
+    drop(internal);
 
     // One of 127.0.0.1's four closes: it may connect again (the count went down).
     drop(open.pop());
@@ -432,7 +509,7 @@ fn connections_per_address_are_capped() {
         false
     });
 
-    let mut m = connect_from(other, gw.port);
+    let mut m = connect_from(other, gw.internal_port);
     m.write_all(b"GET /metrics HTTP/1.1\r\nConnection: close\r\n\r\n")
         .unwrap();
     let page = until_closed(&mut m);
@@ -441,7 +518,7 @@ fn connections_per_address_are_capped() {
         "seckill_http_refused_total{reason=\"too_many_connections_per_ip\"}",
     )
     .unwrap_or(-1.0);
-    assert!(refused >= 1.0, "{page}");
+    assert!(refused >= 2.0, "{page}");
     drop(open);
 }
 
@@ -449,7 +526,8 @@ fn connections_per_address_are_capped() {
 /// at a time is dropped within its send windows (issue: one was still connected after
 /// 75 s, its trickle kept the write timeout from firing), while a client that reads a
 /// large pipeline at full speed is served to the end. The write timeout is set far
-/// beyond the bound waited here, so only the send rate can end the slow reader.
+/// beyond the bound waited here, so only the send rate can end the slow reader. (On the
+/// internal listener, whose `/metrics` pages make a large output quickly.)
 #[test]
 fn a_slow_reader_is_dropped_within_its_send_window_and_others_are_served() {
     let gw = start(&[
@@ -471,22 +549,22 @@ fn a_slow_reader_is_dropped_within_its_send_window_and_others_are_served() {
     };
 
     // A fast reader of several megabytes (300 metrics pages) is not dropped.
-    let mut fast = connect(gw.port);
+    let mut fast = connect(gw.internal_port);
     let mut pipeline = b"GET /metrics HTTP/1.1\r\n\r\n".repeat(300);
     pipeline.extend_from_slice(b"GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n");
     fast.write_all(&pipeline).unwrap();
     let all = until_closed(&mut fast);
     assert_eq!(all.matches("HTTP/1.1 200 ").count(), 301);
-    assert_eq!(dropped(gw.port), 0.0);
+    assert_eq!(dropped(gw.internal_port), 0.0);
 
     // The slow reader: 20,000 pipelined pages, then one byte every 2 s.
-    let mut slow = connect(gw.port);
+    let mut slow = connect(gw.internal_port);
     slow.set_write_timeout(Some(Duration::from_secs(3)))
         .unwrap();
     let _ = slow.write_all(&b"GET /metrics HTTP/1.1\r\n\r\n".repeat(20_000));
     let began = Instant::now();
     let mut byte = [0u8; 1];
-    while dropped(gw.port) < 1.0 {
+    while dropped(gw.internal_port) < 1.0 {
         assert!(
             began.elapsed() < Duration::from_secs(30),
             "a reader taking a byte every 2 s was not dropped"
@@ -501,9 +579,9 @@ fn a_slow_reader_is_dropped_within_its_send_window_and_others_are_served() {
     testkit::wait_for(
         "the dropped reader counted out",
         Duration::from_secs(10),
-        || metrics(gw.port).contains("\nseckill_http_connections 1\n"),
+        || metrics(gw.internal_port).contains("\nseckill_http_connections 1\n"),
     );
-    let page = metrics(gw.port);
+    let page = metrics(gw.internal_port);
     assert_eq!(
         metric(
             &page,

@@ -129,7 +129,7 @@ fn each_refusal_has_its_status_and_json_code() {
     // 503 paused sale, with Retry-After; resumes.
     let p = gw.open_sale("paused", 5);
     let pause = |on: bool| {
-        gw.post(
+        gw.internal().post(
             &format!("/admin/sales/{p}/pause"),
             Some(&Gateway::admin_auth()),
             Some(&format!(r#"{{"paused":{on}}}"#)),
@@ -158,9 +158,13 @@ fn each_refusal_has_its_status_and_json_code() {
         400,
         "bad_request",
     );
-    check(gw.get("/admin/switches", None), 401, "unauthorized");
     check(
-        gw.get("/admin/switches", Some("Bearer wrong")),
+        gw.internal().get("/admin/switches", None),
+        401,
+        "unauthorized",
+    );
+    check(
+        gw.internal().get("/admin/switches", Some("Bearer wrong")),
         401,
         "unauthorized",
     );
@@ -349,7 +353,9 @@ fn a_sale_cannot_be_created_on_a_store_that_lost_its_data() {
         now_ms() - 1000,
         now_ms() + 60_000
     );
-    let r = gw.post("/admin/sales", Some(&Gateway::admin_auth()), Some(&body));
+    let r = gw
+        .internal()
+        .post("/admin/sales", Some(&Gateway::admin_auth()), Some(&body));
     assert_eq!(
         (r.status, r.code().as_str()),
         (503, "redis_data_lost"),
@@ -389,7 +395,7 @@ fn only_sales_redis_knows_get_a_metric_series_and_unknown_ids_are_answered_from_
         "unknown ids cost Redis {} calls",
         redis.calls("evalsha") - evals
     );
-    let m = gw.get("/metrics", None).body;
+    let m = gw.internal().get("/metrics", None).body;
     assert!(
         m.contains(&format!("seckill_sale_requests_total{{sale=\"{sale}\"}}")),
         "{m}"
@@ -399,7 +405,7 @@ fn only_sales_redis_knows_get_a_metric_series_and_unknown_ids_are_answered_from_
         "{m}"
     );
     // A sale created later is seen at once by the gateway that created it.
-    let r = gw.post(
+    let r = gw.internal().post(
         "/admin/sales",
         Some(&Gateway::admin_auth()),
         Some(&format!(

@@ -34,7 +34,9 @@ fn rate_limits_answer_429_with_retry_after_and_are_live_switches() {
 
     // Raise the per-user rate live; the change is audited.
     let body = r#"{"rates":{"global_rps":100000,"global_burst":100000,"user_rps":1000,"user_burst":1000,"ip_rps":100000,"ip_burst":100000}}"#;
-    let set = gw.post("/admin/switches", Some(&Gateway::admin_auth()), Some(body));
+    let set = gw
+        .internal()
+        .post("/admin/switches", Some(&Gateway::admin_auth()), Some(body));
     assert_eq!(set.status, 200, "{}", set.body);
     assert_eq!(gw.token(&sale, 9).status, 201);
     assert_eq!(
@@ -48,7 +50,7 @@ fn rate_limits_answer_429_with_retry_after_and_are_live_switches() {
     );
 
     // Admission ratio 0: every token request is shed with 503 + Retry-After.
-    let set = gw.post(
+    let set = gw.internal().post(
         "/admin/switches",
         Some(&Gateway::admin_auth()),
         Some(r#"{"admission_ratio":0.0}"#),
@@ -59,7 +61,7 @@ fn rate_limits_answer_429_with_retry_after_and_are_live_switches() {
         (r.status, r.code().as_str(), r.header("Retry-After")),
         (503, "admission_shed", Some("1"))
     );
-    let bad = gw.post(
+    let bad = gw.internal().post(
         "/admin/switches",
         Some(&Gateway::admin_auth()),
         Some(r#"{"admission_ratio":2}"#),
@@ -127,7 +129,7 @@ fn bad_bodies_are_refused_and_a_slow_client_stalls_no_one() {
     // Malformed Content-Length (RFC 9112: digits only): 400 and the connection closed,
     // so what follows the head is never read as another request.
     for len in ["12abc", "+5", "1 2", "-1"] {
-        let smuggled = "GET /metrics HTTP/1.1\r\n\r\n";
+        let smuggled = "GET /healthz HTTP/1.1\r\n\r\n";
         let bad = format!("POST /v1/sales/{sale}/orders HTTP/1.1\r\nAuthorization: {}\r\nContent-Length: {len}\r\n\r\n{smuggled}", gw.ticket(1));
         let mut s = std::net::TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -197,7 +199,7 @@ fn switches_set_through_one_gateway_are_followed_by_another_and_a_local_override
     });
     let sale = a.open_sale("follow", 10);
     let admin = Gateway::admin_auth();
-    let set = a.post(
+    let set = a.internal().post(
         "/admin/switches",
         Some(&admin),
         Some(r#"{"pause_all":true}"#),
@@ -213,7 +215,7 @@ fn switches_set_through_one_gateway_are_followed_by_another_and_a_local_override
     }
     assert_eq!(b.metric("seckill_switch_pause_all"), 1.0);
     // A local override on b wins over the central value; a does not see it.
-    let local = b.post(
+    let local = b.internal().post(
         "/admin/switches/local",
         Some(&admin),
         Some(r#"{"pause_all":false}"#),
@@ -223,20 +225,23 @@ fn switches_set_through_one_gateway_are_followed_by_another_and_a_local_override
     assert_eq!(b.token(&sale, 4).status, 201);
     assert_eq!(a.token(&sale, 2).code(), "sale_paused");
     assert_eq!(b.metric("seckill_switch_local_override"), 1.0);
-    let cleared = b.request("DELETE", "/admin/switches/local", Some(&admin), None);
+    let cleared = b
+        .internal()
+        .request("DELETE", "/admin/switches/local", Some(&admin), None);
     assert_eq!(cleared.status, 200);
     assert_eq!(b.token(&sale, 3).code(), "sale_paused");
     // Resume centrally; the audit stream has every change, with its actor.
     assert_eq!(
-        a.post(
-            "/admin/switches",
-            Some(&admin),
-            Some(r#"{"pause_all":false}"#)
-        )
-        .status,
+        a.internal()
+            .post(
+                "/admin/switches",
+                Some(&admin),
+                Some(r#"{"pause_all":false}"#)
+            )
+            .status,
         200
     );
-    let audit = a.get("/admin/audit", Some(&admin));
+    let audit = a.internal().get("/admin/audit", Some(&admin));
     let actions: Vec<String> = audit.json()["entries"]
         .as_array()
         .unwrap()
@@ -254,16 +259,17 @@ fn switches_set_through_one_gateway_are_followed_by_another_and_a_local_override
     );
     // A value that is not a switch value is refused and changes nothing.
     assert_eq!(
-        a.post(
-            "/admin/switches",
-            Some(&admin),
-            Some(r#"{"order_sink":"carrier_pigeon"}"#)
-        )
-        .status,
+        a.internal()
+            .post(
+                "/admin/switches",
+                Some(&admin),
+                Some(r#"{"order_sink":"carrier_pigeon"}"#)
+            )
+            .status,
         400
     );
     assert_eq!(
-        a.get("/admin/switches", Some(&admin)).json()["effective"]["order_sink"],
+        a.internal().get("/admin/switches", Some(&admin)).json()["effective"]["order_sink"],
         "auto"
     );
 }
@@ -276,7 +282,7 @@ fn with_the_switch_store_down_the_last_values_stay_and_a_local_override_works() 
         ..Default::default()
     });
     let admin = Gateway::admin_auth();
-    let set = gw.post(
+    let set = gw.internal().post(
         "/admin/switches",
         Some(&admin),
         Some(r#"{"admission_ratio":0.5}"#),
@@ -292,7 +298,7 @@ fn with_the_switch_store_down_the_last_values_stay_and_a_local_override_works() 
         "the last known value stays"
     );
     // A central change cannot be stored: refused, with the way out in the message.
-    let central = gw.post(
+    let central = gw.internal().post(
         "/admin/switches",
         Some(&admin),
         Some(r#"{"admission_ratio":1.0}"#),
@@ -302,7 +308,7 @@ fn with_the_switch_store_down_the_last_values_stay_and_a_local_override_works() 
         (503, "switch_store_unreachable")
     );
     // A local override is taken at once.
-    let local = gw.post(
+    let local = gw.internal().post(
         "/admin/switches/local",
         Some(&admin),
         Some(r#"{"admission_ratio":0.9}"#),
@@ -320,7 +326,8 @@ fn with_the_switch_store_down_the_last_values_stay_and_a_local_override_works() 
         0.9,
         "the override still wins"
     );
-    gw.request("DELETE", "/admin/switches/local", Some(&admin), None);
+    gw.internal()
+        .request("DELETE", "/admin/switches/local", Some(&admin), None);
     assert_eq!(
         gw.metric("seckill_switch_admission_ratio"),
         0.5,
@@ -436,11 +443,13 @@ fn a_client_pipelining_metrics_pages_is_rate_limited() {
         ],
         ..Default::default()
     });
-    let codes: Vec<u16> = (0..40).map(|_| gw.get("/metrics", None).status).collect();
+    let codes: Vec<u16> = (0..40)
+        .map(|_| gw.internal().get("/metrics", None).status)
+        .collect();
     let ok = codes.iter().filter(|c| **c == 200).count();
     assert!((10..=15).contains(&ok), "{ok} full pages: {codes:?}");
     assert!(codes.iter().all(|c| *c == 200 || *c == 429), "{codes:?}");
-    let r = gw.get("/metrics", None);
+    let r = gw.internal().get("/metrics", None);
     assert_eq!((r.status, r.code().as_str()), (429, "rate_limited"));
     assert!(r.header("Retry-After").is_some());
 }

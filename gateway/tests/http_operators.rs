@@ -28,7 +28,7 @@ fn the_audit_names_the_operator_whose_token_made_the_change() {
         harness::now_ms() + 60_000
     );
     // Bob creates a sale, claiming to be someone else.
-    let r = gw.request_with(
+    let r = gw.internal().request_with(
         "POST",
         "/admin/sales",
         &[
@@ -39,13 +39,15 @@ fn the_audit_names_the_operator_whose_token_made_the_change() {
     );
     assert_eq!(r.status, 201, "{}", r.body);
     // Alice pauses it; the shared token (the operator `admin`) still works.
-    let r = gw.post(
+    let r = gw.internal().post(
         &format!("/admin/sales/{sale}/pause"),
         Some(&format!("Bearer {ALICE}")),
         Some(r#"{"paused":true}"#),
     );
     assert_eq!(r.status, 200, "{}", r.body);
-    let audit = gw.get("/admin/audit", Some(&Gateway::admin_auth()));
+    let audit = gw
+        .internal()
+        .get("/admin/audit", Some(&Gateway::admin_auth()));
     assert_eq!(audit.status, 200, "{}", audit.body);
     let entries = audit.json()["entries"].as_array().unwrap().clone();
     let by = |action: &str| {
@@ -74,7 +76,7 @@ fn the_audit_names_the_operator_whose_token_made_the_change() {
     let line: serde_json::Value = serde_json::from_str(line).unwrap();
     assert_eq!(line["actor"], "bob", "{line}");
     // A token nobody holds is refused.
-    let r = gw.get(
+    let r = gw.internal().get(
         "/admin/switches",
         Some("Bearer carol-token-0123456789abcdef0123456789"),
     );

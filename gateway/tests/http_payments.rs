@@ -23,7 +23,9 @@ fn priced_order(gw: &Gateway, tag: &str, units: i64) -> (String, String) {
         now_ms() - 1000,
         now_ms() + 3_600_000
     );
-    let r = gw.post("/admin/sales", Some(&Gateway::admin_auth()), Some(&body));
+    let r = gw
+        .internal()
+        .post("/admin/sales", Some(&Gateway::admin_auth()), Some(&body));
     assert_eq!(r.status, 201, "{}", r.body);
     assert_eq!(r.json()["price_cents"], 1999);
     let o = gw.buy(&sale, 7);
@@ -152,7 +154,7 @@ fn forged_stale_and_mismatched_callbacks_are_refused_and_pay_nothing() {
         "signature_invalid",
     );
     check(
-        gw.post("/payments/webhook", None, Some(&good)),
+        gw.internal().post("/payments/webhook", None, Some(&good)),
         401,
         "signature_missing",
     );
@@ -166,7 +168,7 @@ fn forged_stale_and_mismatched_callbacks_are_refused_and_pay_nothing() {
     let sig = seckill_common::payment::signature(WEBHOOK.as_bytes(), now_s(), good.as_bytes());
     let cheaper = good.replace("1999", "1");
     check(
-        gw.request_with(
+        gw.internal().request_with(
             "POST",
             "/payments/webhook",
             &[("Seckill-Signature", &sig)],
@@ -302,7 +304,8 @@ fn a_payment_racing_the_expiry_ends_exactly_one_way() {
         now_ms() + 3_600_000
     );
     assert_eq!(
-        gw.post("/admin/sales", Some(&Gateway::admin_auth()), Some(&body))
+        gw.internal()
+            .post("/admin/sales", Some(&Gateway::admin_auth()), Some(&body))
             .status,
         201
     );

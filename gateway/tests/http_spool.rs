@@ -88,6 +88,10 @@ fn a_second_gateway_on_an_address_or_a_spool_in_use_refuses_to_start() {
     let spawn = |listen: String, spool: std::path::PathBuf| {
         std::process::Command::new(env!("CARGO_BIN_EXE_gateway"))
             .env("SECKILL_LISTEN", listen)
+            .env(
+                "SECKILL_INTERNAL_LISTEN",
+                format!("127.0.0.1:{}", harness::free_port()),
+            )
             .env("SECKILL_SPOOL_DIR", spool)
             .env("SECKILL_REDIS_URL", &gw.redis_url)
             .env("SECKILL_KAFKA_BROKERS", &gw.brokers)
@@ -227,4 +231,8 @@ fn shutdown_drains_and_exits_cleanly() {
         .wait_exit(Duration::from_secs(15))
         .expect("gateway exits after SIGTERM");
     assert!(status.success(), "{status:?}");
+    // Both listeners are gone with it.
+    for port in [gw.port, gw.internal_port] {
+        assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
+    }
 }

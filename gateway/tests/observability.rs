@@ -11,7 +11,7 @@ fn every_gateway_metric_the_alerts_and_dashboard_use_is_exported() {
     let sale = gw.open_sale("observe", 10);
     let t = gw.token(&sale, 1);
     assert_eq!(t.status, 201);
-    let text = gw.get("/metrics", None).body;
+    let text = gw.internal().get("/metrics", None).body;
     let mut wanted = metric_names(ALERTS);
     wanted.extend(metric_names(DASHBOARD));
     wanted.retain(|n| !n.starts_with("seckill_writer_"));

@@ -72,12 +72,12 @@ cat "$OUT/sold_out.txt" >&2
 
 log "2/5 order 202 latency at half the purchase peak (Goose rush)"
 USERS=64
-# Its own gateway and writer (own port, spool and metrics port) on the ./dev stack, the
+# Its own gateway and writer (own ports, spool and metrics port) on the ./dev stack, the
 # way `stackctl with-services` starts them, so that a with-services run someone else
 # keeps open on the same stack (it holds .run/spool/gateway-run) does not collide.
 source <(target/release/stackctl env | sed 's/^/export /')
-GW_PORT=18093
-SECKILL_LISTEN=127.0.0.1:$GW_PORT SECKILL_SPOOL_DIR="$OUT/spool" SECKILL_AUDIT_LOG="$OUT/audit.jsonl" \
+GW_PORT=18093 GW_ADMIN_PORT=18094
+SECKILL_LISTEN=127.0.0.1:$GW_PORT SECKILL_INTERNAL_LISTEN=127.0.0.1:$GW_ADMIN_PORT SECKILL_SPOOL_DIR="$OUT/spool" SECKILL_AUDIT_LOG="$OUT/audit.jsonl" \
   SECKILL_DEV_INSECURE=1 SECKILL_LOG=warn SECKILL_IP_RPS=100000000 SECKILL_IP_BURST=100000000 SECKILL_MAX_CONNECTIONS_PER_IP=0 \
   SECKILL_GLOBAL_RPS=100000000 SECKILL_GLOBAL_BURST=100000000 SECKILL_USER_RPS=100000000 \
   SECKILL_USER_BURST=100000000 target/release/gateway >"$OUT/gateway.log" 2>&1 &
@@ -88,7 +88,8 @@ trap 'kill $GW $WR 2>/dev/null || true' EXIT
 for _ in $(seq 100); do curl -sf localhost:$GW_PORT/readyz >/dev/null && break; sleep 0.1; done
 load() { # out-dir, flags…
   local dir=$1; shift
-  target/release/seckill-load rush --host "http://127.0.0.1:$GW_PORT" --units 100000000 \
+  target/release/seckill-load rush --host "http://127.0.0.1:$GW_PORT" \
+    --admin-url "http://127.0.0.1:$GW_ADMIN_PORT" --units 100000000 \
     --out "$dir" "$@" >"$dir.txt" 2>&1
 }
 mkdir -p "$OUT/peak" "$OUT/half"
@@ -115,7 +116,7 @@ if [ "$HALF" -gt 0 ]; then
     --increase-rate $HU --run-time "${SECS}s" --throttle-requests $((HALF * 2)) --quiet
 fi
 
-curl -s "localhost:$GW_PORT/metrics" >"$OUT/gateway_metrics.txt" 2>/dev/null
+curl -s "localhost:$GW_ADMIN_PORT/metrics" >"$OUT/gateway_metrics.txt" 2>/dev/null
 kill $GW $WR 2>/dev/null; wait $GW $WR 2>/dev/null
 
 log "3/5 order-writer vs COPY"

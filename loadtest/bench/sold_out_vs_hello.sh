@@ -10,8 +10,8 @@ command -v wrk >/dev/null || { echo "wrk is missing: run ./dev setup (as root) t
 cargo build --release -q -p stackctl -p gateway --bins --example hello
 ./dev up >/dev/null 2>&1 || target/release/stackctl up >&2 || { echo "the local stack did not come up" >&2; exit 1; }
 source <(target/release/stackctl env | sed 's/^/export /')
-GW_PORT=18090; HELLO_PORT=18091
-SECKILL_LISTEN=127.0.0.1:$GW_PORT SECKILL_LOG=warn SECKILL_IP_RPS=100000000 SECKILL_IP_BURST=100000000 SECKILL_MAX_CONNECTIONS_PER_IP=0 \
+GW_PORT=18090; HELLO_PORT=18091; GW_ADMIN_PORT=18092
+SECKILL_LISTEN=127.0.0.1:$GW_PORT SECKILL_INTERNAL_LISTEN=127.0.0.1:$GW_ADMIN_PORT SECKILL_LOG=warn SECKILL_IP_RPS=100000000 SECKILL_IP_BURST=100000000 SECKILL_MAX_CONNECTIONS_PER_IP=0 \
   SECKILL_GLOBAL_RPS=100000000 SECKILL_GLOBAL_BURST=100000000 SECKILL_USER_RPS=100000000 SECKILL_USER_BURST=100000000 \
   SECKILL_SOLD_OUT_RECHECK_MS=600000 SECKILL_DEV_INSECURE=1 SECKILL_AUDIT_LOG=.run/bench-audit.jsonl target/release/gateway &
 GW=$!
@@ -22,7 +22,7 @@ for _ in $(seq 100); do curl -sf localhost:$GW_PORT/readyz >/dev/null && break; 
 curl -sf localhost:$GW_PORT/readyz >/dev/null || { echo "gateway on :$GW_PORT not ready in 10 s" >&2; exit 1; }
 SALE="bench_$(date +%s%N)"; NOW=$(date +%s%3N)
 A="Authorization: Bearer dev-admin-token-change-me"
-curl -sf -XPOST -H "$A" localhost:$GW_PORT/admin/sales -d "{\"sale\":\"$SALE\",\"stock\":1,\"start_ms\":$((NOW-1000)),\"end_ms\":$((NOW+3600000))}" >/dev/null
+curl -sf -XPOST -H "$A" localhost:$GW_ADMIN_PORT/admin/sales -d "{\"sale\":\"$SALE\",\"stock\":1,\"start_ms\":$((NOW-1000)),\"end_ms\":$((NOW+3600000))}" >/dev/null
 T="Ticket $(target/release/gateway mint --user 1)"
 TOK=$(curl -sf -XPOST -H "Authorization: $T" localhost:$GW_PORT/v1/sales/$SALE/tokens | sed 's/.*"token":"\([0-9a-f]*\)".*/\1/')
 curl -sf -XPOST -H "Authorization: $T" localhost:$GW_PORT/v1/sales/$SALE/orders -d "{\"token\":\"$TOK\"}" >/dev/null
@@ -32,7 +32,7 @@ LUA=$(mktemp); echo 'wrk.method = "POST"' >"$LUA"
 rate() { wrk -t1 -c"$CONNS" -d"${SECS}s" "$@" | awk '/Requests\/sec/ {print $2}'; }
 HELLO_RPS=$(rate http://127.0.0.1:$HELLO_PORT/)
 SOLD_RPS=$(rate -s "$LUA" -H "Authorization: $T2" http://127.0.0.1:$GW_PORT/v1/sales/$SALE/tokens)
-SHED=$(curl -s localhost:$GW_PORT/metrics | awk '/^seckill_sold_out_shed_total/ {print $2}')
+SHED=$(curl -s localhost:$GW_ADMIN_PORT/metrics | awk '/^seckill_sold_out_shed_total/ {print $2}')
 echo "wrk -t1 -c$CONNS -d${SECS}s on $(nproc) cores"
 echo "hello-world may_minihttp : $HELLO_RPS requests/s"
 echo "gateway sold-out path    : $SOLD_RPS requests/s (ticket verify + limits + 410 from memory; $SHED shed)"

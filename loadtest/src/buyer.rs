@@ -1,4 +1,6 @@
-//! A buyer's HTTP calls against the gateway, on a keep-alive agent.
+//! A buyer's HTTP calls against the gateway, on a keep-alive agent: the buyers' routes on
+//! its public listener; the admin calls and the payment provider's callback (the tools
+//! play the provider) on its internal one.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -70,13 +72,21 @@ impl Answer {
 
 pub struct Client {
     agent: ureq::Agent,
+    /// The gateway's public listener: the buyers' routes.
     base: String,
+    /// Its internal listener (`with_internal`): the admin API and the provider's
+    /// callback. None for a client that only buys.
+    internal: Option<String>,
     secret: Vec<u8>,
     /// The payment provider's webhook secret (`SECKILL_PAYMENT_WEBHOOK_SECRET`, or the
     /// development default the local gateways run with): [`Client::pay`] plays the
     /// provider too.
     webhook_secret: Vec<u8>,
 }
+
+/// The gateway's default `internal_listen`, as a URL: where the tools look for the admin
+/// API and the payment callback when told nothing else.
+pub const DEFAULT_INTERNAL_URL: &str = "http://127.0.0.1:9100";
 
 /// The development webhook secret (the gateway's default).
 pub const DEV_WEBHOOK_SECRET: &str = "dev-webhook-secret-change-me";
@@ -94,9 +104,28 @@ impl Client {
         Client {
             agent,
             base: base.trim_end_matches('/').to_string(),
+            internal: None,
             secret: secret.as_bytes().to_vec(),
             webhook_secret: webhook_secret.into_bytes(),
         }
+    }
+
+    /// The same client, reaching the gateway's internal listener at `url` (GATEWAY_ADMIN_URL
+    /// under `stackctl with-services`) for the admin calls and the provider's callback.
+    pub fn with_internal(mut self, url: &str) -> Client {
+        self.internal = Some(url.trim_end_matches('/').to_string());
+        self
+    }
+
+    /// The internal listener's base URL, or why there is none.
+    fn internal(&self) -> Result<&str, LoadError> {
+        self.internal.as_deref().ok_or_else(|| {
+            LoadError::Setup(format!(
+                "no internal URL for the gateway {} (the admin API and the payment callback \
+                 are served on its internal_listen: Client::with_internal)",
+                self.base
+            ))
+        })
     }
 
     /// The same client with the provider's webhook secret `secret`.
@@ -109,6 +138,7 @@ impl Client {
         ticket_header(&self.secret, user)
     }
 
+    /// A buyer's request, to the public listener.
     fn send(
         &self,
         method: &str,
@@ -116,7 +146,18 @@ impl Client {
         auth: &str,
         body: Option<&serde_json::Value>,
     ) -> Result<Answer, LoadError> {
-        let url = format!("{}{path}", self.base);
+        self.send_to(&self.base, method, path, auth, body)
+    }
+
+    fn send_to(
+        &self,
+        base: &str,
+        method: &str,
+        path: &str,
+        auth: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<Answer, LoadError> {
+        let url = format!("{base}{path}");
         let r = match (method, body) {
             ("GET", _) => self.agent.get(&url).header("Authorization", auth).call(),
             (_, Some(b)) => self
@@ -196,7 +237,8 @@ impl Client {
         })
     }
 
-    /// The payment provider's callback `cb`, signed now with the webhook secret.
+    /// The payment provider's callback `cb`, signed now with the webhook secret, to the
+    /// internal listener.
     pub fn provider_callback(
         &self,
         cb: &seckill_common::payment::Callback,
@@ -209,11 +251,12 @@ impl Client {
         self.send_signed("/payments/webhook", &sig, &body)
     }
 
-    /// POST `body` (JSON) to `path` with the provider's signature header `sig`.
+    /// POST `body` (JSON) to `path` on the internal listener with the provider's
+    /// signature header `sig`.
     pub fn send_signed(&self, path: &str, sig: &str, body: &[u8]) -> Result<Answer, LoadError> {
         let mut r = self
             .agent
-            .post(&format!("{}{path}", self.base))
+            .post(&format!("{}{path}", self.internal()?))
             .header(seckill_common::payment::SIGNATURE_HEADER, sig)
             .header("Content-Type", "application/json")
             .send(body)?;
@@ -240,7 +283,8 @@ impl Client {
         self.create_bucketed_sale(admin_token, sale, units, start_ms, end_ms, 1)
     }
 
-    /// A sale whose stock is split over `buckets` stock buckets (1: unbucketed).
+    /// A sale whose stock is split over `buckets` stock buckets (1: unbucketed), created
+    /// through the admin API (the internal listener).
     pub fn create_bucketed_sale(
         &self,
         admin_token: &str,
@@ -254,7 +298,8 @@ impl Client {
         if buckets > 1 {
             body["buckets"] = buckets.into();
         }
-        let a = self.send(
+        let a = self.send_to(
+            self.internal()?,
             "POST",
             "/admin/sales",
             &format!("Bearer {admin_token}"),

@@ -25,6 +25,8 @@ fn seckill_load_is_standard() {
             &[s, "--help"],
             &[
                 "--host",
+                "--admin-url",
+                "GATEWAY_ADMIN_URL",
                 "--units",
                 "--out",
                 "--expected-interval-us",
@@ -49,6 +51,7 @@ fn seckill_load_is_standard() {
 fn seckill_soak_is_standard() {
     let flags = [
         "--gateway",
+        "--admin-url",
         "--gateway-pid",
         "--hostile",
         "--buyers",
@@ -67,6 +70,7 @@ fn seckill_soak_is_standard() {
         "--timeout-ms",
         "--timeout-grace-ms",
         "GATEWAY_URL",
+        "GATEWAY_ADMIN_URL",
     ];
     assert_standard(SOAK, "seckill-soak", VERSION, &[], &flags);
     assert_usage_error(SOAK, &["--hostile", "many"], "--hostile");
@@ -74,7 +78,15 @@ fn seckill_soak_is_standard() {
 
 #[test]
 fn seckill_demo_is_standard() {
-    let flags = ["--gateway", "--units", "--buyers", "--clients", "--buckets"];
+    let flags = [
+        "--gateway",
+        "--admin-url",
+        "GATEWAY_ADMIN_URL",
+        "--units",
+        "--buyers",
+        "--clients",
+        "--buckets",
+    ];
     assert_standard(DEMO, "seckill-demo", VERSION, &[], &flags);
     assert_usage_error(DEMO, &["--units"], "--units");
     assert_usage_error(DEMO, &["--buyers", "x"], "--buyers");

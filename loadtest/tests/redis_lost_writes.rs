@@ -189,7 +189,7 @@ fn lost_writes_hold_purchases_until_the_orders_are_back() {
         ("SECKILL_RECONCILE_GRACE_MS", "500".to_string()),
     ];
     let svc = Services::start("lostw", SECRET, ADMIN, &env, &[]);
-    let c = Client::new(&svc.base, SECRET);
+    let c = Client::new(&svc.base, SECRET).with_internal(&svc.internal);
     let sale = format!("lostw_{}", svc.tag);
     let now = now_ms();
     c.create_sale(ADMIN, &sale, UNITS as i64, now - 1000, now + 600_000)

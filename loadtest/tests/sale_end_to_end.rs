@@ -20,7 +20,7 @@ fn start() -> Services {
 fn a_sale_through_the_gateway_ends_in_postgres_exactly_once() {
     let svc = start();
     let (stack, topic, base, tag) = (&svc.stack, &svc.topic, &svc.base, &svc.tag);
-    let client = Client::new(base, SECRET);
+    let client = Client::new(base, SECRET).with_internal(&svc.internal);
     let now = common::now_ms();
     let sale = format!("e2e_{tag}");
     client
@@ -48,6 +48,7 @@ fn a_goose_rush_passes_its_verification() {
     let run = Command::new(binary("seckill-load"))
         .args(["rush", "--host", &svc.base, "--units", "150", "--out"])
         .arg(&out)
+        .args(["--admin-url", &svc.internal])
         .args([
             "--",
             "--users",

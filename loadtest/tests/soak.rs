@@ -7,8 +7,8 @@
 //!
 //! What catches what (`Summary::violations`):
 //! - a gateway that kept reading and serving pipelined requests while its output waits
-//!   (no output cap): each unread pipeline makes it buffer 5,000 `/metrics` answers, far
-//!   over the RSS bound → "RSS peak under soak … > idle … + … MB". The ignored test below
+//!   (no output cap): each unread pipeline (on the internal listener, where `/metrics` is)
+//!   makes it buffer 5,000 `/metrics` answers, far over the RSS bound → "RSS peak under soak … > idle … + … MB". The ignored test below
 //!   proves it by lifting `max_pending_output_bytes` to 1 GiB.
 //! - no head/body/write timeout: "… connections held past the timeout";
 //! - a refusal not answered (dropped connection): "… closed without the 4xx refusal";
@@ -53,7 +53,7 @@ fn soak_against_gateway(
     );
     let (stack, topic, base) = (&svc.stack, &svc.topic, &svc.base);
 
-    let mut o = Options::new(base, SECRET, ADMIN, topic, 300);
+    let mut o = Options::new(base, &svc.internal, SECRET, ADMIN, topic, 300);
     o.gateway_pid = Some(svc.gateway.pid());
     o.mix = soak::Mix::with_pipelines(300, 10);
     o.pipeline_requests = 5000;

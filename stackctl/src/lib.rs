@@ -416,9 +416,10 @@ impl Stack {
         Ok((path, f))
     }
 
-    /// A gateway named `name` on this stack, on a free port, with its log, audit log
-    /// and spool under the run directory; `env` adds or overrides settings. Waits until
-    /// it listens (not until it is ready: a drill may start one with a service down).
+    /// A gateway named `name` on this stack, its two listeners on free ports (`port`,
+    /// `internal_port` of the [`Proc`]), with its log, audit log and spool under the run
+    /// directory; `env` adds or overrides settings. Waits until it listens on both (not
+    /// until it is ready: a drill may start one with a service down).
     pub fn gateway(
         &self,
         bin: &Path,
@@ -426,9 +427,17 @@ impl Stack {
         env: &[(&str, String)],
     ) -> Result<Proc, StackError> {
         let port = process::free_port();
+        // Two free ports in a row may be the same one, given back: never both listeners.
+        let internal_port = std::iter::repeat_with(process::free_port)
+            .find(|p| *p != port)
+            .unwrap_or_default();
         let a = self.addresses();
         let own = [
             ("SECKILL_LISTEN", format!("127.0.0.1:{port}")),
+            (
+                "SECKILL_INTERNAL_LISTEN",
+                format!("127.0.0.1:{internal_port}"),
+            ),
             ("SECKILL_REDIS_URL", a.redis_url),
             ("SECKILL_KAFKA_BROKERS", a.kafka_brokers),
             (
@@ -448,7 +457,7 @@ impl Stack {
         ];
         let mut own = own.to_vec();
         own.extend(self.component_env(secure::GATEWAY)?);
-        self.spawn(bin, name, port, &own, env)
+        self.spawn(bin, name, (port, internal_port), &own, env)
     }
 
     /// An order-writer named `name` on this stack, its metrics on a free port.
@@ -472,7 +481,8 @@ impl Stack {
         if self.secure.is_some() {
             self.migrate(bin, name)?;
         }
-        self.spawn(bin, name, port, &own, env)
+        // Its metrics are its only listener, public and operators' alike.
+        self.spawn(bin, name, (port, port), &own, env)
     }
 
     /// `order-writer migrate` as the administrator (the TLS profile's writer role may not
@@ -502,12 +512,12 @@ impl Stack {
 
     /// `bin` started as `name` in the run directory with `own` settings, then `env`
     /// (which may override them), its output in its log; waits until it listens on
-    /// `port`.
+    /// both `ports` (public, internal).
     fn spawn(
         &self,
         bin: &Path,
         name: &str,
-        port: u16,
+        (port, internal_port): (u16, u16),
         own: &[(&str, String)],
         env: &[(&str, String)],
     ) -> Result<Proc, StackError> {
@@ -520,7 +530,7 @@ impl Stack {
         for (k, v) in own.iter().chain(env) {
             cmd.env(k, v);
         }
-        Proc::spawn(name, cmd, port, &log)
+        Proc::spawn(name, cmd, port, internal_port, &log)
     }
 }
 

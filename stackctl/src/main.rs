@@ -6,10 +6,14 @@
 //!                                               SECKILL_REDIS_CLUSTER=1 adds the cluster)
 //! stackctl start SERVICE                        start one stopped service again
 //! stackctl with-services -- CMD [ARGS…]         a release gateway and order-writer on the
-//!                                               stack while CMD runs (GATEWAY_URL, GW, WRITER)
+//!                                               stack while CMD runs (GATEWAY_URL, GW: its
+//!                                               buyers' listener; GATEWAY_ADMIN_URL, GW_ADMIN:
+//!                                               its internal one; WRITER)
 //! stackctl with-services --cluster -- CMD …     the same on the Redis Cluster profile: three
 //!                                               gateways behind HAProxy (GATEWAY_URL is the
-//!                                               balancer), stack.env left as it is
+//!                                               balancer, GATEWAY_ADMIN_URL the first
+//!                                               gateway's internal listener), stack.env left
+//!                                               as it is
 //! stackctl balancer start --port P --stable H:P,… [--canary H:P,…] [--name N]
 //! stackctl balancer reload [--stable …] [--canary …] | stop | status [--name N]
 //! stackctl canary set SHARE [--header on|off] | promote | rollback | status [--name N]
@@ -72,7 +76,7 @@ enum Command {
         /// redis, postgres, kafka-N or redis-N (a Redis Cluster node)
         service: Service,
     },
-    /// Run CMD with a release gateway and order-writer on the stack (GATEWAY_URL, GW, WRITER); exit with its status
+    /// Run CMD with a release gateway and order-writer on the stack (GATEWAY_URL/GW: the buyers' listener, GATEWAY_ADMIN_URL/GW_ADMIN: the internal one, WRITER); exit with its status
     WithServices {
         /// Three gateways behind HAProxy on the Redis Cluster profile instead
         #[arg(long)]
@@ -271,8 +275,9 @@ fn with_services(stack: &Stack, cmd: &[String]) -> Result<i32, stackctl::StackEr
         ));
     }
     eprintln!(
-        "[stackctl] gateway {} and order-writer metrics {} up (logs: {})",
+        "[stackctl] gateway {} (internal: admin, metrics, payment callbacks {}) and order-writer metrics {} up (logs: {})",
         gw.url(),
+        gw.internal_url(),
         writer.url(),
         stack.run.join("logs").display()
     );
@@ -280,6 +285,8 @@ fn with_services(stack: &Stack, cmd: &[String]) -> Result<i32, stackctl::StackEr
         .args(rest)
         .env("GATEWAY_URL", gw.url())
         .env("GW", gw.url())
+        .env("GATEWAY_ADMIN_URL", gw.internal_url())
+        .env("GW_ADMIN", gw.internal_url())
         .env("WRITER", writer.url())
         .env("SECKILL_STACK_ENV", stack.run.join("stack.env"))
         .status()?;
@@ -294,10 +301,13 @@ fn with_services(stack: &Stack, cmd: &[String]) -> Result<i32, stackctl::StackEr
 /// keep its single Redis), three release gateways and an order-writer on the cluster, and
 /// HAProxy in front of the gateways (PROXY protocol from 127.0.0.1; on the first free port
 /// from `SECKILL_BALANCER_PORT`, default 18180); runs `cmd` with
-/// GATEWAY_URL/GW = the balancer, GATEWAYS = the gateways, WRITER, SECKILL_REDIS_URL = the
-/// cluster and SECKILL_REDIS_CLUSTER_MASTERS = `host:port=first-last …` (who serves which
-/// slots), then stops what it started (the cluster too, unless it was up before or is
-/// the stack's own profile).
+/// GATEWAY_URL/GW = the balancer, GATEWAYS = the gateways, GATEWAY_ADMIN_URL/GW_ADMIN =
+/// the first gateway's internal listener (the balancer fronts the buyers' listeners only;
+/// switches are central, so one gateway's admin API speaks for all), GATEWAYS_ADMIN =
+/// every gateway's internal listener, WRITER, SECKILL_REDIS_URL = the cluster and
+/// SECKILL_REDIS_CLUSTER_MASTERS = `host:port=first-last …` (who serves which slots),
+/// then stops what it started (the cluster too, unless it was up before or is the
+/// stack's own profile).
 fn with_cluster_services(stack: &Stack, cmd: &[String]) -> Result<i32, stackctl::StackError> {
     use stackctl::redis_cluster::RedisCluster;
     let (program, rest) = cmd
@@ -364,6 +374,7 @@ fn with_cluster_services(stack: &Stack, cmd: &[String]) -> Result<i32, stackctl:
     };
     // Waits until every gateway passes its /readyz check through the PROXY protocol.
     lb.start(&plan, true)?;
+    let internal: Vec<String> = gws.iter().map(|g| g.internal_url()).collect();
     let lb_url = lb.url()?;
     let mut masters = Vec::new();
     for n in cluster
@@ -377,9 +388,10 @@ fn with_cluster_services(stack: &Stack, cmd: &[String]) -> Result<i32, stackctl:
     eprintln!(
         "[stackctl] Redis Cluster {url}
 [stackctl] masters (port=slots): {}
-[stackctl] HAProxy {lb_url} in front of gateways {}; order-writer metrics {} (logs: {})",
+[stackctl] HAProxy {lb_url} in front of gateways {} (internal: {}); order-writer metrics {} (logs: {})",
         masters.join(" "),
         gws.iter().map(|g| g.url()).collect::<Vec<_>>().join(", "),
+        internal.join(", "),
         writer.url(),
         stack.run.join("logs").display()
     );
@@ -391,6 +403,9 @@ fn with_cluster_services(stack: &Stack, cmd: &[String]) -> Result<i32, stackctl:
             "GATEWAYS",
             gws.iter().map(|g| g.url()).collect::<Vec<_>>().join(","),
         )
+        .env("GATEWAY_ADMIN_URL", &internal[0])
+        .env("GW_ADMIN", &internal[0])
+        .env("GATEWAYS_ADMIN", internal.join(","))
         .env("WRITER", writer.url())
         .env("SECKILL_REDIS_URL", &url)
         .env("SECKILL_REDIS_CLUSTER_MASTERS", masters.join(" "))

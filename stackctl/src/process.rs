@@ -107,39 +107,59 @@ pub fn detach(cmd: &mut Command) -> &mut Command {
     cmd.process_group(0)
 }
 
-/// A gateway or order-writer process serving HTTP on `port`; SIGTERM then SIGKILL when
-/// dropped.
+/// A gateway or order-writer process serving HTTP on `port` (and `internal_port`);
+/// SIGTERM then SIGKILL when dropped.
 pub struct Proc {
     pub name: String,
+    /// A gateway's public listener (`listen`: the buyers' routes and the probes); an
+    /// order-writer's metrics.
     pub port: u16,
+    /// Where the operators' routes are: a gateway's internal listener (`internal_listen`:
+    /// `/admin/*`, `/metrics`, `/payments/webhook`); an order-writer's metrics, `port`.
+    pub internal_port: u16,
     child: Child,
 }
 
 impl Proc {
-    /// Start `cmd` and wait until it listens on `port` (or fail with the log to read).
-    pub fn spawn(name: &str, mut cmd: Command, port: u16, log: &Path) -> Result<Proc, StackError> {
+    /// Start `cmd` and wait until it listens on `port` and `internal_port` (or fail with
+    /// the log to read).
+    pub fn spawn(
+        name: &str,
+        mut cmd: Command,
+        port: u16,
+        internal_port: u16,
+        log: &Path,
+    ) -> Result<Proc, StackError> {
         let child = cmd
             .spawn()
             .map_err(StackError::failed(format!("start {name}")))?;
         let mut p = Proc {
             name: name.into(),
             port,
+            internal_port,
             child,
         };
         let listening = wait_until(Duration::from_secs(20), || {
-            port_open(port) || !matches!(p.child.try_wait(), Ok(None))
+            (port_open(port) && port_open(internal_port)) || !matches!(p.child.try_wait(), Ok(None))
         });
         if !listening || !matches!(p.child.try_wait(), Ok(None)) {
             return Err(StackError::Process(format!(
-                "{name} did not listen on 127.0.0.1:{port} (see {})",
+                "{name} did not listen on 127.0.0.1:{port} and 127.0.0.1:{internal_port} (see {})",
                 log.display()
             )));
         }
         Ok(p)
     }
 
+    /// The public base URL: a gateway's buyers' listener.
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The operators' base URL: a gateway's internal listener (admin, metrics, the
+    /// payment provider's callback); an order-writer's metrics.
+    pub fn internal_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.internal_port)
     }
 
     pub fn pid(&self) -> i32 {
@@ -166,15 +186,15 @@ impl Proc {
         status
     }
 
-    /// A metric's value from `/metrics`: the first sample whose name (with labels, if
-    /// given) is exactly `name`.
+    /// A metric's value from `/metrics` (on [`Proc::internal_url`]): the first sample
+    /// whose name (with labels, if given) is exactly `name`.
     pub fn metric(&self, name: &str) -> Option<f64> {
         let agent = ureq::Agent::config_builder()
             .timeout_global(Some(Duration::from_secs(2)))
             .build()
             .new_agent();
         let text = agent
-            .get(&format!("{}/metrics", self.url()))
+            .get(&format!("{}/metrics", self.internal_url()))
             .call()
             .ok()?
             .body_mut()

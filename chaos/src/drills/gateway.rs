@@ -4,7 +4,7 @@
 use super::{failed, finish, observe, rig, sleep, start_load, P99_BUDGET_MS};
 use crate::drill::{wait_for, Drill};
 use crate::env::{Env, Proc, ADMIN};
-use crate::load::{Load, Spec};
+use crate::load::{Endpoint, Load, Spec};
 use crate::verify::invariants;
 use crate::ChaosError;
 use seckill_common::now_ms;
@@ -179,14 +179,20 @@ fn behind_balancer(
         if canary_gw.is_some() { " and a canary" } else { "" }
     ));
     let sale = format!("chaos_{}_{}", d.name.replace('-', "_"), now_ms());
-    loadtest::buyer::Client::new(&url, crate::env::SECRET).create_sale(
-        ADMIN,
-        &sale,
-        1_000_000,
-        now_ms() - 1000,
-        now_ms() + 3_600_000,
-    )?;
-    d.log(format!("sale {sale} opened through the balancer"));
+    // Through the first gateway's internal listener: the balancer fronts the buyers'
+    // listeners only.
+    loadtest::buyer::Client::new(&url, crate::env::SECRET)
+        .with_internal(&gws[0].internal_url())
+        .create_sale(
+            ADMIN,
+            &sale,
+            1_000_000,
+            now_ms() - 1000,
+            now_ms() + 3_600_000,
+        )?;
+    d.log(format!(
+        "sale {sale} opened (the balancer in front of the buyers' listeners)"
+    ));
     Ok((lb, gws, canary_gw, sale))
 }
 
@@ -199,14 +205,19 @@ fn failure_span(load: &Load, from_ms: u64, to_ms: u64) -> Option<(u64, u64)> {
     Some((*slices.first()?, *slices.last()? + 100))
 }
 
-/// 8 buyers × 25/s through the balancer, for at most 60 s.
+/// 8 buyers × 25/s through the balancer, for at most 60 s (they never pay: `internal`,
+/// a gateway's internal listener, would take the provider's callbacks).
 fn balancer_load(
     d: &Drill,
     lb: &stackctl::haproxy::Balancer,
+    internal: &Proc,
     sale: &str,
 ) -> Result<Load, ChaosError> {
     let load = Load::start(Spec {
-        gateways: vec![lb.url()?],
+        gateways: vec![Endpoint {
+            url: lb.url()?,
+            internal: internal.internal_url(),
+        }],
         sale,
         workers: 8,
         rate: 25.0,
@@ -221,7 +232,7 @@ fn balancer_load(
 pub(super) fn balancer_gateway_killed(env: &Env, d: &mut Drill) -> Result<(), ChaosError> {
     let (lb, mut gws, _, sale) = behind_balancer(env, d, "d11", 3, None)?;
     let _w = env.writer("d11-writer")?;
-    let mut load = balancer_load(d, &lb, &sale)?;
+    let mut load = balancer_load(d, &lb, &gws[0], &sale)?;
     sleep(6.0);
     let before = observe(d, &load, "before", 1000, load.elapsed_ms());
     d.check(
@@ -336,10 +347,9 @@ pub(super) fn canary_rollback(env: &Env, d: &mut Drill) -> Result<(), ChaosError
         return Err(ChaosError::Setup(format!("ACL SETUSER: {:?}", acl)));
     }
     let canary_redis = format!("redis://{user}:{pass}@127.0.0.1:{}", env.stack.redis.port);
-    let (lb, _gws, _canary, sale) =
-        behind_balancer(env, d, "d12", 2, Some((canary_redis, vec![])))?;
+    let (lb, gws, _canary, sale) = behind_balancer(env, d, "d12", 2, Some((canary_redis, vec![])))?;
     let _w = env.writer("d12-writer")?;
-    let mut load = balancer_load(d, &lb, &sale)?;
+    let mut load = balancer_load(d, &lb, &gws[0], &sale)?;
     sleep(4.0);
     let b0 = load.elapsed_ms();
     let before = observe(d, &load, "canary share 0", 1000, b0);

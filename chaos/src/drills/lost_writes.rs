@@ -20,14 +20,15 @@ const RECONCILE: [&str; 3] = [
     "seckill_writer_reconcile_conflicts_total",
 ];
 
-/// A process's `/metrics` text (one request for several metrics).
+/// A process's `/metrics` text (one request for several metrics), from its internal
+/// listener.
 fn metrics_text(p: &Proc) -> Option<String> {
     let agent = ureq::Agent::config_builder()
         .timeout_global(Some(Duration::from_secs(2)))
         .build()
         .new_agent();
     agent
-        .get(&format!("{}/metrics", p.url()))
+        .get(&format!("{}/metrics", p.internal_url()))
         .call()
         .ok()?
         .body_mut()

@@ -17,7 +17,7 @@ mod writer_db;
 
 use crate::drill::{wait_for, Drill};
 use crate::env::{Env, Proc, ADMIN};
-use crate::load::{Load, Spec};
+use crate::load::{Endpoint, Load, Spec};
 use crate::verify::invariants;
 use crate::ChaosError;
 use seckill_common::now_ms;
@@ -67,7 +67,8 @@ pub(crate) fn open_bucketed_sale(
     buckets: u32,
 ) -> Result<String, ChaosError> {
     let sale = format!("chaos_{}_{}", d.name.replace('-', "_"), now_ms());
-    let client = loadtest::buyer::Client::new(&gw.url(), crate::env::SECRET);
+    let client = loadtest::buyer::Client::new(&gw.url(), crate::env::SECRET)
+        .with_internal(&gw.internal_url());
     let create = || {
         let now = now_ms();
         client.create_bucketed_sale(ADMIN, &sale, units, now - 1000, now + 3_600_000, buckets)
@@ -111,7 +112,7 @@ fn start_load(
         gws.len()
     ));
     Load::start(Spec {
-        gateways: gws.iter().map(|g| g.url()).collect(),
+        gateways: gws.iter().map(|g| Endpoint::of(g)).collect(),
         sale,
         workers,
         rate,

@@ -87,9 +87,65 @@ pub fn wait_port(port: u16, within: Duration) {
     }
 }
 
-/// A gateway process (stackctl's), killed on drop.
+/// One of a gateway's listeners, spoken to over plain TCP: requests on a new connection
+/// each.
+#[derive(Debug, Clone, Copy)]
+pub struct Endpoint {
+    pub port: u16,
+}
+
+impl Endpoint {
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        auth: Option<&str>,
+        body: Option<&str>,
+    ) -> Resp {
+        let auth = auth.map(|a| ("Authorization", a));
+        self.request_with(method, path, auth.as_slice(), body)
+    }
+
+    /// A request with these header fields.
+    pub fn request_with(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&str>,
+    ) -> Resp {
+        let mut raw = format!("{method} {path} HTTP/1.1\r\nHost: t\r\n");
+        for (k, v) in headers {
+            raw.push_str(&format!("{k}: {v}\r\n"));
+        }
+        let body = body.unwrap_or("");
+        raw.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+        self.raw(raw.as_bytes())
+    }
+
+    pub fn get(&self, path: &str, auth: Option<&str>) -> Resp {
+        self.request("GET", path, auth, None)
+    }
+
+    pub fn post(&self, path: &str, auth: Option<&str>, body: Option<&str>) -> Resp {
+        self.request("POST", path, auth, body)
+    }
+
+    /// Send raw bytes on a new connection and read one response.
+    pub fn raw(&self, bytes: &[u8]) -> Resp {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        s.write_all(bytes).unwrap();
+        read_response(&mut s)
+    }
+}
+
+/// A gateway process (stackctl's), killed on drop. `get`, `post`, `request` and `raw`
+/// speak to its public listener (the buyers' routes); `internal()` is the operators'
+/// (`/admin/*`, `/metrics`, `/payments/webhook`).
 pub struct Gateway {
     pub port: u16,
+    pub internal_port: u16,
     pub topic: String,
     pub redis_url: String,
     pub brokers: String,
@@ -145,6 +201,7 @@ impl Gateway {
             .expect("start gateway");
         let gw = Gateway {
             port: proc.port,
+            internal_port: proc.internal_port,
             topic,
             redis_url,
             brokers,
@@ -177,6 +234,19 @@ impl Gateway {
         self.proc.wait_exit(within)
     }
 
+    /// The public listener (`listen`): the buyers' routes and the probes.
+    pub fn public(&self) -> Endpoint {
+        Endpoint { port: self.port }
+    }
+
+    /// The internal listener (`internal_listen`): `/admin/*`, `/metrics`, the payment
+    /// provider's callback and the probes.
+    pub fn internal(&self) -> Endpoint {
+        Endpoint {
+            port: self.internal_port,
+        }
+    }
+
     pub fn request(
         &self,
         method: &str,
@@ -184,11 +254,10 @@ impl Gateway {
         auth: Option<&str>,
         body: Option<&str>,
     ) -> Resp {
-        let auth = auth.map(|a| ("Authorization", a));
-        self.request_with(method, path, auth.as_slice(), body)
+        self.public().request(method, path, auth, body)
     }
 
-    /// A request with these header fields.
+    /// A request with these header fields, on the public listener.
     pub fn request_with(
         &self,
         method: &str,
@@ -196,19 +265,14 @@ impl Gateway {
         headers: &[(&str, &str)],
         body: Option<&str>,
     ) -> Resp {
-        let mut raw = format!("{method} {path} HTTP/1.1\r\nHost: t\r\n");
-        for (k, v) in headers {
-            raw.push_str(&format!("{k}: {v}\r\n"));
-        }
-        let body = body.unwrap_or("");
-        raw.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
-        self.raw(raw.as_bytes())
+        self.public().request_with(method, path, headers, body)
     }
 
-    /// The payment provider's callback: `body` signed with `secret` at `t_unix_s`.
+    /// The payment provider's callback (on the internal listener): `body` signed with
+    /// `secret` at `t_unix_s`.
     pub fn callback_signed(&self, body: &str, secret: &str, t_unix_s: u64) -> Resp {
         let sig = seckill_common::payment::signature(secret.as_bytes(), t_unix_s, body.as_bytes());
-        self.request_with(
+        self.internal().request_with(
             "POST",
             "/payments/webhook",
             &[("Seckill-Signature", &sig)],
@@ -236,19 +300,16 @@ impl Gateway {
     }
 
     pub fn get(&self, path: &str, auth: Option<&str>) -> Resp {
-        self.request("GET", path, auth, None)
+        self.public().get(path, auth)
     }
 
     pub fn post(&self, path: &str, auth: Option<&str>, body: Option<&str>) -> Resp {
-        self.request("POST", path, auth, body)
+        self.public().post(path, auth, body)
     }
 
-    /// Send raw bytes on a new connection and read one response.
+    /// Send raw bytes to the public listener on a new connection and read one response.
     pub fn raw(&self, bytes: &[u8]) -> Resp {
-        let mut s = TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
-        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-        s.write_all(bytes).unwrap();
-        read_response(&mut s)
+        self.public().raw(bytes)
     }
 
     pub fn ticket(&self, user: u64) -> String {
@@ -269,12 +330,14 @@ impl Gateway {
         sale
     }
 
-    /// Create the sale `sale` through the admin API.
+    /// Create the sale `sale` through the admin API (the internal listener).
     pub fn create_sale(&self, sale: &str, units: i64, start_ms: i64, end_ms: i64) {
         let body = format!(
             r#"{{"sale":"{sale}","stock":{units},"start_ms":{start_ms},"end_ms":{end_ms}}}"#
         );
-        let r = self.post("/admin/sales", Some(&Gateway::admin_auth()), Some(&body));
+        let r = self
+            .internal()
+            .post("/admin/sales", Some(&Gateway::admin_auth()), Some(&body));
         assert_eq!(r.status, 201, "create {sale}: {}", r.body);
     }
 
@@ -308,9 +371,10 @@ impl Gateway {
         )
     }
 
-    /// A metric's value (first sample whose line starts with `prefix`).
+    /// A metric's value (first sample whose line starts with `prefix`), from the
+    /// internal listener's `/metrics`.
     pub fn metric(&self, prefix: &str) -> f64 {
-        let m = self.get("/metrics", None);
+        let m = self.internal().get("/metrics", None);
         m.body
             .lines()
             .find(|l| l.starts_with(prefix))

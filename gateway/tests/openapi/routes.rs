@@ -3,10 +3,11 @@
 
 use crate::harness::{now_ms, unique, Gateway};
 use crate::schema::{
-    answers_as_documented, auth_for, check_response, deref, doc, operations, send, signed_headers,
+    answers_as_documented, auth_for, check_response, deref, doc, documented_listeners, endpoint,
+    operations, send, signed_headers, METHODS,
 };
 use gateway::app::App;
-use gateway::metrics::{Route, ROUTES};
+use gateway::metrics::{Listener, Route, LISTENERS, ROUTES};
 use serde_json::json;
 use std::collections::{BTreeSet, HashSet};
 
@@ -75,7 +76,7 @@ fn every_documented_route_answers_as_documented() {
         // Without credentials (a ticket, the admin token, the provider's signature): 401,
         // as documented.
         if auth.is_some() || !signed_headers(&op, body.as_deref()).is_empty() {
-            let r = gw.request(&method, &path, None, body.as_deref());
+            let r = endpoint(&gw, &path).request(&method, &path, None, body.as_deref());
             assert_eq!(r.status, 401, "{what} without credentials: {}", r.body);
             answers_as_documented(&doc, &what, &op, &r);
         }
@@ -93,6 +94,45 @@ fn every_documented_route_answers_as_documented() {
     assert_eq!(served, all, "every route the gateway serves is documented");
 }
 
+/// Each path is served on the listeners its `servers` name and nowhere else: on the
+/// other listener it is an unknown path (404 `not_found`, as the document's description
+/// says), whatever the method and credentials.
+#[test]
+fn servers_are_the_listeners_that_serve_each_path() {
+    let doc = doc();
+    let gw = Gateway::start();
+    let sale = gw.open_sale("servers", 5);
+    for (template, method, op) in operations(&doc) {
+        let path = template.replace("{sale}", &sale).replace("{id}", "x-1");
+        let documented = documented_listeners(&doc, &template);
+        let what = format!("{method} {template}");
+        for l in LISTENERS {
+            assert_eq!(
+                l.serves(App::route_of(&path)),
+                documented.contains(&l),
+                "{what}: served on the {} listener vs openapi.json's servers",
+                l.label()
+            );
+            if documented.contains(&l) {
+                continue;
+            }
+            let at = match l {
+                Listener::Public => gw.public(),
+                Listener::Internal => gw.internal(),
+            };
+            let auth = auth_for(&gw, &op, 3);
+            let r = at.request(&method, &path, auth.as_deref(), Some("{}"));
+            assert_eq!(
+                (r.status, r.code().as_str()),
+                (404, "not_found"),
+                "{what} on the {} listener: {}",
+                l.label(),
+                r.body
+            );
+        }
+    }
+}
+
 /// Paths answer only their documented methods: any other is 405 with `Allow` listing
 /// exactly those (schemathesis's unsupported_method and allow_header_conformance).
 #[test]
@@ -105,13 +145,14 @@ fn other_methods_are_405_with_the_documented_allow() {
             .as_object()
             .unwrap()
             .keys()
+            .filter(|k| METHODS.contains(&k.as_str()))
             .map(|m| m.to_uppercase())
             .collect();
         for method in ["GET", "POST", "PUT", "PATCH", "DELETE"] {
             if documented.contains(method) {
                 continue;
             }
-            let r = gw.request(method, &path, Some(&Gateway::admin_auth()), None);
+            let r = endpoint(&gw, &path).request(method, &path, Some(&Gateway::admin_auth()), None);
             let what = format!("{method} {template}");
             assert_eq!(r.status, 405, "{what}: {}", r.body);
             let allow: BTreeSet<String> = r
@@ -142,7 +183,7 @@ fn order_status_checks_the_ticket_before_the_switch() {
     let op = &doc["paths"]["/v1/orders/{id}"]["get"];
     let gw = Gateway::start();
     let admin = Gateway::admin_auth();
-    let r = gw.post(
+    let r = gw.internal().post(
         "/admin/switches/local",
         Some(&admin),
         Some(r#"{"status_reads":"off"}"#),
@@ -176,7 +217,9 @@ fn degraded_answers_are_documented() {
         r#"{"redis_breaker":"open"}"#.to_string(),
     ];
     for state in states {
-        let r = gw.post("/admin/switches/local", Some(&admin), Some(&state));
+        let r = gw
+            .internal()
+            .post("/admin/switches/local", Some(&admin), Some(&state));
         assert_eq!(r.status, 200, "{state}: {}", r.body);
         for (template, method, op) in operations(&doc) {
             if template.starts_with("/admin/switches") {
@@ -195,11 +238,14 @@ fn degraded_answers_are_documented() {
             };
             // Three in a row: the second and third meet the lowest limits.
             for _ in 0..3 {
-                let r = gw.request(&method, &path, auth.as_deref(), body.as_deref());
+                let r =
+                    endpoint(&gw, &path).request(&method, &path, auth.as_deref(), body.as_deref());
                 answers_as_documented(&doc, &format!("{method} {template} ({state})"), &op, &r);
             }
         }
-        let r = gw.request("DELETE", "/admin/switches/local", Some(&admin), None);
+        let r = gw
+            .internal()
+            .request("DELETE", "/admin/switches/local", Some(&admin), None);
         assert_eq!(r.status, 200, "{}", r.body);
     }
 }

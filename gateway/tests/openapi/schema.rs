@@ -1,6 +1,8 @@
 //! The document and the checks of an answer against it.
 
-use crate::harness::{Gateway, Resp};
+use crate::harness::{Endpoint, Gateway, Resp};
+use gateway::app::App;
+use gateway::metrics::Listener;
 use serde_json::{json, Value};
 
 pub fn doc() -> Value {
@@ -143,15 +145,50 @@ pub fn check_response(doc: &Value, what: &str, resp: &Value, r: &Resp) {
     }
 }
 
+/// The HTTP methods a path item may hold (its other keys, such as `servers`, are not
+/// operations).
+pub const METHODS: [&str; 5] = ["get", "post", "put", "patch", "delete"];
+
 /// Each documented operation: (path template, method, operation).
 pub fn operations(doc: &Value) -> Vec<(String, String, Value)> {
     let mut out = vec![];
     for (template, ops) in doc["paths"].as_object().unwrap() {
         for (method, op) in ops.as_object().unwrap() {
-            out.push((template.clone(), method.to_uppercase(), op.clone()));
+            if METHODS.contains(&method.as_str()) {
+                out.push((template.clone(), method.to_uppercase(), op.clone()));
+            }
         }
     }
     out
+}
+
+/// The listeners the document says `template` is served on: its path's `servers`, else
+/// the document's, each named by its URL — `http://` and the default `listen` (public)
+/// or `internal_listen` (internal).
+pub fn documented_listeners(doc: &Value, template: &str) -> Vec<Listener> {
+    let servers = doc["paths"][template]["servers"]
+        .as_array()
+        .or(doc["servers"].as_array())
+        .unwrap_or_else(|| panic!("{template}: no servers"));
+    let defaults = gateway::config::Config::default();
+    servers
+        .iter()
+        .map(|s| match s["url"].as_str() {
+            Some(u) if u == format!("http://{}", defaults.listen) => Listener::Public,
+            Some(u) if u == format!("http://{}", defaults.internal_listen) => Listener::Internal,
+            other => panic!("{template}: a server of neither listener: {other:?}"),
+        })
+        .collect()
+}
+
+/// The listener of `gw` that serves `path` (the public one when both do).
+/// `servers_are_the_listeners_that_serve_each_path` checks the document says the same.
+pub fn endpoint(gw: &Gateway, path: &str) -> Endpoint {
+    if Listener::Public.serves(App::route_of(path)) {
+        gw.public()
+    } else {
+        gw.internal()
+    }
 }
 
 /// The request header fields `op` needs for `body`: the provider's signature over it,
@@ -170,8 +207,9 @@ pub fn signed_headers(op: &Value, body: Option<&str>) -> Vec<(&'static str, Stri
     }
 }
 
-/// Send `body` to `path` as `op` needs it: its credentials (the user's ticket or the
-/// admin token, `auth`) and, for the provider's callback, its signature.
+/// Send `body` to `path` as `op` needs it, on the listener that serves it: its
+/// credentials (the user's ticket or the admin token, `auth`) and, for the provider's
+/// callback, its signature.
 pub fn send(
     gw: &Gateway,
     op: &Value,
@@ -185,7 +223,7 @@ pub fn send(
     if let Some(a) = auth {
         headers.push(("Authorization", a));
     }
-    gw.request_with(method, path, &headers, body)
+    endpoint(gw, path).request_with(method, path, &headers, body)
 }
 
 pub fn auth_for(gw: &Gateway, op: &Value, user: u64) -> Option<String> {

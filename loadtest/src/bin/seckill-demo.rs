@@ -3,8 +3,10 @@
 //! happened and check the invariants against Redis, the order topic and PostgreSQL
 //! (the order-writer must be running).
 //!
-//! `seckill-demo [--gateway URL] [--units N] [--buyers N] [--clients N] [--buckets B]`
-//! (`seckill-demo --help` says what each is and its default).
+//! `seckill-demo [--gateway URL] [--admin-url URL] [--units N] [--buyers N] [--clients N]
+//! [--buckets B]` (`seckill-demo --help` says what each is and its default); the sale is
+//! created through the gateway's internal listener (`--admin-url`, else
+//! `GATEWAY_ADMIN_URL` as `stackctl with-services` sets it).
 //! Secrets and addresses: `SECKILL_TICKET_SECRET`, `SECKILL_ADMIN_TOKEN`, the local
 //! stack's `stack.env` (or `SECKILL_REDIS_URL`, `SECKILL_KAFKA_BROKERS`), `SECKILL_ORDERS_TOPIC`.
 //! On a Redis Cluster (`redis+cluster://…`, e.g. `stackctl with-services --cluster`) the
@@ -23,9 +25,17 @@ use loadtest::verify;
 #[derive(Debug, Parser)]
 #[command(name = "seckill-demo", version, args_override_self = true)]
 struct Args {
-    /// The gateway's base URL
+    /// The gateway's base URL (its public listener, the buyers')
     #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:18080")]
     gateway: String,
+    /// The gateway's internal listener, where the sale is created
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "GATEWAY_ADMIN_URL",
+        default_value = loadtest::buyer::DEFAULT_INTERNAL_URL
+    )]
+    admin_url: String,
     /// Units of the sale
     #[arg(long, value_name = "N", default_value_t = 500, value_parser = clap::value_parser!(i64).range(0..))]
     units: i64,
@@ -151,7 +161,7 @@ fn run(args: Args) -> Result<bool, LoadError> {
     let topic = env_or("SECKILL_ORDERS_TOPIC", "orders");
     let now = seckill_common::now_ms();
     let sale = format!("demo_{now}");
-    let client = Client::new(&args.gateway, &secret);
+    let client = Client::new(&args.gateway, &secret).with_internal(&args.admin_url);
     let cluster = stock::cluster::is_cluster_url(&stack.redis_url);
     let buckets = args.buckets.unwrap_or(if cluster { 8 } else { 1 });
     client.create_bucketed_sale(

@@ -1,16 +1,19 @@
 //! Goose load runs against the gateway, each ending with the invariant check.
 //!
 //! ```text
-//! seckill-load <rush|click-storm|bots|browse|mix> [--host URL] [--units N] [--out DIR]
-//!              [--expected-interval-us N] [--topic T] [-- GOOSE FLAGS…]
+//! seckill-load <rush|click-storm|bots|browse|mix> [--host URL] [--admin-url URL]
+//!              [--units N] [--out DIR] [--expected-interval-us N] [--topic T]
+//!              [-- GOOSE FLAGS…]
 //! seckill-load verify --sale SALE --acked FILE [--topic T]
 //! ```
 //! Goose flags (after `--`) set users, `--increase-rate`, `--run-time`, `--co-mitigation`…;
 //! without `--run-time`/`--iterations` a run lasts 30 s. The run's folder (default
 //! `.run/load/<scenario>-<time>`) receives Goose's HTML and JSON reports, `acked.csv`
 //! (every 202), `answers.json`, `latency.md` (HdrHistogram per request type) and
-//! `summary.md`. Secrets: `SECKILL_TICKET_SECRET`, `SECKILL_ADMIN_TOKEN`; `--topic` may
-//! also come from `SECKILL_ORDERS_TOPIC`. `seckill-load --help` describes every flag.
+//! `summary.md`. The run's sale is created through the gateway's internal listener
+//! (`--admin-url`, or `GATEWAY_ADMIN_URL` as `stackctl with-services` sets it). Secrets:
+//! `SECKILL_TICKET_SECRET`, `SECKILL_ADMIN_TOKEN`; `--topic` may also come from
+//! `SECKILL_ORDERS_TOPIC`. `seckill-load --help` describes every flag.
 
 use clap::{Args, Parser, Subcommand};
 use goose::config::GooseConfiguration;
@@ -47,9 +50,17 @@ enum Command {
 /// A run of one scenario on a sale of its own.
 #[derive(Debug, Args)]
 struct RunArgs {
-    /// The gateway's base URL
+    /// The gateway's base URL (its public listener, the buyers')
     #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:18080")]
     host: String,
+    /// The gateway's internal listener, where the run's sale is created
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "GATEWAY_ADMIN_URL",
+        default_value = loadtest::buyer::DEFAULT_INTERNAL_URL
+    )]
+    admin_url: String,
     /// Units of the run's sale
     #[arg(long, value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(i64).range(0..))]
     units: i64,
@@ -67,6 +78,12 @@ struct RunArgs {
         default_value = "orders"
     )]
     topic: String,
+    /// rush: the share of buyers (0 to 1) whose accepted order is paid through a simulated payment provider (the buyer starts the payment, the provider's signed callback pays it on the internal listener, secret SECKILL_PAYMENT_WEBHOOK_SECRET)
+    #[arg(long, value_name = "SHARE", default_value_t = 0.0)]
+    pay_share: f64,
+    /// rush: how long after its 202 a paying buyer pays, in ms
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    pay_delay_ms: u64,
     /// Goose's own flags, after `--` (--users, --increase-rate, --run-time [default: 30s], --iterations, --co-mitigation, …)
     #[arg(last = true, value_name = "GOOSE FLAGS")]
     goose: Vec<String>,
@@ -126,14 +143,28 @@ fn run(scenario: &str, a: RunArgs) -> Result<bool, LoadError> {
         .unwrap_or_else(|| PathBuf::from(format!(".run/load/{}-{now}", scenario)));
     std::fs::create_dir_all(&out).map_err(LoadError::io(out.display()))?;
     let scenarios = scenarios::scenarios(scenario)?;
-    Client::new(&a.host, &secret).create_sale(
-        &admin,
-        &sale,
-        a.units,
-        now - 1000,
-        now + 24 * 3_600_000,
-    )?;
+    Client::new(&a.host, &secret)
+        .with_internal(&a.admin_url)
+        .create_sale(&admin, &sale, a.units, now - 1000, now + 24 * 3_600_000)?;
     scenarios::init(&sale, &secret, 1, a.expected_interval_us);
+    if !(0.0..=1.0).contains(&a.pay_share) {
+        return Err(LoadError::Setup(format!(
+            "--pay-share {}: expected a share from 0 to 1",
+            a.pay_share
+        )));
+    }
+    if a.pay_share > 0.0 {
+        scenarios::set_provider(scenarios::Provider {
+            webhook_base: a.admin_url.clone(),
+            secret: env_or(
+                "SECKILL_PAYMENT_WEBHOOK_SECRET",
+                "dev-webhook-secret-change-me",
+            )
+            .into_bytes(),
+            share_permille: (a.pay_share * 1000.0).round() as u64,
+            delay: std::time::Duration::from_millis(a.pay_delay_ms),
+        });
+    }
     println!(
         "sale {sale}: {} units; scenario {}; gateway {}; run folder {}",
         a.units,

@@ -1,14 +1,19 @@
 //! The hostile soak against a running gateway (see `loadtest::soak`).
 //!
 //! ```text
-//! seckill-soak [--gateway URL] [--gateway-pid PID] [--hostile N] [--buyers N] [--units N]
+//! seckill-soak [--gateway URL] [--admin-url URL] [--gateway-pid PID] [--hostile N]
+//!              [--buyers N] [--units N]
 //!              [--clients N] [--pipelines N] [--pipeline-requests N] [--byte-interval-ms N]
 //!              [--hold-secs N] [--max-opened N] [--reopen-after-ms N] [--topic T]
 //!              [--max-rss-growth-mb N] [--p99-factor K] [--p99-slack-ms N]
 //!              [--timeout-ms N] [--timeout-grace-ms N]
 //! ```
 //! `--gateway` defaults to `$GATEWAY_URL` (set by `stackctl with-services`), else
-//! `http://127.0.0.1:18080`; the pid defaults to the process listening on its port.
+//! `http://127.0.0.1:18080`; `--admin-url` (its internal listener: the sales are created
+//! there, the metrics read there, and the unread pipelines of `GET /metrics` sent there,
+//! the largest answer the gateway gives) to `$GATEWAY_ADMIN_URL`, else
+//! `http://127.0.0.1:9100`; the pid defaults to the process listening on the gateway's
+//! port.
 //! Secrets: `SECKILL_TICKET_SECRET`, `SECKILL_ADMIN_TOKEN` (the development ones by
 //! default, as `stackctl with-services` runs the gateway); `--topic` defaults to
 //! `SECKILL_ORDERS_TOPIC`, else `orders`. Prints the summary; exits 1 when an invariant
@@ -33,6 +38,14 @@ struct Cli {
         default_value = "http://127.0.0.1:18080"
     )]
     gateway: String,
+    /// The gateway's internal listener: the admin API, its metrics, and the unread pipelines' target
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "GATEWAY_ADMIN_URL",
+        default_value = loadtest::buyer::DEFAULT_INTERNAL_URL
+    )]
+    admin_url: String,
     /// The gateway's process, whose RSS is measured [default: the one listening on its port]
     #[arg(long, value_name = "PID")]
     gateway_pid: Option<i32>,
@@ -99,6 +112,7 @@ fn env_or(name: &str, default: &str) -> String {
 fn options(c: Cli) -> Options {
     let mut o = Options::new(
         &c.gateway,
+        &c.admin_url,
         &env_or("SECKILL_TICKET_SECRET", "dev-ticket-secret-change-me"),
         &env_or("SECKILL_ADMIN_TOKEN", "dev-admin-token-change-me"),
         &c.topic,
@@ -170,9 +184,21 @@ mod tests {
     /// defaults); the flags the README gives change what they name.
     #[test]
     fn flags_set_the_options_and_their_absence_keeps_the_defaults() {
-        let o = options_of(&["--gateway", "http://127.0.0.1:1/"]);
-        let d = Options::new("http://127.0.0.1:1", "", "", "orders", 3000);
-        assert_eq!(o.gateway, d.gateway);
+        let o = options_of(&[
+            "--gateway",
+            "http://127.0.0.1:1/",
+            "--admin-url",
+            "http://127.0.0.1:2/",
+        ]);
+        let d = Options::new(
+            "http://127.0.0.1:1",
+            "http://127.0.0.1:2",
+            "",
+            "",
+            "orders",
+            3000,
+        );
+        assert_eq!((&o.gateway, &o.internal), (&d.gateway, &d.internal));
         assert_eq!(
             (o.buyers, o.units, o.clients),
             (d.buyers, d.units, d.clients)

@@ -17,9 +17,11 @@
 //! a grace, every refusal answered, connections drained, every invariant.
 //!
 //! Hostile kinds ([`Kind`]), each a fixed number of concurrent slots, only to the
-//! gateway's (loopback) address, all on one thread of non-blocking sockets and `poll(2)`:
+//! gateway's (loopback) addresses, all on one thread of non-blocking sockets and `poll(2)`:
 //! slowloris heads, slow bodies, unread pipelines, half-closed and idle sockets, garbage
-//! bytes, too many headers. A slot whose connection the gateway closed is re-opened after
+//! bytes, too many headers. The unread pipelines ask for `GET /metrics` on the internal
+//! listener, the gateway's largest answer (the public listener's are a few hundred bytes
+//! and run through the same edge); the others go to the public listener. A slot whose connection the gateway closed is re-opened after
 //! `reopen_after`, while fewer than `max_opened` connections were opened in all.
 
 //!
@@ -74,8 +76,11 @@ impl Default for Bounds {
 
 #[derive(Clone, Debug)]
 pub struct Options {
-    /// The gateway's base URL (loopback).
+    /// The gateway's base URL (loopback): its public listener.
     pub gateway: String,
+    /// Its internal listener (loopback): the sales are created and the metrics read there,
+    /// and the unread pipelines sent there.
+    pub internal: String,
     /// Its process, for RSS; found by the listening port when None.
     pub gateway_pid: Option<i32>,
     pub secret: String,
@@ -100,9 +105,17 @@ pub struct Options {
 }
 
 impl Options {
-    pub fn new(gateway: &str, secret: &str, admin: &str, topic: &str, hostile: usize) -> Options {
+    pub fn new(
+        gateway: &str,
+        internal: &str,
+        secret: &str,
+        admin: &str,
+        topic: &str,
+        hostile: usize,
+    ) -> Options {
         Options {
             gateway: gateway.trim_end_matches('/').to_string(),
+            internal: internal.trim_end_matches('/').to_string(),
             gateway_pid: None,
             secret: secret.into(),
             admin: admin.into(),
@@ -422,15 +435,16 @@ pub fn run(opts: &Options, stack: &seckill_common::stack::Stack) -> Result<Summa
         }
     };
     let (addr, pid) = gateway_process(opts)?;
+    let pipeline_addr = addr_of(&opts.internal)?;
     let agent = short_agent();
-    let client = Client::new(&opts.gateway, &opts.secret);
+    let client = Client::new(&opts.gateway, &opts.secret).with_internal(&opts.internal);
     let tag = now_ms();
     let sales = [format!("soak_base_{tag}"), format!("soak_hostile_{tag}")];
     for s in &sales {
         client.create_sale(&opts.admin, s, opts.units, tag - 1000, tag + 3_600_000)?;
     }
 
-    let sampler = Sampler::start(pid, &opts.gateway, Duration::from_millis(500));
+    let sampler = Sampler::start(pid, &opts.internal, Duration::from_millis(500));
     sampler.phase("idle");
     let t = Instant::now();
     while t.elapsed() < opts.idle_for || sampler.samples("idle") < 2 {
@@ -453,11 +467,11 @@ pub fn run(opts: &Options, stack: &seckill_common::stack::Stack) -> Result<Summa
         without.requests, without.p99_us
     ));
 
-    let before = metrics_text(&agent, &opts.gateway).unwrap_or_default();
+    let before = metrics_text(&agent, &opts.internal).unwrap_or_default();
     let refused_before = refused_by_reason(&before);
     let metrics_before = metric(&before, METRICS_SERVED).unwrap_or(0.0) as u64;
     sampler.phase("soak");
-    let (stats, soaked) = rush_under_hostile_load(opts, addr, &sales[1], &say)?;
+    let (stats, soaked) = rush_under_hostile_load(opts, (addr, pipeline_addr), &sales[1], &say)?;
     let soaked = soaked?;
     let with = Latency::of(&soaked);
     let soak_peak = sampler.peak("soak");
@@ -467,8 +481,8 @@ pub fn run(opts: &Options, stack: &seckill_common::stack::Stack) -> Result<Summa
     let drain_by = Instant::now()
         + Duration::from_millis(opts.bounds.timeout_ms + opts.bounds.timeout_grace_ms);
     let baseline_conns = sampler.peak("baseline").connections;
-    let after = drained(&agent, &opts.gateway, drain_by, baseline_conns);
-    let after_text = metrics_text(&agent, &opts.gateway).unwrap_or_default();
+    let after = drained(&agent, &opts.internal, drain_by, baseline_conns);
+    let after_text = metrics_text(&agent, &opts.internal).unwrap_or_default();
     let refused_after = refused_by_reason(&after_text);
     let metrics_served =
         (metric(&after_text, METRICS_SERVED).unwrap_or(0.0) as u64).saturating_sub(metrics_before);
@@ -510,16 +524,18 @@ pub fn run(opts: &Options, stack: &seckill_common::stack::Stack) -> Result<Summa
     })
 }
 
-/// The hostile connections opened and held at least `opts.hold`, while the rush runs on
-/// `sale`; their stats, and the rush (its error kept for after they are closed).
+/// The hostile connections opened and held at least `opts.hold` (to the public listener
+/// `addr`, the pipelines to the internal one), while the rush runs on `sale`; their stats,
+/// and the rush (its error kept for after they are closed).
 fn rush_under_hostile_load(
     opts: &Options,
-    addr: SocketAddr,
+    (addr, pipeline_addr): (SocketAddr, SocketAddr),
     sale: &str,
     say: &impl Fn(String),
 ) -> Result<(HostileStats, Result<TimedRush, LoadError>), LoadError> {
     let hostile = Hostile::start(HostileOptions {
         addr,
+        pipeline_addr,
         mix: opts.mix,
         byte_interval: opts.byte_interval,
         pipeline_requests: opts.pipeline_requests,
@@ -573,17 +589,18 @@ fn gateway_process(opts: &Options) -> Result<(SocketAddr, i32), LoadError> {
     Ok((addr, pid))
 }
 
-/// The gateway's open connections once they fell back to `baseline_conns` (at least
-/// one), or the last reading at `drain_by`.
+/// The gateway's open connections (both listeners) once they fell back to
+/// `baseline_conns` (at least one: the reading's own), or the last reading at `drain_by`;
+/// read from its internal listener `internal`.
 fn drained(
     agent: &ureq::Agent,
-    gateway: &str,
+    internal: &str,
     drain_by: Instant,
     baseline_conns: u64,
 ) -> Option<u64> {
     let mut after = None;
     while Instant::now() < drain_by {
-        after = metrics_text(agent, gateway)
+        after = metrics_text(agent, internal)
             .and_then(|t| metric(&t, "seckill_http_connections"))
             .map(|v| v as u64);
         if after.is_some_and(|n| n <= baseline_conns.max(1)) {

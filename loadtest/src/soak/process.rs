@@ -96,8 +96,9 @@ pub(super) fn short_agent() -> ureq::Agent {
         .new_agent()
 }
 
-/// Samples the gateway's RSS and open-connection gauge every `every`, keeping the
-/// peaks per phase.
+/// Samples the gateway's RSS and open-connection gauge (`seckill_http_connections`: both
+/// listeners, read from the internal one's `/metrics`) every `every`, keeping the peaks
+/// per phase.
 pub struct Sampler {
     stop: Arc<AtomicBool>,
     phase: Arc<Mutex<String>>,

@@ -25,7 +25,10 @@ pub use testkit::{now_ms, unique};
 pub struct Services {
     pub stack: seckill_common::stack::Stack,
     pub topic: String,
+    /// The gateway's public listener (the buyers').
     pub base: String,
+    /// Its internal listener: the admin API and the payment callback.
+    pub internal: String,
     pub tag: String,
     pub gateway: stackctl::process::Proc,
     pub writer: stackctl::process::Proc,
@@ -95,6 +98,7 @@ impl Services {
             stack,
             topic,
             base,
+            internal: gateway.internal_url(),
             tag,
             gateway,
             writer,

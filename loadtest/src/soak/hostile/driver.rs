@@ -199,7 +199,12 @@ fn open_due(
         opened_all.fetch_add(1, Ordering::Relaxed);
         let ks = stats.kinds.get_mut(&s.kind).expect("kind");
         ks.opened += 1;
-        match connect_nonblocking(opts.addr) {
+        let to = if s.kind == Kind::Pipeline {
+            opts.pipeline_addr
+        } else {
+            opts.addr
+        };
+        match connect_nonblocking(to) {
             Ok(sock) => {
                 s.conn = Some(Conn {
                     sock,

@@ -20,8 +20,9 @@ pub enum Kind {
     /// A complete head with `Content-Length: 1000`, the body one byte every
     /// `byte_interval` (→ 408 body_timeout).
     SlowBody,
-    /// `pipeline_requests` pipelined `GET /metrics`, written as fast as the socket takes
-    /// them, never a byte read (→ closed after the write timeout).
+    /// `pipeline_requests` pipelined `GET /metrics` to the internal listener
+    /// (`HostileOptions::pipeline_addr`), written as fast as the socket takes them, never
+    /// a byte read (→ closed after the write timeout).
     Pipeline,
     /// Connect, then `shutdown(Write)` (→ closed at once, quietly).
     HalfClose,
@@ -120,8 +121,12 @@ impl Mix {
 
 #[derive(Clone, Debug)]
 pub struct HostileOptions {
-    /// The gateway; must be a loopback address.
+    /// The gateway's public listener; must be a loopback address.
     pub addr: SocketAddr,
+    /// Where the unread pipelines of `GET /metrics` go: the gateway's internal listener,
+    /// whose metrics page is the largest answer it gives (the same edge limits as the
+    /// public one); must be a loopback address.
+    pub pipeline_addr: SocketAddr,
     pub mix: Mix,
     pub byte_interval: Duration,
     pub pipeline_requests: usize,
@@ -201,10 +206,12 @@ pub struct Hostile {
 impl Hostile {
     /// Start the driver; refuses a non-loopback address.
     pub fn start(opts: HostileOptions) -> Result<Hostile, LoadError> {
-        if !opts.addr.ip().is_loopback() {
+        if let Some(a) = [opts.addr, opts.pipeline_addr]
+            .into_iter()
+            .find(|a| !a.ip().is_loopback())
+        {
             return Err(LoadError::Setup(format!(
-                "hostile connections go only to a loopback address, not {}",
-                opts.addr
+                "hostile connections go only to a loopback address, not {a}"
             )));
         }
         raise_nofile_limit();
