@@ -165,20 +165,23 @@ impl Spec {
     /// `SECKILL_REDIS_PORT`, `SECKILL_PG_PORT`, `SECKILL_KAFKA_PORT`,
     /// `SECKILL_KAFKA_NODES` and `SECKILL_TOPICS` ("orders:8 orders-dlq:1").
     /// `SECKILL_STACK_TLS=1`: the TLS profile, by default in `.run/tls` on ports of its
-    /// own (16380, 15433, 19300), so that it runs beside the plain stack.
+    /// own (the plain ones + 1, Kafka's + 208: 16380, 15433, 19300 by default), so that
+    /// it runs beside the plain stack.
     pub fn from_env() -> Result<Spec, StackError> {
         let root = root()?;
         let topics = std::env::var("SECKILL_TOPICS").unwrap_or("orders:8 orders-dlq:1".into());
         let tls = std::env::var("SECKILL_STACK_TLS").is_ok_and(|v| v == "1" || v == "true");
-        let shift = if tls { 1 } else { 0 };
+        // The TLS profile beside the plain stack: the plain ports (or their overrides)
+        // + 1 for Redis and PostgreSQL, Kafka + 208 (its controller at + 100 more stays
+        // clear of the plain stack's three controllers).
+        let (shift, kafka_shift) = if tls { (1, 208) } else { (0, 0) };
         Ok(Spec {
             run: std::env::var_os("SECKILL_RUN_DIR")
                 .map(PathBuf::from)
                 .unwrap_or_else(|| root.join(if tls { ".run/tls" } else { ".run" })),
-            redis_port: var("SECKILL_REDIS_PORT", 16379 + shift),
-            pg_port: var("SECKILL_PG_PORT", 15432 + shift),
-            // Not 19192: the plain stack's controller listens there.
-            kafka_port: var("SECKILL_KAFKA_PORT", if tls { 19300 } else { 19092 }),
+            redis_port: var("SECKILL_REDIS_PORT", 16379u16).saturating_add(shift),
+            pg_port: var("SECKILL_PG_PORT", 15432u16).saturating_add(shift),
+            kafka_port: var("SECKILL_KAFKA_PORT", 19092u16).saturating_add(kafka_shift),
             tls,
             kafka_nodes: var("SECKILL_KAFKA_NODES", 1usize).clamp(1, 9),
             topics: topics
