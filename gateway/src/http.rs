@@ -36,9 +36,19 @@ impl HttpServiceFactory for Factory {
             peer: peer.map(|p| p.ip()),
         }
     }
-    /// The same bounds on both listeners (each counts its own connections).
+    /// The same bounds on both listeners (each counts its own connections), except two
+    /// the public one alone has: the balancer in front of it (`trusted_proxies`: the
+    /// public balancer never fronts the internal listener, and an operator or scraper on
+    /// that host must not be asked for PROXY headers), and `share_port` (an internal
+    /// address shared by several processes would send each scrape or local switch to a
+    /// random one of them).
     fn limits(&self) -> Limits {
-        self.app.cfg.http_limits()
+        let mut limits = self.app.cfg.http_limits();
+        if self.listener == Listener::Internal {
+            limits.trusted_proxies = Vec::new();
+            limits.share_port = false;
+        }
+        limits
     }
 }
 

@@ -252,7 +252,8 @@ async fn pay(
         &path,
         &ticket(s, buyer),
         None,
-        |st| st < 500,
+        // 0: no answer at all (a failure, as a server error is).
+        |st| st != 0 && st < 500,
     )
     .await?;
     if status != 200 || json["status"].as_str() != Some("awaiting_payment") {

@@ -134,9 +134,11 @@ pub(super) fn overload(env: &Env, d: &mut Drill) -> Result<(), ChaosError> {
 // ---------------------------------------------------------------- behind a balancer
 
 /// Gateways behind HAProxy (stackctl's balancer, named `tag`, under the drill stack's run
-/// directory): each gateway trusts the balancer's address (127.0.0.1) for PROXY headers,
-/// so every request, the sale's creation included, goes through the balancer. Returns
-/// the balancer, the stable and canary gateways and the sale.
+/// directory): each gateway trusts the balancer's address (127.0.0.1) for PROXY headers
+/// on its public listener, so every buyer's request goes through the balancer; the
+/// sale is created on a gateway's internal listener, which no balancer fronts (it asks
+/// nobody for a header). Returns the balancer, the stable and canary gateways and the
+/// sale.
 fn behind_balancer(
     env: &Env,
     d: &Drill,

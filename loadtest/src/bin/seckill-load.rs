@@ -143,16 +143,16 @@ fn run(scenario: &str, a: RunArgs) -> Result<bool, LoadError> {
         .unwrap_or_else(|| PathBuf::from(format!(".run/load/{}-{now}", scenario)));
     std::fs::create_dir_all(&out).map_err(LoadError::io(out.display()))?;
     let scenarios = scenarios::scenarios(scenario)?;
-    Client::new(&a.host, &secret)
-        .with_internal(&a.admin_url)
-        .create_sale(&admin, &sale, a.units, now - 1000, now + 24 * 3_600_000)?;
-    scenarios::init(&sale, &secret, 1, a.expected_interval_us);
     if !(0.0..=1.0).contains(&a.pay_share) {
         return Err(LoadError::Setup(format!(
             "--pay-share {}: expected a share from 0 to 1",
             a.pay_share
         )));
     }
+    Client::new(&a.host, &secret)
+        .with_internal(&a.admin_url)
+        .create_sale(&admin, &sale, a.units, now - 1000, now + 24 * 3_600_000)?;
+    scenarios::init(&sale, &secret, 1, a.expected_interval_us);
     if a.pay_share > 0.0 {
         scenarios::set_provider(scenarios::Provider {
             webhook_base: a.admin_url.clone(),
@@ -226,7 +226,10 @@ fn run(scenario: &str, a: RunArgs) -> Result<bool, LoadError> {
     let latency = scenarios::latency_table();
     write(&out.join("latency.md"), &latency)?;
 
-    let report = check(&sale, &acked, &tokens, &a.topic)?;
+    let mut report = check(&sale, &acked, &tokens, &a.topic)?;
+    if a.pay_share > 0.0 {
+        report.checks.extend(payment_checks(&sale, &answers)?);
+    }
     let mut summary = format!(
         "# {} run: sale {sale}, {} units\n\n## Answers\n\n",
         scenario, a.units
@@ -248,6 +251,48 @@ fn run(scenario: &str, a: RunArgs) -> Result<bool, LoadError> {
     println!("{summary}");
     println!("reports: {}", out.display());
     Ok(report.ok())
+}
+
+/// With the simulated provider: every payment started was answered, every callback was
+/// answered 200 (paid), and Redis sold exactly the units paid (none cancelled meanwhile:
+/// the payment window is far longer than a run).
+fn payment_checks(
+    sale: &str,
+    answers: &std::collections::BTreeMap<String, u64>,
+) -> Result<Vec<loadtest::verify::Check>, LoadError> {
+    let count = |pred: &dyn Fn(&str) -> bool| -> u64 {
+        answers
+            .iter()
+            .filter(|(k, _)| pred(k))
+            .map(|(_, n)| n)
+            .sum()
+    };
+    let callbacks = count(&|k| k.starts_with("payment callback "));
+    let paid = count(&|k| k == "payment callback 200");
+    let unanswered = count(&|k| k == "pay 0");
+    let stack = seckill_common::stack::Stack::discover();
+    let sold = stock::Stock::new(stock::connect(
+        &stack.redis_url,
+        std::time::Duration::from_secs(2),
+    )?)
+    .state(sale)?
+    .sold;
+    Ok(vec![
+        loadtest::verify::Check {
+            name: format!("every payment started was answered: {unanswered} unanswered"),
+            pass: unanswered == 0,
+        },
+        loadtest::verify::Check {
+            name: format!(
+                "every provider callback paid its order: {paid} of {callbacks} answered 200"
+            ),
+            pass: paid == callbacks && callbacks > 0,
+        },
+        loadtest::verify::Check {
+            name: format!("units sold in Redis are the payments made: sold {sold}, paid {paid}"),
+            pass: sold == paid as i64,
+        },
+    ])
 }
 
 fn verify_only(a: &VerifyArgs) -> Result<bool, LoadError> {
