@@ -2,14 +2,21 @@
 //! stackctl): sales, tokens and purchases in every master's slots; `ASK` during a slot
 //! migration and `MOVED` once it completes; `WAIT` behind purchases, and a purchase
 //! whose replica does not acknowledge (paused) still answered 202 and counted in
-//! `seckill_redis_unreplicated_total`.
+//! `seckill_redis_unreplicated_total`; WAIT once per batch of purchases, and a WAIT
+//! held up by a paused replica does not hold up the commands that need none.
 
 mod harness;
 
+use gateway::breaker::Breaker;
+use gateway::metrics::Metrics;
+use gateway::redis_pipe::{Options as PipeOptions, RedisPipe, WaitPolicy};
 use harness::{Gateway, Options};
 use stackctl::redis_cluster::RedisCluster;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+use stock::Stock;
 
 // Below 22768: the cluster bus (port + 10000) must stay out of the ephemeral range.
 const BASE_PORT: u16 = 21001;
@@ -212,6 +219,146 @@ fn wait_outlasted_by_a_paused_replica(
     assert_eq!(gw.metric("seckill_redis_unreplicated_total "), 1.0);
 }
 
+/// The gateway's pipe on `c` (4 connections per master), waiting for one replica for at
+/// most `wait_ms` after purchases.
+fn pipe(c: &RedisCluster, wait_ms: u64) -> RedisPipe {
+    RedisPipe::start_with(
+        &c.url(),
+        &PipeOptions {
+            connections: 4,
+            timeout: Duration::from_secs(20),
+            max_in_flight: 4096,
+            wait: Some(WaitPolicy {
+                replicas: 1,
+                timeout_ms: wait_ms,
+            }),
+        },
+        Arc::new(Breaker::new(1000, Duration::from_millis(100))),
+        Arc::new(Metrics::default()),
+    )
+    .expect("pipe")
+}
+
+/// The replica of `master` (its node index).
+fn replica_of(c: &RedisCluster, master: usize) -> usize {
+    let master_id = node_id(c, master);
+    c.topology()
+        .unwrap()
+        .into_iter()
+        .find(|n| n.master_id.as_deref() == Some(master_id.as_str()))
+        .map(|n| (n.port - c.base_port) as usize)
+        .expect("the master has a replica")
+}
+
+/// The WAIT calls `node` has served (INFO commandstats).
+fn wait_calls(c: &RedisCluster, node: usize) -> u64 {
+    q(c, node, &["INFO", "commandstats"])
+        .lines()
+        .find_map(|l| l.strip_prefix("cmdstat_wait:calls="))
+        .and_then(|v| v.split(',').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Step 5, WAIT per batch: a steady flow of 256 purchases on one master shares a few
+/// WAITs (one per write, at most one outstanding per connection), not one each.
+fn purchases_share_their_waits(gw: &Gateway, c: &RedisCluster, master: usize) {
+    let sale = loop {
+        let s = harness::unique("batch");
+        if c.master_of(meta_slot(&s)).unwrap() == master {
+            break s;
+        }
+    };
+    create(gw, &sale, 1000);
+    let p = pipe(c, 2000);
+    let n = 256u64;
+    let tokens: Vec<String> = (1..=n)
+        .map(|u| {
+            Stock::new(p.clone())
+                .issue_token(&sale, u, Duration::from_secs(600))
+                .expect("token")
+                .token
+        })
+        .collect();
+    let before = wait_calls(c, master);
+    // 32 buyers' sessions, each buying for 8 users one after the other: a steady flow,
+    // each purchase sent as soon as the one before it is answered.
+    let tokens = Arc::new(tokens);
+    let sessions: Vec<_> = (0..32u64)
+        .map(|k| {
+            let (p, sale, tokens) = (p.clone(), sale.clone(), tokens.clone());
+            may::go!(move || {
+                let mut s = Stock::new(p);
+                (0..8u64)
+                    .map(|i| k + 32 * i)
+                    .filter(|&u| s.purchase(&sale, u + 1, &tokens[u as usize]).is_ok())
+                    .count()
+            })
+        })
+        .collect();
+    let bought: usize = sessions.into_iter().filter_map(|b| b.join().ok()).sum();
+    assert_eq!(bought, n as usize);
+    let waits = wait_calls(c, master) - before;
+    assert!(
+        waits >= 1 && waits <= n / 8,
+        "{waits} WAITs for {n} purchases written together"
+    );
+}
+
+/// Step 6: while a purchase waits on a WAIT its paused replica holds up, a token for
+/// the same master (no WAIT needed) is answered, before the purchase.
+fn a_stalled_wait_does_not_stall_tokens(gw: &Gateway, c: &RedisCluster, master: usize) {
+    let sale = loop {
+        let s = harness::unique("stall");
+        if c.master_of(meta_slot(&s)).unwrap() == master {
+            break s;
+        }
+    };
+    create(gw, &sale, 10);
+    let p = pipe(c, 5000);
+    let token = Stock::new(p.clone())
+        .issue_token(&sale, 1, Duration::from_secs(600))
+        .expect("token")
+        .token;
+    let replica = replica_of(c, master);
+    c.signal(replica, stackctl::process::SIGSTOP).unwrap();
+    let done = Arc::new(AtomicBool::new(false));
+    let purchase = {
+        let (p, sale, done) = (p.clone(), sale.clone(), done.clone());
+        std::thread::spawn(move || {
+            let r = Stock::new(p).purchase(&sale, 1, &token);
+            done.store(true, Ordering::SeqCst);
+            r
+        })
+    };
+    // The purchase's WAIT is blocked on the master (CLIENT LIST shows it).
+    let blocked = (0..200).any(|_| {
+        let clients = q(c, master, &["CLIENT", "LIST"]);
+        if clients.lines().any(|l| l.contains("cmd=wait")) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+        false
+    });
+    // Four tokens: round robin would put one of them behind the WAIT.
+    let others: Vec<_> = (2..=5)
+        .map(|u| Stock::new(p.clone()).issue_token(&sale, u, Duration::from_secs(600)))
+        .collect();
+    let purchase_pending = !done.load(Ordering::SeqCst);
+    c.signal(replica, stackctl::process::SIGCONT).unwrap();
+    assert!(blocked, "the purchase's WAIT never blocked on node {master}");
+    assert!(
+        others.iter().all(Result::is_ok),
+        "tokens during a stalled WAIT: {others:?}"
+    );
+    assert!(
+        purchase_pending,
+        "a token was answered only after the purchase's WAIT"
+    );
+    let bought = purchase.join().expect("purchase thread");
+    assert!(bought.is_ok(), "{bought:?}");
+}
+
 #[test]
 fn gateway_routes_follows_ask_and_moved_and_waits_for_a_replica_on_a_cluster() {
     let fresh = fresh_cluster(BASE_PORT);
@@ -226,4 +373,7 @@ fn gateway_routes_follows_ask_and_moved_and_waits_for_a_replica_on_a_cluster() {
     let on_master = a_sale_on_each_master(&gw, c);
     ask_then_moved(&gw, c, &masters);
     wait_outlasted_by_a_paused_replica(&gw, c, &on_master);
+    let master = masters[0];
+    purchases_share_their_waits(&gw, c, master);
+    a_stalled_wait_does_not_stall_tokens(&gw, c, master);
 }

@@ -11,7 +11,7 @@ use may::sync::mpsc;
 use redis::Value;
 use std::io::Write;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use stock::StockError;
@@ -36,6 +36,11 @@ pub(super) struct Node {
     pub(super) addr: String,
     pub(super) conns: Vec<Slot>,
     pub(super) next: AtomicUsize,
+    /// Connections `..waiting` carry the purchases (each write of them ends with a
+    /// `WAIT`), the rest every other command, which a WAIT would otherwise hold up: Redis
+    /// blocks a connection while its WAIT waits. All of them share when there is no
+    /// WAIT or only one connection.
+    pub(super) waiting: usize,
 }
 
 impl Node {
@@ -57,11 +62,26 @@ impl Node {
                 Slot { queue: tx, depth }
             })
             .collect();
+        let n = connections.max(1);
         Node {
             addr: format!("{host}:{port}"),
             conns,
             next: AtomicUsize::new(0),
+            waiting: if wait.is_some() && n >= 2 { n / 2 } else { n },
         }
+    }
+
+    /// The connection for the next command: a purchase (`wait`) on one that carries
+    /// WAITs, anything else on one that does not (round robin within each).
+    pub(super) fn slot(&self, wait: bool) -> &Slot {
+        let i = self.next.fetch_add(1, Ordering::Relaxed);
+        let n = self.conns.len();
+        let (from, len) = if wait || self.waiting >= n {
+            (0, self.waiting.clamp(1, n))
+        } else {
+            (self.waiting, n - self.waiting)
+        };
+        &self.conns[from + i % len]
     }
 }
 

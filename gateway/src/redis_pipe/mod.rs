@@ -37,7 +37,11 @@
 //! after it, so a reservation answered here reached `replicas` replicas, or the WAIT's
 //! timeout passed and the reservation counts in `seckill_redis_unreplicated_total` (the
 //! gateway still answers it: the order is in Kafka before the 202, see the README,
-//! "Redis Cluster").
+//! "Redis Cluster"). One WAIT per batch: a connection has at most one WAIT outstanding
+//! (Redis blocks the connection meanwhile), and the purchases queued behind it go out
+//! together, behind one WAIT, when it is answered. Purchases use half of a master's
+//! connections and every other command the other half, so a WAIT that waits (a slow
+//! replica) never holds up a token or a read.
 //!
 //! Files: [`reply`] (reply slots and the deadline watcher), [`connection`] (connect,
 //! handshake, reconnect), [`serve`] (one connection's writer and reader), [`cluster`]
@@ -261,7 +265,7 @@ impl Inner {
         wait: bool,
         deadline: Instant,
     ) -> Result<Vec<Value>, StockError> {
-        let slot = &node.conns[node.next.fetch_add(1, Ordering::Relaxed) % node.conns.len()];
+        let slot = node.slot(wait);
         if slot.depth.fetch_add(1, Ordering::AcqRel) >= self.max_in_flight {
             slot.depth.fetch_sub(1, Ordering::AcqRel);
             return Err(StockError::Redis(

@@ -49,13 +49,22 @@ pub(super) fn serve(
     // The writer hands the reader each write's reply slots in one message, in order,
     // before the write (one channel message per write, not per command).
     let (pending_tx, pending_rx) = mpsc::channel::<Vec<Pending>>();
+    // The reader tells the writer each time a WAIT is answered: at most one is
+    // outstanding per connection (see `write_loop`).
+    let (waited_tx, waited_rx) = mpsc::channel::<()>();
     let broken = Arc::new(AtomicBool::new(false));
     // Requests written and not yet answered.
     let outstanding = Arc::new(AtomicUsize::new(0));
     let reader_task = {
         let broken = broken.clone();
         let shutdown = socket.try_clone()?;
-        let mut reader = Reader::new(pending_rx, outstanding.clone(), wait, metrics.clone());
+        let mut reader = Reader::new(
+            pending_rx,
+            waited_tx,
+            outstanding.clone(),
+            wait,
+            metrics.clone(),
+        );
         may::go!(move || {
             reader.run(stream_in);
             broken.store(true, Ordering::Release);
@@ -63,54 +72,98 @@ pub(super) fn serve(
             reader.fail_unanswered();
         })
     };
-    let result = write_loop(&mut writer, rx, &pending_tx, &outstanding, &broken, wait);
+    let lanes = Lanes {
+        pending: &pending_tx,
+        waited: &waited_rx,
+        outstanding: &outstanding,
+        broken: &broken,
+    };
+    let result = write_loop(&mut writer, rx, &lanes, wait);
     let _ = socket.shutdown(std::net::Shutdown::Both);
     drop(pending_tx);
     let _ = reader_task.join();
     result
 }
 
+/// What the writer shares with its reader.
+struct Lanes<'a> {
+    /// Each write's reply slots, handed over before the write.
+    pending: &'a mpsc::Sender<Vec<Pending>>,
+    /// One message per `WAIT` answered.
+    waited: &'a mpsc::Receiver<()>,
+    /// Requests written and not yet answered.
+    outstanding: &'a AtomicUsize,
+    broken: &'a AtomicBool,
+}
+
+impl Lanes<'_> {
+    fn reader_stopped(&self) -> std::io::Error {
+        std::io::Error::other("reader stopped")
+    }
+
+    /// Park until `rx` yields, waking now and then to notice a broken reader.
+    fn next<T>(&self, rx: &mpsc::Receiver<T>) -> std::io::Result<Option<T>> {
+        loop {
+            match rx.recv_timeout(Duration::from_millis(200)) {
+                Ok(v) => return Ok(Some(v)),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    if self.broken.load(Ordering::Acquire) {
+                        return Err(self.reader_stopped());
+                    }
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return Ok(None),
+            }
+        }
+    }
+}
+
 /// The writer: take every queued job (up to [`BATCH`]) into one write, until the socket
 /// or the reader breaks (`Err`) or every sender is gone (`Ok`).
+///
+/// With a WAIT policy at most one `WAIT` is outstanding on the connection: Redis blocks
+/// a connection for its WAIT, so a write sent behind it would only sit in Redis's input
+/// buffer. The writer holds back instead, and what queued meanwhile goes out in one
+/// write behind one `WAIT` when the last one is answered: one WAIT per batch, and the
+/// batch grows with the load (a purchase per WAIT only when purchases come one at a
+/// time). Commands that need no WAIT are routed to connections that carry none
+/// ([`super::connection::Node::slot`]).
 fn write_loop(
     writer: &mut LinkWriter,
     rx: &mpsc::Receiver<Job>,
-    pending_tx: &mpsc::Sender<Vec<Pending>>,
-    outstanding: &AtomicUsize,
-    broken: &AtomicBool,
+    lanes: &Lanes<'_>,
     wait: Option<WaitPolicy>,
 ) -> std::io::Result<()> {
     let mut buf = Vec::with_capacity(64 * 1024);
+    let mut waiting = false;
     loop {
-        // Wait for work, waking now and then to notice a broken reader.
-        let first = match rx.recv_timeout(Duration::from_millis(200)) {
-            Ok(j) => j,
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                if broken.load(Ordering::Acquire) {
-                    return Err(std::io::Error::other("reader stopped"));
-                }
-                continue;
+        if waiting {
+            if lanes.next(lanes.waited)?.is_none() {
+                return Err(lanes.reader_stopped());
             }
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return Ok(()),
+            waiting = false;
+        }
+        let Some(first) = lanes.next(rx)? else {
+            return Ok(());
         };
-        if broken.load(Ordering::Acquire) {
+        if lanes.broken.load(Ordering::Acquire) {
             first
                 .reply
                 .complete(Err(StockError::Redis("connection lost".into())));
-            return Err(std::io::Error::other("reader stopped"));
+            return Err(lanes.reader_stopped());
         }
         buf.clear();
         let batch = gather(first, rx, wait, &mut buf);
         if batch.is_empty() {
             continue;
         }
+        waiting = matches!(batch.last(), Some(Pending::Wait));
         let n = batch.len();
         // A reader gone fails the batch's callers (their reply slots are dropped).
-        if pending_tx.send(batch).is_err() {
-            return Err(std::io::Error::other("reader stopped"));
+        if lanes.pending.send(batch).is_err() {
+            return Err(lanes.reader_stopped());
         }
         // Before the write: no reply can come before it.
-        outstanding.fetch_add(n, Ordering::AcqRel);
+        lanes.outstanding.fetch_add(n, Ordering::AcqRel);
         writer.write_all(&buf)?;
     }
 }
@@ -172,6 +225,7 @@ struct Answering {
 struct Reader {
     parser: redis::Parser,
     pending_rx: mpsc::Receiver<Vec<Pending>>,
+    waited_tx: mpsc::Sender<()>,
     outstanding: Arc<AtomicUsize>,
     wait: Option<WaitPolicy>,
     metrics: Arc<Metrics>,
@@ -189,6 +243,7 @@ struct Reader {
 impl Reader {
     fn new(
         pending_rx: mpsc::Receiver<Vec<Pending>>,
+        waited_tx: mpsc::Sender<()>,
         outstanding: Arc<AtomicUsize>,
         wait: Option<WaitPolicy>,
         metrics: Arc<Metrics>,
@@ -196,6 +251,7 @@ impl Reader {
         Reader {
             parser: redis::Parser::new(),
             pending_rx,
+            waited_tx,
             outstanding,
             wait,
             metrics,
@@ -301,6 +357,8 @@ impl Reader {
             }
             reply.complete(Ok(values));
         }
+        // The writer may send its next batch (it parks while a WAIT is outstanding).
+        let _ = self.waited_tx.send(());
     }
 
     /// Fail whatever was written but not answered.
