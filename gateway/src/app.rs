@@ -8,7 +8,7 @@
 //! what); [`crate::caches`] holds what is remembered between requests.
 
 use crate::breaker::Breaker;
-use crate::caches::Caches;
+use crate::caches::{Caches, Shed};
 use crate::config::{BadConfig, Config};
 use crate::error::{ApiError, ControlError};
 use crate::limits::Limits;
@@ -122,7 +122,7 @@ impl App {
 
     /// The route a path has the shape of (methods are checked by the handler: 405).
     pub fn route_of(path: &str) -> Route {
-        let seg: Vec<&str> = path.trim_matches('/').split('/').collect();
+        let seg = Segments::of(path);
         match seg.as_slice() {
             ["v1", "sales", _, "tokens"] => Route::Token,
             ["v1", "sales", _, "orders"] => Route::Order,
@@ -142,7 +142,10 @@ impl App {
     }
 
     pub fn handle(&self, route: Route, req: &Incoming) -> Result<Reply, ApiError> {
-        let seg: Vec<&str> = req.path.trim_matches('/').split('/').collect();
+        let seg = Segments::of(req.path);
+        let seg = seg.as_slice();
+        // The id in /v1/sales/{id}/… and /v1/orders/{id}… (the route has it).
+        let id = seg.get(2).copied().unwrap_or_default();
         let want = |m: &str| {
             if req.method == m {
                 Ok(())
@@ -151,23 +154,23 @@ impl App {
             }
         };
         match route {
-            Route::Token => want("POST").and_then(|_| self.token(seg[2], req)),
-            Route::Order => want("POST").and_then(|_| self.order(seg[2], req)),
-            Route::Sale => want("GET").and_then(|_| self.sale(seg[2], req)),
-            Route::OrderStatus => want("GET").and_then(|_| self.order_status(seg[2], req)),
-            Route::Pay => want("POST").and_then(|_| self.start_payment(seg[2], req)),
+            Route::Token => want("POST").and_then(|_| self.token(id, req)),
+            Route::Order => want("POST").and_then(|_| self.order(id, req)),
+            Route::Sale => want("GET").and_then(|_| self.sale(id, req)),
+            Route::OrderStatus => want("GET").and_then(|_| self.order_status(id, req)),
+            Route::Pay => want("POST").and_then(|_| self.start_payment(id, req)),
             Route::PaymentCallback => want("POST").and_then(|_| self.payment_callback(req)),
             Route::AdminSales => {
                 want("POST")?;
                 self.admin(req)?;
-                match seg.as_slice() {
+                match seg {
                     [_, _, sale, "pause"] => self.pause_sale(sale, req),
                     _ => self.create_sale(req),
                 }
             }
             Route::AdminSwitches => {
                 self.admin(req)?;
-                match (seg.as_slice(), req.method) {
+                match (seg, req.method) {
                     ([_, "audit"], "GET") => self.read_audit(req),
                     ([_, "switches"], "GET") | ([_, "switches", "local"], "GET") => {
                         Ok(Reply::json(200, &self.switches.view()))
@@ -222,21 +225,35 @@ impl App {
         found
     }
 
-    /// The checks shared by the token and order endpoints, cheapest first.
+    /// The token endpoint's checks, cheapest first: the request's shape, the switches,
+    /// a sale known sold out (its state is public: answered from memory before any
+    /// ticket crypto or limit), then the ticket and the limits.
     pub(crate) fn admit(&self, sale: &str, req: &Incoming) -> Result<u64, ApiError> {
-        let user = self.identify(sale, req)?;
-        self.admit_user(sale, user, req, true)?;
+        self.shape(sale, req)?;
+        self.gates(sale, true)?;
+        let user = self.user(req)?;
+        self.limited(self.limits.check(user, req.peer))?;
         Ok(user)
     }
 
     /// The request's shape and who sends it: not draining, a well-formed sale id, a
     /// valid ticket.
     pub(crate) fn identify(&self, sale: &str, req: &Incoming) -> Result<u64, ApiError> {
+        self.shape(sale, req)?;
+        self.user(req)
+    }
+
+    /// What is checked without any crypto or shared state: not draining, a well-formed
+    /// sale id, a ticket present (401 before anything else answers).
+    fn shape(&self, sale: &str, req: &Incoming) -> Result<(), ApiError> {
         if self.draining.load(Ordering::Acquire) {
             return Err(ApiError::Draining);
         }
         self.known_sale_id(sale)?;
-        self.user(req)
+        req.authorization
+            .and_then(|a| a.strip_prefix("Ticket "))
+            .map(|_| ())
+            .ok_or(ApiError::NoTicket)
     }
 
     /// Whether `user` may go on now: switches, the sold-out shortcut (`shed_sold_out`),
@@ -248,17 +265,32 @@ impl App {
         req: &Incoming,
         shed_sold_out: bool,
     ) -> Result<(), ApiError> {
+        self.gates(sale, shed_sold_out)?;
+        self.limited(self.limits.check(user, req.peer))
+    }
+
+    /// The switches that stop every buyer, and a sale known sold out or ended
+    /// (`shed_sold_out`).
+    fn gates(&self, sale: &str, shed_sold_out: bool) -> Result<(), ApiError> {
         if self.switches.paused_all() {
             return Err(ApiError::PausedAll);
         }
         if self.switches.store_lost() {
             return Err(ApiError::StoreLost);
         }
-        if shed_sold_out && self.caches.sold_out(sale) {
-            self.metrics.sold_out_shed();
-            return Err(ApiError::SoldOutShed);
+        if !shed_sold_out {
+            return Ok(());
         }
-        self.limited(self.limits.check(user, req.peer))
+        match self.caches.shed(sale) {
+            None => Ok(()),
+            Some(why) => {
+                self.metrics.sold_out_shed();
+                Err(match why {
+                    Shed::SoldOut => ApiError::SoldOutShed,
+                    Shed::Ended => ApiError::Stock(StockError::Ended),
+                })
+            }
+        }
     }
 
     pub(crate) fn limited(
@@ -286,6 +318,10 @@ impl App {
         match r {
             Err(StockError::SoldOut) => {
                 self.caches.mark_sold_out(sale);
+                self.metrics.sale_request(sale);
+            }
+            Err(StockError::Ended) => {
+                self.caches.mark_ended(sale);
                 self.metrics.sale_request(sale);
             }
             Err(StockError::NoSale) => self.caches.mark_missing(sale),
@@ -366,6 +402,38 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     diff == 0
 }
 
+/// A path's segments between slashes (leading and trailing ones trimmed), without an
+/// allocation: no route has more than [`Segments::MAX`]; a longer path matches none.
+struct Segments<'a> {
+    seg: [&'a str; Segments::MAX],
+    len: usize,
+}
+
+impl<'a> Segments<'a> {
+    const MAX: usize = 4;
+
+    fn of(path: &'a str) -> Segments<'a> {
+        let mut s = Segments {
+            seg: [""; Segments::MAX],
+            len: 0,
+        };
+        for part in path.trim_matches('/').split('/') {
+            if s.len == Segments::MAX {
+                s.len = usize::MAX;
+                break;
+            }
+            s.seg[s.len] = part;
+            s.len += 1;
+        }
+        s
+    }
+
+    /// The segments; none for a path with too many to be a route.
+    fn as_slice(&self) -> &[&'a str] {
+        self.seg.get(..self.len).unwrap_or(&[])
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -380,6 +448,10 @@ mod tests {
         assert_eq!(App::route_of("/payments/webhook"), Route::PaymentCallback);
         assert_eq!(App::route_of("/admin/sales/s1/pause"), Route::AdminSales);
         assert_eq!(App::route_of("/v1/sales/s1/tokens/x"), Route::Other);
+        assert_eq!(App::route_of("/v1/sales/s1/tokens/x/y"), Route::Other);
+        assert_eq!(App::route_of("//v1/sales/s1/tokens//"), Route::Token);
+        assert_eq!(App::route_of("/"), Route::Other);
+        assert_eq!(App::route_of(""), Route::Other);
     }
 
     #[test]

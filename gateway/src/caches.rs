@@ -1,5 +1,5 @@
 //! What the gateway remembers between requests, each map bounded: sales known sold out
-//! (until a recheck), sale ids Redis said do not exist, sale-state snapshots for the
+//! or ended (until a recheck), sale ids Redis said do not exist, sale-state snapshots for the
 //! public endpoint, and order statuses for the `cache` status-reads mode.
 
 use crate::config::Config;
@@ -12,12 +12,20 @@ use stock::{OrderState, SaleState};
 const MISSING_FOR: Duration = Duration::from_secs(1);
 const MISSING_MAX: usize = 10_000;
 
+/// Why a sale's token requests are answered from memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shed {
+    SoldOut,
+    Ended,
+}
+
 pub struct Caches {
-    /// Sales known sold out, until when (only sales Redis confirmed, so bounded by sales).
-    sold_out: RwLock<HashMap<String, Instant>>,
+    /// Sales known sold out or ended, until when (only sales Redis confirmed, so bounded
+    /// by sales).
+    sold_out: RwLock<HashMap<String, (Instant, Shed)>>,
     /// Sale ids Redis said do not exist, until when: a flood of made-up ids costs one
     /// Redis call per id per `MISSING_FOR` (at most `MISSING_MAX` remembered).
-    missing: Mutex<HashMap<String, Instant>>,
+    missing: RwLock<HashMap<String, Instant>>,
     /// Short-lived sale snapshots for the public sale-state endpoint (sales Redis knows).
     sale_state: Mutex<HashMap<String, (Instant, SaleState)>>,
     /// Recent order statuses (owner, state); when full, it starts over.
@@ -39,7 +47,7 @@ impl Caches {
     pub fn new(cfg: &Config) -> Caches {
         Caches {
             sold_out: RwLock::new(HashMap::new()),
-            missing: Mutex::new(HashMap::new()),
+            missing: RwLock::new(HashMap::new()),
             sale_state: Mutex::new(HashMap::new()),
             status: Mutex::new(HashMap::new()),
             sold_out_for: Duration::from_millis(cfg.sold_out_recheck_ms.max(0) as u64),
@@ -50,33 +58,53 @@ impl Caches {
         }
     }
 
-    pub fn sold_out(&self, sale: &str) -> bool {
+    /// Whether (and why) `sale` is answered from memory now.
+    pub fn shed(&self, sale: &str) -> Option<Shed> {
         let map = self.sold_out.read().unwrap_or_else(|p| p.into_inner());
-        map.get(sale).is_some_and(|until| Instant::now() < *until)
+        if map.is_empty() {
+            return None;
+        }
+        map.get(sale)
+            .filter(|(until, _)| Instant::now() < *until)
+            .map(|(_, why)| *why)
+    }
+
+    pub fn sold_out(&self, sale: &str) -> bool {
+        self.shed(sale) == Some(Shed::SoldOut)
     }
 
     pub fn mark_sold_out(&self, sale: &str) {
+        self.mark(sale, Shed::SoldOut);
+    }
+
+    pub fn mark_ended(&self, sale: &str) {
+        self.mark(sale, Shed::Ended);
+    }
+
+    fn mark(&self, sale: &str, why: Shed) {
         self.sold_out
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(sale.to_string(), Instant::now() + self.sold_out_for);
+            .insert(sale.to_string(), (Instant::now() + self.sold_out_for, why));
     }
 
     /// Sales answered sold-out from memory right now.
     pub fn sold_out_count(&self) -> usize {
         let now = Instant::now();
         let map = self.sold_out.read().unwrap_or_else(|p| p.into_inner());
-        map.values().filter(|u| now < **u).count()
+        map.values()
+            .filter(|(u, why)| now < *u && *why == Shed::SoldOut)
+            .count()
     }
 
+    /// Read on every buyer request: a shared lock, and no clock read when empty.
     pub fn missing(&self, sale: &str) -> bool {
-        lock(&self.missing)
-            .get(sale)
-            .is_some_and(|until| Instant::now() < *until)
+        let m = self.missing.read().unwrap_or_else(|p| p.into_inner());
+        !m.is_empty() && m.get(sale).is_some_and(|until| Instant::now() < *until)
     }
 
     pub fn mark_missing(&self, sale: &str) {
-        let mut m = lock(&self.missing);
+        let mut m = self.missing.write().unwrap_or_else(|p| p.into_inner());
         if m.len() >= MISSING_MAX {
             m.clear();
         }
@@ -85,7 +113,10 @@ impl Caches {
 
     /// The sale exists now (this gateway created it).
     pub fn found(&self, sale: &str) {
-        lock(&self.missing).remove(sale);
+        self.missing
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(sale);
     }
 
     pub fn sale_state(&self, sale: &str) -> Option<SaleState> {
@@ -181,7 +212,7 @@ mod tests {
         for i in 0..MISSING_MAX + 1 {
             c.mark_missing(&format!("x{i}"));
         }
-        assert!(lock(&c.missing).len() <= MISSING_MAX);
+        assert!(c.missing.read().expect("lock").len() <= MISSING_MAX);
         c.found(&format!("x{MISSING_MAX}"));
         assert!(!c.missing(&format!("x{MISSING_MAX}")));
     }

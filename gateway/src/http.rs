@@ -97,53 +97,44 @@ impl HttpService for Conn {
 
 impl Conn {
     fn dispatch(&self, req: Request) -> (Route, Reply) {
-        let method = req.method().to_string();
-        let full_path = req.path().to_string();
-        let path = full_path.split('?').next().unwrap_or("").to_string();
+        let limit = self.app.cfg.max_body_bytes.max(0) as usize;
+        let parts = Parts::of(&req);
         // A route of the other listener is an unknown path here (and counted as one).
-        let route = match App::route_of(&path) {
+        let route = match App::route_of(parts.path) {
             r if self.listener.serves(r) => r,
             _ => Route::Other,
         };
-        let header = |name: &str| {
-            req.headers()
-                .iter()
-                .find(|h| h.name.eq_ignore_ascii_case(name))
-                .and_then(|h| std::str::from_utf8(h.value).ok())
-        };
-        let authorization = header("authorization").map(str::to_string);
-        let actor = header("x-actor").map(|s| s.chars().take(64).collect::<String>());
-        let signature = header(seckill_common::payment::SIGNATURE_HEADER).map(str::to_string);
-        let limit = self.app.cfg.max_body_bytes.max(0) as usize;
-        let body = match req.content_length() {
+        match req.content_length() {
             // The body's end is unknown: answer and hang up (RFC 9112 §6.3), never read
             // what follows as the next request.
-            None => return (route, ApiError::Refused(Refusal::Malformed).into()),
-            Some(n) if n > limit => return (route, ApiError::TooLarge(limit).into()),
-            Some(0) => Vec::new(),
+            None => (route, ApiError::Refused(Refusal::Malformed).into()),
+            Some(n) if n > limit => (route, ApiError::TooLarge(limit).into()),
+            // No body (a token, a status read): the request's own buffers, no copies.
+            Some(0) => (route, self.serve(route, &parts, Vec::new())),
             Some(n) => {
+                // Reading the body consumes the request: keep what the handler needs.
+                let owned = parts.to_owned();
                 let mut body = Vec::with_capacity(n);
-                match req.body().take(n as u64).read_to_end(&mut body) {
-                    Ok(_) if body.len() == n => body,
+                let reply = match req.body().take(n as u64).read_to_end(&mut body) {
+                    Ok(_) if body.len() == n => self.serve(route, &owned.parts(), body),
                     Err(e) if e.kind() == io::ErrorKind::TimedOut => {
                         self.app.metrics.refused(Refusal::BodyTimeout);
-                        return (route, ApiError::Refused(Refusal::BodyTimeout).into());
+                        ApiError::Refused(Refusal::BodyTimeout).into()
                     }
-                    _ => {
-                        return (
-                            route,
-                            ApiError::BadRequest("body shorter than Content-Length".into()).into(),
-                        )
-                    }
-                }
+                    _ => ApiError::BadRequest("body shorter than Content-Length".into()).into(),
+                };
+                (route, reply)
             }
-        };
+        }
+    }
+
+    fn serve(&self, route: Route, parts: &Parts<'_>, body: Vec<u8>) -> Reply {
         let incoming = Incoming {
-            method: &method,
-            path: &path,
-            authorization: authorization.as_deref(),
-            actor: actor.as_deref(),
-            signature: signature.as_deref(),
+            method: parts.method,
+            path: parts.path,
+            authorization: parts.authorization,
+            actor: parts.actor,
+            signature: parts.signature,
             peer: self.peer,
             body,
         };
@@ -152,9 +143,71 @@ impl Conn {
             Err(e) => e.into(),
         };
         if reply.status == 405 {
-            reply.allow = allow(route, &path);
+            reply.allow = allow(route, parts.path);
         }
-        (route, reply)
+        reply
+    }
+}
+
+/// What a handler reads of a request's head: its method, its path without the query,
+/// and the headers it looks at (`X-Actor` cut to 64 characters).
+struct Parts<'a> {
+    method: &'a str,
+    path: &'a str,
+    authorization: Option<&'a str>,
+    actor: Option<&'a str>,
+    signature: Option<&'a str>,
+}
+
+impl<'a> Parts<'a> {
+    fn of(req: &'a Request) -> Parts<'a> {
+        let header = |name: &str| {
+            req.headers()
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case(name))
+                .and_then(|h| std::str::from_utf8(h.value).ok())
+        };
+        let path = req.path();
+        Parts {
+            method: req.method(),
+            path: path.split('?').next().unwrap_or(""),
+            authorization: header("authorization"),
+            actor: header("x-actor")
+                .map(|s| s.char_indices().nth(64).map_or(s, |(end, _)| &s[..end])),
+            signature: header(seckill_common::payment::SIGNATURE_HEADER),
+        }
+    }
+
+    fn to_owned(&self) -> OwnedParts {
+        let own = |s: Option<&str>| s.map(str::to_string);
+        OwnedParts {
+            method: self.method.to_string(),
+            path: self.path.to_string(),
+            authorization: own(self.authorization),
+            actor: own(self.actor),
+            signature: own(self.signature),
+        }
+    }
+}
+
+/// [`Parts`] kept past the request (its body is read after).
+struct OwnedParts {
+    method: String,
+    path: String,
+    authorization: Option<String>,
+    actor: Option<String>,
+    signature: Option<String>,
+}
+
+impl OwnedParts {
+    fn parts(&self) -> Parts<'_> {
+        Parts {
+            method: &self.method,
+            path: &self.path,
+            authorization: self.authorization.as_deref(),
+            actor: self.actor.as_deref(),
+            signature: self.signature.as_deref(),
+        }
     }
 }
 

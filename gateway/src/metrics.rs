@@ -442,7 +442,7 @@ impl Metrics {
         counter(
             out,
             "seckill_sold_out_shed_total",
-            "Requests answered sold-out from memory, without Redis.",
+            "Token requests answered from memory, without Redis or ticket crypto: the sale is known sold out (410 sold_out) or ended (410 sale_ended).",
             self.sold_out_shed.load(Ordering::Relaxed),
         );
         counter(

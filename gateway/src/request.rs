@@ -7,6 +7,8 @@ use crate::error::ApiError;
 use serde::de::DeserializeOwned;
 use std::net::IpAddr;
 
+const JSON: &str = "Content-Type: application/json";
+
 /// What a handler answers.
 pub struct Reply {
     pub status: u16,
@@ -24,7 +26,7 @@ impl Reply {
         Reply {
             status,
             body: serde_json::to_vec(value).unwrap_or_default(),
-            content_type: "Content-Type: application/json",
+            content_type: JSON,
             retry_after: None,
             close: false,
             allow: None,
@@ -45,11 +47,37 @@ impl Reply {
 
 impl From<ApiError> for Reply {
     fn from(e: ApiError) -> Reply {
-        let mut r = Reply::json(e.status(), &e.body());
+        let mut r = match e {
+            // The common shape, written straight out (no JSON tree): the sold-out path
+            // answers many of these.
+            ApiError::NotReady(_) | ApiError::OutcomeUnknown { .. } => {
+                Reply::json(e.status(), &e.body())
+            }
+            _ => Reply {
+                status: e.status(),
+                body: error_body(e.code(), &e.to_string()),
+                content_type: JSON,
+                retry_after: None,
+                close: false,
+                allow: None,
+            },
+        };
         r.retry_after = e.retry_after();
         r.close = e.closes_connection();
         r
     }
+}
+
+/// `{"error":code,"message":message}`, as `ApiError::body` has it.
+fn error_body(code: &str, message: &str) -> Vec<u8> {
+    let mut body = Vec::with_capacity(32 + code.len() + message.len());
+    body.extend_from_slice(b"{\"error\":");
+    // Writing a string into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut body, code);
+    body.extend_from_slice(b",\"message\":");
+    let _ = serde_json::to_writer(&mut body, message);
+    body.push(b'}');
+    body
 }
 
 /// The parts of a request a handler needs, with the body already read (bounded).
@@ -70,5 +98,27 @@ pub struct Incoming<'a> {
 impl Incoming<'_> {
     pub fn json<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
         serde_json::from_slice(&self.body).map_err(ApiError::BadJson)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_body_is_what_the_json_tree_gives() {
+        for e in [
+            ApiError::SoldOutShed,
+            ApiError::NoTicket,
+            ApiError::BadRequest("a \"quoted\" \\ line\nbreak é".into()),
+            ApiError::TooLarge(10),
+        ] {
+            let want = serde_json::to_vec(&e.body()).expect("json");
+            let r: Reply = e.into();
+            assert_eq!(
+                String::from_utf8_lossy(&r.body),
+                String::from_utf8_lossy(&want)
+            );
+        }
     }
 }

@@ -346,7 +346,10 @@ fn a_stalled_wait_does_not_stall_tokens(gw: &Gateway, c: &RedisCluster, master: 
         .collect();
     let purchase_pending = !done.load(Ordering::SeqCst);
     c.signal(replica, stackctl::process::SIGCONT).unwrap();
-    assert!(blocked, "the purchase's WAIT never blocked on node {master}");
+    assert!(
+        blocked,
+        "the purchase's WAIT never blocked on node {master}"
+    );
     assert!(
         others.iter().all(Result::is_ok),
         "tokens during a stalled WAIT: {others:?}"

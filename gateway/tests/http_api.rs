@@ -126,6 +126,15 @@ fn each_refusal_has_its_status_and_json_code() {
     check(gw.token(&later, 1), 425, "not_started");
     let over = gw.sale("over", 5, now_ms() - 7_200_000, now_ms() - 3_600_000);
     check(gw.token(&over, 1), 410, "sale_ended");
+    // An ended sale is then answered from memory too, before the ticket is verified.
+    let shed = gw.metric("seckill_sold_out_shed_total");
+    let forged = gw.post(
+        &format!("/v1/sales/{over}/tokens"),
+        Some("Ticket 7.9999999999.deadbeef"),
+        None,
+    );
+    check(forged, 410, "sale_ended");
+    assert_eq!(gw.metric("seckill_sold_out_shed_total"), shed + 1.0);
     // 503 paused sale, with Retry-After; resumes.
     let p = gw.open_sale("paused", 5);
     let pause = |on: bool| {
@@ -272,6 +281,17 @@ fn a_sold_out_sale_sheds_token_requests_from_memory_without_redis() {
     );
     assert_eq!(gw.metric("seckill_sold_out_shed_total"), 200.0);
     assert_eq!(gw.metric("seckill_sold_out_sales"), 1.0);
+    // The sale's state is public: answered before any ticket crypto, so a ticket that
+    // would not verify gets the same 410; a request without one is still 401, and a
+    // malformed sale id still 404.
+    let path = format!("/v1/sales/{sale}/tokens");
+    let forged = gw.post(&path, Some("Ticket 7.9999999999.deadbeef"), None);
+    assert_eq!((forged.status, forged.code().as_str()), (410, "sold_out"));
+    let none = gw.post(&path, None, None);
+    assert_eq!((none.status, none.code().as_str()), (401, "ticket_missing"));
+    let bad = gw.post("/v1/sales/no$such/tokens", Some(&gw.ticket(2)), None);
+    assert_eq!(bad.status, 404, "{}", bad.body);
+    assert_eq!(gw.metric("seckill_sold_out_shed_total"), 201.0);
     // An order request still reaches the purchase script (it may be the buyer's own
     // retry), which judges the token first.
     let r = gw.order(&sale, 2, "0123456789abcdef0123456789abcdef");
