@@ -4,6 +4,7 @@
 
 use crate::config::Config;
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 use stock::{OrderState, SaleState};
@@ -26,6 +27,9 @@ pub struct Caches {
     /// Sale ids Redis said do not exist, until when: a flood of made-up ids costs one
     /// Redis call per id per `MISSING_FOR` (at most `MISSING_MAX` remembered).
     missing: RwLock<HashMap<String, Instant>>,
+    /// Whether `missing` may hold anything: every buyer request asks, and the answer is
+    /// nearly always no, so it is read without touching the lock.
+    any_missing: AtomicBool,
     /// Short-lived sale snapshots for the public sale-state endpoint (sales Redis knows).
     sale_state: Mutex<HashMap<String, (Instant, SaleState)>>,
     /// Recent order statuses (owner, state); when full, it starts over.
@@ -48,6 +52,7 @@ impl Caches {
         Caches {
             sold_out: RwLock::new(HashMap::new()),
             missing: RwLock::new(HashMap::new()),
+            any_missing: AtomicBool::new(false),
             sale_state: Mutex::new(HashMap::new()),
             status: Mutex::new(HashMap::new()),
             sold_out_for: Duration::from_millis(cfg.sold_out_recheck_ms.max(0) as u64),
@@ -97,10 +102,13 @@ impl Caches {
             .count()
     }
 
-    /// Read on every buyer request: a shared lock, and no clock read when empty.
+    /// Read on every buyer request: no lock unless some id was said missing.
     pub fn missing(&self, sale: &str) -> bool {
+        if !self.any_missing.load(Ordering::Acquire) {
+            return false;
+        }
         let m = self.missing.read().unwrap_or_else(|p| p.into_inner());
-        !m.is_empty() && m.get(sale).is_some_and(|until| Instant::now() < *until)
+        m.get(sale).is_some_and(|until| Instant::now() < *until)
     }
 
     pub fn mark_missing(&self, sale: &str) {
@@ -109,6 +117,7 @@ impl Caches {
             m.clear();
         }
         m.insert(sale.to_string(), Instant::now() + MISSING_FOR);
+        self.any_missing.store(true, Ordering::Release);
     }
 
     /// The sale exists now (this gateway created it).
