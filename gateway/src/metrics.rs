@@ -180,6 +180,8 @@ pub struct Metrics {
     /// Reservations whose WAIT saw fewer replicas than asked (Redis Cluster, `redis_wait_replicas`).
     redis_unreplicated: AtomicU64,
     kafka_latency: Histogram,
+    /// librdkafka's statistics, the worst broker: [queue, outbuf, rtt] × [p50, p99], µs.
+    kafka_stages: [[AtomicU64; 2]; 3],
     kafka_errors: AtomicU64,
     limited: [AtomicU64; 4],
     sold_out_shed: AtomicU64,
@@ -254,6 +256,15 @@ impl Metrics {
         self.kafka_latency.observe(took);
         if !ok {
             self.kafka_errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// librdkafka's last statistics window: [queue, outbuf, rtt] × [p50, p99], µs.
+    pub fn kafka_stages(&self, stages: [[i64; 2]; 3]) {
+        for (stage, q) in self.kafka_stages.iter().zip(stages) {
+            for (slot, v) in stage.iter().zip(q) {
+                slot.store(v.max(0) as u64, Ordering::Relaxed);
+            }
         }
     }
 
@@ -425,6 +436,16 @@ impl Metrics {
         out.push_str("# HELP seckill_kafka_produce_duration_seconds Time from produce to delivery report.\n# TYPE seckill_kafka_produce_duration_seconds histogram\n");
         self.kafka_latency
             .render(out, "seckill_kafka_produce_duration_seconds", "");
+        out.push_str("# HELP seckill_kafka_producer_stage_seconds Where a produce's time goes, from librdkafka's statistics (last statistics.interval.ms window, worst broker): queue = from produce to its request being sent (int_latency), outbuf = the request waiting to be written (outbuf_latency), rtt = the broker's round trip, its own time included.\n# TYPE seckill_kafka_producer_stage_seconds gauge\n");
+        for (stage, q) in ["queue", "outbuf", "rtt"].iter().zip(&self.kafka_stages) {
+            for (quantile, v) in ["0.5", "0.99"].iter().zip(q) {
+                let _ = writeln!(
+                    out,
+                    "seckill_kafka_producer_stage_seconds{{stage=\"{stage}\",quantile=\"{quantile}\"}} {}",
+                    v.load(Ordering::Relaxed) as f64 / 1e6
+                );
+            }
+        }
         counter(
             out,
             "seckill_kafka_errors_total",

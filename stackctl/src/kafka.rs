@@ -283,7 +283,12 @@ impl Kafka {
             .append(true)
             .open(d.join("stdout.log"))?;
         let mut cmd = Self::java(lib);
-        cmd.args([HEAP, "-Xms128m", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20"])
+        cmd.args([HEAP, "-Xms128m", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=5"])
+            // Each pause with its length, for a latency profile (loadtest/bench/PROFILE.md).
+            .arg(format!(
+                "-Xlog:gc:file={}:uptime,level,tags:filecount=2,filesize=10m",
+                d.join("gc.log").display()
+            ))
             .arg("-Djava.awt.headless=true")
             .arg(format!(
                 "-Dlog4j2.configurationFile={}",

@@ -47,9 +47,31 @@ use spool::{acked_path, read_acked, read_lines, sidecar, spool_files, Spool};
 /// Where a produce's delivery report is sent (the message's opaque).
 type Waiter = mpsc::Sender<Result<(), KafkaError>>;
 
-pub struct Delivery;
+/// The producer's context: delivery reports to their waiters, and librdkafka's
+/// statistics (every `statistics.interval.ms`) into the metrics, where they say where
+/// a produce's time goes (`seckill_kafka_producer_stage_seconds`).
+pub struct Delivery {
+    metrics: Arc<Metrics>,
+}
 
-impl ClientContext for Delivery {}
+impl ClientContext for Delivery {
+    fn stats(&self, s: rdkafka::Statistics) {
+        // The worst broker's figures for each stage (µs, librdkafka's last window).
+        let mut stages = [[0i64; 2]; 3];
+        for b in s.brokers.values() {
+            for (i, w) in [&b.int_latency, &b.outbuf_latency, &b.rtt]
+                .iter()
+                .enumerate()
+            {
+                if let Some(w) = w.as_ref().filter(|w| w.cnt > 0) {
+                    stages[i][0] = stages[i][0].max(w.p50);
+                    stages[i][1] = stages[i][1].max(w.p99);
+                }
+            }
+        }
+        self.metrics.kafka_stages(stages);
+    }
+}
 
 impl ProducerContext for Delivery {
     type DeliveryOpaque = Box<Waiter>;
@@ -136,13 +158,17 @@ impl OrderSink {
             ("linger.ms", "0"),
             ("socket.nagle.disable", "true"),
             ("queue.buffering.max.messages", "200000"),
+            // Where a produce's time goes, for the metrics (a small JSON a second).
+            ("statistics.interval.ms", "1000"),
         ] {
             if cfg.get(k).is_none() {
                 cfg.set(k, v);
             }
         }
         let producer = cfg
-            .create_with_context(Delivery)
+            .create_with_context(Delivery {
+                metrics: metrics.clone(),
+            })
             .map_err(SinkError::Create)?;
         let spool = Spool::open(spool_dir, spool_max_orders, metrics.clone())?;
         Ok(OrderSink {
