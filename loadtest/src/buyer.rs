@@ -32,6 +32,7 @@ pub enum LoadError {
     /// The stack's `kafka_extra` does not parse.
     #[error("kafka: {0}")]
     KafkaSettings(#[from] seckill_common::kafka::BadExtra),
+    #[cfg(feature = "load")]
     #[error("goose: {0}")]
     Goose(#[source] goose::GooseError),
     /// A file, a thread or a runtime that could not be had (`what` says which).

@@ -12,6 +12,7 @@
 
 pub mod buyer;
 pub mod rush;
+#[cfg(feature = "load")]
 pub mod scenarios;
 pub mod soak;
 pub mod verify;
