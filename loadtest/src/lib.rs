@@ -4,6 +4,7 @@
 //! - [`rush`]: many buyers at once, every answer tallied, every 202 recorded.
 //! - [`scenarios`]: the Goose scenarios (rush, click-storm, bots, browse, mix), with
 //!   HdrHistogram latency per request type and the record of every 202.
+//! - [`latency`]: a request type's whole percentile distribution (`latency.json`).
 //! - [`verify`]: the invariants, from the client's record, Redis, the order topic and
 //!   PostgreSQL: gathering the sources (`verify/sources.rs`) apart from the checks
 //!   (`verify/checks.rs`).
@@ -11,6 +12,7 @@
 //!   cost in RSS and latency (`hostile`, `process`, `timed_rush`, the run in `mod.rs`).
 
 pub mod buyer;
+pub mod latency;
 pub mod rush;
 pub mod scenarios;
 pub mod soak;
