@@ -17,17 +17,22 @@ const COLOURS: [RGBColor; 4] = [
     RGBColor(44, 160, 44),
     RGBColor(148, 103, 189),
 ];
-/// The percentile axis ends at 99.9999% (x = 1 / (1 - q) = 10^6).
-const MAX_X: f64 = 1e6;
-
-/// x of quantile `q` on HdrHistogram's percentile axis: 1 / (1 - q), so 90% is 10, 99%
-/// 100, 99.9% 1,000; 100% is drawn at the axis's end.
-pub fn percentile_x(q: f64) -> f64 {
-    if q >= 1.0 - 1.0 / MAX_X {
-        MAX_X
+/// x of quantile `q` among `count` requests on HdrHistogram's percentile axis:
+/// 1 / (1 - q), so 90% is 10, 99% 100, 99.9% 1,000. The maximum (q = 1) is one request
+/// in `count`: x = `count`.
+pub fn percentile_x(q: f64, count: u64) -> f64 {
+    let count = count.max(1) as f64;
+    let rest = 1.0 - q.clamp(0.0, 1.0);
+    if rest * count <= 1.0 {
+        count
     } else {
-        1.0 / (1.0 - q.max(0.0))
+        1.0 / rest
     }
+}
+
+/// The axis's end: the next power of ten at or above `x`, 100 (99%) at least.
+fn axis_end(x: f64) -> f64 {
+    10f64.powf(x.max(100.0).log10().ceil())
 }
 
 /// The label of x on that axis: the percentile it stands for.
@@ -52,7 +57,7 @@ pub fn latency(title: &str, d: &Distributions, names: &[&str]) -> Result<String,
             let pts = x
                 .points
                 .iter()
-                .map(|p| (percentile_x(p.quantile), p.value_us as f64 / 1000.0))
+                .map(|p| (percentile_x(p.quantile, x.count), p.value_us as f64 / 1000.0))
                 .collect();
             (n, pts)
         })
@@ -63,16 +68,22 @@ pub fn latency(title: &str, d: &Distributions, names: &[&str]) -> Result<String,
         .fold(0.0f64, f64::max)
         .max(0.001)
         * 1.05;
+    let end = axis_end(
+        curves
+            .iter()
+            .flat_map(|(_, p)| p.iter().map(|(x, _)| *x))
+            .fold(1.0, f64::max),
+    );
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
         root.fill(&WHITE).map_err(&e)?;
         let mut chart = ChartBuilder::on(&root)
             .caption(title, ("sans-serif", 20))
-            .margin(15)
+            .margin(25)
             .x_label_area_size(45)
             .y_label_area_size(65)
-            .build_cartesian_2d((1f64..MAX_X).log_scale(), 0f64..top)
+            .build_cartesian_2d((1f64..end).log_scale(), 0f64..top)
             .map_err(&e)?;
         chart
             .configure_mesh()
@@ -272,7 +283,7 @@ mod tests {
 
     fn dist(values: &[(f64, u64)]) -> Distribution {
         Distribution {
-            count: 100,
+            count: 10_000,
             p50_us: values[0].1,
             p90_us: 0,
             p99_us: 0,
@@ -287,9 +298,14 @@ mod tests {
 
     #[test]
     fn the_percentile_axis_is_hdrhistograms() {
-        assert_eq!(percentile_x(0.0), 1.0);
-        assert!((percentile_x(0.99) - 100.0).abs() < 1e-6);
-        assert_eq!(percentile_x(1.0), MAX_X);
+        assert_eq!(percentile_x(0.0, 1000), 1.0);
+        assert!((percentile_x(0.99, 1000) - 100.0).abs() < 1e-6);
+        // The maximum, and any quantile past one request in the count, is at the count.
+        assert_eq!(percentile_x(1.0, 2762), 2762.0);
+        assert_eq!(percentile_x(0.9999, 2762), 2762.0);
+        assert_eq!(percentile_x(1.0, 0), 1.0);
+        assert_eq!(axis_end(2762.0), 10_000.0);
+        assert_eq!(axis_end(3.0), 100.0);
         assert_eq!(percentile_label(10.0), "90%");
         assert_eq!(percentile_label(1000.0), "99.9%");
         assert_eq!(percentile_label(1.0), "0%");
@@ -320,8 +336,7 @@ mod tests {
         let order = polylines(&svg, COLOURS[1]);
         assert_eq!(token.iter().map(Vec::len).max(), Some(4), "{token:?}");
         assert_eq!(order.iter().map(Vec::len).max(), Some(3), "{order:?}");
-        // The order curve goes right and up (SVG's y grows downwards), its last point at
-        // the axis's end.
+        // The order curve goes right and up (SVG's y grows downwards).
         let order = order.iter().find(|l| l.len() == 3).unwrap();
         assert!(
             order.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 > w[1].1),
