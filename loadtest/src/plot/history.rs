@@ -149,7 +149,10 @@ mod tests {
         assert_eq!(prev["commit"], "bbb");
         assert_eq!(prev["smoke"], false);
         assert_eq!(previous("", &current), None);
-        assert_eq!(previous(&lines(&[current.clone()]), &current), None);
+        assert_eq!(
+            previous(&lines(std::slice::from_ref(&current)), &current),
+            None
+        );
     }
 
     #[test]

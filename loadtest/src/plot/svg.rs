@@ -57,7 +57,12 @@ pub fn latency(title: &str, d: &Distributions, names: &[&str]) -> Result<String,
             let pts = x
                 .points
                 .iter()
-                .map(|p| (percentile_x(p.quantile, x.count), p.value_us as f64 / 1000.0))
+                .map(|p| {
+                    (
+                        percentile_x(p.quantile, x.count),
+                        p.value_us as f64 / 1000.0,
+                    )
+                })
                 .collect();
             (n, pts)
         })
@@ -221,16 +226,22 @@ fn scale_panel(
         .y_desc("purchases/s")
         .y_label_formatter(&|y| format!("{y:.0}"))
         .draw()?;
-    let lines: [(&str, fn(&super::inputs::ScalePoint) -> f64); 2] = [
-        ("measured (this machine)", |p| p.measured),
-        ("predicted (one machine per shard)", |p| p.predicted),
+    let lines = [
+        (
+            "measured (this machine)",
+            s.points.iter().map(|p| p.measured).collect::<Vec<_>>(),
+        ),
+        (
+            "predicted (one machine per shard)",
+            s.points.iter().map(|p| p.predicted).collect(),
+        ),
     ];
-    for (i, (name, value)) in lines.into_iter().enumerate() {
+    for (i, (name, values)) in lines.into_iter().enumerate() {
         let c = COLOURS[i];
         chart
             .draw_series(
                 LineSeries::new(
-                    s.points.iter().map(|p| (p.masters, value(p))),
+                    s.points.iter().map(|p| p.masters).zip(values),
                     c.stroke_width(2),
                 )
                 .point_size(4),
