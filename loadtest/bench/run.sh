@@ -9,7 +9,23 @@
 #   loadtest/bench/run.sh tls [purchases=50000] [rows=50000]   the cost of TLS: the
 #                                   purchase path and the writer on the plain stack and on
 #                                   the TLS profile, as ratios (tls.sh; --smoke runs it small)
-# Writes .run/bench/<time>/summary.md and summary.json (and each step's raw output).
+# Writes .run/bench/<time>/summary.md and summary.json (and each step's raw output; the
+# JSON carries the commit, `dirty` when the tree had changes, the UTC date, the smoke flag
+# and the machine: nproc, load averages), the charts in <time>/plots/*.svg (seckill-plot:
+# latency percentiles of step 2, writer vs COPY, scale-out; a chart it cannot draw is named
+# with the reason, and fails a smoke run), and appends summary.json as one line to
+# .run/bench/history.jsonl; summary.md sets the key ratios beside the previous non-smoke
+# run's there.
+# Ports of its own processes (defaults in brackets; set them to run beside another bench):
+#   BENCH_GATEWAY_PORT [18093], BENCH_ADMIN_PORT [18094]   step 2's gateway (public,
+#       internal listener); BENCH_WRITER_METRICS_PORT [19113]  step 2's order-writer;
+#   BENCH_SOLD_OUT_PORT [18090], BENCH_SOLD_OUT_ADMIN_PORT [18092], BENCH_HELLO_PORT
+#       [18091]   step 1 (sold_out_vs_hello.sh);
+#   BENCH_CLUSTER_PORT [21601]   step 5's clusters (scaleout.sh: ports from there up to
+#       +125, each cluster bus +10000: keep that below the ephemeral range, 32768 on
+#       Linux, or a client's socket may hold it; 22601 runs beside the default).
+# The stack's own ports come from ./dev's (SECKILL_REDIS_PORT, SECKILL_PG_PORT,
+# SECKILL_KAFKA_PORT; the TLS profile follows them).
 #  1. sold-out path vs a hello-world may_minihttp server, both under wrk -t1 -c64;
 #  2. order 202 latency at half the purchase peak: a Goose `rush` (token, then order)
 #     at full speed finds the peak orders/s, then one paced open-loop at half of it
@@ -56,6 +72,13 @@ for tool in wrk redis-benchmark redis-cli python3 curl; do
 done
 OUT=".run/bench/$(date +%Y%m%d-%H%M%S)"; mkdir -p "$OUT"
 cut -d' ' -f1-3 /proc/loadavg >"$OUT/load_start.txt"  # the machine may be shared
+# What was measured, for summary.json and the history: the commit, whether the tree had
+# changes (untracked files included), when, on how many cores.
+BENCH_COMMIT=$(git rev-parse HEAD 2>/dev/null || echo unknown)
+BENCH_DIRTY=false
+[ -n "$(git status --porcelain 2>/dev/null)" ] && BENCH_DIRTY=true
+BENCH_DATE=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+export BENCH_COMMIT BENCH_DIRTY BENCH_DATE BENCH_SMOKE=$SMOKE BENCH_NPROC=$(nproc) BENCH_OUT=$OUT
 log() { echo "[bench] $*" >&2; }
 
 log "building (release: stackctl, gateway, order-writer, loadtest, bench examples)"
@@ -76,13 +99,14 @@ USERS=64
 # way `stackctl with-services` starts them, so that a with-services run someone else
 # keeps open on the same stack (it holds .run/spool/gateway-run) does not collide.
 source <(target/release/stackctl env | sed 's/^/export /')
-GW_PORT=18093 GW_ADMIN_PORT=18094
+GW_PORT=${BENCH_GATEWAY_PORT:-18093} GW_ADMIN_PORT=${BENCH_ADMIN_PORT:-18094}
+WRITER_METRICS_PORT=${BENCH_WRITER_METRICS_PORT:-19113}
 SECKILL_LISTEN=127.0.0.1:$GW_PORT SECKILL_INTERNAL_LISTEN=127.0.0.1:$GW_ADMIN_PORT SECKILL_SPOOL_DIR="$OUT/spool" SECKILL_AUDIT_LOG="$OUT/audit.jsonl" \
   SECKILL_DEV_INSECURE=1 SECKILL_LOG=warn SECKILL_IP_RPS=100000000 SECKILL_IP_BURST=100000000 SECKILL_MAX_CONNECTIONS_PER_IP=0 \
   SECKILL_GLOBAL_RPS=100000000 SECKILL_GLOBAL_BURST=100000000 SECKILL_USER_RPS=100000000 \
   SECKILL_USER_BURST=100000000 target/release/gateway >"$OUT/gateway.log" 2>&1 &
 GW=$!
-SECKILL_METRICS_LISTEN=127.0.0.1:19113 SECKILL_LOG=warn target/release/order-writer >"$OUT/writer.log" 2>&1 &
+SECKILL_METRICS_LISTEN=127.0.0.1:$WRITER_METRICS_PORT SECKILL_LOG=warn target/release/order-writer >"$OUT/writer.log" 2>&1 &
 WR=$!
 trap 'kill $GW $WR 2>/dev/null || true' EXIT
 for _ in $(seq 100); do curl -sf localhost:$GW_PORT/readyz >/dev/null && break; sleep 0.1; done
@@ -133,7 +157,7 @@ loadtest/bench/scaleout.sh "$N" "$OUT" >/dev/null
 
 cut -d' ' -f1-3 /proc/loadavg >"$OUT/load_end.txt"
 python3 - "$OUT" "$SECS" <<'PY'
-import json, re, sys
+import json, os, re, sys
 out, secs = sys.argv[1], sys.argv[2]
 
 def read(name):
@@ -267,6 +291,12 @@ try:
     r["scaleout"] = json.load(open(f"{out}/scaleout.json"))
 except (OSError, ValueError):
     r["scaleout"] = None
+# The run itself: what was measured, when, where (history.jsonl compares runs by these).
+env = os.environ
+r.update(commit=env.get("BENCH_COMMIT", "unknown"), dirty=env.get("BENCH_DIRTY") == "true",
+         date=env.get("BENCH_DATE"), smoke=env.get("BENCH_SMOKE") == "1", out=env.get("BENCH_OUT"),
+         machine={"nproc": int(env.get("BENCH_NPROC") or 0) or None,
+                  "load_start": r["load_start"], "load_end": r["load_end"]})
 json.dump(r, open(f"{out}/summary.json", "w"), indent=2)
 md = f"# Bench (one run, this machine)\n\nMachine: {load}.\n\n| measure | project | reference | ratio |\n|---|---|---|---|\n"
 md += "\n".join(rows) + "\n\n" + lat + "\n"
@@ -282,7 +312,26 @@ md += "\n" + (scale if scale else "## Scale-out\n\nNot measured: " + why(read("s
 open(f"{out}/summary.md", "w").write(md)
 print(md)
 PY
+
+# Charts and the comparison with the previous non-smoke run, then this run into the history.
+HISTORY=.run/bench/history.jsonl
+PLOT_FLAGS=()
+[ "$SMOKE" = 1 ] && PLOT_FLAGS=(--strict)
+target/release/seckill-plot "$OUT" --history "$HISTORY" "${PLOT_FLAGS[@]}" >"$OUT/plots.md" 2>"$OUT/plots.err"
+PLOT_RC=$?
+if [ -s "$OUT/plots.md" ]; then
+  { echo; cat "$OUT/plots.md"; } >>"$OUT/summary.md"
+else
+  printf '\n## Plots\n\nNot drawn: %s\n' "$(tail -n 1 "$OUT/plots.err")" >>"$OUT/summary.md"
+fi
+cat "$OUT/plots.md" "$OUT/plots.err"
+python3 -c 'import json, sys; print(json.dumps(json.load(open(sys.argv[1])), separators=(",", ":")))' \
+  "$OUT/summary.json" >>"$HISTORY" || log "error: $OUT/summary.json not added to $HISTORY"
 log "written to $OUT"
+if [ "$SMOKE" = 1 ] && [ "$PLOT_RC" != 0 ]; then
+  log "smoke: FAIL — a chart was not drawn (see 'Plots' in $OUT/summary.md)"
+  exit 1
+fi
 if [ "$SMOKE" = 1 ] && grep -qi "not measured" "$OUT/summary.md"; then
   log "smoke: FAIL — a step was not measured (see 'Not measured' in $OUT/summary.md)"
   exit 1

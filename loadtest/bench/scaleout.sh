@@ -10,6 +10,9 @@
 #   B. one replica per master and WAIT 1 after the purchases of each write (the
 #      gateway's defaults on a cluster).
 #   loadtest/bench/scaleout.sh [purchases=100000] [out-dir]
+# BENCH_CLUSTER_PORT (default 21601): the clusters' first port (masters M with R replicas
+# from BENCH_CLUSTER_PORT + 100·R + 10·(M-1) up; each node's cluster bus 10000 higher,
+# best below the ephemeral range, 32768 on Linux), to run beside another bench's clusters.
 # Reports purchases/s and its ratio to 1 master, Redis CPU per purchase (used_cpu_user
 # + used_cpu_sys deltas summed over the masters / purchases; replicas apart), each
 # master's share and CPU per purchase it served, and what that predicts with one
@@ -19,6 +22,8 @@
 set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 N="${1:-100000}"
+PORT="${BENCH_CLUSTER_PORT:-21601}"
+case "$PORT" in ''|*[!0-9]*) echo "[bench] error: BENCH_CLUSTER_PORT must be a port number, got '$PORT'" >&2; exit 2 ;; esac
 cd "$ROOT"
 OUT="${2:-.run/bench/scaleout-$(date +%Y%m%d-%H%M%S)}"
 mkdir -p "$OUT"
@@ -27,8 +32,8 @@ cargo build --release -q -p gateway --example purchase_bench \
   || { log "error: building purchase_bench failed"; exit 1; }
 cut -d' ' -f1-3 /proc/loadavg >"$OUT/scaleout_load_start.txt"
 {
-  target/release/examples/purchase_bench "$N" --scaleout 1,2,3 --replicas 0 --buckets 64
-  target/release/examples/purchase_bench "$N" --scaleout 1,2,3 --replicas 1 --buckets 64
+  target/release/examples/purchase_bench "$N" --scaleout 1,2,3 --replicas 0 --buckets 64 --port "$PORT"
+  target/release/examples/purchase_bench "$N" --scaleout 1,2,3 --replicas 1 --buckets 64 --port "$PORT"
 } >"$OUT/scaleout.txt" 2>"$OUT/scaleout.err"
 cut -d' ' -f1-3 /proc/loadavg >"$OUT/scaleout_load_end.txt"
 python3 - "$OUT" <<'PY'

@@ -2,6 +2,8 @@
 # Sold-out path of the gateway against a hello-world may_minihttp server, same load
 # tool (wrk), same machine, one run. Prints both rates and their ratio.
 #   loadtest/bench/sold_out_vs_hello.sh [seconds=5] [connections=64]
+# Ports (to run beside another bench): BENCH_SOLD_OUT_PORT [18090] and
+# BENCH_SOLD_OUT_ADMIN_PORT [18092] the gateway's listeners, BENCH_HELLO_PORT [18091].
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 SECS="${1:-5}"; CONNS="${2:-64}"
@@ -10,7 +12,7 @@ command -v wrk >/dev/null || { echo "wrk is missing: run ./dev setup (as root) t
 cargo build --release -q -p stackctl -p gateway --bins --example hello
 ./dev up >/dev/null 2>&1 || target/release/stackctl up >&2 || { echo "the local stack did not come up" >&2; exit 1; }
 source <(target/release/stackctl env | sed 's/^/export /')
-GW_PORT=18090; HELLO_PORT=18091; GW_ADMIN_PORT=18092
+GW_PORT=${BENCH_SOLD_OUT_PORT:-18090}; HELLO_PORT=${BENCH_HELLO_PORT:-18091}; GW_ADMIN_PORT=${BENCH_SOLD_OUT_ADMIN_PORT:-18092}
 SECKILL_LISTEN=127.0.0.1:$GW_PORT SECKILL_INTERNAL_LISTEN=127.0.0.1:$GW_ADMIN_PORT SECKILL_LOG=warn SECKILL_IP_RPS=100000000 SECKILL_IP_BURST=100000000 SECKILL_MAX_CONNECTIONS_PER_IP=0 \
   SECKILL_GLOBAL_RPS=100000000 SECKILL_GLOBAL_BURST=100000000 SECKILL_USER_RPS=100000000 SECKILL_USER_BURST=100000000 \
   SECKILL_SOLD_OUT_RECHECK_MS=600000 SECKILL_DEV_INSECURE=1 SECKILL_AUDIT_LOG=.run/bench-audit.jsonl target/release/gateway &

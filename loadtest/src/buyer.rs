@@ -42,6 +42,16 @@ pub enum LoadError {
         #[source]
         source: std::io::Error,
     },
+    /// A chart that could not be drawn.
+    #[error("chart {chart}: {source}")]
+    Chart {
+        chart: &'static str,
+        #[source]
+        source: plotters::drawing::DrawingAreaErrorKind<std::io::Error>,
+    },
+    /// An input file that does not read as what it should be (`what` says which).
+    #[error("{what}: {why}")]
+    BadInput { what: String, why: String },
     /// The run cannot go ahead as asked (nothing caused it but what it says).
     #[error("{0}")]
     Setup(String),

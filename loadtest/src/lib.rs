@@ -4,6 +4,10 @@
 //! - [`rush`]: many buyers at once, every answer tallied, every 202 recorded.
 //! - [`scenarios`]: the Goose scenarios (rush, click-storm, bots, browse, mix), with
 //!   HdrHistogram latency per request type and the record of every 202.
+//! - [`latency`]: a request type's whole percentile distribution (`latency.json`).
+//! - [`plot`]: the bench's charts (SVG) and its comparison with the previous run, for
+//!   `seckill-plot`: the inputs read apart (`plot/inputs.rs`), drawing (`plot/svg.rs`),
+//!   the run history (`plot/history.rs`).
 //! - [`verify`]: the invariants, from the client's record, Redis, the order topic and
 //!   PostgreSQL: gathering the sources (`verify/sources.rs`) apart from the checks
 //!   (`verify/checks.rs`).
@@ -11,6 +15,8 @@
 //!   cost in RSS and latency (`hostile`, `process`, `timed_rush`, the run in `mod.rs`).
 
 pub mod buyer;
+pub mod latency;
+pub mod plot;
 pub mod rush;
 #[cfg(feature = "load")]
 pub mod scenarios;

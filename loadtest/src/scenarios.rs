@@ -471,6 +471,14 @@ pub fn latency_table() -> String {
     out
 }
 
+/// Every request type's whole percentile distribution (`latency.json`).
+pub fn latency_distributions() -> crate::latency::Distributions {
+    lock(&shared().latency)
+        .iter()
+        .map(|(n, h)| (n.to_string(), crate::latency::Distribution::of(h)))
+        .collect()
+}
+
 #[cfg(test)]
 mod provider_tests {
     use super::*;

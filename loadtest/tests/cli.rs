@@ -1,4 +1,4 @@
-//! The command lines of seckill-load, seckill-soak and seckill-demo: clap's standard
+//! The command lines of seckill-load, seckill-soak, seckill-demo and seckill-plot: clap's standard
 //! `--help`, `--version` and usage errors (exit status 2). Needs no stack: nothing here
 //! gets past the parser.
 
@@ -7,6 +7,7 @@ use testkit::cli::{assert_help, assert_standard, assert_usage_error};
 const LOAD: &str = env!("CARGO_BIN_EXE_seckill-load");
 const SOAK: &str = env!("CARGO_BIN_EXE_seckill-soak");
 const DEMO: &str = env!("CARGO_BIN_EXE_seckill-demo");
+const PLOT: &str = env!("CARGO_BIN_EXE_seckill-plot");
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 #[test]
@@ -90,4 +91,52 @@ fn seckill_demo_is_standard() {
     assert_standard(DEMO, "seckill-demo", VERSION, &[], &flags);
     assert_usage_error(DEMO, &["--units"], "--units");
     assert_usage_error(DEMO, &["--buyers", "x"], "--buyers");
+}
+
+#[test]
+fn seckill_plot_is_standard() {
+    assert_standard(
+        PLOT,
+        "seckill-plot",
+        VERSION,
+        &[],
+        &["DIR", "--history", "--strict"],
+    );
+    assert_usage_error(PLOT, &[], "<DIR>");
+    assert_usage_error(PLOT, &["dir", "--history"], "--history");
+    let out = testkit::cli::run(PLOT, &["/nonexistent/bench-run"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(testkit::cli::stderr(&out).contains("not a bench run's folder"));
+}
+
+/// A run with only the writer's output: that chart drawn, the others named with the
+/// file they lack; --strict (the smoke run) makes the missing charts a failure.
+#[test]
+fn seckill_plot_draws_what_it_has_and_strict_fails_on_the_rest() {
+    let dir = std::env::temp_dir().join(format!("seckill-plot-cli-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("writer.txt"),
+        "median rows/s: writer 100 write-alone 200 copy 300 copy-no-fk 400\n",
+    )
+    .unwrap();
+    let d = dir.to_str().unwrap();
+    for (args, code) in [(vec![d], 0), (vec![d, "--strict"], 1)] {
+        let out = testkit::cli::run(PLOT, &args);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {stdout}");
+        assert!(stdout.contains("](plots/writer_vs_copy.svg)"), "{stdout}");
+        assert!(
+            stdout.contains("not drawn: ") && stdout.contains("scaleout.json"),
+            "{stdout}"
+        );
+        assert!(stdout.contains("Not compared: "), "{stdout}");
+    }
+    assert!(
+        std::fs::read_to_string(dir.join("plots/writer_vs_copy.svg"))
+            .unwrap()
+            .contains("400")
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -9,8 +9,9 @@
 //! Goose flags (after `--`) set users, `--increase-rate`, `--run-time`, `--co-mitigation`…;
 //! without `--run-time`/`--iterations` a run lasts 30 s. The run's folder (default
 //! `.run/load/<scenario>-<time>`) receives Goose's HTML and JSON reports, `acked.csv`
-//! (every 202), `answers.json`, `latency.md` (HdrHistogram per request type) and
-//! `summary.md`. The run's sale is created through the gateway's internal listener
+//! (every 202), `answers.json`, `latency.md` (HdrHistogram per request type),
+//! `latency.json` (each request type's whole percentile distribution, for `seckill-plot`)
+//! and `summary.md`. The run's sale is created through the gateway's internal listener
 //! (`--admin-url`, or `GATEWAY_ADMIN_URL` as `stackctl with-services` sets it). Secrets:
 //! `SECKILL_TICKET_SECRET`, `SECKILL_ADMIN_TOKEN`; `--topic` may also come from
 //! `SECKILL_ORDERS_TOPIC`. `seckill-load --help` describes every flag.
@@ -225,6 +226,10 @@ fn run(scenario: &str, a: RunArgs) -> Result<bool, LoadError> {
     )?;
     let latency = scenarios::latency_table();
     write(&out.join("latency.md"), &latency)?;
+    write(
+        &out.join("latency.json"),
+        &serde_json::to_string_pretty(&scenarios::latency_distributions()).unwrap_or_default(),
+    )?;
 
     let mut report = check(&sale, &acked, &tokens, &a.topic)?;
     if a.pay_share > 0.0 {
