@@ -297,8 +297,34 @@ r.update(commit=env.get("BENCH_COMMIT", "unknown"), dirty=env.get("BENCH_DIRTY")
          date=env.get("BENCH_DATE"), smoke=env.get("BENCH_SMOKE") == "1", out=env.get("BENCH_OUT"),
          machine={"nproc": int(env.get("BENCH_NPROC") or 0) or None,
                   "load_start": r["load_start"], "load_end": r["load_end"]})
+# The targets, each a ratio measured in this run (README, "Performance").
+def scale_row(series, masters):
+    runs = (r["scaleout"] or {}).get("series", {}).get(series, [])
+    return next((x for x in runs if x["masters"] == masters), {})
+def wait_row(masters):
+    return next((x for x in (r["scaleout"] or {}).get("wait_ratio", []) if x["masters"] == masters), {})
+def over(a, b):
+    return round(a / b, 3) if a is not None and b else None
+targets = [
+    ("purchase path ÷ redis-benchmark -P 16", r.get("purchase_p16_ratio"), ">=", 0.9),
+    ("cluster path with WAIT ÷ without (1 replica per master, 3 masters, measured)",
+     wait_row(3).get("vs_no_wait"), ">=", 0.8),
+    ("order 202 p99 ÷ token p99 at half the purchase peak",
+     over(r.get("order_p99_us_at_half_peak"), r.get("token_p99_us_at_half_peak")), "<=", 1.5),
+    ("sold-out path ÷ hello-world", r.get("sold_out_ratio"), ">=", 0.97),
+    ("order-writer ÷ COPY into orders (like for like)", r.get("writer_ratio"), ">=", 0.9),
+    ("scale-out, 3 masters ÷ 1, predicted with one machine per shard",
+     scale_row("masters_only", 3).get("predicted_ratio_to_1_master"), ">=", 2.5),
+]
+r["targets"] = [{"measure": m, "value": v, "target": f"{op} {t}",
+                 "met": None if v is None else (v >= t if op == ">=" else v <= t)} for m, v, op, t in targets]
 json.dump(r, open(f"{out}/summary.json", "w"), indent=2)
-md = f"# Bench (one run, this machine)\n\nMachine: {load}.\n\n| measure | project | reference | ratio |\n|---|---|---|---|\n"
+md = f"# Bench (one run, this machine)\n\nMachine: {load}.\n\n"
+md += "| target | this run | goal | |\n|---|---|---|---|\n"
+for t in r["targets"]:
+    v = "not measured" if t["value"] is None else f"{t['value']:.2f}"
+    md += f"| {t['measure']} | {v} | {t['target']} | {'—' if t['met'] is None else 'met' if t['met'] else 'missed'} |\n"
+md += "\n| measure | project | reference | ratio |\n|---|---|---|---|\n"
 md += "\n".join(rows) + "\n\n" + lat + "\n"
 if profile:
     md += "\n" + profile + "\n"

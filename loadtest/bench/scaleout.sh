@@ -5,10 +5,12 @@
 # per master; stopped afterwards), one sale with 64 stock buckets ({S#b} hash tags
 # spread over the masters), 256 buyers on the gateway's pipe (4 connections per master)
 # buying with distinct users (spread over the home buckets), twice the stock they buy,
-# so it never sells out while measured. Two series:
+# so it never sells out while measured. Three series:
 #   A. masters only (no replicas, no WAIT): what sharding alone gives;
-#   B. one replica per master and WAIT 1 after the purchases of each write (the
-#      gateway's defaults on a cluster).
+#   B. one replica per master and WAIT 1 behind each batch of purchases (the gateway's
+#      defaults on a cluster);
+#   C. one replica per master, no WAIT: B ÷ C is what WAIT itself costs (the same
+#      processes on the same cores), B ÷ A what the replicas and WAIT cost together.
 #   loadtest/bench/scaleout.sh [purchases=100000] [out-dir]
 # BENCH_CLUSTER_PORT (default 21601): the clusters' first port (masters M with R replicas
 # from BENCH_CLUSTER_PORT + 100·R + 10·(M-1) up; each node's cluster bus 10000 higher,
@@ -34,6 +36,7 @@ cut -d' ' -f1-3 /proc/loadavg >"$OUT/scaleout_load_start.txt"
 {
   target/release/examples/purchase_bench "$N" --scaleout 1,2,3 --replicas 0 --buckets 64 --port "$PORT"
   target/release/examples/purchase_bench "$N" --scaleout 1,2,3 --replicas 1 --buckets 64 --port "$PORT"
+  target/release/examples/purchase_bench "$N" --scaleout 1,2,3 --replicas 1 --wait 0 --buckets 64 --port "$PORT"
 } >"$OUT/scaleout.txt" 2>"$OUT/scaleout.err"
 cut -d' ' -f1-3 /proc/loadavg >"$OUT/scaleout_load_end.txt"
 python3 - "$OUT" <<'PY'
@@ -54,7 +57,8 @@ for m in re.finditer(r"^scaleout masters=(\d+): (.*)$", txt, re.M):
         notes.append(f"- {masters} master(s): {rest}")
         continue
     f = dict(re.findall(r"(\S+) (\S+)", rest.replace("purchases/s", "rate")))
-    series = "masters_only" if int(f["replicas"]) == 0 else "replica_and_wait"
+    series = ("masters_only" if int(f["replicas"]) == 0
+              else "replica_and_wait" if int(f["wait"]) > 0 else "replica_no_wait")
     runs = res["series"].setdefault(series, [])
     rate = float(f["rate"])
     share = [float(x) for x in f["share"].split(",")]
@@ -70,7 +74,8 @@ for m in re.finditer(r"^scaleout masters=(\d+): (.*)$", txt, re.M):
          "sold": int(f["sold"]), "failed": int(f["failed"]), "wait_replicas": int(f["wait"]),
          "replica_nodes": int(f["replicas"])})
 titles = {"masters_only": "A. masters only (no replicas, no WAIT)",
-          "replica_and_wait": "B. one replica per master, WAIT 1 after each write's purchases (the gateway's cluster default)"}
+          "replica_and_wait": "B. one replica per master, WAIT 1 behind each batch of purchases (the gateway's cluster default)",
+          "replica_no_wait": "C. one replica per master, no WAIT"}
 head = re.search(r"^scale-out: (.*?), \d+ replica", txt, re.M)
 md = ("## Scale-out: one hot sale over 1, 2, 3 Redis Cluster masters\n\n"
       f"{head.group(1) if head else ''}; machine load average (1/5/15 min) "
@@ -100,6 +105,24 @@ md += ("\nOn this machine every Redis process, the replicas and the client share
        "measured curve is capped by the machine, not by Redis. The prediction gives each master a "
        "core of its own: the busiest master saturates first, at 1 / (its CPU per purchase over all "
        "purchases); the client side (the gateways) scales out separately.\n")
+# What WAIT costs: B against C (same processes) and against A, measured and predicted.
+by = {k: {r["masters"]: r for r in v} for k, v in res["series"].items()}
+b, c, a = (by.get(k, {}) for k in ("replica_and_wait", "replica_no_wait", "masters_only"))
+res["wait_ratio"] = []
+if b:
+    md += ("\nWAIT's cost (B with WAIT ÷ the same cluster without it, C; and ÷ masters only, A), "
+           "measured on this machine and predicted with one machine per shard:\n\n"
+           "| masters | B ÷ C measured | B ÷ C predicted | B ÷ A measured | B ÷ A predicted |\n|---|---|---|---|---|\n")
+    pk = "predicted_purchases_per_s_one_machine_per_shard"
+    for m in sorted(b):
+        def q(ref, key):
+            return round(b[m][key] / ref[m][key], 2) if m in ref and ref[m][key] else None
+        row = {"masters": m, "vs_no_wait": q(c, "purchases_per_s"), "vs_no_wait_predicted": q(c, pk),
+               "vs_masters_only": q(a, "purchases_per_s"), "vs_masters_only_predicted": q(a, pk)}
+        res["wait_ratio"].append(row)
+        f = lambda v: "—" if v is None else f"{v:.2f}"
+        md += (f"| {m} | {f(row['vs_no_wait'])} | {f(row['vs_no_wait_predicted'])} | "
+               f"{f(row['vs_masters_only'])} | {f(row['vs_masters_only_predicted'])} |\n")
 if notes:
     md += "\nNot measured:\n" + "\n".join(notes) + "\n"
 json.dump(res, open(f"{out}/scaleout.json", "w"), indent=2)

@@ -95,6 +95,7 @@ impl ScaleSeries {
         match self.key.as_str() {
             "masters_only" => "A. masters only (no replicas, no WAIT)",
             "replica_and_wait" => "B. one replica per master, WAIT 1",
+            "replica_no_wait" => "C. one replica per master, no WAIT",
             other => other,
         }
     }
