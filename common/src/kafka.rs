@@ -92,6 +92,22 @@ pub fn create_topic_on(
     Ok(())
 }
 
+/// Delete `topic` (a missing one is fine): a bench's scratch topics must not pile up on
+/// the broker, whose GC pauses grow with the partitions it holds.
+pub fn delete_topic_on(client: &ClientConfig, topic: &str) -> Result<(), TopicError> {
+    let admin: AdminClient<DefaultClientContext> = client.create()?;
+    let opts = AdminOptions::new()
+        .operation_timeout(Some(Duration::from_secs(10)))
+        .request_timeout(Some(Duration::from_secs(10)));
+    for r in block_on(admin.delete_topics(&[topic], &opts))? {
+        match r {
+            Ok(_) | Err((_, RDKafkaErrorCode::UnknownTopicOrPartition)) => {}
+            Err((topic, code)) => return Err(TopicError::Refused { topic, code }),
+        }
+    }
+    Ok(())
+}
+
 /// Drive one future to completion on this thread (rdkafka's admin API is async; the
 /// components are not).
 pub fn block_on<F: std::future::Future>(f: F) -> F::Output {

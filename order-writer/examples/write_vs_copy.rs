@@ -132,6 +132,7 @@ impl Bench {
     fn writer(&mut self, round: usize) -> Res<f64> {
         self.empty()?;
         let topic = format!("bench_orders_{}_{round}", self.tag);
+        let topic_name = topic.clone();
         seckill_common::kafka::create_topic_on(&self.stack.kafka_client()?, &topic, 4)?;
         let sale = format!("bench_w_{}_{round}", self.tag);
         let p: ThreadedProducer<_> = self.stack.kafka_client()?.set("linger.ms", "5").create()?;
@@ -200,6 +201,8 @@ impl Bench {
             Ok(r) => r?,
             Err(_) => return Err("writer thread panicked".into()),
         }
+        // The round's scratch topic goes: left behind, they pile up on the broker.
+        seckill_common::kafka::delete_topic_on(&self.stack.kafka_client()?, &topic_name)?;
         Ok(rate)
     }
 
