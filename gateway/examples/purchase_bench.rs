@@ -193,7 +193,7 @@ fn gateway_pipe(url: &str, s: &Setup) -> Res<(RedisPipe, u32)> {
             wait: (replicas > 0).then(|| WaitPolicy {
                 replicas,
                 timeout_ms: (cfg.redis_wait_timeout_ms.max(1) as u64)
-                    .min((timeout.as_millis() as u64 / 2).max(1)),
+                    .min((timeout.as_millis() as u64 / 3).max(1)),
             }),
         },
         Arc::new(Breaker::new(

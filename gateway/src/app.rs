@@ -1,6 +1,9 @@
-//! The gateway's state and its request routing. Each buying request passes, in order:
-//! drain check → sale id → ticket → operator pause → store lost → sold-out and unknown
-//! sales (memory only) → limits → admission → Redis (one Lua script) → order hand-off.
+//! The gateway's state and its request routing. A token request passes, in order: drain
+//! check → sale id (unknown sales from memory) → a ticket present → operator pause →
+//! store lost → sold-out or ended sales (memory only, before any crypto) → the ticket
+//! verified → limits → admission → Redis (one Lua script). An order request: drain
+//! check → sale id → the ticket verified → operator pause → store lost → limits → Redis
+//! → order hand-off (no sold-out shortcut: it may be the buyer's own retry).
 //!
 //! The handlers live by concern: [`crate::buyer`] (token, order, sale state, order
 //! status), [`crate::payments`] (a payment started by the buyer, paid by the provider's

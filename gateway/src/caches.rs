@@ -4,7 +4,7 @@
 
 use crate::config::Config;
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 use stock::{OrderState, SaleState};
@@ -27,9 +27,10 @@ pub struct Caches {
     /// Sale ids Redis said do not exist, until when: a flood of made-up ids costs one
     /// Redis call per id per `MISSING_FOR` (at most `MISSING_MAX` remembered).
     missing: RwLock<HashMap<String, Instant>>,
-    /// Whether `missing` may hold anything: every buyer request asks, and the answer is
-    /// nearly always no, so it is read without touching the lock.
-    any_missing: AtomicBool,
+    /// Until when (ms since `born`) `missing` may hold a live entry: every buyer request
+    /// asks, and the answer is nearly always no, so it is read without touching the lock.
+    missing_until_ms: AtomicU64,
+    born: Instant,
     /// Short-lived sale snapshots for the public sale-state endpoint (sales Redis knows).
     sale_state: Mutex<HashMap<String, (Instant, SaleState)>>,
     /// Recent order statuses (owner, state); when full, it starts over.
@@ -52,7 +53,8 @@ impl Caches {
         Caches {
             sold_out: RwLock::new(HashMap::new()),
             missing: RwLock::new(HashMap::new()),
-            any_missing: AtomicBool::new(false),
+            missing_until_ms: AtomicU64::new(0),
+            born: Instant::now(),
             sale_state: Mutex::new(HashMap::new()),
             status: Mutex::new(HashMap::new()),
             sold_out_for: Duration::from_millis(cfg.sold_out_recheck_ms.max(0) as u64),
@@ -102,9 +104,11 @@ impl Caches {
             .count()
     }
 
-    /// Read on every buyer request: no lock unless some id was said missing.
+    /// Read on every buyer request: no lock unless some id was said missing within the
+    /// last `MISSING_FOR`.
     pub fn missing(&self, sale: &str) -> bool {
-        if !self.any_missing.load(Ordering::Acquire) {
+        let until = self.missing_until_ms.load(Ordering::Acquire);
+        if until == 0 || self.born.elapsed().as_millis() as u64 >= until {
             return false;
         }
         let m = self.missing.read().unwrap_or_else(|p| p.into_inner());
@@ -116,8 +120,11 @@ impl Caches {
         if m.len() >= MISSING_MAX {
             m.clear();
         }
-        m.insert(sale.to_string(), Instant::now() + MISSING_FOR);
-        self.any_missing.store(true, Ordering::Release);
+        let until = Instant::now() + MISSING_FOR;
+        m.insert(sale.to_string(), until);
+        // Rounded up, so the fast path never skips a live entry.
+        let ms = until.duration_since(self.born).as_millis() as u64 + 1;
+        self.missing_until_ms.fetch_max(ms, Ordering::AcqRel);
     }
 
     /// The sale exists now (this gateway created it).

@@ -33,12 +33,13 @@ pub struct Config {
     pub redis_timeout_ms: i64,
     /// Commands queued or in flight per Redis connection before calls fail fast.
     pub redis_max_in_flight: i64,
-    /// Replicas that must acknowledge a purchase's write (`WAIT`, one per pipelined
-    /// write) before it is answered; -1 (the default): 1 on a Redis Cluster URL
+    /// Replicas that must acknowledge a purchase's write (`WAIT`, one per batch of
+    /// purchases, at most one outstanding per connection) before it is answered; -1 (the default): 1 on a Redis Cluster URL
     /// (`redis+cluster://…`), 0 on one Redis. A WAIT that times out short of it still
     /// answers (the order goes to Kafka) and counts `seckill_redis_unreplicated_total`.
     pub redis_wait_replicas: i64,
-    /// How long that `WAIT` may take (keep it well under `redis_timeout_ms`).
+    /// How long that `WAIT` may take (at most a third of `redis_timeout_ms`: a purchase
+    /// may queue behind one WAIT and then wait for its own).
     pub redis_wait_timeout_ms: i64,
     /// Consecutive Redis faults that open the breaker, and how long it stays open.
     pub breaker_threshold: i64,

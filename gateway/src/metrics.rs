@@ -436,7 +436,7 @@ impl Metrics {
         out.push_str("# HELP seckill_kafka_produce_duration_seconds Time from produce to delivery report.\n# TYPE seckill_kafka_produce_duration_seconds histogram\n");
         self.kafka_latency
             .render(out, "seckill_kafka_produce_duration_seconds", "");
-        out.push_str("# HELP seckill_kafka_producer_stage_seconds Where a produce's time goes, from librdkafka's statistics (last statistics.interval.ms window, worst broker): queue = from produce to its request being sent (int_latency), outbuf = the request waiting to be written (outbuf_latency), rtt = the broker's round trip, its own time included.\n# TYPE seckill_kafka_producer_stage_seconds gauge\n");
+        out.push_str("# HELP seckill_kafka_producer_stage_seconds Where a produce's time goes, from librdkafka's statistics (last statistics.interval.ms window; the largest p50 and the largest p99 over the brokers; 0 while no statistics come, e.g. statistics.interval.ms=0): queue = from produce to its request being sent (int_latency), outbuf = the request waiting to be written (outbuf_latency), rtt = the broker's round trip, its own time included.\n# TYPE seckill_kafka_producer_stage_seconds gauge\n");
         for (stage, q) in ["queue", "outbuf", "rtt"].iter().zip(&self.kafka_stages) {
             for (quantile, v) in ["0.5", "0.99"].iter().zip(q) {
                 let _ = writeln!(

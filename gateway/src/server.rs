@@ -91,9 +91,10 @@ pub fn run(mut cfg: Config) -> Result<(), StartError> {
             max_in_flight: cfg.redis_max_in_flight.max(1) as usize,
             wait: (wait_replicas > 0).then(|| crate::redis_pipe::WaitPolicy {
                 replicas: wait_replicas,
-                // Within the call's timeout, with room for the purchase itself.
+                // Within the call's timeout, with room for the purchase itself: a
+                // purchase may queue behind one WAIT and then wait for its own.
                 timeout_ms: (cfg.redis_wait_timeout_ms.max(1) as u64)
-                    .min((timeout.as_millis() as u64 / 2).max(1)),
+                    .min((timeout.as_millis() as u64 / 3).max(1)),
             }),
         },
         breaker.clone(),

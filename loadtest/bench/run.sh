@@ -338,6 +338,7 @@ md += "\n" + (scale if scale else "## Scale-out\n\nNot measured: " + why(read("s
 open(f"{out}/summary.md", "w").write(md)
 print(md)
 PY
+SUMMARY_RC=$?
 
 # Charts and the comparison with the previous non-smoke run, then this run into the history.
 HISTORY=.run/bench/history.jsonl
@@ -354,11 +355,15 @@ cat "$OUT/plots.md" "$OUT/plots.err"
 python3 -c 'import json, sys; print(json.dumps(json.load(open(sys.argv[1])), separators=(",", ":")))' \
   "$OUT/summary.json" >>"$HISTORY" || log "error: $OUT/summary.json not added to $HISTORY"
 log "written to $OUT"
+if [ "$SUMMARY_RC" != 0 ] || ! grep -q '^| target | this run |' "$OUT/summary.md"; then
+  log "error: the summary was not written (its script exited $SUMMARY_RC)"
+  exit 1
+fi
 if [ "$SMOKE" = 1 ] && [ "$PLOT_RC" != 0 ]; then
   log "smoke: FAIL — a chart was not drawn (see 'Plots' in $OUT/summary.md)"
   exit 1
 fi
-if [ "$SMOKE" = 1 ] && grep -qi "not measured" "$OUT/summary.md"; then
+if [ "$SMOKE" = 1 ] && grep -qiE "not measured|≤ None" "$OUT/summary.md"; then
   log "smoke: FAIL — a step was not measured (see 'Not measured' in $OUT/summary.md)"
   exit 1
 fi

@@ -9,8 +9,9 @@
 #   A. masters only (no replicas, no WAIT): what sharding alone gives;
 #   B. one replica per master and WAIT 1 behind each batch of purchases (the gateway's
 #      defaults on a cluster);
-#   C. one replica per master, no WAIT: B ÷ C is what WAIT itself costs (the same
-#      processes on the same cores), B ÷ A what the replicas and WAIT cost together.
+#   C. one replica per master, no WAIT: B ÷ C is what WAIT costs with its lanes
+#      (purchases on half of a master's connections; the same processes on the same
+#      cores), B ÷ A what the replicas and WAIT cost together.
 #   loadtest/bench/scaleout.sh [purchases=100000] [out-dir]
 # BENCH_CLUSTER_PORT (default 21601): the clusters' first port (masters M with R replicas
 # from BENCH_CLUSTER_PORT + 100·R + 10·(M-1) up; each node's cluster bus 10000 higher,

@@ -36,6 +36,9 @@ pub(super) struct Node {
     pub(super) addr: String,
     pub(super) conns: Vec<Slot>,
     pub(super) next: AtomicUsize,
+    /// The purchases' own round robin (one counter for both would lock each kind onto
+    /// one parity when they alternate, token then order).
+    pub(super) next_wait: AtomicUsize,
     /// Connections `..waiting` carry the purchases (each write of them ends with a
     /// `WAIT`), the rest every other command, which a WAIT would otherwise hold up: Redis
     /// blocks a connection while its WAIT waits. All of them share when there is no
@@ -67,14 +70,20 @@ impl Node {
             addr: format!("{host}:{port}"),
             conns,
             next: AtomicUsize::new(0),
-            waiting: if wait.is_some() && n >= 2 { n / 2 } else { n },
+            next_wait: AtomicUsize::new(0),
+            waiting: if wait.is_some() && n >= 2 {
+                n.div_ceil(2)
+            } else {
+                n
+            },
         }
     }
 
     /// The connection for the next command: a purchase (`wait`) on one that carries
     /// WAITs, anything else on one that does not (round robin within each).
     pub(super) fn slot(&self, wait: bool) -> &Slot {
-        let i = self.next.fetch_add(1, Ordering::Relaxed);
+        let counter = if wait { &self.next_wait } else { &self.next };
+        let i = counter.fetch_add(1, Ordering::Relaxed);
         let n = self.conns.len();
         let (from, len) = if wait || self.waiting >= n {
             (0, self.waiting.clamp(1, n))

@@ -40,8 +40,9 @@
 //! "Redis Cluster"). One WAIT per batch: a connection has at most one WAIT outstanding
 //! (Redis blocks the connection meanwhile), and the purchases queued behind it go out
 //! together, behind one WAIT, when it is answered. Purchases use half of a master's
-//! connections and every other command the other half, so a WAIT that waits (a slow
-//! replica) never holds up a token or a read.
+//! connections (rounded up) and every other command the other half, so a WAIT that
+//! waits (a slow replica) never holds a token or a read on its socket (with two
+//! connections or more; purchase timeouts still count toward the shared breaker).
 //!
 //! Files: [`reply`] (reply slots and the deadline watcher), [`connection`] (connect,
 //! handshake, reconnect), [`serve`] (one connection's writer and reader), [`cluster`]
