@@ -239,6 +239,16 @@ fn pipe(c: &RedisCluster, wait_ms: u64) -> RedisPipe {
     .expect("pipe")
 }
 
+/// A fresh sale id (from `prefix`) whose keys live on `master`.
+fn sale_on(c: &RedisCluster, master: usize, prefix: &str) -> String {
+    loop {
+        let s = harness::unique(prefix);
+        if c.master_of(meta_slot(&s)).unwrap() == master {
+            return s;
+        }
+    }
+}
+
 /// The replica of `master` (its node index).
 fn replica_of(c: &RedisCluster, master: usize) -> usize {
     let master_id = node_id(c, master);
@@ -263,12 +273,7 @@ fn wait_calls(c: &RedisCluster, node: usize) -> u64 {
 /// Step 5, WAIT per batch: a steady flow of 256 purchases on one master shares a few
 /// WAITs (one per write, at most one outstanding per connection), not one each.
 fn purchases_share_their_waits(gw: &Gateway, c: &RedisCluster, master: usize) {
-    let sale = loop {
-        let s = harness::unique("batch");
-        if c.master_of(meta_slot(&s)).unwrap() == master {
-            break s;
-        }
-    };
+    let sale = sale_on(c, master, "batch");
     create(gw, &sale, 1000);
     let p = pipe(c, 2000);
     let n = 256u64;
@@ -308,12 +313,7 @@ fn purchases_share_their_waits(gw: &Gateway, c: &RedisCluster, master: usize) {
 /// Step 6: while a purchase waits on a WAIT its paused replica holds up, a token for
 /// the same master (no WAIT needed) is answered, before the purchase.
 fn a_stalled_wait_does_not_stall_tokens(gw: &Gateway, c: &RedisCluster, master: usize) {
-    let sale = loop {
-        let s = harness::unique("stall");
-        if c.master_of(meta_slot(&s)).unwrap() == master {
-            break s;
-        }
-    };
+    let sale = sale_on(c, master, "stall");
     create(gw, &sale, 10);
     let p = pipe(c, 5000);
     let token = Stock::new(p.clone())

@@ -27,6 +27,12 @@ ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 N="${1:-100000}"
 PORT="${BENCH_CLUSTER_PORT:-21601}"
 case "$PORT" in ''|*[!0-9]*) echo "[bench] error: BENCH_CLUSTER_PORT must be a port number, got '$PORT'" >&2; exit 2 ;; esac
+# The clusters take up to PORT + 130 and their buses 10000 above: keep both below the
+# ephemeral range (32768).
+if [ "$PORT" -lt 1024 ] || [ "$PORT" -gt 22600 ]; then
+  echo "[bench] error: BENCH_CLUSTER_PORT must be 1024..22600 (cluster buses are 10000 higher), got $PORT" >&2
+  exit 2
+fi
 cd "$ROOT"
 OUT="${2:-.run/bench/scaleout-$(date +%Y%m%d-%H%M%S)}"
 mkdir -p "$OUT"

@@ -285,8 +285,9 @@ impl Kafka {
         let mut cmd = Self::java(lib);
         cmd.args([HEAP, "-Xms128m", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=5"])
             // Each pause with its length, for a latency profile (loadtest/bench/PROFILE.md).
+            // Quoted: a run directory's path may hold a ':' (the option's separator).
             .arg(format!(
-                "-Xlog:gc:file={}:uptime,level,tags:filecount=2,filesize=10m",
+                "-Xlog:gc:file=\"{}\":uptime,level,tags:filecount=2,filesize=10m",
                 d.join("gc.log").display()
             ))
             .arg("-Djava.awt.headless=true")

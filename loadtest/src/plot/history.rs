@@ -104,24 +104,59 @@ pub fn compare(current: &Value, previous: Option<&Value>) -> String {
         if now.is_none() && then.is_none() {
             continue;
         }
-        let show = |v: Option<f64>| v.map_or("—".to_string(), |v| format!("{v:.2}"));
-        let change = match (now, then) {
-            (Some(a), Some(b)) if b != 0.0 => format!("{:+.0}%", (a / b - 1.0) * 100.0),
-            _ => "—".to_string(),
-        };
-        md.push_str(&format!(
-            "| {label} | {} | {} | {change} |\n",
-            show(now),
-            show(then)
-        ));
+        md.push_str(&row(label, now, then));
+    }
+    // The targets run.sh states (`targets`: measure, value), matched by measure.
+    let targets = |run: &Value| -> Vec<(String, Option<f64>)> {
+        run["targets"]
+            .as_array()
+            .map(|ts| {
+                ts.iter()
+                    .filter_map(|t| Some((t["measure"].as_str()?.to_string(), t["value"].as_f64())))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let before = targets(prev);
+    for (name, now) in targets(current) {
+        let then = before
+            .iter()
+            .find(|(n, _)| *n == name)
+            .and_then(|(_, v)| *v);
+        md.push_str(&row(&format!("target: {name}"), now, then));
     }
     md
+}
+
+/// One comparison row: this run, the previous, and the change.
+fn row(label: &str, now: Option<f64>, then: Option<f64>) -> String {
+    let show = |v: Option<f64>| v.map_or("—".to_string(), |v| format!("{v:.2}"));
+    let change = match (now, then) {
+        (Some(a), Some(b)) if b != 0.0 => format!("{:+.0}%", (a / b - 1.0) * 100.0),
+        _ => "—".to_string(),
+    };
+    format!("| {label} | {} | {} | {change} |\n", show(now), show(then))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn the_targets_are_compared_by_measure() {
+        let now = json!({"commit": "b", "date": "2", "targets": [
+            {"measure": "sold-out path ÷ hello-world", "value": 0.96},
+            {"measure": "new one", "value": 2.0}]});
+        let then = json!({"commit": "a", "date": "1", "load_start": "1 1 1", "targets": [
+            {"measure": "sold-out path ÷ hello-world", "value": 0.8}]});
+        let md = compare(&now, Some(&then));
+        assert!(
+            md.contains("| target: sold-out path ÷ hello-world | 0.96 | 0.80 | +20% |"),
+            "{md}"
+        );
+        assert!(md.contains("| target: new one | 2.00 | — | — |"), "{md}");
+    }
 
     fn run(commit: &str, date: &str, smoke: bool, writer_ratio: f64) -> Value {
         json!({"commit": commit, "dirty": false, "date": date, "smoke": smoke,
