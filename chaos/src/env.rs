@@ -76,6 +76,7 @@ impl Env {
             kafka_nodes: 3,
             topics: vec![],
             tls: false,
+            tracing: false,
         })?;
         let env = Env {
             topic: std::sync::Mutex::new(("orders".into(), "order-writer".into())),

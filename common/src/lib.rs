@@ -15,6 +15,8 @@
 //! - [`payment`]: payment intents and the provider's signed callbacks.
 //! - [`observability`]: the metric names the alerts and the dashboard use (for tests),
 //!   and the writing of one unlabelled metric.
+//! - [`telemetry`]: OpenTelemetry spans built when an operation ends, W3C `traceparent`,
+//!   and their bounded export over OTLP/HTTP (feature `telemetry`).
 //! - [`now_ms`]: wall-clock milliseconds since the Unix epoch.
 
 pub mod cli;
@@ -24,6 +26,8 @@ pub mod observability;
 pub mod order;
 pub mod payment;
 pub mod stack;
+#[cfg(feature = "telemetry")]
+pub mod telemetry;
 pub mod ticket;
 pub mod tls;
 

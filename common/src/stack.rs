@@ -26,6 +26,11 @@ pub struct Stack {
     pub redis_key_file: String,
     pub kafka_extra: String,
     pub database_ca_file: String,
+    /// Where components send spans (OTLP/HTTP), when the stack runs a collector
+    /// (`stackctl up --tracing`); empty otherwise.
+    pub tracing_endpoint: String,
+    /// That collector's query API (Jaeger's `/api/traces/{id}`); empty otherwise.
+    pub jaeger_url: String,
 }
 
 impl Stack {
@@ -53,6 +58,8 @@ impl Stack {
             redis_key_file: pick("SECKILL_REDIS_KEY_FILE", ""),
             kafka_extra: pick("SECKILL_KAFKA_EXTRA", ""),
             database_ca_file: pick("SECKILL_DATABASE_CA_FILE", ""),
+            tracing_endpoint: pick("SECKILL_TRACING_ENDPOINT", ""),
+            jaeger_url: pick("SECKILL_JAEGER_URL", ""),
         }
     }
 
@@ -68,6 +75,8 @@ impl Stack {
             ("SECKILL_REDIS_KEY_FILE", &self.redis_key_file),
             ("SECKILL_KAFKA_EXTRA", &self.kafka_extra),
             ("SECKILL_DATABASE_CA_FILE", &self.database_ca_file),
+            ("SECKILL_TRACING_ENDPOINT", &self.tracing_endpoint),
+            ("SECKILL_JAEGER_URL", &self.jaeger_url),
         ] {
             if !v.is_empty() {
                 text.push_str(&format!("{k}={v}\n"));

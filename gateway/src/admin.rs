@@ -147,6 +147,7 @@ impl App {
         let recorded = match self.sink.send(
             &OrderMessage::opened(&c.sale, def, now_ms()),
             self.switches.order_sink(),
+            None,
         ) {
             Ok(_) => true,
             Err(e) => {

@@ -49,6 +49,8 @@ pub struct App {
     operators: Vec<crate::config::Operator>,
     /// The ticket keys (the signing one and those still accepted).
     tickets: seckill_common::ticket::Keyring,
+    /// Spans of sampled (and failed) buyer requests, to the trace collector.
+    pub tracer: seckill_common::telemetry::Tracer,
 }
 
 /// Counts a request as in flight while alive.
@@ -91,7 +93,11 @@ impl App {
         let caches = Caches::new(&cfg);
         let operators = cfg.operators()?;
         let tickets = cfg.ticket_keys()?;
+        let tracer =
+            seckill_common::telemetry::Tracer::start("seckill-gateway", &cfg.trace_settings())
+                .map_err(BadConfig::Tracing)?;
         Ok(App {
+            tracer,
             operators,
             tickets,
             caches,
@@ -392,6 +398,7 @@ impl App {
         let _ = writeln!(out, "# HELP seckill_releases_left_to_sweep_total Failed releases not retried (queue full, or failing for 10 minutes): the writer's reservation sweep returns their units.\n# TYPE seckill_releases_left_to_sweep_total counter\nseckill_releases_left_to_sweep_total {}", self.releases.left_to_sweep.load(Ordering::Relaxed));
         let _ = writeln!(out, "# HELP seckill_spool_pending Spooled orders not yet replayed into Kafka.\n# TYPE seckill_spool_pending gauge\nseckill_spool_pending {}", self.sink.spool_pending());
         let _ = writeln!(out, "# HELP seckill_kafka_up 1 while a broker answers metadata.\n# TYPE seckill_kafka_up gauge\nseckill_kafka_up {}", self.sink.kafka_up() as u8);
+        self.tracer.write_metrics(&mut out);
         let _ = writeln!(out, "# HELP seckill_ready 1 when Redis and a broker answer and the gateway is not draining.\n# TYPE seckill_ready gauge\nseckill_ready {}", self.ready().is_ok() as u8);
         Reply::text(200, out)
     }

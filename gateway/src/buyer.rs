@@ -8,11 +8,13 @@ use crate::order_sink::{SinkError, Via};
 use crate::redis_pipe::RedisPipe;
 use crate::request::{Incoming, Reply};
 use crate::switches::StatusReads;
+use crate::trace::RequestTrace;
 use seckill_common::now_ms;
 use seckill_common::order::{OrderEvent, OrderMessage};
+use seckill_common::telemetry::SpanKind;
 use serde::Deserialize;
 use serde_json::json;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use stock::{Stock, StockError};
 
 #[derive(Deserialize)]
@@ -23,14 +25,32 @@ struct OrderBody {
 
 impl App {
     pub(crate) fn token(&self, sale: &str, req: &Incoming) -> Result<Reply, ApiError> {
+        let mut t = RequestTrace::start(&self.tracer);
+        let r = self.traced_token(sale, req, &mut t);
+        finish(t, "POST /v1/sales/{sale}/tokens", &r);
+        r
+    }
+
+    fn traced_token(
+        &self,
+        sale: &str,
+        req: &Incoming,
+        t: &mut RequestTrace<'_>,
+    ) -> Result<Reply, ApiError> {
+        let from = Instant::now();
         let user = self.admit(sale, req)?;
+        t.step("ticket_and_limits", SpanKind::Internal, from);
+        t.attr("seckill.sale", sale.to_string());
+        t.attr("seckill.user", user as i64);
         if !self.switches.admit(rand::random_range(0..1_000_000)) {
             self.metrics.limited(Limit::Admission);
             return Err(ApiError::AdmissionShed);
         }
         let ttl = Duration::from_secs(self.cfg.token_ttl_secs.max(1) as u64);
         let cap = self.cfg.max_live_tokens.clamp(0, u32::MAX as i64) as u32;
+        let from = Instant::now();
         let issued = self.stock().issue_token_capped(sale, user, ttl, cap);
+        t.step("redis.issue_token", SpanKind::Client, from);
         self.note(sale, issued.as_ref().map(|_| ()));
         let t = issued?;
         Ok(Reply::json(
@@ -40,13 +60,31 @@ impl App {
     }
 
     pub(crate) fn order(&self, sale: &str, req: &Incoming) -> Result<Reply, ApiError> {
+        let mut t = RequestTrace::start(&self.tracer);
+        let r = self.traced_order(sale, req, &mut t);
+        finish(t, "POST /v1/sales/{sale}/orders", &r);
+        r
+    }
+
+    fn traced_order(
+        &self,
+        sale: &str,
+        req: &Incoming,
+        t: &mut RequestTrace<'_>,
+    ) -> Result<Reply, ApiError> {
         // Validation first: a malformed request is 400 whatever the sale's state.
+        let from = Instant::now();
         let user = self.identify(sale, req)?;
+        t.step("ticket", SpanKind::Internal, from);
+        t.attr("seckill.sale", sale.to_string());
+        t.attr("seckill.user", user as i64);
         let body: OrderBody = req.json()?;
         // No sold-out shortcut here: a buyer retrying their own purchase (same token) gets
         // their order back from the script, which answers replays before anything else;
         // any other order for a sold-out sale is 410 from Redis.
+        let from = Instant::now();
         self.admit_user(sale, user, req, false)?;
+        t.step("limits", SpanKind::Internal, from);
         let mode = self.switches.order_sink();
         // Sink `kafka` with no broker: refuse before reserving anything.
         self.sink
@@ -56,9 +94,12 @@ impl App {
         // process no check confirmed).
         let gen = self.fenced_generation()?;
         let mut stock = self.stock();
+        let from = Instant::now();
         let bought = stock.purchase(sale, user, &body.token);
+        t.step("redis.purchase", SpanKind::Client, from);
         self.note(sale, bought.as_ref().map(|_| ()));
         let p = bought?;
+        t.attr("seckill.order_id", p.order_id.clone());
         if !p.replayed && self.pipe.generation() != gen {
             tracing::warn!(order = %p.order_id, "Redis topology changed during the purchase; releasing it");
             if self.release_unacknowledged(&mut stock, &p, &body.token) {
@@ -76,7 +117,7 @@ impl App {
             // This gateway already handed the order over: answer, do not produce again
             // (a replay flood must not flood the topic).
             self.metrics.order_replayed();
-            return Ok(accepted(&p, false));
+            return Ok(accepted(&p, false, None));
         }
         let msg = OrderMessage {
             event: OrderEvent::Reserved,
@@ -97,7 +138,16 @@ impl App {
         // A retry (`replayed`) that this gateway did not deliver sends its order again: the
         // first attempt's message may never have left (its Redis reply was lost, or
         // another gateway took it); the writer keeps one row per id.
-        let via = match self.sink.send(&msg, mode) {
+        let from = Instant::now();
+        let traceparent = t.traceparent();
+        let sent = self.sink.send(&msg, mode, traceparent.as_deref());
+        let step = match sent {
+            Ok(Via::Kafka) => "kafka.produce",
+            Ok(Via::Spool) => "spool.append",
+            Err(_) => "order.handoff",
+        };
+        t.step(step, SpanKind::Producer, from);
+        let via = match sent {
             Ok(via) => via,
             Err(e @ SinkError::Timeout) => {
                 // Outcome unknown (the spool's disk hung): keep the reservation, whose
@@ -138,7 +188,8 @@ impl App {
             self.caches
                 .put_status(&p.order_id, user, stock::OrderState::Reserved);
         }
-        Ok(accepted(&p, via == Via::Spool))
+        let trace = t.sampled.then(|| format!("{:032x}", t.trace));
+        Ok(accepted(&p, via == Via::Spool, trace))
     }
 
     pub(crate) fn sale(&self, sale: &str, req: &Incoming) -> Result<Reply, ApiError> {
@@ -222,11 +273,22 @@ impl App {
 }
 
 /// The 202 of a purchase (or of its replay).
-fn accepted(p: &stock::Purchase, spooled: bool) -> Reply {
-    Reply::json(
-        202,
-        &json!({"order_id": p.order_id, "status": "reserved", "remaining": p.remaining, "spooled": spooled, "replayed": p.replayed}),
-    )
+/// The 202; `trace_id` when this request was traced (the id to look up in the trace
+/// collector).
+fn accepted(p: &stock::Purchase, spooled: bool, trace_id: Option<String>) -> Reply {
+    let mut body = json!({"order_id": p.order_id, "status": "reserved", "remaining": p.remaining, "spooled": spooled, "replayed": p.replayed});
+    if let Some(t) = trace_id {
+        body["trace_id"] = t.into();
+    }
+    Reply::json(202, &body)
+}
+
+/// End a buyer request's trace with its outcome.
+fn finish(t: RequestTrace<'_>, route: &'static str, r: &Result<Reply, ApiError>) {
+    match r {
+        Ok(reply) => t.finish(route, reply.status, None),
+        Err(e) => t.finish(route, e.status(), Some(e.code())),
+    }
 }
 
 impl App {

@@ -159,6 +159,16 @@ pub struct Config {
     /// refused (400, closed) and `X-Forwarded-For` is never read. Empty (the default):
     /// every client is its socket's address.
     pub trusted_proxies: String,
+    /// OTLP/HTTP base URL of the trace collector (`http://host:4318`; "" = no traces).
+    pub tracing_endpoint: String,
+    /// Share of buyer requests traced (0.0..=1.0); requests that fail with a 5xx are
+    /// always traced.
+    pub tracing_sample_ratio: f64,
+    /// Finished spans waiting for export at most; more are dropped and counted
+    /// (`seckill_trace_spans_dropped_total`), never waited for.
+    pub tracing_queue: i64,
+    /// Timeout of one span export request.
+    pub tracing_timeout_ms: i64,
 }
 
 /// The secrets the README shows; a gateway must not run with them.
@@ -237,6 +247,10 @@ impl Default for Config {
             dev_insecure: false,
             share_port: false,
             trusted_proxies: String::new(),
+            tracing_endpoint: String::new(),
+            tracing_sample_ratio: 0.01,
+            tracing_queue: 4096,
+            tracing_timeout_ms: 2000,
         }
     }
 }
@@ -274,6 +288,8 @@ pub enum BadConfig {
     TrustedProxy(String),
     #[error("order_sink {0:?}: expected auto, kafka or spool")]
     OrderSink(String),
+    #[error(transparent)]
+    Tracing(#[from] seckill_common::telemetry::TelemetryError),
     #[error(transparent)]
     OutOfRange(#[from] seckill_common::OutOfRange),
     #[error("payment_currency = {0:?}: expected an ISO 4217 code, three capital letters")]
@@ -404,6 +420,8 @@ impl Config {
                 1..=1 << 30,
             ),
             ("max_headers", self.max_headers, 1..=1024),
+            ("tracing_queue", self.tracing_queue, 1..=1_000_000),
+            ("tracing_timeout_ms", self.tracing_timeout_ms, 1..=60_000),
             ("max_head_bytes", self.max_head_bytes, 1..=1 << 20),
             ("head_timeout_ms", self.head_timeout_ms, 1..=DAY_MS),
             ("body_timeout_ms", self.body_timeout_ms, 1..=DAY_MS),
@@ -550,6 +568,16 @@ impl Config {
     /// The operators allowed on `/admin/*`: `admin` with `admin_token` (unless empty),
     /// and every one `admin_tokens_file` names. Names are 1..=64 of `[A-Za-z0-9_.@-]`,
     /// each once; tokens at least 32 bytes unless `dev_insecure`.
+    /// How the gateway traces (`tracing_*`).
+    pub fn trace_settings(&self) -> seckill_common::telemetry::TraceSettings {
+        seckill_common::telemetry::TraceSettings::from_config(
+            &self.tracing_endpoint,
+            self.tracing_sample_ratio,
+            self.tracing_queue,
+            self.tracing_timeout_ms,
+        )
+    }
+
     pub fn operators(&self) -> Result<Vec<Operator>, BadConfig> {
         let mut out = Vec::new();
         if !self.admin_token.is_empty() {

@@ -38,3 +38,4 @@ pub mod releases;
 pub mod request;
 pub mod server;
 pub mod switches;
+pub mod trace;

@@ -266,7 +266,7 @@ impl App {
             at_ms: now_ms(),
             definition: None,
         };
-        if let Err(e) = self.sink.send(&paid, self.switches.order_sink()) {
+        if let Err(e) = self.sink.send(&paid, self.switches.order_sink(), None) {
             tracing::warn!(order = order_id, error = %e, "paid event not delivered; the payment-window scan will reconcile");
         }
     }

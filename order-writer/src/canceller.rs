@@ -192,11 +192,23 @@ pub fn run(cfg: Config, metrics: Arc<Metrics>, stop: Arc<AtomicBool>, held: Arc<
             // after page, for up to `SCAN_BUDGET` before looking at the switches again.
             let began = std::time::Instant::now();
             loop {
+                let from = std::time::Instant::now();
                 match scan_once(&cfg, db, stock) {
                     Ok(done) => {
                         metrics.expired(&done);
                         let n = done.cancelled + done.paid + done.unsettled;
                         if n > 0 {
+                            crate::trace::pass(
+                                &metrics.tracer,
+                                "canceller.scan",
+                                from,
+                                &[
+                                    ("seckill.cancelled", done.cancelled as i64),
+                                    ("seckill.paid", done.paid as i64),
+                                    ("seckill.unsettled", done.unsettled as i64),
+                                ],
+                                None,
+                            );
                             tracing::info!(
                                 done.cancelled,
                                 done.paid,
@@ -213,6 +225,13 @@ pub fn run(cfg: Config, metrics: Arc<Metrics>, stop: Arc<AtomicBool>, held: Arc<
                         }
                     }
                     Err(e) => {
+                        crate::trace::pass(
+                            &metrics.tracer,
+                            "canceller.scan",
+                            from,
+                            &[],
+                            Some(e.to_string()),
+                        );
                         tracing::warn!(error = %e, "payment window scan failed; retrying");
                         conns = None;
                         break;

@@ -75,6 +75,16 @@ pub struct Config {
     /// The SASL password (librdkafka's `sasl.password`), kept out of `kafka_extra` (or
     /// `kafka_password_file`).
     pub kafka_password: String,
+    /// OTLP/HTTP base URL of the trace collector (`http://host:4318`; "" = no traces).
+    /// The writer traces the orders whose gateway sampled them (their `traceparent`).
+    pub tracing_endpoint: String,
+    /// Share of the writer's own traces kept (none today: it follows the gateways'
+    /// decisions, and always keeps a canceller scan or reconcile that did something).
+    pub tracing_sample_ratio: f64,
+    /// Finished spans waiting for export at most; more are dropped and counted.
+    pub tracing_queue: i64,
+    /// Timeout of one span export request.
+    pub tracing_timeout_ms: i64,
 }
 
 /// The settings `order-writer config` redacts.
@@ -116,6 +126,10 @@ impl Default for Config {
             metrics_listen: "127.0.0.1:9101".into(),
             kafka_extra: String::new(),
             kafka_password: String::new(),
+            tracing_endpoint: String::new(),
+            tracing_sample_ratio: 0.01,
+            tracing_queue: 4096,
+            tracing_timeout_ms: 2000,
         }
     }
 }
@@ -123,6 +137,16 @@ impl Default for Config {
 impl Config {
     /// Every integer setting with the values it may take: one out of range stops the
     /// start, named with its value and range, instead of being clamped.
+    /// How the writer traces (`tracing_*`).
+    pub fn trace_settings(&self) -> seckill_common::telemetry::TraceSettings {
+        seckill_common::telemetry::TraceSettings::from_config(
+            &self.tracing_endpoint,
+            self.tracing_sample_ratio,
+            self.tracing_queue,
+            self.tracing_timeout_ms,
+        )
+    }
+
     pub fn ranges(&self) -> Vec<seckill_common::Setting> {
         const DAY_MS: i64 = 86_400_000;
         vec![
@@ -133,6 +157,8 @@ impl Config {
             ),
             ("session_timeout_ms", self.session_timeout_ms, 1..=DAY_MS),
             ("batch_max", self.batch_max, 1..=1_000_000),
+            ("tracing_queue", self.tracing_queue, 1..=1_000_000),
+            ("tracing_timeout_ms", self.tracing_timeout_ms, 1..=60_000),
             ("batch_wait_ms", self.batch_wait_ms, 0..=DAY_MS),
             ("db_retry_max_ms", self.db_retry_max_ms, 1..=DAY_MS),
             (

@@ -33,18 +33,22 @@ struct Record {
     offset: i64,
     payload: Vec<u8>,
     key: Option<Vec<u8>>,
+    /// The gateway's trace context (`traceparent` header), when that trace is sampled.
+    trace: Option<seckill_common::telemetry::SpanContext>,
 }
 
 /// A polled batch, parsed by the fetch thread: the orders to write (with their index in
 /// `records`) and the messages that go to the dead-letter topic, with the reason.
 struct Batch {
     records: Vec<Record>,
+    /// When its first message was polled.
+    polled: Instant,
     good: Vec<(usize, OrderMessage)>,
     dead: Vec<(usize, String)>,
 }
 
 impl Batch {
-    fn parse(records: Vec<Record>) -> Batch {
+    fn parse(records: Vec<Record>, polled: Instant) -> Batch {
         let mut good = Vec::with_capacity(records.len());
         let mut dead = Vec::new();
         for (i, r) in records.iter().enumerate() {
@@ -58,6 +62,7 @@ impl Batch {
         }
         Batch {
             records,
+            polled,
             good,
             dead,
         }
@@ -150,11 +155,11 @@ impl Writer {
                     self.metrics.set_assigned(a.count() as i64);
                 }
             }
-            let records = self.poll_batch();
+            let (records, polled) = self.poll_batch();
             if records.is_empty() {
                 continue;
             }
-            if tx.send(Batch::parse(records)).is_err() {
+            if tx.send(Batch::parse(records, polled)).is_err() {
                 break;
             }
         }
@@ -171,9 +176,18 @@ impl Writer {
         while !stop.load(Ordering::Relaxed) {
             match rx.recv_timeout(Duration::from_millis(100)) {
                 Ok(batch) => {
-                    self.write(db, &batch, stop)?;
+                    let write_from = Instant::now();
+                    let dead = self.write(db, &batch, stop)?;
+                    let written = Instant::now();
                     self.put_back_late(db, &batch, stop)?;
                     self.commit(&batch.records);
+                    let times = crate::trace::BatchTimes {
+                        polled: batch.polled,
+                        write_from,
+                        written,
+                        committed: Instant::now(),
+                    };
+                    self.trace_batch(&batch, &dead, &times);
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
@@ -200,22 +214,30 @@ impl Writer {
         }
     }
 
-    fn poll_batch(&self) -> Vec<Record> {
+    /// A batch, and when its first message came.
+    fn poll_batch(&self) -> (Vec<Record>, Instant) {
         let max = self.cfg.batch_max.max(1) as usize;
         let deadline = Instant::now() + Duration::from_millis(self.cfg.batch_wait_ms.max(1) as u64);
         let mut batch = Vec::new();
+        let mut first = Instant::now();
         while batch.len() < max {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 break;
             }
             match self.consumer.poll(left) {
-                Some(Ok(m)) => batch.push(Record {
-                    partition: m.partition(),
-                    offset: m.offset(),
-                    payload: m.payload().unwrap_or_default().to_vec(),
-                    key: m.key().map(<[u8]>::to_vec),
-                }),
+                Some(Ok(m)) => {
+                    if batch.is_empty() {
+                        first = Instant::now();
+                    }
+                    batch.push(Record {
+                        partition: m.partition(),
+                        offset: m.offset(),
+                        payload: m.payload().unwrap_or_default().to_vec(),
+                        key: m.key().map(<[u8]>::to_vec),
+                        trace: traceparent(&m).filter(|c| c.is_sampled()),
+                    })
+                }
                 Some(Err(e)) => {
                     tracing::warn!(error = %e, "consumer error");
                     break;
@@ -223,17 +245,56 @@ impl Writer {
                 None => break,
             }
         }
-        batch
+        (batch, first)
+    }
+
+    /// Spans for the batch's traced orders (none when tracing is off or none is sampled).
+    fn trace_batch(
+        &self,
+        batch: &Batch,
+        dead: &[(usize, String)],
+        times: &crate::trace::BatchTimes,
+    ) {
+        let tracer = &self.metrics.tracer;
+        if !tracer.enabled() {
+            return;
+        }
+        let order = |i: usize| batch.good.iter().find(|(j, _)| *j == i).map(|(_, m)| m);
+        let traced: Vec<crate::trace::Traced<'_>> = batch
+            .records
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| {
+                Some(crate::trace::Traced {
+                    context: r.trace.as_ref()?,
+                    order: order(i),
+                    partition: r.partition,
+                    offset: r.offset,
+                    dead: dead
+                        .iter()
+                        .find(|(j, _)| *j == i)
+                        .map(|(_, why)| why.as_str()),
+                })
+            })
+            .collect();
+        crate::trace::batch(
+            tracer,
+            &self.cfg.orders_topic,
+            batch.records.len(),
+            &traced,
+            times,
+        );
     }
 
     /// Write one batch; never returns until it is written (or `stop` while retrying a
-    /// dead database, in which case nothing is committed and the batch replays).
+    /// dead database, in which case nothing is committed and the batch replays). Answers
+    /// the messages dead-lettered, with why.
     fn write(
         &self,
         db: &mut postgres::Client,
         batch: &Batch,
         stop: &AtomicBool,
-    ) -> Result<(), WriterError> {
+    ) -> Result<Vec<(usize, String)>, WriterError> {
         let (good, mut dead) = (&batch.good, batch.dead.clone());
         let started = Instant::now();
         let mut backoff = Duration::from_millis(100);
@@ -316,10 +377,10 @@ impl Writer {
             self.backoff(failure, db, stop, &mut backoff)?;
         }
         dead.sort_by_key(|(i, _)| *i);
-        for (i, reason) in dead {
-            self.dead_letter(&batch.records[i], &reason)?;
+        for (i, reason) in &dead {
+            self.dead_letter(&batch.records[*i], reason)?;
         }
-        Ok(())
+        Ok(dead)
     }
 
     /// Orders of the batch accepted before a reconcile of their sale began (a spool
@@ -534,6 +595,16 @@ impl Writer {
 }
 
 /// The batch broke `orders_one_per_buyer` (one live order per buyer of a limit-1 sale).
+/// The message's W3C trace context, if it carries a well-formed one.
+fn traceparent<M: Message>(m: &M) -> Option<seckill_common::telemetry::SpanContext> {
+    use rdkafka::message::Headers;
+    let headers = m.headers()?;
+    headers
+        .iter()
+        .find(|h| h.key == "traceparent")
+        .and_then(|h| seckill_common::telemetry::parse_traceparent(h.value?))
+}
+
 fn is_buyer_collision(e: &postgres::Error) -> bool {
     e.as_db_error()
         .is_some_and(|d| d.constraint() == Some("orders_one_per_buyer"))

@@ -18,6 +18,7 @@ pub mod late;
 pub mod metrics;
 pub mod rebuild;
 pub mod reconciler;
+pub mod trace;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WriterError {
@@ -38,4 +39,6 @@ pub enum WriterError {
     Unreconciled(String),
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Tracing(#[from] seckill_common::telemetry::TelemetryError),
 }

@@ -113,7 +113,10 @@ fn rebuild_stock(cfg: &Config, only: &[String]) -> Result<(), MainError> {
 /// Consume the order topic into PostgreSQL, with the canceller and the reconciler
 /// beside it, until SIGTERM/SIGINT.
 fn write(cfg: Config) -> Result<(), MainError> {
-    let metrics = Arc::new(Metrics::default());
+    let tracer =
+        seckill_common::telemetry::Tracer::start("seckill-order-writer", &cfg.trace_settings())
+            .map_err(order_writer::WriterError::from)?;
+    let metrics = Arc::new(Metrics::with_tracer(tracer));
     if !cfg.metrics_listen.is_empty() {
         order_writer::metrics::serve(&cfg.metrics_listen, metrics.clone()).map_err(|source| {
             Stopped::Metrics {

@@ -29,9 +29,18 @@ pub struct Metrics {
     reconcile_conflicts: AtomicU64,
     reconcile_ms: AtomicU64,
     late_put_back: AtomicU64,
+    /// The writer's spans (its consumption and writes of traced orders, the canceller's
+    /// scans and the reconciles); its counts are rendered here too.
+    pub tracer: seckill_common::telemetry::Tracer,
 }
 
 impl Metrics {
+    pub fn with_tracer(tracer: seckill_common::telemetry::Tracer) -> Metrics {
+        Metrics {
+            tracer,
+            ..Metrics::default()
+        }
+    }
     pub fn set_lag(&self, lag: i64) {
         self.lag.store(lag, Ordering::Relaxed);
     }
@@ -97,6 +106,7 @@ impl Metrics {
         self.render_writes(&mut out);
         self.render_window(&mut out);
         self.render_reconciles(&mut out);
+        self.tracer.write_metrics(&mut out);
         out
     }
 

@@ -85,7 +85,25 @@ pub fn run(cfg: Config, metrics: Arc<Metrics>, stop: Arc<AtomicBool>, held: Arc<
             if stop.load(Ordering::Relaxed) {
                 return;
             }
-            match pass(&cfg, &metrics, true) {
+            let from = Instant::now();
+            let result = pass(&cfg, &metrics, true);
+            let counts: Vec<(&'static str, i64)> = match &result {
+                Ok(p) => vec![
+                    ("seckill.sales", p.sales as i64),
+                    ("seckill.orders_put_back", p.applied as i64),
+                    ("seckill.conflicts", p.conflicts as i64),
+                ],
+                Err(_) => vec![],
+            };
+            let error = result.as_ref().err().map(ToString::to_string);
+            crate::trace::pass(
+                &metrics.tracer,
+                "reconciler.reconcile",
+                from,
+                &counts,
+                error,
+            );
+            match result {
                 Ok(p) => {
                     held.store(false, Ordering::Release);
                     metrics.set_held(false);

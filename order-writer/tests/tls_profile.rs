@@ -29,6 +29,7 @@ fn private_stack() -> Private {
         kafka_nodes: 1,
         topics: vec![("orders".into(), 1)],
         tls: true,
+        tracing: false,
     })
     .expect("stack");
     let private = Private(stack);

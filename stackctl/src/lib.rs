@@ -16,6 +16,7 @@
 //! - [`haproxy`]: the load balancer (HAProxy) in front of gateways, with a canary pool.
 
 pub mod haproxy;
+pub mod jaeger;
 pub mod kafka;
 pub mod postgres;
 pub mod process;
@@ -126,6 +127,10 @@ pub struct Stack {
     pub topics: Vec<(String, i32)>,
     /// The TLS profile (`SECKILL_STACK_TLS=1`).
     pub secure: Option<secure::Secure>,
+    /// The trace collector, started by `up` when `tracing` (`SECKILL_TRACING=1`,
+    /// `stackctl up --tracing`); `down` stops it whenever it runs.
+    pub jaeger: jaeger::Jaeger,
+    pub tracing: bool,
 }
 
 /// Where the stack lives and on which ports.
@@ -138,6 +143,8 @@ pub struct Spec {
     pub topics: Vec<(String, i32)>,
     /// The TLS profile.
     pub tls: bool,
+    /// Run Jaeger, and point the components' spans at it.
+    pub tracing: bool,
 }
 
 fn var<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -171,6 +178,7 @@ impl Spec {
         let root = root()?;
         let topics = std::env::var("SECKILL_TOPICS").unwrap_or("orders:8 orders-dlq:1".into());
         let tls = std::env::var("SECKILL_STACK_TLS").is_ok_and(|v| v == "1" || v == "true");
+        let tracing = std::env::var("SECKILL_TRACING").is_ok_and(|v| v == "1" || v == "true");
         // The TLS profile beside the plain stack: the plain ports (or their overrides)
         // + 1 for Redis and PostgreSQL, Kafka + 208 (its controller at + 100 more stays
         // clear of the plain stack's three controllers).
@@ -183,6 +191,7 @@ impl Spec {
             pg_port: var("SECKILL_PG_PORT", 15432u16).saturating_add(shift),
             kafka_port: var("SECKILL_KAFKA_PORT", 19092u16).saturating_add(kafka_shift),
             tls,
+            tracing,
             kafka_nodes: var("SECKILL_KAFKA_NODES", 1usize).clamp(1, 9),
             topics: topics
                 .split_whitespace()
@@ -216,12 +225,19 @@ impl Stack {
             },
             kafka: kafka::Kafka {
                 dir: spec.run.join("kafka"),
-                cache,
+                cache: cache.clone(),
                 port: spec.kafka_port,
                 nodes: spec.kafka_nodes,
                 secure: secure.clone(),
             },
             secure,
+            jaeger: jaeger::Jaeger {
+                dir: spec.run.join("jaeger"),
+                cache: cache.clone(),
+                otlp_port: var("SECKILL_OTLP_PORT", 14318u16),
+                query_port: var("SECKILL_JAEGER_PORT", 16686u16),
+            },
+            tracing: spec.tracing,
             topics: spec.topics,
             run: spec.run,
             root,
@@ -242,6 +258,8 @@ impl Stack {
             },
             kafka_brokers: self.kafka.bootstrap(),
             database_url: self.postgres.url("seckill"),
+            tracing_endpoint: self.traced().map(|j| j.otlp_url()).unwrap_or_default(),
+            jaeger_url: self.traced().map(|j| j.query_url()).unwrap_or_default(),
             ..Default::default()
         };
         match &self.secure {
@@ -317,18 +335,28 @@ impl Stack {
         }
         self.postgres.up_secured(self.secure.as_ref())?;
         self.kafka.up(&self.topics)?;
+        if self.tracing {
+            self.jaeger.up()?;
+        }
         // The TLS profile's holds the administrator's passwords.
         secure::write_private(&self.run.join("stack.env"), &self.addresses().env_file())?;
         Ok(())
     }
 
     pub fn down(&self) {
+        self.jaeger.down();
         self.kafka.down();
         self.postgres.down();
         self.redis.down();
         if let Some(c) = &self.redis_cluster {
             c.down();
         }
+    }
+
+    /// The collector, when this stack traces (asked to, or found running: a stack
+    /// brought up with `--tracing` keeps tracing for the commands that follow).
+    pub fn traced(&self) -> Option<&jaeger::Jaeger> {
+        (self.tracing || self.jaeger.pid().is_some()).then_some(&self.jaeger)
     }
 
     /// Stop one service cleanly (`up` starts it again).
@@ -394,6 +422,17 @@ impl Stack {
                 ));
             }
         }
+        if let Some(j) = self.traced() {
+            s.push((
+                "jaeger".into(),
+                j.is_up(),
+                format!(
+                    "{} (OTLP/HTTP), {} (query API)",
+                    j.otlp_url(),
+                    j.query_url()
+                ),
+            ));
+        }
         let listed = self.kafka.brokers_listed();
         for n in 0..self.kafka.nodes {
             s.push((
@@ -457,6 +496,7 @@ impl Stack {
             // Local stacks run with the development secrets; production refuses them.
             ("SECKILL_DEV_INSECURE", "1".into()),
             ("SECKILL_LOG", "info,may=warn".into()),
+            ("SECKILL_TRACING_ENDPOINT", a.tracing_endpoint.clone()),
         ];
         let mut own = own.to_vec();
         own.extend(self.component_env(secure::GATEWAY)?);
@@ -478,6 +518,7 @@ impl Stack {
             ("SECKILL_REDIS_URL", a.redis_url),
             ("SECKILL_METRICS_LISTEN", format!("127.0.0.1:{port}")),
             ("SECKILL_LOG", "info".into()),
+            ("SECKILL_TRACING_ENDPOINT", a.tracing_endpoint.clone()),
         ];
         let mut own = own.to_vec();
         own.extend(self.component_env(secure::WRITER)?);

@@ -1,7 +1,8 @@
 //! `stackctl` — the local stack from the command line (`./dev` calls it):
 //!
 //! ```text
-//! stackctl up | down | status | env            the stack of SECKILL_RUN_DIR (default .run)
+//! stackctl up [--tracing] | down | status | env  the stack of SECKILL_RUN_DIR (default .run);
+//!                                               --tracing: Jaeger too (SECKILL_TRACING=1)
 //! stackctl stop|kill|pause|resume SERVICE       redis, postgres, kafka-N, redis-N (cluster node;
 //!                                               SECKILL_REDIS_CLUSTER=1 adds the cluster)
 //! stackctl start SERVICE                        start one stopped service again
@@ -44,7 +45,12 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Start Redis, PostgreSQL and Kafka (what is not up yet) and write stack.env
-    Up,
+    Up {
+        /// Also run Jaeger (built once from the Go module proxy) and point the gateways'
+        /// and writers' spans at it (the same as SECKILL_TRACING=1)
+        #[arg(long)]
+        tracing: bool,
+    },
     /// Stop what `up` started, and nothing else
     Down,
     /// Say which services are up (exit status 1 if one is down)
@@ -189,9 +195,10 @@ fn main() {
 struct ServicesDown;
 
 fn run(command: Command) -> Result<(), MainError> {
-    let stack = Stack::from_env()?;
+    let mut stack = Stack::from_env()?;
     match command {
-        Command::Up => {
+        Command::Up { tracing } => {
+            stack.tracing |= tracing;
             let t0 = std::time::Instant::now();
             stack.up()?;
             eprintln!(

@@ -194,7 +194,15 @@ impl OrderSink {
 
     /// Hand the order over as `mode` says; `Ok` means it is durable (broker log or disk),
     /// `Err` that it certainly is not (see the module docs).
-    pub fn send(&self, order: &OrderMessage, mode: SinkMode) -> Result<Via, SinkError> {
+    ///
+    /// `traceparent` (W3C) goes with it: a Kafka header, or a field of its spool line
+    /// that the replay turns back into the header.
+    pub fn send(
+        &self,
+        order: &OrderMessage,
+        mode: SinkMode,
+        traceparent: Option<&str>,
+    ) -> Result<Via, SinkError> {
         let payload = serde_json::to_vec(order).map_err(SinkError::Encode)?;
         let use_kafka = match mode {
             SinkMode::Kafka => true,
@@ -205,7 +213,7 @@ impl OrderSink {
         let mut uncertain = false;
         if use_kafka {
             let started = Instant::now();
-            let result = self.produce(&order.key(), &payload);
+            let result = self.produce(&order.key(), &payload, traceparent);
             self.metrics
                 .kafka_produce(started.elapsed(), result.is_ok());
             self.breaker.record(result.is_ok());
@@ -219,7 +227,15 @@ impl OrderSink {
                 }
             }
         }
-        match self.spool.append(payload) {
+        let line = match traceparent {
+            None => payload,
+            Some(t) => serde_json::to_vec(&SpoolLine {
+                traceparent: Some(t.to_string()),
+                order: order.clone(),
+            })
+            .map_err(SinkError::Encode)?,
+        };
+        match self.spool.append(line) {
             Ok(()) => Ok(Via::Spool),
             // Not in the spool, but perhaps in the broker's log: the outcome is unknown,
             // so the reservation must stay (the caller does not release on `Timeout`).
@@ -233,11 +249,19 @@ impl OrderSink {
 
     /// `Refused` when librdkafka would not enqueue it (certainly not sent); `Timeout`
     /// when the delivery report failed or did not come (it may be in the log).
-    fn produce(&self, key: &str, payload: &[u8]) -> Result<(), SinkError> {
+    fn produce(
+        &self,
+        key: &str,
+        payload: &[u8],
+        traceparent: Option<&str>,
+    ) -> Result<(), SinkError> {
         let (tx, rx) = mpsc::channel();
-        let record = BaseRecord::with_opaque_to(&self.topic, Box::new(tx))
+        let mut record = BaseRecord::with_opaque_to(&self.topic, Box::new(tx))
             .key(key)
             .payload(payload);
+        if let Some(t) = traceparent {
+            record = record.headers(trace_header(t));
+        }
         self.producer
             .send(record)
             .map_err(|(e, _)| SinkError::Refused(e))?;
@@ -325,15 +349,18 @@ impl OrderSink {
 
     /// Send `lines` and wait until every one is acknowledged. A full local queue is
     /// waited out (the step is smaller than the queue), never a reason to give up.
-    fn replay_step(&self, lines: &[(String, Vec<u8>)]) -> Result<(), SinkError> {
+    fn replay_step(&self, lines: &[SpoolEntry]) -> Result<(), SinkError> {
         let mut waits = Vec::with_capacity(lines.len());
-        for (key, line) in lines {
+        for line in lines {
             let deadline = Instant::now() + self.wait;
             loop {
                 let (tx, rx) = mpsc::channel();
-                let record = BaseRecord::with_opaque_to(&self.topic, Box::new(tx))
-                    .key(key)
-                    .payload(line);
+                let mut record = BaseRecord::with_opaque_to(&self.topic, Box::new(tx))
+                    .key(&line.key)
+                    .payload(&line.payload);
+                if let Some(t) = &line.traceparent {
+                    record = record.headers(trace_header(t));
+                }
                 match self.producer.send(record) {
                     Ok(()) => {
                         waits.push(rx);
@@ -359,6 +386,32 @@ impl OrderSink {
         }
         Ok(())
     }
+}
+
+/// The W3C trace context header of an order message.
+fn trace_header(traceparent: &str) -> rdkafka::message::OwnedHeaders {
+    rdkafka::message::OwnedHeaders::new_with_capacity(1).insert(rdkafka::message::Header {
+        key: "traceparent",
+        value: Some(traceparent),
+    })
+}
+
+/// A spool line that carries a trace context: the order's own fields and
+/// `traceparent` beside them (a line without it is the order's JSON as sent to Kafka).
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(super) struct SpoolLine {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
+    #[serde(flatten)]
+    pub order: OrderMessage,
+}
+
+/// A spooled order as the replay sends it.
+pub(super) struct SpoolEntry {
+    pub key: String,
+    /// The message value: the order's JSON, without the trace field.
+    pub payload: Vec<u8>,
+    pub traceparent: Option<String>,
 }
 
 /// Messages replayed per step: well under librdkafka's queue

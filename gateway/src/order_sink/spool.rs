@@ -2,7 +2,7 @@
 //! files of at most `SPOOL_FILE_LINES` lines, the directory lock, and the `.acked`
 //! checkpoints a replay leaves beside a file.
 
-use super::SinkError;
+use super::{SinkError, SpoolEntry, SpoolLine};
 use crate::metrics::Metrics;
 use may::sync::mpsc;
 use seckill_common::order::OrderMessage;
@@ -42,8 +42,8 @@ fn file_error(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) ->
     move |source| SinkError::SpoolFile { what, path, source }
 }
 
-/// The orders of a spool file, each with its partition key.
-pub(super) fn read_lines(path: &Path) -> Result<Vec<(String, Vec<u8>)>, SinkError> {
+/// The orders of a spool file, each with its partition key and trace context.
+pub(super) fn read_lines(path: &Path) -> Result<Vec<SpoolEntry>, SinkError> {
     use std::io::Read;
     let f = std::fs::File::open(path).map_err(file_error("open", path))?;
     // A file whose failed append could not be cut back is read only up to its last
@@ -57,7 +57,17 @@ pub(super) fn read_lines(path: &Path) -> Result<Vec<(String, Vec<u8>)>, SinkErro
         let line = line.map_err(|e| SinkError::SpoolIo(Arc::new(e)))?;
         // A torn last line (a crash mid-append, never acknowledged) is not an order.
         if let Ok(m) = serde_json::from_slice::<OrderMessage>(&line) {
-            out.push((m.key(), line));
+            out.push(SpoolEntry {
+                key: m.key(),
+                payload: line,
+                traceparent: None,
+            });
+        } else if let Ok(l) = serde_json::from_slice::<SpoolLine>(&line) {
+            out.push(SpoolEntry {
+                key: l.order.key(),
+                payload: serde_json::to_vec(&l.order).map_err(SinkError::Encode)?,
+                traceparent: l.traceparent,
+            });
         }
     }
     Ok(out)
