@@ -27,7 +27,7 @@ impl App {
     pub(crate) fn token(&self, sale: &str, req: &Incoming) -> Result<Reply, ApiError> {
         let mut t = RequestTrace::start(&self.tracer);
         let r = self.traced_token(sale, req, &mut t);
-        finish(t, "POST /v1/sales/{sale}/tokens", &r);
+        finish(t, "POST /v1/sales/{sale}/tokens", sale, &r);
         r
     }
 
@@ -40,7 +40,6 @@ impl App {
         let from = Instant::now();
         let user = self.admit(sale, req)?;
         t.step("ticket_and_limits", SpanKind::Internal, from);
-        t.attr("seckill.sale", sale.to_string());
         t.attr("seckill.user", user as i64);
         if !self.switches.admit(rand::random_range(0..1_000_000)) {
             self.metrics.limited(Limit::Admission);
@@ -62,7 +61,7 @@ impl App {
     pub(crate) fn order(&self, sale: &str, req: &Incoming) -> Result<Reply, ApiError> {
         let mut t = RequestTrace::start(&self.tracer);
         let r = self.traced_order(sale, req, &mut t);
-        finish(t, "POST /v1/sales/{sale}/orders", &r);
+        finish(t, "POST /v1/sales/{sale}/orders", sale, &r);
         r
     }
 
@@ -76,7 +75,6 @@ impl App {
         let from = Instant::now();
         let user = self.identify(sale, req)?;
         t.step("ticket", SpanKind::Internal, from);
-        t.attr("seckill.sale", sale.to_string());
         t.attr("seckill.user", user as i64);
         let body: OrderBody = req.json()?;
         // No sold-out shortcut here: a buyer retrying their own purchase (same token) gets
@@ -284,10 +282,10 @@ fn accepted(p: &stock::Purchase, spooled: bool, trace_id: Option<String>) -> Rep
 }
 
 /// End a buyer request's trace with its outcome.
-fn finish(t: RequestTrace<'_>, route: &'static str, r: &Result<Reply, ApiError>) {
+fn finish(t: RequestTrace<'_>, route: &'static str, sale: &str, r: &Result<Reply, ApiError>) {
     match r {
-        Ok(reply) => t.finish(route, reply.status, None),
-        Err(e) => t.finish(route, e.status(), Some(e.code())),
+        Ok(reply) => t.finish(route, sale, reply.status, None),
+        Err(e) => t.finish(route, sale, e.status(), Some(e.code())),
     }
 }
 

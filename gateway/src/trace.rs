@@ -26,7 +26,6 @@ pub(crate) struct RequestTrace<'a> {
     tracer: &'a Tracer,
     /// `TraceId::INVALID` when tracing is off: then every method does nothing.
     pub trace: TraceId,
-    root: SpanId,
     /// The hand-off step's span id (the message's parent).
     handoff: SpanId,
     pub sampled: bool,
@@ -46,7 +45,6 @@ impl<'a> RequestTrace<'a> {
         RequestTrace {
             tracer,
             trace,
-            root: SpanId::INVALID,
             handoff: SpanId::INVALID,
             sampled,
             t0: Instant::now(),
@@ -98,18 +96,19 @@ impl<'a> RequestTrace<'a> {
         Some(traceparent(self.trace, self.handoff, self.sampled))
     }
 
-    /// The request ended with `status` (`error`: its stable code, for a 5xx).
-    pub(crate) fn finish(mut self, route: &'static str, status: u16, error: Option<&'static str>) {
+    /// The request for `sale` ended with `status` (`error`: its stable code).
+    pub(crate) fn finish(
+        mut self,
+        route: &'static str,
+        sale: &str,
+        status: u16,
+        error: Option<&'static str>,
+    ) {
         if !self.on() || !(self.sampled || status >= 500) {
             return;
         }
         let anchor = (Instant::now(), SystemTime::now());
-        let root = if self.root == SpanId::INVALID {
-            new_span_id()
-        } else {
-            self.root
-        };
-        self.root = root;
+        let root = new_span_id();
         let mut span = SpanDef::new(
             route,
             SpanKind::Server,
@@ -119,8 +118,12 @@ impl<'a> RequestTrace<'a> {
         )
         .with_id(root)
         .attr("http.request.method", "POST")
-        .attr("http.route", route)
-        .attr("http.response.status_code", i64::from(status));
+        .attr("http.route", route.trim_start_matches("POST "))
+        .attr("http.response.status_code", i64::from(status))
+        .attr("seckill.sale", sale.to_string());
+        if let Some(code) = error {
+            span = span.attr("seckill.error", code);
+        }
         span.attrs.append(&mut self.attrs);
         if status >= 500 {
             span.error = Some(error.unwrap_or("server error").into());
