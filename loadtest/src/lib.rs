@@ -21,4 +21,5 @@ pub mod rush;
 #[cfg(feature = "load")]
 pub mod scenarios;
 pub mod soak;
+pub mod traces;
 pub mod verify;

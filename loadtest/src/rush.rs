@@ -15,6 +15,9 @@ pub struct Record {
     pub tokens: Vec<String>,
     /// "token 201", "order 409 token_used", … → count.
     pub answers: BTreeMap<String, u64>,
+    /// Traced orders (the 202 carried a `trace_id`): (trace id, order id), the first
+    /// few.
+    pub traced: Vec<(String, String)>,
     pub took: Duration,
 }
 
@@ -47,6 +50,7 @@ pub fn rush(
                     let mut answers = vec![format!("token {} {}", t.status, t.code())];
                     let mut acked = Vec::new();
                     let mut tokens = Vec::new();
+                    let mut traced = Vec::new();
                     if let Some(token) = t.str("token") {
                         for _ in 0..if user % 4 == 0 { 2 } else { 1 } {
                             let o = client.order(&sale, user, token)?;
@@ -57,12 +61,21 @@ pub fn rush(
                                     user,
                                 ));
                                 tokens.push(token.to_string());
+                                if let Some(trace) = o.str("trace_id") {
+                                    traced.push((
+                                        trace.to_string(),
+                                        o.str("order_id").unwrap_or_default().to_string(),
+                                    ));
+                                }
                             }
                         }
                     }
                     let mut r = record.lock().unwrap_or_else(|p| p.into_inner());
                     r.acked.extend(acked);
                     r.tokens.extend(tokens);
+                    if r.traced.len() < 16 {
+                        r.traced.extend(traced);
+                    }
                     for a in answers {
                         *r.answers.entry(a.trim_end().to_string()).or_default() += 1;
                     }

@@ -170,7 +170,9 @@ pub fn root() -> Result<PathBuf, StackError> {
 impl Spec {
     /// The local stack's documented defaults, overridden by `SECKILL_RUN_DIR`,
     /// `SECKILL_REDIS_PORT`, `SECKILL_PG_PORT`, `SECKILL_KAFKA_PORT`,
-    /// `SECKILL_KAFKA_NODES` and `SECKILL_TOPICS` ("orders:8 orders-dlq:1").
+    /// `SECKILL_KAFKA_NODES` and `SECKILL_TOPICS` ("orders:8 orders-dlq:1"); with
+    /// `SECKILL_TRACING=1`, Jaeger on `SECKILL_OTLP_PORT` (OTLP/HTTP, 14318) and
+    /// `SECKILL_JAEGER_PORT` (query API, 16686; its gRPC one below it).
     /// `SECKILL_STACK_TLS=1`: the TLS profile, by default in `.run/tls` on ports of its
     /// own (the plain ones + 1, Kafka's + 208: 16380, 15433, 19300 by default), so that
     /// it runs beside the plain stack.
@@ -234,8 +236,10 @@ impl Stack {
             jaeger: jaeger::Jaeger {
                 dir: spec.run.join("jaeger"),
                 cache: cache.clone(),
-                otlp_port: var("SECKILL_OTLP_PORT", 14318u16),
-                query_port: var("SECKILL_JAEGER_PORT", 16686u16),
+                // The TLS profile's beside the plain stack's (its query API's gRPC port
+                // is the one below).
+                otlp_port: var("SECKILL_OTLP_PORT", 14318u16).saturating_add(2 * spec.tls as u16),
+                query_port: var("SECKILL_JAEGER_PORT", 16686u16).saturating_add(2 * spec.tls as u16),
             },
             tracing: spec.tracing,
             topics: spec.topics,

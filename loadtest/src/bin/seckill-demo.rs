@@ -216,5 +216,34 @@ fn run(args: Args) -> Result<bool, LoadError> {
     );
     let report = v.report;
     report.print();
-    Ok(report.ok())
+    let traced = show_trace(&stack.jaeger_url, &record.traced);
+    Ok(report.ok() && traced)
+}
+
+/// With a trace collector on the stack: one acknowledged order's trace id, and its
+/// journey from the gateway to PostgreSQL as Jaeger holds it. False when no 202 carried
+/// a trace id or the journey is not complete within 30 s.
+fn show_trace(jaeger: &str, traced: &[(String, String)]) -> bool {
+    if jaeger.is_empty() {
+        return true;
+    }
+    let Some((trace, order)) = traced.first() else {
+        println!("trace: FAIL no 202 carried a trace id (is tracing_sample_ratio 0?)");
+        return false;
+    };
+    println!("trace of order {order}: {trace}  ({jaeger}/api/traces/{trace})");
+    match loadtest::traces::journey(jaeger, trace, std::time::Duration::from_secs(30)) {
+        Ok(hops) => {
+            let path: Vec<String> = loadtest::traces::JOURNEY
+                .iter()
+                .map(|(service, name)| format!("{service} {name}"))
+                .collect();
+            println!("  ok  {} spans: {}", hops.len(), path.join(" -> "));
+            true
+        }
+        Err(e) => {
+            println!("  FAIL {e}");
+            false
+        }
+    }
 }
