@@ -116,7 +116,7 @@ fn run(cli: Cli) -> Result<(), MainError> {
         }
         // Leave the stack whole for the next drill whatever happened.
         if let Err(e) = env.up() {
-            eprintln!("chaos: could not bring the drill stack back up: {e}");
+            seckill_common::note!("chaos: could not bring the drill stack back up: {e}");
         }
         let line = format!(
             "{} {:<30} {:>5.1}s  {}",
@@ -162,7 +162,7 @@ fn campaign(seed: u64, minutes: f64, cluster: bool) -> Result<(), MainError> {
     let env = Env::open()?;
     let out = chaos::campaign::run(&env, seed, minutes, cluster);
     if let Err(e) = env.up() {
-        eprintln!("chaos: could not bring the drill stack back up: {e}");
+        seckill_common::note!("chaos: could not bring the drill stack back up: {e}");
     }
     if std::env::var("CHAOS_KEEP").is_err() {
         env.down();

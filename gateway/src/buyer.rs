@@ -99,7 +99,8 @@ impl App {
         let p = bought?;
         t.attr("seckill.order_id", p.order_id.clone());
         if !p.replayed && self.pipe.generation() != gen {
-            tracing::warn!(order = %p.order_id, "Redis topology changed during the purchase; releasing it");
+            let (trace_id, span_id) = t.log_ids();
+            tracing::warn!(order = %p.order_id, %trace_id, %span_id, "Redis topology changed during the purchase; releasing it");
             if self.release_unacknowledged(&mut stock, &p, &body.token) {
                 return Err(ApiError::StoreUnconfirmed);
             }
@@ -150,7 +151,8 @@ impl App {
             Err(e @ SinkError::Timeout) => {
                 // Outcome unknown (the spool's disk hung): keep the reservation, whose
                 // order may yet land; the writer's sweep returns the unit if it does not.
-                tracing::error!(order = %p.order_id, error = %e, "order hand-off outcome unknown; reservation kept");
+                let (trace_id, span_id) = t.log_ids();
+                tracing::error!(order = %p.order_id, error = %e, %trace_id, %span_id, "order hand-off outcome unknown; reservation kept");
                 return Err(ApiError::OutcomeUnknown {
                     order_id: p.order_id,
                     reason: Unknown::Sink(e),
@@ -165,7 +167,8 @@ impl App {
             }
             Err(e) => {
                 // Certainly not stored anywhere: give the unit back so it can sell again.
-                tracing::error!(order = %p.order_id, error = %e, "order not stored; releasing its reservation");
+                let (trace_id, span_id) = t.log_ids();
+                tracing::error!(order = %p.order_id, error = %e, %trace_id, %span_id, "order not stored; releasing its reservation");
                 if self.release_unacknowledged(&mut stock, &p, &body.token) {
                     self.metrics.released_on_sink_failure();
                     return Err(ApiError::SinkUnavailable(e));

@@ -26,6 +26,8 @@ pub(crate) struct RequestTrace<'a> {
     tracer: &'a Tracer,
     /// `TraceId::INVALID` when tracing is off: then every method does nothing.
     pub trace: TraceId,
+    /// The request's span id (chosen at the start, so that log lines can name it).
+    root: SpanId,
     /// The hand-off step's span id (the message's parent).
     handoff: SpanId,
     pub sampled: bool,
@@ -36,15 +38,16 @@ pub(crate) struct RequestTrace<'a> {
 
 impl<'a> RequestTrace<'a> {
     pub(crate) fn start(tracer: &'a Tracer) -> RequestTrace<'a> {
-        let (trace, sampled) = if tracer.enabled() {
+        let (trace, root, sampled) = if tracer.enabled() {
             let t = new_trace_id();
-            (t, tracer.sampled(t))
+            (t, new_span_id(), tracer.sampled(t))
         } else {
-            (TraceId::INVALID, false)
+            (TraceId::INVALID, SpanId::INVALID, false)
         };
         RequestTrace {
             tracer,
             trace,
+            root,
             handoff: SpanId::INVALID,
             sampled,
             t0: Instant::now(),
@@ -84,6 +87,19 @@ impl<'a> RequestTrace<'a> {
         }
     }
 
+    /// The ids a log line of this request carries (`trace_id`, `span_id`; empty when
+    /// tracing is off), to find its trace from the log and the log from the trace.
+    pub(crate) fn log_ids(&self) -> (LogId, LogId) {
+        if self.on() {
+            (
+                LogId(format!("{:032x}", self.trace)),
+                LogId(format!("{:016x}", self.root)),
+            )
+        } else {
+            (LogId(String::new()), LogId(String::new()))
+        }
+    }
+
     /// The W3C `traceparent` for the order message (None when tracing is off): this
     /// trace, the hand-off span as the parent, the sampling decision as its flag.
     pub(crate) fn traceparent(&mut self) -> Option<String> {
@@ -108,7 +124,7 @@ impl<'a> RequestTrace<'a> {
             return;
         }
         let anchor = (Instant::now(), SystemTime::now());
-        let root = new_span_id();
+        let root = self.root;
         let mut span = SpanDef::new(
             route,
             SpanKind::Server,
@@ -162,5 +178,14 @@ fn system_of(step: &str) -> Option<(&'static str, &'static str)> {
         Some(("messaging.system", "kafka"))
     } else {
         None
+    }
+}
+
+/// A trace or span id as a log field (hex; empty when tracing is off).
+pub(crate) struct LogId(String);
+
+impl std::fmt::Display for LogId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
     }
 }

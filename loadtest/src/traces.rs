@@ -88,13 +88,14 @@ pub fn complete(hops: &[Hop]) -> bool {
         hops.iter()
             .position(|h| h.service == service && h.name == name)
     };
-    let Some(steps) = JOURNEY.iter().map(|s| find(*s)).collect::<Option<Vec<usize>>>() else {
+    let Some(steps) = JOURNEY
+        .iter()
+        .map(|s| find(*s))
+        .collect::<Option<Vec<usize>>>()
+    else {
         return false;
     };
-    hops[steps[0]].parent.is_none()
-        && steps
-            .windows(2)
-            .all(|w| hops[w[1]].parent == Some(w[0]))
+    hops[steps[0]].parent.is_none() && steps.windows(2).all(|w| hops[w[1]].parent == Some(w[0]))
 }
 
 #[cfg(test)]

@@ -33,7 +33,7 @@ struct Record {
     offset: i64,
     payload: Vec<u8>,
     key: Option<Vec<u8>>,
-    /// The gateway's trace context (`traceparent` header), when that trace is sampled.
+    /// The gateway's trace context (`traceparent` header), sampled or not.
     trace: Option<seckill_common::telemetry::SpanContext>,
 }
 
@@ -235,7 +235,7 @@ impl Writer {
                         offset: m.offset(),
                         payload: m.payload().unwrap_or_default().to_vec(),
                         key: m.key().map(<[u8]>::to_vec),
-                        trace: traceparent(&m).filter(|c| c.is_sampled()),
+                        trace: traceparent(&m),
                     })
                 }
                 Some(Err(e)) => {
@@ -266,7 +266,7 @@ impl Writer {
             .enumerate()
             .filter_map(|(i, r)| {
                 Some(crate::trace::Traced {
-                    context: r.trace.as_ref()?,
+                    context: r.trace.as_ref().filter(|c| c.is_sampled())?,
                     order: order(i),
                     partition: r.partition,
                     offset: r.offset,
@@ -533,10 +533,16 @@ impl Writer {
     /// Send a poison message to the dead-letter topic with the reason, the source and the
     /// original bytes, and wait until the broker has it.
     fn dead_letter(&self, r: &Record, reason: &str) -> Result<(), WriterError> {
+        let trace_id = r
+            .trace
+            .as_ref()
+            .map(|c| format!("{:032x}", c.trace_id()))
+            .unwrap_or_default();
         tracing::warn!(
             partition = r.partition,
             offset = r.offset,
             reason,
+            trace_id,
             "dead letter"
         );
         let source = format!("{}/{}/{}", self.cfg.orders_topic, r.partition, r.offset);

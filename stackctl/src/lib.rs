@@ -239,7 +239,8 @@ impl Stack {
                 // The TLS profile's beside the plain stack's (its query API's gRPC port
                 // is the one below).
                 otlp_port: var("SECKILL_OTLP_PORT", 14318u16).saturating_add(2 * spec.tls as u16),
-                query_port: var("SECKILL_JAEGER_PORT", 16686u16).saturating_add(2 * spec.tls as u16),
+                query_port: var("SECKILL_JAEGER_PORT", 16686u16)
+                    .saturating_add(2 * spec.tls as u16),
             },
             tracing: spec.tracing,
             topics: spec.topics,

@@ -201,7 +201,7 @@ fn run(command: Command) -> Result<(), MainError> {
             stack.tracing |= tracing;
             let t0 = std::time::Instant::now();
             stack.up()?;
-            eprintln!(
+            seckill_common::note!(
                 "[stackctl] stack up in {:.1} s ({}):",
                 t0.elapsed().as_secs_f64(),
                 stack.run.join("stack.env").display()
@@ -281,7 +281,7 @@ fn with_services(stack: &Stack, cmd: &[String]) -> Result<i32, stackctl::StackEr
                 .to_string(),
         ));
     }
-    eprintln!(
+    seckill_common::note!(
         "[stackctl] gateway {} (internal: admin, metrics, payment callbacks {}) and order-writer metrics {} up (logs: {})",
         gw.url(),
         gw.internal_url(),
@@ -392,7 +392,7 @@ fn with_cluster_services(stack: &Stack, cmd: &[String]) -> Result<i32, stackctl:
         let ranges: Vec<String> = n.slots.iter().map(|(a, b)| format!("{a}-{b}")).collect();
         masters.push(format!("127.0.0.1:{}={}", n.port, ranges.join("+")));
     }
-    eprintln!(
+    seckill_common::note!(
         "[stackctl] Redis Cluster {url}
 [stackctl] masters (port=slots): {}
 [stackctl] HAProxy {lb_url} in front of gateways {} (internal: {}); order-writer metrics {} (logs: {})",
@@ -496,7 +496,7 @@ fn canary_cmd(stack: &Stack, name: &str, action: CanaryCmd) -> Result<(), MainEr
         CanaryCmd::Status => return print_balancer(&b),
     };
     let plan = b.set_canary(permille, header)?;
-    eprintln!(
+    seckill_common::note!(
         "[stackctl] canary share now {} per mille, X-Canary header {}",
         plan.canary_permille,
         if plan.canary_header { "on" } else { "off" }

@@ -223,7 +223,7 @@ impl OrderSink {
                 Err(e @ SinkError::Refused(_)) if mode == SinkMode::Kafka => return Err(e),
                 Err(e) => {
                     uncertain = matches!(e, SinkError::Timeout);
-                    tracing::warn!(order = %order.order_id, error = %e, "Kafka did not confirm the order; spooling it (a replay duplicate is harmless)")
+                    tracing::warn!(order = %order.order_id, error = %e, traceparent = traceparent.unwrap_or_default(), "Kafka did not confirm the order; spooling it (a replay duplicate is harmless)")
                 }
             }
         }
@@ -240,7 +240,7 @@ impl OrderSink {
             // Not in the spool, but perhaps in the broker's log: the outcome is unknown,
             // so the reservation must stay (the caller does not release on `Timeout`).
             Err(e) if uncertain => {
-                tracing::error!(order = %order.order_id, error = %e, "spool failed after an unconfirmed delivery: outcome unknown");
+                tracing::error!(order = %order.order_id, error = %e, traceparent = traceparent.unwrap_or_default(), "spool failed after an unconfirmed delivery: outcome unknown");
                 Err(SinkError::Timeout)
             }
             Err(e) => Err(e),

@@ -56,16 +56,14 @@ fn env_or(name: &str, default: &str) -> String {
 
 fn main() {
     let mut args = Args::parse();
+    seckill_common::cli::init_logs("seckill-demo", "warn");
     // Out-of-range counts are brought within range, as they always were.
     args.clients = args.clients.max(1);
     args.buckets = args.buckets.map(|b| b.clamp(1, 64));
     match run(args) {
         Ok(true) => {}
         Ok(false) => std::process::exit(1),
-        Err(e) => {
-            eprintln!("seckill-demo: {e}");
-            std::process::exit(1);
-        }
+        Err(e) => seckill_common::cli::fail("seckill-demo", &e, 1),
     }
 }
 
@@ -186,7 +184,7 @@ fn run(args: Args) -> Result<bool, LoadError> {
         &sale,
         args.buyers,
         args.clients,
-        |done| eprintln!("  ... {done} of {} buyers done", args.buyers),
+        |done| seckill_common::note!("  ... {done} of {} buyers done", args.buyers),
     )?;
     println!(
         "{} buyers, {} requests in {:.2?} ({:.0} requests/s)",

@@ -110,7 +110,9 @@ struct VerifyArgs {
 }
 
 fn main() {
-    let result = match Cli::parse().command {
+    let cli = Cli::parse();
+    seckill_common::cli::init_logs("seckill-load", "warn");
+    let result = match cli.command {
         Command::Rush(a) => run("rush", a),
         Command::ClickStorm(a) => run("click-storm", a),
         Command::Bots(a) => run("bots", a),
@@ -121,10 +123,7 @@ fn main() {
     match result {
         Ok(true) => {}
         Ok(false) => std::process::exit(1),
-        Err(e) => {
-            eprintln!("seckill-load: {e}");
-            std::process::exit(2);
-        }
+        Err(e) => seckill_common::cli::fail("seckill-load", &e, 2),
     }
 }
 

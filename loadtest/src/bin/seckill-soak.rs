@@ -144,7 +144,8 @@ fn options(c: Cli) -> Options {
 
 fn main() {
     let opts = options(Cli::parse());
-    eprintln!(
+    seckill_common::cli::init_logs("seckill-soak", "warn");
+    seckill_common::note!(
         "[soak] gateway {}; {} buyers ({} units) on {} clients; hostile mix {:?} ({} in all), held {} s",
         opts.gateway,
         opts.buyers,
@@ -166,8 +167,7 @@ fn main() {
             }
         }
         Err(e) => {
-            eprintln!("seckill-soak: {e}");
-            std::process::exit(2);
+            seckill_common::cli::fail("seckill-soak", &e, 2);
         }
     }
 }

@@ -431,7 +431,7 @@ fn addr_of(base: &str) -> Result<SocketAddr, LoadError> {
 pub fn run(opts: &Options, stack: &seckill_common::stack::Stack) -> Result<Summary, LoadError> {
     let say = |s: String| {
         if opts.verbose {
-            eprintln!("[soak] {s}");
+            seckill_common::note!("[soak] {s}");
         }
     };
     let (addr, pid) = gateway_process(opts)?;

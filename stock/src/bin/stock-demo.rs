@@ -42,9 +42,9 @@ fn main() {
     // Out-of-range counts are brought within range, as they always were.
     args.clients = args.clients.max(1);
     args.cancel_percent = args.cancel_percent.min(100);
+    seckill_common::cli::init_logs("stock-demo", "warn");
     if let Err(e) = run(args) {
-        eprintln!("stock-demo: {e}");
-        std::process::exit(1);
+        seckill_common::cli::fail("stock-demo", &e, 1);
     }
 }
 
