@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# deploy/helm/check.sh — the Helm chart's check (`./dev chart`; `./dev test` runs it).
+#
+# 1. Helm (helm.sh/helm/v4, pinned with its go.sum by deploy/helm/tool/go.mod) is built
+#    once from the Go module proxy into the cache, ${SECKILL_CACHE_DIR:-<repo>/.run/cache}/
+#    helm-<version>/ (a `complete` marker holds the pin's hash: a changed pin rebuilds it;
+#    a few minutes on two cores).
+# 2. `helm lint --strict` of deploy/helm/seckill with its default values, and with
+#    deploy/helm/ci-values.yaml (TLS, secrets from existing Secrets, tracing, monitoring,
+#    network policy).
+# 3. `helm template` of both into ${SECKILL_RUN_DIR:-<repo>/.run}/helm-check/.
+# 4. The manifest test (manifest_test.py) on each rendering, and its self-test: each
+#    check is run against a broken copy of the rendering and must fail.
+#
+# Exit status 1 on any failure. Needs go (building Helm the first time) and Python 3 with
+# PyYAML (Debian's python3-yaml: `./dev setup`); no cluster, no registry.
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$HERE/../.." && pwd)"
+CHART="$HERE/seckill"
+CACHE="${SECKILL_CACHE_DIR:-$ROOT/.run/cache}"
+OUT="${SECKILL_RUN_DIR:-$ROOT/.run}/helm-check"
+# The pinned release: the version of helm.sh/helm/v4 that tool/go.mod requires.
+HELM_VERSION="$(awk '$1 == "helm.sh/helm/v4" { print $2 }' "$HERE/tool/go.mod")"
+
+log() { printf '[chart] %s\n' "$*" >&2; }
+die() { printf '[chart] error: %s\n' "$*" >&2; exit 1; }
+
+[[ -n $HELM_VERSION ]] || die "deploy/helm/tool/go.mod requires no helm.sh/helm/v4"
+
+# The helm binary, built the first time (and again when the pin changes) with `go build`
+# from the pinned module: GOFLAGS=-mod=readonly keeps go.mod and go.sum as they are (the
+# sums are the pin), GOTOOLCHAIN=local never fetches another Go.
+build_helm() {
+  local home="$CACHE/helm-$HELM_VERSION" pin
+  pin="$(cat "$HERE/tool/go.mod" "$HERE/tool/go.sum" | sha256sum | cut -d' ' -f1)"
+  HELM="$home/helm"
+  if [[ -x $HELM && -f $home/complete && "$(<"$home/complete")" == "$pin" ]]; then
+    return 0
+  fi
+  command -v go >/dev/null || die "go is needed to build Helm $HELM_VERSION (from the Go module proxy)"
+  mkdir -p "$home"
+  rm -f "$home/complete"
+  log "building Helm $HELM_VERSION from the Go module proxy into $home (once; a few minutes)"
+  (cd "$HERE/tool" &&
+    GOFLAGS=-mod=readonly GOTOOLCHAIN=local CGO_ENABLED=0 \
+      go build -trimpath \
+      -ldflags "-s -w -X helm.sh/helm/v4/internal/version.version=$HELM_VERSION" \
+      -o "$home/helm.partial" helm.sh/helm/v4/cmd/helm </dev/null) \
+    || die "go build of Helm $HELM_VERSION failed"
+  mv "$home/helm.partial" "$HELM"
+  printf '%s\n' "$pin" >"$home/complete"
+}
+
+# Python 3 with PyYAML: python3 if it has it, else Debian's (python3-yaml, ./dev setup).
+pick_python() {
+  local py
+  for py in python3 /usr/bin/python3; do
+    if "$py" -c 'import yaml' 2>/dev/null; then
+      PY="$py"
+      return 0
+    fi
+  done
+  die "no Python 3 with PyYAML: ./dev setup installs Debian's python3-yaml"
+}
+
+build_helm
+pick_python
+log "helm $("$HELM" version --short), $("$PY" --version)"
+
+# Helm keeps its own files (repositories, plugins, cache) out of the home directory.
+mkdir -p "$OUT"
+export HELM_CACHE_HOME="$OUT/home/cache" HELM_CONFIG_HOME="$OUT/home/config" \
+  HELM_DATA_HOME="$OUT/home/data"
+
+passed=0 failed=0
+step() {
+  local what="$1"
+  shift
+  if "$@"; then
+    passed=$((passed + 1))
+    printf 'ok   %s\n' "$what"
+  else
+    failed=$((failed + 1))
+    printf 'FAIL %s\n' "$what"
+    return 1
+  fi
+}
+
+# render OUTPUT [helm template flags]
+render() {
+  local out="$1"
+  shift
+  "$HELM" template seckill "$CHART" --namespace seckill "$@" >"$out" || { rm -f "$out"; return 1; }
+}
+
+# Each rendering: its name, then its values files after the chart's values.yaml.
+check_rendering() {
+  local name="$1"
+  shift
+  local flags=() f
+  for f in "$@"; do flags+=(-f "$f"); done
+  step "helm lint --strict ($name)" "$HELM" lint --strict "$CHART" "${flags[@]}" || true
+  if step "helm template ($name) > $OUT/$name.yaml" render "$OUT/$name.yaml" "${flags[@]}"; then
+    local vals=()
+    for f in "$@"; do vals+=(--values "$f"); done
+    printf -- '--- manifest test (%s)\n' "$name"
+    step "manifest test ($name)" "$PY" "$HERE/manifest_test.py" --repo "$ROOT" --chart "$CHART" \
+      "${vals[@]}" "$OUT/$name.yaml" || true
+  fi
+}
+
+check_rendering default
+check_rendering ci-values "$HERE/ci-values.yaml"
+# Each check must be able to fail: run on broken copies of the fullest rendering.
+if [[ -s $OUT/ci-values.yaml ]]; then
+  printf -- '--- self-test\n'
+  step "manifest test self-test (each check fails on a broken rendering)" \
+    "$PY" "$HERE/manifest_test.py" --repo "$ROOT" --chart "$CHART" \
+    --values "$HERE/ci-values.yaml" --self-test "$OUT/ci-values.yaml" || true
+fi
+
+printf 'chart: %d passed, %d failed\n' "$passed" "$failed"
+((failed == 0))
