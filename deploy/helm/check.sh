@@ -29,28 +29,14 @@ die() { printf '[chart] error: %s\n' "$*" >&2; exit 1; }
 
 [[ -n $HELM_VERSION ]] || die "deploy/helm/tool/go.mod requires no helm.sh/helm/v4"
 
-# The helm binary, built the first time (and again when the pin changes) with `go build`
-# from the pinned module: GOFLAGS=-mod=readonly keeps go.mod and go.sum as they are (the
-# sums are the pin), GOTOOLCHAIN=local never fetches another Go.
+# The helm binary, built the first time (and again when the pin changes).
+# shellcheck source=../go-tool.sh
+source "$HERE/../go-tool.sh"
 build_helm() {
-  local home="$CACHE/helm-$HELM_VERSION" pin
-  pin="$(cat "$HERE/tool/go.mod" "$HERE/tool/go.sum" | sha256sum | cut -d' ' -f1)"
-  HELM="$home/helm"
-  if [[ -x $HELM && -f $home/complete && "$(<"$home/complete")" == "$pin" ]]; then
-    return 0
-  fi
-  command -v go >/dev/null || die "go is needed to build Helm $HELM_VERSION (from the Go module proxy)"
-  mkdir -p "$home"
-  rm -f "$home/complete"
-  log "building Helm $HELM_VERSION from the Go module proxy into $home (once; a few minutes)"
-  (cd "$HERE/tool" &&
-    GOFLAGS=-mod=readonly GOTOOLCHAIN=local CGO_ENABLED=0 \
-      go build -trimpath \
-      -ldflags "-s -w -X helm.sh/helm/v4/internal/version.version=$HELM_VERSION" \
-      -o "$home/helm.partial" helm.sh/helm/v4/cmd/helm </dev/null) \
-    || die "go build of Helm $HELM_VERSION failed"
-  mv "$home/helm.partial" "$HELM"
-  printf '%s\n' "$pin" >"$home/complete"
+  go_tool "$HERE/tool" helm.sh/helm/v4/cmd/helm helm "$HELM_VERSION" \
+    "-X helm.sh/helm/v4/internal/version.version=$HELM_VERSION" \
+    || die "could not build Helm $HELM_VERSION"
+  HELM="$GO_TOOL"
 }
 
 # Python 3 with PyYAML: python3 if it has it, else Debian's (python3-yaml, ./dev setup).

@@ -399,6 +399,8 @@ impl App {
         let _ = writeln!(out, "# HELP seckill_spool_pending Spooled orders not yet replayed into Kafka.\n# TYPE seckill_spool_pending gauge\nseckill_spool_pending {}", self.sink.spool_pending());
         let _ = writeln!(out, "# HELP seckill_kafka_up 1 while a broker answers metadata.\n# TYPE seckill_kafka_up gauge\nseckill_kafka_up {}", self.sink.kafka_up() as u8);
         self.tracer.write_metrics(&mut out);
+        seckill_common::observability::write_build_info(&mut out, "gateway");
+        seckill_common::observability::write_process_metrics(&mut out);
         let _ = writeln!(out, "# HELP seckill_ready 1 when Redis and a broker answer and the gateway is not draining.\n# TYPE seckill_ready gauge\nseckill_ready {}", self.ready().is_ok() as u8);
         Reply::text(200, out)
     }

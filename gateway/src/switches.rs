@@ -446,10 +446,31 @@ impl Switches {
         ] {
             let _ = writeln!(out, "seckill_switch_rate{{limit=\"{k}\"}} {v}");
         }
-        let _ = writeln!(out, "# HELP seckill_switch_redis_breaker_mode Breaker mode: 0 auto, 1 forced open, 2 forced closed.\n# TYPE seckill_switch_redis_breaker_mode gauge\nseckill_switch_redis_breaker_mode {}", breaker.mode() as u8);
+        let breaker_mode = breaker.mode();
+        state_set(
+            out,
+            "seckill_switch_redis_breaker_mode",
+            "The Redis breaker's mode (auto, or forced open or closed): 1 on the current one.",
+            &[
+                ("auto", breaker_mode == crate::breaker::Mode::Auto),
+                ("open", breaker_mode == crate::breaker::Mode::ForceOpen),
+                ("closed", breaker_mode == crate::breaker::Mode::ForceClosed),
+            ],
+        );
         let _ = writeln!(out, "# HELP seckill_redis_breaker_open 1 while the Redis breaker refuses calls.\n# TYPE seckill_redis_breaker_open gauge\nseckill_redis_breaker_open {}", breaker.is_open() as u8);
-        let _ = writeln!(out, "# HELP seckill_switch_status_reads Order status reads: 0 normal, 1 cache only, 2 off.\n# TYPE seckill_switch_status_reads gauge\nseckill_switch_status_reads {}", self.status_reads() as u8);
-        let _ = writeln!(out, "# HELP seckill_switch_order_sink Order sink: 0 auto (Kafka, spool on failure), 1 Kafka only, 2 spool only.\n# TYPE seckill_switch_order_sink gauge\nseckill_switch_order_sink {}", self.order_sink() as u8);
+        let reads = self.status_reads();
+        state_set(
+            out,
+            "seckill_switch_status_reads",
+            "How order status reads are served (normal, cache, off): 1 on the current one.",
+            &[
+                ("normal", reads == StatusReads::Normal),
+                ("cache", reads == StatusReads::Cache),
+                ("off", reads == StatusReads::Off),
+            ],
+        );
+        let sink = self.order_sink();
+        state_set(out, "seckill_switch_order_sink", "Where accepted orders go (auto: Kafka, the spool on failure; kafka; spool): 1 on the current one.", &[("auto", sink == SinkMode::Auto), ("kafka", sink == SinkMode::Kafka), ("spool", sink == SinkMode::Spool)]);
         let local_set = !self.lock_local_empty();
         let _ = writeln!(out, "# HELP seckill_switch_local_override 1 while this instance has a local override.\n# TYPE seckill_switch_local_override gauge\nseckill_switch_local_override {}", local_set as u8);
         let store = Self::lock(&self.store).clone();
@@ -469,6 +490,16 @@ impl Switches {
 
     fn lock_local_empty(&self) -> bool {
         *Self::lock(&self.local) == SwitchValues::default()
+    }
+}
+
+/// An enumerated switch as a Prometheus state set: one series per value, labelled
+/// `mode`, 1 on the current one and 0 on the others.
+fn state_set(out: &mut String, name: &str, help: &str, states: &[(&str, bool)]) {
+    use std::fmt::Write;
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+    for (mode, on) in states {
+        let _ = writeln!(out, "{name}{{mode=\"{mode}\"}} {}", u8::from(*on));
     }
 }
 

@@ -156,6 +156,7 @@ impl Writer {
                 }
             }
             let (records, polled) = self.poll_batch();
+            self.metrics.polled();
             if records.is_empty() {
                 continue;
             }
@@ -200,7 +201,10 @@ impl Writer {
         let mut backoff = Duration::from_millis(100);
         loop {
             match db::connect(&self.cfg) {
-                Ok(c) => return Ok(c),
+                Ok(c) => {
+                    self.metrics.db_ok();
+                    return Ok(c);
+                }
                 Err(e) if !stop.load(Ordering::Relaxed) => {
                     tracing::warn!(error = %e, "database unreachable; retrying");
                     self.metrics.db_error();

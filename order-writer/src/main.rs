@@ -118,11 +118,15 @@ fn write(cfg: Config) -> Result<(), MainError> {
             .map_err(order_writer::WriterError::from)?;
     let metrics = Arc::new(Metrics::with_tracer(tracer));
     if !cfg.metrics_listen.is_empty() {
-        order_writer::metrics::serve(&cfg.metrics_listen, metrics.clone()).map_err(|source| {
-            Stopped::Metrics {
-                listen: cfg.metrics_listen.clone(),
-                source,
-            }
+        order_writer::metrics::serve(
+            &cfg.metrics_listen,
+            metrics.clone(),
+            // Silent longer than the group allows a member: not consuming.
+            cfg.max_poll_interval_ms.max(10_000),
+        )
+        .map_err(|source| Stopped::Metrics {
+            listen: cfg.metrics_listen.clone(),
+            source,
         })?;
     }
     let stop = Arc::new(AtomicBool::new(false));

@@ -29,6 +29,11 @@ pub struct Metrics {
     reconcile_conflicts: AtomicU64,
     reconcile_ms: AtomicU64,
     late_put_back: AtomicU64,
+    /// When the fetch loop last polled (ms since the epoch; 0 never).
+    polled_ms: AtomicI64,
+    /// 1 while the database answers (set on a connection or a written batch, cleared on
+    /// a database error).
+    db_up: AtomicI64,
     /// The writer's spans (its consumption and writes of traced orders, the canceller's
     /// scans and the reconciles); its counts are rendered here too.
     pub tracer: seckill_common::telemetry::Tracer,
@@ -47,6 +52,31 @@ impl Metrics {
     pub fn set_assigned(&self, partitions: i64) {
         self.assigned.store(partitions, Ordering::Relaxed);
     }
+    /// The fetch loop polled the topic (it does at least every `batch_wait_ms`).
+    pub fn polled(&self) {
+        self.polled_ms
+            .store(seckill_common::now_ms(), Ordering::Relaxed);
+    }
+    /// The database answered (a connection made or a batch committed).
+    pub fn db_ok(&self) {
+        self.db_up.store(1, Ordering::Relaxed);
+    }
+
+    /// `/readyz`: ready while the fetch loop polls (within `stale_ms`) and the database
+    /// answers; `consuming` says whether the group gave this writer partitions (a writer
+    /// beyond the partition count is ready and idle, a standby).
+    pub fn readiness(&self, stale_ms: i64) -> (bool, String) {
+        let polled = self.polled_ms.load(Ordering::Relaxed);
+        let polling = polled > 0 && seckill_common::now_ms() - polled <= stale_ms;
+        let db = self.db_up.load(Ordering::Relaxed) == 1;
+        let assigned = self.assigned.load(Ordering::Relaxed);
+        let ready = polling && db;
+        let body = format!(
+            "{{\"ready\":{ready},\"consuming\":{},\"assigned_partitions\":{assigned},\"polling\":{polling},\"database\":{db}}}\n",
+            assigned > 0
+        );
+        (ready, body)
+    }
     pub fn swept(&self, released: u64) {
         self.swept.fetch_add(released, Ordering::Relaxed);
     }
@@ -63,10 +93,12 @@ impl Metrics {
             .fetch_add(messages as u64, Ordering::Relaxed);
         self.batch_max.fetch_max(messages as u64, Ordering::Relaxed);
         self.rows_written.fetch_add(rows, Ordering::Relaxed);
+        self.db_up.store(1, Ordering::Relaxed);
         self.write_us
             .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
     }
     pub fn db_error(&self) {
+        self.db_up.store(0, Ordering::Relaxed);
         self.db_errors.fetch_add(1, Ordering::Relaxed);
     }
     pub fn dead_letter(&self) {
@@ -107,6 +139,8 @@ impl Metrics {
         self.render_window(&mut out);
         self.render_reconciles(&mut out);
         self.tracer.write_metrics(&mut out);
+        seckill_common::observability::write_build_info(&mut out, "order-writer");
+        seckill_common::observability::write_process_metrics(&mut out);
         out
     }
 
@@ -277,21 +311,35 @@ impl Metrics {
     }
 }
 
-/// Serve `GET /metrics` on `addr` from a background thread.
-pub fn serve(addr: &str, metrics: Arc<Metrics>) -> std::io::Result<()> {
+/// Serve `GET /metrics`, `/healthz` and `/readyz` on `addr` from a background thread;
+/// `/readyz` counts a fetch loop silent for `stale_ms` as not ready.
+pub fn serve(addr: &str, metrics: Arc<Metrics>, stale_ms: i64) -> std::io::Result<()> {
     let listener = std::net::TcpListener::bind(addr)?;
     std::thread::Builder::new().name("metrics".into()).spawn(move || {
         for stream in listener.incoming().flatten() {
             let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
             let _ = stream.set_write_timeout(Some(Duration::from_secs(2)));
             let mut stream = stream;
+            // The request line may come in pieces: read up to the end of the head (at
+            // most 2 KiB, each read under the timeout).
             let mut buf = [0u8; 2048];
-            let n = stream.read(&mut buf).unwrap_or(0);
+            let mut n = 0;
+            while n < buf.len() && !buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut buf[n..]) {
+                    Ok(0) | Err(_) => break,
+                    Ok(k) => n += k,
+                }
+            }
             let head = String::from_utf8_lossy(&buf[..n]);
             let (status, body) = if head.starts_with("GET /metrics") {
                 ("200 OK", metrics.render())
             } else if head.starts_with("GET /healthz") {
                 ("200 OK", "ok\n".to_string())
+            } else if head.starts_with("GET /readyz") {
+                match metrics.readiness(stale_ms) {
+                    (true, body) => ("200 OK", body),
+                    (false, body) => ("503 Service Unavailable", body),
+                }
             } else {
                 ("404 Not Found", "not found\n".to_string())
             };

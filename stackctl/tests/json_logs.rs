@@ -6,8 +6,10 @@
 use serde_json::Value;
 use std::process::{Command, Stdio};
 
-/// (binary, arguments, environment, the exit status it stops with).
-fn cases(scratch: &str) -> Vec<(&'static str, Vec<String>, Vec<(&'static str, String)>, i32)> {
+/// A binary, its arguments, its environment, the exit status it stops with.
+type Case = (&'static str, Vec<String>, Vec<(&'static str, String)>, i32);
+
+fn cases(scratch: &str) -> Vec<Case> {
     let dead = "http://127.0.0.1:1".to_string();
     vec![
         ("gateway", vec![], vec![("SECKILL_WORKERS", "-1".into())], 1),

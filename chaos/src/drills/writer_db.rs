@@ -118,7 +118,7 @@ pub(super) fn postgres_down(env: &Env, d: &mut Drill) -> Result<(), ChaosError> 
     env.switch(gw, &["switch", "set", "status_reads", "normal"])?;
     d.check(
         "status reads back to normal",
-        gw.metric("seckill_switch_status_reads") == Some(0.0),
+        gw.metric("seckill_switch_status_reads{mode=\"normal\"}") == Some(1.0),
     );
     load.stop();
     invariants(env, d, &sale, &load)

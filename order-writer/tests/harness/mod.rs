@@ -262,6 +262,25 @@ impl WriterProc {
     pub fn pid(&self) -> i32 {
         self.proc.pid()
     }
+    /// `GET path` on its metrics listener: (status, body).
+    pub fn get(&self, path: &str) -> (u16, String) {
+        use std::io::{Read, Write};
+        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.proc.port)) else {
+            return (0, String::new());
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+        // In two pieces, as a client may send it: the writer reads the whole head.
+        let _ = s.write_all(format!("GET {path} HTTP/1.1\r\n").as_bytes());
+        let _ = s.write_all(b"Host: x\r\nConnection: close\r\n\r\n");
+        let mut text = String::new();
+        let _ = s.read_to_string(&mut text);
+        let status = text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+        let body = text
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        (status, body)
+    }
 }
 
 impl Drop for WriterProc {
