@@ -73,8 +73,10 @@ fail() {
   log "FAILED: $*"
   for n in "${names[@]}"; do
     printf -- '--- %s, podman logs (last 20 lines):\n' "$n" >&2
-    # The k8s-file log outlives a removed (--rm) container: time, stream, tag, line.
-    tail -n 20 "$work/$n.log" 2>/dev/null | cut -d' ' -f4- | sed 's/\x1b\[[0-9;]*m//g' >&2 || true
+    # The k8s-file log outlives a removed (--rm) container: time, stream, F (a full line)
+    # or P (part of one), text.
+    awk '{ tag = $3; sub(/^[^ ]+ [^ ]+ [^ ]+ ?/, ""); printf "%s%s", $0, (tag == "P" ? "" : "\n") }' \
+      "$work/$n.log" 2>/dev/null | tail -n 20 | sed 's/\x1b\[[0-9;]*m//g' >&2 || true
   done
   exit 1
 }
@@ -188,6 +190,7 @@ while :; do
     || fail "psql failed: $(cat "$work/psql.err")"
   rows=$(sort <<<"$rows")
   [[ $rows == "$expected" ]] && break
+  podman container exists "$wr" || fail "$wr exited"
   (($(date +%s) < deadline)) || fail "PostgreSQL holds [${rows//$'\n'/ }] for $sale, not the accepted [${expected//$'\n'/ }] (60 s)"
   sleep 0.5
 done
