@@ -50,10 +50,13 @@ if [[ -n $(git status --porcelain --untracked-files=no) ]]; then
   tag="$tag-dirty"
   revision="$revision-dirty"
 fi
-labels=()
+# As --label, not build arguments: buildah's cache would keep a LABEL step's old values.
+labels=(--label "org.opencontainers.image.version=$version"
+  --label "org.opencontainers.image.revision=$revision"
+  --label "org.opencontainers.image.created=$(date -u +%Y-%m-%dT%H:%M:%SZ)")
 source_url="${SECKILL_IMAGE_SOURCE:-$(git config --get remote.origin.url || true)}"
 if [[ -n $source_url ]]; then
-  labels=(--label "org.opencontainers.image.source=$source_url")
+  labels+=(--label "org.opencontainers.image.source=$source_url")
 else
   log "no git remote origin and no SECKILL_IMAGE_SOURCE: the image has no source label"
 fi
@@ -62,9 +65,6 @@ log "podman build $IMAGE_REPO:$tag"
 podman build \
   --file "$IMAGE_ROOT/deploy/image/Containerfile" \
   --build-arg "BASE_IMAGE=$BASE_IMAGE" \
-  --build-arg "VERSION=$version" \
-  --build-arg "REVISION=$revision" \
-  --build-arg "CREATED=$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
   "${labels[@]}" \
   --tag "$IMAGE_REPO:$tag" \
   --tag "$IMAGE_REPO:latest" \
