@@ -7,7 +7,8 @@
 #      --rebuild-base makes it again);
 #   4. podman build tags localhost/seckill:<version>-<short revision> (with -dirty when
 #      tracked files differ from the commit) and localhost/seckill:latest, then prints
-#      the image's size.
+#      the image's size; the build stage is kept as localhost/seckill-build:cache (the
+#      next build's cache) and what earlier builds left untagged is removed.
 # The tag built is written to .run/image/last-tag (smoke.sh runs it). Needs root and
 # podman (`./dev image` installs what is missing).
 #
@@ -70,6 +71,15 @@ podman build \
   --tag "$IMAGE_REPO:latest" \
   "$context"
 echo "$IMAGE_REPO:$tag" >"$IMAGE_RUN/last-tag"
+# The build stage gets a tag of its own (all cached: no work), so that it stays the cache
+# of the next build, while what earlier builds left untagged (their build stages, a final
+# image whose tag moved on) is removed: the unstripped binaries and binutils would pile up
+# with every change. Only untagged images with this project's title labels are pruned.
+podman build -q --file "$IMAGE_ROOT/deploy/image/Containerfile" --build-arg "BASE_IMAGE=$BASE_IMAGE" \
+  "${labels[@]}" --target build --tag "$IMAGE_REPO-build:cache" "$context" >/dev/null
+for title in seckill seckill-base; do
+  podman image prune -f --filter "label=org.opencontainers.image.title=$title" >/dev/null
+done
 
 size=$(podman image inspect --format '{{.Size}}' "$IMAGE_REPO:$tag")
 base_size=$(podman image inspect --format '{{.Size}}' "$BASE_IMAGE")
