@@ -226,9 +226,15 @@ def check_spool(r):
     on = [n for n, p in mounts.items() if under(spool, p)]
     if not on:
         raise Failed(f"SECKILL_SPOOL_DIR={spool} is not on a claim ({mounts})")
+    # The image's default would win over the config file's audit_log: a variable, on a claim.
+    audit = env_of(c).get("SECKILL_AUDIT_LOG", {}).get("value")
+    if not audit:
+        raise Failed("container gateway has no SECKILL_AUDIT_LOG")
+    if not any(under(audit, p) for p in mounts.values()):
+        raise Failed(f"SECKILL_AUDIT_LOG={audit} is not on a claim ({mounts})")
     replicas = sts["spec"].get("replicas")
     return (f"{name_of(sts)} ({replicas} replicas): claim template `{on[0]}` mounted at "
-            f"{mounts[on[0]]}, SECKILL_SPOOL_DIR={spool} on it")
+            f"{mounts[on[0]]}, SECKILL_SPOOL_DIR={spool} and SECKILL_AUDIT_LOG={audit} on it")
 
 
 def check_gateway_probes(r):
@@ -597,6 +603,7 @@ def _drop(r, kind):
 MUTATIONS = [
     ("gateway-spool", "no claim templates", lambda r: _gw(r)[0]["spec"].pop("volumeClaimTemplates")),
     ("gateway-spool", "SECKILL_SPOOL_DIR off the volume", lambda r: _env(_gw(r)[1], "SECKILL_SPOOL_DIR", "/tmp/spool")),
+    ("gateway-spool", "SECKILL_AUDIT_LOG off the volume", lambda r: _env(_gw(r)[1], "SECKILL_AUDIT_LOG", "/tmp/audit.jsonl")),
     ("gateway-probes", "readiness on /healthz", lambda r: _gw(r)[1]["readinessProbe"]["httpGet"].update(path="/healthz")),
     ("gateway-probes", "liveness on the internal port", lambda r: _gw(r)[1]["livenessProbe"]["httpGet"].update(port="internal")),
     ("writer-probes", "writer readiness on /healthz", lambda r: _writer(r)["readinessProbe"]["httpGet"].update(path="/healthz")),
