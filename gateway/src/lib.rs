@@ -14,7 +14,8 @@
 //! - [`limits`]: governor rate limits (global, per user, per IP, scrapes).
 //! - [`order_sink`]: the Kafka producer and the durable spool; [`releases`]: failed
 //!   releases of unacknowledged orders, retried until Redis answers.
-//! - [`switches`]: degradation switches; [`metrics`]: Prometheus text.
+//! - [`switches`]: degradation switches; [`metrics`]: Prometheus text; [`trace`]: a
+//!   buyer request's spans (OpenTelemetry), built when it ends.
 //! - [`server`]: start-up (both listeners), health loop and graceful shutdown;
 //!   [`config`]: the settings and their defaults; [`admin_cli`]: the `gateway switch …` /
 //!   `gateway sale …` CLI.

@@ -6,6 +6,9 @@
 #                                   a step that broke shows at once; exits 1 if any step
 #                                   was not measured (the numbers mean nothing)
 #   loadtest/bench/run.sh scaleout [purchases=100000]   (step 5 alone: scaleout.sh)
+#   loadtest/bench/run.sh tracing [seconds=5] [rounds=3]   the cost of tracing: the purchase
+#                                   path (Goose rush) with tracing off and on at 1 %, as a
+#                                   ratio (tracing.sh; --smoke runs it small)
 #   loadtest/bench/run.sh tls [purchases=50000] [rows=50000]   the cost of TLS: the
 #                                   purchase path and the writer on the plain stack and on
 #                                   the TLS profile, as ratios (tls.sh; --smoke runs it small)
@@ -51,6 +54,9 @@ set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 if [ "${1:-}" = scaleout ]; then
   exec "$ROOT/loadtest/bench/scaleout.sh" "${2:-100000}"
+fi
+if [ "${1:-}" = tracing ]; then
+  exec "$ROOT/loadtest/bench/tracing.sh" "${2:-5}" "${3:-3}"
 fi
 if [ "${1:-}" = tls ]; then
   exec "$ROOT/loadtest/bench/tls.sh" "${2:-50000}" "${3:-50000}"
@@ -368,6 +374,9 @@ if [ "$SMOKE" = 1 ] && grep -qiE "not measured|≤ None" "$OUT/summary.md"; then
   exit 1
 fi
 if [ "$SMOKE" = 1 ]; then
+  log "smoke: the cost of tracing (tracing.sh, small)"
+  loadtest/bench/tracing.sh 1 1 >"$OUT/tracing.txt" 2>&1 \
+    || { cat "$OUT/tracing.txt" >&2; log "smoke: FAIL — tracing.sh did not measure every round"; exit 1; }
   log "smoke: the cost of TLS (tls.sh, small)"
   loadtest/bench/tls.sh 2000 2000 >"$OUT/tls.txt" 2>&1 \
     || { cat "$OUT/tls.txt" >&2; log "smoke: FAIL — tls.sh did not measure every step"; exit 1; }

@@ -8,6 +8,7 @@
 //! - [`plot`]: the bench's charts (SVG) and its comparison with the previous run, for
 //!   `seckill-plot`: the inputs read apart (`plot/inputs.rs`), drawing (`plot/svg.rs`),
 //!   the run history (`plot/history.rs`).
+//! - [`traces`]: an order's journey read back from Jaeger (the demo shows and checks it).
 //! - [`verify`]: the invariants, from the client's record, Redis, the order topic and
 //!   PostgreSQL: gathering the sources (`verify/sources.rs`) apart from the checks
 //!   (`verify/checks.rs`).

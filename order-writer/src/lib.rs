@@ -8,7 +8,10 @@
 //! - [`late`]: puts back into Redis orders that reach the writer after a reconcile.
 //! - [`reconciler`]: runs that by itself when a Redis master restarted or was promoted.
 //! - [`config`]: the settings and their defaults.
-//! - [`metrics`]: lag, batch sizes, write time, rows, dead letters, cancellations.
+//! - [`metrics`]: lag, batch sizes, write time, rows, dead letters, cancellations; the
+//!   readiness its `/readyz` answers.
+//! - [`trace`]: the spans of traced orders (consumption, database write) and of the
+//!   canceller's and reconciler's passes.
 
 pub mod canceller;
 pub mod config;

@@ -14,6 +14,8 @@
 //!   TLS with ACL users, PostgreSQL over TLS with an owner and a writer role, Kafka
 //!   over SASL_SSL with SCRAM users and client certificates.
 //! - [`haproxy`]: the load balancer (HAProxy) in front of gateways, with a canary pool.
+//! - [`jaeger`]: the trace collector (`SECKILL_TRACING=1`, `stackctl up --tracing`):
+//!   Jaeger v1.75.0 built once from the Go module proxy.
 
 pub mod haproxy;
 pub mod jaeger;
