@@ -42,14 +42,87 @@ pub fn init_logs(name: &str, default_filter: &str) {
         }
     };
     // Already set (a second call): the first one's format stays.
-    let _ = init;
+    if init.is_ok() && JSON.load(std::sync::atomic::Ordering::Relaxed) {
+        // A panic says so in one JSON line too (Rust's default is several lines of text).
+        let program = name.to_string();
+        std::panic::set_hook(Box::new(move |info| {
+            let at = info
+                .location()
+                .map(|l| format!(" at {}:{}", l.file(), l.line()))
+                .unwrap_or_default();
+            let what = info
+                .payload()
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| info.payload().downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "panic".into());
+            json_line("ERROR", "panic", &program, &format!("{what}{at}"));
+        }));
+    }
+}
+
+/// One JSON log line written directly (not through the filter): what a process must say
+/// whatever `SECKILL_LOG` keeps.
+fn json_line(level: &str, message: &str, program: &str, error: &str) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    eprintln!(
+        "{{\"timestamp\":\"{}\",\"level\":\"{level}\",\"message\":{},\"program\":{},\"error\":{},\"target\":\"seckill_common::cli\"}}",
+        rfc3339(now),
+        quote(message),
+        quote(program),
+        quote(error)
+    );
+}
+
+/// `s` as a JSON string.
+fn quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// UTC time since the epoch as RFC 3339 with microseconds (as the JSON logs write it).
+fn rfc3339(since_epoch: std::time::Duration) -> String {
+    let secs = since_epoch.as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        since_epoch.subsec_micros()
+    )
 }
 
 /// Say why `name` stops — a JSON log line in the JSON format, `name: error` otherwise —
 /// and exit with `code`.
 pub fn fail(name: &str, error: &dyn std::fmt::Display, code: i32) -> ! {
     if JSON.load(std::sync::atomic::Ordering::Relaxed) {
-        tracing::error!(program = name, error = %error, "stopped");
+        json_line("ERROR", "stopped", name, &error.to_string());
     } else {
         eprintln!("{name}: {error}");
     }
@@ -81,4 +154,28 @@ macro_rules! note {
     ($($arg:tt)*) => {
         $crate::cli::note(format_args!($($arg)*))
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_rfc3339_in_utc() {
+        let t = std::time::Duration::from_micros(1_796_690_138_025_123);
+        assert_eq!(rfc3339(t), "2026-12-08T00:35:38.025123Z");
+        assert_eq!(
+            rfc3339(std::time::Duration::ZERO),
+            "1970-01-01T00:00:00.000000Z"
+        );
+        assert_eq!(
+            rfc3339(std::time::Duration::from_secs(951_782_400)),
+            "2000-02-29T00:00:00.000000Z"
+        );
+    }
+
+    #[test]
+    fn strings_are_quoted_as_json() {
+        assert_eq!(quote("a\"b\\c\nd\u{1}"), r#""a\"b\\c\nd\u0001""#);
+    }
 }

@@ -21,8 +21,8 @@ pub fn write_metric(
 }
 
 /// `seckill_build_info{component, version, revision} 1`: which build answers (the
-/// revision is `SECKILL_REVISION` at build time — the image build sets the commit —
-/// else "unknown").
+/// revision is `SECKILL_REVISION` at build time — `./dev` and the image build set the
+/// commit — else "unknown").
 pub fn write_build_info(out: &mut String, component: &str) {
     use std::fmt::Write;
     let _ = writeln!(

@@ -74,7 +74,16 @@ struct Counts {
     exported: AtomicU64,
     dropped: AtomicU64,
     failed_exports: AtomicU64,
+    /// The second (since the epoch) of `errors_traced`, and how many unsampled failures
+    /// were traced in it.
+    error_second: AtomicU64,
+    errors_traced: AtomicU64,
 }
+
+/// Most unsampled failures traced a second per process: a storm of 5xx (an open Redis
+/// breaker, a paused sale, shedding) must not become a storm of spans on the request
+/// path; the first ones of each second show what is failing.
+pub const ERROR_TRACES_PER_SECOND: u64 = 10;
 
 /// A component's tracer: the sampling decision and the export queue. Cheap to share.
 /// The default is [`Tracer::off`].
@@ -146,6 +155,22 @@ impl Tracer {
     /// Is a trace with this id sampled? (The same answer in every component.)
     pub fn sampled(&self, trace: TraceId) -> bool {
         self.tx.is_some() && sampled_id(trace, self.bound)
+    }
+
+    /// May one more unsampled failure be traced this second
+    /// ([`ERROR_TRACES_PER_SECOND`])? Approximate under races, never more than a few over.
+    pub fn allow_error_trace(&self) -> bool {
+        if self.tx.is_none() {
+            return false;
+        }
+        let second = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let c = &self.counts;
+        if c.error_second.swap(second, Ordering::Relaxed) != second {
+            c.errors_traced.store(0, Ordering::Relaxed);
+        }
+        c.errors_traced.fetch_add(1, Ordering::Relaxed) < ERROR_TRACES_PER_SECOND
     }
 
     /// Spans dropped because the export queue was full.
@@ -367,6 +392,9 @@ fn export_loop(
     counts: Arc<Counts>,
 ) {
     let mut batch = Vec::with_capacity(BATCH);
+    // Said once when exports start failing and once when they work again (the
+    // failures are counted in between).
+    let mut failing = false;
     loop {
         let deadline = Instant::now() + Duration::from_secs(1);
         let mut closed = false;
@@ -386,10 +414,15 @@ fn export_loop(
             match futures_executor::block_on(exporter.export(spans)) {
                 Ok(()) => {
                     counts.exported.fetch_add(n, Ordering::Relaxed);
+                    if std::mem::take(&mut failing) {
+                        tracing::info!("span export works again");
+                    }
                 }
                 Err(e) => {
                     counts.failed_exports.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(error = %e, spans = n, "span export failed");
+                    if !std::mem::replace(&mut failing, true) {
+                        tracing::warn!(error = %e, spans = n, "span export failed; spans are lost until the collector answers (seckill_trace_export_failures_total)");
+                    }
                 }
             }
         }

@@ -32,6 +32,8 @@ started=$(date +%s)
 podman_conf
 
 log "cargo build --release -p gateway -p order-writer --bins"
+# The binaries name the commit in seckill_build_info (./dev exports it too).
+export SECKILL_REVISION="${SECKILL_REVISION:-$(git -C "$IMAGE_ROOT" rev-parse --short=12 HEAD 2>/dev/null || echo unknown)}"
 cargo build --release -q -p gateway -p order-writer --bins
 target="${CARGO_TARGET_DIR:-$IMAGE_ROOT/target}"
 context="$IMAGE_ROOT/.run/image-context"

@@ -120,7 +120,7 @@ impl<'a> RequestTrace<'a> {
         status: u16,
         error: Option<&'static str>,
     ) {
-        if !self.on() || !(self.sampled || status >= 500) {
+        if !self.on() || !(self.sampled || (status >= 500 && self.tracer.allow_error_trace())) {
             return;
         }
         let anchor = (Instant::now(), SystemTime::now());

@@ -143,6 +143,7 @@ pub fn run(cfg: Config, metrics: Arc<Metrics>, stop: Arc<AtomicBool>, held: Arc<
             conns = match (db::connect(&cfg), stock::connect(&cfg.redis_url, timeout)) {
                 (Ok(d), Ok(r)) => Some((d, Stock::new(r))),
                 (Err(e), _) => {
+                    metrics.db_down();
                     tracing::warn!(error = %e, "canceller: database unreachable");
                     None
                 }
@@ -195,6 +196,7 @@ pub fn run(cfg: Config, metrics: Arc<Metrics>, stop: Arc<AtomicBool>, held: Arc<
                 let from = std::time::Instant::now();
                 match scan_once(&cfg, db, stock) {
                     Ok(done) => {
+                        metrics.db_ok();
                         metrics.expired(&done);
                         let n = done.cancelled + done.paid + done.unsettled;
                         if n > 0 {

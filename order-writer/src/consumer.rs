@@ -263,7 +263,14 @@ impl Writer {
         if !tracer.enabled() {
             return;
         }
-        let order = |i: usize| batch.good.iter().find(|(j, _)| *j == i).map(|(_, m)| m);
+        // `good` and `dead` are in record order: looked up by index, not scanned.
+        let order = |i: usize| {
+            batch
+                .good
+                .binary_search_by_key(&i, |(j, _)| *j)
+                .ok()
+                .map(|k| &batch.good[k].1)
+        };
         let traced: Vec<crate::trace::Traced<'_>> = batch
             .records
             .iter()
@@ -275,9 +282,9 @@ impl Writer {
                     partition: r.partition,
                     offset: r.offset,
                     dead: dead
-                        .iter()
-                        .find(|(j, _)| *j == i)
-                        .map(|(_, why)| why.as_str()),
+                        .binary_search_by_key(&i, |(j, _)| *j)
+                        .ok()
+                        .map(|k| dead[k].1.as_str()),
                 })
             })
             .collect();
@@ -499,7 +506,7 @@ impl Writer {
     ) -> Result<(), WriterError> {
         tracing::warn!(error = %e, "{what}");
         *self.redis.lock().unwrap_or_else(|p| p.into_inner()) = None;
-        self.metrics.db_error();
+        self.metrics.store_error();
         std::thread::sleep(*backoff);
         *backoff = (*backoff * 2).min(Duration::from_millis(
             self.cfg.db_retry_max_ms.max(100) as u64

@@ -97,8 +97,20 @@ impl Metrics {
         self.write_us
             .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
     }
+    /// A database error: counted, and the database is down for `/readyz` until it
+    /// answers again.
     pub fn db_error(&self) {
         self.db_up.store(0, Ordering::Relaxed);
+        self.db_errors.fetch_add(1, Ordering::Relaxed);
+    }
+    /// The database did not answer the canceller (which asks it every `cancel_scan_ms`,
+    /// so an idle writer notices too): down for `/readyz`, not counted as a write error.
+    pub fn db_down(&self) {
+        self.db_up.store(0, Ordering::Relaxed);
+    }
+    /// A Redis error while writing (settling collisions, putting back late orders):
+    /// counted with the store's errors, the database's state untouched.
+    pub fn store_error(&self) {
         self.db_errors.fetch_add(1, Ordering::Relaxed);
     }
     pub fn dead_letter(&self) {
@@ -320,11 +332,17 @@ pub fn serve(addr: &str, metrics: Arc<Metrics>, stale_ms: i64) -> std::io::Resul
             let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
             let _ = stream.set_write_timeout(Some(Duration::from_secs(2)));
             let mut stream = stream;
-            // The request line may come in pieces: read up to the end of the head (at
-            // most 2 KiB, each read under the timeout).
+            // The request line may come in pieces: read up to the end of the head, at
+            // most 2 KiB and 2 s for all of it (one listener thread: a slow client must
+            // not hold it).
             let mut buf = [0u8; 2048];
             let mut n = 0;
+            let deadline = std::time::Instant::now() + Duration::from_secs(2);
             while n < buf.len() && !buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
+                    break;
+                }
                 match stream.read(&mut buf[n..]) {
                     Ok(0) | Err(_) => break,
                     Ok(k) => n += k,

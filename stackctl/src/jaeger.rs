@@ -41,8 +41,20 @@ impl Jaeger {
         self.dir.join("jaeger.pid")
     }
 
+    /// Its pid while the process runs: a live pid whose command line names this stack's
+    /// configuration file (a reused pid is not taken for it).
     pub fn pid(&self) -> Option<i32> {
-        process::running_as(&self.pidfile(), "jaeger")
+        process::running_as(&self.pidfile(), &self.config_path().display().to_string())
+    }
+
+    fn config_path(&self) -> PathBuf {
+        self.dir.join("config.yaml")
+    }
+
+    /// Whether this stack was brought up with its collector: the pid file `up` writes
+    /// and `down` removes (alive or not: a dead collector is reported down, not hidden).
+    pub fn started(&self) -> bool {
+        self.pidfile().is_file()
     }
 
     pub fn is_up(&self) -> bool {
@@ -54,7 +66,12 @@ impl Jaeger {
     pub fn binary(&self) -> Result<PathBuf, StackError> {
         let home = self.cache.join(format!("jaeger-{VERSION}"));
         let bin = home.join("jaeger");
-        if home.join("complete").is_file() && bin.is_file() {
+        // The marker holds the pin's hash: a changed go.mod or go.sum builds again.
+        let pin = format!(
+            "{:016x}\n",
+            crate::kafka::fnv1a(format!("{GO_MOD}{GO_SUM}").as_bytes())
+        );
+        if std::fs::read_to_string(home.join("complete")).is_ok_and(|c| c == pin) && bin.is_file() {
             return Ok(bin);
         }
         let module = home.join("module");
@@ -65,7 +82,8 @@ impl Jaeger {
             "building Jaeger {VERSION} from the Go module proxy into {} (once)",
             home.display()
         );
-        let partial = home.join("jaeger.partial");
+        // A name of this process's own: two builds at once never write one file.
+        let partial = home.join(format!("jaeger.partial.{}", std::process::id()));
         let out = Command::new("go")
             .current_dir(&module)
             .args(["build", "-trimpath", "-o"])
@@ -85,7 +103,7 @@ impl Jaeger {
             )));
         }
         std::fs::rename(&partial, &bin)?;
-        std::fs::write(home.join("complete"), "")?;
+        std::fs::write(home.join("complete"), pin)?;
         Ok(bin)
     }
 
@@ -110,6 +128,17 @@ impl Jaeger {
         if self.is_up() {
             return Ok(());
         }
+        if self.pid().is_some() {
+            // Started and still coming up (an earlier `up` that gave up waiting): wait
+            // for it rather than start a second one.
+            if wait_until(Duration::from_secs(60), || self.is_up()) {
+                return Ok(());
+            }
+            return Err(StackError::Start(
+                "jaeger",
+                self.log().display().to_string(),
+            ));
+        }
         for port in [self.otlp_port, self.query_port] {
             if port_open(port) && self.pid().is_none() {
                 return Err(StackError::PortTaken(port, "jaeger"));
@@ -117,7 +146,7 @@ impl Jaeger {
         }
         let bin = self.binary()?;
         std::fs::create_dir_all(&self.dir)?;
-        let config = self.dir.join("config.yaml");
+        let config = self.config_path();
         std::fs::write(&config, self.config())?;
         let log = std::fs::File::create(self.log())?;
         let mut cmd = Command::new(bin);

@@ -360,10 +360,11 @@ impl Stack {
         }
     }
 
-    /// The collector, when this stack traces (asked to, or found running: a stack
-    /// brought up with `--tracing` keeps tracing for the commands that follow).
+    /// The collector, when this stack traces (asked to, or brought up with it before:
+    /// a stack brought up with `--tracing` keeps tracing for the commands that follow,
+    /// and `status` reports its collector down if it died).
     pub fn traced(&self) -> Option<&jaeger::Jaeger> {
-        (self.tracing || self.jaeger.pid().is_some()).then_some(&self.jaeger)
+        (self.tracing || self.jaeger.started()).then_some(&self.jaeger)
     }
 
     /// Stop one service cleanly (`up` starts it again).

@@ -195,8 +195,8 @@ impl OrderSink {
     /// Hand the order over as `mode` says; `Ok` means it is durable (broker log or disk),
     /// `Err` that it certainly is not (see the module docs).
     ///
-    /// `traceparent` (W3C) goes with it: a Kafka header, or a field of its spool line
-    /// that the replay turns back into the header.
+    /// `traceparent` (W3C) goes with it: a Kafka header, or — when sampled — a field of
+    /// its spool line that the replay turns back into the header.
     pub fn send(
         &self,
         order: &OrderMessage,
@@ -227,7 +227,9 @@ impl OrderSink {
                 }
             }
         }
-        let line = match traceparent {
+        // Only a sampled trace goes into the spool line (one the writer would continue):
+        // the other lines keep the plain format that a gateway of an older release reads.
+        let line = match traceparent.filter(|t| t.ends_with("-01")) {
             None => payload,
             Some(t) => serde_json::to_vec(&SpoolLine {
                 traceparent: Some(t.to_string()),

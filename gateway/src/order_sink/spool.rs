@@ -436,4 +436,36 @@ mod tests {
         assert_eq!(read_acked(&acked_path(&files[0])), 12345);
         assert_eq!(read_acked(&acked_path(&files[1])), 0);
     }
+
+    /// A traced order's spool line carries its `traceparent` beside the order; the
+    /// replay gets the header back and sends the order's own JSON, which the writer
+    /// (refusing unknown fields) takes; plain lines read as they always did.
+    #[test]
+    fn a_traced_spool_line_replays_with_its_header_and_the_plain_order() {
+        let dir = scratch("traced");
+        let order: OrderMessage = serde_json::from_slice(&line(7)).unwrap();
+        let tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        let traced = serde_json::to_vec(&SpoolLine {
+            traceparent: Some(tp.into()),
+            order: order.clone(),
+        })
+        .unwrap();
+        let file = dir.join("spool-1.jsonl");
+        let mut text = line(6);
+        text.push(b'\n');
+        text.extend_from_slice(&traced);
+        text.push(b'\n');
+        std::fs::write(&file, text).unwrap();
+        let entries = read_lines(&file).unwrap();
+        assert_eq!(entries.len(), 2);
+        assert_eq!(
+            (entries[0].traceparent.as_deref(), &entries[0].payload),
+            (None, &line(6))
+        );
+        assert_eq!(entries[1].traceparent.as_deref(), Some(tp));
+        assert_eq!(entries[1].key, order.key());
+        let sent: OrderMessage = serde_json::from_slice(&entries[1].payload).unwrap();
+        assert_eq!(sent, order);
+        assert!(!String::from_utf8_lossy(&entries[1].payload).contains("traceparent"));
+    }
 }
