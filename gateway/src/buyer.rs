@@ -25,9 +25,23 @@ struct OrderBody {
 
 impl App {
     pub(crate) fn token(&self, sale: &str, req: &Incoming) -> Result<Reply, ApiError> {
+        self.traced("POST /v1/sales/{sale}/tokens", sale, req, App::traced_token)
+    }
+
+    /// Run a buyer route's `handler` with its trace, and end the trace with its outcome.
+    fn traced(
+        &self,
+        route: &'static str,
+        sale: &str,
+        req: &Incoming,
+        handler: fn(&App, &str, &Incoming, &mut RequestTrace<'_>) -> Result<Reply, ApiError>,
+    ) -> Result<Reply, ApiError> {
         let mut t = RequestTrace::start(&self.tracer);
-        let r = self.traced_token(sale, req, &mut t);
-        finish(t, "POST /v1/sales/{sale}/tokens", sale, &r);
+        let r = handler(self, sale, req, &mut t);
+        match &r {
+            Ok(reply) => t.finish(route, sale, reply.status, None),
+            Err(e) => t.finish(route, sale, e.status(), Some(e.code())),
+        }
         r
     }
 
@@ -59,10 +73,7 @@ impl App {
     }
 
     pub(crate) fn order(&self, sale: &str, req: &Incoming) -> Result<Reply, ApiError> {
-        let mut t = RequestTrace::start(&self.tracer);
-        let r = self.traced_order(sale, req, &mut t);
-        finish(t, "POST /v1/sales/{sale}/orders", sale, &r);
-        r
+        self.traced("POST /v1/sales/{sale}/orders", sale, req, App::traced_order)
     }
 
     fn traced_order(
@@ -282,14 +293,6 @@ fn accepted(p: &stock::Purchase, spooled: bool, trace_id: Option<String>) -> Rep
         body["trace_id"] = t.into();
     }
     Reply::json(202, &body)
-}
-
-/// End a buyer request's trace with its outcome.
-fn finish(t: RequestTrace<'_>, route: &'static str, sale: &str, r: &Result<Reply, ApiError>) {
-    match r {
-        Ok(reply) => t.finish(route, sale, reply.status, None),
-        Err(e) => t.finish(route, sale, e.status(), Some(e.code())),
-    }
 }
 
 impl App {
